@@ -1,0 +1,1 @@
+//! Node agent and deploy client (issue 3). Empty until then: the only crate that will speak HTTP.

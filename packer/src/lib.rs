@@ -1,0 +1,38 @@
+//! The silver artifact: a content-addressed, relocatable, reproducible package of an app.
+//!
+//! `pack` turns an app directory into a `.silver` archive whose id is the BLAKE3 of its manifest;
+//! `verify`, `unpack` and `inspect` read one back as hostile input. This crate has no network code.
+
+pub mod appini;
+pub mod archive;
+mod error;
+pub mod limits;
+pub mod manifest;
+mod pack;
+pub mod path;
+mod read;
+pub mod relocate;
+pub mod walk;
+
+pub use error::{Error, Refusal};
+pub use limits::Limits;
+pub use manifest::{Entry, Hash, Id, Kind, Manifest};
+pub use pack::{pack, PackConfig, PackReport};
+pub use read::{staging_path, unpack, verify, ReadConfig, Verified};
+pub use walk::WalkConfig;
+
+/// Progress of a long phase, in bytes. The binary draws bars; the library only counts.
+pub trait Progress: Sync {
+    fn start(&self, phase: &str, total_bytes: u64);
+    fn advance(&self, bytes: u64);
+    fn finish(&self);
+}
+
+/// Progress that goes nowhere (tests, `--json` without a terminal).
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}

@@ -1,0 +1,605 @@
+//! Reading artifacts, which is hostile-input parsing: `verify`, `inspect` and `unpack`.
+//!
+//! The manifest comes first and is validated whole (paths, order, symlinks, limits) before a byte
+//! is written. Then every tar entry must be the manifest's next entry, with the same kind, mode,
+//! size, hash and target. Extraction writes only into a fresh `<dest>.partial`, creates files
+//! with `O_EXCL` under directories it made itself, and renames into place only when everything
+//! verified; on any error the staging directory is removed.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::archive::MANIFEST_NAME;
+use crate::error::{Error, Refusal};
+use crate::limits::Limits;
+use crate::manifest::{Entry, Hash, Kind, Manifest};
+
+/// How to read an archive.
+#[derive(Debug, Clone, Default)]
+pub struct ReadConfig {
+    pub limits: Limits,
+    /// Refuse the archive unless its id is this (full `b3:…` or a prefix of 12+ hex digits).
+    pub expected_id: Option<String>,
+    /// fsync every file and directory before the final rename (the node agent wants this).
+    pub durable: bool,
+}
+
+/// What reading a whole archive established.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub id: String,
+    pub format: String,
+    /// From the archive's `app.ini`, when it has one that names the app.
+    pub app: Option<String>,
+    pub archive_sha256: String,
+    pub archive_bytes: u64,
+    pub files: usize,
+    pub content_bytes: u64,
+    pub entries: Vec<Entry>,
+    /// The relocation rewrites recorded at pack time: (path, kind).
+    pub fixups: Vec<(String, String)>,
+}
+
+/// Reads and checks every byte of `archive` without writing anything.
+pub fn verify(archive: &Path, config: &ReadConfig) -> Result<Verified, Error> {
+    let _span = tracing::info_span!("verify", archive = %archive.display()).entered();
+    read(archive, None, config)
+}
+
+/// Extracts `archive` into `dest`, which must not exist.
+pub fn unpack(archive: &Path, dest: &Path, config: &ReadConfig) -> Result<Verified, Error> {
+    let _span = tracing::info_span!("unpack", archive = %archive.display(), dest = %dest.display())
+        .entered();
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::DestinationExists { path: dest.into() });
+    }
+    let staging = staging_path(dest);
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|source| Error::Write {
+            path: parent.into(),
+            source,
+        })?;
+    }
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&staging)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => Error::DestinationExists {
+                path: staging.clone(),
+            },
+            _ => Error::Write {
+                path: staging.clone(),
+                source,
+            },
+        })?;
+    let guard = RemoveOnDrop(Some(staging.clone()));
+    let verified = read(archive, Some(&staging), config)?;
+    let write_err = |source| Error::Write {
+        path: dest.into(),
+        source,
+    };
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::DestinationExists { path: dest.into() });
+    }
+    if config.durable {
+        crate::pack::sync_dir(&staging);
+    }
+    fs::rename(&staging, dest).map_err(write_err)?;
+    guard.disarm();
+    if config.durable {
+        crate::pack::sync_dir(dest.parent().unwrap_or(Path::new(".")));
+    }
+    Ok(verified)
+}
+
+/// `<dest>.partial`, the staging directory of design §3.
+pub fn staging_path(dest: &Path) -> PathBuf {
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".partial");
+    dest.with_file_name(name)
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}
+
+fn read(archive: &Path, staging: Option<&Path>, config: &ReadConfig) -> Result<Verified, Error> {
+    let file = File::open(archive).map_err(|source| Error::Read {
+        path: archive.into(),
+        source,
+    })?;
+    let refused = |entry: &str, reason: Refusal| Error::Refused {
+        archive: archive.into(),
+        entry: entry.into(),
+        reason,
+    };
+    let counted = CountingReader {
+        inner: BufReader::with_capacity(1 << 20, file),
+        sha: sha2::Sha256::new(),
+        bytes: 0,
+    };
+    let mut decoder =
+        zstd::Decoder::with_buffer(counted).map_err(|e| refused("(archive)", Refusal::Zstd(e)))?;
+    // The window bounds the decoder's memory: a huge one is a memory-exhaustion attack.
+    decoder
+        .window_log_max(config.limits.max_window_log)
+        .map_err(|e| refused("(archive)", Refusal::Zstd(e)))?;
+    let budget = Rc::new(Cell::new(config.limits.max_manifest_bytes + 64 * 1024));
+    let stream = Budgeted {
+        inner: decoder.single_frame(),
+        used: 0,
+        limit: budget.clone(),
+    };
+    let mut tar = tar::Archive::new(stream);
+    let mut reader = EntryReader {
+        staging,
+        config,
+        created: HashSet::new(),
+        app_ini: None,
+    };
+    let (manifest, fixups) = {
+        let mut entries = tar
+            .entries()
+            .map_err(|e| refused("(archive)", Refusal::Tar(e)))?;
+        let (manifest, fixups) =
+            read_manifest(&mut entries, &config.limits).map_err(|r| refused("(manifest)", r))?;
+        if let Some(expected) = &config.expected_id {
+            if !manifest.id.matches(expected) {
+                return Err(Error::IdMismatch {
+                    archive: archive.into(),
+                    expected: expected.clone(),
+                    actual: manifest.id.to_string(),
+                });
+            }
+        }
+        budget.set(stream_budget(&manifest, &config.limits));
+        for expected in &manifest.entries {
+            let entry = match entries.next() {
+                None => {
+                    return Err(refused(
+                        &expected.path,
+                        Refusal::Missing(expected.path.clone()),
+                    ))
+                }
+                Some(entry) => entry.map_err(|e| refused(&expected.path, tar_refusal(e)))?,
+            };
+            reader.entry(entry, expected).map_err(|e| match e {
+                EntryError::Refused(reason) => refused(&expected.path, reason),
+                EntryError::Write(path, source) => Error::Write { path, source },
+            })?;
+        }
+        if let Some(extra) = entries.next() {
+            let name = extra
+                .ok()
+                .and_then(|e| e.path_bytes().into_owned().into())
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            return Err(refused(
+                &name.unwrap_or_else(|| "(after the last entry)".into()),
+                Refusal::Extra,
+            ));
+        }
+        (manifest, fixups)
+    };
+    let stream = tar.into_inner();
+    let counted = check_end(stream).map_err(|r| refused("(end of archive)", r))?;
+    let app = reader.app_ini.as_deref().and_then(app_name_from_ini);
+    Ok(Verified {
+        id: manifest.id.to_string(),
+        format: crate::manifest::HEADER.to_string(),
+        app,
+        archive_sha256: hex::encode(counted.sha.finalize()),
+        archive_bytes: counted.bytes,
+        files: manifest.file_count(),
+        content_bytes: manifest.content_bytes(),
+        entries: manifest.entries,
+        fixups,
+    })
+}
+
+/// How many decompressed bytes a well-formed archive with this manifest can take: content, plus
+/// for every entry its header, a long-name header and its block, plus the end-of-archive padding.
+fn stream_budget(manifest: &Manifest, limits: &Limits) -> u64 {
+    let per_entry = 512 * 4 + 2 * (limits.max_path_bytes as u64 + 512);
+    let padding: u64 = manifest
+        .entries
+        .iter()
+        .map(|e| e.size().div_ceil(512) * 512)
+        .sum();
+    limits.max_manifest_bytes
+        + 64 * 1024
+        + padding
+        + per_entry * (manifest.entries.len() as u64 + 1)
+        + 20 * 512
+}
+
+fn read_manifest<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+    limits: &Limits,
+) -> Result<(Manifest, Vec<(String, String)>), Refusal> {
+    let mut first = match entries.next() {
+        None => return Err(Refusal::NoManifest("nothing: the archive is empty".into())),
+        Some(entry) => entry.map_err(tar_refusal)?,
+    };
+    let name = String::from_utf8_lossy(&first.path_bytes()).into_owned();
+    if name != MANIFEST_NAME || first.header().entry_type() != tar::EntryType::Regular {
+        return Err(Refusal::NoManifest(name));
+    }
+    let size = first.size();
+    if size > limits.max_manifest_bytes {
+        return Err(Refusal::ManifestTooLarge {
+            size,
+            max: limits.max_manifest_bytes,
+        });
+    }
+    let fixups = pax_fixups(&mut first);
+    let mut bytes = Vec::with_capacity(size as usize);
+    first.read_to_end(&mut bytes).map_err(tar_refusal)?;
+    let manifest = Manifest::parse(&bytes, limits).map_err(Refusal::Manifest)?;
+    Ok((manifest, fixups))
+}
+
+/// The pack report's fixups, carried in the manifest entry's PAX `comment`. Informational only:
+/// nothing the reader does depends on it.
+fn pax_fixups<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Note {
+        fixups: Vec<(String, String)>,
+    }
+    let Ok(Some(extensions)) = entry.pax_extensions() else {
+        return vec![];
+    };
+    extensions
+        .flatten()
+        .filter(|e| e.key_bytes() == b"comment")
+        .find_map(|e| serde_json::from_slice::<Note>(e.value_bytes()).ok())
+        .map(|n| n.fixups)
+        .unwrap_or_default()
+}
+
+struct EntryReader<'a> {
+    staging: Option<&'a Path>,
+    config: &'a ReadConfig,
+    /// Directories this extraction made: the only ones it will create files in.
+    created: HashSet<String>,
+    app_ini: Option<Vec<u8>>,
+}
+
+enum EntryError {
+    Refused(Refusal),
+    Write(PathBuf, io::Error),
+}
+
+impl From<Refusal> for EntryError {
+    fn from(r: Refusal) -> Self {
+        EntryError::Refused(r)
+    }
+}
+
+impl EntryReader<'_> {
+    fn entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        expected: &Entry,
+    ) -> Result<(), EntryError> {
+        check_header(&mut entry, expected)?;
+        let Some(staging) = self.staging else {
+            return self.consume(&mut entry, expected, None);
+        };
+        let target = staging.join(&expected.path);
+        let write = |e: io::Error| EntryError::Write(target.clone(), e);
+        self.make_parents(staging, &expected.path)?;
+        match &expected.kind {
+            Kind::Dir => {
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&target)
+                    .map_err(write)?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).map_err(write)?;
+                self.created.insert(expected.path.clone());
+                Ok(())
+            }
+            Kind::Link { target: link } => std::os::unix::fs::symlink(link, &target).map_err(write),
+            Kind::File { .. } | Kind::Exec { .. } => {
+                // O_EXCL (create_new) refuses to follow or replace anything already there.
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(expected.mode())
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(write)?;
+                self.consume(&mut entry, expected, Some(&mut out))?;
+                out.set_permissions(fs::Permissions::from_mode(expected.mode()))
+                    .map_err(write)?;
+                if self.config.durable {
+                    out.sync_all().map_err(write)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads a file entry's content, hashing it and writing it to `out` if given.
+    fn consume<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        expected: &Entry,
+        mut out: Option<&mut File>,
+    ) -> Result<(), EntryError> {
+        let (size, hash) = match expected.kind {
+            Kind::File { size, hash } | Kind::Exec { size, hash } => (size, hash),
+            _ => return Ok(()),
+        };
+        let keep_ini = expected.path == "app.ini" && size <= 1 << 20;
+        let mut ini = Vec::new();
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut read = 0u64;
+        loop {
+            let n = entry.read(&mut buf).map_err(tar_refusal)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            read += n as u64;
+            if keep_ini {
+                ini.extend_from_slice(&buf[..n]);
+            }
+            if let Some(out) = out.as_deref_mut() {
+                out.write_all(&buf[..n])
+                    .map_err(|e| EntryError::Write(expected.path.clone().into(), e))?;
+            }
+        }
+        if read != size {
+            return Err(Refusal::Size {
+                expected: size,
+                actual: read,
+            }
+            .into());
+        }
+        let actual = Hash::from(hasher.finalize());
+        if actual != hash {
+            return Err(Refusal::Hash {
+                expected: hash.to_hex(),
+                actual: actual.to_hex(),
+            }
+            .into());
+        }
+        if keep_ini {
+            self.app_ini = Some(ini);
+        }
+        Ok(())
+    }
+
+    /// Creates missing parent directories, mode 0755, one component at a time. The manifest was
+    /// validated so no ancestor is a file or symlink; `created` makes this cheap.
+    fn make_parents(&mut self, staging: &Path, path: &str) -> Result<(), EntryError> {
+        for ancestor in crate::path::ancestors(path) {
+            if self.created.contains(ancestor) {
+                continue;
+            }
+            let dir = staging.join(ancestor);
+            match fs::DirBuilder::new().mode(0o755).create(&dir) {
+                Ok(()) => fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| EntryError::Write(dir.clone(), e))?,
+                Err(e) => return Err(EntryError::Write(dir, e)),
+            }
+            self.created.insert(ancestor.to_string());
+        }
+        Ok(())
+    }
+}
+
+fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>, expected: &Entry) -> Result<(), Refusal> {
+    let raw_path = entry.path_bytes().into_owned();
+    let mut path: &[u8] = &raw_path;
+    let kind = entry.header().entry_type();
+    let actual_kind = match kind {
+        tar::EntryType::Regular => "file",
+        tar::EntryType::Directory => "directory",
+        tar::EntryType::Symlink => "symlink",
+        // Hardlinks can point at files outside the tree; devices and FIFOs are not app content;
+        // sparse and other GNU types hide data from size checks.
+        other => return Err(Refusal::EntryType(format!("{other:?}"))),
+    };
+    if kind == tar::EntryType::Directory {
+        path = path.strip_suffix(b"/").unwrap_or(path);
+    }
+    if path != expected.path.as_bytes() {
+        return Err(Refusal::Unexpected {
+            expected: expected.path.clone(),
+        });
+    }
+    // Size smuggling through PAX (`size=`) or sparse maps would let the header disagree with the data.
+    if let Ok(Some(extensions)) = entry.pax_extensions() {
+        for ext in extensions.flatten() {
+            let key = ext.key_bytes();
+            if key == b"size" || key.starts_with(b"GNU.sparse") {
+                return Err(Refusal::EntryType(format!(
+                    "PAX {}",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+        }
+    }
+    let expected_kind = match expected.kind {
+        Kind::Dir => "directory",
+        Kind::File { .. } | Kind::Exec { .. } => "file",
+        Kind::Link { .. } => "symlink",
+    };
+    if actual_kind != expected_kind {
+        return Err(Refusal::KindMismatch {
+            expected: expected_kind,
+            actual: actual_kind,
+        });
+    }
+    // setuid, setgid, sticky or world-writable bits are refused by requiring the exact mode.
+    let mode = entry.header().mode().map_err(tar_refusal)? & 0o7777;
+    if mode != expected.mode() {
+        return Err(Refusal::Mode {
+            expected: expected.mode(),
+            actual: mode,
+        });
+    }
+    let size = entry.size();
+    let header_size = entry.header().size().map_err(tar_refusal)?;
+    if size != expected.size() || header_size != expected.size() {
+        return Err(Refusal::Size {
+            expected: expected.size(),
+            actual: size.max(header_size),
+        });
+    }
+    if let Kind::Link { target } = &expected.kind {
+        let actual = entry
+            .link_name_bytes()
+            .map(|b| b.into_owned())
+            .unwrap_or_default();
+        if actual != target.as_bytes() {
+            return Err(Refusal::LinkTarget {
+                expected: target.clone(),
+                actual: String::from_utf8_lossy(&actual).into_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// After the last entry only end-of-archive zero blocks may follow, then the end of the single
+/// zstd frame, then the end of the file: anything else is smuggled data.
+fn check_end<R: BufRead>(mut stream: Budgeted<zstd::Decoder<'static, R>>) -> Result<R, Refusal> {
+    let mut rest = [0u8; 512];
+    let mut trailing = 0u64;
+    loop {
+        let n = stream.read(&mut rest).map_err(|e| match e.kind() {
+            io::ErrorKind::Other if stream.used > stream.limit.get() => Refusal::StreamTooLong {
+                limit: stream.limit.get(),
+            },
+            _ => Refusal::Zstd(e),
+        })?;
+        if n == 0 {
+            break;
+        }
+        trailing += n as u64;
+        if rest[..n].iter().any(|b| *b != 0) || trailing > 20 * 512 {
+            return Err(Refusal::TrailingData);
+        }
+    }
+    let mut inner = stream.inner.finish();
+    match inner.fill_buf() {
+        Ok([]) => Ok(inner),
+        Ok(_) => Err(Refusal::TrailingData),
+        Err(e) => Err(Refusal::Zstd(e)),
+    }
+}
+
+fn tar_refusal(e: io::Error) -> Refusal {
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<BudgetExceeded>())
+    {
+        let limit = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<BudgetExceeded>())
+            .map_or(0, |b| b.0);
+        return Refusal::StreamTooLong { limit };
+    }
+    Refusal::Tar(e)
+}
+
+fn app_name_from_ini(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let ini = crate::appini::AppIni::parse(text, Path::new("app.ini")).ok()?;
+    ini.production("app_name").map(|v| v.value.clone())
+}
+
+/// Caps the decompressed stream: a small archive must not expand without bound (zip bomb, huge
+/// PAX or long-name headers that the tar crate reads into memory).
+struct Budgeted<R> {
+    inner: R,
+    used: u64,
+    limit: Rc<Cell<u64>>,
+}
+
+#[derive(Debug)]
+struct BudgetExceeded(u64);
+
+impl std::fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "decompressed stream over its budget of {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for BudgetExceeded {}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let limit = self.limit.get();
+        let room = limit.saturating_sub(self.used);
+        if room == 0 {
+            // One byte more than allowed proves the stream is over budget.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    self.used += 1;
+                    Err(io::Error::other(BudgetExceeded(limit)))
+                }
+            };
+        }
+        let take = buf.len().min(room.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..take])?;
+        self.used += n as u64;
+        Ok(n)
+    }
+}
+
+struct CountingReader<R> {
+    inner: R,
+    sha: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<R: BufRead> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for CountingReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            let amt = amt.min(buf.len());
+            self.sha.update(&buf[..amt]);
+            self.bytes += amt as u64;
+        }
+        self.inner.consume(amt)
+    }
+}

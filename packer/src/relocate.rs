@@ -1,0 +1,423 @@
+//! Relocation ("relative-path fixing"): rewrites that let an app run from any directory.
+//!
+//! Every rewrite is a pure function of (path, content, source root), so pack is reproducible, and
+//! every one is reported as a [`Fixup`]. The source tree itself is never touched.
+
+use memchr::memmem;
+use serde::Serialize;
+
+use crate::path;
+
+/// The absolute spellings of the app's source directory (as given and canonical), no trailing `/`.
+#[derive(Debug, Clone)]
+pub struct Roots(Vec<String>);
+
+impl Roots {
+    pub fn new(forms: impl IntoIterator<Item = String>) -> Roots {
+        let mut forms: Vec<String> = forms
+            .into_iter()
+            .map(|f| f.trim_end_matches('/').to_string())
+            .filter(|f| !f.is_empty())
+            .collect();
+        // Longest first, so `/a/b` wins over `/a` when one is a prefix of the other.
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        Roots(forms)
+    }
+
+    pub fn forms(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The artifact path of an absolute path inside the app (`""` is the root itself).
+    pub fn to_artifact(&self, abs: &str) -> Option<String> {
+        self.0.iter().find_map(|root| {
+            let rest = abs.strip_prefix(root.as_str())?;
+            if rest.is_empty() {
+                return Some(String::new());
+            }
+            let rest = rest.strip_prefix('/')?;
+            // Normalize `a/./b` and `a//b`; `..` is left to the symlink check to judge.
+            Some(
+                rest.split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            )
+        })
+    }
+
+    /// Whether `content` mentions any spelling of the root.
+    pub fn mentioned_in(&self, content: &[u8]) -> bool {
+        self.0
+            .iter()
+            .any(|r| memmem::find(content, r.as_bytes()).is_some())
+    }
+}
+
+/// One rewrite done at pack time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fixup {
+    pub path: String,
+    pub kind: FixupKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FixupKind {
+    /// An absolute symlink into the app became relative.
+    LinkRelativized,
+    /// A symlink to an interpreter outside the app was kept as a system link.
+    SystemLink,
+    /// Absolute lines of a `.pth` file became relative to the file.
+    Pth,
+    /// The path in an `.egg-link` became relative.
+    EggLink,
+    /// A `#!` naming an interpreter inside the app became a relocatable launcher.
+    Shebang,
+    /// A virtualenv activate script now finds its virtualenv from its own location.
+    Activate,
+    /// `pyvenv.cfg`'s informational `command` line no longer names the source directory.
+    PyvenvCfg,
+    /// A Python string literal holding an absolute path inside the app became relative to `__file__`.
+    PythonPath,
+}
+
+impl std::fmt::Display for FixupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// What a symlink becomes in the artifact.
+pub fn relocate_link(
+    roots: &Roots,
+    path: &str,
+    target: &str,
+    is_system: impl Fn(&str) -> bool,
+) -> (String, Option<Fixup>) {
+    if !target.starts_with('/') {
+        return (target.to_string(), None);
+    }
+    if let Some(inside) = roots.to_artifact(target) {
+        let relative = path::relative(path::parent(path), &inside);
+        let detail = format!("{target} -> {relative}");
+        return (
+            relative,
+            Some(Fixup {
+                path: path.into(),
+                kind: FixupKind::LinkRelativized,
+                detail,
+            }),
+        );
+    }
+    let fixup = is_system(target).then(|| Fixup {
+        path: path.into(),
+        kind: FixupKind::SystemLink,
+        detail: format!("{target} (must exist on the node)"),
+    });
+    (target.to_string(), fixup)
+}
+
+/// Rewrites a file's content so it no longer depends on where the app was packed.
+/// Returns `None` when nothing needs to change.
+pub fn relocate_content(roots: &Roots, path: &str, content: &[u8]) -> Option<(Vec<u8>, Fixup)> {
+    if !roots.mentioned_in(content) {
+        return None;
+    }
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let (text, kind) = if content.starts_with(b"#!") {
+        (shebang(roots, path, content)?, FixupKind::Shebang)
+    } else {
+        let text = std::str::from_utf8(content).ok()?;
+        if name.ends_with(".pth") {
+            (pth(roots, path, text)?, FixupKind::Pth)
+        } else if name.ends_with(".egg-link") {
+            (egg_link(roots, path, text)?, FixupKind::EggLink)
+        } else if matches!(name, "activate" | "activate.csh" | "activate.fish") {
+            (activate(roots, path, name, text)?, FixupKind::Activate)
+        } else if name == "pyvenv.cfg" {
+            (pyvenv_cfg(roots, text)?, FixupKind::PyvenvCfg)
+        } else if name.ends_with(".py") {
+            (python_strings(roots, path, text)?, FixupKind::PythonPath)
+        } else {
+            return None;
+        }
+    };
+    let detail = describe(kind);
+    Some((
+        text.into_bytes(),
+        Fixup {
+            path: path.into(),
+            kind,
+            detail,
+        },
+    ))
+}
+
+fn describe(kind: FixupKind) -> String {
+    match kind {
+        FixupKind::Shebang => "interpreter found relative to the script".into(),
+        FixupKind::Pth => "absolute entries made relative to the .pth file".into(),
+        FixupKind::EggLink => "egg path made relative".into(),
+        FixupKind::Activate => "VIRTUAL_ENV computed from the script's location".into(),
+        FixupKind::PyvenvCfg => "source directory dropped from `command`".into(),
+        FixupKind::PythonPath => "absolute paths made relative to __file__".into(),
+        FixupKind::LinkRelativized | FixupKind::SystemLink => String::new(),
+    }
+}
+
+/// `#!/src/app/venv/bin/python` becomes the sh/Python polyglot that pip itself writes for long
+/// paths: `sh` runs the first lines, Python sees them as a string literal.
+fn shebang(roots: &Roots, path: &str, content: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(content).ok()?;
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let line = first.strip_prefix("#!")?.trim();
+    let (interpreter, args) = line.split_once([' ', '\t']).unwrap_or((line, ""));
+    let inside = roots.to_artifact(interpreter)?;
+    let base = inside.rsplit('/').next()?;
+    if !base.starts_with("python") {
+        return None;
+    }
+    let relative = path::relative(path::parent(path), &inside);
+    let args = args.trim();
+    let args = if args.is_empty() {
+        String::new()
+    } else {
+        format!(" {args}")
+    };
+    Some(format!(
+        "#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/{relative}\"{args} \"$0\" \"$@\"\n' '''\n{rest}"
+    ))
+}
+
+/// `.pth` lines that are paths are joined to the site directory by `site.py`, so relative works.
+fn pth(roots: &Roots, path: &str, text: &str) -> Option<String> {
+    let dir = path::parent(path);
+    let mut changed = false;
+    let out = map_lines(text, |line| {
+        if line.starts_with("import ") || line.starts_with("import\t") {
+            return None;
+        }
+        let inside = roots.to_artifact(line.trim_end())?;
+        changed = true;
+        Some(path::relative(dir, &inside))
+    });
+    changed.then_some(out)
+}
+
+fn egg_link(roots: &Roots, path: &str, text: &str) -> Option<String> {
+    let dir = path::parent(path);
+    let mut first = true;
+    let mut changed = false;
+    let out = map_lines(text, |line| {
+        let was_first = std::mem::replace(&mut first, false);
+        let inside = roots.to_artifact(line.trim_end()).filter(|_| was_first)?;
+        changed = true;
+        Some(path::relative(dir, &inside))
+    });
+    changed.then_some(out)
+}
+
+/// Replaces the quoted virtualenv path in the three POSIX-ish activate scripts.
+fn activate(roots: &Roots, path: &str, name: &str, text: &str) -> Option<String> {
+    let bin = path::parent(path);
+    let venv = path::parent(bin);
+    let (prefix, replacement) = match name {
+        "activate" => (
+            "VIRTUAL_ENV=",
+            r#"VIRTUAL_ENV="$(cd "$(dirname -- "${BASH_SOURCE[0]:-$0}")/.." && pwd)""#.to_string(),
+        ),
+        "activate.fish" => (
+            "set -gx VIRTUAL_ENV ",
+            "set -gx VIRTUAL_ENV (builtin realpath (dirname (status filename))/..)".to_string(),
+        ),
+        _ => (
+            "setenv VIRTUAL_ENV ",
+            "set _silver_src = ($_)\nsetenv VIRTUAL_ENV \"`cd $_silver_src[2]:h/.. && pwd`\""
+                .to_string(),
+        ),
+    };
+    let mut changed = false;
+    let out = map_lines(text, |line| {
+        let quoted = line.trim().strip_prefix(prefix)?.trim_matches(['"', '\'']);
+        (roots.to_artifact(quoted)? == venv).then(|| {
+            changed = true;
+            replacement.clone()
+        })
+    });
+    changed.then_some(out)
+}
+
+fn pyvenv_cfg(roots: &Roots, text: &str) -> Option<String> {
+    let mut changed = false;
+    let out = map_lines(text, |line| {
+        let rest = line.strip_prefix("command")?;
+        if !roots.mentioned_in(rest.as_bytes()) {
+            return None;
+        }
+        changed = true;
+        let mut rest = rest.to_string();
+        for root in roots.forms() {
+            rest = rest
+                .replace(&format!("{root}/"), "")
+                .replace(root.as_str(), ".");
+        }
+        Some(format!("command{rest}"))
+    });
+    changed.then_some(out)
+}
+
+/// `'/src/app/src/pkg'` becomes `__import__('os').path.join(__import__('os').path.dirname(__file__), '../../src/pkg')`:
+/// setuptools' editable finders keep such literals.
+fn python_strings(roots: &Roots, path: &str, text: &str) -> Option<String> {
+    let dir = path::parent(path);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut changed = false;
+    'scan: while let Some(i) = rest.find(['\'', '"']) {
+        let quote = rest.as_bytes()[i] as char;
+        let prefixed = i > 0 && rest.as_bytes()[i - 1].is_ascii_alphanumeric();
+        let after = &rest[i + 1..];
+        for root in roots.forms() {
+            if prefixed || !after.starts_with(root.as_str()) {
+                continue;
+            }
+            let Some(end) = after.find([quote, '\n', '\\']) else {
+                continue;
+            };
+            if after.as_bytes()[end] as char != quote {
+                continue;
+            }
+            let Some(inside) = roots.to_artifact(&after[..end]) else {
+                continue;
+            };
+            let relative = path::relative(dir, &inside);
+            out.push_str(&rest[..i]);
+            out.push_str(&format!(
+                "__import__('os').path.join(__import__('os').path.dirname(__file__), {quote}{relative}{quote})"
+            ));
+            rest = &after[end + 1..];
+            changed = true;
+            continue 'scan;
+        }
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+/// Applies `f` to each line (without its ending), keeping line endings exactly.
+fn map_lines(text: &str, mut f: impl FnMut(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, ending) = match line.strip_suffix("\r\n") {
+            Some(b) => (b, "\r\n"),
+            None => line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n")),
+        };
+        match f(body) {
+            Some(new) => {
+                out.push_str(&new);
+                out.push_str(ending);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots() -> Roots {
+        Roots::new(["/src/app".to_string(), "/real/src/app".to_string()])
+    }
+
+    fn check(path: &str, content: &str, expected: Option<&str>) {
+        let got = relocate_content(&roots(), path, content.as_bytes())
+            .map(|(c, _)| String::from_utf8(c).unwrap());
+        assert_eq!(got.as_deref(), expected, "{path}");
+    }
+
+    #[test]
+    fn content_fixups() {
+        check("app.py", "print('hello')\n", None);
+        check(
+            "venv/bin/gunicorn",
+            "#!/src/app/venv/bin/python3\nimport sys\n",
+            Some("#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/python3\" \"$0\" \"$@\"\n' '''\nimport sys\n"),
+        );
+        check(
+            "scripts/tool",
+            "#!/real/src/app/venv/bin/python -E\nx\n",
+            Some("#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/../venv/bin/python\" -E \"$0\" \"$@\"\n' '''\nx\n"),
+        );
+        check("bin/other", "#!/src/app/bin/node\n", None);
+        check(
+            "venv/lib/python3.11/site-packages/easy-install.pth",
+            "/src/app/src/pkg\nimport sys\n/usr/lib/x\n",
+            Some("../../../../src/pkg\nimport sys\n/usr/lib/x\n"),
+        );
+        check(
+            "venv/lib/python3.11/site-packages/pkg.egg-link",
+            "/src/app/src/pkg\n.",
+            Some("../../../../src/pkg\n."),
+        );
+        check(
+            "venv/bin/activate",
+            "x\nVIRTUAL_ENV=\"/src/app/venv\"\nexport VIRTUAL_ENV\n",
+            Some("x\nVIRTUAL_ENV=\"$(cd \"$(dirname -- \"${BASH_SOURCE[0]:-$0}\")/..\" && pwd)\"\nexport VIRTUAL_ENV\n"),
+        );
+        check(
+            "venv/pyvenv.cfg",
+            "home = /usr/bin\ncommand = /usr/bin/python3 -m venv /src/app/venv\n",
+            Some("home = /usr/bin\ncommand = /usr/bin/python3 -m venv venv\n"),
+        );
+        check(
+            "venv/lib/python3.11/site-packages/__editable___pkg_finder.py",
+            "MAPPING = {'pkg': '/src/app/src/pkg'}\nX = r'/src/app/raw'\n",
+            Some("MAPPING = {'pkg': __import__('os').path.join(__import__('os').path.dirname(__file__), '../../../../src/pkg')}\nX = r'/src/app/raw'\n"),
+        );
+        check("notes.txt", "built in /src/app\n", None);
+    }
+
+    #[test]
+    fn links() {
+        let system = |t: &str| t.starts_with("/usr/");
+        let check = |path: &str, target: &str, expected: &str, kind: Option<FixupKind>| {
+            let (t, fixup) = relocate_link(&roots(), path, target, system);
+            assert_eq!(
+                (t.as_str(), fixup.map(|f| f.kind)),
+                (expected, kind),
+                "{path} -> {target}"
+            );
+        };
+        check("venv/bin/python", "python3", "python3", None);
+        check(
+            "venv/bin/python3",
+            "/usr/bin/python3",
+            "/usr/bin/python3",
+            Some(FixupKind::SystemLink),
+        );
+        check(
+            "venv/lib64",
+            "/src/app/venv/lib",
+            "lib",
+            Some(FixupKind::LinkRelativized),
+        );
+        check(
+            "current",
+            "/real/src/app/releases/1",
+            "releases/1",
+            Some(FixupKind::LinkRelativized),
+        );
+        check("x", "/etc/passwd", "/etc/passwd", None);
+    }
+}

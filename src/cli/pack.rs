@@ -1,0 +1,85 @@
+//! `silver pack`: resolve flags and environment into a `PackConfig`, pack, report.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::limits::LimitArgs;
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The app directory (with `app.ini` at its root).
+    #[arg(default_value = ".")]
+    pub app_dir: PathBuf,
+    /// Where to write `<app>-<id12>.silver`.
+    #[arg(short = 'o', long = "out-dir", default_value = ".")]
+    pub out_dir: PathBuf,
+    /// Print one JSON object (id, app, archive, sizes, fixups, warnings) instead of the id.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not honor `.gitignore` files (`.silverignore` still applies).
+    #[arg(long)]
+    pub no_gitignore: bool,
+    /// Refuse to pack when a text file still contains the absolute source path.
+    #[arg(long)]
+    pub strict: bool,
+    /// zstd compression level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = settings(&args)?;
+    let progress = ui::Bar::new(!std::io::stderr().is_terminal());
+    let report = packer::pack(&args.app_dir, &args.out_dir, &config, &progress)
+        .with_context(|| format!("failed to pack `{}`", args.app_dir.display()))?;
+    for warning in &report.warnings {
+        ui::warn(warning);
+    }
+    for fixup in &report.fixups {
+        tracing::info!(path = %fixup.path, kind = %fixup.kind, "relocated");
+    }
+    ui::status(
+        "Packed",
+        format!(
+            "{} {} ({} files, {} -> {}, {} fixups) into {}",
+            report.app,
+            report.id,
+            report.files,
+            ui::bytes(report.content_bytes),
+            ui::bytes(report.archive_bytes),
+            report.fixups.len(),
+            report.archive.display()
+        ),
+    );
+    if args.json {
+        super::print_json(&report)?;
+    } else {
+        println!("{}", report.id);
+    }
+    Ok(())
+}
+
+fn settings(args: &Args) -> anyhow::Result<packer::PackConfig> {
+    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH `{v}` is not a whole number of seconds"))?,
+        Err(_) => 0,
+    };
+    Ok(packer::PackConfig {
+        walk: packer::WalkConfig {
+            gitignore: !args.no_gitignore,
+        },
+        strict: args.strict,
+        limits: args.limits.resolve(),
+        mtime,
+        level: args.level,
+        ..packer::PackConfig::default()
+    })
+}

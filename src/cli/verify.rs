@@ -1,0 +1,54 @@
+//! `silver verify`: read every byte; exit 0 only for a complete, valid artifact (with the id given).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::limits::LimitArgs;
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub archive: PathBuf,
+    /// The id the artifact must have (`b3:<hex>`, or at least its first 12 hex digits).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Print one JSON object on success.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = packer::ReadConfig {
+        limits: args.limits.resolve(),
+        expected_id: args.id.clone(),
+        durable: false,
+    };
+    let verified = packer::verify(&args.archive, &config)
+        .with_context(|| format!("`{}` did not verify", args.archive.display()))?;
+    ui::status(
+        "Verified",
+        format!(
+            "{} ({} files, {})",
+            verified.id,
+            verified.files,
+            ui::bytes(verified.content_bytes)
+        ),
+    );
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "ok": true,
+            "id": verified.id,
+            "app": verified.app,
+            "archive_sha256": verified.archive_sha256,
+            "archive_bytes": verified.archive_bytes,
+            "files": verified.files,
+            "content_bytes": verified.content_bytes,
+        }))?;
+    } else {
+        println!("{}", verified.id);
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Human-facing output on stderr: styled messages, hints, progress bars, logging setup.
+//! Colors follow `NO_COLOR` and drop when stderr is not a terminal (anstream does both).
+
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anstyle::{AnsiColor, Style};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub const ERROR: Style = AnsiColor::Red.on_default().bold();
+pub const WARN: Style = AnsiColor::Yellow.on_default().bold();
+pub const HINT: Style = AnsiColor::Cyan.on_default().bold();
+pub const OK: Style = AnsiColor::Green.on_default().bold();
+pub const DIM: Style = Style::new().dimmed();
+
+/// Exit code for an artifact that was refused or failed verification.
+pub const EXIT_REFUSED: u8 = 3;
+
+/// `SILVER_LOG` (an env-filter directive) wins; `-v` turns on debug for silver's crates.
+pub fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,packer=debug,deployer=debug,builder=debug,silver=debug",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("SILVER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never)
+        .try_init();
+}
+
+/// A status line: `   Packed myapp …`, cargo style.
+pub fn status(verb: &str, message: impl std::fmt::Display) {
+    anstream::eprintln!("{OK}{verb:>12}{OK:#} {message}");
+}
+
+pub fn warn(message: impl std::fmt::Display) {
+    anstream::eprintln!("{WARN}warning{WARN:#}: {message}");
+}
+
+/// Prints an error with its causes and, on its own line, the hint; returns the exit code.
+pub fn report_error(err: &anyhow::Error) -> ExitCode {
+    anstream::eprintln!("{ERROR}error{ERROR:#}: {err}");
+    for cause in err.chain().skip(1) {
+        anstream::eprintln!("  {DIM}caused by:{DIM:#} {cause}");
+    }
+    let packer_err = err.chain().find_map(|e| e.downcast_ref::<packer::Error>());
+    if let Some(hint) = packer_err.and_then(packer::Error::hint) {
+        anstream::eprintln!("{HINT}hint{HINT:#}: {hint}");
+    }
+    let refused = matches!(
+        packer_err,
+        Some(packer::Error::Refused { .. } | packer::Error::IdMismatch { .. })
+    );
+    ExitCode::from(if refused { EXIT_REFUSED } else { 1 })
+}
+
+/// A byte-counting progress bar for the library's phases; invisible when stderr is not a terminal.
+pub struct Bar {
+    bar: Mutex<Option<ProgressBar>>,
+    hidden: bool,
+}
+
+impl Bar {
+    pub fn new(hidden: bool) -> Bar {
+        Bar {
+            bar: Mutex::new(None),
+            hidden,
+        }
+    }
+}
+
+impl packer::Progress for Bar {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        let target = if self.hidden {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        let bar = ProgressBar::with_draw_target(Some(total_bytes), target);
+        let style = ProgressStyle::with_template(
+            "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(phase.to_string());
+        *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            bar.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `1.2 MiB`, for humans only (JSON carries exact byte counts).
+pub fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
