@@ -516,6 +516,9 @@ fn check_end<R: BufRead>(mut stream: Budgeted<zstd::Decoder<'static, R>>) -> Res
 }
 
 fn tar_refusal(e: io::Error) -> Refusal {
+    if let Some(z) = e.get_ref().and_then(|i| i.downcast_ref::<ZstdFailure>()) {
+        return Refusal::Zstd(io::Error::new(z.0.kind(), z.0.to_string()));
+    }
     if e.get_ref()
         .is_some_and(|inner| inner.is::<BudgetExceeded>())
     {
@@ -545,6 +548,18 @@ struct Budgeted<R> {
 #[derive(Debug)]
 struct BudgetExceeded(u64);
 
+/// Marks an error from the zstd decoder, so the tar layer's errors can be told apart from it.
+#[derive(Debug)]
+struct ZstdFailure(io::Error);
+
+impl std::fmt::Display for ZstdFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ZstdFailure {}
+
 impl std::fmt::Display for BudgetExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "decompressed stream over its budget of {} bytes", self.0)
@@ -569,7 +584,10 @@ impl<R: Read> Read for Budgeted<R> {
             };
         }
         let take = buf.len().min(room.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..take])?;
+        let n = self
+            .inner
+            .read(&mut buf[..take])
+            .map_err(|e| io::Error::other(ZstdFailure(e)))?;
         self.used += n as u64;
         Ok(n)
     }
