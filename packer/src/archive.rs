@@ -72,6 +72,16 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
+/// The tar bytes of the manifest entry alone, without end-of-archive blocks: the archive's first
+/// zstd frame holds only these, and the tar stream goes on in the second frame.
+pub fn manifest_member(bytes: &[u8], note: Option<&str>, mtime: u64) -> io::Result<Vec<u8>> {
+    let mut tar = TarWriter::new(Vec::new(), mtime);
+    tar.manifest(bytes, note)?;
+    let mut out = tar.finish()?;
+    out.truncate(out.len() - 1024);
+    Ok(out)
+}
+
 /// One PAX extended-header record: `"<len> <key>=<value>\n"`, where `<len>` counts itself.
 fn pax_record(key: &str, value: &str) -> Vec<u8> {
     let body = format!(" {key}={value}\n");

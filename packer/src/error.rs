@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::manifest::ManifestProblem;
+use crate::manifest::{LinkProblem, ManifestProblem};
 use crate::path::PathProblem;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,12 @@ pub enum Error {
     Changed { path: String },
     #[error("the tree cannot be packed: {0}")]
     Tree(ManifestProblem),
+    #[error("cannot pack symlink `{path}` -> `{target}`: it {problem}")]
+    Link {
+        path: String,
+        target: String,
+        problem: LinkProblem,
+    },
     #[error("`{path}` still contains the absolute source path `{root}` (refused by --strict)")]
     SourcePath { path: String, root: String },
     #[error("artifact `{}` refused at {entry}: {reason}", archive.display())]
@@ -120,7 +126,7 @@ impl Error {
             }
             Error::Unreadable { .. } => "make it readable (chmod), or add it to `.silverignore`".into(),
             Error::Changed { .. } => "something is writing into the app directory; pack again when it is done".into(),
-            Error::Tree(ManifestProblem::Link { .. }) => "make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or add it to `.silverignore`".into(),
+            Error::Link { .. } => "make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or add it to `.silverignore`".into(),
             Error::SourcePath { .. } => "rebuild that file relative to the app, or drop --strict to accept it with a warning".into(),
             Error::Refused { .. } => "do not deploy this artifact; rebuild it with `silver pack` from trusted sources".into(),
             Error::DestinationExists { .. } => "choose a new destination; unpack never writes into an existing directory".into(),

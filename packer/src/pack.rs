@@ -1,15 +1,16 @@
 //! `pack`: app directory in, deterministic `.silver` archive out.
 //!
-//! Two passes keep memory flat however large the tree: pass 1 hashes (and relocates) every file in
-//! parallel and builds the manifest, which must come first in the archive; pass 2 streams the files
-//! into tar while zstd's workers compress, re-hashing to catch files that changed in between.
+//! One read of every file. A reader thread loads, relocates and hashes files in manifest order
+//! while the main thread frames them as tar and zstd's workers compress: reading, hashing and
+//! compression overlap. The content becomes the archive's second zstd frame (in a temp file);
+//! once every hash is known the manifest is compressed as the first frame and the two are joined.
+//! Memory stays flat: at most a bounded queue of small files is in flight.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::mpsc;
 
-use rayon::prelude::*;
 use serde::Serialize;
 use sha2::Digest;
 
@@ -17,7 +18,7 @@ use crate::appini::{self, AppIni};
 use crate::archive::TarWriter;
 use crate::error::Error;
 use crate::limits::Limits;
-use crate::manifest::{Entry, Hash, Kind, Manifest};
+use crate::manifest::{Entry, Hash, Kind, Manifest, ManifestProblem};
 use crate::relocate::{self, Fixup, Roots};
 use crate::walk::{self, SourceKind, WalkConfig};
 use crate::Progress;
@@ -65,9 +66,11 @@ pub struct PackReport {
     pub warnings: Vec<String>,
 }
 
-/// Files up to this size are read whole in pass 1 so they can be relocated; larger ones are
-/// streamed (and only scanned for the source path).
-const WHOLE_FILE_MAX: u64 = 8 << 20;
+/// Files up to this size are loaded whole by the reader thread (and can be relocated); larger
+/// ones are streamed by the writer (and only scanned for the source path). With the queue depth
+/// this bounds the memory in flight to 64 MiB.
+const WHOLE_FILE_MAX: u64 = 1 << 20;
+const QUEUE_DEPTH: usize = 64;
 
 /// Packs `app_dir` into `out_dir/<app>-<id12>.silver`. On error nothing is left in `out_dir`.
 pub fn pack(
@@ -82,20 +85,28 @@ pub fn pack(
     let app = appini::app_name(app_dir, &ini)?;
     let roots = source_roots(app_dir)?;
     let sources = walk::walk(app_dir, &config.walk, &config.limits)?;
-    let plan = plan(app_dir, &roots, sources, config, progress)?;
-    let manifest = Manifest::from_entries(plan.iter().map(|p| p.entry.clone()).collect());
-    manifest.validate(&config.limits).map_err(Error::Tree)?;
-    let mut fixups: Vec<Fixup> = plan.iter().filter_map(|p| p.fixup.clone()).collect();
+    let (sources, link_fixups) = relocate_links(&roots, sources, &config.limits);
+    precheck(&sources, &config.limits)?;
+    tracing::debug!(entries = sources.len(), "walked");
+
+    let write_err = |source| Error::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(out_dir).map_err(write_err)?;
+    let content = TempFile::new(out_dir).map_err(write_err)?;
+    let packed = write_content(app_dir, &roots, &sources, config, progress, &content.file)?;
+    let manifest = Manifest::from_entries(packed.entries);
+    let mut fixups = link_fixups;
+    fixups.extend(packed.fixups);
     fixups.sort_by(|a, b| a.path.cmp(&b.path));
     let mut warnings = ini.warnings.clone();
-    warnings.extend(plan.iter().filter_map(|p| p.warning.clone()));
+    warnings.extend(packed.warnings);
     tracing::info!(app = %app, id = %manifest.id, entries = manifest.entries.len(), content_bytes = manifest.content_bytes(), "manifest built");
 
-    let name = format!("{app}-{}.silver", manifest.id.short());
-    let archive = out_dir.join(&name);
-    let written = write_archive(
-        app_dir, &archive, &manifest, &plan, &fixups, config, progress,
-    )?;
+    let archive = out_dir.join(format!("{app}-{}.silver", manifest.id.short()));
+    let written = join_frames(&archive, &manifest, &fixups, config, content)?;
+    tracing::debug!(archive_bytes = written.bytes, "archive written");
     Ok(PackReport {
         id: manifest.id.to_string(),
         app,
@@ -110,15 +121,6 @@ pub fn pack(
     })
 }
 
-/// One entry with what pass 1 learned about it.
-struct Planned {
-    entry: Entry,
-    /// Relocated content, kept in memory (small files only) to be written in pass 2.
-    rewritten: Option<Arc<Vec<u8>>>,
-    fixup: Option<Fixup>,
-    warning: Option<String>,
-}
-
 fn source_roots(app_dir: &Path) -> Result<Roots, Error> {
     let read_err = |source| Error::Read {
         path: app_dir.into(),
@@ -131,13 +133,87 @@ fn source_roots(app_dir: &Path) -> Result<Roots, Error> {
     ))
 }
 
-fn plan(
+fn relocate_links(
+    roots: &Roots,
+    mut sources: Vec<walk::SourceEntry>,
+    limits: &Limits,
+) -> (Vec<walk::SourceEntry>, Vec<Fixup>) {
+    let mut fixups = Vec::new();
+    for source in &mut sources {
+        if let SourceKind::Link { target } = &mut source.kind {
+            let (new, fixup) = relocate::relocate_link(roots, &source.path, target, |t| {
+                limits.is_system_target(t)
+            });
+            *target = new;
+            fixups.extend(fixup);
+        }
+    }
+    (sources, fixups)
+}
+
+/// Checks the tree's shape (symlinks, order, limits) before any content is read, so a tree
+/// that cannot be packed fails fast. Hashes are not needed for these checks.
+fn precheck(sources: &[walk::SourceEntry], limits: &Limits) -> Result<(), Error> {
+    let entries = sources
+        .iter()
+        .map(|s| Entry {
+            path: s.path.clone(),
+            kind: match &s.kind {
+                SourceKind::EmptyDir => Kind::Dir,
+                SourceKind::File { size, .. } => Kind::File {
+                    size: *size,
+                    hash: Hash([0; 32]),
+                },
+                SourceKind::Link { target } => Kind::Link {
+                    target: target.clone(),
+                },
+            },
+        })
+        .collect();
+    Manifest::from_entries(entries)
+        .validate(limits)
+        .map_err(|problem| match problem {
+            ManifestProblem::Link {
+                path,
+                target,
+                problem,
+                ..
+            } => Error::Link {
+                path,
+                target,
+                problem,
+            },
+            other => Error::Tree(other),
+        })
+}
+
+/// What the reader thread hands the writer, in manifest order.
+enum Loaded {
+    NoContent,
+    Whole {
+        content: Vec<u8>,
+        hash: Hash,
+        fixup: Option<Fixup>,
+        warning: Option<String>,
+    },
+    /// Too large to load: the writer streams it from the file.
+    Large,
+}
+
+struct Packed {
+    entries: Vec<Entry>,
+    fixups: Vec<Fixup>,
+    warnings: Vec<String>,
+}
+
+fn write_content(
     app_dir: &Path,
     roots: &Roots,
-    sources: Vec<walk::SourceEntry>,
+    sources: &[walk::SourceEntry],
     config: &PackConfig,
     progress: &dyn Progress,
-) -> Result<Vec<Planned>, Error> {
+    out: &File,
+) -> Result<Packed, Error> {
     let total: u64 = sources
         .iter()
         .map(|s| {
@@ -148,151 +224,289 @@ fn plan(
             }
         })
         .sum();
-    progress.start("hashing", total);
-    let planned = sources
-        .into_par_iter()
-        .map(|source| plan_one(app_dir, roots, source, config, progress))
-        .collect::<Result<Vec<_>, _>>();
+    progress.start("packing", total);
+    let (tx, rx) = mpsc::sync_channel::<Result<Loaded, Error>>(QUEUE_DEPTH);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for source in sources {
+                if tx.send(load(app_dir, roots, source, config)).is_err() {
+                    break; // the writer failed and hung up
+                }
+            }
+        });
+        let archive_err = |source| Error::Write {
+            path: PathBuf::from("(archive)"),
+            source,
+        };
+        let encoder = encoder(
+            BufWriter::with_capacity(1 << 20, out),
+            config,
+            config.threads.max(1),
+        )
+        .map_err(archive_err)?;
+        let mut tar = TarWriter::new(encoder, config.mtime);
+        let mut packed = Packed {
+            entries: Vec::with_capacity(sources.len()),
+            fixups: vec![],
+            warnings: vec![],
+        };
+        for source in sources {
+            let loaded = rx
+                .recv()
+                .map_err(|_| archive_err(io::Error::other("reader thread stopped")))??;
+            let entry = write_one(
+                &mut tar,
+                app_dir,
+                roots,
+                source,
+                loaded,
+                config,
+                progress,
+                &mut packed,
+            )?;
+            packed.entries.push(entry);
+        }
+        tar.finish()
+            .and_then(|zstd| zstd.finish())
+            .and_then(|mut w| w.flush())
+            .map_err(archive_err)?;
+        Ok(packed)
+    });
     progress.finish();
-    planned
+    result
 }
 
-fn plan_one(
+/// The zstd settings every archive is written with: level 3 with a 4 MiB window and a larger hash
+/// table find repeats between files that the defaults miss; 4 MiB jobs keep every core busy
+/// (the default job is four windows). Measured in BENCHMARKS.md.
+fn encoder<W: Write>(
+    out: W,
+    config: &PackConfig,
+    workers: u32,
+) -> io::Result<zstd::Encoder<'static, W>> {
+    use zstd::zstd_safe::CParameter;
+    let mut zstd = zstd::Encoder::new(out, config.level)?;
+    if workers > 0 {
+        // Multithreaded zstd gives the same bytes for any worker count >= 1 (never 0).
+        zstd.multithread(workers)?;
+    }
+    zstd.window_log(WINDOW_LOG)?;
+    zstd.set_parameter(CParameter::HashLog(17))?;
+    if workers > 0 {
+        zstd.set_parameter(CParameter::JobSize(4 << 20))?;
+    }
+    zstd.include_checksum(true)?;
+    Ok(zstd)
+}
+
+/// The compression window of written archives; readers accept up to `Limits::max_window_log`.
+pub const WINDOW_LOG: u32 = 22;
+
+fn load(
     app_dir: &Path,
     roots: &Roots,
-    source: walk::SourceEntry,
+    source: &walk::SourceEntry,
     config: &PackConfig,
-    progress: &dyn Progress,
-) -> Result<Planned, Error> {
-    let path = source.path;
-    let (executable, size) = match source.kind {
-        SourceKind::EmptyDir => {
-            return Ok(Planned {
-                entry: Entry {
-                    path,
-                    kind: Kind::Dir,
-                },
-                rewritten: None,
-                fixup: None,
-                warning: None,
-            })
-        }
-        SourceKind::Link { target } => {
-            let (target, fixup) = relocate::relocate_link(roots, &path, &target, |t| {
-                config.limits.is_system_target(t)
-            });
-            let entry = Entry {
-                path,
-                kind: Kind::Link { target },
-            };
-            return Ok(Planned {
-                entry,
-                rewritten: None,
-                fixup,
-                warning: None,
-            });
-        }
-        SourceKind::File { executable, size } => (executable, size),
+) -> Result<Loaded, Error> {
+    let SourceKind::File { size, .. } = source.kind else {
+        return Ok(Loaded::NoContent);
     };
-    let full = app_dir.join(&path);
-    let unreadable = |source| Error::Unreadable {
+    if size > WHOLE_FILE_MAX {
+        return Ok(Loaded::Large);
+    }
+    let path = &source.path;
+    let mut content = std::fs::read(app_dir.join(path)).map_err(|e| Error::Unreadable {
         path: path.clone(),
-        source,
-    };
-    let (hash, size, rewritten, fixup, mentions, text) = if size <= WHOLE_FILE_MAX {
-        let content = std::fs::read(&full).map_err(unreadable)?;
-        progress.advance(content.len() as u64);
-        match relocate::relocate_content(roots, &path, &content) {
-            Some((new, fixup)) => {
-                let mentions = roots.mentioned_in(&new);
-                (
-                    Hash::of(&new),
-                    new.len() as u64,
-                    Some(Arc::new(new)),
-                    Some(fixup),
-                    mentions,
-                    true,
-                )
-            }
-            None => {
-                let text = !content[..content.len().min(8192)].contains(&0);
-                (
-                    Hash::of(&content),
-                    content.len() as u64,
-                    None,
-                    None,
-                    roots.mentioned_in(&content),
-                    text,
-                )
-            }
+        source: e,
+    })?;
+    let mut fixup = None;
+    // One scan for the source path: most files never mention it, and then nothing else runs.
+    let mut mentions = roots.mentioned_in(&content);
+    if mentions {
+        if let Some((new, f)) = relocate::relocate_content(roots, path, &content) {
+            content = new;
+            fixup = Some(f);
+            mentions = roots.mentioned_in(&content);
         }
-    } else {
-        let scanned = stream_scan(&full, roots, progress).map_err(unreadable)?;
-        (
-            scanned.hash,
-            scanned.size,
-            None,
-            None,
-            scanned.mentions,
-            scanned.text,
-        )
-    };
-    let warning = match (mentions && text, config.strict) {
-        (false, _) => None,
-        (true, true) => return Err(Error::SourcePath { path, root: roots.forms()[0].clone() }),
-        (true, false) => Some(format!("`{path}` still contains the absolute source path; it may not work from another directory")),
-    };
-    let kind = if executable {
-        Kind::Exec { size, hash }
-    } else {
-        Kind::File { size, hash }
-    };
-    Ok(Planned {
-        entry: Entry { path, kind },
-        rewritten,
+    }
+    let text = !content[..content.len().min(8192)].contains(&0);
+    let warning = source_path_warning(roots, path, text && mentions, config.strict)?;
+    Ok(Loaded::Whole {
+        hash: Hash::of(&content),
+        content,
         fixup,
         warning,
     })
 }
 
-struct Scanned {
-    hash: Hash,
-    size: u64,
+fn source_path_warning(
+    roots: &Roots,
+    path: &str,
     mentions: bool,
-    text: bool,
+    strict: bool,
+) -> Result<Option<String>, Error> {
+    match (mentions, strict) {
+        (false, _) => Ok(None),
+        (true, true) => Err(Error::SourcePath { path: path.into(), root: roots.forms()[0].clone() }),
+        (true, false) => Ok(Some(format!("`{path}` still contains the absolute source path; it may not work from another directory"))),
+    }
 }
 
-/// Hashes a large file in chunks, looking for the source path across chunk boundaries.
-fn stream_scan(path: &Path, roots: &Roots, progress: &dyn Progress) -> io::Result<Scanned> {
-    let mut file = File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let keep = roots.forms().iter().map(String::len).max().unwrap_or(0);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut carry: Vec<u8> = Vec::new();
-    let (mut size, mut mentions, mut text) = (0u64, false, true);
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+#[allow(clippy::too_many_arguments)]
+fn write_one<W: Write>(
+    tar: &mut TarWriter<W>,
+    app_dir: &Path,
+    roots: &Roots,
+    source: &walk::SourceEntry,
+    loaded: Loaded,
+    config: &PackConfig,
+    progress: &dyn Progress,
+    packed: &mut Packed,
+) -> Result<Entry, Error> {
+    let path = source.path.clone();
+    let write_err = |e| Error::Write {
+        path: PathBuf::from("(archive)"),
+        source: e,
+    };
+    let (executable, size) = match &source.kind {
+        SourceKind::EmptyDir => {
+            return write_plain(
+                tar,
+                Entry {
+                    path,
+                    kind: Kind::Dir,
+                },
+            )
         }
+        SourceKind::Link { target } => {
+            return write_plain(
+                tar,
+                Entry {
+                    path,
+                    kind: Kind::Link {
+                        target: target.clone(),
+                    },
+                },
+            )
+        }
+        SourceKind::File { executable, size } => (*executable, *size),
+    };
+    let kind = |size, hash| {
+        if executable {
+            Kind::Exec { size, hash }
+        } else {
+            Kind::File { size, hash }
+        }
+    };
+    let entry = match loaded {
+        Loaded::Whole {
+            content,
+            hash,
+            fixup,
+            warning,
+        } => {
+            packed.fixups.extend(fixup);
+            packed.warnings.extend(warning);
+            let entry = Entry {
+                path,
+                kind: kind(content.len() as u64, hash),
+            };
+            tar.entry(&entry, content.as_slice()).map_err(write_err)?;
+            progress.advance(content.len() as u64);
+            entry
+        }
+        Loaded::Large => {
+            // The header needs the size first: stream exactly that many bytes, hashing as we go,
+            // and refuse a file that grew or shrank meanwhile.
+            let unreadable = |e| Error::Unreadable {
+                path: path.clone(),
+                source: e,
+            };
+            let file = File::open(app_dir.join(&path)).map_err(unreadable)?;
+            let mut reader = Streaming {
+                inner: file.take(size),
+                hasher: blake3::Hasher::new(),
+                read: 0,
+                progress,
+                roots,
+                tail: vec![],
+                mentions: false,
+                text: None,
+            };
+            // The hash is filled in after streaming; the tar header only needs the size.
+            let placeholder = Entry {
+                path: path.clone(),
+                kind: kind(size, Hash([0; 32])),
+            };
+            tar.entry(&placeholder, &mut reader).map_err(write_err)?;
+            let grew = reader
+                .inner
+                .get_mut()
+                .read(&mut [0u8; 1])
+                .map_err(unreadable)?
+                != 0;
+            if reader.read != size || grew {
+                return Err(Error::Changed { path });
+            }
+            let mentions = reader.mentions && reader.text.unwrap_or(true);
+            packed
+                .warnings
+                .extend(source_path_warning(roots, &path, mentions, config.strict)?);
+            Entry {
+                path,
+                kind: kind(size, reader.hasher.finalize().into()),
+            }
+        }
+        Loaded::NoContent => unreachable!("files always load content"),
+    };
+    Ok(entry)
+}
+
+fn write_plain<W: Write>(tar: &mut TarWriter<W>, entry: Entry) -> Result<Entry, Error> {
+    tar.entry(&entry, io::empty()).map_err(|e| Error::Write {
+        path: PathBuf::from("(archive)"),
+        source: e,
+    })?;
+    Ok(entry)
+}
+
+/// Reads a large file into the tar stream, hashing it and looking for the source path across
+/// chunk boundaries.
+struct Streaming<'a> {
+    inner: io::Take<File>,
+    hasher: blake3::Hasher,
+    read: u64,
+    progress: &'a dyn Progress,
+    roots: &'a Roots,
+    tail: Vec<u8>,
+    mentions: bool,
+    text: Option<bool>,
+}
+
+impl Read for Streaming<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
         let chunk = &buf[..n];
-        if size == 0 {
-            text = !chunk[..n.min(8192)].contains(&0);
+        self.text
+            .get_or_insert_with(|| !chunk[..n.min(8192)].contains(&0));
+        self.hasher.update(chunk);
+        self.read += n as u64;
+        self.progress.advance(n as u64);
+        if !self.mentions {
+            let keep = self
+                .roots
+                .forms()
+                .iter()
+                .map(String::len)
+                .max()
+                .unwrap_or(0);
+            self.tail.extend_from_slice(chunk);
+            self.mentions = self.roots.mentioned_in(&self.tail);
+            let drop = self.tail.len().saturating_sub(keep);
+            self.tail.drain(..drop);
         }
-        hasher.update(chunk);
-        size += n as u64;
-        progress.advance(n as u64);
-        carry.extend_from_slice(chunk);
-        mentions = mentions || roots.mentioned_in(&carry);
-        let drop = carry.len().saturating_sub(keep);
-        carry.drain(..drop);
+        Ok(n)
     }
-    Ok(Scanned {
-        hash: hasher.finalize().into(),
-        size,
-        mentions,
-        text,
-    })
 }
 
 struct Written {
@@ -300,119 +514,50 @@ struct Written {
     bytes: u64,
 }
 
-fn write_archive(
-    app_dir: &Path,
+/// Writes frame 1 (the manifest) and appends frame 2 (the content) into the final archive.
+fn join_frames(
     archive: &Path,
     manifest: &Manifest,
-    plan: &[Planned],
     fixups: &[Fixup],
     config: &PackConfig,
-    progress: &dyn Progress,
+    content: TempFile,
 ) -> Result<Written, Error> {
     let out_dir = archive.parent().unwrap_or(Path::new("."));
     let write_err = |source| Error::Write {
         path: archive.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(out_dir).map_err(write_err)?;
-    let temp = tempfile_in(out_dir).map_err(write_err)?;
-    let result = (|| {
-        let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, temp.file.try_clone()?));
-        let mut zstd = zstd::Encoder::new(hashing, config.level)?;
-        // Multithreaded zstd gives the same bytes for any worker count >= 1, never 0.
-        zstd.multithread(config.threads.max(1))?;
-        zstd.include_checksum(true)?;
-        let mut tar = TarWriter::new(zstd, config.mtime);
+    let target = TempFile::new(out_dir).map_err(write_err)?;
+    let result = (|| -> io::Result<Written> {
         let note = (!fixups.is_empty()).then(|| fixup_note(fixups));
-        tar.manifest(&manifest.bytes, note.as_deref())?;
-        progress.start("compressing", manifest.content_bytes());
-        let by_path: std::collections::HashMap<&str, &Planned> =
-            plan.iter().map(|p| (p.entry.path.as_str(), p)).collect();
-        for entry in &manifest.entries {
-            write_entry(
-                &mut tar,
-                app_dir,
-                entry,
-                by_path[entry.path.as_str()],
-                progress,
-            )?;
-        }
-        progress.finish();
-        let hashing = tar.finish()?.finish()?;
-        let (mut inner, sha, bytes) = hashing.into_parts();
-        inner.flush()?;
-        temp.file.sync_all()?;
-        Ok::<_, PackIoError>(Written {
+        let member =
+            crate::archive::manifest_member(&manifest.bytes, note.as_deref(), config.mtime)?;
+        // Single-threaded for the small first frame: still one fixed setting, so deterministic.
+        let mut zstd = encoder(Vec::new(), config, 0)?;
+        zstd.write_all(&member)?;
+        let head = zstd.finish()?;
+        let mut out = &target.file;
+        out.write_all(&head)?;
+        let mut body = &content.file;
+        body.rewind()?;
+        // std's file-to-file copy is copy_file_range(2): the kernel moves the pages.
+        io::copy(&mut body, &mut out)?;
+        // No fsync: an artifact is a build output, named by content and checked by `verify`;
+        // the rename below still makes it appear whole or not at all.
+        // SHA-256 cannot be extended at the front, so hash the joined file (from the page cache).
+        let mut sha = sha2::Sha256::new();
+        let mut whole = &target.file;
+        whole.rewind()?;
+        let bytes = io::copy(&mut whole, &mut sha)?;
+        Ok(Written {
             sha256: hex::encode(sha.finalize()),
             bytes,
         })
     })();
-    match result {
-        Ok(written) => {
-            std::fs::rename(&temp.path, archive).map_err(write_err)?;
-            sync_dir(out_dir);
-            Ok(written)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp.path);
-            Err(match e {
-                PackIoError::Io(source) => write_err(source),
-                PackIoError::Pack(e) => e,
-            })
-        }
-    }
-}
-
-/// Keeps a pack error (a changed file) apart from an I/O error on the archive itself.
-enum PackIoError {
-    Io(io::Error),
-    Pack(Error),
-}
-
-impl From<io::Error> for PackIoError {
-    fn from(e: io::Error) -> Self {
-        PackIoError::Io(e)
-    }
-}
-
-fn write_entry<W: Write>(
-    tar: &mut TarWriter<W>,
-    app_dir: &Path,
-    entry: &Entry,
-    planned: &Planned,
-    progress: &dyn Progress,
-) -> Result<(), PackIoError> {
-    let (size, hash) = match entry.kind {
-        Kind::File { size, hash } | Kind::Exec { size, hash } => (size, hash),
-        _ => return Ok(tar.entry(entry, io::empty())?),
-    };
-    if let Some(content) = &planned.rewritten {
-        progress.advance(size);
-        return Ok(tar.entry(entry, content.as_slice())?);
-    }
-    let changed = || {
-        PackIoError::Pack(Error::Changed {
-            path: entry.path.clone(),
-        })
-    };
-    let file = File::open(app_dir.join(&entry.path)).map_err(|source| {
-        PackIoError::Pack(Error::Unreadable {
-            path: entry.path.clone(),
-            source,
-        })
-    })?;
-    let mut reader = VerifyingReader {
-        inner: file.take(size),
-        hasher: blake3::Hasher::new(),
-        read: 0,
-        progress,
-    };
-    tar.entry(entry, &mut reader)?;
-    let grew = reader.inner.into_inner().read(&mut [0u8; 1])? != 0;
-    if reader.read != size || grew || Hash::from(reader.hasher.finalize()) != hash {
-        return Err(changed());
-    }
-    Ok(())
+    let written = result.map_err(write_err)?;
+    target.persist(archive).map_err(write_err)?;
+    drop(content);
+    Ok(written)
 }
 
 /// The fixups as carried in the archive: JSON with artifact paths only, never the source path,
@@ -429,81 +574,56 @@ fn fixup_note(fixups: &[Fixup]) -> String {
     serde_json::to_string(&Note { fixups }).unwrap_or_default()
 }
 
-struct VerifyingReader<'a, R> {
-    inner: R,
-    hasher: blake3::Hasher,
-    read: u64,
-    progress: &'a dyn Progress,
-}
-
-impl<R: Read> Read for VerifyingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.read += n as u64;
-        self.progress.advance(n as u64);
-        Ok(n)
-    }
-}
-
-/// Counts and SHA-256-hashes the compressed bytes on their way to disk.
-struct HashingWriter<W> {
-    inner: W,
-    sha: sha2::Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            sha: sha2::Sha256::new(),
-            bytes: 0,
-        }
-    }
-    fn into_parts(self) -> (W, sha2::Sha256, u64) {
-        (self.inner, self.sha, self.bytes)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
+/// A hidden file in the output directory, removed unless persisted: a failed pack leaves nothing.
 struct TempFile {
     file: File,
     path: PathBuf,
+    keep: bool,
 }
 
-/// A new hidden file in `dir`, so a failed pack leaves no half-written `.silver` behind.
-fn tempfile_in(dir: &Path) -> io::Result<TempFile> {
-    for attempt in 0u32..100 {
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = dir.join(format!(
-            ".silver-pack-{}-{nonce:x}-{attempt}.partial",
-            std::process::id()
-        ));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(file) => return Ok(TempFile { file, path }),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+impl TempFile {
+    fn new(dir: &Path) -> io::Result<TempFile> {
+        for attempt in 0u32..100 {
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let path = dir.join(format!(
+                ".silver-pack-{}-{nonce:x}-{attempt}.partial",
+                std::process::id()
+            ));
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        file,
+                        path,
+                        keep: false,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("could not create a temporary file"))
+    }
+
+    fn persist(mut self, to: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, to)?;
+        self.keep = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
-    Err(io::Error::other("could not create a temporary file"))
 }
 
 /// Makes a rename durable. Best effort: some filesystems refuse to fsync directories.

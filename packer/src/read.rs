@@ -141,15 +141,11 @@ fn read(archive: &Path, staging: Option<&Path>, config: &ReadConfig) -> Result<V
         sha: sha2::Sha256::new(),
         bytes: 0,
     };
-    let mut decoder =
-        zstd::Decoder::with_buffer(counted).map_err(|e| refused("(archive)", Refusal::Zstd(e)))?;
-    // The window bounds the decoder's memory: a huge one is a memory-exhaustion attack.
-    decoder
-        .window_log_max(config.limits.max_window_log)
+    let frames = Frames::new(counted, config.limits.max_window_log)
         .map_err(|e| refused("(archive)", Refusal::Zstd(e)))?;
     let budget = Rc::new(Cell::new(config.limits.max_manifest_bytes + 64 * 1024));
     let stream = Budgeted {
-        inner: decoder.single_frame(),
+        inner: frames,
         used: 0,
         limit: budget.clone(),
     };
@@ -489,7 +485,7 @@ fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>, expected: &Entry) -> Res
 
 /// After the last entry only end-of-archive zero blocks may follow, then the end of the single
 /// zstd frame, then the end of the file: anything else is smuggled data.
-fn check_end<R: BufRead>(mut stream: Budgeted<zstd::Decoder<'static, R>>) -> Result<R, Refusal> {
+fn check_end<R: BufRead>(mut stream: Budgeted<Frames<R>>) -> Result<R, Refusal> {
     let mut rest = [0u8; 512];
     let mut trailing = 0u64;
     loop {
@@ -507,11 +503,70 @@ fn check_end<R: BufRead>(mut stream: Budgeted<zstd::Decoder<'static, R>>) -> Res
             return Err(Refusal::TrailingData);
         }
     }
-    let mut inner = stream.inner.finish();
-    match inner.fill_buf() {
-        Ok([]) => Ok(inner),
-        Ok(_) => Err(Refusal::TrailingData),
-        Err(e) => Err(Refusal::Zstd(e)),
+    stream.inner.into_inner().ok_or(Refusal::TrailingData)
+}
+
+/// The archive's zstd frames, read as one stream: the manifest's frame and the content's frame
+/// (an archive may also be a single frame). A third frame, skippable or not, is trailing data.
+struct Frames<R: BufRead> {
+    decoder: Option<zstd::Decoder<'static, R>>,
+    done: Option<R>,
+    frames: u32,
+    window_log_max: u32,
+}
+
+const MAX_FRAMES: u32 = 2;
+
+impl<R: BufRead> Frames<R> {
+    fn new(inner: R, window_log_max: u32) -> io::Result<Self> {
+        let decoder = Self::decoder(inner, window_log_max)?;
+        Ok(Frames {
+            decoder: Some(decoder),
+            done: None,
+            frames: 1,
+            window_log_max,
+        })
+    }
+
+    fn decoder(inner: R, window_log_max: u32) -> io::Result<zstd::Decoder<'static, R>> {
+        let mut decoder = zstd::Decoder::with_buffer(inner)?;
+        // The window bounds the decoder's memory: a huge one is a memory-exhaustion attack.
+        decoder.window_log_max(window_log_max)?;
+        Ok(decoder.single_frame())
+    }
+
+    /// The underlying reader once every frame was read and nothing follows them.
+    fn into_inner(self) -> Option<R> {
+        self.done
+    }
+}
+
+impl<R: BufRead> Read for Frames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(0);
+            };
+            let n = decoder.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let mut inner = self
+                .decoder
+                .take()
+                .map(zstd::Decoder::finish)
+                .expect("decoder present");
+            if inner.fill_buf()?.is_empty() {
+                self.done = Some(inner);
+                return Ok(0);
+            }
+            if self.frames == MAX_FRAMES {
+                // Leave `done` empty: check_end reports the trailing data.
+                return Ok(0);
+            }
+            self.frames += 1;
+            self.decoder = Some(Self::decoder(inner, self.window_log_max)?);
+        }
     }
 }
 

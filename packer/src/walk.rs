@@ -83,60 +83,47 @@ pub fn walk(root: &Path, config: &WalkConfig, limits: &Limits) -> Result<Vec<Sou
                 !always_ignored_file(name)
             }
         });
-    let mut entries = Vec::new();
+    // Metadata calls dominate a walk: spread them over the cores, then sort.
+    let found: std::sync::Mutex<Vec<Result<Found, Error>>> = std::sync::Mutex::new(Vec::new());
+    builder
+        .threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .build_parallel()
+        .run(|| {
+            let found = &found;
+            Box::new(move |item| {
+                let result = item
+                    .map_err(|e| walk_error(root, e))
+                    .and_then(|item| classify(root, &item, limits));
+                let stop = result.is_err();
+                if let Ok(Some(f)) = result {
+                    found.lock().unwrap_or_else(|e| e.into_inner()).push(Ok(f));
+                } else if let Err(e) = result {
+                    found.lock().unwrap_or_else(|e| e.into_inner()).push(Err(e));
+                }
+                if stop {
+                    ignore::WalkState::Quit
+                } else {
+                    ignore::WalkState::Continue
+                }
+            })
+        });
+    let mut found = found
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .collect::<Result<Vec<Found>, Error>>()?;
+    // Sorted first so that which error is reported, and everything after, is deterministic.
+    found.sort_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
+    let mut entries = Vec::with_capacity(found.len());
     let mut dirs = Vec::new();
     let mut non_empty: HashSet<String> = HashSet::new();
-    for item in builder.build() {
-        let item = item.map_err(|e| walk_error(root, e))?;
-        let rel = item.path().strip_prefix(root).unwrap_or(item.path());
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let rel_bytes = rel.as_os_str().as_bytes();
-        let display = String::from_utf8_lossy(rel_bytes).into_owned();
-        let path = path::check_path(rel_bytes, limits.max_path_bytes, limits.max_path_depth)
-            .map_err(|problem| Error::BadPath {
-                path: display.clone(),
-                problem,
-            })?
-            .to_string();
-        let meta = std::fs::symlink_metadata(item.path()).map_err(|source| Error::Unreadable {
-            path: display.clone(),
-            source,
-        })?;
-        let ft = meta.file_type();
-        if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
-            non_empty.insert(String::from_utf8_lossy(parent.as_os_str().as_bytes()).into_owned());
-        }
-        let kind = if ft.is_dir() {
-            dirs.push(path);
-            continue;
-        } else if ft.is_file() {
-            SourceKind::File {
-                size: meta.len(),
-                executable: meta.permissions().mode() & 0o111 != 0,
-            }
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(item.path()).map_err(|source| Error::Unreadable {
-                path: display.clone(),
-                source,
-            })?;
-            let target =
-                path::check_link_target(target.as_os_str().as_bytes(), limits.max_path_bytes)
-                    .map_err(|problem| Error::BadPath {
-                        path: format!("{display} (symlink target)"),
-                        problem,
-                    })?;
-            SourceKind::Link {
-                target: target.to_string(),
-            }
+    for Found { entry, is_dir } in found {
+        non_empty.insert(path::parent(&entry.path).to_string());
+        if is_dir {
+            dirs.push(entry.path);
         } else {
-            return Err(Error::SpecialFile {
-                path: display,
-                kind: special_kind(&ft),
-            });
-        };
-        entries.push(SourceEntry { path, kind });
+            entries.push(entry);
+        }
     }
     entries.extend(
         dirs.into_iter()
@@ -148,6 +135,68 @@ pub fn walk(root: &Path, config: &WalkConfig, limits: &Limits) -> Result<Vec<Sou
     );
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     Ok(entries)
+}
+
+struct Found {
+    entry: SourceEntry,
+    is_dir: bool,
+}
+
+/// Checks one walked path: its name, its type, and for symlinks its target. `None` for the root.
+fn classify(root: &Path, item: &ignore::DirEntry, limits: &Limits) -> Result<Option<Found>, Error> {
+    let rel = item.path().strip_prefix(root).unwrap_or(item.path());
+    if rel.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let rel_bytes = rel.as_os_str().as_bytes();
+    let display = String::from_utf8_lossy(rel_bytes).into_owned();
+    let path = path::check_path(rel_bytes, limits.max_path_bytes, limits.max_path_depth)
+        .map_err(|problem| Error::BadPath {
+            path: display.clone(),
+            problem,
+        })?
+        .to_string();
+    let meta = std::fs::symlink_metadata(item.path()).map_err(|source| Error::Unreadable {
+        path: display.clone(),
+        source,
+    })?;
+    let ft = meta.file_type();
+    let (kind, is_dir) = if ft.is_dir() {
+        (SourceKind::EmptyDir, true)
+    } else if ft.is_file() {
+        (
+            SourceKind::File {
+                size: meta.len(),
+                executable: meta.permissions().mode() & 0o111 != 0,
+            },
+            false,
+        )
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(item.path()).map_err(|source| Error::Unreadable {
+            path: display.clone(),
+            source,
+        })?;
+        let target = path::check_link_target(target.as_os_str().as_bytes(), limits.max_path_bytes)
+            .map_err(|problem| Error::BadPath {
+                path: format!("{display} (symlink target)"),
+                problem,
+            })?;
+        (
+            SourceKind::Link {
+                target: target.to_string(),
+            },
+            false,
+        )
+    } else {
+        return Err(Error::SpecialFile {
+            path: display,
+            kind: special_kind(&ft),
+        });
+    };
+    Ok(Some(Found {
+        entry: SourceEntry { path, kind },
+        is_dir,
+    }))
 }
 
 fn special_kind(ft: &std::fs::FileType) -> &'static str {

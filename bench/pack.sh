@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Pack benchmark: `silver pack` against `tar --sort=name ... | zstd -T0 -3` on the same tree, in the
+# same run. The tree is a realistic app: about a dozen pure-Python packages installed with
+# `pip install --target` (~100 MB, ~6,000 files). Prints a Markdown table for BENCHMARKS.md.
+# Usage: bench/pack.sh [RUNS]   (needs python3 -m pip, zstd, GNU tar, and PyPI for the first run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-5}
+work=bench/work
+tree=$work/tree
+pkgs="django==5.1.4 pygments==2.18.0 babel==2.16.0 docutils==0.21.2 jinja2==3.1.4 werkzeug==3.1.3 flask==3.1.0 requests==2.32.3 urllib3==2.2.3 sqlparse==0.5.3 markdown==3.7 pip==24.3.1 setuptools==75.6.0 idna==3.10 certifi==2024.8.30"
+if [ ! -f "$tree/.installed" ]; then
+  rm -rf "$tree" && mkdir -p "$tree"
+  echo "installing the benchmark tree from PyPI (once)..." >&2
+  python3 -m pip install --quiet --no-compile --no-deps --target "$tree/lib/python" $pkgs >&2
+  printf '[production]\napp_name = benchapp\nrunner = app.py\n' > "$tree/app.ini"
+  printf 'def application(environ, start_response):\n    start_response("200 OK", [])\n    return [b"ok"]\n' > "$tree/app.py"
+  touch "$tree/.installed"
+fi
+cargo build --release --quiet
+silver=$PWD/target/release/silver
+files=$(find "$tree" -type f | wc -l)
+bytes=$(du -sb --apparent-size "$tree" | cut -f1)
+out=$work/out && rm -rf "$out" && mkdir -p "$out"
+# Warm the page cache so both sides read from memory.
+tar -cf - -C "$tree" . > /dev/null
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+base_times=() silver_times=()
+for _ in $(seq "$runs"); do
+  t0=$(now)
+  (cd "$tree" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . | zstd -q -T0 -3 > "../baseline.tar.zst")
+  t1=$(now)
+  "$silver" pack "$tree" -o "$out" > /dev/null 2>&1
+  t2=$(now)
+  base_times+=("$(echo "$t1 - $t0" | bc -l)")
+  silver_times+=("$(echo "$t2 - $t1" | bc -l)")
+done
+base_t=$(printf '%s\n' "${base_times[@]}" | median)
+silver_t=$(printf '%s\n' "${silver_times[@]}" | median)
+base_size=$(stat -c %s "$work/baseline.tar.zst")
+silver_size=$(stat -c %s "$out"/*.silver)
+# Peak memory of one pack (maximum resident set size, KiB).
+/usr/bin/time -o "$work/rss" -f '%M' "$silver" pack "$tree" -o "$out" > /dev/null 2>&1
+rss=$(tail -1 "$work/rss")
+
+printf '| tree | %s files, %s bytes |\n|---|---|\n' "$files" "$bytes"
+printf '| baseline `tar | zstd -T0 -3` | %.3f s, %s bytes |\n' "$base_t" "$base_size"
+printf '| `silver pack` | %.3f s, %s bytes, peak RSS %s KiB |\n' "$silver_t" "$silver_size" "$rss"
+printf '| time ratio (silver / baseline) | %.3f |\n' "$(echo "$silver_t / $base_t" | bc -l)"
+printf '| size ratio (silver / baseline) | %.4f |\n' "$(echo "$silver_size / $base_size" | bc -l)"
+printf '| runs | %s (median), %s cores |\n' "$runs" "$(nproc)"

@@ -1,0 +1,113 @@
+//! Property tests of the format: pack, unpack and pack again gives the same id; the order in which
+//! a tree was created, its mtimes, its location and the thread count never change the bytes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use packer::{NoProgress, PackConfig, ReadConfig};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Node {
+    File { content: Vec<u8>, exec: bool },
+    Link(String),
+    Dir,
+}
+
+fn tree() -> impl Strategy<Value = Vec<(String, Node)>> {
+    let name = "[a-z]{1,3}( [a-z])?|[A-Z0-9_.-]{1,4}|é[a-z]";
+    let name = name.prop_filter("`.` and `..` are not names", |n: &String| {
+        n.chars().any(|c| c != '.')
+    });
+    let path = prop::collection::vec(name, 1..4).prop_map(|parts| parts.join("/"));
+    let node = prop_oneof![
+        4 => (prop::collection::vec(any::<u8>(), 0..300), any::<bool>()).prop_map(|(content, exec)| Node::File { content, exec }),
+        1 => "[a-z]{1,3}".prop_map(Node::Link),
+        1 => Just(Node::Dir),
+    ];
+    prop::collection::btree_map(path, node, 1..12).prop_map(|m| {
+        // Drop entries that would sit under a file or link of the same tree.
+        let mut out: Vec<(String, Node)> = Vec::new();
+        for (p, n) in m {
+            let blocked = out
+                .iter()
+                .any(|(q, qn)| !matches!(qn, Node::Dir) && p.starts_with(&format!("{q}/")));
+            let blocks = out.iter().any(|(q, _)| q.starts_with(&format!("{p}/")));
+            if !blocked && !(blocks && !matches!(n, Node::Dir)) {
+                out.push((p, n));
+            }
+        }
+        out
+    })
+}
+
+fn create(root: &Path, nodes: &[(String, Node)], order: &[usize], mtime_seed: u64) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(root.join("app.ini"), "[production]\napp_name = prop\n").unwrap();
+    for &i in order {
+        let (path, node) = &nodes[i];
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        match node {
+            Node::File { content, exec } => {
+                std::fs::write(&full, content).unwrap();
+                let mode = if *exec { 0o700 } else { 0o600 } | (mtime_seed as u32 & 0o044);
+                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode)).unwrap();
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime_seed * 1000);
+                std::fs::File::options()
+                    .write(true)
+                    .open(&full)
+                    .unwrap()
+                    .set_modified(t)
+                    .unwrap();
+            }
+            Node::Link(target) => std::os::unix::fs::symlink(target, &full).unwrap(),
+            Node::Dir => std::fs::create_dir_all(&full).unwrap(),
+        }
+    }
+}
+
+fn pack(app: &Path, out: &Path, threads: u32) -> (String, Vec<u8>) {
+    let config = PackConfig {
+        threads,
+        ..PackConfig::default()
+    };
+    let report = packer::pack(app, out, &config, &NoProgress).unwrap();
+    (report.id, std::fs::read(report.archive).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pack_unpack_pack_gives_the_same_id(nodes in tree()) {
+        let tmp = tempfile::tempdir().unwrap();
+        let order: Vec<usize> = (0..nodes.len()).collect();
+        create(&tmp.path().join("a/app"), &nodes, &order, 1);
+        let (id, bytes) = pack(&tmp.path().join("a/app"), &tmp.path().join("out1"), 2);
+        let archive = tmp.path().join("x.silver");
+        std::fs::write(&archive, &bytes).unwrap();
+        packer::unpack(&archive, &tmp.path().join("un/app"), &ReadConfig::default()).unwrap();
+        let (id2, bytes2) = pack(&tmp.path().join("un/app"), &tmp.path().join("out2"), 1);
+        prop_assert_eq!(id, id2);
+        prop_assert_eq!(bytes, bytes2);
+    }
+
+    #[test]
+    fn creation_order_mtimes_location_and_threads_do_not_matter(nodes in tree(), seed in any::<u64>()) {
+        let tmp = tempfile::tempdir().unwrap();
+        let forward: Vec<usize> = (0..nodes.len()).collect();
+        let mut shuffled = forward.clone();
+        // A seeded permutation: reverse, then rotate.
+        shuffled.reverse();
+        let len = shuffled.len();
+        shuffled.rotate_left((seed as usize) % len);
+        create(&tmp.path().join("one/app"), &nodes, &forward, 3);
+        create(&tmp.path().join("two/deeper/other-name"), &nodes, &shuffled, seed % 1_000_000);
+        std::fs::rename(tmp.path().join("two/deeper/other-name"), tmp.path().join("two/deeper/app")).unwrap();
+        let (id1, bytes1) = pack(&tmp.path().join("one/app"), &tmp.path().join("o1"), 1);
+        let (id2, bytes2) = pack(&tmp.path().join("two/deeper/app"), &tmp.path().join("o2"), 4);
+        prop_assert_eq!(id1, id2);
+        prop_assert!(bytes1 == bytes2, "archives differ");
+    }
+}

@@ -1,0 +1,454 @@
+//! End-to-end: `silver pack`, `inspect`, `verify` and `unpack` run as a user would run them.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{copy_fixture, redact, silver, stderr, stdout};
+
+#[test]
+fn pack_prints_the_id_and_writes_the_named_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("hello-wsgi");
+    copy_fixture("hello-wsgi", &app);
+    std::fs::write(app.join("local-notes.txt"), "ignored by .silverignore").unwrap();
+    let out = silver()
+        .args(["pack"])
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path().join("dist"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    assert!(id.starts_with("b3:") && id.len() == 67, "{id}");
+    let archive = tmp
+        .path()
+        .join("dist")
+        .join(format!("hello-{}.silver", &id[3..15]));
+    assert!(archive.is_file());
+    insta::assert_snapshot!(redact(&stderr(&out), tmp.path()), @"      Packed hello [ID] (5 files, 1.59 KiB -> 1.39 KiB, 0 fixups) into [TMP]/dist/hello-[ID12].silver");
+}
+
+#[test]
+fn pack_json_reports_everything_ci_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    std::os::unix::fs::symlink("/usr/bin/python3", app.join("python")).unwrap();
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = report
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "app",
+            "archive",
+            "archive_bytes",
+            "archive_sha256",
+            "content_bytes",
+            "entries",
+            "files",
+            "fixups",
+            "id",
+            "warnings"
+        ]
+    );
+    assert_eq!(report["app"], "hello");
+    assert_eq!(report["files"], 5);
+    assert_eq!(report["fixups"][0]["kind"], "system-link");
+    let archive = Path::new(report["archive"].as_str().unwrap());
+    assert_eq!(
+        report["archive_bytes"],
+        std::fs::metadata(archive).unwrap().len()
+    );
+}
+
+#[test]
+fn two_copies_made_at_different_times_and_places_pack_to_identical_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("one/hello-wsgi");
+    let two = tmp.path().join("elsewhere/deeper/checkout");
+    copy_fixture("hello-wsgi", &one);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    copy_fixture("hello-wsgi", &two);
+    // Different modes (group/other bits), an extra ignored file and a different umask.
+    std::fs::set_permissions(two.join("app.py"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(two.join(".git")).unwrap();
+    std::fs::write(two.join(".git/HEAD"), "ref: refs/heads/main").unwrap();
+    std::fs::create_dir(two.join("__pycache__")).unwrap();
+    std::fs::write(two.join("__pycache__/app.cpython-311.pyc"), "bytecode").unwrap();
+    let pack = |app: &Path, out: &str| {
+        let out = tmp.path().join(out);
+        let o = silver()
+            .arg("pack")
+            .arg(app)
+            .arg("-o")
+            .arg(&out)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        std::fs::read(report["archive"].as_str().unwrap()).unwrap()
+    };
+    assert!(pack(&one, "o1") == pack(&two, "o2"), "archives differ");
+}
+
+#[test]
+fn inspect_shows_header_app_id_entries_and_fixups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    std::fs::create_dir(app.join("uploads")).unwrap();
+    std::os::unix::fs::symlink(app.join("static"), app.join("assets")).unwrap();
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let id = stdout(&out).trim().to_string();
+    let archive = tmp.path().join(format!("hello-{}.silver", &id[3..15]));
+    let out = silver().arg("inspect").arg(&archive).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::assert_snapshot!(redact(&stdout(&out), tmp.path()), @r"
+    format    silver-manifest 1
+    app       hello
+    id        [ID]
+    archive   1585 bytes, sha256 [SHA256]
+    content   1628 bytes in 5 files
+    entries   7 (1 symlinks, 1 empty directories)
+    fixups    1
+      link-relativized   assets
+
+    file  0644         16  .silverignore
+    file  0644        183  app.ini
+    file  0644       1260  app.py
+    link  0777          -  assets -> static
+    file  0644        135  lib/python/greeting/__init__.py
+    file  0644         34  static/css/site.css
+    dir   0755          -  uploads/
+    ");
+}
+
+#[test]
+fn verify_checks_the_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let id = stdout(&out).trim().to_string();
+    let archive = tmp.path().join(format!("hello-{}.silver", &id[3..15]));
+    silver()
+        .arg("verify")
+        .arg(&archive)
+        .arg("--id")
+        .arg(&id)
+        .assert()
+        .success()
+        .stdout(format!("{id}\n"));
+    silver()
+        .arg("verify")
+        .arg(&archive)
+        .arg("--id")
+        .arg(&id[3..15])
+        .assert()
+        .success();
+    let wrong = format!("b3:{}", "0".repeat(64));
+    let out = silver()
+        .arg("verify")
+        .arg(&archive)
+        .arg("--id")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    insta::assert_snapshot!(redact(&stderr(&out), tmp.path()), @r"
+    error: `[TMP]/hello-[ID12].silver` did not verify
+      caused by: artifact `[TMP]/hello-[ID12].silver` is [ID], not [ID]
+    hint: the archive is not the artifact you named; check the id you were given
+    ");
+    // One flipped byte anywhere makes it fail.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&archive, bytes).unwrap();
+    assert_eq!(
+        silver()
+            .arg("verify")
+            .arg(&archive)
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(3)
+    );
+}
+
+#[test]
+fn unpack_round_trips_and_never_writes_into_an_existing_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let id = stdout(&out).trim().to_string();
+    let archive = tmp.path().join(format!("hello-{}.silver", &id[3..15]));
+    let dest = tmp.path().join("releases/one");
+    silver()
+        .arg("unpack")
+        .arg(&archive)
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(dest.join("app.py")).unwrap(),
+        std::fs::read(app.join("app.py")).unwrap()
+    );
+    let out = silver()
+        .arg("unpack")
+        .arg(&archive)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(redact(&stderr(&out), tmp.path()), @r"
+    error: failed to unpack `[TMP]/hello-[ID12].silver`
+      caused by: `[TMP]/releases/one` already exists
+    hint: choose a new destination; unpack never writes into an existing directory
+    ");
+}
+
+#[test]
+fn the_hostile_corpus_is_refused_by_the_cli() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("packer/tests/hostile");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(corpus).unwrap().flatten() {
+        n += 1;
+        let dest = tmp.path().join(format!("dest{n}"));
+        let out = silver()
+            .arg("unpack")
+            .arg(entry.path())
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}: {}",
+            entry.path().display(),
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("hint: do not deploy this artifact"));
+    }
+    assert!(n >= 20);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "something was written"
+    );
+}
+
+/// Sets up a broken app in `app` and checks the error pack gives, with no archive written.
+fn check(setup: impl FnOnce(&Path), expected_stderr: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    setup(&app);
+    let out_dir = tmp.path().join("dist");
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        redact(&stderr(&out), tmp.path()).trim_end(),
+        expected_stderr.trim_end()
+    );
+    let written = std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "a refused pack wrote into the output directory");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_naming_the_thing() {
+    check(
+        |app| std::fs::remove_file(app.join("app.ini")).unwrap(),
+        "\
+error: failed to pack `[TMP]/app`
+  caused by: `[TMP]/app/app.ini` is missing: every app has an `app.ini` at its root
+hint: create `app.ini` with a `[production]` section, e.g. `app_name = myapp`",
+    );
+    check(
+        |app| {
+            std::fs::write(
+                app.join("app.ini"),
+                "[production]\napp_name = ok\nno equals sign here\n",
+            )
+            .unwrap()
+        },
+        "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:3: `no equals sign here` is not `key = value`
+hint: fix that line of `app.ini`; the keys are listed in the README",
+    );
+    check(|app| std::fs::write(app.join("app.ini"), "[production]\napp_name = my app\n").unwrap(), "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:2: app_name `my app` is invalid: only letters, digits, `-`, `_` and `.` are allowed
+hint: fix that line of `app.ini`; the keys are listed in the README");
+    check(|app| std::os::unix::fs::symlink("../../../etc/passwd", app.join("static/passwd")).unwrap(), "\
+error: failed to pack `[TMP]/app`
+  caused by: cannot pack symlink `static/passwd` -> `../../../etc/passwd`: it leaves the app (relative targets must resolve inside it)
+hint: make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or add it to `.silverignore`");
+    check(|app| std::os::unix::fs::symlink("/etc/shadow", app.join("shadow")).unwrap(), "\
+error: failed to pack `[TMP]/app`
+  caused by: cannot pack symlink `shadow` -> `/etc/shadow`: it is absolute and outside the allowed system prefixes
+hint: make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or add it to `.silverignore`");
+    check(|app| { std::process::Command::new("mkfifo").arg(app.join("pipe")).status().unwrap(); }, "\
+error: failed to pack `[TMP]/app`
+  caused by: cannot pack `pipe`: it is a FIFO (named pipe); an artifact holds only files, directories and symlinks
+hint: rename or remove it, or add it to `.silverignore`");
+    check(|app| { std::os::unix::net::UnixListener::bind(app.join("sock")).unwrap(); }, "\
+error: failed to pack `[TMP]/app`
+  caused by: cannot pack `sock`: it is a socket; an artifact holds only files, directories and symlinks
+hint: rename or remove it, or add it to `.silverignore`");
+    check(
+        |app| std::fs::write(app.join("bad\nname"), "x").unwrap(),
+        "\
+error: failed to pack `[TMP]/app`
+  caused by: cannot pack `bad\nname`: the name contains the control character U+000A
+hint: rename or remove it, or add it to `.silverignore`",
+    );
+    check(
+        |app| {
+            use std::os::unix::ffi::OsStrExt;
+            std::fs::write(
+                app.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+                "latin-1 name",
+            )
+            .unwrap();
+        },
+        "\
+error: failed to pack `[TMP]/app`
+  caused by: cannot pack `caf\u{FFFD}.txt`: the name is not valid UTF-8
+hint: rename or remove it, or add it to `.silverignore`",
+    );
+}
+
+#[test]
+fn ignored_special_files_do_not_stop_a_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    std::process::Command::new("mkfifo")
+        .arg(app.join("pipe"))
+        .status()
+        .unwrap();
+    std::fs::write(app.join(".silverignore"), "pipe\n").unwrap();
+    std::fs::write(app.join(".gitignore"), "*.log\n").unwrap();
+    std::fs::write(app.join("debug.log"), "noise").unwrap();
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["files"].clone();
+    assert_eq!(files, 6, "app files plus .gitignore; no pipe, no debug.log");
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path())
+        .arg("--json")
+        .arg("--no-gitignore")
+        .output()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["files"],
+        7,
+        "--no-gitignore packs debug.log"
+    );
+}
+
+#[test]
+fn unreadable_files_are_refused() {
+    // Root reads everything, so run the pack as `nobody` when the tests run as root.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("a+rwX")
+        .arg(&app)
+        .status()
+        .unwrap();
+    std::fs::set_permissions(app.join("app.py"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("silver");
+    let is_root = unsafe_free_is_root();
+    let mut cmd = if is_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin);
+        c
+    } else {
+        std::process::Command::new(&bin)
+    };
+    let out = cmd
+        .env("NO_COLOR", "1")
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path().join("dist"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read `app.py`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("hint: make it readable (chmod), or add it to `.silverignore`"));
+}
+
+fn unsafe_free_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
