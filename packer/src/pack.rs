@@ -276,9 +276,10 @@ fn write_content(
     result
 }
 
-/// The zstd settings every archive is written with: level 3 with a 4 MiB window and a larger hash
-/// table find repeats between files that the defaults miss; 4 MiB jobs keep every core busy
-/// (the default job is four windows). Measured in BENCHMARKS.md.
+/// The zstd settings every archive is written with: level 3, with a 4 MiB window (the level-3
+/// default is 2 MiB) to find repeats between files, and 4 MiB jobs so every core stays busy.
+/// Bigger windows or hash tables compressed better but cost more time than they saved on two
+/// cores; the measurements are in BENCHMARKS.md.
 fn encoder<W: Write>(
     out: W,
     config: &PackConfig,
