@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{copy_fixture, redact, silver, stderr, stdout};
+use common::{copy_fixture, pack_dir, redact, silver, stderr, stdout};
 
 #[test]
 fn pack_prints_the_id_and_writes_the_named_archive() {
@@ -92,20 +92,8 @@ fn two_copies_made_at_different_times_and_places_pack_to_identical_bytes() {
     std::fs::write(two.join(".git/HEAD"), "ref: refs/heads/main").unwrap();
     std::fs::create_dir(two.join("__pycache__")).unwrap();
     std::fs::write(two.join("__pycache__/app.cpython-311.pyc"), "bytecode").unwrap();
-    let pack = |app: &Path, out: &str| {
-        let out = tmp.path().join(out);
-        let o = silver()
-            .arg("pack")
-            .arg(app)
-            .arg("-o")
-            .arg(&out)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        std::fs::read(report["archive"].as_str().unwrap()).unwrap()
-    };
+    let pack =
+        |app: &Path, out: &str| std::fs::read(pack_dir(app, &tmp.path().join(out)).1).unwrap();
     assert!(pack(&one, "o1") == pack(&two, "o2"), "archives differ");
 }
 
@@ -116,15 +104,7 @@ fn inspect_shows_header_app_id_entries_and_fixups() {
     copy_fixture("hello-wsgi", &app);
     std::fs::create_dir(app.join("uploads")).unwrap();
     std::os::unix::fs::symlink(app.join("static"), app.join("assets")).unwrap();
-    let out = silver()
-        .arg("pack")
-        .arg(&app)
-        .arg("-o")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let id = stdout(&out).trim().to_string();
-    let archive = tmp.path().join(format!("hello-{}.silver", &id[3..15]));
+    let (_, archive) = pack_dir(&app, tmp.path());
     let out = silver().arg("inspect").arg(&archive).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     insta::assert_snapshot!(redact(&stdout(&out), tmp.path()), @r"
@@ -152,15 +132,7 @@ fn verify_checks_the_id() {
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("app");
     copy_fixture("hello-wsgi", &app);
-    let out = silver()
-        .arg("pack")
-        .arg(&app)
-        .arg("-o")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let id = stdout(&out).trim().to_string();
-    let archive = tmp.path().join(format!("hello-{}.silver", &id[3..15]));
+    let (id, archive) = pack_dir(&app, tmp.path());
     silver()
         .arg("verify")
         .arg(&archive)
@@ -212,15 +184,7 @@ fn unpack_round_trips_and_never_writes_into_an_existing_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("app");
     copy_fixture("hello-wsgi", &app);
-    let out = silver()
-        .arg("pack")
-        .arg(&app)
-        .arg("-o")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let id = stdout(&out).trim().to_string();
-    let archive = tmp.path().join(format!("hello-{}.silver", &id[3..15]));
+    let (_, archive) = pack_dir(&app, tmp.path());
     let dest = tmp.path().join("releases/one");
     silver()
         .arg("unpack")

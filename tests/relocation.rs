@@ -13,13 +13,25 @@ use common::{silver, stderr};
 /// Debian's interpreter when it can make virtualenvs, else whatever `python3` is on PATH.
 fn python() -> String {
     let system = "/usr/bin/python3";
-    let ok = Command::new(system).args(["-c", "import ensurepip, venv"]).output().is_ok_and(|o| o.status.success());
-    if ok { system.into() } else { "python3".into() }
+    let ok = Command::new(system)
+        .args(["-c", "import ensurepip, venv"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        system.into()
+    } else {
+        "python3".into()
+    }
 }
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -29,18 +41,37 @@ fn write(path: &Path, text: &str) {
 }
 
 fn make_app(app: &Path) {
-    write(&app.join("app.ini"), "[production]\napp_name = reloc\nrunner = app.py\n");
+    write(
+        &app.join("app.ini"),
+        "[production]\napp_name = reloc\nrunner = app.py\n",
+    );
     write(&app.join("app.py"), "import mypkg, vend\n\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n");
     write(&app.join("static/site.css"), "body{}\n");
     for (name, module) in [("mypkg", "mypkg"), ("vend", "vend")] {
         write(&app.join(format!("src/{name}/setup.py")), &format!(
             "from setuptools import setup\nsetup(name='{name}', version='1.0', packages=['{module}'], entry_points={{'console_scripts': ['{name}-hello={module}:main']}})\n"
         ));
-        write(&app.join(format!("src/{name}/{module}/__init__.py")), &format!("def main():\n    print('hello from {name}')\n"));
+        write(
+            &app.join(format!("src/{name}/{module}/__init__.py")),
+            &format!("def main():\n    print('hello from {name}')\n"),
+        );
     }
-    run(Command::new(python()).args(["-m", "venv", "venv"]).current_dir(app));
+    run(Command::new(python())
+        .args(["-m", "venv", "venv"])
+        .current_dir(app));
     let pip = |args: &[&str]| {
-        run(Command::new(app.join("venv/bin/python")).args(["-m", "pip", "install", "--quiet", "--no-index", "--no-build-isolation"]).args(args).current_dir(app).env("PIP_DISABLE_PIP_VERSION_CHECK", "1"));
+        run(Command::new(app.join("venv/bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-index",
+                "--no-build-isolation",
+            ])
+            .args(args)
+            .current_dir(app)
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"));
     };
     // No pyproject.toml and no `wheel`: pip falls back to `setup.py develop`, which writes an
     // absolute `easy-install.pth` entry and an `.egg-link`.
@@ -55,7 +86,10 @@ fn files_mentioning(dir: &Path, needle: &[u8]) -> Vec<String> {
     for entry in walk(dir) {
         let meta = std::fs::symlink_metadata(&entry).unwrap();
         let content = if meta.file_type().is_symlink() {
-            std::fs::read_link(&entry).unwrap().into_os_string().into_encoded_bytes()
+            std::fs::read_link(&entry)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
         } else if meta.is_file() {
             std::fs::read(&entry).unwrap()
         } else {
@@ -85,32 +119,90 @@ fn a_virtualenv_and_vendored_libraries_run_from_anywhere() {
     let app = tmp.path().join("build/checkout/reloc");
     make_app(&app);
     let source = app.to_str().unwrap().to_string();
-    assert!(!files_mentioning(&app, source.as_bytes()).is_empty(), "the test app should start out full of absolute paths");
+    assert!(
+        !files_mentioning(&app, source.as_bytes()).is_empty(),
+        "the test app should start out full of absolute paths"
+    );
 
-    let out = silver().arg("pack").arg(&app).arg("-o").arg(tmp.path().join("dist")).arg("--json").output().unwrap();
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path().join("dist"))
+        .arg("--json")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["warnings"], serde_json::json!([]), "every absolute path should have been fixed");
-    let mut kinds: Vec<&str> = report["fixups"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!([]),
+        "every absolute path should have been fixed"
+    );
+    let mut kinds: Vec<&str> = report["fixups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
     kinds.sort();
     kinds.dedup();
-    assert_eq!(kinds, ["activate", "egg-link", "link-relativized", "pth", "pyvenv-cfg", "shebang", "system-link"]);
+    assert_eq!(
+        kinds,
+        [
+            "activate",
+            "egg-link",
+            "link-relativized",
+            "pth",
+            "pyvenv-cfg",
+            "shebang",
+            "system-link"
+        ]
+    );
     let archive = report["archive"].as_str().unwrap().to_string();
 
     // The source goes away entirely, so nothing can quietly still point at it.
     std::fs::rename(tmp.path().join("build"), tmp.path().join("gone")).unwrap();
     let dest = tmp.path().join("node/apps/reloc/releases/r1");
-    silver().arg("unpack").arg(&archive).arg(&dest).assert().success();
-    assert_eq!(files_mentioning(&dest, source.as_bytes()), Vec::<String>::new());
+    silver()
+        .arg("unpack")
+        .arg(&archive)
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_eq!(
+        files_mentioning(&dest, source.as_bytes()),
+        Vec::<String>::new()
+    );
 
     let py = dest.join("venv/bin/python");
-    let imported = run(Command::new(&py).args(["-c", "import mypkg, sys; print(mypkg.__file__); print(sys.prefix)"]).current_dir(tmp.path()));
+    let imported = run(Command::new(&py)
+        .args([
+            "-c",
+            "import mypkg, sys; print(mypkg.__file__); print(sys.prefix)",
+        ])
+        .current_dir(tmp.path()));
     assert!(imported.starts_with(dest.to_str().unwrap()), "{imported}");
-    assert_eq!(run(&mut Command::new(dest.join("venv/bin/mypkg-hello"))), "hello from mypkg\n");
-    let vendored = run(Command::new(dest.join("lib/python/bin/vend-hello")).env("PYTHONPATH", dest.join("lib/python")));
+    assert_eq!(
+        run(&mut Command::new(dest.join("venv/bin/mypkg-hello"))),
+        "hello from mypkg\n"
+    );
+    let vendored = run(Command::new(dest.join("lib/python/bin/vend-hello"))
+        .env("PYTHONPATH", dest.join("lib/python")));
     assert_eq!(vendored, "hello from vend\n");
-    let activated = run(Command::new("bash").arg("-c").arg(". venv/bin/activate && echo \"$VIRTUAL_ENV\" && command -v python").current_dir(&dest));
-    assert_eq!(activated, format!("{0}/venv\n{0}/venv/bin/python\n", dest.display()));
-    let app_imports = run(Command::new(&py).args(["-c", "import sys; sys.path.insert(0, 'lib/python'); import app; print('ok')"]).current_dir(&dest));
+    let activated = run(Command::new("bash")
+        .arg("-c")
+        .arg(". venv/bin/activate && echo \"$VIRTUAL_ENV\" && command -v python")
+        .current_dir(&dest));
+    assert_eq!(
+        activated,
+        format!("{0}/venv\n{0}/venv/bin/python\n", dest.display())
+    );
+    let app_imports = run(Command::new(&py)
+        .args([
+            "-c",
+            "import sys; sys.path.insert(0, 'lib/python'); import app; print('ok')",
+        ])
+        .current_dir(&dest));
     assert_eq!(app_imports, "ok\n");
 }

@@ -3,6 +3,12 @@
 //! `pack` turns an app directory into a `.silver` archive whose id is the BLAKE3 of its manifest;
 //! `verify`, `unpack` and `inspect` read one back as hostile input. This crate has no network code.
 
+// Errors carry the path, entry and reason they concern, which makes them large; they are built
+// only on the way out of a failed operation, so their size costs nothing that matters.
+#![allow(clippy::result_large_err)]
+// The manifest's format is documented with real tab characters, as it is written.
+#![allow(clippy::tabs_in_doc_comments)]
+
 pub mod appini;
 pub mod archive;
 mod error;

@@ -568,7 +568,8 @@ mod tests {
 
     #[test]
     fn symlinks() {
-        let cases: &[(&[(&str, &str)], Result<(), LinkProblem>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<(), LinkProblem>);
+        let cases: &[Case] = &[
             (&[("a", "b")], Ok(())),
             (&[("d/a", "../b")], Ok(())),
             (&[("a", "../b")], Err(LinkProblem::Escapes)),

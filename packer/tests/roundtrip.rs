@@ -33,7 +33,7 @@ fn tree() -> impl Strategy<Value = Vec<(String, Node)>> {
                 .iter()
                 .any(|(q, qn)| !matches!(qn, Node::Dir) && p.starts_with(&format!("{q}/")));
             let blocks = out.iter().any(|(q, _)| q.starts_with(&format!("{p}/")));
-            if !blocked && !(blocks && !matches!(n, Node::Dir)) {
+            if !blocked && (!blocks || matches!(n, Node::Dir)) {
                 out.push((p, n));
             }
         }

@@ -5,28 +5,41 @@ use std::path::PathBuf;
 use anyhow::Context;
 use packer::Kind;
 
-use super::limits::LimitArgs;
+use super::limits::ReadArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    pub archive: PathBuf,
-    /// Print one JSON object with every entry.
+    /// One or more artifacts.
+    #[arg(required = true)]
+    pub archives: Vec<PathBuf>,
+    /// Print one JSON object per artifact, one per line, with every entry.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub limits: LimitArgs,
+    pub read: ReadArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = packer::ReadConfig {
-        limits: args.limits.resolve(),
-        ..Default::default()
-    };
-    let v = packer::verify(&args.archive, &config)
-        .with_context(|| format!("cannot inspect `{}`", args.archive.display()))?;
-    if args.json {
-        return super::print_json(&v);
+    let config = args.read.config(false);
+    for (i, archive) in args.archives.iter().enumerate() {
+        let v = packer::verify(archive, &config)
+            .with_context(|| format!("cannot inspect `{}`", archive.display()))?;
+        if args.json {
+            super::print_json(&v)?;
+            continue;
+        }
+        if i > 0 {
+            println!();
+        }
+        if args.archives.len() > 1 {
+            println!("artifact  {}", archive.display());
+        }
+        show(&v);
     }
+    Ok(())
+}
+
+fn show(v: &packer::Verified) {
     let count = |f: fn(&Kind) -> bool| v.entries.iter().filter(|e| f(&e.kind)).count();
     println!("format    {}", v.format);
     println!(
@@ -39,11 +52,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         v.archive_bytes, v.archive_sha256
     );
     println!("content   {} bytes in {} files", v.content_bytes, v.files);
+    let links = count(|k| matches!(k, Kind::Link { .. }));
+    let dirs = count(|k| matches!(k, Kind::Dir));
     println!(
-        "entries   {} ({} symlinks, {} empty directories)",
-        v.entries.len(),
-        count(|k| matches!(k, Kind::Link { .. })),
-        count(|k| matches!(k, Kind::Dir))
+        "entries   {} ({links} symlinks, {dirs} empty directories)",
+        v.entries.len()
     );
     println!("fixups    {}", v.fixups.len());
     for (path, kind) in &v.fixups {
@@ -58,5 +71,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Kind::Link { target } => println!("link  0777 {:>10}  {} -> {target}", "-", e.path),
         }
     }
-    Ok(())
 }

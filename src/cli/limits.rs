@@ -1,4 +1,4 @@
-//! Flags that set the reading limits, shared by every command that reads an artifact.
+//! Flags shared by every command that reads an artifact: the expected id and the reading limits.
 
 use packer::Limits;
 
@@ -48,5 +48,26 @@ impl LimitArgs {
                 .map(|p| format!("{}/", p.trim_end_matches('/'))),
         );
         limits
+    }
+}
+
+/// `--id` and the limits, resolved into the library's `ReadConfig`.
+#[derive(Debug, clap::Args)]
+pub struct ReadArgs {
+    /// The id the artifact must have (`b3:<hex>`, or at least its first 12 hex digits).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+impl ReadArgs {
+    /// `durable` fsyncs what unpack writes: wanted for releases, pointless for a check.
+    pub fn config(&self, durable: bool) -> packer::ReadConfig {
+        packer::ReadConfig {
+            limits: self.limits.resolve(),
+            expected_id: self.id.clone(),
+            durable,
+        }
     }
 }

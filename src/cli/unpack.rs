@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::limits::LimitArgs;
+use super::limits::ReadArgs;
 use crate::ui;
 
 #[derive(Debug, clap::Args)]
@@ -12,23 +12,15 @@ pub struct Args {
     pub archive: PathBuf,
     /// A directory that does not exist yet; staging happens in `DEST.partial` beside it.
     pub dest: PathBuf,
-    /// Refuse the artifact unless it has this id.
-    #[arg(long)]
-    pub id: Option<String>,
     /// Print one JSON object on success.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub limits: LimitArgs,
+    pub read: ReadArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = packer::ReadConfig {
-        limits: args.limits.resolve(),
-        expected_id: args.id.clone(),
-        durable: true,
-    };
-    let verified = packer::unpack(&args.archive, &args.dest, &config)
+    let verified = packer::unpack(&args.archive, &args.dest, &args.read.config(true))
         .with_context(|| format!("failed to unpack `{}`", args.archive.display()))?;
     ui::status(
         "Unpacked",
@@ -40,9 +32,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     );
     if args.json {
-        super::print_json(
-            &serde_json::json!({ "id": verified.id, "dest": args.dest, "files": verified.files, "content_bytes": verified.content_bytes }),
-        )?;
+        let value = serde_json::json!({ "id": verified.id, "dest": args.dest, "files": verified.files, "content_bytes": verified.content_bytes });
+        super::print_json(&value)?;
     } else {
         println!("{}", verified.id);
     }

@@ -4,29 +4,21 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::limits::LimitArgs;
+use super::limits::ReadArgs;
 use crate::ui;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     pub archive: PathBuf,
-    /// The id the artifact must have (`b3:<hex>`, or at least its first 12 hex digits).
-    #[arg(long)]
-    pub id: Option<String>,
     /// Print one JSON object on success.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub limits: LimitArgs,
+    pub read: ReadArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = packer::ReadConfig {
-        limits: args.limits.resolve(),
-        expected_id: args.id.clone(),
-        durable: false,
-    };
-    let verified = packer::verify(&args.archive, &config)
+    let verified = packer::verify(&args.archive, &args.read.config(false))
         .with_context(|| format!("`{}` did not verify", args.archive.display()))?;
     ui::status(
         "Verified",

@@ -58,3 +58,21 @@ pub fn stderr(output: &Output) -> String {
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Packs `app` into `out` with the real binary; returns the id and the archive's path.
+pub fn pack_dir(app: &Path, out: &Path) -> (String, PathBuf) {
+    let output = silver()
+        .arg("pack")
+        .arg(app)
+        .arg("-o")
+        .arg(out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    (
+        report["id"].as_str().unwrap().to_string(),
+        PathBuf::from(report["archive"].as_str().unwrap()),
+    )
+}
