@@ -48,7 +48,13 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
         anstream::eprintln!("  {DIM}caused by:{DIM:#} {cause}");
     }
     let packer_err = err.chain().find_map(|e| e.downcast_ref::<packer::Error>());
-    if let Some(hint) = packer_err.and_then(packer::Error::hint) {
+    let deployer_err = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<deployer::Error>());
+    let hint = deployer_err
+        .and_then(deployer::Error::hint)
+        .or_else(|| packer_err.and_then(packer::Error::hint));
+    if let Some(hint) = hint {
         anstream::eprintln!("{HINT}hint{HINT:#}: {hint}");
     }
     let refused = matches!(

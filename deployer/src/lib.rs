@@ -1,1 +1,16 @@
-//! Node agent and deploy client (issue 3). Empty until then: the only crate that will speak HTTP.
+//! The node agent and the deploy client: the only crate that speaks HTTP.
+//!
+//! The agent (`agent`) keeps a content-addressed store (`store`) and makes releases current;
+//! the client (`client`) uploads only the objects a node lacks (`wire`) and drives activation.
+//! Both sides share the API types in `proto`.
+
+#![allow(clippy::result_large_err)]
+
+pub mod agent;
+pub mod client;
+mod error;
+pub mod proto;
+pub mod store;
+pub mod wire;
+
+pub use error::Error;

@@ -62,6 +62,12 @@ pub enum Error {
         entry: String,
         reason: Refusal,
     },
+    #[error("failed to pass on the content of `{entry}`")]
+    Visitor {
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("`{}` already exists", path.display())]
     DestinationExists { path: PathBuf },
     #[error("artifact `{}` is {actual}, not {expected}", archive.display())]

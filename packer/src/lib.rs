@@ -24,7 +24,9 @@ pub use error::{Error, Refusal};
 pub use limits::Limits;
 pub use manifest::{Entry, Hash, Id, Kind, Manifest};
 pub use pack::{pack, PackConfig, PackReport};
-pub use read::{staging_path, unpack, verify, ReadConfig, Verified};
+pub use read::{
+    read_manifest, read_with, staging_path, unpack, verify, ReadConfig, Verified, Visitor,
+};
 pub use walk::WalkConfig;
 
 /// Progress of a long phase, in bytes. The binary draws bars; the library only counts.

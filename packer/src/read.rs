@@ -51,7 +51,51 @@ pub struct Verified {
 /// Reads and checks every byte of `archive` without writing anything.
 pub fn verify(archive: &Path, config: &ReadConfig) -> Result<Verified, Error> {
     let _span = tracing::info_span!("verify", archive = %archive.display()).entered();
-    read(archive, None, config)
+    read(archive, None, config, None)
+}
+
+/// Sees the content of an archive's files while it is read and verified; the deploy client
+/// uploads through one. What it was shown is trustworthy only once `read_with` returned `Ok`.
+pub trait Visitor {
+    /// Whether to be shown this file's content (it is then passed to `chunk`, in order).
+    fn wants(&mut self, entry: &Entry) -> bool;
+    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// Reads and checks every byte of `archive`, showing `visitor` the files it wants.
+pub fn read_with(
+    archive: &Path,
+    config: &ReadConfig,
+    visitor: &mut dyn Visitor,
+) -> Result<Verified, Error> {
+    let _span = tracing::info_span!("read", archive = %archive.display()).entered();
+    read(archive, None, config, Some(visitor))
+}
+
+/// Reads only the manifest (the first entry): cheap, and enough to know what an artifact holds.
+/// The rest of the archive is not checked; `verify` or `read_with` does that.
+pub fn read_manifest(archive: &Path, limits: &Limits) -> Result<Manifest, Error> {
+    let file = File::open(archive).map_err(|source| Error::Read {
+        path: archive.into(),
+        source,
+    })?;
+    let refused = |reason| Error::Refused {
+        archive: archive.into(),
+        entry: "(manifest)".into(),
+        reason,
+    };
+    let frames = Frames::new(BufReader::new(file), limits.max_window_log)
+        .map_err(|e| refused(Refusal::Zstd(e)))?;
+    let stream = Budgeted {
+        inner: frames,
+        used: 0,
+        limit: Rc::new(Cell::new(limits.max_manifest_bytes + 64 * 1024)),
+    };
+    let mut tar = tar::Archive::new(stream);
+    let mut entries = tar.entries().map_err(|e| refused(Refusal::Tar(e)))?;
+    read_manifest_entry(&mut entries, limits)
+        .map(|(m, _)| m)
+        .map_err(refused)
 }
 
 /// Extracts `archive` into `dest`, which must not exist.
@@ -81,7 +125,7 @@ pub fn unpack(archive: &Path, dest: &Path, config: &ReadConfig) -> Result<Verifi
             },
         })?;
     let guard = RemoveOnDrop(Some(staging.clone()));
-    let verified = read(archive, Some(&staging), config)?;
+    let verified = read(archive, Some(&staging), config, None)?;
     let write_err = |source| Error::Write {
         path: dest.into(),
         source,
@@ -126,7 +170,12 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn read(archive: &Path, staging: Option<&Path>, config: &ReadConfig) -> Result<Verified, Error> {
+fn read(
+    archive: &Path,
+    staging: Option<&Path>,
+    config: &ReadConfig,
+    visitor: Option<&mut dyn Visitor>,
+) -> Result<Verified, Error> {
     let file = File::open(archive).map_err(|source| Error::Read {
         path: archive.into(),
         source,
@@ -155,13 +204,14 @@ fn read(archive: &Path, staging: Option<&Path>, config: &ReadConfig) -> Result<V
         config,
         created: HashSet::new(),
         app_ini: None,
+        visitor,
     };
     let (manifest, fixups) = {
         let mut entries = tar
             .entries()
             .map_err(|e| refused("(archive)", Refusal::Tar(e)))?;
-        let (manifest, fixups) =
-            read_manifest(&mut entries, &config.limits).map_err(|r| refused("(manifest)", r))?;
+        let (manifest, fixups) = read_manifest_entry(&mut entries, &config.limits)
+            .map_err(|r| refused("(manifest)", r))?;
         if let Some(expected) = &config.expected_id {
             if !manifest.id.matches(expected) {
                 return Err(Error::IdMismatch {
@@ -185,6 +235,10 @@ fn read(archive: &Path, staging: Option<&Path>, config: &ReadConfig) -> Result<V
             reader.entry(entry, expected).map_err(|e| match e {
                 EntryError::Refused(reason) => refused(&expected.path, reason),
                 EntryError::Write(path, source) => Error::Write { path, source },
+                EntryError::Visitor(source) => Error::Visitor {
+                    entry: expected.path.clone(),
+                    source,
+                },
             })?;
         }
         if let Some(extra) = entries.next() {
@@ -231,7 +285,7 @@ fn stream_budget(manifest: &Manifest, limits: &Limits) -> u64 {
         + 20 * 512
 }
 
-fn read_manifest<R: Read>(
+fn read_manifest_entry<R: Read>(
     entries: &mut tar::Entries<'_, R>,
     limits: &Limits,
 ) -> Result<(Manifest, Vec<(String, String)>), Refusal> {
@@ -275,17 +329,19 @@ fn pax_fixups<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-struct EntryReader<'a> {
+struct EntryReader<'a, 'v> {
     staging: Option<&'a Path>,
     config: &'a ReadConfig,
     /// Directories this extraction made: the only ones it will create files in.
     created: HashSet<String>,
     app_ini: Option<Vec<u8>>,
+    visitor: Option<&'v mut dyn Visitor>,
 }
 
 enum EntryError {
     Refused(Refusal),
     Write(PathBuf, io::Error),
+    Visitor(io::Error),
 }
 
 impl From<Refusal> for EntryError {
@@ -294,7 +350,7 @@ impl From<Refusal> for EntryError {
     }
 }
 
-impl EntryReader<'_> {
+impl EntryReader<'_, '_> {
     fn entry<R: Read>(
         &mut self,
         mut entry: tar::Entry<'_, R>,
@@ -350,6 +406,11 @@ impl EntryReader<'_> {
             _ => return Ok(()),
         };
         let keep_ini = expected.path == "app.ini" && size <= 1 << 20;
+        let wanted = self
+            .visitor
+            .as_deref_mut()
+            .is_some_and(|v| v.wants(expected));
+        let mut visitor = self.visitor.as_deref_mut().filter(|_| wanted);
         let mut ini = Vec::new();
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -363,6 +424,9 @@ impl EntryReader<'_> {
             read += n as u64;
             if keep_ini {
                 ini.extend_from_slice(&buf[..n]);
+            }
+            if let Some(v) = visitor.as_deref_mut() {
+                v.chunk(&buf[..n]).map_err(EntryError::Visitor)?;
             }
             if let Some(out) = out.as_deref_mut() {
                 out.write_all(&buf[..n])

@@ -1,8 +1,12 @@
 //! The command line: one file per subcommand, each resolving its flags into a library config.
 
+mod agent;
+mod deploy;
 mod inspect;
 mod limits;
+mod node;
 mod pack;
+mod releases;
 mod unpack;
 mod verify;
 
@@ -37,6 +41,19 @@ pub enum Command {
     Verify(verify::Args),
     /// Extract an artifact into a new directory, refusing anything hostile.
     Unpack(unpack::Args),
+    /// Run the node agent over a store directory.
+    Agent(agent::Args),
+    /// Upload what the node lacks and make the release current (`update` is Silver Lining's name).
+    #[command(alias = "update")]
+    Deploy(deploy::Args),
+    /// An app's releases on a node: id, time, who, state (active, previous, failed, staged).
+    Releases(releases::ReleasesArgs),
+    /// Make the previous good release (or the one given) current again.
+    Rollback(releases::RollbackArgs),
+    /// Make any staged release current.
+    Activate(releases::ActivateArgs),
+    /// Remove old releases and unused objects from a node.
+    Gc(releases::GcArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -45,6 +62,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Unpack(args) => unpack::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Deploy(args) => deploy::run(args),
+        Command::Releases(args) => releases::releases(args),
+        Command::Rollback(args) => releases::rollback(args),
+        Command::Activate(args) => releases::activate(args),
+        Command::Gc(args) => releases::gc(args),
     }
     .map(|()| ExitCode::SUCCESS)
 }

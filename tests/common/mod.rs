@@ -76,3 +76,89 @@ pub fn pack_dir(app: &Path, out: &Path) -> (String, PathBuf) {
         PathBuf::from(report["archive"].as_str().unwrap()),
     )
 }
+
+/// A real `silver agent` process on a loopback port, killed when dropped.
+pub struct Agent {
+    pub child: std::process::Child,
+    pub url: String,
+    pub root: PathBuf,
+    pub token: String,
+}
+
+impl Agent {
+    pub fn start(root: &Path, extra: &[&str]) -> Agent {
+        use std::io::BufRead;
+        let bin = assert_cmd::cargo::cargo_bin("silver");
+        let mut child = std::process::Command::new(bin)
+            .args(["agent", "--root"])
+            .arg(root)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("http://127.0.0.1:"), "agent said {line:?}");
+        let token = std::fs::read_to_string(root.join("token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Agent {
+            child,
+            url: line.trim().to_string(),
+            root: root.to_path_buf(),
+            token,
+        }
+    }
+
+    /// `silver` with this node's address and credential in the environment.
+    pub fn silver(&self) -> assert_cmd::Command {
+        let mut cmd = silver();
+        cmd.env("SILVER_NODE", &self.url)
+            .env("SILVER_TOKEN", &self.token);
+        cmd
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP/1.1 request to `url` + `path`; returns (status, body).
+pub fn http(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,543 @@
+//! `silver agent`: the node's control API over HTTP, on tokio and axum.
+//!
+//! `app(state)` builds the router so tests can drive it without a socket; `serve` binds, recovers
+//! the store, and shuts down gracefully on SIGINT or SIGTERM. Every request but `/v1/health`
+//! must carry `Authorization: Bearer <token>`. Store calls run on blocking threads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use packer::{Hash, Id, Limits};
+
+use crate::error::Error;
+use crate::proto::*;
+use crate::store::{self, Record, Store};
+use crate::wire::{FrameDecoder, Piece};
+
+/// Everything the agent needs, resolved by the CLI from flags.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    /// The credential file; created with a random token (mode 0600) if missing.
+    pub token_file: PathBuf,
+    pub limits: Limits,
+    /// Longest an upload may go without sending a byte.
+    pub idle_timeout: Duration,
+    /// Longest any other request may take.
+    pub request_timeout: Duration,
+    /// Largest upload, in bytes, in one request.
+    pub max_upload_bytes: u64,
+    /// Free space to leave on the node after an upload.
+    pub free_space_margin: u64,
+    /// How long gc spares unreferenced objects: a deploy uploads them before its manifest names them.
+    pub gc_grace: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(root: PathBuf) -> AgentConfig {
+        AgentConfig {
+            token_file: root.join("token"),
+            root,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7330)),
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(300),
+            max_upload_bytes: 16 << 30,
+            free_space_margin: 64 << 20,
+            gc_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AgentState {
+    pub store: Store,
+    token: Arc<blake3::Hash>,
+    config: Arc<AgentConfig>,
+}
+
+impl AgentState {
+    pub fn new(store: Store, token: &str, config: AgentConfig) -> AgentState {
+        AgentState {
+            store,
+            token: Arc::new(blake3::hash(token.as_bytes())),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The router. Health is open; everything else checks the credential first.
+pub fn app(state: AgentState) -> Router {
+    let timeout = state.config.request_timeout;
+    let guarded = Router::new()
+        .route("/v1/objects/missing", post(missing))
+        .route("/v1/artifacts/{id}", put(put_artifact))
+        .route("/v1/apps/{app}/deploy", post(deploy))
+        .route("/v1/apps/{app}/activate", post(activate))
+        .route("/v1/apps/{app}/rollback", post(rollback))
+        .route("/v1/apps/{app}/releases", get(releases))
+        .route("/v1/gc", post(gc))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        // Uploads are long: they are bounded by the idle timeout and the size cap instead.
+        .route("/v1/objects", post(put_objects))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/v1/health", get(health))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// Binds, recovers the store and serves until SIGINT or SIGTERM. `ready` gets the bound address.
+pub async fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    if !config.listen.ip().is_loopback() {
+        return Err(Error::Invalid(format!(
+            "refusing to listen on {}: the control API never takes plaintext remote control; \
+             listen on loopback and reach it with --node ssh://user@host",
+            config.listen
+        )));
+    }
+    let store = Store::open(&config.root, config.limits.clone())?;
+    let recovery = store.recover()?;
+    tracing::info!(root = %config.root.display(), partials_removed = recovery.partials_removed.len(), stale_locks = recovery.stale_locks.len(), broken_current = recovery.broken_current.len(), "store recovered");
+    for app in &recovery.broken_current {
+        tracing::error!(app, "`current` names a release that is not there");
+    }
+    let token = load_or_create_token(&config.token_file)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::io(&config.root, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(&config.root, e))?;
+    ready(addr);
+    let router = app(AgentState::new(store, &token, config.clone()));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Error::io(&config.root, e))
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn load_or_create_token(path: &std::path::Path) -> Result<String, Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {
+            return Err(Error::Invalid(format!(
+                "token file `{}` is empty",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    let mut raw = [0u8; 32];
+    rustix::rand::getrandom(&mut raw, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| Error::io(path, e.into()))?;
+    let token = hex::encode(raw);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(token.as_bytes())
+        .map_err(|e| Error::io(path, e))?;
+    tracing::info!(token_file = %path.display(), "created a new agent token");
+    Ok(token)
+}
+
+async fn authenticate(State(state): State<AgentState>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| blake3::hash(t.trim().as_bytes()));
+    // blake3::Hash compares in constant time; the token itself is never logged.
+    if given.as_ref() == Some(&*state.token) {
+        return next.run(request).await;
+    }
+    tracing::warn!(path = %request.uri().path(), "request without a valid credential");
+    api_error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong credential",
+        Some("send `Authorization: Bearer <token>`"),
+    )
+}
+
+/// An error as the agent answers it.
+pub struct ApiErr(Error);
+
+impl From<Error> for ApiErr {
+    fn from(e: Error) -> Self {
+        ApiErr(e)
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            Error::Refused(_) | Error::Artifact(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Invalid(_) | Error::BadNode { .. } => StatusCode::BAD_REQUEST,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Locked { .. } => StatusCode::CONFLICT,
+            Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        let (holder, since) = match &self.0 {
+            Error::Locked { holder, since, .. } => (Some(holder.clone()), Some(*since)),
+            _ => (None, None),
+        };
+        let body = ApiError {
+            error: error_chain(&self.0),
+            hint: self.0.hint(),
+            holder,
+            since,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+fn error_chain(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn api_error(status: StatusCode, message: &str, hint: Option<&str>) -> Response {
+    let body = ApiError {
+        error: message.into(),
+        hint: hint.map(String::from),
+        holder: None,
+        since: None,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiErr> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Corrupt(format!("worker failed: {e}")))?
+        .map_err(ApiErr)
+}
+
+async fn health(State(state): State<AgentState>) -> Result<Json<Health>, ApiErr> {
+    let store = state.store.clone();
+    let apps = blocking(move || {
+        store
+            .apps()?
+            .into_iter()
+            .map(|name| {
+                Ok(AppStatus {
+                    current: store.current(&name)?.map(|id| id.to_string()),
+                    name,
+                })
+            })
+            .collect()
+    })
+    .await?;
+    Ok(Json(Health {
+        version: env!("CARGO_PKG_VERSION").into(),
+        apps,
+    }))
+}
+
+async fn missing(
+    State(state): State<AgentState>,
+    Json(req): Json<MissingRequest>,
+) -> Result<Json<MissingResponse>, ApiErr> {
+    if req.hashes.len() != req.sizes.len() {
+        return Err(Error::Invalid("`hashes` and `sizes` differ in length".into()).into());
+    }
+    let store = state.store.clone();
+    let margin = state.config.free_space_margin;
+    let resp = blocking(move || {
+        let mut missing = Vec::new();
+        let mut needed = 0u64;
+        for (hex, size) in req.hashes.iter().zip(&req.sizes) {
+            let hash = Hash::from_hex(hex)
+                .ok_or_else(|| Error::Invalid(format!("`{hex}` is not a BLAKE3 hash")))?;
+            if !store.has_object(&hash) {
+                missing.push(hex.clone());
+                needed = needed.saturating_add(*size);
+            }
+        }
+        let available = store.free_bytes()?;
+        if needed.saturating_add(margin) > available {
+            return Err(Error::NoSpace {
+                needed: needed + margin,
+                available,
+            });
+        }
+        Ok(MissingResponse { missing })
+    })
+    .await?;
+    Ok(Json(resp))
+}
+
+/// Streams the body to a blocking worker that splits frames and writes each object, hashing
+/// every byte; a mismatch, a torn frame, a stall or too many bytes refuses the upload.
+async fn put_objects(
+    State(state): State<AgentState>,
+    body: Body,
+) -> Result<Json<StoredResponse>, ApiErr> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let store = state.store.clone();
+    let max = state.config.max_upload_bytes;
+    let worker = tokio::task::spawn_blocking(move || ingest(&store, || rx.blocking_recv(), max));
+    let mut stream = body.into_data_stream();
+    let idle = state.config.idle_timeout;
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // the worker refused the upload; its error is the answer
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                drop(tx);
+                let _ = worker.await;
+                return Err(Error::Invalid(format!("upload interrupted: {e}")).into());
+            }
+            Err(_) => {
+                drop(tx);
+                let _ = worker.await;
+                return Err(
+                    Error::Invalid(format!("upload stalled for {}s", idle.as_secs())).into(),
+                );
+            }
+        }
+    }
+    drop(tx);
+    let stored = worker
+        .await
+        .map_err(|e| Error::Corrupt(format!("worker failed: {e}")))??;
+    Ok(Json(stored))
+}
+
+fn ingest(
+    store: &Store,
+    mut next: impl FnMut() -> Option<Bytes>,
+    max: u64,
+) -> Result<StoredResponse, Error> {
+    let mut decoder = FrameDecoder::default();
+    let mut current: Option<(Hash, Option<store::ObjectWriter>)> = None;
+    let mut stored = StoredResponse {
+        objects: 0,
+        bytes: 0,
+    };
+    let mut total = 0u64;
+    let result = (|| {
+        while let Some(chunk) = next() {
+            total += chunk.len() as u64;
+            if total > max {
+                return Err(Error::TooLarge(format!(
+                    "upload over the limit of {max} bytes"
+                )));
+            }
+            decoder.feed(&chunk, |piece| match piece {
+                Piece::Start { hash, len } => {
+                    if len > store.limits.max_total_bytes {
+                        return Err(Error::TooLarge(format!("object of {len} bytes")));
+                    }
+                    let hash = Hash(hash);
+                    // An object the node has is read past, not rewritten.
+                    let writer = if store.has_object(&hash) {
+                        None
+                    } else {
+                        Some(store.object_writer()?)
+                    };
+                    current = Some((hash, writer));
+                    Ok(())
+                }
+                Piece::Content(bytes) => match current.as_mut() {
+                    Some((_, Some(w))) => w.write(bytes),
+                    _ => Ok(()),
+                },
+                Piece::End => {
+                    let (hash, writer) = current.take().expect("end follows start");
+                    if let Some(w) = writer {
+                        stored.bytes += w.written;
+                        w.finish(store, &hash)?;
+                        stored.objects += 1;
+                    }
+                    Ok(())
+                }
+            })?;
+        }
+        if !decoder.is_clean() {
+            return Err(Error::Refused(
+                "the upload ended in the middle of an object".into(),
+            ));
+        }
+        Ok(())
+    })();
+    if let Some((_, Some(w))) = current.take() {
+        w.abandon();
+    }
+    result.map(|()| stored)
+}
+
+async fn put_artifact(
+    State(state): State<AgentState>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<ArtifactResponse>, ApiErr> {
+    let store = state.store.clone();
+    let manifest = blocking(move || store.put_manifest(&id, &body)).await?;
+    Ok(Json(ArtifactResponse {
+        id: manifest.id.to_string(),
+        entries: manifest.entries.len(),
+    }))
+}
+
+async fn deploy(
+    state: State<AgentState>,
+    app: UrlPath<String>,
+    Json(req): Json<ActivateRequest>,
+) -> Result<Json<ActivateResponse>, ApiErr> {
+    make_current(state, app, req.id, req.who, "deploy").await
+}
+
+async fn activate(
+    state: State<AgentState>,
+    app: UrlPath<String>,
+    Json(req): Json<ActivateRequest>,
+) -> Result<Json<ActivateResponse>, ApiErr> {
+    make_current(state, app, req.id, req.who, "activate").await
+}
+
+async fn rollback(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+    Json(req): Json<RollbackRequest>,
+) -> Result<Json<ActivateResponse>, ApiErr> {
+    let id = match req.id {
+        Some(id) => id,
+        None => {
+            let store = state.store.clone();
+            let name = app.clone();
+            blocking(move || {
+                store.previous(&name)?.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "app `{name}` has no previous release to roll back to"
+                    ))
+                })
+            })
+            .await?
+        }
+    };
+    make_current(State(state), UrlPath(app), id, req.who, "rollback").await
+}
+
+/// Lock, stage, flip, record (design §4; the runtime's health-gated steps come with the runtime).
+async fn make_current(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+    id: String,
+    who: String,
+    action: &'static str,
+) -> Result<Json<ActivateResponse>, ApiErr> {
+    packer::appini::check_app_name(&app)
+        .map_err(|why| Error::Invalid(format!("`{app}` is not an app name: {why}")))?;
+    let id = Id::parse(&id)
+        .ok_or_else(|| Error::Invalid(format!("`{id}` is not an artifact id (b3:<64 hex>)")))?;
+    let store = state.store.clone();
+    let span = tracing::info_span!("activate", app = %app, id = %id, action);
+    let resp = blocking(move || {
+        let _enter = span.enter();
+        let _lock = store.lock(&app, &who)?;
+        let previous = store.current(&app)?.map(|p| p.to_string());
+        let staged = store
+            .manifest(&id)
+            .and_then(|m| store.stage(&app, &m))
+            .and_then(|staged_now| store.flip(&app, &id).map(|()| staged_now));
+        let record = Record {
+            time: store::now(),
+            id: id.to_string(),
+            action: action.into(),
+            who,
+            ok: staged.is_ok(),
+            reason: staged.as_ref().err().map(|e| e.to_string()),
+        };
+        store.record(&app, &record)?;
+        let staged_now = staged?;
+        tracing::info!(
+            previous = previous.as_deref().unwrap_or("-"),
+            staged_now,
+            "release is current"
+        );
+        Ok(ActivateResponse {
+            app,
+            id: id.to_string(),
+            previous,
+            staged_now,
+        })
+    })
+    .await?;
+    Ok(Json(resp))
+}
+
+async fn releases(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+) -> Result<Json<Vec<Release>>, ApiErr> {
+    let store = state.store.clone();
+    let list = blocking(move || {
+        if !store.app_dir(&app).is_dir() {
+            return Err(Error::NotFound(format!(
+                "app `{app}` has never been deployed to this node"
+            )));
+        }
+        store.releases(&app)
+    })
+    .await?;
+    Ok(Json(list))
+}
+
+async fn gc(
+    State(state): State<AgentState>,
+    Json(req): Json<GcRequest>,
+) -> Result<Json<GcReport>, ApiErr> {
+    let store = state.store.clone();
+    let grace = state.config.gc_grace;
+    Ok(Json(blocking(move || store.gc(req.keep, grace)).await?))
+}

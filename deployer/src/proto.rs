@@ -1,0 +1,121 @@
+//! The agent's HTTP API: request and response bodies shared by the agent and the client.
+//!
+//! | method and path | body | answer |
+//! | --- | --- | --- |
+//! | `GET /v1/health` | | [`Health`] (no credential needed) |
+//! | `POST /v1/objects/missing` | [`MissingRequest`] | [`MissingResponse`] |
+//! | `POST /v1/objects` | object frames (see `wire`) | [`StoredResponse`] |
+//! | `PUT /v1/artifacts/{id}` | manifest bytes | [`ArtifactResponse`] |
+//! | `POST /v1/apps/{app}/deploy` | [`ActivateRequest`] | [`ActivateResponse`] |
+//! | `POST /v1/apps/{app}/activate` | [`ActivateRequest`] | [`ActivateResponse`] |
+//! | `POST /v1/apps/{app}/rollback` | [`RollbackRequest`] | [`ActivateResponse`] |
+//! | `GET /v1/apps/{app}/releases` | | [`Vec<Release>`] |
+//! | `POST /v1/gc` | [`GcRequest`] | [`GcReport`] |
+//!
+//! Errors are [`ApiError`] with a status: 401 no or wrong credential, 404 unknown app or release,
+//! 409 lock held, 413 too large, 422 refused input, 507 not enough free space.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+    pub apps: Vec<AppStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub current: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingRequest {
+    /// BLAKE3 hex of every distinct file content in the artifact.
+    pub hashes: Vec<String>,
+    /// Their sizes, same order, so the agent can check free space before any upload.
+    pub sizes: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingResponse {
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactResponse {
+    pub id: String,
+    pub entries: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivateRequest {
+    pub id: String,
+    /// `user@host` of whoever asked, recorded in the history.
+    pub who: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// Without an id: back to the previous good release.
+    pub id: Option<String>,
+    pub who: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivateResponse {
+    pub app: String,
+    pub id: String,
+    pub previous: Option<String>,
+    /// False when the release was already staged.
+    pub staged_now: bool,
+}
+
+/// One release and what it is now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Release {
+    pub id: String,
+    /// Unix seconds of its latest record.
+    pub time: u64,
+    pub who: String,
+    pub state: ReleaseState,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseState {
+    Active,
+    Previous,
+    Failed,
+    Staged,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcRequest {
+    /// Releases to keep per app besides the current, previous and pinned ones.
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GcReport {
+    pub releases_removed: Vec<String>,
+    pub objects_removed: u64,
+    pub bytes_freed: u64,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    pub hint: Option<String>,
+    /// For 409: who holds the app's lock and since when (unix seconds).
+    pub holder: Option<String>,
+    pub since: Option<u64>,
+}

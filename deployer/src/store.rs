@@ -1,0 +1,736 @@
+//! The node's store under the agent's root (design §3): objects, artifacts, releases, `current`,
+//! history and locks. Plain blocking file-system code; the agent runs it off its async threads.
+//!
+//! ```text
+//! objects/ab/cdef…        content by BLAKE3, read-only (0444); `…​.x` is the 0555 twin for executables
+//! objects/tmp/            uploads in flight (emptied on start)
+//! artifacts/<hex>         verified manifests
+//! apps/<app>/releases/<hex>/   materialized trees: hardlinks into objects
+//! apps/<app>/current      symlink to releases/<hex>, replaced by rename(2)
+//! apps/<app>/history.jsonl     append-only record of every activation, rollback and failure
+//! apps/<app>/lock         who is activating, since when
+//! ```
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use packer::{Hash, Id, Kind, Limits, Manifest};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::proto::{GcReport, Release, ReleaseState};
+
+/// An open store. Cheap to clone: it is a root path and settings.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    pub limits: Limits,
+    /// Identifies this agent process, so locks left by an earlier one are known to be stale.
+    instance: String,
+}
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub time: u64,
+    pub id: String,
+    pub action: String,
+    pub who: String,
+    pub ok: bool,
+    pub reason: Option<String>,
+}
+
+/// The content of an app's `lock` file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub holder: String,
+    pub since: u64,
+    pub pid: u32,
+    pub instance: String,
+}
+
+/// What start-up recovery found and did.
+#[derive(Debug, Default, Serialize)]
+pub struct Recovery {
+    pub partials_removed: Vec<String>,
+    pub stale_locks: Vec<String>,
+    pub broken_current: Vec<String>,
+}
+
+impl Store {
+    pub fn open(root: &Path, limits: Limits) -> Result<Store, Error> {
+        for dir in ["objects/tmp", "artifacts", "apps"] {
+            let path = root.join(dir);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&path)
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        let instance = format!("{}-{}", std::process::id(), now());
+        Ok(Store {
+            root: root.to_path_buf(),
+            limits,
+            instance,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Start-up: remove `.partial` leftovers and half-written uploads, mark locks of dead
+    /// agents stale, and check that every app's `current` names a complete release.
+    pub fn recover(&self) -> Result<Recovery, Error> {
+        let mut recovery = Recovery::default();
+        for dir in [self.root.join("objects/tmp"), self.root.join("artifacts")] {
+            for entry in read_dir(&dir)? {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if dir.ends_with("tmp") || name.ends_with(".partial") {
+                    remove_any(&entry.path())?;
+                    recovery
+                        .partials_removed
+                        .push(entry.path().display().to_string());
+                }
+            }
+        }
+        for app in self.apps()? {
+            let app_dir = self.app_dir(&app);
+            for entry in read_dir(&app_dir.join("releases"))?
+                .into_iter()
+                .chain(read_dir(&app_dir)?)
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".partial") || name.starts_with(".current-") {
+                    remove_any(&entry.path())?;
+                    recovery
+                        .partials_removed
+                        .push(entry.path().display().to_string());
+                }
+            }
+            if let Some(info) = self.read_lock(&app) {
+                if self.is_stale(&info) {
+                    self.mark_stale(&app)?;
+                    recovery.stale_locks.push(app.clone());
+                }
+            }
+            if let Some(id) = self.current(&app)? {
+                if !self.release_dir(&app, &id).is_dir() {
+                    recovery.broken_current.push(app.clone());
+                }
+            }
+        }
+        Ok(recovery)
+    }
+
+    // ---- objects ----
+
+    pub fn object_path(&self, hash: &Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.root.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    pub fn has_object(&self, hash: &Hash) -> bool {
+        self.object_path(hash).is_file()
+    }
+
+    /// Starts receiving one object; its bytes are hashed as they arrive.
+    pub fn object_writer(&self) -> Result<ObjectWriter, Error> {
+        let (file, path) = temp_file(&self.root.join("objects/tmp"))?;
+        Ok(ObjectWriter {
+            file,
+            path,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+        })
+    }
+
+    /// Bytes free for unprivileged use on the store's file system.
+    pub fn free_bytes(&self) -> Result<u64, Error> {
+        let stat = rustix::fs::statvfs(&self.root).map_err(|e| Error::io(&self.root, e.into()))?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    // ---- artifacts ----
+
+    /// Records a manifest: its bytes must hash to `id`, pass every check of the artifact reader,
+    /// and name only objects the store has.
+    pub fn put_manifest(&self, id: &str, bytes: &[u8]) -> Result<Manifest, Error> {
+        let manifest = Manifest::parse(bytes, &self.limits)
+            .map_err(|p| Error::Refused(format!("invalid manifest: {p}")))?;
+        if !manifest.id.matches(id) || id.trim_start_matches("b3:").len() != 64 {
+            return Err(Error::Refused(format!(
+                "the manifest is {}, not {id}",
+                manifest.id
+            )));
+        }
+        let missing = manifest
+            .entries
+            .iter()
+            .filter_map(|e| file_hash(&e.kind))
+            .filter(|h| !self.has_object(h))
+            .count();
+        if missing > 0 {
+            return Err(Error::Refused(format!(
+                "the manifest names {missing} objects the node does not have; upload them first"
+            )));
+        }
+        let path = self.artifact_path(&manifest.id);
+        if !path.exists() {
+            write_durably(&path, bytes)?;
+        }
+        Ok(manifest)
+    }
+
+    pub fn manifest(&self, id: &Id) -> Result<Manifest, Error> {
+        let path = self.artifact_path(id);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                Error::NotFound(format!("artifact {id} is not on this node"))
+            }
+            _ => Error::io(&path, e),
+        })?;
+        Manifest::parse(&bytes, &self.limits)
+            .map_err(|p| Error::Corrupt(format!("{}: {p}", path.display())))
+    }
+
+    fn artifact_path(&self, id: &Id) -> PathBuf {
+        self.root.join("artifacts").join(id.0.to_hex())
+    }
+
+    // ---- releases ----
+
+    pub fn apps(&self) -> Result<Vec<String>, Error> {
+        let mut apps: Vec<String> = read_dir(&self.root.join("apps"))?
+            .into_iter()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        apps.sort();
+        Ok(apps)
+    }
+
+    pub fn app_dir(&self, app: &str) -> PathBuf {
+        self.root.join("apps").join(app)
+    }
+
+    pub fn release_dir(&self, app: &str, id: &Id) -> PathBuf {
+        self.app_dir(app).join("releases").join(id.0.to_hex())
+    }
+
+    /// Materializes a release from its manifest, unless it is already there. Builds
+    /// `<hex>.partial` from hardlinks, syncs, and renames it into place.
+    pub fn stage(&self, app: &str, manifest: &Manifest) -> Result<bool, Error> {
+        let dest = self.release_dir(app, &manifest.id);
+        if dest.is_dir() {
+            return Ok(false);
+        }
+        let releases = dest.parent().expect("release has a parent");
+        mkdir_p(releases)?;
+        let partial = packer::staging_path(&dest);
+        if partial.exists() {
+            remove_any(&partial)?;
+        }
+        mkdir(&partial)?;
+        let result = self.materialize(&partial, manifest);
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+        // One syncfs covers every link and directory just made.
+        let dir = File::open(&partial).map_err(|e| Error::io(&partial, e))?;
+        rustix::fs::syncfs(&dir).map_err(|e| Error::io(&partial, e.into()))?;
+        fs::rename(&partial, &dest).map_err(|e| Error::io(&dest, e))?;
+        sync_dir(releases)?;
+        Ok(true)
+    }
+
+    fn materialize(&self, partial: &Path, manifest: &Manifest) -> Result<(), Error> {
+        let mut made: HashSet<PathBuf> = HashSet::new();
+        for entry in &manifest.entries {
+            let target = partial.join(&entry.path);
+            if let Some(parent) = target.parent() {
+                if made.insert(parent.to_path_buf()) {
+                    mkdir_p(parent)?;
+                }
+            }
+            match &entry.kind {
+                Kind::Dir => mkdir(&target)?,
+                Kind::Link { target: to } => {
+                    std::os::unix::fs::symlink(to, &target).map_err(|e| Error::io(&target, e))?
+                }
+                Kind::File { hash, .. } => link(&self.object_path(hash), &target)?,
+                Kind::Exec { hash, .. } => link(&self.exec_twin(hash)?, &target)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Hardlinks share a mode, so executables link to a 0555 copy of the object.
+    fn exec_twin(&self, hash: &Hash) -> Result<PathBuf, Error> {
+        let object = self.object_path(hash);
+        let twin = object.with_extension("x");
+        if twin.is_file() {
+            return Ok(twin);
+        }
+        let (mut file, tmp) = temp_file(&self.root.join("objects/tmp"))?;
+        let mut src = File::open(&object).map_err(|e| Error::io(&object, e))?;
+        io::copy(&mut src, &mut file).map_err(|e| Error::io(&tmp, e))?;
+        file.set_permissions(fs::Permissions::from_mode(0o555))
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, &twin).map_err(|e| Error::io(&twin, e))?;
+        Ok(twin)
+    }
+
+    pub fn current(&self, app: &str) -> Result<Option<Id>, Error> {
+        let link = self.app_dir(app).join("current");
+        match fs::read_link(&link) {
+            Ok(target) => {
+                let hex = target
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Ok(Id::parse(&format!("b3:{hex}")))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&link, e)),
+        }
+    }
+
+    /// Points `current` at a staged release: a new symlink renamed over the old one, then the
+    /// directory synced. Never `ln -sfn`, which unlinks first and is not atomic.
+    pub fn flip(&self, app: &str, id: &Id) -> Result<(), Error> {
+        let app_dir = self.app_dir(app);
+        let tmp = app_dir.join(format!(".current-{}", self.instance));
+        let _ = fs::remove_file(&tmp);
+        let target = Path::new("releases").join(id.0.to_hex());
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, app_dir.join("current")).map_err(|e| Error::io(&app_dir, e))?;
+        sync_dir(&app_dir)
+    }
+
+    // ---- history ----
+
+    pub fn record(&self, app: &str, record: &Record) -> Result<(), Error> {
+        let path = self.app_dir(app).join("history.jsonl");
+        let mut line = serde_json::to_vec(record).expect("records serialize");
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io(&path, e))
+    }
+
+    pub fn history(&self, app: &str) -> Result<Vec<Record>, Error> {
+        let path = self.app_dir(app).join("history.jsonl");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        // A torn last line (a crash mid-append) is skipped, not fatal.
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Every release of an app with its state, newest first.
+    pub fn releases(&self, app: &str) -> Result<Vec<Release>, Error> {
+        let history = self.history(app)?;
+        let current = self.current(app)?.map(|id| id.to_string());
+        let previous = previous_good(&history, current.as_deref());
+        let mut ids: Vec<String> = read_dir(&self.app_dir(app).join("releases"))?
+            .into_iter()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .filter(|n| n.len() == 64)
+                    .map(|n| format!("b3:{n}"))
+            })
+            .collect();
+        // A failed release may never have been staged; a removed (gc'd) one is no longer listed.
+        for r in &history {
+            let last_failed = history
+                .iter()
+                .rev()
+                .find(|x| x.id == r.id)
+                .is_some_and(|x| !x.ok);
+            if last_failed && !ids.contains(&r.id) {
+                ids.push(r.id.clone());
+            }
+        }
+        // Newest first: by the position of each release's latest record, then never-recorded ones.
+        let position = |id: &str| history.iter().rposition(|r| r.id == id);
+        ids.sort_by(|a, b| position(b).cmp(&position(a)).then_with(|| a.cmp(b)));
+        let releases: Vec<Release> = ids
+            .into_iter()
+            .map(|id| {
+                let last = history.iter().rev().find(|r| r.id == id);
+                let state = if current.as_deref() == Some(id.as_str()) {
+                    ReleaseState::Active
+                } else if previous.as_deref() == Some(id.as_str()) {
+                    ReleaseState::Previous
+                } else if last.is_some_and(|r| !r.ok) {
+                    ReleaseState::Failed
+                } else {
+                    ReleaseState::Staged
+                };
+                Release {
+                    time: last.map_or(0, |r| r.time),
+                    who: last.map(|r| r.who.clone()).unwrap_or_default(),
+                    reason: last.and_then(|r| r.reason.clone()),
+                    id,
+                    state,
+                }
+            })
+            .collect();
+        Ok(releases)
+    }
+
+    /// The release to go back to: the last one that was successfully made current before the
+    /// current one.
+    pub fn previous(&self, app: &str) -> Result<Option<String>, Error> {
+        let current = self.current(app)?.map(|id| id.to_string());
+        Ok(previous_good(&self.history(app)?, current.as_deref()))
+    }
+
+    // ---- locks ----
+
+    /// Takes the app's activation lock, or says who holds it. A lock left by a dead or
+    /// earlier agent is marked stale and taken over.
+    pub fn lock(&self, app: &str, holder: &str) -> Result<AppLock, Error> {
+        mkdir_p(&self.app_dir(app))?;
+        let path = self.app_dir(app).join("lock");
+        for _ in 0..3 {
+            let info = LockInfo {
+                holder: holder.into(),
+                since: now(),
+                pid: std::process::id(),
+                instance: self.instance.clone(),
+            };
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    let body = serde_json::to_vec(&info).expect("lock info serializes");
+                    file.write_all(&body)
+                        .and_then(|()| file.sync_data())
+                        .map_err(|e| Error::io(&path, e))?;
+                    return Ok(AppLock { path: Some(path) });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.read_lock(app) {
+                    Some(held) if !self.is_stale(&held) => {
+                        return Err(Error::Locked {
+                            app: app.into(),
+                            holder: held.holder,
+                            since: held.since,
+                        })
+                    }
+                    _ => self.mark_stale(app)?,
+                },
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Locked {
+            app: app.into(),
+            holder: "(contended)".into(),
+            since: now(),
+        })
+    }
+
+    fn read_lock(&self, app: &str) -> Option<LockInfo> {
+        let text = fs::read(self.app_dir(app).join("lock")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn is_stale(&self, info: &LockInfo) -> bool {
+        // Held by this very agent: live. By another instance: stale unless that process lives
+        // and is not us (a second agent on the same root).
+        if info.instance == self.instance {
+            return false;
+        }
+        let alive = info.pid != std::process::id()
+            && rustix::process::Pid::from_raw(info.pid as i32)
+                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+        !alive
+    }
+
+    /// Keeps the stale lock's content for the operator (`lock.stale`) and frees the app.
+    fn mark_stale(&self, app: &str) -> Result<(), Error> {
+        let path = self.app_dir(app).join("lock");
+        match fs::rename(&path, self.app_dir(app).join("lock.stale")) {
+            Ok(()) => {
+                tracing::warn!(app, "took over a stale lock");
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    // ---- retention ----
+
+    /// Removes releases beyond `keep` per app (never the current, previous, last known-good or
+    /// pinned ones; failed releases do not count), then objects and artifacts nothing uses
+    /// (objects younger than `grace` are kept).
+    pub fn gc(&self, keep: usize, grace: std::time::Duration) -> Result<GcReport, Error> {
+        let mut report = GcReport::default();
+        let mut live: HashSet<String> = HashSet::new();
+        for app in self.apps()? {
+            let pins: HashSet<String> = fs::read_to_string(self.app_dir(&app).join("pins"))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect();
+            let releases = self.releases(&app)?;
+            let mut kept_ok = 0;
+            for r in &releases {
+                let protected = matches!(r.state, ReleaseState::Active | ReleaseState::Previous)
+                    || pins.contains(&r.id);
+                let counts = r.state != ReleaseState::Failed;
+                let keep_this = protected || (counts && kept_ok < keep);
+                if counts && !protected && keep_this {
+                    kept_ok += 1;
+                }
+                let Some(id) = Id::parse(&r.id) else { continue };
+                let dir = self.release_dir(&app, &id);
+                if keep_this {
+                    live.insert(id.0.to_hex());
+                } else if dir.exists() {
+                    remove_any(&dir)?;
+                    report.releases_removed.push(format!("{app} {}", r.id));
+                }
+            }
+        }
+        for entry in read_dir(&self.root.join("artifacts"))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains(&name) {
+                remove_any(&entry.path())?;
+            }
+        }
+        let mut used: HashSet<Hash> = HashSet::new();
+        for hex in &live {
+            if let Some(id) = Id::parse(&format!("b3:{hex}")) {
+                if let Ok(m) = self.manifest(&id) {
+                    used.extend(m.entries.iter().filter_map(|e| file_hash(&e.kind)));
+                }
+            }
+        }
+        for shard in read_dir(&self.root.join("objects"))? {
+            if shard.file_name() == "tmp" {
+                continue;
+            }
+            for object in read_dir(&shard.path())? {
+                let name = format!(
+                    "{}{}",
+                    shard.file_name().to_string_lossy(),
+                    object.file_name().to_string_lossy()
+                );
+                let hex = name.trim_end_matches(".x");
+                let in_use = Hash::from_hex(hex).is_some_and(|h| used.contains(&h));
+                // A deploy uploads objects before its manifest names them: spare young ones.
+                let young = object
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < grace));
+                if !in_use && !young {
+                    let size = object.metadata().map(|m| m.len()).unwrap_or(0);
+                    remove_any(&object.path())?;
+                    report.objects_removed += 1;
+                    report.bytes_freed += size;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The previous good release: walking successful activations backwards, the first id that
+/// differs from `current`.
+fn previous_good(history: &[Record], current: Option<&str>) -> Option<String> {
+    history
+        .iter()
+        .rev()
+        .filter(|r| r.ok)
+        .map(|r| r.id.as_str())
+        .find(|id| Some(*id) != current)
+        .map(String::from)
+}
+
+/// Held while an app is being activated; removed when dropped.
+#[derive(Debug)]
+pub struct AppLock {
+    path: Option<PathBuf>,
+}
+
+impl Drop for AppLock {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// One object arriving: written to `objects/tmp`, hashed on the way.
+pub struct ObjectWriter {
+    file: File,
+    path: PathBuf,
+    hasher: blake3::Hasher,
+    pub written: u64,
+}
+
+impl ObjectWriter {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Moves the object into place if its bytes hash to `expected`; refuses it otherwise.
+    pub fn finish(self, store: &Store, expected: &Hash) -> Result<(), Error> {
+        let actual = Hash::from(self.hasher.finalize());
+        if &actual != expected {
+            let _ = fs::remove_file(&self.path);
+            return Err(Error::Refused(format!(
+                "object {} arrived with content hashing to {}",
+                expected.to_hex(),
+                actual.to_hex()
+            )));
+        }
+        let dest = store.object_path(expected);
+        let done = (|| {
+            self.file
+                .set_permissions(fs::Permissions::from_mode(0o444))?;
+            self.file.sync_data()?;
+            fs::create_dir_all(dest.parent().expect("objects are sharded"))?;
+            fs::rename(&self.path, &dest)
+        })();
+        if let Err(e) = done {
+            let _ = fs::remove_file(&self.path);
+            return Err(Error::io(&dest, e));
+        }
+        Ok(())
+    }
+
+    pub fn abandon(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+pub fn file_hash(kind: &Kind) -> Option<Hash> {
+    match kind {
+        Kind::File { hash, .. } | Kind::Exec { hash, .. } => Some(*hash),
+        _ => None,
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, Error> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::io(dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+fn remove_any(path: &Path) -> Result<(), Error> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let result = if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    result.map_err(|e| Error::io(path, e))
+}
+
+fn mkdir(path: &Path) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+fn mkdir_p(path: &Path) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+fn link(object: &Path, target: &Path) -> Result<(), Error> {
+    fs::hard_link(object, target).map_err(|e| Error::io(target, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+fn temp_file(dir: &Path) -> Result<(File, PathBuf), Error> {
+    for attempt in 0..100u32 {
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = dir.join(format!("{}-{nonce:x}-{attempt}", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    Err(Error::io(
+        dir,
+        io::Error::other("could not create a temporary file"),
+    ))
+}
+
+/// Writes `bytes` to `path` via a `.partial` file, synced and renamed.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let partial = packer::staging_path(path);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o444)
+            .open(&partial)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&partial, path)
+    })();
+    result.map_err(|e| Error::io(path, e))?;
+    sync_dir(path.parent().expect("artifacts have a parent"))
+}

@@ -1,0 +1,62 @@
+//! `silver agent`: run the node agent over a store directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::limits::LimitArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store: objects, artifacts, apps (default in production: /var/lib/silver).
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Where the control API listens; loopback only (use ssh:// to reach it remotely).
+    #[arg(long, default_value = "127.0.0.1:7330", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The credential file; created with a new random token if missing [default: ROOT/token].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Seconds an upload may go without sending a byte.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub idle_timeout: u64,
+    /// Seconds any other request may take.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub request_timeout: u64,
+    /// Largest upload in one request, in bytes.
+    #[arg(long, default_value_t = 16 << 30, value_name = "BYTES")]
+    pub max_upload_bytes: u64,
+    /// Seconds gc spares objects that no release uses yet (a deploy in progress uploads first).
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub gc_grace: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.root)
+        .with_context(|| format!("failed to create the store `{}`", args.root.display()))?;
+    let mut config = deployer::agent::AgentConfig::new(args.root.clone());
+    config.listen = args.listen;
+    if let Some(token_file) = args.token_file {
+        config.token_file = token_file;
+    }
+    config.limits = args.limits.resolve();
+    config.idle_timeout = Duration::from_secs(args.idle_timeout);
+    config.request_timeout = Duration::from_secs(args.request_timeout);
+    config.max_upload_bytes = args.max_upload_bytes;
+    config.gc_grace = Duration::from_secs(args.gc_grace);
+    let token_file = config.token_file.clone();
+    super::node::runtime()?
+        .block_on(deployer::agent::serve(config, |addr| {
+            // The address on stdout (data: tests and scripts read it), the rest on stderr.
+            println!("http://{addr}");
+            crate::ui::status(
+                "Listening",
+                format!("on http://{addr} (token in {})", token_file.display()),
+            );
+        }))
+        .with_context(|| format!("the agent over `{}` stopped", args.root.display()))
+}

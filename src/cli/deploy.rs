@@ -1,0 +1,132 @@
+//! `silver deploy` (alias `update`): pack if given a directory, upload what the node lacks,
+//! and make the release current.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::limits::LimitArgs;
+use super::node::NodeArgs;
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A `.silver` artifact, or an app directory to pack first.
+    pub source: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The app to deploy as [default: from app.ini, or the artifact's file name].
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Fail at once if another activation of the app is under way.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let limits = args.limits.resolve();
+    let (archive, packed_app, _tmp) = resolve_archive(&args, &limits)?;
+    let app = match (&args.app, packed_app) {
+        (Some(app), _) => app.clone(),
+        (None, Some(app)) => app,
+        (None, None) => app_from_file_name(&archive).with_context(|| {
+            format!(
+                "cannot tell which app `{}` is; pass --app NAME",
+                archive.display()
+            )
+        })?,
+    };
+    let node = args.node.connect()?;
+    let opts = deployer::client::DeployOptions {
+        app: app.clone(),
+        who: super::node::who(),
+        no_wait: args.no_wait,
+        limits,
+    };
+    let progress: Arc<dyn packer::Progress + Send + Sync> =
+        Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
+    let report = super::node::runtime()?
+        .block_on(deployer::client::deploy(
+            &node,
+            &archive,
+            &opts,
+            progress,
+            |holder, since| {
+                ui::status(
+                    "Waiting",
+                    format!("for the lock on `{app}`, held by {holder} since {since} (unix time)"),
+                );
+            },
+        ))
+        .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
+    ui::status(
+        "Deployed",
+        format!(
+            "{} {} to {} ({} sent, {} objects sent, {} already there)",
+            report.app,
+            report.id,
+            report.node,
+            ui::bytes(report.bytes_sent),
+            report.objects_sent,
+            report.objects_skipped
+        ),
+    );
+    if args.node.json {
+        super::print_json(&report)?;
+    } else {
+        println!("{}", report.id);
+    }
+    Ok(())
+}
+
+/// The artifact to send: the given file, or a fresh pack of the given directory (into a temp
+/// directory that lives as long as the returned guard).
+fn resolve_archive(
+    args: &Args,
+    limits: &packer::Limits,
+) -> anyhow::Result<(PathBuf, Option<String>, Option<TempDir>)> {
+    if !args.source.is_dir() {
+        return Ok((args.source.clone(), None, None));
+    }
+    let tmp = TempDir::new()?;
+    let config = packer::PackConfig {
+        limits: limits.clone(),
+        ..packer::PackConfig::default()
+    };
+    let progress = ui::Bar::new(!std::io::stderr().is_terminal());
+    let report = packer::pack(&args.source, &tmp.0, &config, &progress)
+        .with_context(|| format!("failed to pack `{}`", args.source.display()))?;
+    for warning in &report.warnings {
+        ui::warn(warning);
+    }
+    ui::status("Packed", format!("{} {}", report.app, report.id));
+    Ok((report.archive, Some(report.app), Some(tmp)))
+}
+
+/// `<app>-<id12>.silver`, as `silver pack` names artifacts.
+fn app_from_file_name(archive: &std::path::Path) -> Option<String> {
+    let name = archive.file_name()?.to_str()?.strip_suffix(".silver")?;
+    let (app, id12) = name.rsplit_once('-')?;
+    (id12.len() == 12 && packer::appini::check_app_name(app).is_ok()).then(|| app.to_string())
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!("silver-deploy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("failed to create `{}`", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,61 @@
+//! Flags shared by every command that talks to a node: its address and the credential.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The node's agent: http://host:port (ssh:// comes with the ssh transport).
+    #[arg(long, env = "SILVER_NODE", value_name = "URL")]
+    pub node: String,
+    /// A file holding the agent's token (else SILVER_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl NodeArgs {
+    pub fn connect(&self) -> anyhow::Result<deployer::client::Node> {
+        let token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("failed to read the token file `{}`", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("SILVER_TOKEN").ok().filter(|t| !t.is_empty()),
+        };
+        Ok(deployer::client::Node::connect(
+            &deployer::client::NodeConfig {
+                url: self.node.clone(),
+                token,
+            },
+        )?)
+    }
+}
+
+/// `user@host`, as recorded in a node's history.
+pub fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = rustix_hostname();
+    format!("{user}@{host}")
+}
+
+fn rustix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}

@@ -1,0 +1,123 @@
+//! `silver releases`, `rollback`, `activate` and `gc`: a node's history and retention.
+
+use super::node::NodeArgs;
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct ReleasesArgs {
+    pub app: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    pub app: String,
+    /// The release to go back to [default: the previous good one].
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ActivateArgs {
+    pub app: String,
+    pub id: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Releases to keep per app, besides the current, previous and pinned ones.
+    #[arg(long, default_value_t = 5)]
+    pub keep: usize,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+pub fn releases(args: ReleasesArgs) -> anyhow::Result<()> {
+    let node = args.node.connect()?;
+    let list = super::node::runtime()?.block_on(node.releases(&args.app))?;
+    if args.node.json {
+        return super::print_json(&list);
+    }
+    for r in &list {
+        let state = serde_json::to_value(r.state)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let reason = r
+            .reason
+            .as_deref()
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default();
+        println!(
+            "{:<8}  {}  {:>10}  {}{}",
+            state, r.id, r.time, r.who, reason
+        );
+    }
+    Ok(())
+}
+
+pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let node = args.node.connect()?;
+    let done = super::node::runtime()?.block_on(node.rollback(
+        &args.app,
+        args.id.as_deref(),
+        &super::node::who(),
+    ))?;
+    report(&args.node, "Rolled back", &done)
+}
+
+pub fn activate(args: ActivateArgs) -> anyhow::Result<()> {
+    let node = args.node.connect()?;
+    let done = super::node::runtime()?.block_on(node.activate(
+        &args.app,
+        &args.id,
+        &super::node::who(),
+    ))?;
+    report(&args.node, "Activated", &done)
+}
+
+fn report(
+    node: &NodeArgs,
+    verb: &str,
+    done: &deployer::proto::ActivateResponse,
+) -> anyhow::Result<()> {
+    ui::status(
+        verb,
+        format!(
+            "{} to {} (was {})",
+            done.app,
+            done.id,
+            done.previous.as_deref().unwrap_or("nothing")
+        ),
+    );
+    if node.json {
+        super::print_json(done)
+    } else {
+        println!("{}", done.id);
+        Ok(())
+    }
+}
+
+pub fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let node = args.node.connect()?;
+    let report = super::node::runtime()?.block_on(node.gc(args.keep))?;
+    for r in &report.releases_removed {
+        ui::status("Removed", r);
+    }
+    ui::status(
+        "Freed",
+        format!(
+            "{} in {} objects",
+            ui::bytes(report.bytes_freed),
+            report.objects_removed
+        ),
+    );
+    if args.node.json {
+        super::print_json(&report)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! End-to-end deploys: real `silver agent` processes on loopback, each over its own temp root.
+
+mod common;
+
+use std::path::Path;
+
+use common::{copy_fixture, http, pack_dir, stderr, Agent};
+use serde_json::Value;
+
+fn deploy(agent: &Agent, source: &Path, extra: &[&str]) -> Value {
+    let out = agent
+        .silver()
+        .arg("deploy")
+        .arg(source)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn releases(agent: &Agent, app: &str) -> Vec<(String, String)> {
+    let out = agent
+        .silver()
+        .args(["releases", app, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn current(agent: &Agent, app: &str) -> String {
+    let target = std::fs::read_link(agent.root.join("apps").join(app).join("current")).unwrap();
+    format!("b3:{}", target.file_name().unwrap().to_str().unwrap())
+}
+
+#[test]
+fn deploy_redeploy_change_rollback_activate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+
+    let first = deploy(&agent, &app, &[]);
+    assert_eq!(first["objects_sent"], 5);
+    let v1 = first["id"].as_str().unwrap().to_string();
+    assert_eq!(current(&agent, "hello"), v1);
+    let release = agent.root.join("apps/hello/current");
+    assert_eq!(
+        std::fs::read(release.join("app.py")).unwrap(),
+        std::fs::read(app.join("app.py")).unwrap()
+    );
+
+    // The same artifact again: no file content crosses the wire, only the manifest.
+    let again = deploy(&agent, &app, &[]);
+    assert_eq!(
+        (
+            again["objects_sent"].as_u64(),
+            again["objects_skipped"].as_u64()
+        ),
+        (Some(0), Some(5))
+    );
+    assert!(again["bytes_sent"].as_u64().unwrap() < 600, "{again}");
+
+    // One changed file: about that file's size is sent.
+    let mut css = std::fs::read(app.join("static/css/site.css")).unwrap();
+    css.extend_from_slice(&[b'x'; 20_000]);
+    std::fs::write(app.join("static/css/site.css"), &css).unwrap();
+    let (v2, archive) = pack_dir(&app, &tmp.path().join("dist"));
+    let second = deploy(&agent, &archive, &[]);
+    assert_eq!(second["objects_sent"], 1);
+    let sent = second["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent >= css.len() as u64 && sent < css.len() as u64 + 1_000,
+        "sent {sent} for a {}-byte change",
+        css.len()
+    );
+    assert_eq!(current(&agent, "hello"), v2);
+    assert_eq!(
+        releases(&agent, "hello"),
+        [
+            (v2.clone(), "active".into()),
+            (v1.clone(), "previous".into())
+        ]
+    );
+
+    // Rollback without an id goes to the previous good release; activate goes anywhere staged.
+    agent
+        .silver()
+        .args(["rollback", "hello"])
+        .assert()
+        .success();
+    assert_eq!(current(&agent, "hello"), v1);
+    agent
+        .silver()
+        .args(["activate", "hello", &v2])
+        .assert()
+        .success();
+    assert_eq!(current(&agent, "hello"), v2);
+
+    let history = std::fs::read_to_string(agent.root.join("apps/hello/history.jsonl")).unwrap();
+    let actions: Vec<String> = history
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        ["deploy", "deploy", "deploy", "rollback", "activate"]
+    );
+    let (status, body) = http(&agent.url, "GET", "/v1/health", None, b"");
+    assert_eq!(status, 200);
+    assert!(body.contains(&v2), "{body}");
+}
+
+#[test]
+fn a_wrong_or_missing_token_gets_401_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let out = agent
+        .silver()
+        .env("SILVER_TOKEN", "not-the-token")
+        .arg("deploy")
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("did not accept the credential"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("hint: set SILVER_TOKEN or --token-file"));
+    for (method, path) in [
+        ("POST", "/v1/objects/missing"),
+        ("POST", "/v1/objects"),
+        ("PUT", "/v1/artifacts/b3:00"),
+        ("POST", "/v1/apps/hello/deploy"),
+        ("POST", "/v1/gc"),
+        ("GET", "/v1/apps/hello/releases"),
+    ] {
+        assert_eq!(
+            http(&agent.url, method, path, None, b"{}").0,
+            401,
+            "{method} {path} without a token"
+        );
+        assert_eq!(
+            http(&agent.url, method, path, Some("wrong"), b"{}").0,
+            401,
+            "{method} {path} with a wrong token"
+        );
+    }
+    assert!(!agent.root.join("apps/hello").exists());
+    assert_eq!(
+        std::fs::read_dir(agent.root.join("objects"))
+            .unwrap()
+            .count(),
+        1,
+        "only objects/tmp"
+    );
+}
+
+#[test]
+fn hostile_uploads_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let t = Some(agent.token.as_str());
+    // An object whose bytes do not hash to its name.
+    let mut frame = deployer::wire::frame_header(&[7u8; 32], 5).to_vec();
+    frame.extend_from_slice(b"hello");
+    let (status, body) = http(&agent.url, "POST", "/v1/objects", t, &frame);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("hashing to"), "{body}");
+    // A frame cut short.
+    let hash = blake3::hash(b"hello");
+    let mut torn = deployer::wire::frame_header(hash.as_bytes(), 5).to_vec();
+    torn.extend_from_slice(b"hel");
+    assert_eq!(http(&agent.url, "POST", "/v1/objects", t, &torn).0, 422);
+    // Nothing of either was kept.
+    assert_eq!(walk_files(&agent.root.join("objects")), 0);
+
+    // A manifest that names objects the node does not have.
+    let manifest = format!("silver-manifest 1\nfile\tapp.py\t5\t{}\n", hash.to_hex());
+    let id = format!("b3:{}", blake3::hash(manifest.as_bytes()).to_hex());
+    let (status, body) = http(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{id}"),
+        t,
+        manifest.as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("does not have"), "{body}");
+    // A manifest that is not the id it claims.
+    let (status, _) = http(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/b3:{}", "0".repeat(64)),
+        t,
+        manifest.as_bytes(),
+    );
+    assert_eq!(status, 422);
+    // A manifest with traversal, and every hostile manifest of the packer's corpus.
+    let evil = "silver-manifest 1\nlink\tx\t../../../etc\n";
+    let evil_id = format!("b3:{}", blake3::hash(evil.as_bytes()).to_hex());
+    let (status, body) = http(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{evil_id}"),
+        t,
+        evil.as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("leaves the app"), "{body}");
+    // Activation of something the node does not have, and a bad app name.
+    let (status, _) = http(
+        &agent.url,
+        "POST",
+        "/v1/apps/hello/deploy",
+        t,
+        format!(r#"{{"id":"{id}","who":"t"}}"#).as_bytes(),
+    );
+    assert_eq!(status, 404);
+    let (status, _) = http(
+        &agent.url,
+        "POST",
+        "/v1/apps/..%2Fetc/deploy",
+        t,
+        format!(r#"{{"id":"{id}","who":"t"}}"#).as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(walk_files(&agent.root.join("artifacts")), 0);
+}
+
+fn walk_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                walk_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn a_held_lock_makes_deploy_wait_or_fail_and_a_stale_one_is_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    deploy(&agent, &app, &[]);
+    // A live holder: this test process.
+    let lock = agent.root.join("apps/hello/lock");
+    let held = format!(
+        r#"{{"holder":"ops@laptop","since":1700000000,"pid":{},"instance":"other"}}"#,
+        std::process::id()
+    );
+    std::fs::write(&lock, &held).unwrap();
+    let out = agent
+        .silver()
+        .arg("deploy")
+        .arg(&app)
+        .arg("--no-wait")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is being activated by ops@laptop (since 1700000000"),
+        "{}",
+        stderr(&out)
+    );
+    // Without --no-wait it waits, saying who holds the lock, and goes on once it is released.
+    let waiting = agent
+        .silver()
+        .arg("deploy")
+        .arg(&app)
+        .timeout(std::time::Duration::from_secs(30))
+        .env("NO_COLOR", "1")
+        .spawn_and_release(&lock);
+    assert!(
+        waiting.contains("Waiting for the lock on `hello`, held by ops@laptop"),
+        "{waiting}"
+    );
+    // A lock left by a dead agent is stale: taken over, and kept as lock.stale.
+    std::fs::write(
+        &lock,
+        r#"{"holder":"ops@laptop","since":1700000000,"pid":999999999,"instance":"dead"}"#,
+    )
+    .unwrap();
+    deploy(&agent, &app, &["--no-wait"]);
+    assert!(agent.root.join("apps/hello/lock.stale").exists());
+    assert!(!lock.exists());
+}
+
+trait SpawnAndRelease {
+    fn spawn_and_release(&mut self, lock: &Path) -> String;
+}
+
+impl SpawnAndRelease for assert_cmd::Command {
+    /// Runs the command while the lock is held, releases the lock after a second, returns stderr.
+    fn spawn_and_release(&mut self, lock: &Path) -> String {
+        let lock = lock.to_path_buf();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            std::fs::remove_file(lock).unwrap();
+        });
+        let out = self.output().unwrap();
+        releaser.join().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    }
+}
+
+#[test]
+fn concurrent_deploys_of_one_app_all_land_one_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let mut archives = vec![];
+    for i in 0..4 {
+        let app = tmp.path().join(format!("v{i}"));
+        copy_fixture("hello-wsgi", &app);
+        std::fs::write(app.join("version.txt"), format!("{i}")).unwrap();
+        archives.push(pack_dir(&app, &tmp.path().join("dist")).1);
+    }
+    let handles: Vec<_> = archives
+        .iter()
+        .map(|a| {
+            let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("silver"));
+            cmd.arg("deploy")
+                .arg(a)
+                .env("SILVER_NODE", &agent.url)
+                .env("SILVER_TOKEN", &agent.token);
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for mut h in handles {
+        assert!(h.wait().unwrap().success());
+    }
+    let history = std::fs::read_to_string(agent.root.join("apps/hello/history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 4);
+    assert!(
+        history.lines().all(|l| l.contains(r#""ok":true"#)),
+        "{history}"
+    );
+    assert_eq!(
+        std::fs::read_dir(agent.root.join("apps/hello/releases"))
+            .unwrap()
+            .count(),
+        4
+    );
+    assert!(!agent.root.join("apps/hello/lock").exists());
+}
+
+#[test]
+fn gc_keeps_current_previous_and_pinned_and_frees_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &["--gc-grace", "0"]);
+    let mut ids = vec![];
+    for i in 0..4 {
+        let app = tmp.path().join(format!("v{i}"));
+        copy_fixture("hello-wsgi", &app);
+        std::fs::write(app.join("version.txt"), "x".repeat(1000 * (i + 1))).unwrap();
+        ids.push(
+            deploy(&agent, &app, &[])["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    std::fs::write(agent.root.join("apps/hello/pins"), format!("{}\n", ids[0])).unwrap();
+    let out = agent
+        .silver()
+        .args(["gc", "--keep", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["releases_removed"],
+        serde_json::json!([format!("hello {}", ids[1])])
+    );
+    // v1's only unique object is its version.txt of 2000 bytes.
+    assert_eq!(
+        (
+            report["objects_removed"].as_u64(),
+            report["bytes_freed"].as_u64()
+        ),
+        (Some(1), Some(2000))
+    );
+    let left: Vec<String> = releases(&agent, "hello")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        left.contains(&ids[0])
+            && left.contains(&ids[2])
+            && left.contains(&ids[3])
+            && !left.contains(&ids[1])
+    );
+    // What is left still deploys and rolls back.
+    agent
+        .silver()
+        .args(["activate", "hello", &ids[0]])
+        .assert()
+        .success();
+}
