@@ -2,6 +2,7 @@
 
 mod agent;
 mod deploy;
+mod fsck;
 mod inspect;
 mod limits;
 mod node;
@@ -54,9 +55,14 @@ pub enum Command {
     Activate(releases::ActivateArgs),
     /// Remove old releases and unused objects from a node.
     Gc(releases::GcArgs),
+    /// Re-hash every object of a node's store and check every release against its manifest.
+    Fsck(fsck::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Fsck(args) = cli.command {
+        return fsck::run(args);
+    }
     match cli.command {
         Command::Pack(args) => pack::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -68,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback(args) => releases::rollback(args),
         Command::Activate(args) => releases::activate(args),
         Command::Gc(args) => releases::gc(args),
+        Command::Fsck(_) => unreachable!("handled above"),
     }
     .map(|()| ExitCode::SUCCESS)
 }
