@@ -22,9 +22,24 @@ use crate::wire::frame_header;
 /// How to reach a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// `http://host:port` (or `https://`).
+    /// `http://host:port`, `https://host:port` or `ssh://[user@]host[:port]`.
     pub url: String,
     pub token: Option<String>,
+    /// With ssh: the agent's address as seen on the node.
+    pub agent_addr: String,
+    /// With ssh: the ssh program and options.
+    pub ssh_command: String,
+}
+
+impl NodeConfig {
+    pub fn new(url: &str, token: Option<String>) -> NodeConfig {
+        NodeConfig {
+            url: url.into(),
+            token,
+            agent_addr: "127.0.0.1:7330".into(),
+            ssh_command: "ssh".into(),
+        }
+    }
 }
 
 /// A connected node.
@@ -32,22 +47,36 @@ pub struct Node {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Kept open for as long as the node is used.
+    _tunnel: Option<crate::tunnel::Tunnel>,
 }
 
 impl Node {
     pub fn connect(config: &NodeConfig) -> Result<Node, Error> {
+        if config.url.starts_with("ssh://") {
+            let target = crate::tunnel::SshTarget::parse(&config.url)?;
+            let tunnel = crate::tunnel::Tunnel::open(
+                &target,
+                &config.agent_addr,
+                &config.ssh_command,
+                &config.url,
+            )?;
+            let mut node = Node::connect(&NodeConfig {
+                url: format!("http://{}", tunnel.local),
+                ..config.clone()
+            })?;
+            node._tunnel = Some(tunnel);
+            return Ok(node);
+        }
         let url = config.url.trim_end_matches('/');
         let bad = |why: &str| Error::BadNode {
             url: config.url.clone(),
             why: why.into(),
         };
-        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(|| {
-            if url.starts_with("ssh://") {
-                bad("the ssh transport is not implemented yet; run the client on the node, or forward the agent's port with `ssh -L`")
-            } else {
-                bad("the scheme must be http:// or https://")
-            }
-        })?;
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| bad("the scheme must be http://, https:// or ssh://"))?;
         if rest.is_empty() || rest.contains('/') {
             return Err(bad("expected scheme://host:port with no path"));
         }
@@ -63,6 +92,7 @@ impl Node {
             base: url.to_string(),
             token: config.token.clone(),
             http,
+            _tunnel: None,
         })
     }
 

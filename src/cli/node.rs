@@ -6,9 +6,18 @@ use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
-    /// The node's agent: http://host:port (ssh:// comes with the ssh transport).
+    /// The node: ssh://[user@]host[:port] (a tunnel to the agent with your ssh setup), or the
+    /// agent's http://host:port.
     #[arg(long, env = "SILVER_NODE", value_name = "URL")]
     pub node: String,
+    /// With ssh://: the agent's address on the node.
+    #[arg(
+        long,
+        env = "SILVER_AGENT_ADDR",
+        default_value = "127.0.0.1:7330",
+        value_name = "ADDR"
+    )]
+    pub agent_addr: String,
     /// A file holding the agent's token (else SILVER_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -28,12 +37,14 @@ impl NodeArgs {
             ),
             None => std::env::var("SILVER_TOKEN").ok().filter(|t| !t.is_empty()),
         };
-        Ok(deployer::client::Node::connect(
-            &deployer::client::NodeConfig {
-                url: self.node.clone(),
-                token,
-            },
-        )?)
+        let config = deployer::client::NodeConfig {
+            url: self.node.clone(),
+            token,
+            agent_addr: self.agent_addr.clone(),
+            // Like git's GIT_SSH_COMMAND: the ssh program and options to use.
+            ssh_command: std::env::var("SILVER_SSH").unwrap_or_else(|_| "ssh".into()),
+        };
+        Ok(deployer::client::Node::connect(&config)?)
     }
 }
 

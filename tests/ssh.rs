@@ -1,0 +1,121 @@
+//! The ssh transport against a real `sshd` that the test starts on a loopback port, with its own
+//! host key, client key and ssh config, all in the test's temp dir.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{copy_fixture, stderr, Agent};
+
+struct Sshd {
+    child: Child,
+    config: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts sshd on loopback and writes a client config naming it `silver-node`.
+fn start_sshd(dir: &Path) -> Sshd {
+    std::fs::create_dir_all(dir).unwrap();
+    keygen(&dir.join("host_key"));
+    keygen(&dir.join("client_key"));
+    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+    // sshd's privilege-separation directory (Debian creates it only when the service starts).
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let port = free_port();
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let d = dir.display();
+    std::fs::write(dir.join("sshd_config"), format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
+         UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nAllowTcpForwarding yes\nLogLevel ERROR\n"
+    )).unwrap();
+    std::fs::write(dir.join("config"), format!(
+        "Host silver-node\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {d}/client_key\n  IdentitiesOnly yes\n  \
+         UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking accept-new\n"
+    )).unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sshd (Debian's openssh-server; scripts/install-deps.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Sshd {
+        child,
+        config: dir.join("config"),
+    }
+}
+
+#[test]
+fn deploy_and_releases_over_ssh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sshd = start_sshd(&tmp.path().join("ssh"));
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let agent_addr = agent.url.trim_start_matches("http://").to_string();
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let ssh = format!("ssh -F {}", sshd.config.display());
+    let run = |args: &[&str]| {
+        let mut cmd = common::silver();
+        cmd.args(args)
+            .args(["--node", "ssh://silver-node", "--agent-addr", &agent_addr])
+            .env("SILVER_SSH", &ssh)
+            .env("SILVER_TOKEN", &agent.token);
+        cmd
+    };
+    let out = run(&["deploy", app.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["objects_sent"], 5);
+    let out = run(&["releases", "hello", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""state":"active""#));
+    // A host ssh cannot reach is a clear error naming the node.
+    let out = common::silver()
+        .args(["releases", "hello", "--node", "ssh://nobody@127.0.0.1:1"])
+        .env("SILVER_SSH", &ssh)
+        .env("SILVER_TOKEN", &agent.token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("`ssh://nobody@127.0.0.1:1` is not a node address: ssh exited"),
+        "{}",
+        stderr(&out)
+    );
+}
