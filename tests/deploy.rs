@@ -425,3 +425,60 @@ fn gc_keeps_current_previous_and_pinned_and_frees_the_rest() {
         .assert()
         .success();
 }
+
+#[test]
+fn too_little_free_space_or_too_large_an_upload_is_refused_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    // Ask for more free space than any disk has: the deploy is refused before any upload.
+    let agent = Agent::start(
+        &tmp.path().join("full"),
+        &["--min-free-bytes", "1000000000000000000"],
+    );
+    let out = agent.silver().arg("deploy").arg(&app).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not enough free space on the node"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("hint: free space on the node"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(walk_files(&agent.root.join("objects")), 0);
+    assert!(!agent.root.join("apps/hello").exists());
+    drop(agent);
+    // An upload over the cap gets 413 and leaves nothing behind.
+    let agent = Agent::start(&tmp.path().join("small"), &["--max-upload-bytes", "500"]);
+    let out = agent.silver().arg("deploy").arg(&app).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("413") && stderr(&out).contains("over the limit of 500 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(walk_files(&agent.root.join("objects")), 0);
+}
+
+#[test]
+fn a_stalled_upload_times_out() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &["--idle-timeout", "1"]);
+    let addr = agent.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!("POST /v1/objects HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 1000\r\n\r\n", agent.token);
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&[0u8; 20]).unwrap(); // half a frame header, then silence
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("upload stalled for 1s"), "{answer}");
+    assert_eq!(walk_files(&agent.root.join("objects")), 0);
+}

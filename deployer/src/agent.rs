@@ -288,6 +288,7 @@ async fn missing(
     }
     let store = state.store.clone();
     let margin = state.config.free_space_margin;
+    let max_upload = state.config.max_upload_bytes;
     let resp = blocking(move || {
         let mut missing = Vec::new();
         let mut needed = 0u64;
@@ -298,6 +299,14 @@ async fn missing(
                 missing.push(hex.clone());
                 needed = needed.saturating_add(*size);
             }
+        }
+        // Refuse up front what the upload cap would cut short (the cap is enforced again on the
+        // stream, since a client may lie here).
+        let upload = needed.saturating_add(missing.len() as u64 * crate::wire::FRAME_HEADER as u64);
+        if upload > max_upload {
+            return Err(Error::TooLarge(format!(
+                "an upload of {upload} bytes is over the limit of {max_upload} bytes"
+            )));
         }
         let available = store.free_bytes()?;
         if needed.saturating_add(margin) > available {

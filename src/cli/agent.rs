@@ -28,6 +28,9 @@ pub struct Args {
     /// Largest upload in one request, in bytes.
     #[arg(long, default_value_t = 16 << 30, value_name = "BYTES")]
     pub max_upload_bytes: u64,
+    /// Free bytes to keep on the node: an upload that would leave less is refused up front.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub min_free_bytes: u64,
     /// Seconds gc spares objects that no release uses yet (a deploy in progress uploads first).
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub gc_grace: u64,
@@ -48,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.request_timeout = Duration::from_secs(args.request_timeout);
     config.max_upload_bytes = args.max_upload_bytes;
     config.gc_grace = Duration::from_secs(args.gc_grace);
+    config.free_space_margin = args.min_free_bytes;
     let token_file = config.token_file.clone();
     super::node::runtime()?
         .block_on(deployer::agent::serve(config, |addr| {
