@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(python3 python3-venv python3-pip util-linux coreutils openssh-client openssh-server)
 if [ "${1:-}" = bench ]; then
-  packages+=(zstd tar bc time)
+  packages+=(zstd tar bc time rsync curl)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -362,25 +362,18 @@ async fn put_objects(
     Ok(Json(stored))
 }
 
-fn ingest(
-    store: &Store,
-    mut next: impl FnMut() -> Option<Bytes>,
-    max: u64,
-) -> Result<StoredResponse, Error> {
+fn ingest(store: &Store, mut next: impl FnMut() -> Option<Bytes>, max: u64) -> Result<StoredResponse, Error> {
     let mut decoder = FrameDecoder::default();
     let mut current: Option<(Hash, Option<store::ObjectWriter>)> = None;
-    let mut stored = StoredResponse {
-        objects: 0,
-        bytes: 0,
-    };
+    let mut stored = StoredResponse { objects: 0, bytes: 0 };
+    let mut batch: Vec<store::Pending> = Vec::new();
+    let mut queued: std::collections::HashSet<Hash> = std::collections::HashSet::new();
     let mut total = 0u64;
     let result = (|| {
         while let Some(chunk) = next() {
             total += chunk.len() as u64;
             if total > max {
-                return Err(Error::TooLarge(format!(
-                    "upload over the limit of {max} bytes"
-                )));
+                return Err(Error::TooLarge(format!("upload over the limit of {max} bytes")));
             }
             decoder.feed(&chunk, |piece| match piece {
                 Piece::Start { hash, len } => {
@@ -388,12 +381,9 @@ fn ingest(
                         return Err(Error::TooLarge(format!("object of {len} bytes")));
                     }
                     let hash = Hash(hash);
-                    // An object the node has is read past, not rewritten.
-                    let writer = if store.has_object(&hash) {
-                        None
-                    } else {
-                        Some(store.object_writer()?)
-                    };
+                    // An object the node has (or has queued) is read past, not written again.
+                    let known = store.has_object(&hash) || queued.contains(&hash);
+                    let writer = if known { None } else { Some(store.object_writer()?) };
                     current = Some((hash, writer));
                     Ok(())
                 }
@@ -405,7 +395,8 @@ fn ingest(
                     let (hash, writer) = current.take().expect("end follows start");
                     if let Some(w) = writer {
                         stored.bytes += w.written;
-                        w.finish(store, &hash)?;
+                        batch.push(w.finish(&hash)?);
+                        queued.insert(hash);
                         stored.objects += 1;
                     }
                     Ok(())
@@ -413,16 +404,22 @@ fn ingest(
             })?;
         }
         if !decoder.is_clean() {
-            return Err(Error::Refused(
-                "the upload ended in the middle of an object".into(),
-            ));
+            return Err(Error::Refused("the upload ended in the middle of an object".into()));
         }
         Ok(())
     })();
     if let Some((_, Some(w))) = current.take() {
         w.abandon();
     }
-    result.map(|()| stored)
+    match result {
+        Ok(()) => store.commit(batch).map(|()| stored),
+        // Objects verified before a failure are kept: they are correct, and a retry then sends
+        // only what is still missing.
+        Err(e) => {
+            let _ = store.commit(batch);
+            Err(e)
+        }
+    }
 }
 
 async fn put_artifact(

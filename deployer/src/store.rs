@@ -722,6 +722,45 @@ impl Drop for AppLock {
     }
 }
 
+/// A verified object waiting in `objects/tmp` for its batch to be committed.
+#[derive(Debug)]
+pub struct Pending {
+    path: PathBuf,
+    hash: Hash,
+}
+
+impl Store {
+    /// Makes a batch of verified objects durable and visible: one `syncfs` for all their bytes,
+    /// then each renamed to its name, then one more `syncfs` for the renames. An object never
+    /// appears under its name before its content is on disk, and there is no fsync per file.
+    pub fn commit(&self, batch: Vec<Pending>) -> Result<(), Error> {
+        let tmp = self.root.join("objects/tmp");
+        let result = (|| {
+            let dir = File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            rustix::fs::syncfs(&dir).map_err(|e| Error::io(&tmp, e.into()))?;
+            for pending in &batch {
+                let dest = self.object_path(&pending.hash);
+                mkdir_p(dest.parent().expect("objects are sharded"))?;
+                fs::rename(&pending.path, &dest).map_err(|e| Error::io(&dest, e))?;
+            }
+            rustix::fs::syncfs(&dir).map_err(|e| Error::io(&tmp, e.into()))
+        })();
+        if result.is_err() {
+            for pending in &batch {
+                let _ = fs::remove_file(&pending.path);
+            }
+        }
+        result
+    }
+
+    /// Abandons verified objects that will not be committed.
+    pub fn discard(&self, batch: Vec<Pending>) {
+        for pending in batch {
+            let _ = fs::remove_file(pending.path);
+        }
+    }
+}
+
 /// One object arriving: written to `objects/tmp`, hashed on the way.
 pub struct ObjectWriter {
     file: File,
@@ -739,30 +778,19 @@ impl ObjectWriter {
             .map_err(|e| Error::io(&self.path, e))
     }
 
-    /// Moves the object into place if its bytes hash to `expected`; refuses it otherwise.
-    pub fn finish(self, store: &Store, expected: &Hash) -> Result<(), Error> {
+    /// Checks the bytes against `expected`. A verified object stays in `objects/tmp` until
+    /// [`Store::commit`] moves a whole batch into place; a mismatch is refused and removed.
+    pub fn finish(self, expected: &Hash) -> Result<Pending, Error> {
         let actual = Hash::from(self.hasher.finalize());
         if &actual != expected {
             let _ = fs::remove_file(&self.path);
-            return Err(Error::Refused(format!(
-                "object {} arrived with content hashing to {}",
-                expected.to_hex(),
-                actual.to_hex()
-            )));
+            return Err(Error::Refused(format!("object {} arrived with content hashing to {}", expected.to_hex(), actual.to_hex())));
         }
-        let dest = store.object_path(expected);
-        let done = (|| {
-            self.file
-                .set_permissions(fs::Permissions::from_mode(0o444))?;
-            self.file.sync_data()?;
-            fs::create_dir_all(dest.parent().expect("objects are sharded"))?;
-            fs::rename(&self.path, &dest)
-        })();
-        if let Err(e) = done {
+        if let Err(e) = self.file.set_permissions(fs::Permissions::from_mode(0o444)) {
             let _ = fs::remove_file(&self.path);
-            return Err(Error::io(&dest, e));
+            return Err(Error::io(&self.path, e));
         }
-        Ok(())
+        Ok(Pending { path: self.path, hash: *expected })
     }
 
     pub fn abandon(self) {
