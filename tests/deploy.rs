@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{copy_fixture, http, pack_dir, stderr, Agent};
+use common::{copy_fixture, http, http_with, pack_dir, stderr, Agent};
 use serde_json::Value;
 
 fn deploy(agent: &Agent, source: &Path, extra: &[&str]) -> Value {
@@ -73,7 +73,14 @@ fn deploy_redeploy_change_rollback_activate() {
 
     // One changed file: about that file's size is sent.
     let mut css = std::fs::read(app.join("static/css/site.css")).unwrap();
-    css.extend_from_slice(&[b'x'; 20_000]);
+    // Incompressible, so the bytes sent can be compared with the change's size.
+    let mut x = 0x2545_f491_u32;
+    css.extend((0..20_000).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u8
+    }));
     std::fs::write(app.join("static/css/site.css"), &css).unwrap();
     let (v2, archive) = pack_dir(&app, &tmp.path().join("dist"));
     let second = deploy(&agent, &archive, &[]);
@@ -147,7 +154,7 @@ fn a_wrong_or_missing_token_gets_401_and_changes_nothing() {
     );
     assert!(stderr(&out).contains("hint: set SILVER_TOKEN or --token-file"));
     for (method, path) in [
-        ("POST", "/v1/objects/missing"),
+        ("POST", "/v1/artifacts/b3:00/commit"),
         ("POST", "/v1/objects"),
         ("PUT", "/v1/artifacts/b3:00"),
         ("POST", "/v1/apps/hello/deploy"),
@@ -194,7 +201,8 @@ fn hostile_uploads_are_refused() {
     // Nothing of either was kept.
     assert_eq!(walk_files(&agent.root.join("objects")), 0);
 
-    // A manifest that names objects the node does not have.
+    // A manifest that names objects the node does not have: held as pending (the answer lists
+    // them), and refused when committed while they are still missing.
     let manifest = format!("silver-manifest 1\nfile\tapp.py\t5\t{}\n", hash.to_hex());
     let id = format!("b3:{}", blake3::hash(manifest.as_bytes()).to_hex());
     let (status, body) = http(
@@ -204,8 +212,42 @@ fn hostile_uploads_are_refused() {
         t,
         manifest.as_bytes(),
     );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(hash.to_hex().as_str()), "{body}");
+    let (status, body) = http(
+        &agent.url,
+        "POST",
+        &format!("/v1/artifacts/{id}/commit"),
+        t,
+        b"",
+    );
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("does not have"), "{body}");
+    // A zstd bomb posing as a manifest stops at the manifest size limit.
+    let bomb = zstd::encode_all(&vec![b'a'; 300 << 20][..], 19).unwrap();
+    let (status, body) = http_with(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{id}"),
+        t,
+        &bomb,
+        "Content-Encoding: zstd\r\n",
+    );
+    assert_eq!(status, 413, "{body}");
+    // A delta against a base the node does not have.
+    let base = format!(
+        "Content-Encoding: zstd\r\nX-Silver-Base: b3:{}\r\n",
+        "1".repeat(64)
+    );
+    let (status, _) = http_with(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{id}"),
+        t,
+        &bomb,
+        &base,
+    );
+    assert_eq!(status, 412);
     // A manifest that is not the id it claims.
     let (status, _) = http(
         &agent.url,
@@ -244,7 +286,11 @@ fn hostile_uploads_are_refused() {
         format!(r#"{{"id":"{id}","who":"t"}}"#).as_bytes(),
     );
     assert_eq!(status, 400);
-    assert_eq!(walk_files(&agent.root.join("artifacts")), 0);
+    assert_eq!(
+        walk_files(&agent.root.join("artifacts")),
+        1,
+        "only the pending manifest"
+    );
 }
 
 fn walk_files(dir: &Path) -> usize {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -82,8 +82,8 @@ impl AgentState {
 pub fn app(state: AgentState) -> Router {
     let timeout = state.config.request_timeout;
     let guarded = Router::new()
-        .route("/v1/objects/missing", post(missing))
         .route("/v1/artifacts/{id}", put(put_artifact))
+        .route("/v1/artifacts/{id}/commit", post(commit_artifact))
         .route("/v1/apps/{app}/deploy", post(deploy))
         .route("/v1/apps/{app}/activate", post(activate))
         .route("/v1/apps/{app}/rollback", post(rollback))
@@ -209,6 +209,7 @@ impl IntoResponse for ApiErr {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Locked { .. } => StatusCode::CONFLICT,
             Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            Error::BaseMissing(_) => StatusCode::PRECONDITION_FAILED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -279,58 +280,34 @@ async fn health(State(state): State<AgentState>) -> Result<Json<Health>, ApiErr>
     }))
 }
 
-async fn missing(
-    State(state): State<AgentState>,
-    Json(req): Json<MissingRequest>,
-) -> Result<Json<MissingResponse>, ApiErr> {
-    if req.hashes.len() != req.sizes.len() {
-        return Err(Error::Invalid("`hashes` and `sizes` differ in length".into()).into());
-    }
-    let store = state.store.clone();
-    let margin = state.config.free_space_margin;
-    let max_upload = state.config.max_upload_bytes;
-    let resp = blocking(move || {
-        let mut missing = Vec::new();
-        let mut needed = 0u64;
-        for (hex, size) in req.hashes.iter().zip(&req.sizes) {
-            let hash = Hash::from_hex(hex)
-                .ok_or_else(|| Error::Invalid(format!("`{hex}` is not a BLAKE3 hash")))?;
-            if !store.has_object(&hash) {
-                missing.push(hex.clone());
-                needed = needed.saturating_add(*size);
-            }
-        }
-        // Refuse up front what the upload cap would cut short (the cap is enforced again on the
-        // stream, since a client may lie here).
-        let upload = needed.saturating_add(missing.len() as u64 * crate::wire::FRAME_HEADER as u64);
-        if upload > max_upload {
-            return Err(Error::TooLarge(format!(
-                "an upload of {upload} bytes is over the limit of {max_upload} bytes"
-            )));
-        }
-        let available = store.free_bytes()?;
-        if needed.saturating_add(margin) > available {
-            return Err(Error::NoSpace {
-                needed: needed + margin,
-                available,
-            });
-        }
-        Ok(MissingResponse { missing })
-    })
-    .await?;
-    Ok(Json(resp))
-}
-
 /// Streams the body to a blocking worker that splits frames and writes each object, hashing
 /// every byte; a mismatch, a torn frame, a stall or too many bytes refuses the upload.
 async fn put_objects(
     State(state): State<AgentState>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<StoredResponse>, ApiErr> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let compressed = is_zstd(&headers);
+    let window_log_max = state.config.limits.max_window_log;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let store = state.store.clone();
     let max = state.config.max_upload_bytes;
-    let worker = tokio::task::spawn_blocking(move || ingest(&store, || rx.blocking_recv(), max));
+    let worker = tokio::task::spawn_blocking(move || {
+        let channel = ChannelReader {
+            rx,
+            chunk: Bytes::new(),
+        };
+        if compressed {
+            let mut decoder = zstd::Decoder::new(channel)
+                .map_err(|e| Error::Invalid(format!("not a zstd stream: {e}")))?;
+            decoder
+                .window_log_max(window_log_max)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            ingest(&store, decoder, max)
+        } else {
+            ingest(&store, channel, max)
+        }
+    });
     let mut stream = body.into_data_stream();
     let idle = state.config.idle_timeout;
     loop {
@@ -362,20 +339,60 @@ async fn put_objects(
     Ok(Json(stored))
 }
 
-fn ingest(store: &Store, mut next: impl FnMut() -> Option<Bytes>, max: u64) -> Result<StoredResponse, Error> {
+/// Reads what the async side forwards from the request body.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+fn is_zstd(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"))
+}
+
+fn ingest(store: &Store, mut body: impl std::io::Read, max: u64) -> Result<StoredResponse, Error> {
     let mut decoder = FrameDecoder::default();
     let mut current: Option<(Hash, Option<store::ObjectWriter>)> = None;
-    let mut stored = StoredResponse { objects: 0, bytes: 0 };
+    let mut stored = StoredResponse {
+        objects: 0,
+        bytes: 0,
+    };
     let mut batch: Vec<store::Pending> = Vec::new();
     let mut queued: std::collections::HashSet<Hash> = std::collections::HashSet::new();
     let mut total = 0u64;
     let result = (|| {
-        while let Some(chunk) = next() {
-            total += chunk.len() as u64;
-            if total > max {
-                return Err(Error::TooLarge(format!("upload over the limit of {max} bytes")));
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = body
+                .read(&mut buf)
+                .map_err(|e| Error::Invalid(format!("the upload stream is corrupt: {e}")))?;
+            if n == 0 {
+                break;
             }
-            decoder.feed(&chunk, |piece| match piece {
+            let chunk = &buf[..n];
+            // Counted after decompression, so a small compressed body cannot expand past the cap.
+            total += n as u64;
+            if total > max {
+                return Err(Error::TooLarge(format!(
+                    "upload over the limit of {max} bytes"
+                )));
+            }
+            decoder.feed(chunk, |piece| match piece {
                 Piece::Start { hash, len } => {
                     if len > store.limits.max_total_bytes {
                         return Err(Error::TooLarge(format!("object of {len} bytes")));
@@ -383,7 +400,11 @@ fn ingest(store: &Store, mut next: impl FnMut() -> Option<Bytes>, max: u64) -> R
                     let hash = Hash(hash);
                     // An object the node has (or has queued) is read past, not written again.
                     let known = store.has_object(&hash) || queued.contains(&hash);
-                    let writer = if known { None } else { Some(store.object_writer()?) };
+                    let writer = if known {
+                        None
+                    } else {
+                        Some(store.object_writer()?)
+                    };
                     current = Some((hash, writer));
                     Ok(())
                 }
@@ -404,7 +425,9 @@ fn ingest(store: &Store, mut next: impl FnMut() -> Option<Bytes>, max: u64) -> R
             })?;
         }
         if !decoder.is_clean() {
-            return Err(Error::Refused("the upload ended in the middle of an object".into()));
+            return Err(Error::Refused(
+                "the upload ended in the middle of an object".into(),
+            ));
         }
         Ok(())
     })();
@@ -422,16 +445,99 @@ fn ingest(store: &Store, mut next: impl FnMut() -> Option<Bytes>, max: u64) -> R
     }
 }
 
+/// Receives a manifest (whole, zstd, or a zstd delta against one the node has) and answers with
+/// the objects still missing, after checking that their upload fits the cap and the disk.
 async fn put_artifact(
     State(state): State<AgentState>,
     UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ArtifactResponse>, ApiErr> {
     let store = state.store.clone();
-    let manifest = blocking(move || store.put_manifest(&id, &body)).await?;
+    let config = state.config.clone();
+    let base = headers
+        .get(BASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let compressed = is_zstd(&headers);
+    let resp = blocking(move || {
+        let bytes = decode_manifest(&store, &body, compressed, base.as_deref())?;
+        let (manifest, missing) = store.receive_manifest(&id, &bytes)?;
+        let needed: u64 = missing.iter().map(|(_, size)| size).sum();
+        let upload = needed.saturating_add(missing.len() as u64 * crate::wire::FRAME_HEADER as u64);
+        if upload > config.max_upload_bytes {
+            return Err(Error::TooLarge(format!(
+                "an upload of {upload} bytes is over the limit of {} bytes",
+                config.max_upload_bytes
+            )));
+        }
+        let available = store.free_bytes()?;
+        if needed.saturating_add(config.free_space_margin) > available {
+            return Err(Error::NoSpace {
+                needed: needed + config.free_space_margin,
+                available,
+            });
+        }
+        Ok(ArtifactResponse {
+            id: manifest.id.to_string(),
+            entries: manifest.entries.len(),
+            missing: missing.iter().map(|(h, _)| h.to_hex()).collect(),
+        })
+    })
+    .await?;
+    Ok(Json(resp))
+}
+
+/// Undoes the manifest's encoding, bounded by the manifest size limit (a bomb stops there).
+fn decode_manifest(
+    store: &Store,
+    body: &[u8],
+    compressed: bool,
+    base: Option<&str>,
+) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    if !compressed {
+        return Ok(body.to_vec());
+    }
+    let dictionary = match base {
+        None => Vec::new(),
+        Some(base) => {
+            let id = Id::parse(base)
+                .ok_or_else(|| Error::Invalid(format!("`{base}` is not an artifact id")))?;
+            store
+                .manifest_bytes(&id)
+                .ok_or_else(|| Error::BaseMissing(base.to_string()))?
+        }
+    };
+    let mut decoder = zstd::Decoder::with_dictionary(body, &dictionary)
+        .map_err(|e| Error::Invalid(format!("bad zstd manifest: {e}")))?;
+    decoder
+        .window_log_max(store.limits.max_window_log)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let limit = store.limits.max_manifest_bytes;
+    let mut out = Vec::new();
+    decoder
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::Invalid(format!("bad zstd manifest: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(Error::TooLarge(format!("a manifest over {limit} bytes")));
+    }
+    Ok(out)
+}
+
+async fn commit_artifact(
+    State(state): State<AgentState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<ArtifactResponse>, ApiErr> {
+    let parsed = Id::parse(&id)
+        .ok_or_else(|| Error::Invalid(format!("`{id}` is not an artifact id (b3:<64 hex>)")))?;
+    let store = state.store.clone();
+    let manifest = blocking(move || store.commit_manifest(&parsed)).await?;
     Ok(Json(ArtifactResponse {
         id: manifest.id.to_string(),
         entries: manifest.entries.len(),
+        missing: vec![],
     }))
 }
 

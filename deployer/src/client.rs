@@ -5,7 +5,7 @@
 //! unless told not to).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -223,6 +223,8 @@ pub struct DeployOptions {
     /// Fail at once when another activation holds the app's lock.
     pub no_wait: bool,
     pub limits: Limits,
+    /// Where manifests sent before are kept, as delta bases for the next deploy.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What `silver deploy --json` prints.
@@ -232,7 +234,11 @@ pub struct DeployReport {
     pub id: String,
     pub node: String,
     pub previous: Option<String>,
+    /// Request bodies sent: the (compressed) manifest and the (compressed) objects.
     pub bytes_sent: u64,
+    pub manifest_bytes_sent: u64,
+    /// The base the manifest was sent as a delta against, if any.
+    pub manifest_base: Option<String>,
     pub objects_sent: usize,
     pub objects_skipped: usize,
     pub phases_ms: Phases,
@@ -240,11 +246,16 @@ pub struct DeployReport {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Phases {
-    pub check: u128,
-    pub upload: u128,
     pub manifest: u128,
+    pub upload: u128,
+    pub commit: u128,
     pub activate: u128,
 }
+
+/// zstd level for manifests: small, sent once, worth squeezing.
+const MANIFEST_LEVEL: i32 = 12;
+/// zstd level for the object stream: fast enough not to slow a loopback or LAN upload.
+const UPLOAD_LEVEL: i32 = 1;
 
 /// Deploys `archive` to `node`. `on_wait` is told who holds the lock while deploy waits.
 pub async fn deploy(
@@ -263,20 +274,13 @@ pub async fn deploy(
             .map_err(join_err)??
     };
     let objects = distinct_objects(&manifest);
-    let request = MissingRequest {
-        hashes: objects.iter().map(|(h, _)| h.to_hex()).collect(),
-        sizes: objects.iter().map(|(_, s)| *s).collect(),
-    };
-    let missing: MissingResponse = node.post("/v1/objects/missing", &request).await?;
-    let missing: HashSet<Hash> = missing
-        .missing
-        .iter()
-        .filter_map(|h| Hash::from_hex(h))
-        .collect();
-    phases.check = t.elapsed().as_millis();
+    let (sent_manifest, base, missing) =
+        send_manifest(node, &manifest, &opts.app, opts.cache_dir.as_deref()).await?;
+    let missing: HashSet<Hash> = missing.iter().filter_map(|h| Hash::from_hex(h)).collect();
+    phases.manifest = t.elapsed().as_millis();
 
     let t = Instant::now();
-    let mut bytes_sent = 0;
+    let mut bytes_sent = sent_manifest;
     if !missing.is_empty() {
         let total: u64 = objects
             .iter()
@@ -288,14 +292,10 @@ pub async fn deploy(
     phases.upload = t.elapsed().as_millis();
 
     let t = Instant::now();
-    let put = node.authed(
-        node.http
-            .put(node.endpoint(&format!("/v1/artifacts/{}", manifest.id)))
-            .body(manifest.bytes.clone()),
-    );
-    let _: ArtifactResponse = node.call(put).await?;
-    bytes_sent += manifest.bytes.len() as u64;
-    phases.manifest = t.elapsed().as_millis();
+    let _: ArtifactResponse = node
+        .post(&format!("/v1/artifacts/{}/commit", manifest.id), &())
+        .await?;
+    phases.commit = t.elapsed().as_millis();
 
     let t = Instant::now();
     let path = format!("/v1/apps/{}/deploy", opts.app);
@@ -320,16 +320,105 @@ pub async fn deploy(
         }
     };
     phases.activate = t.elapsed().as_millis();
+    if let Some(dir) = &opts.cache_dir {
+        cache_manifest(dir, &manifest);
+    }
     Ok(DeployReport {
         app: opts.app.clone(),
         id: activated.id,
         node: node.base.clone(),
         previous: activated.previous,
         bytes_sent,
+        manifest_bytes_sent: sent_manifest,
+        manifest_base: base,
         objects_sent: missing.len(),
         objects_skipped: objects.len() - missing.len(),
         phases_ms: phases,
     })
+}
+
+/// Sends the manifest zstd-compressed, as a delta against the app's current manifest when this
+/// machine kept a copy of it. Returns the bytes sent, the base used, and what the node lacks.
+async fn send_manifest(
+    node: &Node,
+    manifest: &Manifest,
+    app: &str,
+    cache: Option<&Path>,
+) -> Result<(u64, Option<String>, Vec<String>), Error> {
+    let health = node.health().await?;
+    let current = health
+        .apps
+        .iter()
+        .find(|a| a.name == app)
+        .and_then(|a| a.current.clone());
+    let base = current.and_then(|id| {
+        cache
+            .and_then(|dir| std::fs::read(dir.join(id.trim_start_matches("b3:"))).ok())
+            .map(|bytes| (id, bytes))
+    });
+    let url = node.endpoint(&format!("/v1/artifacts/{}", manifest.id));
+    if let Some((base_id, dictionary)) = &base {
+        let body = compress(&manifest.bytes, dictionary)?;
+        let len = body.len() as u64;
+        let req = node.authed(
+            node.http
+                .put(&url)
+                .header("content-encoding", "zstd")
+                .header(BASE_HEADER, base_id.as_str())
+                .body(body),
+        );
+        match node.call::<ArtifactResponse>(req).await {
+            Ok(resp) => return Ok((len, Some(base_id.clone()), resp.missing)),
+            // The node no longer has the base (gc): send the whole manifest instead.
+            Err(Error::Api { status: 412, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let body = compress(&manifest.bytes, &[])?;
+    let len = body.len() as u64;
+    let req = node.authed(
+        node.http
+            .put(&url)
+            .header("content-encoding", "zstd")
+            .body(body),
+    );
+    let resp: ArtifactResponse = node.call(req).await?;
+    Ok((len, None, resp.missing))
+}
+
+fn compress(bytes: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut compressor = zstd::bulk::Compressor::with_dictionary(MANIFEST_LEVEL, dictionary)
+        .map_err(|e| Error::io(Path::new("(manifest)"), e))?;
+    // The whole base must be in reach, as `zstd --patch-from` arranges.
+    let window = (bytes.len().max(dictionary.len()) * 2)
+        .next_power_of_two()
+        .trailing_zeros()
+        .clamp(20, 27);
+    compressor
+        .set_parameter(zstd::zstd_safe::CParameter::WindowLog(window))
+        .map_err(|e| Error::io(Path::new("(manifest)"), e))?;
+    compressor
+        .compress(bytes)
+        .map_err(|e| Error::io(Path::new("(manifest)"), e))
+}
+
+/// Keeps a manifest this machine deployed, named by id, for the next deploy's delta. Best effort.
+fn cache_manifest(dir: &Path, manifest: &Manifest) {
+    let path = dir.join(manifest.id.0.to_hex());
+    if path.exists() {
+        return;
+    }
+    let tmp = dir.join(format!(
+        ".{}.{}",
+        manifest.id.0.to_hex(),
+        std::process::id()
+    ));
+    let ok = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, &manifest.bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = ok {
+        tracing::debug!(dir = %dir.display(), error = %e, "could not cache the manifest");
+    }
 }
 
 /// Each distinct content once, with its size, in manifest order.
@@ -343,7 +432,8 @@ fn distinct_objects(manifest: &Manifest) -> Vec<(Hash, u64)> {
         .collect()
 }
 
-/// Streams the missing objects out of the archive (verifying all of it) as one request body.
+/// Streams the missing objects out of the archive (verifying all of it), zstd-compressed, as one
+/// request body. Returns the compressed bytes sent.
 async fn upload(
     node: &Node,
     archive: &Path,
@@ -353,16 +443,22 @@ async fn upload(
     progress: Arc<dyn Progress + Send + Sync>,
 ) -> Result<u64, Error> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    progress.start("uploading", total);
     let reader = {
         let (archive, missing, limits) = (archive.to_path_buf(), missing.clone(), limits.clone());
         let tx = tx.clone();
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
+            let sink = ChannelWriter {
+                tx: tx.clone(),
+                bytes: 0,
+            };
+            let encoder =
+                zstd::Encoder::new(sink, UPLOAD_LEVEL).map_err(|e| Error::io(&archive, e))?;
             let mut visitor = Uploader {
                 missing,
                 sent: HashSet::new(),
-                tx,
-                bytes: 0,
+                out: encoder,
                 progress,
             };
             let config = ReadConfig {
@@ -370,21 +466,25 @@ async fn upload(
                 ..Default::default()
             };
             let result = packer::read_with(&archive, &config, &mut visitor);
-            if let Err(e) = &result {
-                // Cut the body short so the agent refuses the torn upload.
-                let _ = visitor
-                    .tx
-                    .blocking_send(Err(std::io::Error::other(e.to_string())));
+            match result {
+                Ok(_) => {
+                    let sink = visitor.out.finish().map_err(|e| Error::io(&archive, e))?;
+                    Ok(sink.bytes)
+                }
+                Err(e) => {
+                    // Cut the body short so the agent refuses the torn upload.
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    Err(Error::Artifact(e))
+                }
             }
-            result.map(|_| visitor.bytes)
         })
     };
     drop(tx);
-    progress.start("uploading", total);
     let body = tokio_stream::wrappers::ReceiverStream::new(rx);
     let req = node.authed(
         node.http
             .post(node.endpoint("/v1/objects"))
+            .header("content-encoding", "zstd")
             .body(reqwest::Body::wrap_stream(body)),
     );
     let sent: Result<StoredResponse, Error> = node.call(req).await;
@@ -394,21 +494,30 @@ async fn upload(
     Ok(bytes)
 }
 
+/// Hands compressed bytes to the request body.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    bytes: u64,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("the node stopped reading the upload"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 struct Uploader {
     missing: HashSet<Hash>,
     sent: HashSet<Hash>,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    bytes: u64,
+    out: zstd::Encoder<'static, ChannelWriter>,
     progress: Arc<dyn Progress + Send + Sync>,
-}
-
-impl Uploader {
-    fn send(&mut self, bytes: Bytes) -> std::io::Result<()> {
-        self.bytes += bytes.len() as u64;
-        self.tx
-            .blocking_send(Ok(bytes))
-            .map_err(|_| std::io::Error::other("the node stopped reading the upload"))
-    }
 }
 
 impl packer::Visitor for Uploader {
@@ -419,13 +528,12 @@ impl packer::Visitor for Uploader {
         if !self.missing.contains(&hash) || !self.sent.insert(hash) {
             return false;
         }
-        self.send(Bytes::copy_from_slice(&frame_header(&hash.0, size)))
-            .is_ok()
+        std::io::Write::write_all(&mut self.out, &frame_header(&hash.0, size)).is_ok()
     }
 
     fn chunk(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.progress.advance(bytes.len() as u64);
-        self.send(Bytes::copy_from_slice(bytes))
+        std::io::Write::write_all(&mut self.out, bytes)
     }
 }
 

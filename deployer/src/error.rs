@@ -28,6 +28,8 @@ pub enum Error {
     },
     #[error("not enough free space on the node: {needed} bytes needed, {available} available")]
     NoSpace { needed: u64, available: u64 },
+    #[error("the delta's base manifest {0} is not on this node")]
+    BaseMissing(String),
     #[error("the node's store is damaged: {0}")]
     Corrupt(String),
     #[error("node {node} did not accept the credential")]

@@ -3,14 +3,18 @@
 //! | method and path | body | answer |
 //! | --- | --- | --- |
 //! | `GET /v1/health` | | [`Health`] (no credential needed) |
-//! | `POST /v1/objects/missing` | [`MissingRequest`] | [`MissingResponse`] |
-//! | `POST /v1/objects` | object frames (see `wire`) | [`StoredResponse`] |
-//! | `PUT /v1/artifacts/{id}` | manifest bytes | [`ArtifactResponse`] |
+//! | `PUT /v1/artifacts/{id}` | manifest (see below) | [`ArtifactResponse`]: what is missing |
+//! | `POST /v1/objects` | object frames (see `wire`), may be zstd | [`StoredResponse`] |
+//! | `POST /v1/artifacts/{id}/commit` | | [`ArtifactResponse`] |
 //! | `POST /v1/apps/{app}/deploy` | [`ActivateRequest`] | [`ActivateResponse`] |
 //! | `POST /v1/apps/{app}/activate` | [`ActivateRequest`] | [`ActivateResponse`] |
 //! | `POST /v1/apps/{app}/rollback` | [`RollbackRequest`] | [`ActivateResponse`] |
 //! | `GET /v1/apps/{app}/releases` | | [`Vec<Release>`] |
 //! | `POST /v1/gc` | [`GcRequest`] | [`GcReport`] |
+//!
+//! A manifest or an object stream may be sent with `Content-Encoding: zstd`. A manifest may also
+//! be a zstd delta against a manifest the node has: `X-Silver-Base: b3:<id>` names it (412 if the
+//! node does not have it; the client then sends the whole manifest).
 //!
 //! Errors are [`ApiError`] with a status: 401 no or wrong credential, 404 unknown app or release,
 //! 409 lock held, 413 too large, 422 refused input, 507 not enough free space.
@@ -29,18 +33,8 @@ pub struct AppStatus {
     pub current: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MissingRequest {
-    /// BLAKE3 hex of every distinct file content in the artifact.
-    pub hashes: Vec<String>,
-    /// Their sizes, same order, so the agent can check free space before any upload.
-    pub sizes: Vec<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MissingResponse {
-    pub missing: Vec<String>,
-}
+/// The header naming a delta's base manifest.
+pub const BASE_HEADER: &str = "x-silver-base";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredResponse {
@@ -52,6 +46,8 @@ pub struct StoredResponse {
 pub struct ArtifactResponse {
     pub id: String,
     pub entries: usize,
+    /// BLAKE3 hex of the objects the node still lacks (none once committed).
+    pub missing: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -156,9 +156,14 @@ impl Store {
 
     // ---- artifacts ----
 
-    /// Records a manifest: its bytes must hash to `id`, pass every check of the artifact reader,
-    /// and name only objects the store has.
-    pub fn put_manifest(&self, id: &str, bytes: &[u8]) -> Result<Manifest, Error> {
+    /// Receives a manifest: its bytes must hash to `id` and pass every check of the artifact
+    /// reader. Returns it with the objects (and sizes) the node still lacks. A complete one is
+    /// recorded at once; an incomplete one waits as `<hex>.pending` for [`Store::commit_manifest`].
+    pub fn receive_manifest(
+        &self,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<(Manifest, Vec<(Hash, u64)>), Error> {
         let manifest = Manifest::parse(bytes, &self.limits)
             .map_err(|p| Error::Refused(format!("invalid manifest: {p}")))?;
         if !manifest.id.matches(id) || id.trim_start_matches("b3:").len() != 64 {
@@ -167,22 +172,60 @@ impl Store {
                 manifest.id
             )));
         }
-        let missing = manifest
-            .entries
-            .iter()
-            .filter_map(|e| file_hash(&e.kind))
-            .filter(|h| !self.has_object(h))
-            .count();
+        let missing = self.missing_objects(&manifest);
+        let path = self.artifact_path(&manifest.id);
+        if path.exists() {
+            return Ok((manifest, missing));
+        }
+        let target = if missing.is_empty() {
+            path
+        } else {
+            pending_path(&path)
+        };
+        write_durably(&target, bytes)?;
+        Ok((manifest, missing))
+    }
+
+    /// Records a pending manifest once every object it names is on the node; refuses it while any
+    /// is missing.
+    pub fn commit_manifest(&self, id: &Id) -> Result<Manifest, Error> {
+        let path = self.artifact_path(id);
+        if path.exists() {
+            return self.manifest(id);
+        }
+        let pending = pending_path(&path);
+        let bytes = fs::read(&pending).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                Error::NotFound(format!("artifact {id} was never sent to this node"))
+            }
+            _ => Error::io(&pending, e),
+        })?;
+        let manifest = Manifest::parse(&bytes, &self.limits)
+            .map_err(|p| Error::Corrupt(format!("{}: {p}", pending.display())))?;
+        let missing = self.missing_objects(&manifest).len();
         if missing > 0 {
             return Err(Error::Refused(format!(
                 "the manifest names {missing} objects the node does not have; upload them first"
             )));
         }
-        let path = self.artifact_path(&manifest.id);
-        if !path.exists() {
-            write_durably(&path, bytes)?;
-        }
+        fs::rename(&pending, &path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(path.parent().expect("artifacts have a parent"))?;
         Ok(manifest)
+    }
+
+    /// The raw bytes of a recorded manifest (a delta base for the next deploy).
+    pub fn manifest_bytes(&self, id: &Id) -> Option<Vec<u8>> {
+        fs::read(self.artifact_path(id)).ok()
+    }
+
+    fn missing_objects(&self, manifest: &Manifest) -> Vec<(Hash, u64)> {
+        let mut seen = HashSet::new();
+        manifest
+            .entries
+            .iter()
+            .filter_map(|e| file_hash(&e.kind).map(|h| (h, e.size())))
+            .filter(|(h, _)| seen.insert(*h) && !self.has_object(h))
+            .collect()
     }
 
     pub fn manifest(&self, id: &Id) -> Result<Manifest, Error> {
@@ -616,6 +659,8 @@ impl Store {
                 .is_some_and(|id| self.manifest(&id).is_ok_and(|m| m.id == id));
             if name.ends_with(".partial") {
                 report.leftovers.push(artifact.path().display().to_string());
+            } else if name.ends_with(".pending") {
+                continue; // sent, waiting for its objects
             } else if !ok {
                 report.bad_artifacts.push(name);
             }
@@ -784,13 +829,20 @@ impl ObjectWriter {
         let actual = Hash::from(self.hasher.finalize());
         if &actual != expected {
             let _ = fs::remove_file(&self.path);
-            return Err(Error::Refused(format!("object {} arrived with content hashing to {}", expected.to_hex(), actual.to_hex())));
+            return Err(Error::Refused(format!(
+                "object {} arrived with content hashing to {}",
+                expected.to_hex(),
+                actual.to_hex()
+            )));
         }
         if let Err(e) = self.file.set_permissions(fs::Permissions::from_mode(0o444)) {
             let _ = fs::remove_file(&self.path);
             return Err(Error::io(&self.path, e));
         }
-        Ok(Pending { path: self.path, hash: *expected })
+        Ok(Pending {
+            path: self.path,
+            hash: *expected,
+        })
     }
 
     pub fn abandon(self) {
@@ -881,6 +933,15 @@ fn temp_file(dir: &Path) -> Result<(File, PathBuf), Error> {
         dir,
         io::Error::other("could not create a temporary file"),
     ))
+}
+
+fn pending_path(artifact: &Path) -> PathBuf {
+    let mut name = artifact
+        .file_name()
+        .expect("artifact has a name")
+        .to_os_string();
+    name.push(".pending");
+    artifact.with_file_name(name)
 }
 
 /// Writes `bytes` to `path` via a `.partial` file, synced and renamed.

@@ -46,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         who: super::node::who(),
         no_wait: args.no_wait,
         limits,
+        cache_dir: cache_dir(),
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
@@ -105,6 +106,17 @@ fn resolve_archive(
     }
     ui::status("Packed", format!("{} {}", report.app, report.id));
     Ok((report.archive, Some(report.app), Some(tmp)))
+}
+
+/// Where deployed manifests are kept as delta bases: `SILVER_CACHE_DIR`, else the XDG cache.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SILVER_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("silver/manifests"))
 }
 
 /// `<app>-<id12>.silver`, as `silver pack` names artifacts.
