@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub max_upload_bytes: u64,
     /// Free space to leave on the node after an upload.
     pub free_space_margin: u64,
+    /// TLS certificate chain and private key (PEM). With them the agent may listen beyond loopback.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// How long gc spares unreferenced objects: a deploy uploads them before its manifest names them.
     pub gc_grace: Duration,
 }
@@ -57,6 +59,7 @@ impl AgentConfig {
             max_upload_bytes: 16 << 30,
             free_space_margin: 64 << 20,
             gc_grace: Duration::from_secs(3600),
+            tls: None,
         }
     }
 }
@@ -103,14 +106,20 @@ pub fn app(state: AgentState) -> Router {
 }
 
 /// Binds, recovers the store and serves until SIGINT or SIGTERM. `ready` gets the bound address.
-pub async fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
-    if !config.listen.ip().is_loopback() {
+pub async fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, bool)) -> Result<(), Error> {
+    // Plaintext control from the network would hand the token and deploys to anyone on the path.
+    if !config.listen.ip().is_loopback() && config.tls.is_none() {
         return Err(Error::Invalid(format!(
-            "refusing to listen on {}: the control API never takes plaintext remote control; \
-             listen on loopback and reach it with --node ssh://user@host",
+            "refusing to listen on {} without TLS: the control API never takes plaintext remote control; \
+             listen on loopback and use --node ssh://user@host, or pass --tls-cert and --tls-key",
             config.listen
         )));
     }
+    let acceptor = config
+        .tls
+        .as_ref()
+        .map(|(cert, key)| crate::tls::acceptor(cert, key))
+        .transpose()?;
     let store = Store::open(&config.root, config.limits.clone())?;
     let recovery = store.recover()?;
     tracing::info!(root = %config.root.display(), partials_removed = recovery.partials_removed.len(), stale_locks = recovery.stale_locks.len(), broken_current = recovery.broken_current.len(), "store recovered");
@@ -124,12 +133,25 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr)) -> Resul
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(&config.root, e))?;
-    ready(addr);
+    ready(addr, acceptor.is_some());
     let router = app(AgentState::new(store, &token, config.clone()));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Error::io(&config.root, e))
+    let served = match acceptor {
+        Some(acceptor) => {
+            let tls = crate::tls::TlsListener {
+                tcp: listener,
+                acceptor,
+            };
+            axum::serve(tls, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    };
+    served.map_err(|e| Error::io(&config.root, e))
 }
 
 async fn shutdown_signal() {

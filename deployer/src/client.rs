@@ -29,6 +29,8 @@ pub struct NodeConfig {
     pub agent_addr: String,
     /// With ssh: the ssh program and options.
     pub ssh_command: String,
+    /// With https: a CA certificate (PEM) to trust besides the system's, e.g. the node's own.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -38,6 +40,7 @@ impl NodeConfig {
             token,
             agent_addr: "127.0.0.1:7330".into(),
             ssh_command: "ssh".into(),
+            ca_cert: None,
         }
     }
 }
@@ -80,7 +83,11 @@ impl Node {
         if rest.is_empty() || rest.contains('/') {
             return Err(bad("expected scheme://host:port with no path"));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &config.ca_cert {
+            builder = builder.add_root_certificate(crate::tls::ca_certificate(ca)?);
+        }
+        let http = builder
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("silver/", env!("CARGO_PKG_VERSION")))
             .build()

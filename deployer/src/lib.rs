@@ -11,6 +11,7 @@ pub mod client;
 mod error;
 pub mod proto;
 pub mod store;
+pub mod tls;
 pub mod tunnel;
 pub mod wire;
 

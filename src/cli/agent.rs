@@ -13,12 +13,18 @@ pub struct Args {
     /// The store: objects, artifacts, apps (default in production: /var/lib/silver).
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
-    /// Where the control API listens; loopback only (use ssh:// to reach it remotely).
+    /// Where the control API listens: loopback, or any address with --tls-cert and --tls-key.
     #[arg(long, default_value = "127.0.0.1:7330", value_name = "ADDR")]
     pub listen: SocketAddr,
     /// The credential file; created with a new random token if missing [default: ROOT/token].
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, serves https and may listen beyond loopback.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Seconds an upload may go without sending a byte.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub idle_timeout: u64,
@@ -52,14 +58,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.max_upload_bytes = args.max_upload_bytes;
     config.gc_grace = Duration::from_secs(args.gc_grace);
     config.free_space_margin = args.min_free_bytes;
+    config.tls = args.tls_cert.zip(args.tls_key);
     let token_file = config.token_file.clone();
     super::node::runtime()?
-        .block_on(deployer::agent::serve(config, |addr| {
+        .block_on(deployer::agent::serve(config, |addr, tls| {
             // The address on stdout (data: tests and scripts read it), the rest on stderr.
-            println!("http://{addr}");
+            let scheme = if tls { "https" } else { "http" };
+            println!("{scheme}://{addr}");
             crate::ui::status(
                 "Listening",
-                format!("on http://{addr} (token in {})", token_file.display()),
+                format!("on {scheme}://{addr} (token in {})", token_file.display()),
             );
         }))
         .with_context(|| format!("the agent over `{}` stopped", args.root.display()))

@@ -18,6 +18,9 @@ pub struct NodeArgs {
         value_name = "ADDR"
     )]
     pub agent_addr: String,
+    /// With https://: a CA certificate (PEM) to trust, e.g. a node's self-signed one.
+    #[arg(long, env = "SILVER_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// A file holding the agent's token (else SILVER_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -43,6 +46,7 @@ impl NodeArgs {
             agent_addr: self.agent_addr.clone(),
             // Like git's GIT_SSH_COMMAND: the ssh program and options to use.
             ssh_command: std::env::var("SILVER_SSH").unwrap_or_else(|_| "ssh".into()),
+            ca_cert: self.ca_cert.clone(),
         };
         Ok(deployer::client::Node::connect(&config)?)
     }

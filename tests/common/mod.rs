@@ -103,7 +103,10 @@ impl Agent {
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(line.starts_with("http://127.0.0.1:"), "agent said {line:?}");
+        assert!(
+            line.starts_with("http://127.0.0.1:") || line.starts_with("https://127.0.0.1:"),
+            "agent said {line:?}"
+        );
         let token = std::fs::read_to_string(root.join("token"))
             .unwrap()
             .trim()

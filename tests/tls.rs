@@ -1,0 +1,155 @@
+//! TLS on the control API: an agent with a certificate serves https; a client trusts a private
+//! CA only with --ca-cert; and without TLS the agent refuses any address beyond loopback.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{copy_fixture, silver, stderr, Agent};
+
+fn openssl(args: &[&str], dir: &Path) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (scripts/install-deps.sh installs it)");
+    assert!(ok.success(), "openssl {args:?}");
+}
+
+/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`cert.pem`, `key.pem`).
+fn certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=silver-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+        dir,
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+        dir,
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+        dir,
+    );
+}
+
+#[test]
+fn deploy_over_tls_with_a_trusted_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    certificates(tmp.path());
+    let cert = tmp.path().join("cert.pem");
+    let key = tmp.path().join("key.pem");
+    let agent = Agent::start(
+        &tmp.path().join("node"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(agent.url.starts_with("https://"), "{}", agent.url);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    // Not trusted: refused by the client before anything is sent.
+    let out = agent.silver().arg("deploy").arg(&app).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach node https://127.0.0.1:"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!agent.root.join("apps/hello").exists());
+    // Trusted: deploys.
+    let out = agent
+        .silver()
+        .arg("deploy")
+        .arg(&app)
+        .arg("--ca-cert")
+        .arg(tmp.path().join("ca.pem"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(agent.root.join("apps/hello/current").exists());
+}
+
+#[test]
+fn no_plaintext_control_beyond_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The check comes before any socket is bound, so no address beyond loopback is touched.
+    let out = silver()
+        .args(["agent", "--listen", "0.0.0.0:7330", "--root"])
+        .arg(tmp.path().join("node"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refusing to listen on 0.0.0.0:7330 without TLS"),
+        "{}",
+        stderr(&out)
+    );
+    // Half a TLS setup is a usage error.
+    let out = silver()
+        .args(["agent", "--tls-cert", "x.pem", "--root"])
+        .arg(tmp.path().join("node"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
