@@ -59,7 +59,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             |holder, since| {
                 ui::status(
                     "Waiting",
-                    format!("for the lock on `{app}`, held by {holder} since {since} (unix time)"),
+                    format!(
+                        "for the lock on `{app}`, held by {holder} since {}",
+                        ui::utc(since)
+                    ),
                 );
             },
         ))

@@ -53,8 +53,12 @@ pub fn releases(args: ReleasesArgs) -> anyhow::Result<()> {
             .map(|r| format!("  ({r})"))
             .unwrap_or_default();
         println!(
-            "{:<8}  {}  {:>10}  {}{}",
-            state, r.id, r.time, r.who, reason
+            "{:<8}  {}  {}  {}{}",
+            state,
+            r.id,
+            ui::utc(r.time),
+            r.who,
+            reason
         );
     }
     Ok(())
