@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{copy_fixture, pack_dir, redact, silver, stderr, stdout};
+use common::{copy_fixture, pack_dir, pack_report, redact, silver, stderr, stdout};
 
 #[test]
 fn pack_prints_the_id_and_writes_the_named_archive() {
@@ -37,16 +37,7 @@ fn pack_json_reports_everything_ci_needs() {
     let app = tmp.path().join("app");
     copy_fixture("hello-wsgi", &app);
     std::os::unix::fs::symlink("/usr/bin/python3", app.join("python")).unwrap();
-    let out = silver()
-        .arg("pack")
-        .arg(&app)
-        .arg("-o")
-        .arg(tmp.path())
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = pack_report(&app, tmp.path(), &[]);
     let keys: Vec<&str> = report
         .as_object()
         .unwrap()
@@ -341,31 +332,11 @@ fn ignored_special_files_do_not_stop_a_pack() {
     std::fs::write(app.join(".silverignore"), "pipe\n").unwrap();
     std::fs::write(app.join(".gitignore"), "*.log\n").unwrap();
     std::fs::write(app.join("debug.log"), "noise").unwrap();
-    let out = silver()
-        .arg("pack")
-        .arg(&app)
-        .arg("-o")
-        .arg(tmp.path())
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let files = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["files"].clone();
+    let report = pack_report(&app, tmp.path(), &[]);
+    let files = report["files"].clone();
     assert_eq!(files, 6, "app files plus .gitignore; no pipe, no debug.log");
-    let out = silver()
-        .arg("pack")
-        .arg(&app)
-        .arg("-o")
-        .arg(tmp.path())
-        .arg("--json")
-        .arg("--no-gitignore")
-        .output()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["files"],
-        7,
-        "--no-gitignore packs debug.log"
-    );
+    let report = pack_report(&app, tmp.path(), &["--no-gitignore"]);
+    assert_eq!(report["files"], 7, "--no-gitignore packs debug.log");
 }
 
 #[test]

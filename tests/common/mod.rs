@@ -59,18 +59,24 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Packs `app` into `out` with the real binary; returns the id and the archive's path.
-pub fn pack_dir(app: &Path, out: &Path) -> (String, PathBuf) {
+/// Runs `silver pack APP -o OUT --json EXTRA…` and returns the report.
+pub fn pack_report(app: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     let output = silver()
         .arg("pack")
         .arg(app)
         .arg("-o")
         .arg(out)
         .arg("--json")
+        .args(extra)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Packs `app` into `out` with the real binary; returns the id and the archive's path.
+pub fn pack_dir(app: &Path, out: &Path) -> (String, PathBuf) {
+    let report = pack_report(app, out, &[]);
     (
         report["id"].as_str().unwrap().to_string(),
         PathBuf::from(report["archive"].as_str().unwrap()),
