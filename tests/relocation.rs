@@ -206,3 +206,21 @@ fn a_virtualenv_and_vendored_libraries_run_from_anywhere() {
         .current_dir(&dest));
     assert_eq!(app_imports, "ok\n");
 }
+
+#[test]
+fn two_copies_with_virtualenvs_made_in_different_places_pack_to_identical_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("ci/workspace/reloc");
+    let two = tmp.path().join("elsewhere/reloc");
+    make_app(&one);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    make_app(&two);
+    let pack = |app: &Path, out: &str| common::pack_dir(app, &tmp.path().join(out)).1;
+    let (a, b) = (pack(&one, "o1"), pack(&two, "o2"));
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "{} and {} differ",
+        a.display(),
+        b.display()
+    );
+}

@@ -323,7 +323,15 @@ fn load(
     let mut fixup = None;
     // One scan for the source path: most files never mention it, and then nothing else runs.
     let mut mentions = roots.mentioned_in(&content);
-    if mentions {
+    if relocate::is_record(path) {
+        let text = String::from_utf8_lossy(&content).into_owned();
+        let read = |artifact: &str| std::fs::read(app_dir.join(artifact)).ok();
+        if let Some((new, f)) = relocate::relocate_record(roots, path, &text, read) {
+            content = new;
+            fixup = Some(f);
+        }
+    }
+    if mentions && fixup.is_none() {
         if let Some((new, f)) = relocate::relocate_content(roots, path, &content) {
             content = new;
             fixup = Some(f);

@@ -82,6 +82,8 @@ pub enum FixupKind {
     PyvenvCfg,
     /// A Python string literal holding an absolute path inside the app became relative to `__file__`.
     PythonPath,
+    /// A wheel `RECORD` row now has the hash and size of the file as relocated.
+    Record,
 }
 
 impl std::fmt::Display for FixupKind {
@@ -168,6 +170,7 @@ fn describe(kind: FixupKind) -> String {
         FixupKind::Activate => "VIRTUAL_ENV computed from the script's location".into(),
         FixupKind::PyvenvCfg => "source directory dropped from `command`".into(),
         FixupKind::PythonPath => "absolute paths made relative to __file__".into(),
+        FixupKind::Record => "rows of relocated files rehashed".into(),
         FixupKind::LinkRelativized | FixupKind::SystemLink => String::new(),
     }
 }
@@ -313,6 +316,87 @@ fn python_strings(roots: &Roots, path: &str, text: &str) -> Option<String> {
     changed.then_some(out)
 }
 
+/// Whether `path` is a wheel's `RECORD` (`…/<name>.dist-info/RECORD`).
+pub fn is_record(path: &str) -> bool {
+    path.ends_with(".dist-info/RECORD")
+}
+
+/// Re-hashes the rows of a `RECORD` whose files pack rewrites, so the record matches what the
+/// artifact holds (and two copies of a virtualenv made in different places agree). `read` gives
+/// a file's content by artifact path. Only files pack can rewrite are looked at: scripts in
+/// `bin/` directories, `.pth`, `.egg-link` and editable finders.
+pub fn relocate_record(
+    roots: &Roots,
+    path: &str,
+    text: &str,
+    read: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Option<(Vec<u8>, Fixup)> {
+    use sha2::Digest;
+    let site = path::parent(path::parent(path));
+    let mut changed = false;
+    let out = map_lines(text, |line| {
+        let mut fields = line.rsplitn(3, ',');
+        let (_size, _hash, file) = (fields.next()?, fields.next()?, fields.next()?);
+        let candidate = file.contains("bin/")
+            || file.ends_with(".pth")
+            || file.ends_with(".egg-link")
+            || file.contains("__editable__");
+        if !candidate || file.starts_with('"') {
+            return None;
+        }
+        let target = resolve(site, file)?;
+        let content = read(&target)?;
+        let (new, _) = relocate_content(roots, &target, &content)?;
+        changed = true;
+        Some(format!(
+            "{file},sha256={},{}",
+            b64url(&sha2::Sha256::digest(&new)),
+            new.len()
+        ))
+    });
+    changed.then(|| {
+        (
+            out.into_bytes(),
+            Fixup {
+                path: path.into(),
+                kind: FixupKind::Record,
+                detail: describe(FixupKind::Record),
+            },
+        )
+    })
+}
+
+/// `dir` joined with a relative path, `..` resolved; `None` if it leaves the artifact.
+fn resolve(dir: &str, relative: &str) -> Option<String> {
+    let mut parts: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    for c in relative.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            name => parts.push(name),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// URL-safe base64 without padding, as wheel RECORDs write hashes.
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 /// Applies `f` to each line (without its ending), keeping line endings exactly.
 fn map_lines(text: &str, mut f: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(text.len());
@@ -386,6 +470,33 @@ mod tests {
             Some("MAPPING = {'pkg': __import__('os').path.join(__import__('os').path.dirname(__file__), '../../../../src/pkg')}\nX = r'/src/app/raw'\n"),
         );
         check("notes.txt", "built in /src/app\n", None);
+    }
+
+    #[test]
+    fn records_follow_relocated_files() {
+        let script = b"#!/src/app/venv/bin/python3\nimport pip\n".to_vec();
+        let record = "pip/__init__.py,sha256=abc,10\n../../../bin/pip,sha256=old,40\npip-1.dist-info/RECORD,,\n";
+        let read = |p: &str| (p == "venv/bin/pip").then(|| script.clone());
+        let (new, fixup) = relocate_record(
+            &roots(),
+            "venv/lib/python3.11/site-packages/pip-1.dist-info/RECORD",
+            record,
+            read,
+        )
+        .unwrap();
+        let (relocated, _) = relocate_content(&roots(), "venv/bin/pip", &script).unwrap();
+        use sha2::Digest;
+        let expected = format!(
+            "../../../bin/pip,sha256={},{}",
+            b64url(&sha2::Sha256::digest(&relocated)),
+            relocated.len()
+        );
+        let new = String::from_utf8(new).unwrap();
+        assert!(new.contains(&expected), "{new}");
+        assert!(new.starts_with("pip/__init__.py,sha256=abc,10\n"));
+        assert_eq!(fixup.kind, FixupKind::Record);
+        assert_eq!(b64url(b"\xfb\xff"), "-_8");
+        assert_eq!(b64url(b"abc"), "YWJj");
     }
 
     #[test]
