@@ -155,6 +155,7 @@ fn a_virtualenv_and_vendored_libraries_run_from_anywhere() {
             "link-relativized",
             "pth",
             "pyvenv-cfg",
+            "record",
             "shebang",
             "system-link"
         ]
