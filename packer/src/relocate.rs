@@ -180,6 +180,9 @@ fn describe(kind: FixupKind) -> String {
 fn shebang(roots: &Roots, path: &str, content: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(content).ok()?;
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    if first == "#!/bin/sh" {
+        return pip_launcher(roots, path, rest);
+    }
     let line = first.strip_prefix("#!")?.trim();
     let (interpreter, args) = line.split_once([' ', '\t']).unwrap_or((line, ""));
     let inside = roots.to_artifact(interpreter)?;
@@ -196,6 +199,27 @@ fn shebang(roots: &Roots, path: &str, content: &[u8]) -> Option<String> {
     };
     Some(format!(
         "#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/{relative}\"{args} \"$0\" \"$@\"\n' '''\n{rest}"
+    ))
+}
+
+/// pip's own launcher for interpreters with long paths (over 127 bytes, the kernel's shebang
+/// limit): `#!/bin/sh` then `'''exec' /abs/python "$0" "$@"`. The path becomes relative too.
+fn pip_launcher(roots: &Roots, path: &str, rest: &str) -> Option<String> {
+    let (second, tail) = rest.split_once('\n')?;
+    let command = second.strip_prefix("'''exec' ")?;
+    let (interpreter, args) = match command.strip_prefix('"') {
+        Some(quoted) => quoted.split_once('"')?,
+        None => command.split_once(' ')?,
+    };
+    let inside = roots.to_artifact(interpreter)?;
+    let relative = path::relative(path::parent(path), &inside);
+    let args = if args.is_empty() || args.starts_with(' ') {
+        args.to_string()
+    } else {
+        format!(" {args}")
+    };
+    Some(format!(
+        "#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/{relative}\"{args}\n{tail}"
     ))
 }
 
@@ -444,6 +468,11 @@ mod tests {
             Some("#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/../venv/bin/python\" -E \"$0\" \"$@\"\n' '''\nx\n"),
         );
         check("bin/other", "#!/src/app/bin/node\n", None);
+        check(
+            "venv/bin/pip",
+            "#!/bin/sh\n'''exec' /src/app/venv/bin/python3 \"$0\" \"$@\"\n' '''\nimport pip\n",
+            Some("#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/python3\" \"$0\" \"$@\"\n' '''\nimport pip\n"),
+        );
         check(
             "venv/lib/python3.11/site-packages/easy-install.pth",
             "/src/app/src/pkg\nimport sys\n/usr/lib/x\n",
