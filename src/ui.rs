@@ -86,12 +86,21 @@ impl packer::Progress for Bar {
         } else {
             ProgressDrawTarget::stderr()
         };
-        let bar = ProgressBar::with_draw_target(Some(total_bytes), target);
-        let style = ProgressStyle::with_template(
-            "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        // A total of 0 means "not known yet": show bytes and rate without a bar.
+        let (length, template) = match total_bytes {
+            0 => (
+                None,
+                "{prefix:>12.cyan.bold} {spinner} {bytes} {bytes_per_sec}",
+            ),
+            n => (
+                Some(n),
+                "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            ),
+        };
+        let bar = ProgressBar::with_draw_target(length, target);
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(phase.to_string());
         *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);

@@ -387,3 +387,30 @@ fn unsafe_free_is_root() -> bool {
         .map(|o| o.stdout.starts_with(b"0\n"))
         .unwrap_or(false)
 }
+
+#[test]
+fn a_tree_over_the_size_limit_is_refused_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path().join("dist"))
+        .args(["--max-total-bytes", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("1628 bytes of content, over the limit of 1000"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("dist"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}

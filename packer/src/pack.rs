@@ -97,6 +97,11 @@ pub fn pack(
     let content = TempFile::new(out_dir).map_err(write_err)?;
     let packed = write_content(app_dir, &roots, &sources, config, progress, &content.file)?;
     let manifest = Manifest::from_entries(packed.entries);
+    // Sizes were learned while reading; a node would refuse an artifact over its limit.
+    let (bytes, max) = (manifest.content_bytes(), config.limits.max_total_bytes);
+    if bytes > max {
+        return Err(Error::Tree(ManifestProblem::TooManyBytes { bytes, max }));
+    }
     let mut fixups = link_fixups;
     fixups.extend(packed.fixups);
     fixups.sort_by(|a, b| a.path.cmp(&b.path));
@@ -160,8 +165,9 @@ fn precheck(sources: &[walk::SourceEntry], limits: &Limits) -> Result<(), Error>
             path: s.path.clone(),
             kind: match &s.kind {
                 SourceKind::EmptyDir => Kind::Dir,
-                SourceKind::File { size, .. } => Kind::File {
-                    size: *size,
+                // Sizes are not known yet: the total is checked again on the final manifest.
+                SourceKind::File => Kind::File {
+                    size: 0,
                     hash: Hash([0; 32]),
                 },
                 SourceKind::Link { target } => Kind::Link {
@@ -193,11 +199,16 @@ enum Loaded {
     Whole {
         content: Vec<u8>,
         hash: Hash,
+        executable: bool,
         fixup: Option<Fixup>,
         warning: Option<String>,
     },
-    /// Too large to load: the writer streams it from the file.
-    Large,
+    /// Too large to load: the writer streams it from the open file.
+    Large {
+        file: File,
+        size: u64,
+        executable: bool,
+    },
 }
 
 struct Packed {
@@ -214,17 +225,8 @@ fn write_content(
     progress: &dyn Progress,
     out: &File,
 ) -> Result<Packed, Error> {
-    let total: u64 = sources
-        .iter()
-        .map(|s| {
-            if let SourceKind::File { size, .. } = s.kind {
-                size
-            } else {
-                0
-            }
-        })
-        .sum();
-    progress.start("packing", total);
+    // The total is unknown until files are opened: the bar shows bytes and rate.
+    progress.start("packing", 0);
     let (tx, rx) = mpsc::sync_channel::<Result<Loaded, Error>>(QUEUE_DEPTH);
     let result = std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -256,7 +258,6 @@ fn write_content(
                 .map_err(|_| archive_err(io::Error::other("reader thread stopped")))??;
             let entry = write_one(
                 &mut tar,
-                app_dir,
                 roots,
                 source,
                 loaded,
@@ -309,17 +310,26 @@ fn load(
     source: &walk::SourceEntry,
     config: &PackConfig,
 ) -> Result<Loaded, Error> {
-    let SourceKind::File { size, .. } = source.kind else {
+    let SourceKind::File = source.kind else {
         return Ok(Loaded::NoContent);
     };
-    if size > WHOLE_FILE_MAX {
-        return Ok(Loaded::Large);
-    }
     let path = &source.path;
-    let mut content = std::fs::read(app_dir.join(path)).map_err(|e| Error::Unreadable {
+    let unreadable = |e| Error::Unreadable {
         path: path.clone(),
         source: e,
-    })?;
+    };
+    let mut file = File::open(app_dir.join(path)).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    let executable = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0;
+    if meta.len() > WHOLE_FILE_MAX {
+        return Ok(Loaded::Large {
+            file,
+            size: meta.len(),
+            executable,
+        });
+    }
+    let mut content = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut content).map_err(unreadable)?;
     let mut fixup = None;
     // One scan for the source path: most files never mention it, and then nothing else runs.
     let mut mentions = roots.mentioned_in(&content);
@@ -343,6 +353,7 @@ fn load(
     Ok(Loaded::Whole {
         hash: Hash::of(&content),
         content,
+        executable,
         fixup,
         warning,
     })
@@ -364,7 +375,6 @@ fn source_path_warning(
 #[allow(clippy::too_many_arguments)]
 fn write_one<W: Write>(
     tar: &mut TarWriter<W>,
-    app_dir: &Path,
     roots: &Roots,
     source: &walk::SourceEntry,
     loaded: Loaded,
@@ -377,7 +387,7 @@ fn write_one<W: Write>(
         path: PathBuf::from("(archive)"),
         source: e,
     };
-    let (executable, size) = match &source.kind {
+    match &source.kind {
         SourceKind::EmptyDir => {
             return write_plain(
                 tar,
@@ -398,9 +408,9 @@ fn write_one<W: Write>(
                 },
             )
         }
-        SourceKind::File { executable, size } => (*executable, *size),
+        SourceKind::File => {}
     };
-    let kind = |size, hash| {
+    let kind = |executable: bool, size, hash| {
         if executable {
             Kind::Exec { size, hash }
         } else {
@@ -411,6 +421,7 @@ fn write_one<W: Write>(
         Loaded::Whole {
             content,
             hash,
+            executable,
             fixup,
             warning,
         } => {
@@ -418,20 +429,23 @@ fn write_one<W: Write>(
             packed.warnings.extend(warning);
             let entry = Entry {
                 path,
-                kind: kind(content.len() as u64, hash),
+                kind: kind(executable, content.len() as u64, hash),
             };
             tar.entry(&entry, content.as_slice()).map_err(write_err)?;
             progress.advance(content.len() as u64);
             entry
         }
-        Loaded::Large => {
+        Loaded::Large {
+            file,
+            size,
+            executable,
+        } => {
             // The header needs the size first: stream exactly that many bytes, hashing as we go,
             // and refuse a file that grew or shrank meanwhile.
             let unreadable = |e| Error::Unreadable {
                 path: path.clone(),
                 source: e,
             };
-            let file = File::open(app_dir.join(&path)).map_err(unreadable)?;
             let mut reader = Streaming {
                 inner: file.take(size),
                 hasher: blake3::Hasher::new(),
@@ -445,7 +459,7 @@ fn write_one<W: Write>(
             // The hash is filled in after streaming; the tar header only needs the size.
             let placeholder = Entry {
                 path: path.clone(),
-                kind: kind(size, Hash([0; 32])),
+                kind: kind(executable, size, Hash([0; 32])),
             };
             tar.entry(&placeholder, &mut reader).map_err(write_err)?;
             let grew = reader
@@ -463,7 +477,7 @@ fn write_one<W: Write>(
                 .extend(source_path_warning(roots, &path, mentions, config.strict)?);
             Entry {
                 path,
-                kind: kind(size, reader.hasher.finalize().into()),
+                kind: kind(executable, size, reader.hasher.finalize().into()),
             }
         }
         Loaded::NoContent => unreachable!("files always load content"),

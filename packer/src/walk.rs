@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -21,8 +21,12 @@ pub struct SourceEntry {
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     EmptyDir,
-    File { size: u64, executable: bool },
-    Link { target: String },
+    /// A regular file. Its size and mode come from the `fstat` of the open file when pack reads
+    /// it, which spares the walk a `stat` per file.
+    File,
+    Link {
+        target: String,
+    },
 }
 
 /// How the walk decides what to leave out.
@@ -156,21 +160,20 @@ fn classify(root: &Path, item: &ignore::DirEntry, limits: &Limits) -> Result<Opt
             problem,
         })?
         .to_string();
-    let meta = std::fs::symlink_metadata(item.path()).map_err(|source| Error::Unreadable {
-        path: display.clone(),
-        source,
-    })?;
-    let ft = meta.file_type();
+    // The type from readdir (d_type) needs no stat; file systems without it make std stat.
+    let ft = match item.file_type() {
+        Some(ft) => ft,
+        None => std::fs::symlink_metadata(item.path())
+            .map_err(|source| Error::Unreadable {
+                path: display.clone(),
+                source,
+            })?
+            .file_type(),
+    };
     let (kind, is_dir) = if ft.is_dir() {
         (SourceKind::EmptyDir, true)
     } else if ft.is_file() {
-        (
-            SourceKind::File {
-                size: meta.len(),
-                executable: meta.permissions().mode() & 0o111 != 0,
-            },
-            false,
-        )
+        (SourceKind::File, false)
     } else if ft.is_symlink() {
         let target = std::fs::read_link(item.path()).map_err(|source| Error::Unreadable {
             path: display.clone(),
