@@ -528,3 +528,71 @@ fn a_stalled_upload_times_out() {
     assert!(answer.contains("upload stalled for 1s"), "{answer}");
     assert_eq!(walk_files(&agent.root.join("objects")), 0);
 }
+
+#[test]
+fn a_release_that_cannot_be_staged_is_recorded_as_failed_and_the_old_one_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let v1 = deploy(&agent, &app, &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // v2 reaches the node, then one of its objects is lost before activation.
+    std::fs::write(app.join("new.txt"), "only in v2").unwrap();
+    let (v2, archive) = pack_dir(&app, &tmp.path().join("dist"));
+    let out = agent.silver().arg("deploy").arg(&archive).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    agent
+        .silver()
+        .args(["activate", "hello", &v1])
+        .assert()
+        .success();
+    std::fs::remove_dir_all(
+        agent
+            .root
+            .join("apps/hello/releases")
+            .join(v2.trim_start_matches("b3:")),
+    )
+    .unwrap();
+    let hash = blake3::hash(b"only in v2").to_hex().to_string();
+    std::fs::remove_file(agent.root.join("objects").join(&hash[..2]).join(&hash[2..])).unwrap();
+    let out = agent
+        .silver()
+        .args(["activate", "hello", &v2])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        current(&agent, "hello"),
+        v1,
+        "the old release keeps serving"
+    );
+    let out = agent
+        .silver()
+        .args(["releases", "hello", "--json"])
+        .output()
+        .unwrap();
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = list.iter().find(|r| r["id"] == v2.as_str()).unwrap();
+    assert_eq!(failed["state"], "failed");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("new.txt"),
+        "{failed}"
+    );
+    // An id the node never received is a 404 and leaves no trace.
+    let unknown = format!("b3:{}", "ab".repeat(32));
+    let out = agent
+        .silver()
+        .args(["activate", "other", &unknown])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not on this node"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!agent.root.join("apps/other").exists());
+}

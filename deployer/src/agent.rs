@@ -618,11 +618,12 @@ async fn make_current(
     let span = tracing::info_span!("activate", app = %app, id = %id, action);
     let resp = blocking(move || {
         let _enter = span.enter();
+        // An id the node never received is a plain 404: nothing to record, no app to create.
+        let manifest = store.manifest(&id)?;
         let _lock = store.lock(&app, &who)?;
         let previous = store.current(&app)?.map(|p| p.to_string());
         let staged = store
-            .manifest(&id)
-            .and_then(|m| store.stage(&app, &m))
+            .stage(&app, &manifest)
             .and_then(|staged_now| store.flip(&app, &id).map(|()| staged_now));
         let record = Record {
             time: store::now(),
@@ -630,7 +631,7 @@ async fn make_current(
             action: action.into(),
             who,
             ok: staged.is_ok(),
-            reason: staged.as_ref().err().map(|e| e.to_string()),
+            reason: staged.as_ref().err().map(error_chain),
         };
         store.record(&app, &record)?;
         let staged_now = staged?;

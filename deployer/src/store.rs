@@ -742,14 +742,22 @@ fn check_tree(dir: &Path, manifest: &Manifest) -> Result<(), String> {
 }
 
 /// The previous good release: walking successful activations backwards, the first id that
-/// differs from `current`.
+/// differs from `current` and whose latest attempt did not fail.
 fn previous_good(history: &[Record], current: Option<&str>) -> Option<String> {
+    // A release whose latest attempt failed is not good any more, whatever it was before.
+    let still_good = |id: &str| {
+        history
+            .iter()
+            .rev()
+            .find(|r| r.id == id)
+            .is_some_and(|r| r.ok)
+    };
     history
         .iter()
         .rev()
         .filter(|r| r.ok)
         .map(|r| r.id.as_str())
-        .find(|id| Some(*id) != current)
+        .find(|id| Some(*id) != current && still_good(id))
         .map(String::from)
 }
 
