@@ -434,7 +434,25 @@ fn gc_keeps_current_previous_and_pinned_and_frees_the_rest() {
                 .to_string(),
         );
     }
-    std::fs::write(agent.root.join("apps/hello/pins"), format!("{}\n", ids[0])).unwrap();
+    agent
+        .silver()
+        .args(["pin", "hello", &ids[0]])
+        .assert()
+        .success();
+    agent
+        .silver()
+        .args(["pin", "hello", &ids[2]])
+        .assert()
+        .success();
+    agent
+        .silver()
+        .args(["unpin", "hello", &ids[2]])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(agent.root.join("apps/hello/pins")).unwrap(),
+        format!("{}\n", ids[0])
+    );
     let out = agent
         .silver()
         .args(["gc", "--keep", "0", "--json"])

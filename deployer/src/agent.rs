@@ -91,6 +91,7 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/activate", post(activate))
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/releases", get(releases))
+        .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -666,6 +667,22 @@ async fn releases(
     })
     .await?;
     Ok(Json(list))
+}
+
+async fn pin(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+    Json(req): Json<PinRequest>,
+) -> Result<Json<Vec<String>>, ApiErr> {
+    packer::appini::check_app_name(&app)
+        .map_err(|why| Error::Invalid(format!("`{app}` is not an app name: {why}")))?;
+    let id = Id::parse(&req.id).ok_or_else(|| {
+        Error::Invalid(format!("`{}` is not an artifact id (b3:<64 hex>)", req.id))
+    })?;
+    let store = state.store.clone();
+    Ok(Json(
+        blocking(move || store.set_pin(&app, &id, req.pinned)).await?,
+    ))
 }
 
 async fn gc(

@@ -153,6 +153,17 @@ impl Node {
         .await
     }
 
+    pub async fn pin(&self, app: &str, id: &str, pinned: bool) -> Result<Vec<String>, Error> {
+        self.post(
+            &format!("/v1/apps/{app}/pins"),
+            &PinRequest {
+                id: id.into(),
+                pinned,
+            },
+        )
+        .await
+    }
+
     pub async fn gc(&self, keep: usize) -> Result<GcReport, Error> {
         self.post("/v1/gc", &GcRequest { keep }).await
     }

@@ -10,6 +10,7 @@
 //! | `POST /v1/apps/{app}/activate` | [`ActivateRequest`] | [`ActivateResponse`] |
 //! | `POST /v1/apps/{app}/rollback` | [`RollbackRequest`] | [`ActivateResponse`] |
 //! | `GET /v1/apps/{app}/releases` | | [`Vec<Release>`] |
+//! | `POST /v1/apps/{app}/pins` | [`PinRequest`] | [`Vec<String>`]: the pinned ids |
 //! | `POST /v1/gc` | [`GcRequest`] | [`GcReport`] |
 //!
 //! A manifest or an object stream may be sent with `Content-Encoding: zstd`. A manifest may also
@@ -91,6 +92,13 @@ pub enum ReleaseState {
     Previous,
     Failed,
     Staged,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinRequest {
+    pub id: String,
+    /// True to pin (gc keeps it), false to unpin.
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -447,6 +447,40 @@ impl Store {
         Ok(previous_good(&self.history(app)?, current.as_deref()))
     }
 
+    // ---- pins ----
+
+    /// The app's pinned release ids: gc never removes them.
+    pub fn pins(&self, app: &str) -> Vec<String> {
+        let text = fs::read_to_string(self.app_dir(app).join("pins")).unwrap_or_default();
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// Pins or unpins a release (one id per line in `pins`, rewritten atomically).
+    pub fn set_pin(&self, app: &str, id: &Id, pinned: bool) -> Result<Vec<String>, Error> {
+        if pinned && !self.release_dir(app, id).is_dir() && self.manifest(id).is_err() {
+            return Err(Error::NotFound(format!(
+                "release {id} of `{app}` is not on this node"
+            )));
+        }
+        let mut pins = self.pins(app);
+        pins.retain(|p| p != &id.to_string());
+        if pinned {
+            pins.push(id.to_string());
+        }
+        mkdir_p(&self.app_dir(app))?;
+        let body: String = pins.iter().map(|p| format!("{p}\n")).collect();
+        let path = self.app_dir(app).join("pins");
+        let tmp = self.app_dir(app).join(".pins.tmp");
+        fs::write(&tmp, body)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(pins)
+    }
+
     // ---- locks ----
 
     /// Takes the app's activation lock, or says who holds it. A lock left by a dead or
@@ -533,11 +567,7 @@ impl Store {
         let mut report = GcReport::default();
         let mut live: HashSet<String> = HashSet::new();
         for app in self.apps()? {
-            let pins: HashSet<String> = fs::read_to_string(self.app_dir(&app).join("pins"))
-                .unwrap_or_default()
-                .lines()
-                .map(|l| l.trim().to_string())
-                .collect();
+            let pins: HashSet<String> = self.pins(&app).into_iter().collect();
             let releases = self.releases(&app)?;
             let mut kept_ok = 0;
             for r in &releases {

@@ -53,6 +53,10 @@ pub enum Command {
     Rollback(releases::RollbackArgs),
     /// Make any staged release current.
     Activate(releases::ActivateArgs),
+    /// Keep a release through gc, whatever --keep says.
+    Pin(releases::PinArgs),
+    /// Let gc remove a pinned release again.
+    Unpin(releases::PinArgs),
     /// Remove old releases and unused objects from a node.
     Gc(releases::GcArgs),
     /// Re-hash every object of a node's store and check every release against its manifest.
@@ -73,6 +77,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Releases(args) => releases::releases(args),
         Command::Rollback(args) => releases::rollback(args),
         Command::Activate(args) => releases::activate(args),
+        Command::Pin(args) => releases::pin(args, true),
+        Command::Unpin(args) => releases::pin(args, false),
         Command::Gc(args) => releases::gc(args),
         Command::Fsck(_) => unreachable!("handled above"),
     }

@@ -28,6 +28,14 @@ pub struct ActivateArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PinArgs {
+    pub app: String,
+    pub id: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct GcArgs {
     /// Releases to keep per app, besides the current, previous and pinned ones.
     #[arg(long, default_value_t = 5)]
@@ -122,6 +130,20 @@ pub fn gc(args: GcArgs) -> anyhow::Result<()> {
     );
     if args.node.json {
         super::print_json(&report)?;
+    }
+    Ok(())
+}
+
+/// `silver pin` (and `unpin`): keep a release through gc whatever `--keep` says.
+pub fn pin(args: PinArgs, pinned: bool) -> anyhow::Result<()> {
+    let node = args.node.connect()?;
+    let pins = super::node::runtime()?.block_on(node.pin(&args.app, &args.id, pinned))?;
+    ui::status(
+        if pinned { "Pinned" } else { "Unpinned" },
+        format!("{} {}", args.app, args.id),
+    );
+    if args.node.json {
+        super::print_json(&pins)?;
     }
     Ok(())
 }
