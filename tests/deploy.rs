@@ -330,7 +330,7 @@ fn a_held_lock_makes_deploy_wait_or_fail_and_a_stale_one_is_taken_over() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("is being activated by ops@laptop (since 1700000000"),
+        stderr(&out).contains("is being activated by ops@laptop (since 2023-11-14 22:13:20 UTC)"),
         "{}",
         stderr(&out)
     );

@@ -20,7 +20,7 @@ pub enum Error {
     Invalid(String),
     #[error("too large: {0}")]
     TooLarge(String),
-    #[error("app `{app}` is being activated by {holder} (since {since}, unix time)")]
+    #[error("app `{app}` is being activated by {holder} (since {})", crate::proto::utc(*since))]
     Locked {
         app: String,
         holder: String,
