@@ -257,6 +257,10 @@ fn check(setup: impl FnOnce(&Path), expected_stderr: &str) {
 
 #[test]
 fn bad_input_gets_a_clear_error_naming_the_thing() {
+    check(|app| std::fs::write(app.join("app.ini"), "[production]\nrunner = app.py\nhealth_timeout = soon\n").unwrap(), "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:3: health_timeout `soon` must be a whole number of seconds from 1 to 3600
+hint: fix that line of `app.ini`; the keys are listed in the README");
     check(
         |app| std::fs::remove_file(app.join("app.ini")).unwrap(),
         "\

@@ -39,6 +39,9 @@ impl Section {
 pub struct AppIni {
     pub path: PathBuf,
     pub sections: Vec<Section>,
+    /// Keys as written (the sections hold them lowercased, as configparser does), by line.
+    #[serde(skip)]
+    raw_keys: Vec<(usize, String)>,
     /// Problems that do not stop a pack: unknown keys, named by line.
     pub warnings: Vec<String>,
 }
@@ -106,6 +109,7 @@ impl AppIni {
             message,
         };
         let mut sections: Vec<Section> = Vec::new();
+        let mut raw_keys = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let trimmed = raw.trim();
@@ -144,6 +148,7 @@ impl AppIni {
                 return Err(err(line, "a key is missing before `=`".into()));
             }
             let value = trimmed[split + 1..].trim().to_string();
+            raw_keys.push((line, key.to_string()));
             section
                 .entries
                 .push((key.to_ascii_lowercase(), Value { value, line }));
@@ -151,6 +156,7 @@ impl AppIni {
         let mut ini = AppIni {
             path: path.to_path_buf(),
             sections,
+            raw_keys,
             warnings: vec![],
         };
         ini.warnings = ini.unknown_keys();
@@ -160,6 +166,14 @@ impl AppIni {
 
     pub fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// The key on `line` as it was written.
+    pub fn raw_key(&self, line: usize) -> Option<String> {
+        self.raw_keys
+            .iter()
+            .find(|(l, _)| *l == line)
+            .map(|(_, k)| k.clone())
     }
 
     /// `[production] key`.

@@ -9,6 +9,7 @@
 // The manifest's format is documented with real tab characters, as it is written.
 #![allow(clippy::tabs_in_doc_comments)]
 
+pub mod appconfig;
 pub mod appini;
 pub mod archive;
 mod error;

@@ -82,6 +82,8 @@ pub fn pack(
     let span = tracing::info_span!("pack", app_dir = %app_dir.display());
     let _guard = span.enter();
     let ini = AppIni::load(app_dir)?;
+    // The runtime's settings are checked now, so a bad value fails the pack, not the deploy.
+    crate::appconfig::AppConfig::from_ini(&ini)?;
     let app = appini::app_name(app_dir, &ini)?;
     let roots = source_roots(app_dir)?;
     let sources = walk::walk(app_dir, &config.walk, &config.limits)?;

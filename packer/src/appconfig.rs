@@ -1,0 +1,359 @@
+//! `app.ini` as typed settings: what the runtime needs to run an app, checked line by line.
+//!
+//! Silver Lining's `[production]` keys, plus extensions in the spirit of 30loops' `thirty.ini`:
+//!
+//! ```ini
+//! [production]
+//! app_name = blog
+//! runner = src/app.py          ; a WSGI file exposing `application`
+//! update_fetch = /update       ; internal request after start, before the switch
+//!     script: bin/migrate
+//! default_location = blog.example.com/
+//! health_check = /health       ; polled before traffic moves (default /)
+//! health_timeout = 30          ; seconds (default 30)
+//! service.postgis =
+//!
+//! [processes]
+//! web = gunicorn app:application   ; takes traffic on $PORT (a runner makes one by default)
+//! mailer = python bin/mailer.py    ; any other name is a worker: no traffic
+//!
+//! [variables]
+//! MODE = production
+//! ```
+
+use serde::Serialize;
+
+use crate::appini::{AppIni, Value};
+use crate::error::Error;
+
+/// The runtime's view of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppConfig {
+    pub runner: Option<String>,
+    pub platform: String,
+    pub update_fetch: Vec<UpdateFetch>,
+    pub default_location: Option<Location>,
+    /// `service.<name> = <settings>`.
+    pub services: Vec<(String, String)>,
+    /// `config.<name> = <value>`.
+    pub config: Vec<(String, String)>,
+    pub processes: Vec<Process>,
+    pub variables: Vec<(String, String)>,
+    pub health_check: String,
+    pub health_timeout_secs: u64,
+}
+
+/// One step run after the new release starts and before traffic moves to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum UpdateFetch {
+    /// An internal request to this URL path.
+    Url(String),
+    /// A command run in the app's environment.
+    Script(String),
+}
+
+/// Where an app answers: `host[/path]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub host: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub name: String,
+    pub command: String,
+    /// Takes HTTP traffic on `$PORT` (the `web` process); workers take none.
+    pub web: bool,
+}
+
+impl AppConfig {
+    /// Reads and checks the settings; every invalid value is an error naming its line.
+    pub fn from_ini(ini: &AppIni) -> Result<AppConfig, Error> {
+        let err = |line: usize, message: String| Error::AppIni {
+            path: ini.path.clone(),
+            line,
+            message,
+        };
+        let get = |key: &str| ini.production(key);
+        let runner = get("runner")
+            .map(|v| {
+                check_relative(&v.value)
+                    .map(|()| v.value.clone())
+                    .map_err(|why| err(v.line, format!("runner `{}` {why}", v.value)))
+            })
+            .transpose()?;
+        let platform = get("platform").map_or_else(|| "python".to_string(), |v| v.value.clone());
+        let update_fetch = match get("update_fetch") {
+            Some(v) => parse_update_fetch(v).map_err(|(line, m)| err(line, m))?,
+            None => vec![],
+        };
+        let default_location = get("default_location")
+            .map(|v| {
+                parse_location(&v.value)
+                    .map_err(|why| err(v.line, format!("default_location `{}` {why}", v.value)))
+            })
+            .transpose()?;
+        let health_check = match get("health_check") {
+            Some(v) if v.value.starts_with('/') && !v.value.contains(char::is_whitespace) => {
+                v.value.clone()
+            }
+            Some(v) => {
+                return Err(err(
+                    v.line,
+                    format!(
+                        "health_check `{}` must be a URL path starting with `/`",
+                        v.value
+                    ),
+                ))
+            }
+            None => "/".into(),
+        };
+        let health_timeout_secs = match get("health_timeout") {
+            Some(v) => v
+                .value
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=3600).contains(s))
+                .ok_or_else(|| {
+                    err(
+                        v.line,
+                        format!(
+                            "health_timeout `{}` must be a whole number of seconds from 1 to 3600",
+                            v.value
+                        ),
+                    )
+                })?,
+            None => 30,
+        };
+        let production = ini
+            .section("production")
+            .map(|s| s.entries.as_slice())
+            .unwrap_or(&[]);
+        let prefixed = |prefix: &str| -> Vec<(String, String)> {
+            production
+                .iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(prefix)
+                        .map(|name| (name.to_string(), v.value.clone()))
+                })
+                .collect()
+        };
+        let mut processes = Vec::new();
+        if let Some(section) = ini.section("processes") {
+            for (name, v) in &section.entries {
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(err(
+                        v.line,
+                        format!("process name `{name}` may hold only letters, digits, `-` and `_`"),
+                    ));
+                }
+                if v.value.is_empty() {
+                    return Err(err(v.line, format!("process `{name}` has no command")));
+                }
+                processes.push(Process {
+                    name: name.clone(),
+                    command: v.value.clone(),
+                    web: name == "web",
+                });
+            }
+        }
+        let mut variables = Vec::new();
+        if let Some(section) = ini.section("variables") {
+            for (_, v) in &section.entries {
+                // Keys are lowercased by the parser; variables keep the case they were written in.
+                let key = original_key(ini, v);
+                let valid = key
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(err(
+                        v.line,
+                        format!("variable name `{key}` is not a valid environment variable name"),
+                    ));
+                }
+                variables.push((key, v.value.clone()));
+            }
+        }
+        Ok(AppConfig {
+            runner,
+            platform,
+            update_fetch,
+            default_location,
+            services: prefixed("service."),
+            config: prefixed("config."),
+            processes,
+            variables,
+            health_check,
+            health_timeout_secs,
+        })
+    }
+}
+
+fn original_key(ini: &AppIni, value: &Value) -> String {
+    ini.raw_key(value.line).unwrap_or_default()
+}
+
+fn parse_update_fetch(v: &Value) -> Result<Vec<UpdateFetch>, (usize, String)> {
+    v.value
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let line = line.trim();
+            if let Some(script) = line.strip_prefix("script:") {
+                let script = script.trim();
+                if script.is_empty() {
+                    return Err((v.line + i, "`script:` needs a command".to_string()));
+                }
+                Ok(UpdateFetch::Script(script.to_string()))
+            } else if line.starts_with('/') {
+                Ok(UpdateFetch::Url(line.to_string()))
+            } else {
+                Err((v.line + i, format!("update_fetch `{line}` is neither a URL path (`/…`) nor `script: <command>`")))
+            }
+        })
+        .collect()
+}
+
+fn parse_location(text: &str) -> Result<Location, &'static str> {
+    let (host, path) = text
+        .split_once('/')
+        .map_or((text, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*' | ':'));
+    if !host_ok {
+        return Err("must be host[/path], with a host of letters, digits, `.`, `-` (and `*.` for a wildcard)");
+    }
+    if host.contains('*') && !(host.starts_with("*.") && !host[2..].contains('*')) {
+        return Err("may use `*` only as a leading `*.`");
+    }
+    Ok(Location {
+        host: host.to_ascii_lowercase(),
+        path,
+    })
+}
+
+fn check_relative(path: &str) -> Result<(), &'static str> {
+    if path.starts_with('/') {
+        return Err("must be relative to the app directory");
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err("must stay inside the app directory");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn check(text: &str, expected: Result<&str, &str>) {
+        let got = AppIni::parse(text, Path::new("app.ini"))
+            .and_then(|ini| AppConfig::from_ini(&ini))
+            .map(|c| serde_json::to_string(&c).unwrap())
+            .map_err(|e| e.to_string());
+        match expected {
+            Ok(fragment) => assert!(
+                got.as_ref().is_ok_and(|j| j.contains(fragment)),
+                "{text}\ngot {got:?}\nwanted {fragment}"
+            ),
+            Err(message) => {
+                assert_eq!(got.as_ref().map_err(String::as_str), Err(message), "{text}")
+            }
+        }
+    }
+
+    #[test]
+    fn settings() {
+        check(
+            "[production]\nrunner = src/app.py\n",
+            Ok(r#""runner":"src/app.py","platform":"python""#),
+        );
+        check(
+            "[production]\n",
+            Ok(r#""health_check":"/","health_timeout_secs":30"#),
+        );
+        check(
+            "[production]\nhealth_check = /healthz\nhealth_timeout = 5\n",
+            Ok(r#""health_check":"/healthz","health_timeout_secs":5"#),
+        );
+        check(
+            "[production]\nupdate_fetch = /update\n  script: bin/migrate --all\n",
+            Ok(
+                r#""update_fetch":[{"kind":"url","value":"/update"},{"kind":"script","value":"bin/migrate --all"}]"#,
+            ),
+        );
+        check(
+            "[production]\ndefault_location = Blog.Example.com/news\n",
+            Ok(r#""default_location":{"host":"blog.example.com","path":"/news"}"#),
+        );
+        check(
+            "[production]\ndefault_location = *.example.com\n",
+            Ok(r#""host":"*.example.com","path":"/""#),
+        );
+        check(
+            "[production]\nservice.postgis =\nconfig.template = x\n",
+            Ok(r#""services":[["postgis",""]],"config":[["template","x"]]"#),
+        );
+        check(
+            "[production]\n[processes]\nweb = gunicorn app:application\nmailer = python mail.py\n",
+            Ok(
+                r#"{"name":"web","command":"gunicorn app:application","web":true},{"name":"mailer","command":"python mail.py","web":false}"#,
+            ),
+        );
+        check(
+            "[production]\n[variables]\nMODE = production\n_Debug = 0\n",
+            Ok(r#""variables":[["MODE","production"],["_Debug","0"]]"#),
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_line() {
+        check(
+            "[production]\nrunner = /srv/app.py\n",
+            Err("app.ini:2: runner `/srv/app.py` must be relative to the app directory"),
+        );
+        check(
+            "[production]\nrunner = ../app.py\n",
+            Err("app.ini:2: runner `../app.py` must stay inside the app directory"),
+        );
+        check(
+            "[production]\nhealth_check = health\n",
+            Err("app.ini:2: health_check `health` must be a URL path starting with `/`"),
+        );
+        check(
+            "[production]\n\nhealth_timeout = soon\n",
+            Err(
+                "app.ini:3: health_timeout `soon` must be a whole number of seconds from 1 to 3600",
+            ),
+        );
+        check("[production]\nupdate_fetch = /a\n  /b\n  fetch me\n", Err("app.ini:4: update_fetch `fetch me` is neither a URL path (`/…`) nor `script: <command>`"));
+        check("[production]\ndefault_location = bad host\n", Err("app.ini:2: default_location `bad host` must be host[/path], with a host of letters, digits, `.`, `-` (and `*.` for a wildcard)"));
+        check(
+            "[production]\ndefault_location = a.*.com\n",
+            Err("app.ini:2: default_location `a.*.com` may use `*` only as a leading `*.`"),
+        );
+        check(
+            "[production]\n[processes]\nweb server = x\n",
+            Err("app.ini:3: process name `web server` may hold only letters, digits, `-` and `_`"),
+        );
+        check(
+            "[production]\n[processes]\nweb =\n",
+            Err("app.ini:3: process `web` has no command"),
+        );
+        check(
+            "[production]\n[variables]\n2FAST = x\n",
+            Err("app.ini:3: variable name `2FAST` is not a valid environment variable name"),
+        );
+    }
+}
