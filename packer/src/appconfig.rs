@@ -233,7 +233,11 @@ fn parse_location(text: &str) -> Result<Location, &'static str> {
     if !host_ok {
         return Err("must be host[/path], with a host of letters, digits, `.`, `-` (and `*.` for a wildcard)");
     }
-    if host.contains('*') && !(host.starts_with("*.") && !host[2..].contains('*')) {
+    let wildcard_ok = match host.strip_prefix("*.") {
+        Some(rest) => !rest.contains('*'),
+        None => !host.contains('*'),
+    };
+    if !wildcard_ok {
         return Err("may use `*` only as a leading `*.`");
     }
     Ok(Location {
