@@ -614,3 +614,29 @@ fn a_release_that_cannot_be_staged_is_recorded_as_failed_and_the_old_one_stays()
     );
     assert!(!agent.root.join("apps/other").exists());
 }
+
+#[test]
+fn a_manifest_over_two_megabytes_is_accepted() {
+    // axum caps buffered bodies at 2 MB by default; a large app's manifest is bigger than that.
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let mut manifest = String::from("silver-manifest 1\n");
+    for i in 0..30_000u32 {
+        let hash = blake3::hash(&i.to_le_bytes()).to_hex();
+        manifest.push_str(&format!(
+            "file\tpkg/module_with_a_long_name_{i:05}.py\t4\t{hash}\n"
+        ));
+    }
+    assert!(manifest.len() > 3 << 20);
+    let id = format!("b3:{}", blake3::hash(manifest.as_bytes()).to_hex());
+    let (status, body) = http(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{id}"),
+        Some(&agent.token),
+        manifest.as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", &body[..body.len().min(300)]);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["missing"].as_array().unwrap().len(), 30_000);
+}

@@ -85,7 +85,13 @@ impl AgentState {
 pub fn app(state: AgentState) -> Router {
     let timeout = state.config.request_timeout;
     let guarded = Router::new()
-        .route("/v1/artifacts/{id}", put(put_artifact))
+        // axum's default 2 MB cap on buffered bodies would refuse the manifests of large apps.
+        .route(
+            "/v1/artifacts/{id}",
+            put(put_artifact).layer(axum::extract::DefaultBodyLimit::max(
+                state.config.limits.max_manifest_bytes as usize,
+            )),
+        )
         .route("/v1/artifacts/{id}/commit", post(commit_artifact))
         .route("/v1/apps/{app}/deploy", post(deploy))
         .route("/v1/apps/{app}/activate", post(activate))
