@@ -588,10 +588,20 @@ impl Store {
                 }
             }
         }
+        let young = |entry: &fs::DirEntry| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().map_or(true, |age| age < grace))
+        };
         for entry in read_dir(&self.root.join("artifacts"))? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !live.contains(&name) {
+            // A deploy in progress has sent its manifest (maybe still `.pending`) but not yet
+            // activated it: spare young ones, as with objects.
+            if !live.contains(&name) && !young(&entry) {
                 remove_any(&entry.path())?;
+            } else if !live.contains(&name) {
+                live.insert(name.trim_end_matches(".pending").to_string());
             }
         }
         let mut used: HashSet<Hash> = HashSet::new();
@@ -615,11 +625,7 @@ impl Store {
                 let hex = name.trim_end_matches(".x");
                 let in_use = Hash::from_hex(hex).is_some_and(|h| used.contains(&h));
                 // A deploy uploads objects before its manifest names them: spare young ones.
-                let young = object
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < grace));
-                if !in_use && !young {
+                if !in_use && !young(&object) {
                     let size = object.metadata().map(|m| m.len()).unwrap_or(0);
                     remove_any(&object.path())?;
                     report.objects_removed += 1;
