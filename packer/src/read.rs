@@ -576,6 +576,9 @@ struct Frames<R: BufRead> {
     decoder: Option<zstd::Decoder<'static, R>>,
     done: Option<R>,
     frames: u32,
+    /// Bytes the current frame decoded to: a frame of a silver archive is never empty, so an
+    /// empty one (a skippable frame, say) is smuggled data.
+    produced: u64,
     window_log_max: u32,
 }
 
@@ -588,6 +591,7 @@ impl<R: BufRead> Frames<R> {
             decoder: Some(decoder),
             done: None,
             frames: 1,
+            produced: 0,
             window_log_max,
         })
     }
@@ -612,9 +616,17 @@ impl<R: BufRead> Read for Frames<R> {
                 return Ok(0);
             };
             let n = decoder.read(buf)?;
+            self.produced += n as u64;
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
+            if self.produced == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "an empty or skippable zstd frame",
+                ));
+            }
+            self.produced = 0;
             let mut inner = self
                 .decoder
                 .take()

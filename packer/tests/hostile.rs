@@ -375,6 +375,14 @@ fn cases(outside: &Path) -> Vec<Case> {
             a.extend_from_slice(&zst(b"second frame"));
             a
         }),
+        case("skippable-frame-after", "skippable", {
+            let mut a = with_manifest(good(vec![f("a", payload)]), vec![file("a", payload)]);
+            // A zstd skippable frame: magic 0x184D2A50, length, then anything at all.
+            a.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+            a.extend_from_slice(&8u32.to_le_bytes());
+            a.extend_from_slice(b"smuggled");
+            a
+        }),
         case("zstd-window-too-large", "zstd", {
             let t = tar_bytes(&[file(".silver-manifest", &good(vec![]))]);
             let mut enc = zstd::Encoder::new(Vec::new(), 3).unwrap();
