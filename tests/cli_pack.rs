@@ -418,3 +418,51 @@ fn a_tree_over_the_size_limit_is_refused_and_writes_nothing() {
         0
     );
 }
+
+#[test]
+fn large_and_executable_files_round_trip() {
+    // Files over 1 MiB take pack's streaming path rather than the loaded one.
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    let mut x = 7u64;
+    let big: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (x >> 56) as u8
+        })
+        .collect();
+    std::fs::write(app.join("static/video.bin"), &big).unwrap();
+    std::fs::write(app.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
+    std::fs::set_permissions(app.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let (id, archive) = pack_dir(&app, tmp.path());
+    silver()
+        .arg("verify")
+        .arg(&archive)
+        .arg("--id")
+        .arg(&id)
+        .assert()
+        .success();
+    let dest = tmp.path().join("out");
+    silver()
+        .arg("unpack")
+        .arg(&archive)
+        .arg(&dest)
+        .assert()
+        .success();
+    assert!(std::fs::read(dest.join("static/video.bin")).unwrap() == big);
+    let mode = std::fs::metadata(dest.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o755, "executables are normalized to 0755");
+    assert_eq!(
+        std::fs::metadata(dest.join("app.py"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+}
