@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod environment;
 mod error;
 pub mod proto;
 pub mod store;

@@ -1,0 +1,141 @@
+//! The environment every process of an app gets, and `silver run` too (design §5), and the two
+//! files that hand it to scripts: `environment.json` and `environment.conf`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use packer::appconfig::AppConfig;
+use packer::Id;
+
+use crate::error::Error;
+
+/// What the node knows about one running release.
+#[derive(Debug, Clone)]
+pub struct EnvContext<'a> {
+    pub app: &'a str,
+    pub release: &'a Id,
+    /// The app's canonical host (its first location).
+    pub hostname: &'a str,
+    /// The per-app log directory, outside the release.
+    pub logs: &'a Path,
+    /// Where the router serves this release's `static/`, versioned.
+    pub static_url: &'a str,
+    /// The port a web process listens on (workers get none).
+    pub port: Option<u16>,
+    /// Variables of provisioned services (`CONFIG_*`, `DATABASE_URL`, …).
+    pub services: &'a [(String, String)],
+}
+
+/// The variables, sorted by name. Services come first, then the app's `[variables]`, then
+/// silver's own, which win: an app cannot misstate its release or port.
+pub fn environment(config: &AppConfig, ctx: &EnvContext) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.extend(ctx.services.iter().cloned());
+    env.extend(config.variables.iter().cloned());
+    env.insert("SILVER_APP_NAME".into(), ctx.app.into());
+    env.insert("SILVER_RELEASE".into(), ctx.release.to_string());
+    env.insert("SILVER_CANONICAL_HOSTNAME".into(), ctx.hostname.into());
+    env.insert("SILVER_LOGS".into(), ctx.logs.display().to_string());
+    env.insert("STATIC_URL".into(), ctx.static_url.into());
+    if let Some(port) = ctx.port {
+        env.insert("PORT".into(), port.to_string());
+    }
+    env
+}
+
+/// Writes `environment.json` (one object) and `environment.conf` (`NAME='value'` lines that
+/// `sh` can source) into `dir`, each replaced atomically.
+pub fn write_environment(dir: &Path, env: &BTreeMap<String, String>) -> Result<(), Error> {
+    let json = serde_json::to_vec_pretty(env).expect("strings serialize");
+    let conf: String = env
+        .iter()
+        .map(|(k, v)| format!("{k}={}\n", shell_quote(v)))
+        .collect();
+    for (name, body) in [
+        ("environment.json", json),
+        ("environment.conf", conf.into_bytes()),
+    ] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Single quotes, with each `'` written as `'\''`: safe for any value in POSIX sh.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(ini: &str) -> AppConfig {
+        let ini = packer::appini::AppIni::parse(ini, Path::new("app.ini")).unwrap();
+        AppConfig::from_ini(&ini).unwrap()
+    }
+
+    #[test]
+    fn silver_variables_win_and_services_come_first() {
+        let id = Id::parse(&format!("b3:{}", "ab".repeat(32))).unwrap();
+        let services = [
+            ("DATABASE_URL".to_string(), "postgres://x".to_string()),
+            ("MODE".to_string(), "service".to_string()),
+        ];
+        let ctx = EnvContext {
+            app: "blog",
+            release: &id,
+            hostname: "blog.example.com",
+            logs: Path::new("/var/lib/silver/apps/blog/logs"),
+            static_url: "/_static/abababababab/",
+            port: Some(8001),
+            services: &services,
+        };
+        let env = environment(
+            &config("[production]\n[variables]\nMODE = app\nPORT = 1\nGreeting = it's\n"),
+            &ctx,
+        );
+        let check = |k: &str, v: &str| assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}");
+        check("MODE", "app");
+        check("PORT", "8001");
+        check("DATABASE_URL", "postgres://x");
+        check("SILVER_RELEASE", &id.to_string());
+        check("SILVER_APP_NAME", "blog");
+        check("SILVER_CANONICAL_HOSTNAME", "blog.example.com");
+        check("SILVER_LOGS", "/var/lib/silver/apps/blog/logs");
+        check("STATIC_URL", "/_static/abababababab/");
+        check("Greeting", "it's");
+        let worker = environment(
+            &config("[production]\n"),
+            &EnvContext {
+                port: None,
+                ..ctx.clone()
+            },
+        );
+        assert!(!worker.contains_key("PORT"));
+    }
+
+    #[test]
+    fn the_files_round_trip_through_sh_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let env: BTreeMap<String, String> = [("A", "plain"), ("B", "it's $HOME `x` \"q\"\nnext")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        write_environment(dir.path(), &env).unwrap();
+        let json: BTreeMap<String, String> =
+            serde_json::from_slice(&std::fs::read(dir.path().join("environment.json")).unwrap())
+                .unwrap();
+        assert_eq!(json, env);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(". ./environment.conf; printf '%s' \"$B\"")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), env["B"]);
+    }
+}
