@@ -102,6 +102,24 @@ fn deploy_and_releases_over_ssh() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["objects_sent"], 5);
+    // Without a token here, it is read from the agent's token file on the node, over ssh.
+    let out = common::silver()
+        .args([
+            "releases",
+            "hello",
+            "--json",
+            "--node",
+            "ssh://silver-node",
+            "--agent-addr",
+            &agent_addr,
+        ])
+        .arg("--remote-token-file")
+        .arg(agent.root.join("token"))
+        .env("SILVER_SSH", &ssh)
+        .env_remove("SILVER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = run(&["releases", "hello", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(r#""state":"active""#));

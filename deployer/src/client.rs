@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub ssh_command: String,
     /// With https: a CA certificate (PEM) to trust besides the system's, e.g. the node's own.
     pub ca_cert: Option<PathBuf>,
+    /// With ssh and no token: the agent's token file on the node, read over ssh.
+    pub remote_token_file: String,
 }
 
 impl NodeConfig {
@@ -41,6 +43,7 @@ impl NodeConfig {
             agent_addr: "127.0.0.1:7330".into(),
             ssh_command: "ssh".into(),
             ca_cert: None,
+            remote_token_file: "/var/lib/silver/token".into(),
         }
     }
 }
@@ -58,6 +61,15 @@ impl Node {
     pub fn connect(config: &NodeConfig) -> Result<Node, Error> {
         if config.url.starts_with("ssh://") {
             let target = crate::tunnel::SshTarget::parse(&config.url)?;
+            let token = match &config.token {
+                Some(t) => t.clone(),
+                None => crate::tunnel::remote_token(
+                    &target,
+                    &config.ssh_command,
+                    &config.remote_token_file,
+                    &config.url,
+                )?,
+            };
             let tunnel = crate::tunnel::Tunnel::open(
                 &target,
                 &config.agent_addr,
@@ -66,6 +78,7 @@ impl Node {
             )?;
             let mut node = Node::connect(&NodeConfig {
                 url: format!("http://{}", tunnel.local),
+                token: Some(token),
                 ..config.clone()
             })?;
             node._tunnel = Some(tunnel);

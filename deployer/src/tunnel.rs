@@ -122,6 +122,39 @@ impl Drop for Tunnel {
     }
 }
 
+/// Reads the agent's token over ssh (`cat` of its token file on the node), for a user who can
+/// read it there: then `--node ssh://host` needs no token on this machine. Never logged.
+pub fn remote_token(
+    target: &SshTarget,
+    ssh_command: &str,
+    token_file: &str,
+    url: &str,
+) -> Result<String, Error> {
+    let mut words = ssh_command.split_whitespace();
+    let program = words.next().unwrap_or("ssh");
+    let mut cmd = Command::new(program);
+    cmd.args(words).args(["-o", "BatchMode=yes"]);
+    if let Some(port) = target.port {
+        cmd.arg("-p").arg(port.to_string());
+    }
+    // The remote side is a shell: the path goes in single quotes.
+    let quoted = format!("'{}'", token_file.replace('\'', r"'\''"));
+    cmd.arg("--")
+        .arg(&target.destination)
+        .arg(format!("cat -- {quoted}"))
+        .stdin(Stdio::null());
+    let out = cmd.output().map_err(|e| Error::BadNode {
+        url: url.into(),
+        why: format!("cannot run `{program}`: {e}"),
+    })?;
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || token.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::BadNode { url: url.into(), why: format!("no token given and `{token_file}` could not be read over ssh ({}); set SILVER_TOKEN or --token-file", err.trim()) });
+    }
+    Ok(token)
+}
+
 fn free_port() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }

@@ -21,7 +21,15 @@ pub struct NodeArgs {
     /// With https://: a CA certificate (PEM) to trust, e.g. a node's self-signed one.
     #[arg(long, env = "SILVER_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
-    /// A file holding the agent's token (else SILVER_TOKEN).
+    /// With ssh:// and no token here: the agent's token file on the node, read over ssh.
+    #[arg(
+        long,
+        env = "SILVER_REMOTE_TOKEN_FILE",
+        default_value = "/var/lib/silver/token",
+        value_name = "PATH"
+    )]
+    pub remote_token_file: String,
+    /// A file holding the agent's token (else SILVER_TOKEN; with ssh://, else read on the node).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Print one JSON object on stdout.
@@ -47,6 +55,7 @@ impl NodeArgs {
             // Like git's GIT_SSH_COMMAND: the ssh program and options to use.
             ssh_command: std::env::var("SILVER_SSH").unwrap_or_else(|_| "ssh".into()),
             ca_cert: self.ca_cert.clone(),
+            remote_token_file: self.remote_token_file.clone(),
         };
         Ok(deployer::client::Node::connect(&config)?)
     }
