@@ -64,25 +64,23 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Fsck(args) = cli.command {
-        return fsck::run(args);
-    }
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Pack(args) => pack::run(args),
-        Command::Inspect(args) => inspect::run(args),
-        Command::Verify(args) => verify::run(args),
-        Command::Unpack(args) => unpack::run(args),
-        Command::Agent(args) => agent::run(args),
-        Command::Deploy(args) => deploy::run(args),
-        Command::Releases(args) => releases::releases(args),
-        Command::Rollback(args) => releases::rollback(args),
-        Command::Activate(args) => releases::activate(args),
-        Command::Pin(args) => releases::pin(args, true),
-        Command::Unpin(args) => releases::pin(args, false),
-        Command::Gc(args) => releases::gc(args),
-        Command::Fsck(_) => unreachable!("handled above"),
+        Command::Pack(args) => done(pack::run(args)),
+        Command::Inspect(args) => done(inspect::run(args)),
+        Command::Verify(args) => done(verify::run(args)),
+        Command::Unpack(args) => done(unpack::run(args)),
+        Command::Agent(args) => done(agent::run(args)),
+        Command::Deploy(args) => done(deploy::run(args)),
+        Command::Releases(args) => done(releases::releases(args)),
+        Command::Rollback(args) => done(releases::rollback(args)),
+        Command::Activate(args) => done(releases::activate(args)),
+        Command::Pin(args) => done(releases::pin(args, true)),
+        Command::Unpin(args) => done(releases::pin(args, false)),
+        Command::Gc(args) => done(releases::gc(args)),
+        // fsck reports problems through its exit code, not an error.
+        Command::Fsck(args) => fsck::run(args),
     }
-    .map(|()| ExitCode::SUCCESS)
 }
 
 /// Prints a value as one line of JSON on stdout.
