@@ -145,6 +145,7 @@ impl Node {
             &ActivateRequest {
                 id: id.into(),
                 who: who.into(),
+                locations: vec![],
             },
         )
         .await
@@ -181,6 +182,91 @@ impl Node {
         self.post("/v1/gc", &GcRequest { keep }).await
     }
 
+    pub async fn maintenance(&self, app: &str, on: bool) -> Result<MaintenanceRequest, Error> {
+        self.post(
+            &format!("/v1/apps/{app}/maintenance"),
+            &MaintenanceRequest { maintenance: on },
+        )
+        .await
+    }
+
+    /// The app's log lines as they come (forever, with `follow`), each chunk to `out`.
+    pub async fn logs(
+        &self,
+        app: &str,
+        process: Option<&str>,
+        lines: usize,
+        follow: bool,
+        mut out: impl FnMut(&[u8]),
+    ) -> Result<(), Error> {
+        let mut query: Vec<(&str, String)> =
+            vec![("lines", lines.to_string()), ("follow", follow.to_string())];
+        if let Some(p) = process {
+            query.push(("process", p.to_string()));
+        }
+        let req = self
+            .authed(
+                self.http
+                    .get(self.endpoint(&format!("/v1/apps/{app}/logs"))),
+            )
+            .query(&query);
+        let mut resp = self.send(req).await?;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.lost(e))? {
+            out(&chunk);
+        }
+        Ok(())
+    }
+
+    /// Runs a command in the app's live release; output goes to `out` as it comes. Returns the
+    /// command's exit code.
+    pub async fn run(
+        &self,
+        app: &str,
+        argv: &[String],
+        who: &str,
+        mut out: impl FnMut(RunFrame, &[u8]),
+    ) -> Result<i32, Error> {
+        let req = self
+            .authed(
+                self.http
+                    .post(self.endpoint(&format!("/v1/apps/{app}/run"))),
+            )
+            .json(&RunRequest {
+                argv: argv.to_vec(),
+                who: who.into(),
+            });
+        let mut resp = self.send(req).await?;
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.lost(e))? {
+            buf.extend_from_slice(&chunk);
+            while buf.len() >= 5 {
+                let len = u32::from_be_bytes(buf[1..5].try_into().expect("4 bytes")) as usize;
+                if buf.len() < 5 + len {
+                    break;
+                }
+                let frame: Vec<u8> = buf.drain(..5 + len).collect();
+                match RunFrame::from_byte(frame[0]) {
+                    Some(RunFrame::Exit) if len == 4 => {
+                        return Ok(i32::from_be_bytes(frame[5..9].try_into().expect("4 bytes")))
+                    }
+                    Some(kind) => out(kind, &frame[5..]),
+                    None => break,
+                }
+            }
+        }
+        Err(Error::Invalid(format!(
+            "node {} ended the command's output without its exit code (the connection dropped?)",
+            self.base
+        )))
+    }
+
+    fn lost(&self, e: reqwest::Error) -> Error {
+        Error::Connect {
+            node: self.base.clone(),
+            source: e,
+        }
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -202,16 +288,16 @@ impl Node {
     }
 
     async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
-        let resp = req.send().await.map_err(|e| Error::Connect {
-            node: self.base.clone(),
-            source: e,
-        })?;
+        let resp = self.send(req).await?;
+        resp.json().await.map_err(|e| self.lost(e))
+    }
+
+    /// Sends a request; any answer but a success becomes the matching error.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+        let resp = req.send().await.map_err(|e| self.lost(e))?;
         let status = resp.status();
         if status.is_success() {
-            return resp.json().await.map_err(|e| Error::Connect {
-                node: self.base.clone(),
-                source: e,
-            });
+            return Ok(resp);
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(Error::Unauthorized {
@@ -256,6 +342,8 @@ pub struct DeployOptions {
     pub limits: Limits,
     /// Where manifests sent before are kept, as delta bases for the next deploy.
     pub cache_dir: Option<PathBuf>,
+    /// `host[/path]` where the app should answer; empty keeps what the node has.
+    pub locations: Vec<String>,
 }
 
 /// What `silver deploy --json` prints.
@@ -272,6 +360,10 @@ pub struct DeployReport {
     pub manifest_base: Option<String>,
     pub objects_sent: usize,
     pub objects_skipped: usize,
+    /// Where the app now answers on the node's front door.
+    pub locations: Vec<String>,
+    /// The processes running for the release.
+    pub processes: Vec<String>,
     pub phases_ms: Phases,
 }
 
@@ -333,6 +425,7 @@ pub async fn deploy(
     let request = ActivateRequest {
         id: manifest.id.to_string(),
         who: opts.who.clone(),
+        locations: opts.locations.clone(),
     };
     let activated: ActivateResponse = loop {
         match node.post(&path, &request).await {
@@ -364,6 +457,8 @@ pub async fn deploy(
         manifest_base: base,
         objects_sent: missing.len(),
         objects_skipped: objects.len() - missing.len(),
+        locations: activated.locations,
+        processes: activated.processes,
         phases_ms: phases,
     })
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use packer::appconfig::AppConfig;
-use packer::Id;
 
 use crate::error::Error;
 
@@ -13,7 +12,8 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct EnvContext<'a> {
     pub app: &'a str,
-    pub release: &'a Id,
+    /// The full id, or `dev` under `silver serve`.
+    pub release: &'a str,
     /// The app's canonical host (its first location).
     pub hostname: &'a str,
     /// The per-app log directory, outside the release.
@@ -33,7 +33,7 @@ pub fn environment(config: &AppConfig, ctx: &EnvContext) -> BTreeMap<String, Str
     env.extend(ctx.services.iter().cloned());
     env.extend(config.variables.iter().cloned());
     env.insert("SILVER_APP_NAME".into(), ctx.app.into());
-    env.insert("SILVER_RELEASE".into(), ctx.release.to_string());
+    env.insert("SILVER_RELEASE".into(), ctx.release.into());
     env.insert("SILVER_CANONICAL_HOSTNAME".into(), ctx.hostname.into());
     env.insert("SILVER_LOGS".into(), ctx.logs.display().to_string());
     env.insert("STATIC_URL".into(), ctx.static_url.into());
@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn silver_variables_win_and_services_come_first() {
-        let id = Id::parse(&format!("b3:{}", "ab".repeat(32))).unwrap();
+        let id = format!("b3:{}", "ab".repeat(32));
         let services = [
             ("DATABASE_URL".to_string(), "postgres://x".to_string()),
             ("MODE".to_string(), "service".to_string()),
@@ -102,7 +102,7 @@ mod tests {
         check("MODE", "app");
         check("PORT", "8001");
         check("DATABASE_URL", "postgres://x");
-        check("SILVER_RELEASE", &id.to_string());
+        check("SILVER_RELEASE", &id);
         check("SILVER_APP_NAME", "blog");
         check("SILVER_CANONICAL_HOSTNAME", "blog.example.com");
         check("SILVER_LOGS", "/var/lib/silver/apps/blog/logs");

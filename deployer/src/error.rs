@@ -51,6 +51,30 @@ pub enum Error {
     BadNode { url: String, why: String },
     #[error(transparent)]
     Artifact(#[from] packer::Error),
+    #[error(
+        "release {release} of `{app}` failed at {step}: {reason}{}",
+        tail(log_tail)
+    )]
+    Activation {
+        app: String,
+        release: String,
+        step: String,
+        reason: String,
+        /// The last lines the new process wrote.
+        log_tail: Vec<String>,
+    },
+}
+
+fn tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("\n  its last output:");
+    for line in lines {
+        text.push_str("\n  | ");
+        text.push_str(line);
+    }
+    text
 }
 
 impl Error {
@@ -81,6 +105,9 @@ impl Error {
                 "use http://host:port, https://host:port or ssh://[user@]host[:port]".into()
             }
             Error::Artifact(e) => return e.hint(),
+            Error::Activation { app, .. } => format!(
+                "the previous release keeps serving; see `silver logs {app}` and `silver releases {app}`"
+            ),
             _ => return None,
         })
     }

@@ -12,6 +12,9 @@
 //! | `GET /v1/apps/{app}/releases` | | [`Vec<Release>`] |
 //! | `POST /v1/apps/{app}/pins` | [`PinRequest`] | [`Vec<String>`]: the pinned ids |
 //! | `POST /v1/gc` | [`GcRequest`] | [`GcReport`] |
+//! | `POST /v1/apps/{app}/maintenance` | [`MaintenanceRequest`] | [`MaintenanceRequest`] |
+//! | `GET /v1/apps/{app}/logs?process=P&lines=N&follow=true` | | text, one line per log line |
+//! | `POST /v1/apps/{app}/run` | [`RunRequest`] | run frames (see [`RunFrame`]) |
 //!
 //! A manifest or an object stream may be sent with `Content-Encoding: zstd`. A manifest may also
 //! be a zstd delta against a manifest the node has: `X-Silver-Base: b3:<id>` names it (412 if the
@@ -26,12 +29,22 @@ use serde::{Deserialize, Serialize};
 pub struct Health {
     pub version: String,
     pub apps: Vec<AppStatus>,
+    /// The front door's address (where the apps' public traffic goes).
+    #[serde(default)]
+    pub front: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppStatus {
     pub name: String,
     pub current: Option<String>,
+    /// The id12 of the release whose processes serve now (None if nothing runs).
+    #[serde(default)]
+    pub running: Option<String>,
+    #[serde(default)]
+    pub maintenance: bool,
+    #[serde(default)]
+    pub locations: Vec<String>,
 }
 
 /// The header naming a delta's base manifest.
@@ -56,6 +69,10 @@ pub struct ActivateRequest {
     pub id: String,
     /// `user@host` of whoever asked, recorded in the history.
     pub who: String,
+    /// `host[/path]` where the app answers; empty keeps the app's locations (or, the first
+    /// time, its `default_location`, or any host).
+    #[serde(default)]
+    pub locations: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +89,54 @@ pub struct ActivateResponse {
     pub previous: Option<String>,
     /// False when the release was already staged.
     pub staged_now: bool,
+    #[serde(default)]
+    pub locations: Vec<String>,
+    /// The processes now running for it.
+    #[serde(default)]
+    pub processes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceRequest {
+    /// True shows the 503 maintenance page instead of the app.
+    pub maintenance: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// The command and its arguments, run in the live release with the app's environment.
+    pub argv: Vec<String>,
+    pub who: String,
+}
+
+/// `silver run`'s answer is a stream of frames: a kind byte, a 4-byte big-endian length, then
+/// that many bytes. The last frame is `Exit`, holding the exit code as 4 bytes (128 + signal
+/// for a signal, as shells report it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RunFrame {
+    Stdout = 1,
+    Stderr = 2,
+    Exit = 3,
+}
+
+impl RunFrame {
+    pub fn encode(self, data: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(5 + data.len());
+        frame.push(self as u8);
+        frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        frame.extend_from_slice(data);
+        frame
+    }
+
+    pub fn from_byte(b: u8) -> Option<RunFrame> {
+        match b {
+            1 => Some(RunFrame::Stdout),
+            2 => Some(RunFrame::Stderr),
+            3 => Some(RunFrame::Exit),
+            _ => None,
+        }
+    }
 }
 
 /// One release and what it is now.

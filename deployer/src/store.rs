@@ -451,12 +451,7 @@ impl Store {
 
     /// The app's pinned release ids: gc never removes them.
     pub fn pins(&self, app: &str) -> Vec<String> {
-        let text = fs::read_to_string(self.app_dir(app).join("pins")).unwrap_or_default();
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect()
+        self.read_list(app, "pins")
     }
 
     /// Pins or unpins a release (one id per line in `pins`, rewritten atomically).
@@ -471,14 +466,55 @@ impl Store {
         if pinned {
             pins.push(id.to_string());
         }
+        self.write_list(app, "pins", &pins)?;
+        Ok(pins)
+    }
+
+    /// Where the app answers (`host[/path]`, one per line), as last deployed; empty if never set.
+    pub fn locations(&self, app: &str) -> Vec<String> {
+        self.read_list(app, "locations")
+    }
+
+    pub fn set_locations(&self, app: &str, locations: &[String]) -> Result<(), Error> {
+        self.write_list(app, "locations", locations)
+    }
+
+    /// Whether the app shows the maintenance page (`silver disable`).
+    pub fn maintenance(&self, app: &str) -> bool {
+        self.app_dir(app).join("maintenance").exists()
+    }
+
+    pub fn set_maintenance(&self, app: &str, on: bool) -> Result<(), Error> {
+        let path = self.app_dir(app).join("maintenance");
+        let done = if on {
+            fs::write(&path, b"")
+        } else {
+            fs::remove_file(&path).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+        };
+        done.map_err(|e| Error::io(&path, e))
+    }
+
+    fn read_list(&self, app: &str, name: &str) -> Vec<String> {
+        let text = fs::read_to_string(self.app_dir(app).join(name)).unwrap_or_default();
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// Rewrites a one-item-per-line file atomically.
+    fn write_list(&self, app: &str, name: &str, items: &[String]) -> Result<(), Error> {
         mkdir_p(&self.app_dir(app))?;
-        let body: String = pins.iter().map(|p| format!("{p}\n")).collect();
-        let path = self.app_dir(app).join("pins");
-        let tmp = self.app_dir(app).join(".pins.tmp");
+        let body: String = items.iter().map(|p| format!("{p}\n")).collect();
+        let path = self.app_dir(app).join(name);
+        let tmp = self.app_dir(app).join(format!(".{name}.tmp"));
         fs::write(&tmp, body)
             .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(&path, e))?;
-        Ok(pins)
+            .map_err(|e| Error::io(&path, e))
     }
 
     // ---- locks ----

@@ -91,7 +91,7 @@ impl AppConfig {
         };
         let default_location = get("default_location")
             .map(|v| {
-                parse_location(&v.value)
+                Location::parse(&v.value)
                     .map_err(|why| err(v.line, format!("default_location `{}` {why}", v.value)))
             })
             .transpose()?;
@@ -222,28 +222,56 @@ fn parse_update_fetch(v: &Value) -> Result<Vec<UpdateFetch>, (usize, String)> {
         .collect()
 }
 
-fn parse_location(text: &str) -> Result<Location, &'static str> {
-    let (host, path) = text
-        .split_once('/')
-        .map_or((text, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*' | ':'));
-    if !host_ok {
-        return Err("must be host[/path], with a host of letters, digits, `.`, `-` (and `*.` for a wildcard)");
+impl Location {
+    /// `host[/path]`: a host name, `*.suffix` for a wildcard, or `*` for the catch-all; the path
+    /// defaults to `/` and loses any trailing `/`.
+    pub fn parse(text: &str) -> Result<Location, &'static str> {
+        let (host, path) = text
+            .split_once('/')
+            .map_or((text, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*' | ':'));
+        if !host_ok {
+            return Err("must be host[/path], with a host of letters, digits, `.`, `-` (`*.` for a wildcard, `*` for any host)");
+        }
+        let wildcard_ok = host == "*"
+            || match host.strip_prefix("*.") {
+                Some(rest) => !rest.contains('*') && !rest.is_empty(),
+                None => !host.contains('*'),
+            };
+        if !wildcard_ok {
+            return Err("may use `*` only as a leading `*.`, or alone for any host");
+        }
+        let path_ok = path.split('/').all(|c| {
+            c != ".."
+                && c != "."
+                && !c.contains(|ch: char| ch.is_control() || ch == '?' || ch == '#' || ch == '%')
+        });
+        if !path_ok {
+            return Err("has a path with `.`, `..`, `?`, `#`, `%` or control characters");
+        }
+        let trimmed = path.trim_end_matches('/');
+        Ok(Location {
+            host: host.to_ascii_lowercase(),
+            path: if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            },
+        })
     }
-    let wildcard_ok = match host.strip_prefix("*.") {
-        Some(rest) => !rest.contains('*'),
-        None => !host.contains('*'),
-    };
-    if !wildcard_ok {
-        return Err("may use `*` only as a leading `*.`");
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path == "/" {
+            write!(f, "{}", self.host)
+        } else {
+            write!(f, "{}{}", self.host, self.path)
+        }
     }
-    Ok(Location {
-        host: host.to_ascii_lowercase(),
-        path,
-    })
 }
 
 fn check_relative(path: &str) -> Result<(), &'static str> {
@@ -342,10 +370,10 @@ mod tests {
             ),
         );
         check("[production]\nupdate_fetch = /a\n  /b\n  fetch me\n", Err("app.ini:4: update_fetch `fetch me` is neither a URL path (`/…`) nor `script: <command>`"));
-        check("[production]\ndefault_location = bad host\n", Err("app.ini:2: default_location `bad host` must be host[/path], with a host of letters, digits, `.`, `-` (and `*.` for a wildcard)"));
+        check("[production]\ndefault_location = bad host\n", Err("app.ini:2: default_location `bad host` must be host[/path], with a host of letters, digits, `.`, `-` (`*.` for a wildcard, `*` for any host)"));
         check(
             "[production]\ndefault_location = a.*.com\n",
-            Err("app.ini:2: default_location `a.*.com` may use `*` only as a leading `*.`"),
+            Err("app.ini:2: default_location `a.*.com` may use `*` only as a leading `*.`, or alone for any host"),
         );
         check(
             "[production]\n[processes]\nweb server = x\n",

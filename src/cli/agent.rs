@@ -40,8 +40,64 @@ pub struct Args {
     /// Seconds gc spares objects that no release uses yet (a deploy in progress uploads first).
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub gc_grace: u64,
+    /// Where the front door, the apps' public HTTP, listens (a node uses 0.0.0.0:80).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http: SocketAddr,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// How apps run; shared with `silver up`.
+#[derive(Debug, clap::Args)]
+pub struct RuntimeArgs {
+    /// The unprivileged user apps run as when the agent runs as root [default: `silver` if it
+    /// exists, else `nobody`].
+    #[arg(long, value_name = "USER")]
+    pub app_user: Option<String>,
+    /// Seconds a replaced release gets to finish its in-flight requests before it is stopped.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub drain_grace: u64,
+    /// gunicorn workers per WSGI app.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub workers: u32,
+}
+
+impl RuntimeArgs {
+    pub fn resolve(&self) -> anyhow::Result<deployer::runtime::RuntimeConfig> {
+        let mut config = deployer::runtime::RuntimeConfig {
+            user: app_user(self.app_user.as_deref())?,
+            drain_grace: Duration::from_secs(self.drain_grace),
+            ..Default::default()
+        };
+        config.gunicorn.workers = self.workers.max(1);
+        Ok(config)
+    }
+}
+
+/// As root, apps run as another user; otherwise they already run unprivileged, as us.
+fn app_user(name: Option<&str>) -> anyhow::Result<Option<deployer::supervise::AppUser>> {
+    use deployer::supervise::AppUser;
+    if !deployer::supervise::running_as_root() {
+        if let Some(name) = name {
+            anyhow::bail!(
+                "--app-user {name} needs the agent to run as root; without root, apps run as you"
+            );
+        }
+        return Ok(None);
+    }
+    let user = match name {
+        Some(name) => AppUser::lookup(name)
+            .with_context(|| format!("there is no user `{name}` for --app-user on this machine"))?,
+        None => AppUser::lookup("silver")
+            .or_else(|| AppUser::lookup("nobody"))
+            .context("neither user `silver` nor `nobody` exists; pass --app-user USER")?,
+    };
+    if user.uid == 0 {
+        anyhow::bail!("--app-user must not be root: apps run unprivileged");
+    }
+    Ok(Some(user))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -59,16 +115,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.gc_grace = Duration::from_secs(args.gc_grace);
     config.free_space_margin = args.min_free_bytes;
     config.tls = args.tls_cert.zip(args.tls_key);
+    config.front = args.http;
+    config.runtime = args.runtime.resolve()?;
+    if let Some(user) = &config.runtime.user {
+        crate::ui::status("Apps", format!("run as user `{}`", user.name));
+    }
     let token_file = config.token_file.clone();
     super::node::runtime()?
-        .block_on(deployer::agent::serve(config, |addr, tls| {
-            // The address on stdout (data: tests and scripts read it), the rest on stderr.
-            let scheme = if tls { "https" } else { "http" };
-            println!("{scheme}://{addr}");
+        .block_on(deployer::agent::serve(config, |bound| {
+            // The addresses on stdout (data: tests and scripts read them), in one write; the
+            // rest on stderr.
+            let scheme = if bound.tls { "https" } else { "http" };
+            println!("{scheme}://{}\nhttp://{}", bound.control, bound.front);
             crate::ui::status(
                 "Listening",
-                format!("on {scheme}://{addr} (token in {})", token_file.display()),
+                format!(
+                    "on {scheme}://{} (token in {})",
+                    bound.control,
+                    token_file.display()
+                ),
             );
+            crate::ui::status("Serving", format!("apps on http://{}", bound.front));
         }))
         .with_context(|| format!("the agent over `{}` stopped", args.root.display()))
 }

@@ -23,13 +23,49 @@ pub struct Args {
     /// Fail at once if another activation of the app is under way.
     #[arg(long)]
     pub no_wait: bool,
+    /// Where the app answers on the node's front door: `host[/path]`, `*.suffix` or `*`.
+    /// Repeat for several; by default the app keeps its locations (first time: app.ini's
+    /// `default_location`, else any host).
+    #[arg(long = "location", value_name = "HOST[/PATH]")]
+    pub locations: Vec<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
 
+/// What to deploy, resolved from the flags (also built by `silver up`).
+pub struct Settings {
+    pub source: PathBuf,
+    pub app: Option<String>,
+    pub no_wait: bool,
+    pub locations: Vec<String>,
+    pub limits: packer::Limits,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let limits = args.limits.resolve();
-    let (archive, packed_app, _tmp) = resolve_archive(&args, &limits)?;
+    let node = args.node.connect()?;
+    let settings = Settings {
+        source: args.source.clone(),
+        app: args.app.clone(),
+        no_wait: args.no_wait,
+        locations: args.locations.clone(),
+        limits: args.limits.resolve(),
+    };
+    let report = super::node::runtime()?.block_on(deploy(&node, &settings))?;
+    if args.node.json {
+        super::print_json(&report)?;
+    } else {
+        println!("{}", report.id);
+    }
+    Ok(())
+}
+
+/// Packs if needed, deploys, and says what happened on stderr.
+pub async fn deploy(
+    node: &deployer::client::Node,
+    args: &Settings,
+) -> anyhow::Result<deployer::client::DeployReport> {
+    let limits = args.limits.clone();
+    let (archive, packed_app, _tmp) = resolve_archive(args, &limits)?;
     let app = match (&args.app, packed_app) {
         (Some(app), _) => app.clone(),
         (None, Some(app)) => app,
@@ -40,33 +76,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?,
     };
-    let node = args.node.connect()?;
     let opts = deployer::client::DeployOptions {
         app: app.clone(),
         who: super::node::who(),
         no_wait: args.no_wait,
         limits,
         cache_dir: cache_dir(),
+        locations: args.locations.clone(),
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
-    let report = super::node::runtime()?
-        .block_on(deployer::client::deploy(
-            &node,
-            &archive,
-            &opts,
-            progress,
-            |holder, since| {
-                ui::status(
-                    "Waiting",
-                    format!(
-                        "for the lock on `{app}`, held by {holder} since {}",
-                        ui::utc(since)
-                    ),
-                );
-            },
-        ))
-        .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
+    let report = deployer::client::deploy(node, &archive, &opts, progress, |holder, since| {
+        ui::status(
+            "Waiting",
+            format!(
+                "for the lock on `{app}`, held by {holder} since {}",
+                ui::utc(since)
+            ),
+        );
+    })
+    .await
+    .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
     ui::status(
         "Deployed",
         format!(
@@ -79,18 +109,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.objects_skipped
         ),
     );
-    if args.node.json {
-        super::print_json(&report)?;
-    } else {
-        println!("{}", report.id);
+    if !report.locations.is_empty() {
+        let processes = match report.processes.as_slice() {
+            [] => "static files only".to_string(),
+            list => format!("processes: {}", list.join(", ")),
+        };
+        ui::status(
+            "Serving",
+            format!("at {} ({processes})", report.locations.join(", ")),
+        );
     }
-    Ok(())
+    Ok(report)
 }
 
 /// The artifact to send: the given file, or a fresh pack of the given directory (into a temp
 /// directory that lives as long as the returned guard).
 fn resolve_archive(
-    args: &Args,
+    args: &Settings,
     limits: &packer::Limits,
 ) -> anyhow::Result<(PathBuf, Option<String>, Option<TempDir>)> {
     if !args.source.is_dir() {

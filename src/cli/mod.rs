@@ -5,10 +5,15 @@ mod deploy;
 mod fsck;
 mod inspect;
 mod limits;
+mod logs;
+mod maintenance;
 mod node;
 mod pack;
 mod releases;
+mod run;
+mod serve;
 mod unpack;
+mod up;
 mod verify;
 
 use std::process::ExitCode;
@@ -61,6 +66,18 @@ pub enum Command {
     Gc(releases::GcArgs),
     /// Re-hash every object of a node's store and check every release against its manifest.
     Fsck(fsck::Args),
+    /// Show an app's logs on a node (all processes, or one), and follow them.
+    Logs(logs::Args),
+    /// Run a command in an app's live release on a node, with its environment.
+    Run(run::Args),
+    /// Show the maintenance page (503) instead of the app.
+    Disable(maintenance::Args),
+    /// Serve the app again after `disable`.
+    Enable(maintenance::Args),
+    /// Serve an app directory locally like a node would, reloading when files change.
+    Serve(serve::Args),
+    /// Pack, start a local node under a directory, deploy, and serve: the whole job on one machine.
+    Up(up::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -78,8 +95,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pin(args) => done(releases::pin(args, true)),
         Command::Unpin(args) => done(releases::pin(args, false)),
         Command::Gc(args) => done(releases::gc(args)),
-        // fsck reports problems through its exit code, not an error.
+        Command::Logs(args) => done(logs::run(args)),
+        Command::Disable(args) => done(maintenance::run(args, true)),
+        Command::Enable(args) => done(maintenance::run(args, false)),
+        Command::Serve(args) => done(serve::run(args)),
+        Command::Up(args) => done(up::run(args)),
+        // These report through their exit code: fsck its findings, run the command's.
         Command::Fsck(args) => fsck::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 

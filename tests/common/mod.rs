@@ -87,6 +87,8 @@ pub fn pack_dir(app: &Path, out: &Path) -> (String, PathBuf) {
 pub struct Agent {
     pub child: std::process::Child,
     pub url: String,
+    /// The front door, where the apps answer.
+    pub front: String,
     pub root: PathBuf,
     pub token: String,
 }
@@ -94,11 +96,17 @@ pub struct Agent {
 impl Agent {
     pub fn start(root: &Path, extra: &[&str]) -> Agent {
         use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+        // Apps run as `nobody` when the tests run as root: it must be able to reach the store.
+        if let Some(parent) = root.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let bin = assert_cmd::cargo::cargo_bin("silver");
         let mut child = std::process::Command::new(bin)
             .args(["agent", "--root"])
             .arg(root)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .args(extra)
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
@@ -106,9 +114,10 @@ impl Agent {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut front = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        stdout.read_line(&mut front).unwrap();
         assert!(
             line.starts_with("http://127.0.0.1:") || line.starts_with("https://127.0.0.1:"),
             "agent said {line:?}"
@@ -120,6 +129,7 @@ impl Agent {
         Agent {
             child,
             url: line.trim().to_string(),
+            front: front.trim().to_string(),
             root: root.to_path_buf(),
             token,
         }
@@ -183,3 +193,108 @@ pub fn http_with(
         .unwrap_or_default();
     (status, body)
 }
+
+/// A response from the front door: status, lowercased header lines, body.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.headers
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().to_string()))
+    }
+}
+
+/// GET `path` from `front` (http://ip:port) as if for `host`.
+pub fn get(front: &str, host: &str, path: &str) -> Got {
+    request(front, "GET", host, path, "")
+}
+
+/// One HTTP/1.1 request with `Connection: close`; a chunked body is decoded.
+pub fn request(front: &str, method: &str, host: &str, path: &str, headers: &str) -> Got {
+    use std::io::{Read, Write};
+    let addr = front.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = head.to_ascii_lowercase();
+    let body = if headers.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Writes a small WSGI app into `dir`: `app.ini` (the `[production]` lines given, after
+/// `app_name` and `runner = app.py`, then any further sections) and `app.py`.
+pub fn wsgi_app(dir: &Path, name: &str, ini_extra: &str, app_py: &str) {
+    std::fs::create_dir_all(dir.join("static")).unwrap();
+    std::fs::write(
+        dir.join("app.ini"),
+        format!("[production]\napp_name = {name}\nrunner = app.py\n{ini_extra}"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("app.py"), app_py).unwrap();
+    std::fs::write(dir.join("static/style.css"), format!("/* {name} */\n")).unwrap();
+}
+
+/// A WSGI app that answers with its version (`VERSION` from `[variables]`), the environment it
+/// sees (`/env`), its WSGI paths (`/paths`) and forwarded headers (`/headers`).
+pub const ECHO_APP: &str = r#"
+import json, os
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path.endswith("/env") or path == "/env":
+        body = json.dumps(dict(os.environ))
+    elif path.endswith("/paths"):
+        body = json.dumps({"SCRIPT_NAME": environ.get("SCRIPT_NAME", ""), "PATH_INFO": path})
+    elif path.endswith("/headers"):
+        body = json.dumps({k: v for k, v in environ.items() if k.startswith("HTTP_")} | {"scheme": environ["wsgi.url_scheme"]})
+    elif path == "/fail":
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+        return [b"failing on purpose\n"]
+    else:
+        body = "version " + os.environ.get("VERSION", "?")
+    data = body.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+"#;

@@ -1,8 +1,13 @@
-//! `silver agent`: the node's control API over HTTP, on tokio and axum.
+//! `silver agent`: the node's control API over HTTP, on tokio and axum, and its front door.
 //!
-//! `app(state)` builds the router so tests can drive it without a socket; `serve` binds, recovers
-//! the store, and shuts down gracefully on SIGINT or SIGTERM. Every request but `/v1/health`
-//! must carry `Authorization: Bearer <token>`. Store calls run on blocking threads.
+//! `app(state)` builds the control router so tests can drive it without a socket; `serve` binds
+//! the control API and the front door (`router::front`), recovers the store, starts the current
+//! release of every app, and on SIGINT or SIGTERM stops accepting, then stops the apps. Every
+//! request but `/v1/health` must carry `Authorization: Bearer <token>`. Store calls run on
+//! blocking threads.
+
+mod activate;
+mod ops;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +27,9 @@ use packer::{Hash, Id, Limits};
 
 use crate::error::Error;
 use crate::proto::*;
-use crate::store::{self, Record, Store};
+use crate::router::Routes;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::{self, Store};
 use crate::wire::{FrameDecoder, Piece};
 
 /// Everything the agent needs, resolved by the CLI from flags.
@@ -45,6 +52,9 @@ pub struct AgentConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How long gc spares unreferenced objects: a deploy uploads them before its manifest names them.
     pub gc_grace: Duration,
+    /// Where the front door (the apps' public HTTP traffic) listens.
+    pub front: SocketAddr,
+    pub runtime: RuntimeConfig,
 }
 
 impl AgentConfig {
@@ -60,6 +70,8 @@ impl AgentConfig {
             free_space_margin: 64 << 20,
             gc_grace: Duration::from_secs(3600),
             tls: None,
+            front: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -67,18 +79,30 @@ impl AgentConfig {
 #[derive(Clone)]
 pub struct AgentState {
     pub store: Store,
+    pub runtime: Runtime,
     token: Arc<blake3::Hash>,
     config: Arc<AgentConfig>,
+    front: Arc<std::sync::OnceLock<SocketAddr>>,
 }
 
 impl AgentState {
     pub fn new(store: Store, token: &str, config: AgentConfig) -> AgentState {
         AgentState {
             store,
+            runtime: Runtime::new(config.runtime.clone(), Routes::default()),
             token: Arc::new(blake3::hash(token.as_bytes())),
             config: Arc::new(config),
+            front: Default::default(),
         }
     }
+}
+
+/// The addresses the agent listens on, once bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub control: SocketAddr,
+    pub tls: bool,
+    pub front: SocketAddr,
 }
 
 /// The router. Health is open; everything else checks the credential first.
@@ -93,9 +117,10 @@ pub fn app(state: AgentState) -> Router {
             )),
         )
         .route("/v1/artifacts/{id}/commit", post(commit_artifact))
-        .route("/v1/apps/{app}/deploy", post(deploy))
-        .route("/v1/apps/{app}/activate", post(activate))
-        .route("/v1/apps/{app}/rollback", post(rollback))
+        .route("/v1/apps/{app}/deploy", post(activate::deploy))
+        .route("/v1/apps/{app}/activate", post(activate::activate))
+        .route("/v1/apps/{app}/rollback", post(activate::rollback))
+        .route("/v1/apps/{app}/maintenance", post(activate::maintenance))
         .route("/v1/apps/{app}/releases", get(releases))
         .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
@@ -105,6 +130,9 @@ pub fn app(state: AgentState) -> Router {
         ))
         // Uploads are long: they are bounded by the idle timeout and the size cap instead.
         .route("/v1/objects", post(put_objects))
+        // Streams that last as long as the client wants (a followed log, a long command).
+        .route("/v1/apps/{app}/logs", get(ops::logs))
+        .route("/v1/apps/{app}/run", post(ops::run))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))
@@ -112,8 +140,9 @@ pub fn app(state: AgentState) -> Router {
         .with_state(state)
 }
 
-/// Binds, recovers the store and serves until SIGINT or SIGTERM. `ready` gets the bound address.
-pub async fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, bool)) -> Result<(), Error> {
+/// Binds, recovers the store, starts the apps and serves until SIGINT or SIGTERM. `ready` gets
+/// the bound addresses.
+pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(), Error> {
     // Plaintext control from the network would hand the token and deploys to anyone on the path.
     if !config.listen.ip().is_loopback() && config.tls.is_none() {
         return Err(Error::Invalid(format!(
@@ -134,14 +163,39 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, bool)) ->
         tracing::error!(app, "`current` names a release that is not there");
     }
     let token = load_or_create_token(&config.token_file)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| Error::io(&config.root, e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io(&config.root, e))?;
-    ready(addr, acceptor.is_some());
-    let router = app(AgentState::new(store, &token, config.clone()));
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::Invalid(format!(
+                "cannot listen on {addr}: {e}; is another agent running there?"
+            ))
+        })
+    };
+    let listener = bind(config.listen).await?;
+    let front_listener = bind(config.front).await?;
+    let local =
+        |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| Error::io(&config.root, e));
+    let bound = Bound {
+        control: local(&listener)?,
+        tls: acceptor.is_some(),
+        front: local(&front_listener)?,
+    };
+    let state = AgentState::new(store, &token, config.clone());
+    let _ = state.front.set(bound.front);
+    ready(bound);
+    tokio::spawn(activate::restore(state.clone()));
+    let runtime = state.runtime.clone();
+    let front = crate::router::front(runtime.routes().clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let front_task = tokio::spawn(async move {
+        let mut stop_rx = stop_rx;
+        axum::serve(front_listener, front)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let router = app(state);
     let served = match acceptor {
         Some(acceptor) => {
             let tls = crate::tls::TlsListener {
@@ -158,6 +212,11 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, bool)) ->
                 .await
         }
     };
+    tracing::info!("stopping: front door, then apps");
+    let _ = stop_tx.send(true);
+    // In-flight requests get the drain grace; open keep-alive connections do not hold us up.
+    let _ = tokio::time::timeout(config.runtime.drain_grace, front_task).await;
+    runtime.shutdown().await;
     served.map_err(|e| Error::io(&config.root, e))
 }
 
@@ -232,7 +291,9 @@ impl From<Error> for ApiErr {
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let status = match &self.0 {
-            Error::Refused(_) | Error::Artifact(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Refused(_) | Error::Artifact(_) | Error::Activation { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Invalid(_) | Error::BadNode { .. } => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -297,15 +358,23 @@ async fn health(State(state): State<AgentState>) -> Result<Json<Health>, ApiErr>
             .map(|name| {
                 Ok(AppStatus {
                     current: store.current(&name)?.map(|id| id.to_string()),
+                    running: None,
+                    maintenance: store.maintenance(&name),
+                    locations: store.locations(&name),
                     name,
                 })
             })
             .collect()
     })
     .await?;
+    let mut apps: Vec<AppStatus> = apps;
+    for app in &mut apps {
+        app.running = state.runtime.live_release(&app.name).await;
+    }
     Ok(Json(Health {
         version: env!("CARGO_PKG_VERSION").into(),
         apps,
+        front: state.front.get().map(|a| format!("http://{a}")),
     }))
 }
 
@@ -568,94 +637,6 @@ async fn commit_artifact(
         entries: manifest.entries.len(),
         missing: vec![],
     }))
-}
-
-async fn deploy(
-    state: State<AgentState>,
-    app: UrlPath<String>,
-    Json(req): Json<ActivateRequest>,
-) -> Result<Json<ActivateResponse>, ApiErr> {
-    make_current(state, app, req.id, req.who, "deploy").await
-}
-
-async fn activate(
-    state: State<AgentState>,
-    app: UrlPath<String>,
-    Json(req): Json<ActivateRequest>,
-) -> Result<Json<ActivateResponse>, ApiErr> {
-    make_current(state, app, req.id, req.who, "activate").await
-}
-
-async fn rollback(
-    State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
-    Json(req): Json<RollbackRequest>,
-) -> Result<Json<ActivateResponse>, ApiErr> {
-    let id = match req.id {
-        Some(id) => id,
-        None => {
-            let store = state.store.clone();
-            let name = app.clone();
-            blocking(move || {
-                store.previous(&name)?.ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "app `{name}` has no previous release to roll back to"
-                    ))
-                })
-            })
-            .await?
-        }
-    };
-    make_current(State(state), UrlPath(app), id, req.who, "rollback").await
-}
-
-/// Lock, stage, flip, record (design §4; the runtime's health-gated steps come with the runtime).
-async fn make_current(
-    State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
-    id: String,
-    who: String,
-    action: &'static str,
-) -> Result<Json<ActivateResponse>, ApiErr> {
-    packer::appini::check_app_name(&app)
-        .map_err(|why| Error::Invalid(format!("`{app}` is not an app name: {why}")))?;
-    let id = Id::parse(&id)
-        .ok_or_else(|| Error::Invalid(format!("`{id}` is not an artifact id (b3:<64 hex>)")))?;
-    let store = state.store.clone();
-    let span = tracing::info_span!("activate", app = %app, id = %id, action);
-    let resp = blocking(move || {
-        let _enter = span.enter();
-        // An id the node never received is a plain 404: nothing to record, no app to create.
-        let manifest = store.manifest(&id)?;
-        let _lock = store.lock(&app, &who)?;
-        let previous = store.current(&app)?.map(|p| p.to_string());
-        let staged = store
-            .stage(&app, &manifest)
-            .and_then(|staged_now| store.flip(&app, &id).map(|()| staged_now));
-        let record = Record {
-            time: store::now(),
-            id: id.to_string(),
-            action: action.into(),
-            who,
-            ok: staged.is_ok(),
-            reason: staged.as_ref().err().map(error_chain),
-        };
-        store.record(&app, &record)?;
-        let staged_now = staged?;
-        tracing::info!(
-            previous = previous.as_deref().unwrap_or("-"),
-            staged_now,
-            "release is current"
-        );
-        Ok(ActivateResponse {
-            app,
-            id: id.to_string(),
-            previous,
-            staged_now,
-        })
-    })
-    .await?;
-    Ok(Json(resp))
 }
 
 async fn releases(

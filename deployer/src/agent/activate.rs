@@ -1,0 +1,266 @@
+//! Making a release current (design §4): deploy, activate and rollback all lock the app, stage
+//! the release, hand it to the runtime for the health-gated start and switch, and record the
+//! outcome. Also: bringing the current releases back up when the agent starts, and maintenance.
+
+use axum::extract::{Path as UrlPath, State};
+use axum::Json;
+use packer::appconfig::Location;
+use packer::Id;
+
+use super::{blocking, error_chain, AgentState, ApiErr};
+use crate::error::Error;
+use crate::proto::*;
+use crate::runtime::{release_config, Candidate};
+use crate::store::{self, Record, Store};
+
+pub(super) async fn deploy(
+    state: State<AgentState>,
+    app: UrlPath<String>,
+    Json(req): Json<ActivateRequest>,
+) -> Result<Json<ActivateResponse>, ApiErr> {
+    make_current(state, app, req, "deploy").await
+}
+
+pub(super) async fn activate(
+    state: State<AgentState>,
+    app: UrlPath<String>,
+    Json(req): Json<ActivateRequest>,
+) -> Result<Json<ActivateResponse>, ApiErr> {
+    make_current(state, app, req, "activate").await
+}
+
+pub(super) async fn rollback(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+    Json(req): Json<RollbackRequest>,
+) -> Result<Json<ActivateResponse>, ApiErr> {
+    let id = match req.id {
+        Some(id) => id,
+        None => {
+            let store = state.store.clone();
+            let name = app.clone();
+            blocking(move || {
+                store.previous(&name)?.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "app `{name}` has no previous release to roll back to"
+                    ))
+                })
+            })
+            .await?
+        }
+    };
+    let req = ActivateRequest {
+        id,
+        who: req.who,
+        locations: vec![],
+    };
+    make_current(State(state), UrlPath(app), req, "rollback").await
+}
+
+/// Lock, stage, start beside the old, health check, `update_fetch`, flip, switch, record.
+async fn make_current(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+    req: ActivateRequest,
+    action: &'static str,
+) -> Result<Json<ActivateResponse>, ApiErr> {
+    check_app(&app)?;
+    let id = parse_id(&req.id)?;
+    let requested = parse_locations(&req.locations)?;
+    let store = state.store.clone();
+    let (name, rid, who) = (app.clone(), id, req.who.clone());
+    let span = tracing::info_span!("activate", app = %app, id = %id, action);
+    let staged = blocking(move || {
+        let _enter = span.enter();
+        // An id the node never received is a plain 404: nothing to record, no app to create.
+        let manifest = store.manifest(&rid)?;
+        let lock = store.lock(&name, &who)?;
+        let previous = store.current(&name)?.map(|p| p.to_string());
+        match store.stage(&name, &manifest) {
+            Ok(staged_now) => Ok((lock, previous, staged_now)),
+            Err(e) => {
+                record(&store, &name, &rid, action, &who, Err(error_chain(&e)))?;
+                Err(e)
+            }
+        }
+    })
+    .await?;
+    let (lock, previous, staged_now) = staged;
+    let store = state.store.clone();
+    let (name, rid) = (app.clone(), id);
+    let candidate = blocking(move || candidate(&store, &name, &rid, requested, true)).await;
+    let outcome = match candidate {
+        Ok(c) => {
+            let (store, name, rid) = (state.store.clone(), app.clone(), id);
+            let locations: Vec<String> = c.locations.iter().map(ToString::to_string).collect();
+            let flip = move || {
+                store.flip(&name, &rid)?;
+                store.set_locations(&name, &locations)
+            };
+            state
+                .runtime
+                .activate(c.clone(), flip)
+                .await
+                .map(|a| (c, a))
+        }
+        Err(ApiErr(e)) => Err(e),
+    };
+    let store = state.store.clone();
+    let (name, rid, who) = (app.clone(), id, req.who.clone());
+    let result = outcome.as_ref().map(|_| ()).map_err(short_reason);
+    blocking(move || {
+        let _lock = lock;
+        record(&store, &name, &rid, action, &who, result)
+    })
+    .await?;
+    let (c, activated) = outcome?;
+    Ok(Json(ActivateResponse {
+        app,
+        id: id.to_string(),
+        previous,
+        staged_now,
+        locations: c.locations.iter().map(ToString::to_string).collect(),
+        processes: activated.processes,
+    }))
+}
+
+/// The history keeps the step and reason, not the log tail.
+fn short_reason(e: &Error) -> String {
+    match e {
+        Error::Activation { step, reason, .. } => {
+            format!("{step}: {}", reason.lines().next().unwrap_or_default())
+        }
+        other => error_chain(other),
+    }
+}
+
+fn record(
+    store: &Store,
+    app: &str,
+    id: &Id,
+    action: &str,
+    who: &str,
+    result: Result<(), String>,
+) -> Result<(), Error> {
+    store.record(
+        app,
+        &Record {
+            time: store::now(),
+            id: id.to_string(),
+            action: action.into(),
+            who: who.into(),
+            ok: result.is_ok(),
+            reason: result.err(),
+        },
+    )
+}
+
+/// A staged release as the runtime needs it. Locations: those asked for, else the app's
+/// current ones, else its `default_location`, else any host (`*`).
+pub(super) fn candidate(
+    store: &Store,
+    app: &str,
+    id: &Id,
+    requested: Vec<Location>,
+    update_fetch: bool,
+) -> Result<Candidate, Error> {
+    let dir = store.release_dir(app, id);
+    let config = release_config(&dir)?;
+    let locations = if !requested.is_empty() {
+        requested
+    } else {
+        let stored = parse_locations(&store.locations(app)).map_err(|ApiErr(e)| e)?;
+        if !stored.is_empty() {
+            stored
+        } else {
+            vec![config.default_location.clone().unwrap_or(Location {
+                host: "*".into(),
+                path: "/".into(),
+            })]
+        }
+    };
+    Ok(Candidate {
+        app: app.to_string(),
+        release: id.to_string(),
+        label: id.0.to_hex()[..12].to_string(),
+        dir,
+        app_dir: store.app_dir(app),
+        config,
+        locations,
+        update_fetch,
+        services: vec![],
+    })
+}
+
+/// Starts the current release of every app, as when it was last activated (no `update_fetch`:
+/// it already ran). Failures are logged; the other apps still come up.
+pub(super) async fn restore(state: AgentState) {
+    let store = state.store.clone();
+    let apps = blocking(move || {
+        let mut current = Vec::new();
+        for app in store.apps()? {
+            if let Some(id) = store.current(&app)? {
+                current.push(candidate(&store, &app, &id, vec![], false));
+            }
+        }
+        Ok(current)
+    })
+    .await;
+    let Ok(apps) = apps else {
+        tracing::error!("cannot list the apps to start");
+        return;
+    };
+    for c in apps {
+        match c {
+            Ok(c) => {
+                let (app, label) = (c.app.clone(), c.label.clone());
+                match state.runtime.activate(c, || Ok(())).await {
+                    Ok(_) => tracing::info!(app, release = label, "started"),
+                    Err(e) => tracing::error!(app, release = label, error = %e, "cannot start"),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start an app"),
+        }
+    }
+}
+
+pub(super) async fn maintenance(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+    Json(req): Json<MaintenanceRequest>,
+) -> Result<Json<MaintenanceRequest>, ApiErr> {
+    check_app(&app)?;
+    let store = state.store.clone();
+    let name = app.clone();
+    blocking(move || {
+        if !store.app_dir(&name).is_dir() {
+            return Err(Error::NotFound(format!(
+                "app `{name}` has never been deployed to this node"
+            )));
+        }
+        store.set_maintenance(&name, req.maintenance)
+    })
+    .await?;
+    state.runtime.set_maintenance(&app, req.maintenance);
+    tracing::info!(app, maintenance = req.maintenance, "maintenance mode");
+    Ok(Json(req))
+}
+
+pub(super) fn check_app(app: &str) -> Result<(), Error> {
+    packer::appini::check_app_name(app)
+        .map_err(|why| Error::Invalid(format!("`{app}` is not an app name: {why}")))
+}
+
+pub(super) fn parse_id(id: &str) -> Result<Id, Error> {
+    Id::parse(id)
+        .ok_or_else(|| Error::Invalid(format!("`{id}` is not an artifact id (b3:<64 hex>)")))
+}
+
+fn parse_locations(list: &[String]) -> Result<Vec<Location>, ApiErr> {
+    list.iter()
+        .map(|l| {
+            Location::parse(l)
+                .map_err(|why| ApiErr(Error::Invalid(format!("location `{l}` {why}"))))
+        })
+        .collect()
+}

@@ -1,0 +1,181 @@
+//! Reading an app's logs and running one-off commands in its environment (`silver logs`,
+//! `silver run`). Both stream their answers and are bounded by the client, not a timeout.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+
+use super::activate::{candidate, check_app};
+use super::{blocking, AgentState, ApiErr};
+use crate::error::Error;
+use crate::logs;
+use crate::proto::{RunFrame, RunRequest};
+use crate::supervise::Spec;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LogQuery {
+    process: Option<String>,
+    #[serde(default = "default_lines")]
+    lines: usize,
+    #[serde(default)]
+    follow: bool,
+}
+
+fn default_lines() -> usize {
+    100
+}
+
+pub(super) async fn logs(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiErr> {
+    check_app(&app)?;
+    let dir = state.store.app_dir(&app).join("logs");
+    let files = log_files(&dir, q.process.as_deref(), &app)?;
+    let lines = q.lines.min(100_000);
+    let tail_files = files.clone();
+    let tail = blocking(move || {
+        logs::tail(&tail_files, lines).map_err(|e| Error::io(&PathBuf::from("logs"), e))
+    })
+    .await?;
+    let text: String = tail.into_iter().map(|l| l + "\n").collect();
+    if !q.follow {
+        return Ok(Response::new(Body::from(text)));
+    }
+    let (tx, rx) = mpsc::channel::<String>(256);
+    let _ = tx.send(text).await;
+    for (process, path) in files {
+        tokio::spawn(logs::follow(path, process, tx.clone()));
+    }
+    drop(tx);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|s| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(s)));
+    Ok(Response::new(Body::from_stream(stream)))
+}
+
+use tokio_stream::StreamExt as _;
+
+/// `(process, path)` of the logs asked for: one process, or all of them.
+fn log_files(
+    dir: &std::path::Path,
+    process: Option<&str>,
+    app: &str,
+) -> Result<Vec<(String, PathBuf)>, Error> {
+    if let Some(p) = process {
+        if p.is_empty()
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::Invalid(format!("`{p}` is not a process name")));
+        }
+        let path = dir.join(format!("{p}.log"));
+        if !path.is_file() {
+            return Err(Error::NotFound(format!(
+                "app `{app}` has no log for process `{p}` on this node"
+            )));
+        }
+        return Ok(vec![(p.to_string(), path)]);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|_| {
+        Error::NotFound(format!(
+            "app `{app}` has no logs on this node (never deployed?)"
+        ))
+    })?;
+    let mut files: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".log").map(|p| (p.to_string(), e.path()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Runs a command in the live release, as the app's user, with its environment; streams its
+/// output as frames and ends with its exit code. The command dies if the client goes away.
+pub(super) async fn run(
+    State(state): State<AgentState>,
+    UrlPath(app): UrlPath<String>,
+    Json(req): Json<RunRequest>,
+) -> Result<Response, ApiErr> {
+    check_app(&app)?;
+    if req.argv.is_empty() {
+        return Err(Error::Invalid("`run` needs a command".into()).into());
+    }
+    let store = state.store.clone();
+    let name = app.clone();
+    let c = blocking(move || {
+        let id = store.current(&name)?.ok_or_else(|| {
+            Error::NotFound(format!("app `{name}` has no current release on this node"))
+        })?;
+        candidate(&store, &name, &id, vec![], false)
+    })
+    .await?;
+    // Only the program name: arguments may carry secrets.
+    tracing::info!(app, who = %req.who, program = %req.argv[0], "run");
+    let spec = Spec {
+        name: "run".into(),
+        release: c.label.clone(),
+        argv: req.argv.clone(),
+        env: c.env(None),
+        cwd: c.dir.clone(),
+        user: state.runtime.config().user.clone(),
+        log: logs::LogSink::Stderr {
+            prefix: String::new(),
+        },
+    };
+    let mut cmd = crate::supervise::command(&spec);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("cannot run `{}` in `{app}`: {e}", req.argv[0])))?;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+    let out = pump(child.stdout.take(), RunFrame::Stdout, tx.clone());
+    let err = pump(child.stderr.take(), RunFrame::Stderr, tx.clone());
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            status = child.wait() => status.ok(),
+            // The client hung up: stop the command rather than leave it running unowned.
+            _ = tx.closed() => None,
+        };
+        let _ = tokio::join!(out, err);
+        let code = status.map_or(130, exit_code);
+        let _ = tx.send(RunFrame::Exit.encode(&code.to_be_bytes())).await;
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(b)));
+    Ok(Response::new(Body::from_stream(stream)))
+}
+
+fn pump(
+    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
+    kind: RunFrame,
+    tx: mpsc::Sender<Vec<u8>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(mut pipe) = pipe else { return };
+        let mut buf = vec![0u8; 16 << 10];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 || tx.send(kind.encode(&buf[..n])).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}

@@ -1,0 +1,173 @@
+//! What to run for a release: the `web` process (gunicorn for a WSGI `runner`, or the app's own
+//! `[processes] web` command) and the workers, with their command lines and environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use packer::appconfig::AppConfig;
+
+use crate::error::Error;
+
+/// One process of a release, before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub name: String,
+    pub web: bool,
+    pub argv: Vec<String>,
+}
+
+/// How the node runs WSGI apps.
+#[derive(Debug, Clone)]
+pub struct Gunicorn {
+    /// The system's gunicorn (`/usr/bin/gunicorn` from Debian's `gunicorn` package).
+    pub program: PathBuf,
+    pub workers: u32,
+    /// Seconds before a silent worker is killed and replaced.
+    pub timeout_secs: u64,
+    /// Requests after which a worker is recycled (with jitter, so they do not all go at once).
+    pub max_requests: u32,
+}
+
+impl Default for Gunicorn {
+    fn default() -> Self {
+        Gunicorn {
+            program: find_program("gunicorn").unwrap_or_else(|| PathBuf::from("gunicorn")),
+            workers: 3,
+            timeout_secs: 30,
+            max_requests: 1000,
+        }
+    }
+}
+
+/// The shim gunicorn loads: the release's libraries on `sys.path`, the runner loaded from its
+/// file, and the router's path prefix moved to `SCRIPT_NAME`.
+pub const WSGI_SHIM: &str = include_str!("silver_wsgi.py");
+pub const WSGI_SHIM_MODULE: &str = "silver_wsgi";
+
+/// The processes of a release. `shim_dir` holds [`WSGI_SHIM`]; `port` is the web port.
+pub fn plan(
+    config: &AppConfig,
+    gunicorn: &Gunicorn,
+    shim_dir: &Path,
+    port: u16,
+) -> Result<Vec<Launch>, Error> {
+    let mut launches = Vec::new();
+    let web_command = config.processes.iter().find(|p| p.web);
+    match (web_command, &config.runner) {
+        (Some(web), _) => launches.push(shell(&web.name, &web.command, true)),
+        (None, Some(runner)) => {
+            if !runner.ends_with(".py") {
+                return Err(Error::Invalid(format!(
+                    "runner `{runner}` is not a Python file: the node runs WSGI apps from a \
+                     `.py` file that defines `application`, or a `[processes] web` command"
+                )));
+            }
+            launches.push(Launch {
+                name: "web".into(),
+                web: true,
+                argv: gunicorn_argv(gunicorn, shim_dir, port),
+            });
+        }
+        (None, None) => {}
+    }
+    for p in config.processes.iter().filter(|p| !p.web) {
+        launches.push(shell(&p.name, &p.command, false));
+    }
+    Ok(launches)
+}
+
+/// Variables the runtime adds for its own sake, beside the app's environment of design §5.
+pub fn base_env(home: &Path, cache: &Path, runner: Option<&str>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+    env.insert("LANG".into(), "C.UTF-8".into());
+    env.insert("HOME".into(), home.display().to_string());
+    env.insert("PYTHONUNBUFFERED".into(), "1".into());
+    // Releases are read-only: bytecode goes to the app's cache instead.
+    env.insert("PYTHONPYCACHEPREFIX".into(), cache.display().to_string());
+    if let Some(runner) = runner {
+        env.insert("SILVER_RUNNER".into(), runner.into());
+    }
+    env
+}
+
+fn shell(name: &str, command: &str, web: bool) -> Launch {
+    Launch {
+        name: name.into(),
+        web,
+        // `exec`, so the signal to stop reaches the command and not just the shell.
+        argv: vec!["/bin/sh".into(), "-c".into(), format!("exec {command}")],
+    }
+}
+
+fn gunicorn_argv(g: &Gunicorn, shim_dir: &Path, port: u16) -> Vec<String> {
+    let mut argv: Vec<String> = vec![g.program.display().to_string()];
+    let flags: [(&str, String); 10] = [
+        ("--bind", format!("127.0.0.1:{port}")),
+        ("--workers", g.workers.to_string()),
+        ("--timeout", g.timeout_secs.to_string()),
+        ("--graceful-timeout", g.timeout_secs.to_string()),
+        ("--max-requests", g.max_requests.to_string()),
+        ("--max-requests-jitter", (g.max_requests / 10).to_string()),
+        ("--pythonpath", shim_dir.display().to_string()),
+        ("--access-logfile", "-".into()),
+        ("--error-logfile", "-".into()),
+        // The router is the only client; trust its X-Forwarded-Proto.
+        ("--forwarded-allow-ips", "127.0.0.1".into()),
+    ];
+    for (flag, value) in flags {
+        argv.push(flag.into());
+        argv.push(value);
+    }
+    argv.push(format!("{WSGI_SHIM_MODULE}:application"));
+    argv
+}
+
+/// The first `name` on the usual system PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/usr/local/bin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ini: &str, expected: &[(&str, bool, &str)]) {
+        let ini = packer::appini::AppIni::parse(ini, Path::new("app.ini")).unwrap();
+        let config = AppConfig::from_ini(&ini).unwrap();
+        let g = Gunicorn {
+            program: "/usr/bin/gunicorn".into(),
+            ..Gunicorn::default()
+        };
+        let got: Vec<(String, bool, String)> = plan(&config, &g, Path::new("/run"), 8001)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.name, l.web, l.argv.join(" ")))
+            .collect();
+        let want: Vec<(String, bool, String)> = expected
+            .iter()
+            .map(|(n, w, a)| (n.to_string(), *w, a.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn plans() {
+        check(
+            "[production]\nrunner = app.py\n",
+            &[("web", true, "/usr/bin/gunicorn --bind 127.0.0.1:8001 --workers 3 --timeout 30 --graceful-timeout 30 --max-requests 1000 --max-requests-jitter 100 --pythonpath /run --access-logfile - --error-logfile - --forwarded-allow-ips 127.0.0.1 silver_wsgi:application")],
+        );
+        check(
+            "[production]\nrunner = app.py\n[processes]\nweb = ./server --port $PORT\nmailer = python3 mail.py\n",
+            &[
+                ("web", true, "/bin/sh -c exec ./server --port $PORT"),
+                ("mailer", false, "/bin/sh -c exec python3 mail.py"),
+            ],
+        );
+        check("[production]\n", &[]);
+    }
+}

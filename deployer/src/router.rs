@@ -1,0 +1,589 @@
+//! The node's HTTP front door: routes each request by Host and path prefix to an app, serves its
+//! `static/` files, and proxies the rest to the app's live web process, streaming both ways.
+//!
+//! Routing (design §5): the exact host first, then the most specific `*.suffix`, then the
+//! catch-all `*`; within those, the longest path prefix. The prefix reaches the app as
+//! `SCRIPT_NAME` (through `X-Silver-Script-Name`, which clients cannot send). The table is swapped
+//! whole, so a request sees one consistent version of it: that swap is the moment traffic moves.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Router;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use packer::appconfig::Location;
+use tower::ServiceExt;
+
+/// A web process the router sends requests to; counts the requests it is serving so the old
+/// release can be drained before it stops.
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    in_flight: AtomicUsize,
+}
+
+impl Backend {
+    pub fn new(addr: SocketAddr) -> Arc<Backend> {
+        Arc::new(Backend {
+            addr,
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+}
+
+/// Held while a request (and its response body, or its WebSocket) is being served.
+struct InFlight(Arc<Backend>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How one app is reached.
+#[derive(Debug, Clone, Default)]
+pub struct AppRoute {
+    pub locations: Vec<Location>,
+    /// None for an app with no web process: only its static files are served.
+    pub backend: Option<Arc<Backend>>,
+    /// `static/` directories by release label (id12), the live release first, then the one it
+    /// replaced, whose versioned URLs stay valid while pages that name them are still out there.
+    pub statics: Vec<(String, PathBuf)>,
+    pub maintenance: bool,
+}
+
+/// The routing table, shared by the front door and the runtime.
+#[derive(Clone, Default)]
+pub struct Routes {
+    table: Arc<RwLock<Arc<HashMap<String, AppRoute>>>>,
+}
+
+impl Routes {
+    pub fn get(&self, app: &str) -> Option<AppRoute> {
+        self.snapshot().get(app).cloned()
+    }
+
+    /// Replaces an app's route in one step: requests that arrive after this see only the new one.
+    pub fn set(&self, app: &str, route: AppRoute) {
+        self.edit(|t| {
+            t.insert(app.to_string(), route);
+        });
+    }
+
+    pub fn remove(&self, app: &str) {
+        self.edit(|t| {
+            t.remove(app);
+        });
+    }
+
+    pub fn set_maintenance(&self, app: &str, on: bool) {
+        self.edit(|t| {
+            if let Some(r) = t.get_mut(app) {
+                r.maintenance = on;
+            }
+        });
+    }
+
+    /// The other app, if any, that already answers at `location`.
+    pub fn owner(&self, location: &Location, except: &str) -> Option<String> {
+        self.snapshot()
+            .iter()
+            .find(|(app, r)| app.as_str() != except && r.locations.contains(location))
+            .map(|(app, _)| app.clone())
+    }
+
+    /// The app for a request, with the path prefix it matched.
+    pub fn resolve(&self, host: &str, path: &str) -> Option<(String, AppRoute, String)> {
+        let table = self.snapshot();
+        let host = normalize_host(host);
+        let bare = strip_port(&host);
+        // (host tier, host specificity, prefix length): the highest wins.
+        type Rank = (u8, usize, usize);
+        let mut best: Option<(Rank, &String, &AppRoute, &str)> = None;
+        for (app, route) in table.iter() {
+            for loc in &route.locations {
+                let Some(host_rank) = host_rank(&loc.host, &host, bare) else {
+                    continue;
+                };
+                if !prefix_matches(&loc.path, path) {
+                    continue;
+                }
+                let rank = (host_rank.0, host_rank.1, loc.path.len());
+                if best.as_ref().is_none_or(|b| rank > b.0) {
+                    best = Some((rank, app, route, &loc.path));
+                }
+            }
+        }
+        best.map(|(_, app, route, prefix)| (app.clone(), route.clone(), prefix.to_string()))
+    }
+
+    fn snapshot(&self) -> Arc<HashMap<String, AppRoute>> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut HashMap<String, AppRoute>)) {
+        let mut guard = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        f(&mut next);
+        *guard = Arc::new(next);
+    }
+}
+
+/// (tier, specificity): exact host 3, `*.suffix` 2 (longer suffixes first), catch-all 1.
+fn host_rank(pattern: &str, host: &str, bare: &str) -> Option<(u8, usize)> {
+    if pattern == host || pattern == bare {
+        return Some((3, 0));
+    }
+    if pattern == "*" {
+        return Some((1, 0));
+    }
+    let suffix = pattern.strip_prefix('*')?; // `.example.com`
+    (bare.ends_with(suffix) && bare.len() > suffix.len()).then_some((2, suffix.len()))
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn normalize_host(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| h);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+#[derive(Clone)]
+struct Front {
+    routes: Routes,
+    client: Client<HttpConnector, Body>,
+}
+
+/// The front door's router: one fallback handler, so every method and path comes here.
+pub fn front(routes: Routes) -> Router {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(connector);
+    Router::new()
+        .fallback(handle)
+        .with_state(Front { routes, client })
+}
+
+const VERSIONED_CACHE: &str = "public, max-age=31536000, immutable";
+
+async fn handle(State(front): State<Front>, request: Request) -> Response {
+    let host = request_host(&request);
+    let path = request.uri().path().to_string();
+    let Some((app, route, prefix)) = front.routes.resolve(&host, &path) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "No app here",
+            &format!(
+                "No app is mapped to <code>{}</code> on this node.",
+                escape(&host)
+            ),
+        );
+    };
+    if route.maintenance {
+        let mut resp = page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Down for maintenance",
+            &format!(
+                "<code>{}</code> is down for maintenance. Please try again soon.",
+                escape(&app)
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
+        return resp;
+    }
+    let rest = match prefix.as_str() {
+        "/" => path.as_str(),
+        p => &path[p.len()..],
+    };
+    if let Some((dir, file, versioned)) = static_file(&route, rest, request.method()) {
+        return serve_static(request, &dir, &file, versioned).await;
+    }
+    match route.backend {
+        Some(backend) => proxy(&front.client, request, backend, &host, &prefix).await,
+        None => page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            &format!("<code>{}</code> has no such file.", escape(&path)),
+        ),
+    }
+}
+
+fn request_host(request: &Request) -> String {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+/// The static file for `rest` (the path below the app's prefix), if there is one:
+/// `/static/<id12>/x` from that release (cached for good), `/static/x` from the live one. An app
+/// with no web process serves its whole `static/` at its root.
+fn static_file(
+    route: &AppRoute,
+    rest: &str,
+    method: &axum::http::Method,
+) -> Option<(PathBuf, String, bool)> {
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return None;
+    }
+    let (live_label, live) = route.statics.first()?;
+    let _ = live_label;
+    if let Some(after) = rest.strip_prefix("/static/") {
+        if let Some((label, file)) = after.split_once('/') {
+            if let Some((_, dir)) = route.statics.iter().find(|(l, _)| l == label) {
+                return exists(dir, file).then(|| (dir.clone(), format!("/{file}"), true));
+            }
+        }
+        if exists(live, after) {
+            return Some((live.clone(), format!("/{after}"), false));
+        }
+    }
+    if route.backend.is_none() {
+        return Some((live.clone(), rest.to_string(), false));
+    }
+    None
+}
+
+/// Whether `dir/file` (percent-decoded) is a regular file inside `dir`.
+fn exists(dir: &Path, file: &str) -> bool {
+    let Ok(decoded) = percent_encoding::percent_decode_str(file).decode_utf8() else {
+        return false;
+    };
+    // `..` would climb out of static/; ServeDir refuses it too, but we decide first.
+    let safe = decoded
+        .split('/')
+        .all(|c| !c.is_empty() && c != ".." && c != "." && !c.contains('\0'));
+    safe && dir.join(&*decoded).is_file()
+}
+
+async fn serve_static(request: Request, dir: &Path, file: &str, versioned: bool) -> Response {
+    let (mut parts, body) = request.into_parts();
+    parts.uri = Uri::builder()
+        .path_and_query(if file.is_empty() { "/" } else { file })
+        .build()
+        .unwrap_or_default();
+    let request = Request::from_parts(parts, body);
+    let served = tower_http::services::ServeDir::new(dir)
+        .oneshot(request)
+        .await;
+    let mut resp = match served {
+        Ok(r) => r.map(Body::new),
+        Err(never) => match never {},
+    };
+    let cache = if versioned && resp.status().is_success() {
+        VERSIONED_CACHE
+    } else {
+        "no-cache"
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+async fn proxy(
+    client: &Client<HttpConnector, Body>,
+    mut request: Request,
+    backend: Arc<Backend>,
+    host: &str,
+    prefix: &str,
+) -> Response {
+    let guard = backend.enter();
+    let client_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let upgrade = wants_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = match format!("http://{}{}", backend.addr, path_and_query).parse() {
+        Ok(uri) => uri,
+        Err(_) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The request path is not valid.",
+            )
+        }
+    };
+    parts.version = axum::http::Version::HTTP_11;
+    forward_headers(
+        &mut parts.headers,
+        client_addr.as_deref(),
+        host,
+        prefix,
+        upgrade,
+    );
+    let response = match client.request(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(backend = %backend.addr, error = %e, "the app did not answer");
+            return page(
+                StatusCode::BAD_GATEWAY,
+                "Bad gateway",
+                "The app did not answer. It may be starting or restarting; try again shortly.",
+            );
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let mut backend_response = axum::http::Response::from_parts(parts.clone(), ());
+            let backend_upgrade = hyper::upgrade::on(&mut backend_response);
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let (Ok(a), Ok(b)) = tokio::join!(client_upgrade, backend_upgrade) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b))
+                            .await;
+                }
+            });
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(
+        parts,
+        Body::new(Guarded {
+            inner: body,
+            _guard: guard,
+        }),
+    )
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+fn forward_headers(
+    headers: &mut HeaderMap,
+    client: Option<&str>,
+    host: &str,
+    prefix: &str,
+    upgrade: bool,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    // Only the router may say what the prefix is: a client's own X-Silver-* is dropped.
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-silver-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    if let Some(client) = client {
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(before) => format!("{before}, {client}"),
+            None => client.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    if prefix != "/" {
+        if let Ok(v) = HeaderValue::from_str(prefix) {
+            headers.insert("x-forwarded-prefix", v.clone());
+            headers.insert("x-silver-script-name", v);
+        }
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !(keep_upgrade && t == "upgrade"))
+        .collect();
+    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
+        headers.remove(name.as_str());
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// A response body that keeps its backend counted as busy until the last byte is sent.
+struct Guarded {
+    inner: hyper::body::Incoming,
+    _guard: InFlight,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body style=\"font-family:sans-serif;margin:4em auto;max-width:40em\"><h1>{title}</h1>\
+         <p>{message}</p><hr><small>silver</small></body></html>\n"
+    );
+    let mut resp = (status, Html(html)).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(table: &[(&str, &[&str])]) -> Routes {
+        let routes = Routes::default();
+        for (app, locs) in table {
+            routes.set(
+                app,
+                AppRoute {
+                    locations: locs.iter().map(|l| Location::parse(l).unwrap()).collect(),
+                    ..AppRoute::default()
+                },
+            );
+        }
+        routes
+    }
+
+    fn check(routes: &Routes, host: &str, path: &str, expected: Option<(&str, &str)>) {
+        let got = routes
+            .resolve(host, path)
+            .map(|(app, _, prefix)| (app, prefix));
+        let want = expected.map(|(a, p)| (a.to_string(), p.to_string()));
+        assert_eq!(got, want, "{host}{path}");
+    }
+
+    #[test]
+    fn host_then_wildcard_then_catch_all_and_longest_prefix() {
+        let r = routes(&[
+            ("exact", &["blog.example.com"]),
+            ("api", &["blog.example.com/api", "api.example.com"]),
+            ("wild", &["*.example.com"]),
+            ("deeper", &["*.eu.example.com"]),
+            ("any", &["*"]),
+        ]);
+        check(&r, "blog.example.com", "/", Some(("exact", "/")));
+        check(&r, "Blog.Example.com:8080", "/post/1", Some(("exact", "/")));
+        check(&r, "blog.example.com", "/api", Some(("api", "/api")));
+        check(&r, "blog.example.com", "/api/v1", Some(("api", "/api")));
+        check(&r, "blog.example.com", "/apix", Some(("exact", "/")));
+        check(&r, "api.example.com", "/x", Some(("api", "/")));
+        check(&r, "shop.example.com", "/", Some(("wild", "/")));
+        check(&r, "shop.eu.example.com", "/", Some(("deeper", "/")));
+        check(&r, "example.com", "/", Some(("any", "/")));
+        check(&r, "other.org", "/", Some(("any", "/")));
+        check(&r, "", "/", Some(("any", "/")));
+        let none = routes(&[("exact", &["blog.example.com"])]);
+        check(&none, "other.org", "/", None);
+    }
+
+    #[test]
+    fn an_exact_host_without_a_matching_prefix_falls_through() {
+        let r = routes(&[("docs", &["example.com/docs"]), ("wild", &["*.com"])]);
+        check(&r, "example.com", "/docs/x", Some(("docs", "/docs")));
+        check(&r, "example.com", "/", Some(("wild", "/")));
+    }
+
+    #[test]
+    fn owners() {
+        let r = routes(&[("a", &["x.org"])]);
+        assert_eq!(
+            r.owner(&Location::parse("x.org").unwrap(), "b"),
+            Some("a".into())
+        );
+        assert_eq!(r.owner(&Location::parse("x.org").unwrap(), "a"), None);
+    }
+}

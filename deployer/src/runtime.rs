@@ -1,0 +1,624 @@
+//! Runs releases (design §4 and §5): starts a release's processes beside the live ones, waits
+//! for its health check, runs `update_fetch`, then flips and moves traffic, and drains and stops
+//! the release it replaced. A failure before the flip stops only the new processes.
+//!
+//! The store is not touched here: the caller passes the flip as a closure, so `silver serve`
+//! (which has no store) reloads through the same steps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use packer::appconfig::{AppConfig, Location, UpdateFetch};
+
+use crate::environment::{environment, write_environment, EnvContext};
+use crate::error::Error;
+use crate::launch::{self, Gunicorn};
+use crate::logs::{LogSink, Rotation};
+use crate::router::{AppRoute, Backend, Routes};
+use crate::supervise::{AppUser, Spec, Supervised};
+
+/// How the node runs apps.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Who apps run as; None runs them as the agent's own (already unprivileged) user.
+    pub user: Option<AppUser>,
+    pub gunicorn: Gunicorn,
+    /// How long the replaced release may take to finish its in-flight requests.
+    pub drain_grace: Duration,
+    /// How long a process may take to exit after SIGTERM before it is killed.
+    pub stop_grace: Duration,
+    pub rotation: Rotation,
+    /// Send app output to the terminal instead of log files (`silver serve`).
+    pub log_to_terminal: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            user: None,
+            gunicorn: Gunicorn::default(),
+            drain_grace: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(30),
+            rotation: Rotation::default(),
+            log_to_terminal: false,
+        }
+    }
+}
+
+/// A release to bring up.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub app: String,
+    /// The full id (`b3:…`), or `dev` under `silver serve`.
+    pub release: String,
+    /// Short form in log lines and static URLs.
+    pub label: String,
+    /// The release's files.
+    pub dir: PathBuf,
+    /// The app's own directory outside releases: logs/, data/, run/, cache/.
+    pub app_dir: PathBuf,
+    pub config: AppConfig,
+    pub locations: Vec<Location>,
+    /// Run `update_fetch` before the switch (not when an agent restarts what was running).
+    pub update_fetch: bool,
+    pub services: Vec<(String, String)>,
+}
+
+impl Candidate {
+    /// The host the app calls its own: its first location, unless that is a wildcard.
+    pub fn canonical_host(&self) -> String {
+        self.locations
+            .first()
+            .map(|l| l.host.clone())
+            .filter(|h| !h.starts_with('*'))
+            .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// `$STATIC_URL`: the versioned prefix under the first location's path.
+    pub fn static_url(&self) -> String {
+        let base = self
+            .locations
+            .first()
+            .map(|l| l.path.trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        format!("{base}/static/{}/", self.label)
+    }
+
+    /// The environment of design §5 plus the runtime's own variables.
+    pub fn env(&self, port: Option<u16>) -> BTreeMap<String, String> {
+        let logs = self.app_dir.join("logs");
+        let static_url = self.static_url();
+        let hostname = self.canonical_host();
+        let ctx = EnvContext {
+            app: &self.app,
+            release: &self.release,
+            hostname: &hostname,
+            logs: &logs,
+            static_url: &static_url,
+            port,
+            services: &self.services,
+        };
+        let mut env = launch::base_env(
+            &self.app_dir.join("data"),
+            &self.app_dir.join("cache"),
+            self.config.runner.as_deref(),
+        );
+        env.extend(environment(&self.config, &ctx));
+        env
+    }
+}
+
+/// The live releases of every app, and the routing table the front door reads.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RuntimeConfig,
+    routes: Routes,
+    live: tokio::sync::Mutex<HashMap<String, Live>>,
+    sinks: Mutex<HashMap<(String, String), LogSink>>,
+}
+
+struct Live {
+    label: String,
+    static_dir: PathBuf,
+    processes: Vec<Supervised>,
+    backend: Option<Arc<Backend>>,
+}
+
+/// What a successful activation did.
+#[derive(Debug, Clone)]
+pub struct Activated {
+    pub port: Option<u16>,
+    pub processes: Vec<String>,
+    /// Set when an older release was replaced; it drains in the background.
+    pub replaced: Option<String>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig, routes: Routes) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                config,
+                routes,
+                live: Default::default(),
+                sinks: Default::default(),
+            }),
+        }
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.inner.routes
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The app that already answers at one of `locations`, if another does.
+    pub fn location_taken(&self, app: &str, locations: &[Location]) -> Option<(Location, String)> {
+        locations.iter().find_map(|l| {
+            self.inner
+                .routes
+                .owner(l, app)
+                .map(|other| (l.clone(), other))
+        })
+    }
+
+    /// Test before activate. On success the release serves and the one it replaced drains; on
+    /// failure nothing that users see has changed.
+    pub async fn activate(
+        &self,
+        c: Candidate,
+        flip: impl FnOnce() -> Result<(), Error> + Send + 'static,
+    ) -> Result<Activated, Error> {
+        let span = tracing::info_span!("start", app = %c.app, release = %c.label);
+        tracing::Instrument::instrument(self.activate_inner(c, flip), span).await
+    }
+
+    async fn activate_inner(
+        &self,
+        c: Candidate,
+        flip: impl FnOnce() -> Result<(), Error> + Send + 'static,
+    ) -> Result<Activated, Error> {
+        if let Some((location, other)) = self.location_taken(&c.app, &c.locations) {
+            return Err(Error::Invalid(format!(
+                "location `{location}` is already served by app `{other}` on this node; \
+                 choose another with --location HOST[/PATH]"
+            )));
+        }
+        self.prepare_dirs(&c)?;
+        let has_web = c.config.runner.is_some() || c.config.processes.iter().any(|p| p.web);
+        let port = if has_web {
+            Some(free_port().map_err(|e| Error::io(&c.app_dir, e))?)
+        } else {
+            None
+        };
+        let launches = launch::plan(
+            &c.config,
+            &self.inner.config.gunicorn,
+            &c.app_dir.join("run"),
+            port.unwrap_or(0),
+        )
+        .map_err(|e| self.failed(&c, "start", e.to_string(), vec![]))?;
+        let env = c.env(port);
+        let mut processes = Vec::new();
+        for l in &launches {
+            let mut env = env.clone();
+            if !l.web {
+                env.remove("PORT");
+            }
+            processes.push(Supervised::start(Spec {
+                name: l.name.clone(),
+                release: c.label.clone(),
+                argv: l.argv.clone(),
+                env,
+                cwd: c.dir.clone(),
+                user: self.inner.config.user.clone(),
+                log: self.sink(&c, &l.name)?,
+            }));
+        }
+        let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p))));
+        let checked = self.check(&c, &processes, backend.as_deref(), &env).await;
+        let flipped = match checked {
+            Ok(()) => tokio::task::spawn_blocking(flip)
+                .await
+                .map_err(|e| Error::Corrupt(format!("flip failed: {e}")))
+                .and_then(|r| r)
+                .map_err(|e| (String::from("flip"), e.to_string())),
+            Err(failure) => Err(failure),
+        };
+        if let Err((step, reason)) = flipped {
+            let tail = processes
+                .iter()
+                .find(|p| p.name == "web")
+                .or(processes.first())
+                .map(Supervised::recent_output)
+                .unwrap_or_default();
+            for p in processes {
+                p.stop(Duration::from_secs(5)).await;
+            }
+            return Err(self.failed(&c, &step, reason, tail));
+        }
+        if let Err(e) = write_environment(&c.app_dir.join("run"), &env) {
+            tracing::warn!(error = %e, "cannot write environment.json");
+        }
+        let names = processes.iter().map(|p| p.name.clone()).collect();
+        let replaced = self.switch(&c, processes, backend).await;
+        tracing::info!(
+            port,
+            replaced = replaced.as_deref().unwrap_or("-"),
+            "release serves"
+        );
+        Ok(Activated {
+            port,
+            processes: names,
+            replaced,
+        })
+    }
+
+    /// Sets maintenance mode for an app's route (the caller persists it).
+    pub fn set_maintenance(&self, app: &str, on: bool) {
+        self.inner.routes.set_maintenance(app, on);
+    }
+
+    /// The live release of an app, by label.
+    pub async fn live_release(&self, app: &str) -> Option<String> {
+        self.inner
+            .live
+            .lock()
+            .await
+            .get(app)
+            .map(|l| l.label.clone())
+    }
+
+    /// Stops every app (the agent is shutting down), each process given its grace.
+    pub async fn shutdown(&self) {
+        let all: Vec<Live> = self
+            .inner
+            .live
+            .lock()
+            .await
+            .drain()
+            .map(|(_, l)| l)
+            .collect();
+        let grace = self.inner.config.stop_grace;
+        let stops = all
+            .into_iter()
+            .flat_map(|l| l.processes)
+            .map(|p| p.stop(grace));
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// Health check, then `update_fetch`; Err((step, reason)).
+    async fn check(
+        &self,
+        c: &Candidate,
+        processes: &[Supervised],
+        backend: Option<&Backend>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(), (String, String)> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ("health check".to_string(), e.to_string()))?;
+        let deadline = Instant::now() + Duration::from_secs(c.config.health_timeout_secs);
+        match backend {
+            Some(b) => wait_healthy(&client, c, b.addr, processes, deadline)
+                .await
+                .map_err(|r| ("health check".to_string(), r))?,
+            None => {
+                // Workers only: they must at least stay up for a moment.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(p) = processes.iter().find(|p| p.exits().0 > 0) {
+                    return Err((
+                        "start".into(),
+                        format!("process `{}` {}", p.name, p.exits().1.unwrap_or_default()),
+                    ));
+                }
+            }
+        }
+        if !c.update_fetch {
+            return Ok(());
+        }
+        for step in &c.config.update_fetch {
+            let outcome = match step {
+                UpdateFetch::Url(path) => match backend {
+                    Some(b) => fetch(&client, c, b.addr, path, Duration::from_secs(300)).await,
+                    None => Err("there is no web process to request it from".into()),
+                },
+                UpdateFetch::Script(script) => self.script(c, script, env).await,
+            };
+            outcome.map_err(|reason| {
+                let what = match step {
+                    UpdateFetch::Url(p) => format!("update_fetch {p}"),
+                    UpdateFetch::Script(s) => format!("update_fetch script: {s}"),
+                };
+                (what, reason)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs one `script:` line in the release, as the app, logging to the `update` log.
+    async fn script(
+        &self,
+        c: &Candidate,
+        script: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let log = self.sink(c, "update").map_err(|e| e.to_string())?;
+        let mut cmd = crate::supervise::command(&Spec {
+            name: "update".into(),
+            release: c.label.clone(),
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: env.clone(),
+            cwd: c.dir.clone(),
+            user: self.inner.config.user.clone(),
+            log: log.clone(),
+        });
+        let run = async {
+            let out = cmd
+                .output()
+                .await
+                .map_err(|e| format!("could not start: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            for line in text.lines() {
+                log.line(&c.label, line);
+            }
+            if out.status.success() {
+                Ok(())
+            } else {
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(format!(
+                    "{}\n{}",
+                    describe_status(out.status),
+                    tail.join("\n")
+                ))
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(600), run)
+            .await
+            .unwrap_or_else(|_| Err("did not finish within 600 s".into()))
+    }
+
+    /// Moves traffic: the new route replaces the old in one step, then the old release drains.
+    async fn switch(
+        &self,
+        c: &Candidate,
+        processes: Vec<Supervised>,
+        backend: Option<Arc<Backend>>,
+    ) -> Option<String> {
+        let mut live = self.inner.live.lock().await;
+        let old = live.remove(&c.app);
+        let static_dir = c.dir.join("static");
+        let mut statics = vec![(c.label.clone(), static_dir.clone())];
+        if let Some(old) = old.as_ref().filter(|o| o.label != c.label) {
+            statics.push((old.label.clone(), old.static_dir.clone()));
+        }
+        let maintenance = self.inner.routes.get(&c.app).is_some_and(|r| r.maintenance)
+            || c.app_dir.join("maintenance").exists();
+        self.inner.routes.set(
+            &c.app,
+            AppRoute {
+                locations: c.locations.clone(),
+                backend: backend.clone(),
+                statics,
+                maintenance,
+            },
+        );
+        live.insert(
+            c.app.clone(),
+            Live {
+                label: c.label.clone(),
+                static_dir,
+                processes,
+                backend,
+            },
+        );
+        drop(live);
+        let old = old?;
+        let label = old.label.clone();
+        let config = self.inner.config.clone();
+        tokio::spawn(drain(old, config));
+        Some(label)
+    }
+
+    fn prepare_dirs(&self, c: &Candidate) -> Result<(), Error> {
+        if let Some(user) = &self.inner.config.user {
+            check_reachable(&c.dir, user)?;
+        }
+        for sub in ["logs", "data", "run", "cache"] {
+            let dir = c.app_dir.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            // The app writes its data, caches and own logs; everything else stays the agent's.
+            if let (Some(user), "logs" | "data" | "cache") = (&self.inner.config.user, sub) {
+                std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
+                    .map_err(|e| Error::io(&dir, e))?;
+            }
+        }
+        if c.config.runner.is_some() {
+            let shim = c
+                .app_dir
+                .join("run")
+                .join(format!("{}.py", launch::WSGI_SHIM_MODULE));
+            std::fs::write(&shim, launch::WSGI_SHIM).map_err(|e| Error::io(&shim, e))?;
+        }
+        Ok(())
+    }
+
+    /// One log per app and process, shared by the releases that run it.
+    fn sink(&self, c: &Candidate, process: &str) -> Result<LogSink, Error> {
+        if self.inner.config.log_to_terminal {
+            return Ok(LogSink::Stderr {
+                prefix: format!("{process:>6}"),
+            });
+        }
+        let mut sinks = self.inner.sinks.lock().unwrap();
+        let key = (c.app.clone(), process.to_string());
+        if let Some(sink) = sinks.get(&key) {
+            return Ok(sink.clone());
+        }
+        let path = c.app_dir.join("logs").join(format!("{process}.log"));
+        let sink = LogSink::file(path.clone(), self.inner.config.rotation)
+            .map_err(|e| Error::io(&path, e))?;
+        sinks.insert(key, sink.clone());
+        Ok(sink)
+    }
+
+    fn failed(&self, c: &Candidate, step: &str, reason: String, log_tail: Vec<String>) -> Error {
+        tracing::warn!(step, reason = %reason, "release failed before the switch");
+        Error::Activation {
+            app: c.app.clone(),
+            release: c.label.clone(),
+            step: step.to_string(),
+            reason,
+            log_tail,
+        }
+    }
+}
+
+/// Waits for in-flight requests (up to the grace), then stops the old processes.
+async fn drain(old: Live, config: RuntimeConfig) {
+    let deadline = Instant::now() + config.drain_grace;
+    if let Some(b) = &old.backend {
+        while b.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(release = %old.label, in_flight = b.in_flight(), "drained");
+    }
+    let stops = old.processes.into_iter().map(|p| p.stop(config.stop_grace));
+    futures_util::future::join_all(stops).await;
+}
+
+async fn wait_healthy(
+    client: &reqwest::Client,
+    c: &Candidate,
+    addr: SocketAddr,
+    processes: &[Supervised],
+    deadline: Instant,
+) -> Result<(), String> {
+    let web = processes.iter().find(|p| p.name == "web");
+    loop {
+        if let Some((_, Some(how))) = web.map(Supervised::exits).filter(|e| e.0 > 0) {
+            return Err(format!(
+                "the web process {how} before it answered GET {}",
+                c.config.health_check
+            ));
+        }
+        let last = match fetch(
+            client,
+            c,
+            addr,
+            &c.config.health_check,
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "GET {} did not succeed within {} s (last: {last})",
+                c.config.health_check, c.config.health_timeout_secs
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One internal GET, as the router would send it; any status below 400 passes.
+async fn fetch(
+    client: &reqwest::Client,
+    c: &Candidate,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let prefix = c
+        .locations
+        .first()
+        .map(|l| l.path.clone())
+        .filter(|p| p != "/")
+        .unwrap_or_default();
+    let mut request = client
+        .get(format!("http://{addr}{prefix}{path}"))
+        .timeout(timeout)
+        .header("host", c.canonical_host())
+        .header("x-forwarded-proto", "http");
+    if !prefix.is_empty() {
+        request = request.header("x-silver-script-name", &prefix);
+    }
+    match request.send().await {
+        Ok(r) if r.status().as_u16() < 400 => Ok(()),
+        Ok(r) => Err(format!("GET {path} answered {}", r.status())),
+        Err(e) if e.is_connect() => Err("connection refused".into()),
+        Err(e) if e.is_timeout() => Err(format!("GET {path} timed out")),
+        Err(e) => Err(format!("GET {path} failed: {e}")),
+    }
+}
+
+/// A port nobody listens on right now. The app binds it a moment later; the window is small
+/// and a collision shows up as a failed health check, never as traffic to the wrong process.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Apps run as an unprivileged user, who must be able to walk down to the release.
+fn check_reachable(dir: &Path, user: &AppUser) -> Result<(), Error> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        let can = if meta.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !can {
+            return Err(Error::Invalid(format!(
+                "the app user `{}` cannot reach `{}` (mode {:o}): apps run unprivileged and \
+                 must be able to enter every directory above their release; \
+                 `chmod o+x` it or put the agent's root elsewhere (default /var/lib/silver)",
+                user.name,
+                ancestor.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "failed".into(),
+    }
+}
+
+/// Reads a release's `app.ini` into settings; a release without one is a static site.
+pub fn release_config(dir: &Path) -> Result<AppConfig, Error> {
+    let ini = if dir.join("app.ini").is_file() {
+        packer::appini::AppIni::load(dir)?
+    } else {
+        packer::appini::AppIni::parse("", &dir.join("app.ini"))?
+    };
+    Ok(AppConfig::from_ini(&ini)?)
+}

@@ -1,0 +1,88 @@
+//! `silver serve`: run an app directory locally behind the same router, environment and static
+//! rules as a node, reloading when its files change.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The app directory (with its app.ini).
+    #[arg(default_value = ".")]
+    pub app_dir: PathBuf,
+    /// The port to serve on (loopback).
+    #[arg(long, short, default_value_t = 8080)]
+    pub port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub host: std::net::IpAddr,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let app_dir = std::fs::canonicalize(&args.app_dir).with_context(|| {
+        format!(
+            "failed to open the app directory `{}`",
+            args.app_dir.display()
+        )
+    })?;
+    let ini = packer::appini::AppIni::load(&app_dir)
+        .with_context(|| format!("failed to read `{}`", app_dir.join("app.ini").display()))?;
+    let app = packer::appini::app_name(&app_dir, &ini)?;
+    let config = packer::appconfig::AppConfig::from_ini(&ini)?;
+    super::up::require_gunicorn(&config, false)?;
+    let mut runtime = deployer::runtime::RuntimeConfig {
+        log_to_terminal: true,
+        ..Default::default()
+    };
+    runtime.drain_grace = std::time::Duration::from_secs(5);
+    runtime.stop_grace = std::time::Duration::from_secs(5);
+    let state_dir = std::env::temp_dir().join(format!("silver-serve-{app}-{}", rustix_uid()));
+    let serve = deployer::dev::ServeConfig {
+        app_dir: app_dir.clone(),
+        app: app.clone(),
+        listen: SocketAddr::new(args.host, args.port),
+        state_dir,
+        runtime,
+    };
+    super::node::runtime()?
+        .block_on(deployer::dev::serve(serve, |event| match event {
+            deployer::dev::Event::Listening(addr, path) => {
+                println!("http://{addr}{path}");
+                ui::status(
+                    "Serving",
+                    format!(
+                        "{app} from {} on http://{addr}{path} (Ctrl-C stops)",
+                        app_dir.display()
+                    ),
+                );
+            }
+            deployer::dev::Event::Reloading(paths) => {
+                let first = paths[0]
+                    .strip_prefix(&app_dir)
+                    .unwrap_or(&paths[0])
+                    .display()
+                    .to_string();
+                let more = if paths.len() > 1 {
+                    format!(" and {} more", paths.len() - 1)
+                } else {
+                    String::new()
+                };
+                ui::status("Reloading", format!("{first}{more} changed"));
+            }
+            deployer::dev::Event::Serving(_) => ui::status("Ready", "the new code serves"),
+            deployer::dev::Event::Failed(e) => {
+                let _ = ui::report_error(
+                    &anyhow::Error::new(e)
+                        .context("the app did not start; the last good version keeps serving"),
+                );
+            }
+        }))
+        .with_context(|| format!("failed to serve `{}`", app_dir.display()))
+}
+
+fn rustix_uid() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "user".into())
+}

@@ -1,0 +1,158 @@
+//! `silver up`: the whole job on one machine. Packs the app, starts an embedded node (agent and
+//! front door) over a directory, deploys to it, and serves until interrupted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::agent::RuntimeArgs;
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The app directory (with its app.ini).
+    #[arg(default_value = ".")]
+    pub app_dir: PathBuf,
+    /// The local node's store [default: /var/lib/silver as root, else ~/.local/share/silver/node].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The front door's port on loopback.
+    #[arg(long, short, default_value_t = 8080)]
+    pub port: u16,
+    /// Where the app answers [default: any host, at app.ini's default_location path].
+    #[arg(long = "location", value_name = "HOST[/PATH]")]
+    pub locations: Vec<String>,
+    /// Print one JSON object (url, app, id, root) on stdout once it serves.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let ini = packer::appini::AppIni::load(&args.app_dir).with_context(|| {
+        format!(
+            "failed to read `{}`",
+            args.app_dir.join("app.ini").display()
+        )
+    })?;
+    let config = packer::appconfig::AppConfig::from_ini(&ini)?;
+    require_gunicorn(&config, true)?;
+    let root = match &args.root {
+        Some(root) => root.clone(),
+        None => default_root()?,
+    };
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("failed to create the node directory `{}`", root.display()))?;
+    let path = config
+        .default_location
+        .as_ref()
+        .map_or_else(|| "/".to_string(), |l| l.path.clone());
+    let locations = if args.locations.is_empty() {
+        vec![format!("*{}", if path == "/" { "" } else { path.as_str() })]
+    } else {
+        args.locations.clone()
+    };
+    let mut agent = deployer::agent::AgentConfig::new(root.clone());
+    agent.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    agent.front = SocketAddr::from(([127, 0, 0, 1], args.port));
+    agent.runtime = args.runtime.resolve()?;
+    let rt = super::node::runtime()?;
+    rt.block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let node_task = tokio::spawn(deployer::agent::serve(agent, move |bound| {
+            let _ = tx.send(bound);
+        }));
+        let bound = match rx.await {
+            Ok(bound) => bound,
+            Err(_) => {
+                return node_task
+                    .await?
+                    .map_err(anyhow::Error::from)
+                    .context("the local node did not start");
+            }
+        };
+        ui::status(
+            "Node",
+            format!("{} (control on {})", root.display(), bound.control),
+        );
+        let token = std::fs::read_to_string(root.join("token"))
+            .with_context(|| format!("failed to read `{}`", root.join("token").display()))?;
+        let node = deployer::client::Node::connect(&deployer::client::NodeConfig::new(
+            &format!("http://{}", bound.control),
+            Some(token.trim().to_string()),
+        ))?;
+        let settings = super::deploy::Settings {
+            source: args.app_dir.clone(),
+            app: None,
+            no_wait: false,
+            locations,
+            limits: packer::Limits::default(),
+        };
+        let report = super::deploy::deploy(&node, &settings).await?;
+        let url = format!("http://127.0.0.1:{}{path}", bound.front.port());
+        if args.json {
+            super::print_json(&serde_json::json!({
+                "url": url, "app": report.app, "id": report.id, "root": root,
+            }))?;
+        } else {
+            println!("{url}");
+        }
+        ui::status("Up", format!("{} at {url} (Ctrl-C stops)", report.app));
+        node_task
+            .await?
+            .map_err(anyhow::Error::from)
+            .context("the local node stopped")
+    })
+}
+
+/// As root the store must be somewhere the unprivileged app user can reach.
+fn default_root() -> anyhow::Result<PathBuf> {
+    if deployer::supervise::running_as_root() {
+        return Ok(PathBuf::from("/var/lib/silver"));
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --root DIR")?;
+    Ok(data.join("silver/node"))
+}
+
+/// WSGI apps run under the system's gunicorn. `up` installs it from the distribution's
+/// packages when missing (saying so); `serve` says how.
+pub fn require_gunicorn(
+    config: &packer::appconfig::AppConfig,
+    install: bool,
+) -> anyhow::Result<()> {
+    let wsgi = config.runner.is_some() && !config.processes.iter().any(|p| p.web);
+    if !wsgi || deployer::launch::find_program("gunicorn").is_some() {
+        return Ok(());
+    }
+    if !install {
+        anyhow::bail!(
+            "this app runs under gunicorn, which is not installed\nhint: sudo apt-get install gunicorn"
+        );
+    }
+    let sudo = !deployer::supervise::running_as_root();
+    ui::status(
+        "Installing",
+        format!(
+            "gunicorn from the system's packages ({}apt-get install gunicorn)",
+            if sudo { "sudo " } else { "" }
+        ),
+    );
+    let mut cmd = std::process::Command::new(if sudo { "sudo" } else { "apt-get" });
+    if sudo {
+        cmd.arg("apt-get");
+    }
+    let status = cmd
+        .args(["install", "-y", "-q", "gunicorn"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("failed to run apt-get")?;
+    if !status.success() || deployer::launch::find_program("gunicorn").is_none() {
+        anyhow::bail!("could not install gunicorn ({status})\nhint: sudo apt-get update && sudo apt-get install gunicorn");
+    }
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! The runtime end to end: real agents, real gunicorn, requests through the real front door.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn deploy(agent: &Agent, tmp: &Path, app: &Path, extra: &[&str]) -> std::process::Output {
+    agent
+        .silver()
+        .env("SILVER_CACHE_DIR", tmp.join("cache"))
+        .arg("deploy")
+        .arg(app)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn deployed(agent: &Agent, tmp: &Path, app: &Path, extra: &[&str]) -> String {
+    let out = deploy(agent, tmp, app, extra);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn a_wsgi_app_serves_through_the_front_door_with_its_environment_and_static_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let id = deployed(&agent, tmp.path(), &app, &[]);
+    let id12 = &id[3..15];
+
+    let page = get(&agent.front, "hello.localhost", "/");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains(&id), "{}", page.body);
+
+    let env = json(&get(&agent.front, "hello.localhost:80", "/env").body);
+    assert_eq!(env["SILVER_APP_NAME"], "hello");
+    assert_eq!(env["SILVER_RELEASE"], id.as_str());
+    assert_eq!(env["SILVER_CANONICAL_HOSTNAME"], "hello.localhost");
+    assert_eq!(env["STATIC_URL"], format!("/static/{id12}/").as_str());
+    assert!(env["SILVER_LOGS"]
+        .as_str()
+        .unwrap()
+        .ends_with("/apps/hello/logs"));
+    assert!(env["PORT"].as_str().unwrap().parse::<u16>().is_ok());
+    let written =
+        std::fs::read_to_string(agent.root.join("apps/hello/run/environment.json")).unwrap();
+    assert_eq!(json(&written)["SILVER_RELEASE"], id.as_str());
+
+    let versioned = get(
+        &agent.front,
+        "hello.localhost",
+        &format!("/static/{id12}/css/site.css"),
+    );
+    assert_eq!(versioned.status, 200);
+    assert_eq!(versioned.body, "body { font-family: sans-serif; }\n");
+    assert_eq!(
+        versioned.header("cache-control").as_deref(),
+        Some("public, max-age=31536000, immutable")
+    );
+    let plain = get(&agent.front, "hello.localhost", "/static/css/site.css");
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("cache-control").as_deref(), Some("no-cache"));
+    let traversal = get(&agent.front, "hello.localhost", "/static/../app.ini");
+    assert!(!traversal.body.contains("app_name"), "{traversal:?}");
+
+    let unmapped = get(&agent.front, "nobody.example", "/");
+    assert_eq!(unmapped.status, 404);
+    assert!(unmapped
+        .body
+        .contains("No app is mapped to <code>nobody.example</code>"));
+}
+
+#[test]
+fn a_failing_health_check_or_update_fetch_means_no_switch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    let good = "default_location = shop.test\nhealth_check = /\n[variables]\nVERSION = 1\n";
+    wsgi_app(&app, "shop", good, ECHO_APP);
+    deployed(&agent, tmp.path(), &app, &[]);
+    assert_eq!(get(&agent.front, "shop.test", "/").body, "version 1");
+
+    let check = |ini: &str, app_py: &str, expected: &[&str]| {
+        let dir = tmp
+            .path()
+            .join(format!("bad-{}", blake3::hash(ini.as_bytes()).to_hex()));
+        wsgi_app(&dir, "shop", ini, app_py);
+        let out = deploy(&agent, tmp.path(), &dir, &[]);
+        assert!(!out.status.success(), "a broken release was accepted");
+        let err = stderr(&out);
+        for needle in expected {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        // The old release never stopped serving.
+        assert_eq!(get(&agent.front, "shop.test", "/").body, "version 1");
+    };
+    check(
+        "health_check = /fail\nhealth_timeout = 2\n[variables]\nVERSION = 2\n",
+        ECHO_APP,
+        &[
+            "failed at health check",
+            "GET /fail answered 500",
+            "hint: the previous release keeps serving",
+        ],
+    );
+    check(
+        "[variables]\nVERSION = 3\n",
+        "import sys\nprint('cannot import the settings', file=sys.stderr)\nraise SystemExit(4)\n",
+        &[
+            "failed at health check",
+            "before it answered GET /",
+            "cannot import the settings",
+        ],
+    );
+    check(
+        "update_fetch = /fail\n[variables]\nVERSION = 4\n",
+        ECHO_APP,
+        &["failed at update_fetch /fail", "answered 500"],
+    );
+    check(
+        "update_fetch = script: echo migrating; exit 3\n[variables]\nVERSION = 5\n",
+        ECHO_APP,
+        &[
+            "failed at update_fetch script: echo migrating; exit 3",
+            "exited with status 3",
+            "migrating",
+        ],
+    );
+    let releases = agent
+        .silver()
+        .args(["releases", "shop", "--json"])
+        .output()
+        .unwrap();
+    let list = json(&stdout(&releases));
+    let failed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "failed")
+        .count();
+    assert_eq!(failed, 4, "{list}");
+}
+
+#[test]
+fn hosts_wildcards_and_path_prefixes_route_to_their_apps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    for (name, locations) in [
+        ("exact", vec!["www.example.test"]),
+        ("wild", vec!["*.example.test"]),
+        ("api", vec!["www.example.test/api", "api.example.test"]),
+        ("any", vec!["*"]),
+    ] {
+        let dir = tmp.path().join(name);
+        wsgi_app(
+            &dir,
+            name,
+            &format!("[variables]\nVERSION = {name}\n"),
+            ECHO_APP,
+        );
+        let mut args = vec![];
+        for l in &locations {
+            args.extend(["--location", l]);
+        }
+        deployed(&agent, tmp.path(), &dir, &args);
+    }
+    let check = |host: &str, path: &str, expected: &str| {
+        let got = get(&agent.front, host, path);
+        assert_eq!(got.body, format!("version {expected}"), "{host}{path}");
+    };
+    check("www.example.test", "/", "exact");
+    check("WWW.Example.Test:8080", "/x", "exact");
+    check("shop.example.test", "/", "wild");
+    check("www.example.test", "/api", "api");
+    check("www.example.test", "/api/v1", "api");
+    check("www.example.test", "/apix", "exact");
+    check("api.example.test", "/", "api");
+    check("elsewhere.org", "/", "any");
+    let paths = json(&get(&agent.front, "www.example.test", "/api/v1/paths").body);
+    assert_eq!(paths["SCRIPT_NAME"], "/api");
+    assert_eq!(paths["PATH_INFO"], "/v1/paths");
+    let forged = request(
+        &agent.front,
+        "GET",
+        "shop.example.test",
+        "/headers",
+        "X-Silver-Script-Name: /evil\r\nX-Forwarded-For: 10.9.9.9\r\n",
+    );
+    let headers = json(&forged.body);
+    assert!(
+        headers.get("HTTP_X_SILVER_SCRIPT_NAME").is_none(),
+        "{headers}"
+    );
+    assert_eq!(headers["HTTP_X_FORWARDED_FOR"], "10.9.9.9, 127.0.0.1");
+    assert_eq!(headers["HTTP_X_FORWARDED_PROTO"], "http");
+    assert_eq!(headers["scheme"], "http");
+
+    // A location another app holds is refused, and nothing changes.
+    let dir = tmp.path().join("thief");
+    wsgi_app(&dir, "thief", "", ECHO_APP);
+    let out = deploy(
+        &agent,
+        tmp.path(),
+        &dir,
+        &["--location", "api.example.test"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("location `api.example.test` is already served by app `api`"),
+        "{}",
+        stderr(&out)
+    );
+    check("api.example.test", "/", "api");
+}
+
+#[test]
+fn maintenance_logs_and_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    wsgi_app(
+        &app,
+        "blog",
+        "default_location = blog.test\n[variables]\nVERSION = 1\nGREETING = it's me\n",
+        ECHO_APP,
+    );
+    deployed(&agent, tmp.path(), &app, &[]);
+
+    let ok = agent.silver().args(["disable", "blog"]).output().unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let down = get(&agent.front, "blog.test", "/");
+    assert_eq!(down.status, 503);
+    assert!(down.body.contains("down for maintenance"), "{}", down.body);
+    assert!(down.header("retry-after").is_some());
+    let ok = agent.silver().args(["enable", "blog"]).output().unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(get(&agent.front, "blog.test", "/").body, "version 1");
+
+    get(&agent.front, "blog.test", "/logged-request");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let out = agent
+            .silver()
+            .args(["logs", "blog", "--process", "web", "-n", "50"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        if text.contains("GET /logged-request") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(logs.contains("GET /logged-request"), "{logs}");
+    assert!(logs.contains(" web["), "{logs}");
+    let missing = agent
+        .silver()
+        .args(["logs", "blog", "--process", "nope"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no log for process `nope`"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let run = agent
+        .silver()
+        .args([
+            "run",
+            "blog",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$SILVER_APP_NAME $GREETING\"; echo oops >&2; exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(7), "{}", stderr(&run));
+    assert_eq!(stdout(&run), "blog it's me\n");
+    assert!(stderr(&run).contains("oops"));
+    let pwd = agent
+        .silver()
+        .args(["run", "blog", "--", "pwd"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&pwd).contains("/apps/blog/releases/"),
+        "{}",
+        stdout(&pwd)
+    );
+}
+
+#[test]
+fn a_crashed_process_comes_back_and_workers_run_beside_web() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("app.ini"),
+        "[production]\napp_name = own\ndefault_location = own.test\n\
+         [processes]\nweb = python3 server.py\nticker = python3 -u ticker.py\n",
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("server.py"),
+        r#"import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/crash":
+            os._exit(1)
+        body = ("pid %d" % os.getpid()).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("ticker.py"),
+        "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.2)\n",
+    )
+    .unwrap();
+    deployed(&agent, tmp.path(), &app, &[]);
+    let before = get(&agent.front, "own.test", "/").body;
+    assert!(before.starts_with("pid "), "{before}");
+    let _ = std::panic::catch_unwind(|| get(&agent.front, "own.test", "/crash"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let got = get(&agent.front, "own.test", "/");
+        if got.status == 200 || Instant::now() > deadline {
+            break got.body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        after.starts_with("pid ") && after != before,
+        "{before} then {after}"
+    );
+    let logs = agent.silver().args(["logs", "own"]).output().unwrap();
+    let text = stdout(&logs);
+    assert!(text.contains("ticker["), "{text}");
+    assert!(text.contains("[silver] web exited with status 1"), "{text}");
+}
+
+#[test]
+fn deploys_under_load_drop_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let dirs: Vec<_> = (1..=2)
+        .map(|v| {
+            let dir = tmp.path().join(format!("v{v}"));
+            wsgi_app(
+                &dir,
+                "load",
+                &format!("default_location = load.test\n[variables]\nVERSION = {v}\n"),
+                ECHO_APP,
+            );
+            dir
+        })
+        .collect();
+    deployed(&agent, tmp.path(), &dirs[0], &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let front = agent.front.clone();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, front) = (stop.clone(), front.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, vec![]);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let got = get(&front, "load.test", "/");
+                    if got.status == 200 && got.body.starts_with("version ") {
+                        ok += 1;
+                    } else {
+                        failed.push(format!("{} {}", got.status, got.body));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    for round in 0..4 {
+        let dir = &dirs[(round + 1) % 2];
+        deployed(&agent, tmp.path(), dir, &[]);
+        let want = format!("version {}", (round + 1) % 2 + 1);
+        // Once the deploy has returned, every new request reaches the new release.
+        assert_eq!(get(&front, "load.test", "/").body, want);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for c in clients {
+        let (ok, failed) = c.join().unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 20, "only {total} requests");
+}
