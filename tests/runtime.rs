@@ -406,3 +406,105 @@ fn deploys_under_load_drop_nothing() {
     }
     assert!(total > 20, "only {total} requests");
 }
+
+/// A WebSocket echo server in plain Python (the handshake and unmasked text frames only).
+const WS_SERVER: &str = r#"import base64, hashlib, os, socket, threading
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def serve(conn):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(4096)
+    head = data.decode()
+    if "upgrade: websocket" not in head.lower():
+        body = b"plain http"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        conn.close(); return
+    key = [l.split(":", 1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("sec-websocket-key")][0]
+    accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+    conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
+    while True:
+        hdr = conn.recv(2)
+        if len(hdr) < 2: return
+        n = hdr[1] & 0x7f
+        mask = conn.recv(4)
+        payload = b""
+        while len(payload) < n: payload += conn.recv(n - len(payload))
+        text = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        reply = b"echo: " + text
+        conn.sendall(bytes([0x81, len(reply)]) + reply)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(16)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+#[test]
+fn websockets_pass_through_the_router() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("ws");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("app.ini"),
+        "[production]\napp_name = ws\ndefault_location = ws.test\n[processes]\nweb = python3 ws.py\n",
+    )
+    .unwrap();
+    std::fs::write(app.join("ws.py"), WS_SERVER).unwrap();
+    deployed(&agent, tmp.path(), &app, &[]);
+    assert_eq!(get(&agent.front, "ws.test", "/").body, "plain http");
+
+    let mut s = std::net::TcpStream::connect(agent.front.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    let mask = [1u8, 2, 3, 4];
+    let text = b"hello";
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).unwrap();
+    let mut reply = [0u8; 2 + 11];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[2..], b"echo: hello");
+}
+
+#[test]
+fn a_restarted_agent_brings_its_apps_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("node");
+    let app = tmp.path().join("app");
+    wsgi_app(
+        &app,
+        "back",
+        "default_location = back.test\n[variables]\nVERSION = 1\n",
+        ECHO_APP,
+    );
+    let mut agent = Agent::start(&root, &[]);
+    deployed(&agent, tmp.path(), &app, &[]);
+    assert_eq!(get(&agent.front, "back.test", "/").body, "version 1");
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    drop(agent);
+    let agent = Agent::start(&root, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = get(&agent.front, "back.test", "/");
+        if got.body == "version 1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not back: {got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
