@@ -12,6 +12,7 @@ tree=$(bench/tree.sh)
 cargo build --release --quiet
 silver=$PWD/target/release/silver
 work=$(mktemp -d)
+chmod 755 "$work"  # apps run as an unprivileged user when this runs as root
 trap 'kill $agent_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 cp -a "$tree" "$work/app"
 "$silver" pack "$work/app" -o "$work/v1" > /dev/null 2>&1
@@ -27,7 +28,7 @@ now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 start_agent() {
   rm -rf "$work/node" && mkdir -p "$work/node"
-  "$silver" agent --root "$work/node" --listen 127.0.0.1:0 > "$work/addr" 2>/dev/null &
+  "$silver" agent --root "$work/node" --listen 127.0.0.1:0 --http 127.0.0.1:0 > "$work/addr" 2>/dev/null &
   agent_pid=$!
   for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.05; done
   export SILVER_NODE=$(head -1 "$work/addr") SILVER_TOKEN=$(cat "$work/node/token")

@@ -27,7 +27,7 @@ use packer::{Hash, Id, Limits};
 
 use crate::error::Error;
 use crate::proto::*;
-use crate::router::Routes;
+use crate::router::{nodelay, Routes};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{self, Store};
 use crate::wire::{FrameDecoder, Piece};
@@ -189,7 +189,7 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let front_task = tokio::spawn(async move {
         let mut stop_rx = stop_rx;
-        axum::serve(front_listener, front)
+        axum::serve(nodelay(front_listener), front)
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             })
