@@ -34,7 +34,10 @@ fn main() {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 fn run(args: &[String]) {
@@ -102,12 +105,19 @@ fn one(
         *conn = Some(BufReader::new(s));
     }
     let reader = conn.as_mut().unwrap();
-    write!(reader.get_mut(), "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+    write!(
+        reader.get_mut(),
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    )?;
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Err(std::io::Error::other("closed before answering"));
     }
-    let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let (mut length, mut close, mut chunked) = (0usize, false, false);
     loop {
         line.clear();
@@ -171,7 +181,10 @@ fn report(out: &str, switches: Option<&String>) {
             .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
             .map_or(0.0, |ns| *ns as f64 / 1e6)
     };
-    let span_s = match (samples.iter().map(|s| s.start).min(), samples.iter().map(|s| s.end).max()) {
+    let span_s = match (
+        samples.iter().map(|s| s.start).min(),
+        samples.iter().map(|s| s.end).max(),
+    ) {
         (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
         _ => 0.0,
     };
@@ -189,7 +202,11 @@ fn report(out: &str, switches: Option<&String>) {
             .lines()
             .filter_map(|l| {
                 let mut f = l.splitn(3, ' ');
-                Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?, f.next()?.trim().to_string()))
+                Some((
+                    f.next()?.parse().ok()?,
+                    f.next()?.parse().ok()?,
+                    f.next()?.trim().to_string(),
+                ))
             })
             .collect();
         deploys = list.len();
@@ -201,7 +218,10 @@ fn report(out: &str, switches: Option<&String>) {
                 .count();
         }
     }
-    let first_failure = samples.iter().find(|s| s.status != 200).map(|s| s.body.clone());
+    let first_failure = samples
+        .iter()
+        .find(|s| s.status != 200)
+        .map(|s| s.body.clone());
     println!(
         "{{\"requests\": {}, \"ok\": {}, \"failed\": {failed}, \"first_failure\": {:?}, \"deploys\": {deploys}, \"old_version_after_switch\": {stale}, \"longest_gap_ms\": {longest_gap_ms:.1}, \"throughput_rps\": {:.1}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}}}",
         samples.len(),

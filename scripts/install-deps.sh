@@ -3,7 +3,7 @@
 # benchmarks) need. Says what it installs; does nothing when everything is already there.
 # Usage: scripts/install-deps.sh [bench]
 set -euo pipefail
-packages=(python3 python3-venv python3-pip gunicorn util-linux coreutils openssh-client openssh-server openssl)
+packages=(python3 python3-venv python3-pip gunicorn postgresql util-linux coreutils openssh-client openssh-server openssl)
 if [ "${1:-}" = bench ]; then
   packages+=(zstd tar bc time rsync curl)
 fi

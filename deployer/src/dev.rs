@@ -43,7 +43,8 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
         .map_err(|e| Error::io(&config.app_dir, e))?;
     let front = crate::router::front(runtime.routes().clone())
         .into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(async move { axum::serve(crate::router::nodelay(listener), front).await });
+    let server =
+        tokio::spawn(async move { axum::serve(crate::router::nodelay(listener), front).await });
     let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod proto;
 pub mod router;
 pub mod runtime;
+pub mod services;
 pub mod store;
 pub mod supervise;
 pub mod tls;

@@ -33,6 +33,8 @@ pub struct RuntimeConfig {
     pub rotation: Rotation,
     /// Send app output to the terminal instead of log files (`silver serve`).
     pub log_to_terminal: bool,
+    /// The node's PostgreSQL, for apps that name `service.postgresql` or `service.postgis`.
+    pub postgres: Option<crate::services::Postgres>,
 }
 
 impl Default for RuntimeConfig {
@@ -44,6 +46,7 @@ impl Default for RuntimeConfig {
             stop_grace: Duration::from_secs(30),
             rotation: Rotation::default(),
             log_to_terminal: false,
+            postgres: None,
         }
     }
 }
@@ -193,6 +196,10 @@ impl Runtime {
             )));
         }
         self.prepare_dirs(&c)?;
+        let mut c = c;
+        self.provision(&mut c)
+            .await
+            .map_err(|e| self.failed(&c, "provision services", e.to_string(), vec![]))?;
         let has_web = c.config.runner.is_some() || c.config.processes.iter().any(|p| p.web);
         let port = if has_web {
             Some(free_port().map_err(|e| Error::io(&c.app_dir, e))?)
@@ -260,6 +267,25 @@ impl Runtime {
             processes: names,
             replaced,
         })
+    }
+
+    /// Provisions the services the release names (idempotent) and sets their variables.
+    pub async fn provision(&self, c: &mut Candidate) -> Result<(), Error> {
+        if c.config.services.is_empty() {
+            return Ok(());
+        }
+        let (app, app_dir, services) =
+            (c.app.clone(), c.app_dir.clone(), c.config.services.clone());
+        let (user, postgres) = (
+            self.inner.config.user.clone(),
+            self.inner.config.postgres.clone(),
+        );
+        c.services = tokio::task::spawn_blocking(move || {
+            crate::services::provision(&app, &app_dir, &services, user.as_ref(), postgres.as_ref())
+        })
+        .await
+        .map_err(|e| Error::Corrupt(format!("provisioning failed: {e}")))??;
+        Ok(())
     }
 
     /// Sets maintenance mode for an app's route (the caller persists it).

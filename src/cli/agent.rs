@@ -62,6 +62,11 @@ pub struct RuntimeArgs {
     /// gunicorn workers per WSGI app.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub workers: u32,
+    /// PostgreSQL for apps with `service.postgresql` or `service.postgis`, as an admin URL
+    /// (postgresql://ADMIN@HOST:PORT/postgres) [default as root: the local cluster's `postgres`
+    /// superuser, through runuser].
+    #[arg(long, env = "SILVER_POSTGRES_URL", value_name = "URL")]
+    pub postgres_url: Option<String>,
 }
 
 impl RuntimeArgs {
@@ -72,6 +77,19 @@ impl RuntimeArgs {
             ..Default::default()
         };
         config.gunicorn.workers = self.workers.max(1);
+        config.postgres = match &self.postgres_url {
+            Some(url) => Some(
+                deployer::services::Postgres::from_url(Some(url)).with_context(|| {
+                    format!(
+                        "--postgres-url `{url}` is not a postgresql://[user@]host[:port]/db URL"
+                    )
+                })?,
+            ),
+            None if deployer::supervise::running_as_root() => {
+                deployer::services::Postgres::from_url(None)
+            }
+            None => None,
+        };
         Ok(config)
     }
 }

@@ -114,13 +114,14 @@ pub(super) async fn run(
     }
     let store = state.store.clone();
     let name = app.clone();
-    let c = blocking(move || {
+    let mut c = blocking(move || {
         let id = store.current(&name)?.ok_or_else(|| {
             Error::NotFound(format!("app `{name}` has no current release on this node"))
         })?;
         candidate(&store, &name, &id, vec![], false)
     })
     .await?;
+    state.runtime.provision(&mut c).await?;
     // Only the program name: arguments may carry secrets.
     tracing::info!(app, who = %req.who, program = %req.argv[0], "run");
     let spec = Spec {

@@ -1,0 +1,271 @@
+//! Services an app names in `app.ini` (`service.<name> =`), provisioned before its processes
+//! start (design §4) and handed to it as Silver Lining's `CONFIG_*` variables (design §5).
+//!
+//! - `files`: a persistent directory outside releases, `CONFIG_FILES`.
+//! - `postgis` / `postgresql` / `postgres`: a role and a database on the node's PostgreSQL,
+//!   created once and kept across releases: `CONFIG_PG_*` and `DATABASE_URL`. The password is
+//!   generated on the node and kept in the app's directory (0600); it is never logged.
+//!
+//! Any other service is refused by name, before anything starts.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::error::Error;
+use crate::supervise::AppUser;
+
+/// How the agent reaches PostgreSQL as an administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Postgres {
+    /// The command that runs `psql` as a superuser: `runuser -u postgres -- psql` on a node.
+    pub psql: Vec<String>,
+    /// An admin connection URL, when PostgreSQL is reached over TCP instead.
+    pub url: Option<String>,
+    /// Where apps connect.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Postgres {
+    /// From an admin URL (`postgresql://user@host:port/db`), or the local cluster's superuser.
+    pub fn from_url(url: Option<&str>) -> Option<Postgres> {
+        match url {
+            Some(url) => {
+                let rest = url
+                    .strip_prefix("postgresql://")
+                    .or_else(|| url.strip_prefix("postgres://"))?;
+                let authority = rest.split('/').next().unwrap_or_default();
+                let hostport = authority.rsplit('@').next().unwrap_or_default();
+                let (host, port) = match hostport.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), p.parse().ok()?),
+                    None => (hostport.to_string(), 5432),
+                };
+                Some(Postgres {
+                    psql: vec!["psql".into()],
+                    url: Some(url.into()),
+                    host: if host.is_empty() {
+                        "127.0.0.1".into()
+                    } else {
+                        host
+                    },
+                    port,
+                })
+            }
+            None => AppUser::lookup("postgres").map(|_| Postgres {
+                psql: ["runuser", "-u", "postgres", "--", "psql"]
+                    .map(String::from)
+                    .to_vec(),
+                url: None,
+                host: "127.0.0.1".into(),
+                port: 5432,
+            }),
+        }
+    }
+}
+
+/// Provisions every service of an app; returns their variables.
+pub fn provision(
+    app: &str,
+    app_dir: &Path,
+    services: &[(String, String)],
+    user: Option<&AppUser>,
+    postgres: Option<&Postgres>,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut env = Vec::new();
+    for (name, _settings) in services {
+        match name.as_str() {
+            "files" => env.push(("CONFIG_FILES".into(), files(app_dir, user)?)),
+            "postgis" | "postgresql" | "postgres" => {
+                let pg = postgres.ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "app `{app}` needs service `{name}`, but this node has no PostgreSQL: \
+                         install it (apt-get install postgresql) or start the agent with \
+                         --postgres-url postgresql://ADMIN@HOST:PORT/postgres"
+                    ))
+                })?;
+                env.extend(postgresql(app, app_dir, name == "postgis", pg)?);
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "app `{app}` needs service `{other}`, which silver does not provide; \
+                     the services are `files`, `postgresql` and `postgis`"
+                )))
+            }
+        }
+    }
+    Ok(env)
+}
+
+fn files(app_dir: &Path, user: Option<&AppUser>) -> Result<String, Error> {
+    let dir = app_dir.join("files");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if let Some(user) = user {
+        std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
+            .map_err(|e| Error::io(&dir, e))?;
+    }
+    Ok(dir.display().to_string())
+}
+
+fn postgresql(
+    app: &str,
+    app_dir: &Path,
+    postgis: bool,
+    pg: &Postgres,
+) -> Result<Vec<(String, String)>, Error> {
+    let name = format!(
+        "silver_{}",
+        app.replace(['-', '.'], "_").to_ascii_lowercase()
+    );
+    let password = password(app_dir)?;
+    let role = format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN \
+         CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'; ELSE \
+         ALTER ROLE \"{name}\" LOGIN PASSWORD '{password}'; END IF; END $$;"
+    );
+    psql(pg, None, &role)?;
+    let exists = psql(
+        pg,
+        None,
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+    )?;
+    if exists.trim() != "1" {
+        psql(
+            pg,
+            None,
+            &format!("CREATE DATABASE \"{name}\" OWNER \"{name}\""),
+        )?;
+    }
+    if postgis {
+        psql(pg, Some(&name), "CREATE EXTENSION IF NOT EXISTS postgis")?;
+    }
+    let url = format!(
+        "postgresql://{name}:{password}@{}:{}/{name}",
+        pg.host, pg.port
+    );
+    Ok(vec![
+        ("CONFIG_PG_DBNAME".into(), name.clone()),
+        ("CONFIG_PG_USER".into(), name),
+        ("CONFIG_PG_PASSWORD".into(), password),
+        ("CONFIG_PG_HOST".into(), pg.host.clone()),
+        ("CONFIG_PG_PORT".into(), pg.port.to_string()),
+        ("DATABASE_URL".into(), url),
+    ])
+}
+
+/// The app's database password: made once, kept in `services/postgresql.password` (0600).
+fn password(app_dir: &Path) -> Result<String, Error> {
+    let dir = app_dir.join("services");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join("postgresql.password");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if existing.trim().len() == 32 {
+            return Ok(existing.trim().to_string());
+        }
+    }
+    let mut bytes = [0u8; 16];
+    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| Error::io(&path, e.into()))?;
+    let password = hex::encode(bytes);
+    std::fs::write(&path, &password)
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(password)
+}
+
+/// Runs one statement as the administrator; the statement (which may hold a password) is
+/// passed on stdin, never on a command line or in an error.
+fn psql(pg: &Postgres, database: Option<&str>, sql: &str) -> Result<String, Error> {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(&pg.psql[0]);
+    cmd.args(&pg.psql[1..])
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    // A URL names its database in its path; swap it for the app's when asked.
+    match (&pg.url, database) {
+        (Some(url), Some(db)) => {
+            let base = url.split('?').next().unwrap_or(url);
+            let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+            let server = if server.ends_with(':') || server.ends_with('/') {
+                base
+            } else {
+                server
+            };
+            cmd.arg(format!("{server}/{db}"));
+        }
+        (Some(url), None) => {
+            cmd.arg(url);
+        }
+        (None, Some(db)) => {
+            cmd.args(["-d", db]);
+        }
+        (None, None) => {}
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "cannot run `{}` to reach PostgreSQL: {e}",
+                pg.psql[0]
+            ))
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(sql.as_bytes())
+        .map_err(|e| Error::Invalid(format!("cannot talk to PostgreSQL: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Invalid(format!("cannot talk to PostgreSQL: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::Invalid(format!(
+            "PostgreSQL refused to provision the app's database: {}",
+            err.lines().next().unwrap_or("(no message)")
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_urls() {
+        let pg = Postgres::from_url(Some("postgresql://postgres@127.0.0.1:5433/postgres")).unwrap();
+        assert_eq!((pg.host.as_str(), pg.port), ("127.0.0.1", 5433));
+        assert_eq!(pg.psql, ["psql"]);
+        let pg = Postgres::from_url(Some("postgres://db.internal/postgres")).unwrap();
+        assert_eq!((pg.host.as_str(), pg.port), ("db.internal", 5432));
+        assert!(Postgres::from_url(Some("mysql://x")).is_none());
+    }
+
+    #[test]
+    fn unknown_services_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = [
+            ("files".to_string(), String::new()),
+            ("couchdb".to_string(), String::new()),
+        ];
+        let err = provision("blog", dir.path(), &services, None, None).unwrap_err();
+        assert!(err.to_string().contains("service `couchdb`"), "{err}");
+        let env = provision("blog", dir.path(), &services[..1], None, None).unwrap();
+        assert_eq!(env[0].0, "CONFIG_FILES");
+        assert!(dir.path().join("files").is_dir());
+        let err = provision(
+            "blog",
+            dir.path(),
+            &[("postgis".into(), String::new())],
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("this node has no PostgreSQL"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! Services end to end: a real PostgreSQL cluster (private to the test), `service.files`, and a
+//! service silver does not provide.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// A throwaway PostgreSQL cluster on a loopback port: `postgres` is trusted from loopback (the
+/// agent's admin), every other role needs its password.
+struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+fn as_postgres(program: &Path) -> Command {
+    if rustix_is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn rustix_is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::fs::read_to_string("/proc/self/status")
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+            })
+            .unwrap_or(false)
+}
+
+impl Cluster {
+    fn start(parent: &Path) -> Cluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (scripts/install-deps.sh)")
+            .map(|e| e.unwrap().path().join("bin"))
+            .max()
+            .unwrap();
+        let dir = parent.join("pg");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if rustix_is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let out = as_postgres(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&dir)
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(
+            dir.join("pg_hba.conf"),
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = as_postgres(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&dir)
+            .args(["-w", "-l"])
+            .arg(dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1",
+                dir.display()
+            ))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cluster { dir, bin, port }
+    }
+
+    fn admin_url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[test]
+fn postgresql_and_files_services_are_provisioned_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cluster = Cluster::start(tmp.path());
+    let admin = cluster.admin_url();
+    let agent = Agent::start(&tmp.path().join("node"), &["--postgres-url", &admin]);
+    let app = tmp.path().join("app");
+    wsgi_app(
+        &app,
+        "pg-app",
+        "default_location = pg.test\nservice.postgresql =\nservice.files =\n",
+        ECHO_APP,
+    );
+    let out = agent
+        .silver()
+        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
+        .arg("deploy")
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env: serde_json::Value =
+        serde_json::from_str(&get(&agent.front, "pg.test", "/env").body).unwrap();
+    assert_eq!(env["CONFIG_PG_DBNAME"], "silver_pg_app");
+    assert_eq!(env["CONFIG_PG_PORT"], cluster.port.to_string().as_str());
+    let url = env["DATABASE_URL"].as_str().unwrap().to_string();
+    assert!(url.starts_with("postgresql://silver_pg_app:"), "{url}");
+    assert!(env["CONFIG_FILES"]
+        .as_str()
+        .unwrap()
+        .ends_with("/apps/pg-app/files"));
+
+    // The app reaches its own database with its own password, from `silver run`.
+    let psql = cluster.bin.join("psql");
+    let sql = "CREATE TABLE IF NOT EXISTS notes (t text); INSERT INTO notes VALUES ('kept'); SELECT current_user, count(*) FROM notes";
+    let run = agent
+        .silver()
+        .args(["run", "pg-app", "--"])
+        .arg(&psql)
+        .args(["-X", "-q", "-A", "-t", "-d", &url, "-c", sql])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run).trim(), "silver_pg_app|1");
+
+    // A new release keeps the database, its data and its password.
+    std::fs::write(app.join("static/style.css"), "/* v2 */\n").unwrap();
+    let out = agent
+        .silver()
+        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
+        .arg("deploy")
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env2: serde_json::Value =
+        serde_json::from_str(&get(&agent.front, "pg.test", "/env").body).unwrap();
+    assert_eq!(env2["DATABASE_URL"], url.as_str());
+    let count = agent
+        .silver()
+        .args(["run", "pg-app", "--"])
+        .arg(&psql)
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-d",
+            &url,
+            "-c",
+            "SELECT count(*) FROM notes",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&count).trim(), "1", "{}", stderr(&count));
+    // The password is not in the agent's history or in any log.
+    let password = url.split(':').nth(2).unwrap().split('@').next().unwrap();
+    for file in ["apps/pg-app/history.jsonl", "apps/pg-app/logs/web.log"] {
+        let text = std::fs::read_to_string(agent.root.join(file)).unwrap();
+        assert!(!text.contains(password), "{file} holds the password");
+    }
+}
+
+#[test]
+fn a_service_silver_does_not_provide_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    wsgi_app(&app, "couch", "service.couchdb =\n", ECHO_APP);
+    let out = agent
+        .silver()
+        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
+        .arg("deploy")
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs service `couchdb`, which silver does not provide"),
+        "{}",
+        stderr(&out)
+    );
+}
