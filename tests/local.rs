@@ -10,8 +10,20 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped, even by a failing assertion:
+/// otherwise it would outlive the test and hold the test runner's stderr open.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            stop(child);
+        }
+    }
+}
+
 /// Starts `silver ARGS…` and returns it with the first line of its stdout (a URL).
-fn start(args: &[&std::ffi::OsStr]) -> (Child, String) {
+fn start(args: &[&std::ffi::OsStr]) -> (Running, String) {
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("silver"))
         .args(args)
         .env("NO_COLOR", "1")
@@ -23,6 +35,7 @@ fn start(args: &[&std::ffi::OsStr]) -> (Child, String) {
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let child = Running(Some(child));
     assert!(line.starts_with("http://127.0.0.1:"), "said {line:?}");
     (child, line.trim().to_string())
 }
@@ -93,14 +106,18 @@ fn serve_reloads_when_files_change_and_keeps_the_last_good_version() {
     assert_eq!(get(&front, "localhost", "/").body, "version two");
     versioned_app(&app, "three");
     wait_for(&front, "/", "version three");
-    stop(child);
+    drop(child);
     // Nothing was written into the app directory.
     let mut names: Vec<_> = std::fs::read_dir(&app)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     names.sort();
-    assert_eq!(names, ["app.ini", "app.py", "static"]);
+    assert_eq!(
+        names,
+        ["app.ini", "app.py", "static"],
+        "the app directory changed"
+    );
 }
 
 #[test]
@@ -123,5 +140,5 @@ fn up_packs_starts_a_local_node_deploys_and_serves() {
     assert_eq!(page.status, 200, "{page:?}");
     assert!(page.body.contains("<h1>Hello"), "{}", page.body);
     assert!(root.join("apps/hello/current").exists());
-    stop(child);
+    drop(child);
 }

@@ -47,7 +47,17 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
         tokio::spawn(async move { axum::serve(crate::router::nodelay(listener), front).await });
     let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(event) = res {
+        use notify::event::{EventKind, ModifyKind};
+        // Only what changes content: opening and reading files (ours, the app's) are events too,
+        // and reloading on them would never end.
+        let Ok(event) = res else { return };
+        let content = matches!(
+            event.kind,
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+        );
+        if content {
             for path in event.paths {
                 let _ = tx.send(path);
             }
@@ -71,11 +81,16 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io(&config.app_dir, e))?;
+    // A change that arrived while a reload was starting: it starts the next reload at once.
+    let mut carried: Option<PathBuf> = None;
     loop {
-        let first_change = tokio::select! {
-            change = changes.recv() => change,
-            _ = tokio::signal::ctrl_c() => None,
-            _ = term.recv() => None,
+        let first_change = match carried.take() {
+            Some(path) => Some(path),
+            None => tokio::select! {
+                change = next_change(&mut changes, &config.app_dir) => change,
+                _ = tokio::signal::ctrl_c() => None,
+                _ = term.recv() => None,
+            },
         };
         let Some(first_change) = first_change else {
             break;
@@ -89,20 +104,34 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
         changed.retain(|p| !ignored(&config.app_dir, p));
         changed.sort();
         changed.dedup();
-        if changed.is_empty() {
-            continue;
-        }
         events(Event::Reloading(changed));
         generation += 1;
-        match start(&runtime, &config, generation).await {
-            Ok(label) => events(Event::Serving(label)),
-            Err(e) => events(Event::Failed(e)),
+        // A newer edit makes this start moot: drop it (its processes stop) and start the newer.
+        tokio::select! {
+            outcome = start(&runtime, &config, generation) => match outcome {
+                Ok(label) => events(Event::Serving(label)),
+                Err(e) => events(Event::Failed(e)),
+            },
+            change = next_change(&mut changes, &config.app_dir) => carried = change,
         }
     }
     drop(watcher);
     server.abort();
     runtime.shutdown().await;
     Ok(())
+}
+
+/// The next change worth a reload (the app's own bytecode and editors' files are not).
+async fn next_change(
+    changes: &mut tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+    app_dir: &Path,
+) -> Option<PathBuf> {
+    loop {
+        let path = changes.recv().await?;
+        if !ignored(app_dir, &path) {
+            return Some(path);
+        }
+    }
 }
 
 /// Starts the app as it is on disk now, as release `dev<N>`; returns the path it answers at.
@@ -137,6 +166,10 @@ async fn start(runtime: &Runtime, config: &ServeConfig, generation: u32) -> Resu
 /// Changes that do not warrant a reload: VCS metadata, bytecode, editor droppings, artifacts.
 fn ignored(app_dir: &Path, path: &Path) -> bool {
     let rel = path.strip_prefix(app_dir).unwrap_or(path);
+    // The directory itself: its own metadata changed, which says nothing about the code.
+    if rel.as_os_str().is_empty() {
+        return true;
+    }
     let name = rel
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

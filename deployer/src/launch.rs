@@ -26,6 +26,11 @@ pub struct Gunicorn {
     pub timeout_secs: u64,
     /// Requests after which a worker is recycled (with jitter, so they do not all go at once).
     pub max_requests: u32,
+    /// Load the app once in the master, before forking workers (`--preload`): every worker of
+    /// a release runs the same code (under `silver serve`, a worker booting late would otherwise
+    /// load code edited since), and an app that cannot even be imported fails at once rather
+    /// than at the end of its health timeout.
+    pub preload: bool,
 }
 
 impl Default for Gunicorn {
@@ -35,6 +40,7 @@ impl Default for Gunicorn {
             workers: 3,
             timeout_secs: 30,
             max_requests: 1000,
+            preload: true,
         }
     }
 }
@@ -77,14 +83,21 @@ pub fn plan(
 }
 
 /// Variables the runtime adds for its own sake, beside the app's environment of design §5.
-pub fn base_env(home: &Path, cache: &Path, runner: Option<&str>) -> BTreeMap<String, String> {
+pub fn base_env(
+    home: &Path,
+    bytecode_cache: Option<&Path>,
+    runner: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
     env.insert("LANG".into(), "C.UTF-8".into());
     env.insert("HOME".into(), home.display().to_string());
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
-    // Releases are read-only: bytecode goes to the app's cache instead.
-    env.insert("PYTHONPYCACHEPREFIX".into(), cache.display().to_string());
+    match bytecode_cache {
+        // Releases are read-only: bytecode goes to the app's cache instead.
+        Some(cache) => env.insert("PYTHONPYCACHEPREFIX".into(), cache.display().to_string()),
+        None => env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+    };
     if let Some(runner) = runner {
         env.insert("SILVER_RUNNER".into(), runner.into());
     }
@@ -118,6 +131,9 @@ fn gunicorn_argv(g: &Gunicorn, shim_dir: &Path, port: u16) -> Vec<String> {
     for (flag, value) in flags {
         argv.push(flag.into());
         argv.push(value);
+    }
+    if g.preload {
+        argv.push("--preload".into());
     }
     argv.push(format!("{WSGI_SHIM_MODULE}:application"));
     argv
@@ -159,7 +175,7 @@ mod tests {
     fn plans() {
         check(
             "[production]\nrunner = app.py\n",
-            &[("web", true, "/usr/bin/gunicorn --bind 127.0.0.1:8001 --workers 3 --timeout 30 --graceful-timeout 30 --max-requests 1000 --max-requests-jitter 100 --pythonpath /run --access-logfile - --error-logfile - --forwarded-allow-ips 127.0.0.1 silver_wsgi:application")],
+            &[("web", true, "/usr/bin/gunicorn --bind 127.0.0.1:8001 --workers 3 --timeout 30 --graceful-timeout 30 --max-requests 1000 --max-requests-jitter 100 --pythonpath /run --access-logfile - --error-logfile - --forwarded-allow-ips 127.0.0.1 --preload silver_wsgi:application")],
         );
         check(
             "[production]\nrunner = app.py\n[processes]\nweb = ./server --port $PORT\nmailer = python3 mail.py\n",

@@ -33,6 +33,10 @@ pub struct RuntimeConfig {
     pub rotation: Rotation,
     /// Send app output to the terminal instead of log files (`silver serve`).
     pub log_to_terminal: bool,
+    /// Keep Python bytecode in the app's cache. Right for releases, whose paths never change
+    /// content; wrong for `silver serve`, where an edit within the same second and of the same
+    /// size would look unchanged to Python and run stale code.
+    pub bytecode_cache: bool,
     /// The node's PostgreSQL, for apps that name `service.postgresql` or `service.postgis`.
     pub postgres: Option<crate::services::Postgres>,
 }
@@ -46,6 +50,7 @@ impl Default for RuntimeConfig {
             stop_grace: Duration::from_secs(30),
             rotation: Rotation::default(),
             log_to_terminal: false,
+            bytecode_cache: true,
             postgres: None,
         }
     }
@@ -91,7 +96,7 @@ impl Candidate {
     }
 
     /// The environment of design §5 plus the runtime's own variables.
-    pub fn env(&self, port: Option<u16>) -> BTreeMap<String, String> {
+    pub fn env(&self, port: Option<u16>, bytecode_cache: bool) -> BTreeMap<String, String> {
         let logs = self.app_dir.join("logs");
         let static_url = self.static_url();
         let hostname = self.canonical_host();
@@ -104,9 +109,10 @@ impl Candidate {
             port,
             services: &self.services,
         };
+        let cache = self.app_dir.join("cache");
         let mut env = launch::base_env(
             &self.app_dir.join("data"),
-            &self.app_dir.join("cache"),
+            bytecode_cache.then_some(cache.as_path()),
             self.config.runner.as_deref(),
         );
         env.extend(environment(&self.config, &ctx));
@@ -213,7 +219,7 @@ impl Runtime {
             port.unwrap_or(0),
         )
         .map_err(|e| self.failed(&c, "start", e.to_string(), vec![]))?;
-        let env = c.env(port);
+        let env = c.env(port, self.inner.config.bytecode_cache);
         let mut processes = Vec::new();
         for l in &launches {
             let mut env = env.clone();
@@ -271,7 +277,7 @@ impl Runtime {
 
     /// Provisions the services the release names (idempotent) and sets their variables.
     pub async fn provision(&self, c: &mut Candidate) -> Result<(), Error> {
-        if c.config.services.is_empty() {
+        if c.config.services.is_empty() && c.config.packages.is_empty() {
             return Ok(());
         }
         let (app, app_dir, services) =
@@ -280,7 +286,9 @@ impl Runtime {
             self.inner.config.user.clone(),
             self.inner.config.postgres.clone(),
         );
+        let packages = c.config.packages.clone();
         c.services = tokio::task::spawn_blocking(move || {
+            crate::services::check_packages(&app, &packages)?;
             crate::services::provision(&app, &app_dir, &services, user.as_ref(), postgres.as_ref())
         })
         .await

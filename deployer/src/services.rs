@@ -96,6 +96,42 @@ pub fn provision(
     Ok(env)
 }
 
+/// Silver Lining's `packages`: the node must already have them (a baked image lists them in its
+/// recipe). Returns an error naming the missing ones; a node without dpkg cannot tell and passes.
+pub fn check_packages(app: &str, packages: &[String]) -> Result<(), Error> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let Ok(out) = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package} ${db:Status-Status}\n"])
+        .args(packages)
+        .output()
+    else {
+        tracing::warn!(app, "no dpkg-query: cannot check the app's packages");
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_suffix(" installed"))
+        .map(|p| p.split(':').next().unwrap_or(p))
+        .collect();
+    let missing: Vec<&str> = packages
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !installed.contains(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "app `{app}` needs packages this node lacks: {}; add them to the node's image recipe, \
+         or install them (apt-get install {})",
+        missing.join(", "),
+        missing.join(" ")
+    )))
+}
+
 fn files(app_dir: &Path, user: Option<&AppUser>) -> Result<String, Error> {
     let dir = app_dir.join("files");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -232,6 +268,15 @@ fn psql(pg: &Postgres, database: Option<&str>, sql: &str) -> Result<String, Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packages_the_node_lacks_are_named() {
+        check_packages("blog", &["coreutils".into()]).unwrap();
+        let err = check_packages("blog", &["coreutils".into(), "no-such-package-xyz".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lacks: no-such-package-xyz;"), "{err}");
+    }
 
     #[test]
     fn admin_urls() {

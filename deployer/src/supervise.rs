@@ -1,5 +1,6 @@
 //! One supervised process: started as the app's user, restarted with backoff when it dies, its
-//! output captured line by line, and stopped gently (SIGTERM, then SIGKILL after a grace).
+//! output captured line by line, and stopped gently (SIGTERM to the process, then SIGKILL to its
+//! whole process group after a grace).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
@@ -55,12 +56,21 @@ pub fn running_as_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// A running (or restarting) process. Dropping it does not stop it: call [`Supervised::stop`].
+/// A running (or restarting) process. [`Supervised::stop`] stops it and waits; dropping it
+/// (say, with an abandoned activation) stops it in the background with a short grace.
 pub struct Supervised {
     pub name: String,
     shared: Arc<Shared>,
     stop: watch::Sender<Option<Duration>>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if self.stop.borrow().is_none() {
+            let _ = self.stop.send(Some(Duration::from_secs(5)));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -88,7 +98,7 @@ impl Supervised {
             name,
             shared,
             stop,
-            task,
+            task: Some(task),
         }
     }
 
@@ -109,9 +119,11 @@ impl Supervised {
     }
 
     /// SIGTERM to the process group, SIGKILL after `grace`; returns once it is gone.
-    pub async fn stop(self, grace: Duration) {
+    pub async fn stop(mut self, grace: Duration) {
         let _ = self.stop.send(Some(grace));
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -239,7 +251,9 @@ fn capture(
 async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
     let Some(pid) = child.id() else { return };
     let group = Pid::from_raw(pid as i32);
-    let _ = killpg(group, Signal::SIGTERM);
+    // The leader only: gunicorn's master then stops its workers gracefully, where a signal to
+    // the whole group would cut them off mid-request.
+    let _ = nix::sys::signal::kill(group, Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;

@@ -39,6 +39,8 @@ pub struct AppConfig {
     pub config: Vec<(String, String)>,
     pub processes: Vec<Process>,
     pub variables: Vec<(String, String)>,
+    /// Silver Lining's `packages`: Debian packages the node must have.
+    pub packages: Vec<String>,
     pub health_check: String,
     pub health_timeout_secs: u64,
 }
@@ -140,8 +142,12 @@ impl AppConfig {
                 })
                 .collect()
         };
-        let mut processes = Vec::new();
-        if let Some(section) = ini.section("processes") {
+        let mut processes: Vec<Process> = Vec::new();
+        // `[processes]` may hold `web`; `[workers]` holds only workers (30loops' spelling).
+        let sections = ["processes", "workers"]
+            .iter()
+            .filter_map(|s| ini.section(s).map(|sec| (*s, sec)));
+        for (section_name, section) in sections {
             for (name, v) in &section.entries {
                 if !name
                     .chars()
@@ -155,6 +161,14 @@ impl AppConfig {
                 if v.value.is_empty() {
                     return Err(err(v.line, format!("process `{name}` has no command")));
                 }
+                if processes.iter().any(|p| &p.name == name)
+                    || (name == "web" && section_name == "workers")
+                {
+                    return Err(err(
+                        v.line,
+                        format!("process `{name}` is defined twice (or `web` under [workers])"),
+                    ));
+                }
                 processes.push(Process {
                     name: name.clone(),
                     command: v.value.clone(),
@@ -162,6 +176,15 @@ impl AppConfig {
                 });
             }
         }
+        let packages = get("packages")
+            .map(|v| {
+                v.value
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut variables = Vec::new();
         if let Some(section) = ini.section("variables") {
             for (_, v) in &section.entries {
@@ -190,6 +213,7 @@ impl AppConfig {
             config: prefixed("config."),
             processes,
             variables,
+            packages,
             health_check,
             health_timeout_secs,
         })
@@ -307,6 +331,20 @@ mod tests {
 
     #[test]
     fn settings() {
+        check(
+            "[production]\npackages = libxml2, libpq5 curl\n",
+            Ok(r#""packages":["libxml2","libpq5","curl"]"#),
+        );
+        check(
+            "[processes]\nweb = ./server\n[workers]\nmailer = ./mail\n",
+            Ok(
+                r#""processes":[{"name":"web","command":"./server","web":true},{"name":"mailer","command":"./mail","web":false}]"#,
+            ),
+        );
+        check(
+            "[processes]\nmailer = a\n[workers]\nmailer = b\n",
+            Err("app.ini:4: process `mailer` is defined twice (or `web` under [workers])"),
+        );
         check(
             "[production]\nrunner = src/app.py\n",
             Ok(r#""runner":"src/app.py","platform":"python""#),

@@ -64,18 +64,9 @@ const PRODUCTION_KEYS: &[&str] = &[
     "python_version",
 ];
 /// Key prefixes that take any suffix (`service.postgis`, `config.template`).
-const PRODUCTION_PREFIXES: &[&str] = &[
-    "service.", "config.", "env.", "process.", "worker.", "cron.",
-];
+const PRODUCTION_PREFIXES: &[&str] = &["service.", "config."];
 /// Sections silver reads; others get a warning.
-const KNOWN_SECTIONS: &[&str] = &[
-    "production",
-    "variables",
-    "processes",
-    "workers",
-    "cron",
-    "devel",
-];
+const KNOWN_SECTIONS: &[&str] = &["production", "variables", "processes", "workers", "devel"];
 
 impl AppIni {
     /// Reads `APP_DIR/app.ini`. A missing file is an error: it is what makes a directory an app.

@@ -35,6 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::up::require_gunicorn(&config, false)?;
     let mut runtime = deployer::runtime::RuntimeConfig {
         log_to_terminal: true,
+        bytecode_cache: false,
         ..Default::default()
     };
     runtime.drain_grace = std::time::Duration::from_secs(5);

@@ -128,7 +128,7 @@ pub(super) async fn run(
         name: "run".into(),
         release: c.label.clone(),
         argv: req.argv.clone(),
-        env: c.env(None),
+        env: c.env(None, state.runtime.config().bytecode_cache),
         cwd: c.dir.clone(),
         user: state.runtime.config().user.clone(),
         log: logs::LogSink::Stderr {
