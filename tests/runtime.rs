@@ -77,6 +77,72 @@ fn a_wsgi_app_serves_through_the_front_door_with_its_environment_and_static_file
     assert!(unmapped
         .body
         .contains("No app is mapped to <code>nobody.example</code>"));
+
+    // A new release: its assets at its own versioned URL, and the old release's still there.
+    std::fs::write(app.join("static/css/site.css"), "body { color: red; }\n").unwrap();
+    let id2 = deployed(&agent, tmp.path(), &app, &[]);
+    let new = get(
+        &agent.front,
+        "hello.localhost",
+        &format!("/static/{}/css/site.css", &id2[3..15]),
+    );
+    assert_eq!(new.body, "body { color: red; }\n");
+    let old = get(
+        &agent.front,
+        "hello.localhost",
+        &format!("/static/{id12}/css/site.css"),
+    );
+    assert_eq!(old.status, 200);
+    assert_eq!(old.body, "body { font-family: sans-serif; }\n");
+}
+
+#[test]
+fn request_bodies_stream_through_and_logs_follow() {
+    use std::io::{BufRead, Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    wsgi_app(&app, "body", "default_location = body.test\n", ECHO_APP);
+    deployed(&agent, tmp.path(), &app, &[]);
+
+    let mut follow = std::process::Command::new(assert_cmd::cargo::cargo_bin("silver"))
+        .args(["logs", "body", "--follow", "-n", "0"])
+        .env("SILVER_NODE", &agent.url)
+        .env("SILVER_TOKEN", &agent.token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // 4 MiB up through the router, in one request.
+    let body: Vec<u8> = (0..4usize << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut s = std::net::TcpStream::connect(agent.front.trim_start_matches("http://")).unwrap();
+    write!(
+        s,
+        "POST /echo HTTP/1.1\r\nHost: body.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let tail = String::from_utf8_lossy(&body[body.len() - 8..]).into_owned();
+    assert!(
+        response.ends_with(&format!("{} {tail}", body.len())),
+        "{response}"
+    );
+
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let seen = lines
+        .by_ref()
+        .take(50)
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("POST /echo"));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen.is_some_and(|l| l.contains(" web[")),
+        "the followed log never showed the request"
+    );
 }
 
 #[test]

@@ -289,6 +289,9 @@ def application(environ, start_response):
         body = json.dumps({"SCRIPT_NAME": environ.get("SCRIPT_NAME", ""), "PATH_INFO": path})
     elif path.endswith("/headers"):
         body = json.dumps({k: v for k, v in environ.items() if k.startswith("HTTP_")} | {"scheme": environ["wsgi.url_scheme"]})
+    elif path == "/echo":
+        data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        body = "%d %s" % (len(data), data[-8:].decode())
     elif path == "/fail":
         start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
         return [b"failing on purpose\n"]
