@@ -1,0 +1,35 @@
+//! The builder's one error type; every variant names the recipe and the field it concerns.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the recipe `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown field or a value of the wrong type (toml names the field and
+    /// its line).
+    #[error("`{}` is not a valid recipe: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    /// A value of the right type that makes no sense.
+    #[error("`{}`: `{field}` {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Parse { .. } | Error::Invalid { .. } => Some(
+                "see image-recipes/debian-bookworm.toml for every field and its meaning".into(),
+            ),
+            Error::Read { .. } => None,
+        }
+    }
+}
