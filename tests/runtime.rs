@@ -8,20 +8,11 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn deploy(agent: &Agent, tmp: &Path, app: &Path, extra: &[&str]) -> std::process::Output {
-    agent
-        .silver()
-        .env("SILVER_CACHE_DIR", tmp.join("cache"))
-        .arg("deploy")
-        .arg(app)
-        .args(extra)
-        .output()
-        .unwrap()
+    agent.deploy(&tmp.join("cache"), app, extra)
 }
 
 fn deployed(agent: &Agent, tmp: &Path, app: &Path, extra: &[&str]) -> String {
-    let out = deploy(agent, tmp, app, extra);
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out).trim().to_string()
+    agent.deployed(&tmp.join("cache"), app, extra)
 }
 
 fn json(text: &str) -> serde_json::Value {

@@ -117,6 +117,17 @@ impl Drop for Cluster {
     }
 }
 
+/// `psql` run on the node by `silver run`, in the app's environment, connecting as the app.
+fn psql_as_app(agent: &Agent, psql: &Path, url: &str, sql: &str) -> std::process::Output {
+    agent
+        .silver()
+        .args(["run", "pg-app", "--"])
+        .arg(psql)
+        .args(["-X", "-q", "-A", "-t", "-d", url, "-c", sql])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn postgresql_and_files_services_are_provisioned_and_kept() {
     let tmp = tempfile::tempdir().unwrap();
@@ -131,14 +142,7 @@ fn postgresql_and_files_services_are_provisioned_and_kept() {
         "default_location = pg.test\nservice.postgresql =\nservice.files =\n",
         ECHO_APP,
     );
-    let out = agent
-        .silver()
-        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
-        .arg("deploy")
-        .arg(&app)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    agent.deployed(&tmp.path().join("cache"), &app, &[]);
     let env: serde_json::Value =
         serde_json::from_str(&get(&agent.front, "pg.test", "/env").body).unwrap();
     assert_eq!(env["CONFIG_PG_DBNAME"], "silver_pg_app");
@@ -153,44 +157,17 @@ fn postgresql_and_files_services_are_provisioned_and_kept() {
     // The app reaches its own database with its own password, from `silver run`.
     let psql = cluster.bin.join("psql");
     let sql = "CREATE TABLE IF NOT EXISTS notes (t text); INSERT INTO notes VALUES ('kept'); SELECT current_user, count(*) FROM notes";
-    let run = agent
-        .silver()
-        .args(["run", "pg-app", "--"])
-        .arg(&psql)
-        .args(["-X", "-q", "-A", "-t", "-d", &url, "-c", sql])
-        .output()
-        .unwrap();
+    let run = psql_as_app(&agent, &psql, &url, sql);
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(stdout(&run).trim(), "silver_pg_app|1");
 
     // A new release keeps the database, its data and its password.
     std::fs::write(app.join("static/style.css"), "/* v2 */\n").unwrap();
-    let out = agent
-        .silver()
-        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
-        .arg("deploy")
-        .arg(&app)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    agent.deployed(&tmp.path().join("cache"), &app, &[]);
     let env2: serde_json::Value =
         serde_json::from_str(&get(&agent.front, "pg.test", "/env").body).unwrap();
     assert_eq!(env2["DATABASE_URL"], url.as_str());
-    let count = agent
-        .silver()
-        .args(["run", "pg-app", "--"])
-        .arg(&psql)
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-d",
-            &url,
-            "-c",
-            "SELECT count(*) FROM notes",
-        ])
-        .output()
-        .unwrap();
+    let count = psql_as_app(&agent, &psql, &url, "SELECT count(*) FROM notes");
     assert_eq!(stdout(&count).trim(), "1", "{}", stderr(&count));
     // The password is not in the agent's history or in any log.
     let password = url.split(':').nth(2).unwrap().split('@').next().unwrap();
@@ -206,13 +183,7 @@ fn a_service_silver_does_not_provide_is_refused_by_name() {
     let agent = Agent::start(&tmp.path().join("node"), &[]);
     let app = tmp.path().join("app");
     wsgi_app(&app, "couch", "service.couchdb =\n", ECHO_APP);
-    let out = agent
-        .silver()
-        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
-        .arg("deploy")
-        .arg(&app)
-        .output()
-        .unwrap();
+    let out = agent.deploy(&tmp.path().join("cache"), &app, &[]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("needs service `couchdb`, which silver does not provide"),

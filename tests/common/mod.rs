@@ -135,6 +135,24 @@ impl Agent {
         }
     }
 
+    /// `silver deploy APP EXTRA…` to this node, keeping delta bases under `cache`.
+    pub fn deploy(&self, cache: &Path, app: &Path, extra: &[&str]) -> Output {
+        self.silver()
+            .env("SILVER_CACHE_DIR", cache)
+            .arg("deploy")
+            .arg(app)
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    /// As `deploy`, which must succeed; returns the id.
+    pub fn deployed(&self, cache: &Path, app: &Path, extra: &[&str]) -> String {
+        let out = self.deploy(cache, app, extra);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    }
+
     /// `silver` with this node's address and credential in the environment.
     pub fn silver(&self) -> assert_cmd::Command {
         let mut cmd = silver();
