@@ -51,9 +51,11 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
     let deployer_err = err
         .chain()
         .find_map(|e| e.downcast_ref::<deployer::Error>());
+    let builder_err = err.chain().find_map(|e| e.downcast_ref::<builder::Error>());
     let hint = deployer_err
         .and_then(deployer::Error::hint)
-        .or_else(|| packer_err.and_then(packer::Error::hint));
+        .or_else(|| packer_err.and_then(packer::Error::hint))
+        .or_else(|| builder_err.and_then(builder::Error::hint));
     if let Some(hint) = hint {
         anstream::eprintln!("{HINT}hint{HINT:#}: {hint}");
     }

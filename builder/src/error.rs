@@ -14,6 +14,15 @@ pub enum Error {
     /// its line).
     #[error("`{}` is not a valid recipe: {message}", path.display())]
     Parse { path: PathBuf, message: String },
+    #[error("I/O error on `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An external tool (mmdebstrap, tar, mke2fs, qemu-img) failed; its last output follows.
+    #[error("{tool} failed: {message}")]
+    Tool { tool: String, message: String },
     /// A value of the right type that makes no sense.
     #[error("`{}`: `{field}` {message}", path.display())]
     Invalid {
@@ -29,7 +38,11 @@ impl Error {
             Error::Parse { .. } | Error::Invalid { .. } => Some(
                 "see image-recipes/debian-bookworm.toml for every field and its meaning".into(),
             ),
-            Error::Read { .. } => None,
+            Error::Tool { tool, .. } if tool == "mmdebstrap" => Some(
+                "baking needs root, mmdebstrap and the mirror: sudo apt-get install mmdebstrap"
+                    .into(),
+            ),
+            Error::Read { .. } | Error::Io { .. } | Error::Tool { .. } => None,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Node images from recipes (design §7). So far: the recipe format, parsed and checked, with
-//! every error naming its field. Baking (mmdebstrap, outputs, the step cache) builds on it.
+//! Node images from recipes (design §7): the recipe format (`recipe`), checked field by field,
+//! and baking in cached steps (`bake`).
 
+pub mod bake;
 mod error;
 pub mod recipe;
 

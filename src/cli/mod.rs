@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each resolving its flags into a library config.
 
 mod agent;
+mod bake;
 mod deploy;
 mod fsck;
 mod inspect;
@@ -78,6 +79,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Pack, start a local node under a directory, deploy, and serve: the whole job on one machine.
     Up(up::Args),
+    /// Bake a node image from a recipe (needs root and mmdebstrap).
+    Bake(bake::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -100,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enable(args) => done(maintenance::run(args, false)),
         Command::Serve(args) => done(serve::run(args)),
         Command::Up(args) => done(up::run(args)),
+        Command::Bake(args) => done(bake::run(args)),
         // These report through their exit code: fsck its findings, run the command's.
         Command::Fsck(args) => fsck::run(args),
         Command::Run(args) => run::run(args),

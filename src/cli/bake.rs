@@ -1,0 +1,102 @@
+//! `silver bake`: a node image from a recipe, in cached steps, each shown with its time.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recipe, e.g. image-recipes/debian-bookworm.toml.
+    pub recipe: PathBuf,
+    /// Where the outputs go [default: dist/<image name>].
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The step cache [default: $XDG_CACHE_HOME/silver/bake, else ~/.cache/silver/bake].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Say, for each step, why it was or was not reused.
+    #[arg(long)]
+    pub explain: bool,
+    /// Bake again without the cache and check that the rootfs digest is the same.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print the image manifest (and the steps) as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let recipe = builder::Recipe::load(&args.recipe)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("dist").join(&recipe.image.name));
+    let cache = match &args.cache {
+        Some(c) => c.clone(),
+        None => default_cache()?,
+    };
+    let config = builder::bake::BakeConfig {
+        recipe_path: args.recipe.clone(),
+        out_dir: out.clone(),
+        cache_dir: cache.clone(),
+        silver_binary: std::env::current_exe().context("cannot find the running silver binary")?,
+        no_cache: false,
+    };
+    ui::status(
+        "Baking",
+        format!("{} from {}", recipe.image.name, args.recipe.display()),
+    );
+    let show = |s: &builder::bake::StepReport| {
+        let verb = if s.reused { "Reused" } else { "Built" };
+        ui::status(verb, format!("{} in {:.1} s", s.step, s.seconds));
+        if args.explain {
+            eprintln!("             {} (key {})", s.why, &s.key[..16]);
+        }
+    };
+    let report = builder::bake::bake(&config, &show)
+        .with_context(|| format!("failed to bake `{}`", args.recipe.display()))?;
+    ui::status(
+        "Baked",
+        format!(
+            "{} in {} (rootfs sha256 {})",
+            recipe.image.name,
+            out.display(),
+            report.manifest.rootfs_sha256
+        ),
+    );
+    if args.verify {
+        let tmp = std::env::temp_dir().join(format!("silver-verify-{}", std::process::id()));
+        let verify = builder::bake::BakeConfig {
+            out_dir: tmp.join("out"),
+            cache_dir: tmp.join("cache"),
+            no_cache: true,
+            ..config
+        };
+        ui::status("Verifying", "by baking again without the cache");
+        let again = builder::bake::bake(&verify, &show);
+        let _ = std::fs::remove_dir_all(&tmp);
+        let again = again.context("the verification bake failed")?;
+        if again.manifest.rootfs_sha256 != report.manifest.rootfs_sha256 {
+            anyhow::bail!(
+                "the image is not reproducible: rootfs sha256 {} then {}",
+                report.manifest.rootfs_sha256,
+                again.manifest.rootfs_sha256
+            );
+        }
+        ui::status("Verified", "the rebuild has the same rootfs digest");
+    }
+    if args.json {
+        super::print_json(&report)?;
+    }
+    Ok(())
+}
+
+fn default_cache() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set; pass --cache DIR")?;
+    Ok(base.join("silver/bake"))
+}
