@@ -199,11 +199,11 @@ fn changed_inputs(cache: &Path, latest: &Path, name: &str, parts: &[String]) -> 
         return "built: the last bake's result is no longer cached".into();
     };
     let before: Vec<&str> = previous.lines().collect();
-    let changed: Vec<&str> = parts
+    let changed: Vec<String> = parts
         .iter()
         .map(String::as_str)
         .filter(|p| !before.contains(p))
-        .map(|p| p.split_whitespace().take(2).last().unwrap_or(p))
+        .map(input_label)
         .collect();
     let removed = before
         .iter()
@@ -217,6 +217,16 @@ fn changed_inputs(cache: &Path, latest: &Path, name: &str, parts: &[String]) -> 
             changed.join(", ")
         }
     )
+}
+
+/// `file /etc/motd 0644 …` → `file /etc/motd`; `services [...]` → `services`.
+fn input_label(part: &str) -> String {
+    let mut words = part.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(kind @ ("file" | "user")), Some(name)) => format!("{kind} {name}"),
+        (Some(kind), _) => kind.to_string(),
+        _ => part.to_string(),
+    }
 }
 
 fn bootstrap_parts(recipe: &Recipe) -> Vec<String> {

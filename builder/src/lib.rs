@@ -4,6 +4,7 @@
 pub mod bake;
 mod error;
 pub mod recipe;
+pub mod vm;
 
 pub use error::Error;
 pub use recipe::Recipe;

@@ -9,6 +9,7 @@ mod limits;
 mod logs;
 mod maintenance;
 mod node;
+mod nodes;
 mod pack;
 mod releases;
 mod run;
@@ -81,6 +82,8 @@ pub enum Command {
     Up(up::Args),
     /// Bake a node image from a recipe (needs root and mmdebstrap).
     Bake(bake::Args),
+    /// Boot baked images as local nodes in QEMU; list and stop them.
+    Node(nodes::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -104,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => done(serve::run(args)),
         Command::Up(args) => done(up::run(args)),
         Command::Bake(args) => done(bake::run(args)),
+        Command::Node(args) => done(nodes::run(args)),
         // These report through their exit code: fsck its findings, run the command's.
         Command::Fsck(args) => fsck::run(args),
         Command::Run(args) => run::run(args),
