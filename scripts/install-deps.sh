@@ -3,9 +3,14 @@
 # benchmarks) need. Says what it installs; does nothing when everything is already there.
 # Usage: scripts/install-deps.sh [bench]
 set -euo pipefail
-packages=(python3 python3-venv python3-pip gunicorn postgresql util-linux coreutils openssh-client openssh-server openssl)
+packages=(
+  python3 python3-venv python3-pip gunicorn postgresql          # apps, and their database
+  util-linux coreutils openssh-client openssh-server openssl    # nodes over ssh, TLS
+  mmdebstrap e2fsprogs zstd tar dosfstools mtools qemu-utils     # baking images
+  debian-archive-keyring qemu-system-x86                         # and booting them
+)
 if [ "${1:-}" = bench ]; then
-  packages+=(zstd tar bc time rsync curl)
+  packages+=(bc time rsync curl)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -21,4 +26,14 @@ fi
 echo "silver: installing Debian packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq >&2
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+if ! $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+  # A qemu-utils from bookworm-backports (as some machines have) refuses bookworm's own QEMU:
+  # take QEMU from backports too.
+  . /etc/os-release
+  backports="${VERSION_CODENAME:-bookworm}-backports"
+  echo "silver: retrying with QEMU from $backports" >&2
+  echo "deb http://deb.debian.org/debian $backports main" | $sudo tee /etc/apt/sources.list.d/silver-backports.list >/dev/null
+  $sudo apt-get update -qq >&2
+  $sudo apt-get install -y -qq --no-install-recommends -t "$backports" qemu-system-x86 qemu-utils >&2
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi

@@ -390,6 +390,19 @@ fn generalize(tree: &Path) -> Result<(), Error> {
     ] {
         let _ = std::fs::remove_file(tree.join(secret));
     }
+    // A PostgreSQL cluster made at install has its own system identifier (and WAL): every node
+    // would share it. The machine makes its own at first boot (silver-firstboot.service).
+    for base in ["var/lib/postgresql", "etc/postgresql"] {
+        let Ok(versions) = std::fs::read_dir(tree.join(base)) else {
+            continue;
+        };
+        for v in versions.flatten() {
+            let main = v.path().join("main");
+            if main.is_dir() {
+                std::fs::remove_dir_all(&main).map_err(|e| io(&main, e))?;
+            }
+        }
+    }
     let hostname = tree.join("etc/hostname");
     std::fs::write(&hostname, b"localhost\n").map_err(|e| io(&hostname, e))?;
     for dir in [
