@@ -356,6 +356,10 @@ fn apply(recipe: &Recipe, config: &BakeConfig, tree: &Path) -> Result<(), Error>
     mkdir(bin.parent().expect("has a parent"))?;
     std::fs::copy(&config.silver_binary, &bin).map_err(|e| io(&bin, e))?;
     chmod(&bin, 0o755)?;
+    let unit = tree.join("etc/systemd/system/silver-agent.service");
+    mkdir(unit.parent().expect("has a parent"))?;
+    std::fs::write(&unit, agent_unit(recipe)).map_err(|e| io(&unit, e))?;
+    chmod(&unit, 0o644)?;
     for f in &recipe.files {
         let content = file_content(&config.recipe_path, f)?;
         let dest = tree.join(f.path.trim_start_matches('/'));
@@ -374,6 +378,26 @@ fn apply(recipe: &Recipe, config: &BakeConfig, tree: &Path) -> Result<(), Error>
         run(cmd, "systemctl enable")?;
     }
     generalize(tree)
+}
+
+/// The agent's systemd unit, from the recipe's `[agent]`. Its token arrives at first boot (the
+/// NoCloud seed writes `<root>/token`), never in the image; without one the agent makes its
+/// own, which `--node ssh://` reads over ssh.
+pub fn agent_unit(recipe: &Recipe) -> String {
+    let a = &recipe.agent;
+    let user = recipe
+        .users
+        .iter()
+        .find(|u| u.name == "silver")
+        .map_or(String::new(), |u| format!(" --app-user {}", u.name));
+    format!(
+        "[Unit]\nDescription=silver node agent\nAfter=network-online.target postgresql.service\n\
+         Wants=network-online.target\n\n[Service]\n\
+         ExecStart=/usr/local/bin/silver agent --root {} --listen {} --http {}{user}\n\
+         Environment=SILVER_LOG=info\nRestart=on-failure\nRestartSec=2\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        a.root, a.listen, a.http
+    )
 }
 
 /// What must differ per machine, or not outlive the build, is removed.
