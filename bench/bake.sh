@@ -19,7 +19,7 @@ packages=$(python3 -c "import tomllib; print(','.join(tomllib.load(open('$recipe
 t0=$(now)
 mmdebstrap --quiet --mode=root --variant=apt --include="$packages" bookworm "$work/bare.tar" http://deb.debian.org/debian
 t1=$(now)
-"$silver" bake "$recipe" -o "$work/image" --cache "$work/cache" >/dev/null 2>&1
+"$silver" bake "$recipe" -o "$work/image" --cache "$work/cache" >/dev/null 2> "$work/cold.log" || { cat "$work/cold.log" >&2; exit 1; }
 t2=$(now)
 # A files-only change: the same recipe with one more file.
 cp -r image-recipes "$work/recipes"
