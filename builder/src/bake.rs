@@ -391,7 +391,9 @@ pub fn agent_unit(recipe: &Recipe) -> String {
         .find(|u| u.name == "silver")
         .map_or(String::new(), |u| format!(" --app-user {}", u.name));
     format!(
-        "[Unit]\nDescription=silver node agent\nAfter=network-online.target postgresql.service\n\
+        "[Unit]\nDescription=silver node agent\n\
+         # After cloud-init's first stage, which writes the token and the authorized keys.\n\
+         After=network-online.target cloud-init.service postgresql.service\n\
          Wants=network-online.target\n\n[Service]\n\
          ExecStart=/usr/local/bin/silver agent --root {} --listen {} --http {}{user}\n\
          Environment=SILVER_LOG=info\nRestart=on-failure\nRestartSec=2\n\n\

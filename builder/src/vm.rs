@@ -318,7 +318,7 @@ fn make_seed(seed: &Path, name: &str, ssh_key: &str, token: &str) -> Result<(), 
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let meta = format!("instance-id: {name}\nlocal-hostname: {name}\n");
     let user = format!(
-        "#cloud-config\nhostname: {name}\ndisable_root: false\nwrite_files:\n  - path: /root/.ssh/authorized_keys\n    permissions: '0600'\n    content: |\n      {}\n  - path: /var/lib/silver/token\n    permissions: '0600'\n    content: {token}\nruncmd:\n  - [systemctl, restart, silver-agent.service]\n",
+        "#cloud-config\nhostname: {name}\ndisable_root: false\nwrite_files:\n  - path: /root/.ssh/authorized_keys\n    permissions: '0600'\n    content: |\n      {}\n  - path: /var/lib/silver/token\n    permissions: '0600'\n    content: {token}\n",
         ssh_key.trim()
     );
     std::fs::write(dir.join("meta-data"), meta).map_err(|e| io(&dir, e))?;
