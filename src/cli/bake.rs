@@ -94,9 +94,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn default_cache() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .context("neither XDG_CACHE_HOME nor HOME is set; pass --cache DIR")?;
-    Ok(base.join("silver/bake"))
+    super::xdg_dir(super::Xdg::Cache, "bake")
+        .context("neither XDG_CACHE_HOME nor HOME is set; pass --cache DIR")
 }

@@ -151,10 +151,7 @@ fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SILVER_CACHE_DIR") {
         return Some(PathBuf::from(dir));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("silver/manifests"))
+    super::xdg_dir(super::Xdg::Cache, "manifests")
 }
 
 /// `<app>-<id12>.silver`, as `silver pack` names artifacts.

@@ -157,9 +157,6 @@ fn read_key(given: Option<&PathBuf>) -> anyhow::Result<String> {
 }
 
 fn default_nodes_dir() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .context("neither XDG_DATA_HOME nor HOME is set; pass --nodes-dir DIR")?;
-    Ok(base.join("silver/nodes"))
+    super::xdg_dir(super::Xdg::Data, "nodes")
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --nodes-dir DIR")
 }

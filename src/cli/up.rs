@@ -112,11 +112,8 @@ fn default_root() -> anyhow::Result<PathBuf> {
     if deployer::supervise::running_as_root() {
         return Ok(PathBuf::from("/var/lib/silver"));
     }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .context("neither XDG_DATA_HOME nor HOME is set; pass --root DIR")?;
-    Ok(data.join("silver/node"))
+    super::xdg_dir(super::Xdg::Data, "node")
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --root DIR")
 }
 
 /// WSGI apps run under the system's gunicorn. `up` installs it from the distribution's
