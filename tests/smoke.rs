@@ -10,15 +10,17 @@ use std::process::Command;
 
 use common::*;
 
-fn free_pair() -> u16 {
+/// P, P+1 and P+2 free: SSH, the front door and the agent's TLS port.
+fn free_ports() -> u16 {
     for _ in 0..100 {
         let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = a.local_addr().unwrap().port();
-        if port < 65000 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if port < 65000 && free(port + 1) && free(port + 2) {
             return port;
         }
     }
-    panic!("no two free consecutive ports");
+    panic!("no three free consecutive ports");
 }
 
 #[test]
@@ -90,6 +92,43 @@ fn bake_boot_deploy_and_fetch_a_page() {
         "machine-id is not empty"
     );
 
+    // A files-only change reuses the bootstrap, and --explain names the file.
+    let recipes = tmp.path().join("recipes");
+    std::fs::create_dir_all(recipes.join("files")).unwrap();
+    std::fs::copy(
+        fixtures().join("../image-recipes/files/silver-firstboot.service"),
+        recipes.join("files/silver-firstboot.service"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&recipe).unwrap().replace(
+        "formats = [\"rootfs\", \"raw\", \"qcow2\", \"kernel\"]",
+        "formats = [\"rootfs\"]",
+    ) + "\n[[files]]\npath = \"/etc/motd\"\ncontent = \"a silver node\\n\"\n";
+    std::fs::write(recipes.join("debian-bookworm.toml"), text).unwrap();
+    let rebake = silver()
+        .arg("bake")
+        .arg(recipes.join("debian-bookworm.toml"))
+        .arg("-o")
+        .arg(tmp.path().join("image2"))
+        .arg("--cache")
+        .arg(tmp.path().join("cache"))
+        .args(["--explain", "--json"])
+        .timeout(std::time::Duration::from_secs(900))
+        .output()
+        .unwrap();
+    assert!(
+        rebake.status.success(),
+        "re-bake failed:\n{}",
+        stderr(&rebake)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&rebake.stdout).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["step"], "bootstrap");
+    assert_eq!(steps[0]["reused"], true, "{report}");
+    assert_eq!(steps[1]["reused"], false, "{report}");
+    let why = steps[1]["why"].as_str().unwrap();
+    assert!(why.contains("file /etc/motd"), "{why}");
+
     // 2. Boot, and 3. wait for the agent.
     let key = tmp.path().join("id_ed25519");
     let ok = Command::new("ssh-keygen")
@@ -98,7 +137,7 @@ fn bake_boot_deploy_and_fetch_a_page() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let port = free_pair();
+    let port = free_ports();
     let nodes = tmp.path().join("nodes");
     let boot = silver()
         .args(["node", "boot"])
@@ -161,6 +200,20 @@ fn bake_boot_deploy_and_fetch_a_page() {
         page.body.contains("<h1>Hello, hello.localhost!</h1>"),
         "{}",
         page.body
+    );
+
+    // The agent's own port, forwarded: TLS with the node's certificate, by the node's name.
+    let releases = silver()
+        .env("SILVER_NODES_DIR", &nodes)
+        .args(["releases", "hello", "--node", "smoke", "--json"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(releases.status.success(), "{}", stderr(&releases));
+    assert!(
+        stdout(&releases).contains("\"active\""),
+        "{}",
+        stdout(&releases)
     );
 
     let list = silver()

@@ -153,3 +153,56 @@ fn no_plaintext_control_beyond_loopback() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_tls_listener_beside_the_loopback_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    certificates(tmp.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The way a node image's unit gets them: from the environment (its seed's env file).
+    let agent = Agent::start_with_env(
+        &tmp.path().join("node"),
+        &[],
+        &[
+            (
+                "SILVER_TLS_CERT",
+                tmp.path().join("cert.pem").to_str().unwrap(),
+            ),
+            (
+                "SILVER_TLS_KEY",
+                tmp.path().join("key.pem").to_str().unwrap(),
+            ),
+            ("SILVER_TLS_LISTEN", &format!("127.0.0.1:{port}")),
+        ],
+    );
+    // Loopback stays plaintext, for SSH tunnels.
+    assert!(agent.url.starts_with("http://"), "{}", agent.url);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let out = agent.silver().arg("deploy").arg(&app).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The remote listener speaks only TLS, with the node's certificate.
+    let remote = format!("https://127.0.0.1:{port}");
+    let deploy_remote = |ca: Option<&Path>| {
+        let mut cmd = agent.silver();
+        cmd.arg("deploy").arg(&app).env("SILVER_NODE", &remote);
+        if let Some(ca) = ca {
+            cmd.arg("--ca-cert").arg(ca);
+        }
+        cmd.output().unwrap()
+    };
+    let out = deploy_remote(None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = deploy_remote(Some(&tmp.path().join("ca.pem")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = silver()
+        .args(["agent", "--tls-listen", "127.0.0.1:0", "--root"])
+        .arg(tmp.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -1,7 +1,8 @@
 //! Baking a recipe into a node image (design §7), in cached steps:
 //!
 //! 1. `bootstrap`: mmdebstrap builds the root filesystem from the distribution's packages.
-//!    Keyed by the distribution, suite, mirror, keyring, architecture and package list.
+//!    Keyed by the distribution, suite, mirror, keyring, architecture, package list, and the
+//!    resolved package set (`resolve`: every version the mirror would install today).
 //! 2. `customize`: the recipe's files, users and services, the `silver` binary and its unit,
 //!    then generalization (no machine-id, SSH host keys, apt lists, logs or cloud-init state),
 //!    packed as a deterministic tar. Keyed by the bootstrap's key and every input file's hash,
@@ -56,6 +57,9 @@ pub struct ImageManifest {
     /// SHA-256 of the uncompressed, deterministic root filesystem tar.
     pub rootfs_sha256: String,
     pub packages: BTreeMap<String, String>,
+    /// The agent as baked in: where `silver node boot` puts its token and TLS settings.
+    #[serde(default)]
+    pub agent: crate::recipe::Agent,
     /// Output file name → SHA-256.
     pub outputs: BTreeMap<String, String>,
     pub source_date_epoch: u64,
@@ -76,7 +80,14 @@ pub fn bake(config: &BakeConfig, on_step: &dyn Fn(&StepReport)) -> Result<BakeRe
     mkdir(&config.out_dir)?;
     let mut steps = Vec::new();
 
-    let boot_parts = bootstrap_parts(&recipe);
+    let started = Instant::now();
+    let (boot_parts, offline) = match crate::resolve::resolve(&recipe) {
+        Ok(resolved) => (bootstrap_parts(&recipe, &resolved), None),
+        Err(e) => match offline_bootstrap(&recipe, config) {
+            Some(parts) => (parts, Some(e)),
+            None => return Err(e),
+        },
+    };
     let boot_key = hash_parts(&boot_parts);
     let boot_dir = config
         .cache_dir
@@ -88,7 +99,19 @@ pub fn bake(config: &BakeConfig, on_step: &dyn Fn(&StepReport)) -> Result<BakeRe
         parts: &boot_parts,
         dir: &boot_dir,
     };
-    let report = run_step(&step, config, || bootstrap(&recipe, &boot_dir))?;
+    let mut report = run_step(&step, config, || bootstrap(&recipe, &boot_dir))?;
+    report.seconds = started.elapsed().as_secs_f64();
+    if let Some(e) = offline {
+        // apt's first `E:` line says why; the rest of its output is noise here.
+        let text = e.to_string();
+        let cause = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("E: "))
+            .unwrap_or(&text);
+        report.why = format!(
+            "reused without checking the mirror, whose package set could not be resolved: {cause}"
+        );
+    }
     on_step(&report);
     steps.push(report);
 
@@ -199,12 +222,19 @@ fn changed_inputs(cache: &Path, latest: &Path, name: &str, parts: &[String]) -> 
         return "built: the last bake's result is no longer cached".into();
     };
     let before: Vec<&str> = previous.lines().collect();
-    let changed: Vec<String> = parts
+    let mut changed: Vec<String> = parts
         .iter()
         .map(String::as_str)
         .filter(|p| !before.contains(p))
         .map(input_label)
         .collect();
+    // A new suite or package list changes hundreds of resolved packages: name a few.
+    const SHOWN: usize = 8;
+    if changed.len() > SHOWN {
+        let more = changed.len() - SHOWN;
+        changed.truncate(SHOWN);
+        changed.push(format!("and {more} more"));
+    }
     let removed = before
         .iter()
         .filter(|p| !parts.iter().any(|q| q == *p))
@@ -224,17 +254,27 @@ fn input_label(part: &str) -> String {
     let mut words = part.split_whitespace();
     match (words.next(), words.next()) {
         (Some(kind @ ("file" | "user")), Some(name)) => format!("{kind} {name}"),
+        // `package libc6 2.36-9+deb12u14 amd64`: the version is the news.
+        (Some("package"), Some(_)) => part.to_string(),
         (Some(kind), _) => kind.to_string(),
         _ => part.to_string(),
     }
 }
 
-fn bootstrap_parts(recipe: &Recipe) -> Vec<String> {
+/// The recipe's requested parts, then one `package NAME VERSION ARCH` per resolved package: a
+/// mirror update that changes one version changes the key, and `--explain` names the package.
+fn bootstrap_parts(recipe: &Recipe, resolved: &[String]) -> Vec<String> {
+    let mut parts = requested_parts(recipe);
+    parts.extend(resolved.iter().map(|p| format!("package {p}")));
+    parts
+}
+
+fn requested_parts(recipe: &Recipe) -> Vec<String> {
     let i = &recipe.image;
     let mut packages = recipe.packages.include.clone();
     packages.sort();
     vec![
-        "bootstrap v1".into(),
+        "bootstrap v2".into(),
         format!("distribution {}", i.distribution),
         format!("suite {}", i.suite),
         format!("mirror {}", i.mirror),
@@ -242,6 +282,29 @@ fn bootstrap_parts(recipe: &Recipe) -> Vec<String> {
         format!("architecture {}", i.architecture),
         format!("packages {}", packages.join(",")),
     ]
+}
+
+/// With the mirror out of reach, the last bootstrap of this image for the same requested
+/// packages (its parts, as recorded), so a files-only re-bake still works offline. `None` when
+/// there is none: then the bake cannot go on and the resolution's error is the one to show.
+fn offline_bootstrap(recipe: &Recipe, config: &BakeConfig) -> Option<Vec<String>> {
+    if config.no_cache {
+        return None;
+    }
+    let latest = config
+        .cache_dir
+        .join(format!("{}-bootstrap.latest", recipe.image.name));
+    let key = std::fs::read_to_string(latest).ok()?;
+    let dir = config
+        .cache_dir
+        .join(format!("bootstrap-{}", key.get(..16)?));
+    if !dir.join("done").is_file() {
+        return None;
+    }
+    let recorded = std::fs::read_to_string(dir.join("inputs.txt")).ok()?;
+    let parts: Vec<String> = recorded.lines().map(str::to_string).collect();
+    let requested = requested_parts(recipe);
+    parts.starts_with(&requested).then_some(parts)
 }
 
 fn customize_parts(
@@ -297,14 +360,8 @@ fn bootstrap(recipe: &Recipe, dir: &Path) -> Result<(), Error> {
     let packages = dir.join("packages.tsv");
     let mut cmd = Command::new("mmdebstrap");
     cmd.env("SOURCE_DATE_EPOCH", EPOCH.to_string())
-        .arg("--mode=root")
-        .arg("--variant=apt")
-        .arg(format!("--architectures={}", i.architecture))
-        .arg(format!("--keyring={}", i.keyring))
+        .args(crate::resolve::mmdebstrap_args(recipe))
         .arg("--quiet");
-    if !recipe.packages.include.is_empty() {
-        cmd.arg(format!("--include={}", recipe.packages.include.join(",")));
-    }
     cmd.arg(format!(
         "--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}}\\t${{Version}}\\n' > {}",
         shell_quote(&packages.display().to_string())
@@ -382,7 +439,9 @@ fn apply(recipe: &Recipe, config: &BakeConfig, tree: &Path) -> Result<(), Error>
 
 /// The agent's systemd unit, from the recipe's `[agent]`. Its token arrives at first boot (the
 /// NoCloud seed writes `<root>/token`), never in the image; without one the agent makes its
-/// own, which `--node ssh://` reads over ssh.
+/// own, which `--node ssh://` reads over ssh. So does its TLS certificate: the seed's
+/// `/etc/silver/agent.env` names it and turns on the `remote` listener; without that file the
+/// control API stays on loopback.
 pub fn agent_unit(recipe: &Recipe) -> String {
     let a = &recipe.agent;
     let user = recipe
@@ -396,7 +455,10 @@ pub fn agent_unit(recipe: &Recipe) -> String {
          After=network-online.target cloud-init.service postgresql.service\n\
          Wants=network-online.target\n\n[Service]\n\
          ExecStart=/usr/local/bin/silver agent --root {} --listen {} --http {}{user}\n\
-         Environment=SILVER_LOG=info\nRestart=on-failure\nRestartSec=2\n\n\
+         Environment=SILVER_LOG=info\n\
+         # Per-instance: SILVER_TLS_LISTEN, SILVER_TLS_CERT and SILVER_TLS_KEY.\n\
+         EnvironmentFile=-/etc/silver/agent.env\n\
+         Restart=on-failure\nRestartSec=2\n\n\
          [Install]\nWantedBy=multi-user.target\n",
         a.root, a.listen, a.http
     )
@@ -533,23 +595,43 @@ fn outputs(
     out: &Path,
 ) -> Result<ImageManifest, Error> {
     let rootfs = custom_dir.join("rootfs.tar");
-    let mut outputs = BTreeMap::new();
     let formats = &recipe.image.formats;
     let has = |f: &str| formats.iter().any(|x| x == f);
-    if has("rootfs") {
-        let dest = out.join("rootfs.tar.zst");
-        compress(&rootfs, &dest)?;
-        outputs.insert("rootfs.tar.zst".to_string(), sha256_file(&dest)?);
-    }
-    if has("raw") || has("qcow2") || has("kernel") {
-        let tree = out.join(".tree");
-        if tree.exists() {
-            std::fs::remove_dir_all(&tree).map_err(|e| io(&tree, e))?;
-        }
-        extract(&rootfs, &tree)?;
-        let result = disk_outputs(recipe, &tree, out, &mut outputs);
-        let _ = std::fs::remove_dir_all(&tree);
-        result?;
+    // The compressed tar and the disk images come from the same tar and share nothing else:
+    // made side by side, the step takes as long as the slower of the two.
+    let (compressed, disks) = std::thread::scope(|scope| {
+        let compressed = scope.spawn(|| -> Result<Option<String>, Error> {
+            if !has("rootfs") {
+                return Ok(None);
+            }
+            let dest = out.join("rootfs.tar.zst");
+            compress(&rootfs, &dest)?;
+            sha256_file(&dest).map(Some)
+        });
+        let disks = (|| -> Result<BTreeMap<String, String>, Error> {
+            let mut outputs = BTreeMap::new();
+            if has("raw") || has("qcow2") || has("kernel") {
+                let tree = out.join(".tree");
+                if tree.exists() {
+                    std::fs::remove_dir_all(&tree).map_err(|e| io(&tree, e))?;
+                }
+                extract(&rootfs, &tree)?;
+                let result = disk_outputs(recipe, &tree, out, &mut outputs);
+                let _ = std::fs::remove_dir_all(&tree);
+                result?;
+            }
+            Ok(outputs)
+        })();
+        (
+            compressed
+                .join()
+                .expect("the compressing thread does not panic"),
+            disks,
+        )
+    });
+    let mut outputs = disks?;
+    if let Some(sha) = compressed? {
+        outputs.insert("rootfs.tar.zst".to_string(), sha);
     }
     let packages = std::fs::read_to_string(boot_dir.join("packages.tsv"))
         .unwrap_or_default()
@@ -562,6 +644,7 @@ fn outputs(
         recipe_blake3: blake3::hash(recipe_text).to_hex().to_string(),
         rootfs_sha256: sha256_file(&rootfs)?,
         packages,
+        agent: recipe.agent.clone(),
         outputs,
         source_date_epoch: EPOCH,
     };
@@ -641,7 +724,11 @@ fn compress(src: &Path, dest: &Path) -> Result<(), Error> {
     let mut input = std::fs::File::open(src).map_err(|e| io(src, e))?;
     let tmp = dest.with_extension("zst.partial");
     let file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    let mut enc = zstd::Encoder::new(file, 9).map_err(|e| io(&tmp, e))?;
+    // Level 6 on every core: within a few percent of level 9's size at a third of its time.
+    // zstd's output does not depend on the number of workers, so the bytes stay reproducible.
+    let mut enc = zstd::Encoder::new(file, 6).map_err(|e| io(&tmp, e))?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    enc.multithread(workers).map_err(|e| io(&tmp, e))?;
     std::io::copy(&mut input, &mut enc).map_err(|e| io(&tmp, e))?;
     enc.finish().map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, dest).map_err(|e| io(dest, e))

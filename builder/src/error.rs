@@ -38,6 +38,10 @@ impl Error {
             Error::Parse { .. } | Error::Invalid { .. } => Some(
                 "see image-recipes/debian-bookworm.toml for every field and its meaning".into(),
             ),
+            Error::Tool { tool, .. } if tool == "mmdebstrap --simulate" => Some(
+                "the package set is resolved against the recipe's `mirror` before every bake: check it and the network (with a cached bootstrap for the same packages, a bake goes on without the mirror)"
+                    .into(),
+            ),
             Error::Tool { tool, .. } if tool == "mmdebstrap" => Some(
                 "baking needs root, mmdebstrap and the mirror: sudo apt-get install mmdebstrap"
                     .into(),

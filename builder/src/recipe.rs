@@ -31,6 +31,7 @@
 //! [agent]
 //! root = "/var/lib/silver"
 //! listen = "127.0.0.1:7330"           # the control API (reach it over ssh)
+//! remote = "0.0.0.0:7331"             # the control API over TLS, once a node gets a certificate
 //! http = "0.0.0.0:80"                 # the front door
 //! ```
 //!
@@ -117,8 +118,23 @@ pub struct Agent {
     pub root: String,
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// The control API over TLS, for remote clients. Only listens on a node whose first-boot
+    /// settings bring a certificate (`/etc/silver/agent.env`, written by the seed).
+    #[serde(default = "default_remote")]
+    pub remote: String,
     #[serde(default = "default_http")]
     pub http: String,
+}
+
+impl Default for Agent {
+    fn default() -> Agent {
+        Agent {
+            root: default_agent_root(),
+            listen: default_listen(),
+            remote: default_remote(),
+            http: default_http(),
+        }
+    }
 }
 
 fn default_architecture() -> String {
@@ -135,6 +151,9 @@ fn default_agent_root() -> String {
 }
 fn default_listen() -> String {
     "127.0.0.1:7330".into()
+}
+fn default_remote() -> String {
+    "0.0.0.0:7331".into()
 }
 fn default_http() -> String {
     "0.0.0.0:80".into()
@@ -310,6 +329,7 @@ impl Recipe {
         }
         for (field, value) in [
             ("agent.listen", &self.agent.listen),
+            ("agent.remote", &self.agent.remote),
             ("agent.http", &self.agent.http),
         ] {
             if value.parse::<std::net::SocketAddr>().is_err() {

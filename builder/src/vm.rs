@@ -3,8 +3,12 @@
 //! Each node has a state directory (`<nodes>/<name>/`): a copy-on-write overlay over the image's
 //! `disk.qcow2`, a cloud-init NoCloud seed (a FAT image labelled CIDATA, made with mtools: no
 //! loop mount) carrying the per-instance settings (hostname, authorized SSH key, the agent's
-//! token), the serial console log, QEMU's pid, and `node.json`. SSH and the front door are
-//! forwarded to loopback: `port_base` and `port_base + 1`.
+//! token, the agent's TLS certificate), the serial console log, QEMU's pid, and `node.json`.
+//! SSH, the front door and the agent's TLS control port are forwarded to loopback:
+//! `port_base`, `port_base + 1` and `port_base + 2`.
+//!
+//! The agent's certificate is signed by a CA made for this node alone, whose private key is
+//! thrown away at once: the node's `ca.pem` can vouch for that one certificate and nothing else.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,6 +78,12 @@ pub struct NodeInfo {
     /// `ssh://root@127.0.0.1:<ssh_port>`: what `--node` takes.
     pub node_url: String,
     pub front_url: String,
+    /// `https://127.0.0.1:<port_base + 2>`: the agent's TLS control port.
+    #[serde(default)]
+    pub agent_url: String,
+    /// The CA that signed the agent's certificate: what `--ca-cert` takes.
+    #[serde(default)]
+    pub ca_cert: PathBuf,
     pub token_file: PathBuf,
     pub serial_log: PathBuf,
 }
@@ -95,7 +105,7 @@ pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
             ));
         }
     }
-    for f in ["disk.qcow2", "vmlinuz", "initrd.img"] {
+    for f in ["disk.qcow2", "vmlinuz", "initrd.img", "manifest.json"] {
         if !config.image.join(f).is_file() {
             return Err(tool(
                 "node boot",
@@ -116,13 +126,36 @@ pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
             .arg(&overlay);
         run(cmd, "qemu-img create")?;
     }
+    let agent = image_agent(&image)?;
+    let remote_port = agent
+        .remote
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| {
+            tool(
+                "node boot",
+                format!(
+                    "the image's agent.remote `{}` is not an address",
+                    agent.remote
+                ),
+            )
+        })?
+        .port();
     let token = token(&dir)?;
+    let tls = node_tls(&dir, &config.name)?;
     let seed = dir.join("seed.img");
-    make_seed(&seed, &config.name, &config.ssh_key, &token)?;
+    let settings = Settings {
+        name: &config.name,
+        ssh_key: &config.ssh_key,
+        token: &token,
+        tls: &tls,
+        agent: &agent,
+    };
+    make_seed(&seed, &settings)?;
     let serial = dir.join("serial.log");
     let _ = std::fs::remove_file(&serial);
     let pidfile = dir.join("qemu.pid");
-    let (ssh_port, http_port) = (config.port_base, config.port_base + 1);
+    let (ssh_port, http_port, agent_port) =
+        (config.port_base, config.port_base + 1, config.port_base + 2);
     let accel = config.accel;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
@@ -156,7 +189,8 @@ pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
     .arg(format!("file={},if=virtio,format=raw", seed.display()))
     .arg("-netdev")
     .arg(format!(
-        "user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{http_port}-:80"
+        "user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{http_port}-:80,\
+         hostfwd=tcp:127.0.0.1:{agent_port}-:{remote_port}"
     ))
     .args([
         "-device",
@@ -176,6 +210,8 @@ pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
         running: true,
         node_url: format!("ssh://root@127.0.0.1:{ssh_port}"),
         front_url: format!("http://127.0.0.1:{http_port}"),
+        agent_url: format!("https://127.0.0.1:{agent_port}"),
+        ca_cert: dir.join("ca.pem"),
         token_file: dir.join("token"),
         serial_log: serial.clone(),
     };
@@ -256,6 +292,12 @@ pub fn stop(nodes_dir: &Path, name: &str) -> Result<NodeInfo, Error> {
     })
 }
 
+/// A local node by name, running or not.
+pub fn find(nodes_dir: &Path, name: &str) -> Option<NodeInfo> {
+    check_name(name).ok()?;
+    read_info(&nodes_dir.join(name))
+}
+
 fn read_info(dir: &Path) -> Option<NodeInfo> {
     let text = std::fs::read_to_string(dir.join("node.json")).ok()?;
     let mut info: NodeInfo = serde_json::from_str(&text).ok()?;
@@ -294,7 +336,6 @@ fn front_door_answers(port: u16) -> bool {
 /// The agent's token for this node: made once, kept in the state directory (0600), handed to
 /// the node through the seed.
 fn token(dir: &Path) -> Result<String, Error> {
-    use std::os::unix::fs::PermissionsExt;
     let path = dir.join("token");
     if let Ok(t) = std::fs::read_to_string(&path) {
         if t.trim().len() == 64 {
@@ -306,21 +347,117 @@ fn token(dir: &Path) -> Result<String, Error> {
         std::fs::File::open("/dev/urandom").map_err(|e| io(Path::new("/dev/urandom"), e))?;
     std::io::Read::read_exact(&mut f, &mut bytes).map_err(|e| io(Path::new("/dev/urandom"), e))?;
     let token = hex::encode(bytes);
-    std::fs::write(&path, &token)
-        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
-        .map_err(|e| io(&path, e))?;
+    write_private(&path, &token)?;
     Ok(token)
 }
 
+/// The agent's certificate and key (PEM) for this node, made once and kept (key 0600) in its
+/// state directory with `ca.pem`, so a reboot keeps the node's identity.
+struct Tls {
+    cert: String,
+    key: String,
+}
+
+fn node_tls(dir: &Path, name: &str) -> Result<Tls, Error> {
+    let (ca_path, cert_path, key_path) = (
+        dir.join("ca.pem"),
+        dir.join("agent-cert.pem"),
+        dir.join("agent-key.pem"),
+    );
+    if let (Ok(cert), Ok(key), true) = (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+        ca_path.is_file(),
+    ) {
+        return Ok(Tls { cert, key });
+    }
+    let failed = |e: rcgen::Error| {
+        tool(
+            "node boot",
+            format!("cannot make the agent's certificate: {e}"),
+        )
+    };
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("silver node {name} CA"));
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(failed)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    // The names a client may use: the forwarded port on loopback, or the node's own name.
+    let mut leaf = rcgen::CertificateParams::new(vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        name.to_string(),
+    ])
+    .map_err(failed)?;
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("silver agent on {name}"));
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = leaf.signed_by(&leaf_key, &issuer).map_err(failed)?;
+    let tls = Tls {
+        cert: cert.pem(),
+        key: leaf_key.serialize_pem(),
+    };
+    write_private(&key_path, &tls.key)?;
+    std::fs::write(&cert_path, &tls.cert).map_err(|e| io(&cert_path, e))?;
+    std::fs::write(&ca_path, ca_cert.pem()).map_err(|e| io(&ca_path, e))?;
+    Ok(tls)
+}
+
+/// The agent section baked into the image (its manifest), where the seed puts the settings.
+fn image_agent(image: &Path) -> Result<crate::recipe::Agent, Error> {
+    let path = image.join("manifest.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let manifest: crate::bake::ImageManifest = serde_json::from_str(&text).map_err(|e| {
+        tool(
+            "node boot",
+            format!("`{}` is not a silver image manifest: {e}", path.display()),
+        )
+    })?;
+    Ok(manifest.agent)
+}
+
+/// Everything that differs per instance, handed over at first boot.
+struct Settings<'a> {
+    name: &'a str,
+    ssh_key: &'a str,
+    token: &'a str,
+    tls: &'a Tls,
+    agent: &'a crate::recipe::Agent,
+}
+
 /// A NoCloud seed: `meta-data` and `user-data` on a FAT filesystem labelled CIDATA.
-fn make_seed(seed: &Path, name: &str, ssh_key: &str, token: &str) -> Result<(), Error> {
+fn make_seed(seed: &Path, s: &Settings) -> Result<(), Error> {
     let dir = seed.with_extension("d");
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let name = s.name;
     let meta = format!("instance-id: {name}\nlocal-hostname: {name}\n");
-    let user = format!(
-        "#cloud-config\nhostname: {name}\ndisable_root: false\nwrite_files:\n  - path: /root/.ssh/authorized_keys\n    permissions: '0600'\n    content: |\n      {}\n  - path: /var/lib/silver/token\n    permissions: '0600'\n    content: {token}\n",
-        ssh_key.trim()
+    let root = s.agent.root.trim_end_matches('/');
+    let env = format!(
+        "SILVER_TLS_LISTEN={}\nSILVER_TLS_CERT={root}/tls/cert.pem\nSILVER_TLS_KEY={root}/tls/key.pem\n",
+        s.agent.remote
     );
+    let files = [
+        (
+            "/root/.ssh/authorized_keys",
+            "0600",
+            format!("{}\n", s.ssh_key.trim()),
+        ),
+        (&format!("{root}/token"), "0600", format!("{}\n", s.token)),
+        (&format!("{root}/tls/cert.pem"), "0644", s.tls.cert.clone()),
+        (&format!("{root}/tls/key.pem"), "0600", s.tls.key.clone()),
+        ("/etc/silver/agent.env", "0644", env),
+    ];
+    let mut user = format!("#cloud-config\nhostname: {name}\ndisable_root: false\nwrite_files:\n");
+    for (path, mode, content) in files {
+        user.push_str(&format!(
+            "  - path: {path}\n    permissions: '{mode}'\n    content: |\n{}",
+            indent(&content, 6)
+        ));
+    }
     std::fs::write(dir.join("meta-data"), meta).map_err(|e| io(&dir, e))?;
     std::fs::write(dir.join("user-data"), user).map_err(|e| io(&dir, e))?;
     let _ = std::fs::remove_file(seed);
@@ -334,9 +471,28 @@ fn make_seed(seed: &Path, name: &str, ssh_key: &str, token: &str) -> Result<(), 
         .arg(dir.join("user-data"))
         .arg("::");
     run(copy, "mcopy")?;
-    // The token is in the seed now; the plain files need not stay.
+    // The token and key are in the seed now; the plain files need not stay.
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// A YAML literal block's body: every line indented by `by` spaces.
+fn indent(text: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+fn write_private(path: &Path, content: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    f.write_all(content.as_bytes()).map_err(|e| io(path, e))
 }
 
 fn tail(path: &Path, lines: usize) -> String {

@@ -20,11 +20,30 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM); with --tls-key, serves https and may listen beyond loopback.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "SILVER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "SILVER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
+    /// A second control listener, https only, for remote clients; --listen then stays
+    /// plaintext on loopback for SSH tunnels. Needs --tls-cert and --tls-key.
+    #[arg(
+        long,
+        env = "SILVER_TLS_LISTEN",
+        value_name = "ADDR",
+        requires = "tls_cert"
+    )]
+    pub tls_listen: Option<SocketAddr>,
     /// Seconds an upload may go without sending a byte.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub idle_timeout: u64,
@@ -133,6 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.gc_grace = Duration::from_secs(args.gc_grace);
     config.free_space_margin = args.min_free_bytes;
     config.tls = args.tls_cert.zip(args.tls_key);
+    config.tls_listen = args.tls_listen;
     config.front = args.http;
     config.runtime = args.runtime.resolve()?;
     if let Some(user) = &config.runtime.user {
@@ -144,7 +164,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // The addresses on stdout (data: tests and scripts read them), in one write; the
             // rest on stderr.
             let scheme = if bound.tls { "https" } else { "http" };
-            println!("{scheme}://{}\nhttp://{}", bound.control, bound.front);
+            let remote = bound
+                .remote
+                .map_or(String::new(), |r| format!("\nhttps://{r}"));
+            let addresses = format!(
+                "{scheme}://{}\nhttp://{}{remote}\n",
+                bound.control, bound.front
+            );
+            // Pre-formatted, so one write(2); a reader that has gone away is no reason to stop.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), addresses.as_bytes());
             crate::ui::status(
                 "Listening",
                 format!(
@@ -153,6 +181,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     token_file.display()
                 ),
             );
+            if let Some(remote) = bound.remote {
+                crate::ui::status(
+                    "Listening",
+                    format!("on https://{remote} for remote clients"),
+                );
+            }
             crate::ui::status("Serving", format!("apps on http://{}", bound.front));
         }))
         .with_context(|| format!("the agent over `{}` stopped", args.root.display()))

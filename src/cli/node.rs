@@ -6,8 +6,8 @@ use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
-    /// The node: ssh://[user@]host[:port] (a tunnel to the agent with your ssh setup), or the
-    /// agent's http://host:port.
+    /// The node: ssh://[user@]host[:port] (a tunnel to the agent with your ssh setup), the
+    /// agent's http(s)://host:port, or the name of a local node from `silver node boot`.
     #[arg(long, env = "SILVER_NODE", value_name = "URL")]
     pub node: String,
     /// With ssh://: the agent's address on the node.
@@ -39,6 +39,9 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     pub fn connect(&self) -> anyhow::Result<deployer::client::Node> {
+        if !self.node.contains("://") {
+            return self.connect_local();
+        }
         let token = match &self.token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -56,6 +59,41 @@ impl NodeArgs {
             ssh_command: std::env::var("SILVER_SSH").unwrap_or_else(|_| "ssh".into()),
             ca_cert: self.ca_cert.clone(),
             remote_token_file: self.remote_token_file.clone(),
+        };
+        Ok(deployer::client::Node::connect(&config)?)
+    }
+}
+
+impl NodeArgs {
+    /// A local node by name: its agent's TLS port, its CA and its token, from its state.
+    fn connect_local(&self) -> anyhow::Result<deployer::client::Node> {
+        let nodes_dir = match std::env::var_os("SILVER_NODES_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => super::nodes::default_nodes_dir()?,
+        };
+        let Some(info) = builder::vm::find(&nodes_dir, &self.node) else {
+            anyhow::bail!(
+                "`{}` is neither a URL nor a local node in `{}`\nhint: use ssh://user@host, https://host:port, or a name from `silver node list`",
+                self.node,
+                nodes_dir.display()
+            );
+        };
+        if info.agent_url.is_empty() {
+            anyhow::bail!(
+                "local node `{}` was booted by an older silver, without a TLS control port\nhint: use --node {}",
+                info.name,
+                info.node_url
+            );
+        }
+        let token = std::fs::read_to_string(&info.token_file).with_context(|| {
+            format!(
+                "failed to read the token file `{}`",
+                info.token_file.display()
+            )
+        })?;
+        let config = deployer::client::NodeConfig {
+            ca_cert: Some(info.ca_cert.clone()),
+            ..deployer::client::NodeConfig::new(&info.agent_url, Some(token.trim().to_string()))
         };
         Ok(deployer::client::Node::connect(&config)?)
     }

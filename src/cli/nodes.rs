@@ -14,7 +14,7 @@ pub struct Args {
     pub command: NodeCommand,
     /// Where local nodes keep their state [default: $XDG_DATA_HOME/silver/nodes, else
     /// ~/.local/share/silver/nodes].
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, env = "SILVER_NODES_DIR", value_name = "DIR")]
     pub nodes_dir: Option<PathBuf>,
     /// Print JSON on stdout.
     #[arg(long, global = true)]
@@ -44,7 +44,7 @@ pub struct BootArgs {
     /// The public key authorized for root [default: ~/.ssh/id_ed25519.pub, else id_rsa.pub].
     #[arg(long, value_name = "FILE")]
     pub ssh_key: Option<PathBuf>,
-    /// SSH is forwarded to 127.0.0.1:P and the front door to P+1.
+    /// SSH is forwarded to 127.0.0.1:P, the front door to P+1 and the agent's TLS port to P+2.
     #[arg(long, default_value_t = 2222, value_name = "P")]
     pub port_base: u16,
     /// Memory for the VM, in MiB.
@@ -91,9 +91,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ui::status(
                 "Up",
                 format!(
-                    "{} in {:.0} s: deploy with --node {} ; the front door is {}",
+                    "{} in {:.0} s: deploy with --node {} (its agent at {}, or over ssh: {}); the front door is {}",
                     info.name,
                     started.elapsed().as_secs_f64(),
+                    info.name,
+                    info.agent_url,
                     info.node_url,
                     info.front_url
                 ),
@@ -108,8 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             for n in &nodes {
                 let state = if n.running { "running" } else { "stopped" };
                 println!(
-                    "{:<16} {state:<8} {}  {}  {}",
+                    "{:<16} {state:<8} {}  {}  {}  {}",
                     n.name,
+                    n.agent_url,
                     n.node_url,
                     n.front_url,
                     n.image.display()
@@ -156,7 +159,7 @@ fn read_key(given: Option<&PathBuf>) -> anyhow::Result<String> {
     )
 }
 
-fn default_nodes_dir() -> anyhow::Result<PathBuf> {
+pub fn default_nodes_dir() -> anyhow::Result<PathBuf> {
     super::xdg_dir(super::Xdg::Data, "nodes")
         .context("neither XDG_DATA_HOME nor HOME is set; pass --nodes-dir DIR")
 }

@@ -95,6 +95,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(root: &Path, extra: &[&str]) -> Agent {
+        Agent::start_with_env(root, extra, &[])
+    }
+
+    /// As `start`, with variables set in the agent's environment.
+    pub fn start_with_env(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         use std::io::BufRead;
         use std::os::unix::fs::PermissionsExt;
         // Apps run as `nobody` when the tests run as root: it must be able to reach the store.
@@ -108,6 +113,7 @@ impl Agent {
             .arg(root)
             .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -50,6 +50,9 @@ pub struct AgentConfig {
     pub free_space_margin: u64,
     /// TLS certificate chain and private key (PEM). With them the agent may listen beyond loopback.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// A second control listener, always TLS, for remote clients. With it, `listen` stays
+    /// plaintext on loopback for clients that come through an SSH tunnel.
+    pub tls_listen: Option<SocketAddr>,
     /// How long gc spares unreferenced objects: a deploy uploads them before its manifest names them.
     pub gc_grace: Duration,
     /// Where the front door (the apps' public HTTP traffic) listens.
@@ -70,6 +73,7 @@ impl AgentConfig {
             free_space_margin: 64 << 20,
             gc_grace: Duration::from_secs(3600),
             tls: None,
+            tls_listen: None,
             front: SocketAddr::from(([127, 0, 0, 1], 8080)),
             runtime: RuntimeConfig::default(),
         }
@@ -101,7 +105,10 @@ impl AgentState {
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
     pub control: SocketAddr,
+    /// Whether `control` speaks TLS.
     pub tls: bool,
+    /// The TLS-only control listener, when there is one.
+    pub remote: Option<SocketAddr>,
     pub front: SocketAddr,
 }
 
@@ -143,19 +150,17 @@ pub fn app(state: AgentState) -> Router {
 /// Binds, recovers the store, starts the apps and serves until SIGINT or SIGTERM. `ready` gets
 /// the bound addresses.
 pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(), Error> {
-    // Plaintext control from the network would hand the token and deploys to anyone on the path.
-    if !config.listen.ip().is_loopback() && config.tls.is_none() {
-        return Err(Error::Invalid(format!(
-            "refusing to listen on {} without TLS: the control API never takes plaintext remote control; \
-             listen on loopback and use --node ssh://user@host, or pass --tls-cert and --tls-key",
-            config.listen
-        )));
-    }
+    check_listeners(&config)?;
     let acceptor = config
         .tls
         .as_ref()
         .map(|(cert, key)| crate::tls::acceptor(cert, key))
         .transpose()?;
+    // With a TLS-only second listener, the first stays plaintext for SSH tunnels.
+    let (control_tls, remote_tls) = match config.tls_listen {
+        Some(_) => (None, acceptor),
+        None => (acceptor, None),
+    };
     let store = Store::open(&config.root, config.limits.clone())?;
     let recovery = store.recover()?;
     tracing::info!(root = %config.root.display(), partials_removed = recovery.partials_removed.len(), stale_locks = recovery.stale_locks.len(), broken_current = recovery.broken_current.len(), "store recovered");
@@ -171,12 +176,17 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
         })
     };
     let listener = bind(config.listen).await?;
+    let remote_listener = match config.tls_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let front_listener = bind(config.front).await?;
     let local =
         |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| Error::io(&config.root, e));
     let bound = Bound {
         control: local(&listener)?,
-        tls: acceptor.is_some(),
+        tls: control_tls.is_some(),
+        remote: remote_listener.as_ref().map(local).transpose()?,
         front: local(&front_listener)?,
     };
     let state = AgentState::new(store, &token, config.clone());
@@ -196,7 +206,18 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
             .await
     });
     let router = app(state);
-    let served = match acceptor {
+    let remote_task = remote_listener.zip(remote_tls).map(|(tcp, acceptor)| {
+        let router = router.clone();
+        let mut stop_rx = stop_tx.subscribe();
+        tokio::spawn(async move {
+            axum::serve(crate::tls::TlsListener { tcp, acceptor }, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    });
+    let served = match control_tls {
         Some(acceptor) => {
             let tls = crate::tls::TlsListener {
                 tcp: listener,
@@ -214,10 +235,33 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
     };
     tracing::info!("stopping: front door, then apps");
     let _ = stop_tx.send(true);
+    if let Some(task) = remote_task {
+        let _ = tokio::time::timeout(config.request_timeout, task).await;
+    }
     // In-flight requests get the drain grace; open keep-alive connections do not hold us up.
     let _ = tokio::time::timeout(config.runtime.drain_grace, front_task).await;
     runtime.shutdown().await;
     served.map_err(|e| Error::io(&config.root, e))
+}
+
+/// Plaintext control from the network would hand the token and deploys to anyone on the path.
+fn check_listeners(config: &AgentConfig) -> Result<(), Error> {
+    if config.tls_listen.is_some() && config.tls.is_none() {
+        return Err(Error::Invalid(
+            "a TLS control listener needs a certificate and key: pass --tls-cert and --tls-key"
+                .into(),
+        ));
+    }
+    let listen_is_tls = config.tls.is_some() && config.tls_listen.is_none();
+    if !config.listen.ip().is_loopback() && !listen_is_tls {
+        return Err(Error::Invalid(format!(
+            "refusing to listen on {} without TLS: the control API never takes plaintext remote control; \
+             listen on loopback and use --node ssh://user@host, or pass --tls-cert and --tls-key \
+             (and --tls-listen for a TLS listener beside the loopback one)",
+            config.listen
+        )));
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
