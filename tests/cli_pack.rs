@@ -5,7 +5,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{copy_fixture, pack_dir, pack_report, redact, silver, stderr, stdout};
+use common::{
+    copy_fixture, pack_dir, pack_report, redact, silver, stderr, stdout, unpacked, verified,
+};
 
 #[test]
 fn pack_prints_the_id_and_writes_the_named_archive() {
@@ -124,14 +126,7 @@ fn verify_checks_the_id() {
     let app = tmp.path().join("app");
     copy_fixture("hello-wsgi", &app);
     let (id, archive) = pack_dir(&app, tmp.path());
-    silver()
-        .arg("verify")
-        .arg(&archive)
-        .arg("--id")
-        .arg(&id)
-        .assert()
-        .success()
-        .stdout(format!("{id}\n"));
+    verified(&archive, &id);
     silver()
         .arg("verify")
         .arg(&archive)
@@ -177,12 +172,7 @@ fn unpack_round_trips_and_never_writes_into_an_existing_directory() {
     copy_fixture("hello-wsgi", &app);
     let (_, archive) = pack_dir(&app, tmp.path());
     let dest = tmp.path().join("releases/one");
-    silver()
-        .arg("unpack")
-        .arg(&archive)
-        .arg(&dest)
-        .assert()
-        .success();
+    unpacked(archive.as_ref(), &dest);
     assert_eq!(
         std::fs::read(dest.join("app.py")).unwrap(),
         std::fs::read(app.join("app.py")).unwrap()
@@ -436,20 +426,9 @@ fn large_and_executable_files_round_trip() {
     std::fs::write(app.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
     std::fs::set_permissions(app.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
     let (id, archive) = pack_dir(&app, tmp.path());
-    silver()
-        .arg("verify")
-        .arg(&archive)
-        .arg("--id")
-        .arg(&id)
-        .assert()
-        .success();
+    verified(&archive, &id);
     let dest = tmp.path().join("out");
-    silver()
-        .arg("unpack")
-        .arg(&archive)
-        .arg(&dest)
-        .assert()
-        .success();
+    unpacked(archive.as_ref(), &dest);
     assert!(std::fs::read(dest.join("static/video.bin")).unwrap() == big);
     let mode = std::fs::metadata(dest.join("run.sh"))
         .unwrap()

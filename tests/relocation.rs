@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{silver, stderr};
+use common::{silver, stderr, tree, unpacked};
 
 /// Debian's interpreter when it can make virtualenvs, else whatever `python3` is on PATH.
 fn python() -> String {
@@ -83,7 +83,7 @@ fn make_app(app: &Path) {
 
 fn files_mentioning(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = vec![];
-    for entry in walk(dir) {
+    for entry in tree(dir) {
         let meta = std::fs::symlink_metadata(&entry).unwrap();
         let content = if meta.file_type().is_symlink() {
             std::fs::read_link(&entry)
@@ -100,17 +100,6 @@ fn files_mentioning(dir: &Path, needle: &[u8]) -> Vec<String> {
         }
     }
     hits
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        out.push(e.path());
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        }
-    }
-    out
 }
 
 #[test]
@@ -165,12 +154,7 @@ fn a_virtualenv_and_vendored_libraries_run_from_anywhere() {
     // The source goes away entirely, so nothing can quietly still point at it.
     std::fs::rename(tmp.path().join("build"), tmp.path().join("gone")).unwrap();
     let dest = tmp.path().join("node/apps/reloc/releases/r1");
-    silver()
-        .arg("unpack")
-        .arg(&archive)
-        .arg(&dest)
-        .assert()
-        .success();
+    unpacked(archive.as_ref(), &dest);
     assert_eq!(
         files_mentioning(&dest, source.as_bytes()),
         Vec::<String>::new()

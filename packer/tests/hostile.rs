@@ -477,14 +477,11 @@ fn listing(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        out.push(e.path());
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        }
-    }
-    out
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .collect()
 }
 
 fn check(case: &Case, root: &Path) {

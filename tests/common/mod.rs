@@ -83,6 +83,37 @@ pub fn pack_dir(app: &Path, out: &Path) -> (String, PathBuf) {
     )
 }
 
+/// `silver verify ARCHIVE --id ID`, which must pass.
+pub fn verified(archive: &Path, id: &str) {
+    silver()
+        .arg("verify")
+        .arg(archive)
+        .arg("--id")
+        .arg(id)
+        .assert()
+        .success()
+        .stdout(format!("{id}\n"));
+}
+
+/// `silver unpack ARCHIVE DEST`, which must succeed.
+pub fn unpacked(archive: &Path, dest: &Path) {
+    silver()
+        .arg("unpack")
+        .arg(archive)
+        .arg(dest)
+        .assert()
+        .success();
+}
+
+/// Every path under `dir`, depth first, `dir` itself left out.
+pub fn tree(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .collect()
+}
+
 /// A real `silver agent` process on a loopback port, killed when dropped.
 pub struct Agent {
     pub child: std::process::Child,
