@@ -692,7 +692,11 @@ fn disk_outputs(
         // tree alone. `-d` fills it from the directory: no loop mount, no root-only mount.
         let uuid = "5117e700-0000-4000-8000-000000000001";
         let mut cmd = Command::new("mke2fs");
+        // mke2fs 1.47.1 and later give every inode SOURCE_DATE_EPOCH's times (1.47.0 copies
+        // the tree's ctimes, which are the time of this bake); the C locale fixes its sort.
         cmd.env("E2FSPROGS_FAKE_TIME", EPOCH.to_string())
+            .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+            .env("LC_ALL", "C")
             .args(["-q", "-F", "-t", "ext4", "-L", "silver-root", "-U", uuid])
             .arg("-E")
             .arg(format!("root_owner=0:0,hash_seed={uuid}"))

@@ -78,19 +78,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let again = builder::bake::bake(&verify, &show);
         let _ = std::fs::remove_dir_all(&tmp);
         let again = again.context("the verification bake failed")?;
-        if again.manifest.rootfs_sha256 != report.manifest.rootfs_sha256 {
-            anyhow::bail!(
-                "the image is not reproducible: rootfs sha256 {} then {}",
-                report.manifest.rootfs_sha256,
-                again.manifest.rootfs_sha256
-            );
+        let differ = differences(&report.manifest, &again.manifest);
+        if !differ.is_empty() {
+            let disks_only = again.manifest.rootfs_sha256 == report.manifest.rootfs_sha256;
+            let hint = if disks_only {
+                "\nhint: the root filesystem is reproducible; byte-identical disk images need mke2fs 1.47.1 or later (scripts/install-deps.sh installs it on Debian 12)"
+            } else {
+                ""
+            };
+            anyhow::bail!("the image is not reproducible: {}{hint}", differ.join("; "));
         }
-        ui::status("Verified", "the rebuild has the same rootfs digest");
+        ui::status(
+            "Verified",
+            "the rebuild has the same rootfs digest and the same bytes in every output",
+        );
     }
     if args.json {
         super::print_json(&report)?;
     }
     Ok(())
+}
+
+/// What differs between two bakes of one recipe: the rootfs digest, then each output's.
+fn differences(
+    first: &builder::bake::ImageManifest,
+    second: &builder::bake::ImageManifest,
+) -> Vec<String> {
+    let mut differ = Vec::new();
+    if first.rootfs_sha256 != second.rootfs_sha256 {
+        differ.push(format!(
+            "rootfs sha256 {} then {}",
+            first.rootfs_sha256, second.rootfs_sha256
+        ));
+    }
+    for (name, sha) in &first.outputs {
+        let again = second.outputs.get(name).map_or("(missing)", String::as_str);
+        if again != sha {
+            differ.push(format!("{name} sha256 {sha} then {again}"));
+        }
+    }
+    differ
 }
 
 fn default_cache() -> anyhow::Result<PathBuf> {
