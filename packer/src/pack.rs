@@ -67,10 +67,15 @@ pub struct PackReport {
 }
 
 /// Files up to this size are loaded whole by the reader thread (and can be relocated); larger
-/// ones are streamed by the writer (and only scanned for the source path). With the queue depth
-/// this bounds the memory in flight to 64 MiB.
+/// ones are streamed by the writer (and only scanned for the source path).
 const WHOLE_FILE_MAX: u64 = 1 << 20;
-const QUEUE_DEPTH: usize = 64;
+/// The reader hands files over in batches (a wake-up per file cost more than the hashing), of
+/// at most this many files or this many loaded bytes, with at most `QUEUE_DEPTH` batches
+/// waiting: memory in flight stays under `QUEUE_DEPTH * (BATCH_BYTES + WHOLE_FILE_MAX)`,
+/// whatever the size of the tree.
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: usize = 1 << 20;
+const QUEUE_DEPTH: usize = 16;
 
 /// Packs `app_dir` into `out_dir/<app>-<id12>.silver`. On error nothing is left in `out_dir`.
 pub fn pack(
@@ -229,14 +234,25 @@ fn write_content(
 ) -> Result<Packed, Error> {
     // The total is unknown until files are opened: the bar shows bytes and rate.
     progress.start("packing", 0);
-    let (tx, rx) = mpsc::sync_channel::<Result<Loaded, Error>>(QUEUE_DEPTH);
+    let (tx, rx) = mpsc::sync_channel::<Vec<Result<Loaded, Error>>>(QUEUE_DEPTH);
     let result = std::thread::scope(|scope| {
         scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH_FILES);
+            let mut bytes = 0;
             for source in sources {
-                if tx.send(load(app_dir, roots, source, config)).is_err() {
-                    break; // the writer failed and hung up
+                let loaded = load(app_dir, roots, source, config);
+                if let Ok(Loaded::Whole { content, .. }) = &loaded {
+                    bytes += content.len();
+                }
+                batch.push(loaded);
+                if batch.len() == BATCH_FILES || bytes >= BATCH_BYTES {
+                    if tx.send(std::mem::take(&mut batch)).is_err() {
+                        return; // the writer failed and hung up
+                    }
+                    bytes = 0;
                 }
             }
+            let _ = tx.send(batch);
         });
         let archive_err = |source| Error::Write {
             path: PathBuf::from("(archive)"),
@@ -254,10 +270,13 @@ fn write_content(
             fixups: vec![],
             warnings: vec![],
         };
+        // Owned here, so that an early return drops the receiver before the scope joins the
+        // reader: its next send fails and it stops, instead of blocking on a full queue.
+        let mut batches = rx.into_iter().flatten();
         for source in sources {
-            let loaded = rx
-                .recv()
-                .map_err(|_| archive_err(io::Error::other("reader thread stopped")))??;
+            let loaded = batches
+                .next()
+                .ok_or_else(|| archive_err(io::Error::other("reader thread stopped")))??;
             let entry = write_one(
                 &mut tar,
                 roots,
@@ -565,24 +584,42 @@ fn join_frames(
         out.write_all(&head)?;
         let mut body = &content.file;
         body.rewind()?;
-        // std's file-to-file copy is copy_file_range(2): the kernel moves the pages.
-        io::copy(&mut body, &mut out)?;
+        // The SHA-256 of head + content, read with pread from the page cache on another core
+        // while the kernel copies the same pages: the join costs the longer of the two.
+        let (sha256, bytes) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| sha256_after(&head, &content.file));
+            // std's file-to-file copy is copy_file_range(2): the kernel moves the pages.
+            let copied = io::copy(&mut body, &mut out);
+            let hashed = hashing.join().expect("hashing does not panic");
+            copied.and(hashed)
+        })?;
         // No fsync: an artifact is a build output, named by content and checked by `verify`;
         // the rename below still makes it appear whole or not at all.
-        // SHA-256 cannot be extended at the front, so hash the joined file (from the page cache).
-        let mut sha = sha2::Sha256::new();
-        let mut whole = &target.file;
-        whole.rewind()?;
-        let bytes = io::copy(&mut whole, &mut sha)?;
-        Ok(Written {
-            sha256: hex::encode(sha.finalize()),
-            bytes,
-        })
+        Ok(Written { sha256, bytes })
     })();
     let written = result.map_err(write_err)?;
     target.persist(archive).map_err(write_err)?;
     drop(content);
     Ok(written)
+}
+
+/// SHA-256 of `head` followed by all of `file`, and their total length. Reads with `pread`, so
+/// the file's own offset (which a concurrent copy uses) is left alone.
+fn sha256_after(head: &[u8], file: &File) -> io::Result<(String, u64)> {
+    use std::os::unix::fs::FileExt;
+    let mut sha = sha2::Sha256::new();
+    sha.update(head);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok((hex::encode(sha.finalize()), head.len() as u64 + offset))
 }
 
 /// The fixups as carried in the archive: JSON with artifact paths only, never the source path,
