@@ -1,8 +1,8 @@
 //! `pack`: app directory in, deterministic `.silver` archive out.
 //!
-//! One read of every file. A reader thread loads, relocates and hashes files in manifest order
-//! while the main thread frames them as tar and zstd's workers compress: reading, hashing and
-//! compression overlap. The content becomes the archive's second zstd frame (in a temp file);
+//! One read of every file. A walker thread lists the tree already in manifest order, a reader
+//! thread loads, relocates and hashes files as they come, and the main thread frames them as tar
+//! while zstd's workers compress: walking, reading, hashing and compression overlap. The content becomes the archive's second zstd frame (in a temp file);
 //! once every hash is known the manifest is compressed as the first frame and the two are joined.
 //! Memory stays flat: at most a bounded queue of small files is in flight.
 
@@ -75,7 +75,9 @@ const WHOLE_FILE_MAX: u64 = 1 << 20;
 /// whatever the size of the tree.
 const BATCH_FILES: usize = 32;
 const BATCH_BYTES: usize = 1 << 20;
-const QUEUE_DEPTH: usize = 16;
+const QUEUE_DEPTH: usize = 4;
+/// Entries the walker may run ahead of the reader (paths only: a few hundred KiB at most).
+const WALK_QUEUE: usize = 4096;
 
 /// Packs `app_dir` into `out_dir/<app>-<id12>.silver`. On error nothing is left in `out_dir`.
 pub fn pack(
@@ -91,10 +93,6 @@ pub fn pack(
     crate::appconfig::AppConfig::from_ini(&ini)?;
     let app = appini::app_name(app_dir, &ini)?;
     let roots = source_roots(app_dir)?;
-    let sources = walk::walk(app_dir, &config.walk, &config.limits)?;
-    let (sources, link_fixups) = relocate_links(&roots, sources, &config.limits);
-    precheck(&sources, &config.limits)?;
-    tracing::debug!(entries = sources.len(), "walked");
 
     let write_err = |source| Error::Write {
         path: out_dir.to_path_buf(),
@@ -102,15 +100,11 @@ pub fn pack(
     };
     std::fs::create_dir_all(out_dir).map_err(write_err)?;
     let content = TempFile::new(out_dir).map_err(write_err)?;
-    let packed = write_content(app_dir, &roots, &sources, config, progress, &content.file)?;
+    let packed = write_content(app_dir, &roots, config, progress, &content.file)?;
     let manifest = Manifest::from_entries(packed.entries);
-    // Sizes were learned while reading; a node would refuse an artifact over its limit.
-    let (bytes, max) = (manifest.content_bytes(), config.limits.max_total_bytes);
-    if bytes > max {
-        return Err(Error::Tree(ManifestProblem::TooManyBytes { bytes, max }));
-    }
-    let mut fixups = link_fixups;
-    fixups.extend(packed.fixups);
+    // The checks a node makes (symlinks, counts, sizes) before the archive is named.
+    check_tree(&manifest, &config.limits)?;
+    let mut fixups = packed.fixups;
     fixups.sort_by(|a, b| a.path.cmp(&b.path));
     let mut warnings = ini.warnings.clone();
     warnings.extend(packed.warnings);
@@ -145,59 +139,38 @@ fn source_roots(app_dir: &Path) -> Result<Roots, Error> {
     ))
 }
 
-fn relocate_links(
-    roots: &Roots,
-    mut sources: Vec<walk::SourceEntry>,
-    limits: &Limits,
-) -> (Vec<walk::SourceEntry>, Vec<Fixup>) {
-    let mut fixups = Vec::new();
-    for source in &mut sources {
-        if let SourceKind::Link { target } = &mut source.kind {
-            let (new, fixup) = relocate::relocate_link(roots, &source.path, target, |t| {
-                limits.is_system_target(t)
-            });
-            *target = new;
-            fixups.extend(fixup);
-        }
-    }
-    (sources, fixups)
+/// The tree's shape against the limits a node enforces: symlinks that escape, entry counts,
+/// total bytes. A tree that fails is refused before any archive is named.
+fn check_tree(manifest: &Manifest, limits: &Limits) -> Result<(), Error> {
+    manifest.validate(limits).map_err(|problem| match problem {
+        ManifestProblem::Link {
+            path,
+            target,
+            problem,
+            ..
+        } => Error::Link {
+            path,
+            target,
+            problem,
+        },
+        other => Error::Tree(other),
+    })
 }
 
-/// Checks the tree's shape (symlinks, order, limits) before any content is read, so a tree
-/// that cannot be packed fails fast. Hashes are not needed for these checks.
-fn precheck(sources: &[walk::SourceEntry], limits: &Limits) -> Result<(), Error> {
-    let entries = sources
-        .iter()
-        .map(|s| Entry {
-            path: s.path.clone(),
-            kind: match &s.kind {
-                SourceKind::EmptyDir => Kind::Dir,
-                // Sizes are not known yet: the total is checked again on the final manifest.
-                SourceKind::File => Kind::File {
-                    size: 0,
-                    hash: Hash([0; 32]),
-                },
-                SourceKind::Link { target } => Kind::Link {
-                    target: target.clone(),
-                },
-            },
-        })
-        .collect();
-    Manifest::from_entries(entries)
-        .validate(limits)
-        .map_err(|problem| match problem {
-            ManifestProblem::Link {
-                path,
-                target,
-                problem,
-                ..
-            } => Error::Link {
-                path,
-                target,
-                problem,
-            },
-            other => Error::Tree(other),
-        })
+/// A link with an absolute target inside the app is made relative (or recorded as a system
+/// link); the walker does this as it goes.
+fn relocate_link(
+    roots: &Roots,
+    source: &mut walk::SourceEntry,
+    limits: &Limits,
+    fixups: &mut Vec<Fixup>,
+) {
+    if let SourceKind::Link { target } = &mut source.kind {
+        let (new, fixup) =
+            relocate::relocate_link(roots, &source.path, target, |t| limits.is_system_target(t));
+        *target = new;
+        fixups.extend(fixup);
+    }
 }
 
 /// What the reader thread hands the writer, in manifest order.
@@ -227,24 +200,34 @@ struct Packed {
 fn write_content(
     app_dir: &Path,
     roots: &Roots,
-    sources: &[walk::SourceEntry],
     config: &PackConfig,
     progress: &dyn Progress,
     out: &File,
 ) -> Result<Packed, Error> {
     // The total is unknown until files are opened: the bar shows bytes and rate.
     progress.start("packing", 0);
-    let (tx, rx) = mpsc::sync_channel::<Vec<Result<Loaded, Error>>>(QUEUE_DEPTH);
+    let (walk_tx, walk_rx) = mpsc::sync_channel::<walk::SourceEntry>(WALK_QUEUE);
+    let (tx, rx) =
+        mpsc::sync_channel::<Vec<(walk::SourceEntry, Result<Loaded, Error>)>>(QUEUE_DEPTH);
     let result = std::thread::scope(|scope| {
+        // A consumer that stops hangs up its channel; the thread feeding it then stops too.
+        let walker = scope.spawn(move || -> Result<Vec<Fixup>, Error> {
+            let mut fixups = Vec::new();
+            walk::stream(app_dir, &config.walk, &config.limits, &mut |mut source| {
+                relocate_link(roots, &mut source, &config.limits, &mut fixups);
+                walk_tx.send(source).is_ok()
+            })?;
+            Ok(fixups)
+        });
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH_FILES);
             let mut bytes = 0;
-            for source in sources {
-                let loaded = load(app_dir, roots, source, config);
+            for source in walk_rx {
+                let loaded = load(app_dir, roots, &source, config);
                 if let Ok(Loaded::Whole { content, .. }) = &loaded {
                     bytes += content.len();
                 }
-                batch.push(loaded);
+                batch.push((source, loaded));
                 if batch.len() == BATCH_FILES || bytes >= BATCH_BYTES {
                     if tx.send(std::mem::take(&mut batch)).is_err() {
                         return; // the writer failed and hung up
@@ -266,28 +249,27 @@ fn write_content(
         .map_err(archive_err)?;
         let mut tar = TarWriter::new(encoder, config.mtime);
         let mut packed = Packed {
-            entries: Vec::with_capacity(sources.len()),
+            entries: Vec::new(),
             fixups: vec![],
             warnings: vec![],
         };
         // Owned here, so that an early return drops the receiver before the scope joins the
         // reader: its next send fails and it stops, instead of blocking on a full queue.
-        let mut batches = rx.into_iter().flatten();
-        for source in sources {
-            let loaded = batches
-                .next()
-                .ok_or_else(|| archive_err(io::Error::other("reader thread stopped")))??;
+        for (source, loaded) in rx.into_iter().flatten() {
             let entry = write_one(
                 &mut tar,
                 roots,
-                source,
-                loaded,
+                &source,
+                loaded?,
                 config,
                 progress,
                 &mut packed,
             )?;
             packed.entries.push(entry);
         }
+        // The walk's own error (an unreadable directory, a bad name) ended the stream early.
+        let link_fixups = walker.join().expect("the walker does not panic")?;
+        packed.fixups.extend(link_fixups);
         tar.finish()
             .and_then(|zstd| zstd.finish())
             .and_then(|mut w| w.flush())

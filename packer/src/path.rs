@@ -112,6 +112,15 @@ fn check_chars(s: &str) -> Result<(), PathProblem> {
     }
 }
 
+/// `dir/name`, or `name` at the top (`dir` is `""`).
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
 /// The parent of an artifact path, `""` for top-level entries.
 pub fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])

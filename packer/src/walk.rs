@@ -1,10 +1,9 @@
 //! Walks an app directory into a list of source entries: ignore rules applied, names checked,
 //! special files refused. Reads metadata only; content is read by `pack`.
 
-use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Error;
 use crate::limits::Limits;
@@ -66,140 +65,337 @@ pub const SILVERIGNORE: &str = ".silverignore";
 
 /// Lists every entry to pack under `root`, sorted by path bytes.
 pub fn walk(root: &Path, config: &WalkConfig, limits: &Limits) -> Result<Vec<SourceEntry>, Error> {
-    let _span = tracing::debug_span!("walk", root = %root.display()).entered();
-    let mut builder = ignore::WalkBuilder::new(root);
-    builder
-        .standard_filters(false)
-        .hidden(false)
-        .parents(false) // the tree must pack the same wherever it sits
-        .git_ignore(config.gitignore)
-        .git_global(false) // a developer's global excludes must not change the artifact
-        .git_exclude(false)
-        .require_git(false)
-        .follow_links(false)
-        .add_custom_ignore_filename(SILVERIGNORE)
-        .filter_entry(|e| {
-            let name = e.file_name().as_bytes();
-            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
-            if is_dir {
-                !ALWAYS_IGNORED_DIRS.iter().any(|d| d.as_bytes() == name)
-            } else {
-                !always_ignored_file(name)
-            }
-        });
-    // Metadata calls dominate a walk: spread them over the cores, then sort.
-    let found: std::sync::Mutex<Vec<Result<Found, Error>>> = std::sync::Mutex::new(Vec::new());
-    builder
-        .threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .build_parallel()
-        .run(|| {
-            let found = &found;
-            Box::new(move |item| {
-                let result = item
-                    .map_err(|e| walk_error(root, e))
-                    .and_then(|item| classify(root, &item, limits));
-                let stop = result.is_err();
-                if let Ok(Some(f)) = result {
-                    found.lock().unwrap_or_else(|e| e.into_inner()).push(Ok(f));
-                } else if let Err(e) = result {
-                    found.lock().unwrap_or_else(|e| e.into_inner()).push(Err(e));
-                }
-                if stop {
-                    ignore::WalkState::Quit
-                } else {
-                    ignore::WalkState::Continue
-                }
-            })
-        });
-    let mut found = found
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .collect::<Result<Vec<Found>, Error>>()?;
-    // Sorted first so that which error is reported, and everything after, is deterministic.
-    found.sort_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
-    let mut entries = Vec::with_capacity(found.len());
-    let mut dirs = Vec::new();
-    let mut non_empty: HashSet<String> = HashSet::new();
-    for Found { entry, is_dir } in found {
-        non_empty.insert(path::parent(&entry.path).to_string());
-        if is_dir {
-            dirs.push(entry.path);
-        } else {
-            entries.push(entry);
-        }
-    }
-    entries.extend(
-        dirs.into_iter()
-            .filter(|d| !non_empty.contains(d))
-            .map(|path| SourceEntry {
-                path,
-                kind: SourceKind::EmptyDir,
-            }),
-    );
-    entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    let mut entries = Vec::new();
+    stream(root, config, limits, &mut |e| {
+        entries.push(e);
+        true
+    })?;
     Ok(entries)
 }
 
-struct Found {
-    entry: SourceEntry,
-    is_dir: bool,
+/// Hands every entry to pack under `root` to `emit`, already in manifest order (sorted by path
+/// bytes), as the walk finds them, so that reading and compressing can start on the first
+/// files while the walk goes on. `emit` returns false to stop the walk early.
+///
+/// One directory at a time, in order: its children sorted with a directory named as if it
+/// ended in `/` (so `pip-23.dist-info/…` comes before `pip/…`, as in the manifest). Ignore rules
+/// follow the `ignore` crate's walker (with `require_git(false)`, as before): `.silverignore`
+/// rules first, then `.gitignore`, each from the deepest directory that has a matching rule.
+pub fn stream(
+    root: &Path,
+    config: &WalkConfig,
+    limits: &Limits,
+    emit: &mut dyn FnMut(SourceEntry) -> bool,
+) -> Result<(), Error> {
+    let _span = tracing::debug_span!("walk", root = %root.display()).entered();
+    let mut walker = Walker {
+        root,
+        config,
+        limits,
+        levels: Vec::new(),
+    };
+    let mut sink = |e: SourceEntry| -> Result<(), Stop> {
+        if emit(e) {
+            Ok(())
+        } else {
+            Err(Stop::Consumer)
+        }
+    };
+    match walker.dir(root, "", &mut sink) {
+        Ok(_) | Err(Stop::Consumer) => Ok(()),
+        Err(Stop::Failed(e)) => Err(e),
+    }
 }
 
-/// Checks one walked path: its name, its type, and for symlinks its target. `None` for the root.
-fn classify(root: &Path, item: &ignore::DirEntry, limits: &Limits) -> Result<Option<Found>, Error> {
-    let rel = item.path().strip_prefix(root).unwrap_or(item.path());
-    if rel.as_os_str().is_empty() {
-        return Ok(None);
+/// Why a walk stopped before the end.
+enum Stop {
+    /// The consumer hung up (it failed, and will report why).
+    Consumer,
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Stop {
+        Stop::Failed(e)
     }
-    let rel_bytes = rel.as_os_str().as_bytes();
-    let display = String::from_utf8_lossy(rel_bytes).into_owned();
-    let path = path::check_path(rel_bytes, limits.max_path_bytes, limits.max_path_depth)
-        .map_err(|problem| Error::BadPath {
-            path: display.clone(),
-            problem,
-        })?
-        .to_string();
-    // The type from readdir (d_type) needs no stat; file systems without it make std stat.
-    let ft = match item.file_type() {
-        Some(ft) => ft,
-        None => std::fs::symlink_metadata(item.path())
-            .map_err(|source| Error::Unreadable {
+}
+
+type Sink<'a> = dyn FnMut(SourceEntry) -> Result<(), Stop> + 'a;
+
+struct Walker<'a> {
+    root: &'a Path,
+    config: &'a WalkConfig,
+    limits: &'a Limits,
+    /// The ignore rules of each directory from the root down to the one being listed.
+    levels: Vec<Level>,
+}
+
+/// One directory's own ignore files.
+struct Level {
+    silverignore: Option<ignore::gitignore::Gitignore>,
+    gitignore: Option<ignore::gitignore::Gitignore>,
+}
+
+struct Child {
+    name: Vec<u8>,
+    path: String,
+    kind: ChildKind,
+}
+
+enum ChildKind {
+    Dir,
+    File,
+    Link(String),
+}
+
+/// Where a directory's children go in the manifest's order. A directory has two places: its
+/// own entry (`name`, used only if it turns out empty) and its contents (`name/…`).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Slot {
+    key: Vec<u8>,
+    child: usize,
+    contents: bool,
+}
+
+impl Walker<'_> {
+    /// Emits everything under `dir` (artifact path `rel`); returns whether it emitted anything.
+    fn dir(&mut self, dir: &Path, rel: &str, emit: &mut Sink) -> Result<bool, Stop> {
+        let names = self.read_dir(dir, rel)?;
+        self.levels.push(self.level(dir, rel, &names)?);
+        let result = self.children(dir, rel, names, emit);
+        self.levels.pop();
+        result
+    }
+
+    fn children(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        names: Vec<(std::ffi::OsString, std::fs::FileType)>,
+        emit: &mut Sink,
+    ) -> Result<bool, Stop> {
+        let mut children = Vec::with_capacity(names.len());
+        for (name, ft) in names {
+            if let Some(child) = self.child(dir, rel, name, ft)? {
+                children.push(child);
+            }
+        }
+        let mut slots: Vec<Slot> = Vec::with_capacity(children.len() + 4);
+        for (i, c) in children.iter().enumerate() {
+            slots.push(Slot {
+                key: c.name.clone(),
+                child: i,
+                contents: false,
+            });
+            if let ChildKind::Dir = c.kind {
+                let mut key = c.name.clone();
+                key.push(b'/');
+                slots.push(Slot {
+                    key,
+                    child: i,
+                    contents: true,
+                });
+            }
+        }
+        slots.sort();
+        let mut any = false;
+        // Contents walked ahead of their place, when a sibling sorts between a directory's own
+        // entry and its contents (`foo`, `foo-bar`, `foo/…`): only then is its emptiness needed early.
+        let mut early: Vec<Option<Vec<SourceEntry>>> = children.iter().map(|_| None).collect();
+        for (n, slot) in slots.iter().enumerate() {
+            let child = &children[slot.child];
+            let abs = dir.join(std::ffi::OsStr::from_bytes(&child.name));
+            match (&child.kind, slot.contents) {
+                (ChildKind::File, _) => {
+                    emit(entry(&child.path, SourceKind::File))?;
+                    any = true;
+                }
+                (ChildKind::Link(target), _) => {
+                    let kind = SourceKind::Link {
+                        target: target.clone(),
+                    };
+                    emit(entry(&child.path, kind))?;
+                    any = true;
+                }
+                (ChildKind::Dir, false) => {
+                    let adjacent = slots
+                        .get(n + 1)
+                        .is_some_and(|next| next.child == slot.child && next.contents);
+                    if adjacent {
+                        continue;
+                    }
+                    let mut buffer = Vec::new();
+                    let mut collect = |e: SourceEntry| -> Result<(), Stop> {
+                        buffer.push(e);
+                        Ok(())
+                    };
+                    self.dir(&abs, &child.path, &mut collect)?;
+                    if buffer.is_empty() {
+                        emit(entry(&child.path, SourceKind::EmptyDir))?;
+                        any = true;
+                    }
+                    early[slot.child] = Some(buffer);
+                }
+                (ChildKind::Dir, true) => match early[slot.child].take() {
+                    Some(buffer) => {
+                        for e in buffer {
+                            emit(e)?;
+                            any = true;
+                        }
+                    }
+                    None => {
+                        if self.dir(&abs, &child.path, emit)? {
+                            any = true;
+                        } else {
+                            emit(entry(&child.path, SourceKind::EmptyDir))?;
+                            any = true;
+                        }
+                    }
+                },
+            }
+        }
+        Ok(any)
+    }
+
+    fn read_dir(
+        &self,
+        dir: &Path,
+        rel: &str,
+    ) -> Result<Vec<(std::ffi::OsString, std::fs::FileType)>, Error> {
+        let unreadable = |source| Error::Unreadable {
+            path: self.display(rel),
+            source,
+        };
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(unreadable)? {
+            let e = e.map_err(unreadable)?;
+            // The type from readdir (d_type) needs no stat; std stats where d_type is missing.
+            let ft = e.file_type().map_err(unreadable)?;
+            names.push((e.file_name(), ft));
+        }
+        Ok(names)
+    }
+
+    /// The directory's `.silverignore` and (unless turned off) `.gitignore`, when it has them.
+    fn level(
+        &self,
+        dir: &Path,
+        rel: &str,
+        names: &[(std::ffi::OsString, std::fs::FileType)],
+    ) -> Result<Level, Error> {
+        let has = |n: &str| names.iter().any(|(name, ft)| name == n && !ft.is_dir());
+        let rules = |file: &str| -> Result<Option<ignore::gitignore::Gitignore>, Error> {
+            if !has(file) {
+                return Ok(None);
+            }
+            let mut builder = ignore::gitignore::GitignoreBuilder::new(dir);
+            let bad = |why: String| Error::Unreadable {
+                path: self.display(&path::join(rel, file)),
+                source: std::io::Error::other(why),
+            };
+            if let Some(e) = builder.add(dir.join(file)) {
+                return Err(bad(e.to_string()));
+            }
+            builder.build().map(Some).map_err(|e| bad(e.to_string()))
+        };
+        Ok(Level {
+            silverignore: rules(SILVERIGNORE)?,
+            gitignore: if self.config.gitignore {
+                rules(".gitignore")?
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Checks one name found in a directory: `None` when it is ignored.
+    fn child(
+        &self,
+        dir: &Path,
+        rel: &str,
+        name: std::ffi::OsString,
+        ft: std::fs::FileType,
+    ) -> Result<Option<Child>, Error> {
+        let bytes = name.as_bytes();
+        let ignored_name = if ft.is_dir() {
+            ALWAYS_IGNORED_DIRS.iter().any(|d| d.as_bytes() == bytes)
+        } else {
+            always_ignored_file(bytes)
+        };
+        let abs = dir.join(&name);
+        if ignored_name || self.ignored(&abs, ft.is_dir()) {
+            return Ok(None);
+        }
+        let mut raw = Vec::with_capacity(rel.len() + 1 + bytes.len());
+        if !rel.is_empty() {
+            raw.extend_from_slice(rel.as_bytes());
+            raw.push(b'/');
+        }
+        raw.extend_from_slice(bytes);
+        let display = String::from_utf8_lossy(&raw).into_owned();
+        let path = path::check_path(&raw, self.limits.max_path_bytes, self.limits.max_path_depth)
+            .map_err(|problem| Error::BadPath {
+                path: display.clone(),
+                problem,
+            })?
+            .to_string();
+        let kind = if ft.is_dir() {
+            ChildKind::Dir
+        } else if ft.is_file() {
+            ChildKind::File
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&abs).map_err(|source| Error::Unreadable {
                 path: display.clone(),
                 source,
-            })?
-            .file_type(),
-    };
-    let (kind, is_dir) = if ft.is_dir() {
-        (SourceKind::EmptyDir, true)
-    } else if ft.is_file() {
-        (SourceKind::File, false)
-    } else if ft.is_symlink() {
-        let target = std::fs::read_link(item.path()).map_err(|source| Error::Unreadable {
-            path: display.clone(),
-            source,
-        })?;
-        let target = path::check_link_target(target.as_os_str().as_bytes(), limits.max_path_bytes)
-            .map_err(|problem| Error::BadPath {
-                path: format!("{display} (symlink target)"),
-                problem,
             })?;
-        (
-            SourceKind::Link {
-                target: target.to_string(),
-            },
-            false,
-        )
-    } else {
-        return Err(Error::SpecialFile {
-            path: display,
-            kind: special_kind(&ft),
-        });
-    };
-    Ok(Some(Found {
-        entry: SourceEntry { path, kind },
-        is_dir,
-    }))
+            let target =
+                path::check_link_target(target.as_os_str().as_bytes(), self.limits.max_path_bytes)
+                    .map_err(|problem| Error::BadPath {
+                        path: format!("{display} (symlink target)"),
+                        problem,
+                    })?;
+            ChildKind::Link(target.to_string())
+        } else {
+            return Err(Error::SpecialFile {
+                path: display,
+                kind: special_kind(&ft),
+            });
+        };
+        Ok(Some(Child {
+            name: bytes.to_vec(),
+            path,
+            kind,
+        }))
+    }
+
+    /// The `ignore` crate's precedence: the deepest matching `.silverignore` rule decides; failing
+    /// that, the deepest matching `.gitignore` rule. A `!rule` match keeps the path.
+    fn ignored(&self, abs: &Path, is_dir: bool) -> bool {
+        let deepest = |pick: &dyn Fn(&Level) -> Option<&ignore::gitignore::Gitignore>| {
+            self.levels.iter().rev().find_map(|level| {
+                let m = pick(level)?.matched(abs, is_dir);
+                (!m.is_none()).then(|| m.is_ignore())
+            })
+        };
+        deepest(&|l| l.silverignore.as_ref())
+            .or_else(|| deepest(&|l| l.gitignore.as_ref()))
+            .unwrap_or(false)
+    }
+
+    fn display(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.root.display().to_string()
+        } else {
+            rel.to_string()
+        }
+    }
+}
+
+fn entry(path: &str, kind: SourceKind) -> SourceEntry {
+    SourceEntry {
+        path: path.to_string(),
+        kind,
+    }
 }
 
 fn special_kind(ft: &std::fs::FileType) -> &'static str {
@@ -216,24 +412,150 @@ fn special_kind(ft: &std::fs::FileType) -> &'static str {
     }
 }
 
-fn walk_error(root: &Path, e: ignore::Error) -> Error {
-    let path = error_path(&e).map(|p| p.strip_prefix(root).unwrap_or(&p).display().to_string());
-    let source = match e.into_io_error() {
-        Some(io) => io,
-        None => std::io::Error::other("unreadable ignore rules or directory"),
-    };
-    Error::Unreadable {
-        path: path.unwrap_or_else(|| root.display().to_string()),
-        source,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn error_path(e: &ignore::Error) -> Option<PathBuf> {
-    match e {
-        ignore::Error::WithPath { path, .. } => Some(path.clone()),
-        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
-            error_path(err)
+    /// Builds a tree from `spec` (`d/` an empty directory, `f` a file, `a/b` a file in `a`),
+    /// with `ignores` as (path, content) ignore files, and checks the walk against `expected`.
+    fn check(spec: &[&str], ignores: &[(&str, &str)], expected: &[&str]) {
+        let tmp = tempfile::tempdir().unwrap();
+        make(tmp.path(), spec, ignores);
+        let got: Vec<String> = walk(
+            tmp.path(),
+            &WalkConfig { gitignore: true },
+            &Limits::default(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.kind {
+            SourceKind::EmptyDir => format!("{}/", e.path),
+            _ => e.path,
+        })
+        .collect();
+        assert_eq!(got, expected);
+    }
+
+    fn make(root: &Path, spec: &[&str], ignores: &[(&str, &str)]) {
+        for s in spec {
+            let p = root.join(s.trim_end_matches('/'));
+            if s.ends_with('/') {
+                std::fs::create_dir_all(&p).unwrap();
+            } else {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, s).unwrap();
+            }
         }
-        _ => None,
+        for (path, content) in ignores {
+            std::fs::write(root.join(path), content).unwrap();
+        }
+    }
+
+    #[test]
+    fn order_is_path_bytes_with_directories_before_their_contents() {
+        // `pip-23.dist-info/…` sorts before `pip/…`, and an empty `foo` before `foo-bar`.
+        check(
+            &[
+                "pip/x",
+                "pip-23.dist-info/y",
+                "foo/",
+                "foo-bar",
+                "foo.d/z",
+                "a b",
+                "a/c",
+            ],
+            &[],
+            &[
+                "a b",
+                "a/c",
+                "foo/",
+                "foo-bar",
+                "foo.d/z",
+                "pip-23.dist-info/y",
+                "pip/x",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_directory_emptied_by_ignore_rules_is_an_empty_directory() {
+        check(
+            &["logs/a.log", "logs-old", "src/app.py"],
+            &[(".gitignore", "*.log\n")],
+            &[".gitignore", "logs/", "logs-old", "src/app.py"],
+        );
+    }
+
+    #[test]
+    fn ignore_rules_follow_the_ignore_crate() {
+        // A nested .gitignore overrides its parent's; .silverignore overrides .gitignore.
+        check(
+            &["a/keep.log", "a/x.log", "b.log", "c.tmp", "d"],
+            &[
+                (".gitignore", "*.log\n"),
+                ("a/.gitignore", "!keep.log\n"),
+                (".silverignore", "*.tmp\n!b.log\n"),
+            ],
+            &[
+                ".gitignore",
+                ".silverignore",
+                "a/.gitignore",
+                "a/keep.log",
+                "b.log",
+                "d",
+            ],
+        );
+    }
+
+    #[test]
+    fn the_app_gitignore_reaches_into_a_nested_repository() {
+        // As the `ignore` crate's walker does without `require_git`: the app is one tree.
+        check(
+            &["vendor/lib/.git/", "vendor/lib/x.log", "y.log"],
+            &[(".gitignore", "*.log\n")],
+            &[".gitignore", "vendor/lib/"],
+        );
+    }
+
+    proptest::proptest! {
+        /// Any tree of tricky names walks in exactly manifest order: sorted by path bytes, with
+        /// empty directories as entries.
+        #[test]
+        fn any_tree_walks_in_path_byte_order(
+            spec in proptest::collection::vec("[ab.-]{1,3}(/[ab.-]{1,3}){0,2}/?", 1..24)
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            for s in &spec {
+                if s.split('/').any(|c| c == "." || c == "..") {
+                    continue;
+                }
+                let p = tmp.path().join(s.trim_end_matches('/'));
+                // A name already taken by the other kind is skipped.
+                if s.ends_with('/') {
+                    let _ = std::fs::create_dir_all(&p);
+                } else if std::fs::create_dir_all(p.parent().unwrap()).is_ok() && !p.is_dir() {
+                    let _ = std::fs::write(&p, "x");
+                }
+            }
+            let got: Vec<String> =
+                walk(tmp.path(), &WalkConfig { gitignore: true }, &Limits::default())
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.path)
+                    .collect();
+            let mut sorted = got.clone();
+            sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            proptest::prop_assert_eq!(&got, &sorted);
+            // Every file and every empty directory, nothing else.
+            let mut reference: Vec<String> = walkdir::WalkDir::new(tmp.path())
+                .min_depth(1)
+                .into_iter()
+                .map(|e| e.unwrap())
+                .filter(|e| !e.file_type().is_dir() || std::fs::read_dir(e.path()).unwrap().next().is_none())
+                .map(|e| e.path().strip_prefix(tmp.path()).unwrap().to_str().unwrap().to_string())
+                .collect();
+            reference.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            proptest::prop_assert_eq!(got, reference);
+        }
     }
 }
