@@ -332,10 +332,10 @@ impl Walker<'_> {
             raw.push(b'/');
         }
         raw.extend_from_slice(bytes);
-        let display = String::from_utf8_lossy(&raw).into_owned();
+        // Only an error needs the lossy form: a name that is not UTF-8 is refused right here.
         let path = path::check_path(&raw, self.limits.max_path_bytes, self.limits.max_path_depth)
             .map_err(|problem| Error::BadPath {
-                path: display.clone(),
+                path: String::from_utf8_lossy(&raw).into_owned(),
                 problem,
             })?
             .to_string();
@@ -345,19 +345,19 @@ impl Walker<'_> {
             ChildKind::File
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&abs).map_err(|source| Error::Unreadable {
-                path: display.clone(),
+                path: path.clone(),
                 source,
             })?;
             let target =
                 path::check_link_target(target.as_os_str().as_bytes(), self.limits.max_path_bytes)
                     .map_err(|problem| Error::BadPath {
-                        path: format!("{display} (symlink target)"),
+                        path: format!("{path} (symlink target)"),
                         problem,
                     })?;
             ChildKind::Link(target.to_string())
         } else {
             return Err(Error::SpecialFile {
-                path: display,
+                path,
                 kind: special_kind(&ft),
             });
         };
