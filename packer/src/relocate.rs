@@ -10,7 +10,7 @@ use crate::path;
 
 /// The absolute spellings of the app's source directory (as given and canonical), no trailing `/`.
 #[derive(Debug, Clone)]
-pub struct Roots(Vec<String>);
+pub struct Roots(Vec<String>, Vec<memmem::Finder<'static>>);
 
 impl Roots {
     pub fn new(forms: impl IntoIterator<Item = String>) -> Roots {
@@ -22,7 +22,12 @@ impl Roots {
         // Longest first, so `/a/b` wins over `/a` when one is a prefix of the other.
         forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         forms.dedup();
-        Roots(forms)
+        // Built once: every file of the app is searched for these.
+        let finders = forms
+            .iter()
+            .map(|f| memmem::Finder::new(f.as_bytes()).into_owned())
+            .collect();
+        Roots(forms, finders)
     }
 
     pub fn forms(&self) -> &[String] {
@@ -49,9 +54,7 @@ impl Roots {
 
     /// Whether `content` mentions any spelling of the root.
     pub fn mentioned_in(&self, content: &[u8]) -> bool {
-        self.0
-            .iter()
-            .any(|r| memmem::find(content, r.as_bytes()).is_some())
+        self.1.iter().any(|f| f.find(content).is_some())
     }
 }
 
