@@ -100,18 +100,22 @@ pub fn pack(
     };
     std::fs::create_dir_all(out_dir).map_err(write_err)?;
     let content = TempFile::new(out_dir).map_err(write_err)?;
-    let packed = write_content(app_dir, &roots, config, progress, &content.file)?;
-    let manifest = Manifest::from_entries(packed.entries);
-    // The checks a node makes (symlinks, counts, sizes) before the archive is named.
-    check_tree(&manifest, &config.limits)?;
-    let mut fixups = packed.fixups;
-    fixups.sort_by(|a, b| a.path.cmp(&b.path));
+    // Once every hash is known, the manifest and its frame are made while zstd's workers are
+    // still compressing the last of the content.
+    let Prepared {
+        manifest,
+        fixups,
+        warnings: content_warnings,
+        head,
+    } = write_content(app_dir, &roots, config, progress, &content.file, |packed| {
+        prepare(packed, config)
+    })?;
     let mut warnings = ini.warnings.clone();
-    warnings.extend(packed.warnings);
+    warnings.extend(content_warnings);
     tracing::info!(app = %app, id = %manifest.id, entries = manifest.entries.len(), content_bytes = manifest.content_bytes(), "manifest built");
 
     let archive = out_dir.join(format!("{app}-{}.silver", manifest.id.short()));
-    let written = join_frames(&archive, &manifest, &fixups, config, content)?;
+    let written = join_frames(&archive, &head, content)?;
     tracing::debug!(archive_bytes = written.bytes, "archive written");
     Ok(PackReport {
         id: manifest.id.to_string(),
@@ -124,6 +128,42 @@ pub fn pack(
         archive_bytes: written.bytes,
         fixups,
         warnings,
+    })
+}
+
+/// The manifest, checked, and its compressed frame: everything the join needs.
+struct Prepared {
+    manifest: Manifest,
+    fixups: Vec<Fixup>,
+    warnings: Vec<String>,
+    /// Frame 1: the manifest's tar member, zstd-compressed.
+    head: Vec<u8>,
+}
+
+fn prepare(packed: Packed, config: &PackConfig) -> Result<Prepared, Error> {
+    let manifest = Manifest::from_entries(packed.entries);
+    // The checks a node makes (symlinks, counts, sizes) before the archive is named.
+    check_tree(&manifest, &config.limits)?;
+    let mut fixups = packed.fixups;
+    fixups.sort_by(|a, b| a.path.cmp(&b.path));
+    let note = (!fixups.is_empty()).then(|| fixup_note(&fixups));
+    let head = (|| -> io::Result<Vec<u8>> {
+        let member =
+            crate::archive::manifest_member(&manifest.bytes, note.as_deref(), config.mtime)?;
+        // Single-threaded for the small first frame: still one fixed setting, so deterministic.
+        let mut zstd = encoder(Vec::new(), config, 0)?;
+        zstd.write_all(&member)?;
+        zstd.finish()
+    })()
+    .map_err(|source| Error::Write {
+        path: PathBuf::from("(manifest frame)"),
+        source,
+    })?;
+    Ok(Prepared {
+        manifest,
+        fixups,
+        warnings: packed.warnings,
+        head,
     })
 }
 
@@ -197,13 +237,16 @@ struct Packed {
     warnings: Vec<String>,
 }
 
-fn write_content(
+/// Frames and compresses the whole tree into `out`; once every entry is hashed, `then` runs
+/// on the packed entries while zstd's workers finish.
+fn write_content<R: Send>(
     app_dir: &Path,
     roots: &Roots,
     config: &PackConfig,
     progress: &dyn Progress,
     out: &File,
-) -> Result<Packed, Error> {
+    then: impl FnOnce(Packed) -> Result<R, Error>,
+) -> Result<R, Error> {
     // The total is unknown until files are opened: the bar shows bytes and rate.
     progress.start("packing", 0);
     let (walk_tx, walk_rx) = mpsc::sync_channel::<walk::SourceEntry>(WALK_QUEUE);
@@ -270,11 +313,17 @@ fn write_content(
         // The walk's own error (an unreadable directory, a bad name) ended the stream early.
         let link_fixups = walker.join().expect("the walker does not panic")?;
         packed.fixups.extend(link_fixups);
-        tar.finish()
-            .and_then(|zstd| zstd.finish())
-            .and_then(|mut w| w.flush())
+        let finishing = scope.spawn(move || {
+            tar.finish()
+                .and_then(|zstd| zstd.finish())
+                .and_then(|mut w| w.flush())
+        });
+        let then = then(packed);
+        finishing
+            .join()
+            .expect("finishing zstd does not panic")
             .map_err(archive_err)?;
-        Ok(packed)
+        then
     });
     progress.finish();
     result
@@ -540,14 +589,8 @@ struct Written {
     bytes: u64,
 }
 
-/// Writes frame 1 (the manifest) and appends frame 2 (the content) into the final archive.
-fn join_frames(
-    archive: &Path,
-    manifest: &Manifest,
-    fixups: &[Fixup],
-    config: &PackConfig,
-    content: TempFile,
-) -> Result<Written, Error> {
+/// Writes frame 1 (the manifest, `head`) and appends frame 2 (the content) into the final archive.
+fn join_frames(archive: &Path, head: &[u8], content: TempFile) -> Result<Written, Error> {
     let out_dir = archive.parent().unwrap_or(Path::new("."));
     let write_err = |source| Error::Write {
         path: archive.to_path_buf(),
@@ -555,21 +598,14 @@ fn join_frames(
     };
     let target = TempFile::new(out_dir).map_err(write_err)?;
     let result = (|| -> io::Result<Written> {
-        let note = (!fixups.is_empty()).then(|| fixup_note(fixups));
-        let member =
-            crate::archive::manifest_member(&manifest.bytes, note.as_deref(), config.mtime)?;
-        // Single-threaded for the small first frame: still one fixed setting, so deterministic.
-        let mut zstd = encoder(Vec::new(), config, 0)?;
-        zstd.write_all(&member)?;
-        let head = zstd.finish()?;
         let mut out = &target.file;
-        out.write_all(&head)?;
+        out.write_all(head)?;
         let mut body = &content.file;
         body.rewind()?;
         // The SHA-256 of head + content, read with pread from the page cache on another core
         // while the kernel copies the same pages: the join costs the longer of the two.
         let (sha256, bytes) = std::thread::scope(|scope| {
-            let hashing = scope.spawn(|| sha256_after(&head, &content.file));
+            let hashing = scope.spawn(|| sha256_after(head, &content.file));
             // std's file-to-file copy is copy_file_range(2): the kernel moves the pages.
             let copied = io::copy(&mut body, &mut out);
             let hashed = hashing.join().expect("hashing does not panic");
