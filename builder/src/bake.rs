@@ -89,9 +89,7 @@ pub fn bake(config: &BakeConfig, on_step: &dyn Fn(&StepReport)) -> Result<BakeRe
         },
     };
     let boot_key = hash_parts(&boot_parts);
-    let boot_dir = config
-        .cache_dir
-        .join(format!("bootstrap-{}", &boot_key[..16]));
+    let boot_dir = step_dir(&config.cache_dir, "bootstrap", &boot_key);
     let step = Step {
         name: "bootstrap",
         image: &recipe.image.name,
@@ -117,9 +115,7 @@ pub fn bake(config: &BakeConfig, on_step: &dyn Fn(&StepReport)) -> Result<BakeRe
 
     let custom_parts = customize_parts(&recipe, config, &boot_key)?;
     let custom_key = hash_parts(&custom_parts);
-    let custom_dir = config
-        .cache_dir
-        .join(format!("customize-{}", &custom_key[..16]));
+    let custom_dir = step_dir(&config.cache_dir, "customize", &custom_key);
     let step = Step {
         name: "customize",
         image: &recipe.image.name,
@@ -175,9 +171,7 @@ fn run_step(
 ) -> Result<StepReport, Error> {
     let started = Instant::now();
     let done = step.dir.join("done");
-    let latest = config
-        .cache_dir
-        .join(format!("{}-{}.latest", step.image, step.name));
+    let latest = latest_file(&config.cache_dir, step.image, step.name);
     let report = |reused: bool, why: String| StepReport {
         step: step.name.into(),
         key: step.key.into(),
@@ -212,12 +206,22 @@ fn run_step(
     Ok(report(false, why))
 }
 
+/// Where a step's result for `key` lives in the cache: `<step>-<first 16 hex digits>/`.
+fn step_dir(cache: &Path, step: &str, key: &str) -> PathBuf {
+    cache.join(format!("{step}-{}", key.get(..16).unwrap_or(key)))
+}
+
+/// The key of an image's last bake of a step, which `--explain` and offline bakes compare with.
+fn latest_file(cache: &Path, image: &str, step: &str) -> PathBuf {
+    cache.join(format!("{image}-{step}.latest"))
+}
+
 /// Why a step's cached result does not fit: the inputs that differ from the last bake's.
 fn changed_inputs(cache: &Path, latest: &Path, name: &str, parts: &[String]) -> String {
     let Ok(previous_key) = std::fs::read_to_string(latest) else {
         return "built: the first bake of this image in this cache".into();
     };
-    let previous_dir = cache.join(format!("{name}-{}", &previous_key.get(..16).unwrap_or("")));
+    let previous_dir = step_dir(cache, name, &previous_key);
     let Ok(previous) = std::fs::read_to_string(previous_dir.join("inputs.txt")) else {
         return "built: the last bake's result is no longer cached".into();
     };
@@ -291,13 +295,9 @@ fn offline_bootstrap(recipe: &Recipe, config: &BakeConfig) -> Option<Vec<String>
     if config.no_cache {
         return None;
     }
-    let latest = config
-        .cache_dir
-        .join(format!("{}-bootstrap.latest", recipe.image.name));
+    let latest = latest_file(&config.cache_dir, &recipe.image.name, "bootstrap");
     let key = std::fs::read_to_string(latest).ok()?;
-    let dir = config
-        .cache_dir
-        .join(format!("bootstrap-{}", key.get(..16)?));
+    let dir = step_dir(&config.cache_dir, "bootstrap", &key);
     if !dir.join("done").is_file() {
         return None;
     }
