@@ -34,6 +34,44 @@ fn pack_prints_the_id_and_writes_the_named_archive() {
 }
 
 #[test]
+fn packing_again_into_the_same_directory_replaces_the_archive_and_leaves_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("hello-wsgi");
+    copy_fixture("hello-wsgi", &app);
+    let dist = tmp.path().join("dist");
+    let (_, first) = pack_dir(&app, &dist);
+    let bytes = std::fs::read(&first).unwrap();
+    // Damaged in place: the next pack must put the real archive back, not keep this one.
+    std::fs::write(&first, b"not an archive").unwrap();
+    let (_, second) = pack_dir(&app, &dist);
+    assert_eq!(first, second);
+    assert!(
+        std::fs::read(&second).unwrap() == bytes,
+        "archive not replaced"
+    );
+    let names: Vec<_> = std::fs::read_dir(&dist)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [first.file_name().unwrap()]);
+
+    // A directory where the archive goes is an error, and is left alone.
+    std::fs::remove_file(&first).unwrap();
+    std::fs::create_dir(&first).unwrap();
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(&dist)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Is a directory"), "{}", stderr(&out));
+    assert!(first.is_dir());
+    assert_eq!(std::fs::read_dir(&dist).unwrap().count(), 1);
+}
+
+#[test]
 fn pack_json_reports_everything_ci_needs() {
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("app");

@@ -700,7 +700,14 @@ impl TempFile {
         // skips that guard, and the old one, now under the temporary name, is removed on drop.
         use rustix::fs::{renameat_with, RenameFlags, CWD};
         use rustix::io::Errno;
-        match renameat_with(CWD, &self.path, CWD, to, RenameFlags::EXCHANGE) {
+        // Only a regular file is swapped: a directory or link in the way makes rename(2) fail,
+        // as it always did, instead of being moved under the temporary name.
+        let replaces_file = std::fs::symlink_metadata(to).is_ok_and(|m| m.is_file());
+        let exchanged = match replaces_file {
+            true => renameat_with(CWD, &self.path, CWD, to, RenameFlags::EXCHANGE),
+            false => Err(Errno::NOENT),
+        };
+        match exchanged {
             Ok(()) => return Ok(()),
             // Nothing to replace, or a filesystem or kernel without the flag.
             Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
