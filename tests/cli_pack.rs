@@ -107,6 +107,9 @@ fn pack_json_reports_everything_ci_needs() {
         report["archive_bytes"],
         std::fs::metadata(archive).unwrap().len()
     );
+    // The join hashes the archive while it writes it: the figure must be the file's own.
+    let sha256 = <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(archive).unwrap());
+    assert_eq!(report["archive_sha256"], hex::encode(sha256));
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //!
 //! One read of every file. A walker thread lists the tree already in manifest order, a reader
 //! thread loads, relocates and hashes files as they come, and the main thread frames them as tar
-//! while zstd's workers compress: walking, reading, hashing and compression overlap. The content becomes the archive's second zstd frame (in a temp file);
-//! once every hash is known the manifest is compressed as the first frame and the two are joined.
+//! while zstd's workers compress: walking, reading, hashing and compression overlap. The content
+//! becomes the archive's second zstd frame, in a temp file. Once every hash is known the manifest
+//! is compressed as the first frame and written into the archive, and the content is copied in
+//! right behind zstd's writes, so the archive is done almost as soon as zstd is.
 //! Memory stays flat: at most a bounded queue of small files is in flight.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -100,22 +102,34 @@ pub fn pack(
     };
     std::fs::create_dir_all(out_dir).map_err(write_err)?;
     let content = TempFile::new(out_dir).map_err(write_err)?;
-    // Once every hash is known, the manifest and its frame are made while zstd's workers are
-    // still compressing the last of the content.
-    let Prepared {
-        manifest,
-        fixups,
-        warnings: content_warnings,
-        head,
-    } = write_content(app_dir, &roots, config, progress, &content.file, |packed| {
-        prepare(packed, config)
+    let growing = Growing::new(&content.file);
+    // Once every hash is known, the manifest and its frame are made, and the archive is
+    // written behind zstd's workers while they finish the last of the content.
+    let (
+        Prepared {
+            manifest,
+            fixups,
+            warnings: content_warnings,
+            head: _,
+        },
+        joined,
+    ) = write_content(app_dir, &roots, config, progress, &growing, |packed| {
+        let prepared = prepare(packed, config)?;
+        let archive = archive_path(out_dir, &app, &prepared.manifest);
+        let joined = join_behind(&archive, &prepared.head, &growing)?;
+        Ok((prepared, joined))
     })?;
     let mut warnings = ini.warnings.clone();
     warnings.extend(content_warnings);
     tracing::info!(app = %app, id = %manifest.id, entries = manifest.entries.len(), content_bytes = manifest.content_bytes(), "manifest built");
 
-    let archive = out_dir.join(format!("{app}-{}.silver", manifest.id.short()));
-    let written = join_frames(&archive, &head, content)?;
+    let archive = archive_path(out_dir, &app, &manifest);
+    let Joined { target, written } = joined;
+    target.persist(&archive).map_err(|source| Error::Write {
+        path: archive.clone(),
+        source,
+    })?;
+    drop(content);
     tracing::debug!(archive_bytes = written.bytes, "archive written");
     Ok(PackReport {
         id: manifest.id.to_string(),
@@ -165,6 +179,10 @@ fn prepare(packed: Packed, config: &PackConfig) -> Result<Prepared, Error> {
         warnings: packed.warnings,
         head,
     })
+}
+
+fn archive_path(out_dir: &Path, app: &str, manifest: &Manifest) -> PathBuf {
+    out_dir.join(format!("{app}-{}.silver", manifest.id.short()))
 }
 
 fn source_roots(app_dir: &Path) -> Result<Roots, Error> {
@@ -244,7 +262,7 @@ fn write_content<R: Send>(
     roots: &Roots,
     config: &PackConfig,
     progress: &dyn Progress,
-    out: &File,
+    out: &Growing,
     then: impl FnOnce(Packed) -> Result<R, Error>,
 ) -> Result<R, Error> {
     // The total is unknown until files are opened: the bar shows bytes and rate.
@@ -314,9 +332,14 @@ fn write_content<R: Send>(
         let link_fixups = walker.join().expect("the walker does not panic")?;
         packed.fixups.extend(link_fixups);
         let finishing = scope.spawn(move || {
-            tar.finish()
+            // Ends the stream for the join even if finishing panics, so it never waits forever.
+            let _ended = EndOnDrop(out);
+            let finished = tar
+                .finish()
                 .and_then(|zstd| zstd.finish())
-                .and_then(|mut w| w.flush())
+                .and_then(|mut w| w.flush());
+            out.end(finished.is_ok());
+            finished
         });
         let then = then(packed);
         finishing
@@ -589,55 +612,126 @@ struct Written {
     bytes: u64,
 }
 
-/// Writes frame 1 (the manifest, `head`) and appends frame 2 (the content) into the final archive.
-fn join_frames(archive: &Path, head: &[u8], content: TempFile) -> Result<Written, Error> {
-    let out_dir = archive.parent().unwrap_or(Path::new("."));
+/// The archive under its temporary name, complete, and what was written.
+struct Joined {
+    target: TempFile,
+    written: Written,
+}
+
+/// Writes frame 1 (the manifest, `head`) into a new temporary file beside `archive`, then
+/// appends frame 2 (the content) as zstd writes it, hashing both on the way.
+///
+/// The content is read back from the page cache behind the writer, so by the time zstd's
+/// workers finish, most of the archive is already written and hashed.
+fn join_behind(archive: &Path, head: &[u8], content: &Growing) -> Result<Joined, Error> {
+    use std::os::unix::fs::FileExt;
     let write_err = |source| Error::Write {
         path: archive.to_path_buf(),
         source,
     };
+    let out_dir = archive.parent().unwrap_or(Path::new("."));
     let target = TempFile::new(out_dir).map_err(write_err)?;
-    let result = (|| -> io::Result<Written> {
+    let written = (|| -> io::Result<Written> {
         let mut out = &target.file;
+        let mut sha = sha2::Sha256::new();
+        sha.update(head);
         out.write_all(head)?;
-        let mut body = &content.file;
-        body.rewind()?;
-        // The SHA-256 of head + content, read with pread from the page cache on another core
-        // while the kernel copies the same pages: the join costs the longer of the two.
-        let (sha256, bytes) = std::thread::scope(|scope| {
-            let hashing = scope.spawn(|| sha256_after(head, &content.file));
-            // std's file-to-file copy is copy_file_range(2): the kernel moves the pages.
-            let copied = io::copy(&mut body, &mut out);
-            let hashed = hashing.join().expect("hashing does not panic");
-            copied.and(hashed)
-        })?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        loop {
+            let (available, ended) = content.wait_past(offset)?;
+            while offset < available {
+                let want = buf.len().min((available - offset) as usize);
+                let n = content.file.read_at(&mut buf[..want], offset)?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                sha.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                offset += n as u64;
+            }
+            if ended {
+                break;
+            }
+        }
         // No fsync: an artifact is a build output, named by content and checked by `verify`;
-        // the rename below still makes it appear whole or not at all.
-        Ok(Written { sha256, bytes })
-    })();
-    let written = result.map_err(write_err)?;
-    target.persist(archive).map_err(write_err)?;
-    drop(content);
-    Ok(written)
+        // the rename that names it still makes it appear whole or not at all.
+        Ok(Written {
+            sha256: hex::encode(sha.finalize()),
+            bytes: head.len() as u64 + offset,
+        })
+    })()
+    .map_err(write_err)?;
+    Ok(Joined { target, written })
 }
 
-/// SHA-256 of `head` followed by all of `file`, and their total length. Reads with `pread`, so
-/// the file's own offset (which a concurrent copy uses) is left alone.
-fn sha256_after(head: &[u8], file: &File) -> io::Result<(String, u64)> {
-    use std::os::unix::fs::FileExt;
-    let mut sha = sha2::Sha256::new();
-    sha.update(head);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let n = file.read_at(&mut buf, offset)?;
-        if n == 0 {
-            break;
+/// The content frame's file while zstd writes it: how much is written, and whether that is
+/// all, so that the join can read behind the writer.
+struct Growing<'f> {
+    file: &'f File,
+    state: std::sync::Mutex<Grown>,
+    grew: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Grown {
+    bytes: u64,
+    /// `Some(true)` once every byte is written, `Some(false)` if writing failed.
+    end: Option<bool>,
+}
+
+impl<'f> Growing<'f> {
+    fn new(file: &'f File) -> Self {
+        Growing {
+            file,
+            state: Default::default(),
+            grew: Default::default(),
         }
-        sha.update(&buf[..n]);
-        offset += n as u64;
     }
-    Ok((hex::encode(sha.finalize()), head.len() as u64 + offset))
+
+    /// Marks the stream complete or failed; the first call wins.
+    fn end(&self, complete: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.end.get_or_insert(complete);
+        self.grew.notify_all();
+    }
+
+    /// Waits until more than `offset` bytes are written or the stream ends, and returns the
+    /// bytes written and whether that is all of them.
+    fn wait_past(&self, offset: u64) -> io::Result<(u64, bool)> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match state.end {
+                Some(false) => return Err(io::Error::other("writing the content frame failed")),
+                Some(true) => return Ok((state.bytes, true)),
+                None if state.bytes > offset => return Ok((state.bytes, false)),
+                None => state = self.grew.wait(state).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+}
+
+impl Write for &Growing<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.bytes += n as u64;
+        self.grew.notify_all();
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends a stream as failed unless it was already ended: a panic cannot leave the join waiting.
+struct EndOnDrop<'a, 'f>(&'a Growing<'f>);
+
+impl Drop for EndOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        self.0.end(false);
+    }
 }
 
 /// The fixups as carried in the archive: JSON with artifact paths only, never the source path,
