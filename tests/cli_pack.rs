@@ -30,7 +30,7 @@ fn pack_prints_the_id_and_writes_the_named_archive() {
         .join("dist")
         .join(format!("hello-{}.silver", &id[3..15]));
     assert!(archive.is_file());
-    insta::assert_snapshot!(redact(&stderr(&out), tmp.path()), @"      Packed hello [ID] (5 files, 1.59 KiB -> 1.39 KiB, 0 fixups) into [TMP]/dist/hello-[ID12].silver");
+    insta::assert_snapshot!(redact(&stderr(&out), tmp.path()), @"      Packed hello [ID] (5 files, 1.59 KiB -> 1.40 KiB, 0 fixups) into [TMP]/dist/hello-[ID12].silver");
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn inspect_shows_header_app_id_entries_and_fixups() {
     format    silver-manifest 1
     app       hello
     id        [ID]
-    archive   1585 bytes, sha256 [SHA256]
+    archive   1591 bytes, sha256 [SHA256]
     content   1628 bytes in 5 files
     entries   7 (1 symlinks, 1 empty directories)
     fixups    1
