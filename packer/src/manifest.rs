@@ -264,6 +264,9 @@ impl Manifest {
             .map(|e| (e.path.as_str(), &e.kind))
             .collect();
         let mut previous: Option<&str> = None;
+        // Siblings share every ancestor: the ancestors of a run of entries in one directory
+        // are looked up once, not once per entry.
+        let mut checked_dir: Option<&str> = None;
         for (i, entry) in self.entries.iter().enumerate() {
             let line = i + 2;
             let path = entry.path.as_str();
@@ -275,7 +278,11 @@ impl Manifest {
                 });
             }
             previous = Some(path);
-            check_ancestors(&index, path, line)?;
+            let dir = path::parent(path);
+            if checked_dir != Some(dir) {
+                check_ancestors(&index, path, line)?;
+                checked_dir = Some(dir);
+            }
             if let Kind::Link { target } = &entry.kind {
                 check_link(&index, path, target, limits).map_err(|problem| {
                     ManifestProblem::Link {
