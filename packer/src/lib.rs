@@ -15,6 +15,7 @@ pub mod archive;
 mod error;
 pub mod limits;
 pub mod manifest;
+mod ordered;
 mod pack;
 pub mod path;
 mod read;

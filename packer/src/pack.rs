@@ -21,6 +21,7 @@ use crate::archive::TarWriter;
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::manifest::{Entry, Hash, Kind, Manifest, ManifestProblem};
+use crate::ordered::{self, PoolConfig};
 use crate::relocate::{self, Fixup, Roots};
 use crate::walk::{self, SourceKind, WalkConfig};
 use crate::Progress;
@@ -38,6 +39,9 @@ pub struct PackConfig {
     pub level: i32,
     /// zstd worker threads, at least 1. The output is identical for any count >= 1.
     pub threads: u32,
+    /// Threads that read, relocate and hash files, at least 1. The output is identical for any
+    /// count.
+    pub readers: usize,
 }
 
 impl Default for PackConfig {
@@ -48,9 +52,16 @@ impl Default for PackConfig {
             limits: Limits::default(),
             mtime: 0,
             level: 3,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            threads: cores() as u32,
+            // The writer and zstd's workers need the other cores; past 4 readers, the writer
+            // is the bottleneck.
+            readers: cores().saturating_sub(1).clamp(1, 4),
         }
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// What `silver pack --json` prints.
@@ -71,15 +82,16 @@ pub struct PackReport {
 /// Files up to this size are loaded whole by the reader thread (and can be relocated); larger
 /// ones are streamed by the writer (and only scanned for the source path).
 const WHOLE_FILE_MAX: u64 = 1 << 20;
-/// The reader hands files over in batches (a wake-up per file cost more than the hashing), of
-/// at most this many files or this many loaded bytes, with at most `QUEUE_DEPTH` batches
-/// waiting: memory in flight stays under `QUEUE_DEPTH * (BATCH_BYTES + WHOLE_FILE_MAX)`,
-/// whatever the size of the tree.
+/// The walker hands entries to the readers in batches of `BATCH_FILES`, and readers hand files
+/// to the writer in parts of at most that many files or `BATCH_BYTES` loaded bytes (a wake-up per
+/// file cost more than the hashing). Each part waiting for the writer holds one of `QUEUE_DEPTH`
+/// tokens: memory in flight stays under `(QUEUE_DEPTH + 1 + readers) * (BATCH_BYTES +
+/// WHOLE_FILE_MAX)`, whatever the size of the tree (see `ordered`).
 const BATCH_FILES: usize = 32;
 const BATCH_BYTES: usize = 1 << 20;
 const QUEUE_DEPTH: usize = 4;
-/// Entries the walker may run ahead of the reader (paths only: a few hundred KiB at most).
-const WALK_QUEUE: usize = 4096;
+/// Batches the walker may run ahead of the readers (paths only: a few hundred KiB at most).
+const WALK_QUEUE: usize = 4096 / BATCH_FILES;
 
 /// Packs `app_dir` into `out_dir/<app>-<id12>.silver`. On error nothing is left in `out_dir`.
 pub fn pack(
@@ -271,37 +283,42 @@ fn write_content<R: Send>(
 ) -> Result<R, Error> {
     // The total is unknown until files are opened: the bar shows bytes and rate.
     progress.start("packing", 0);
-    let (walk_tx, walk_rx) = mpsc::sync_channel::<walk::SourceEntry>(WALK_QUEUE);
-    let (tx, rx) =
-        mpsc::sync_channel::<Vec<(walk::SourceEntry, Result<Loaded, Error>)>>(QUEUE_DEPTH);
+    let (batches_tx, batches_rx) = mpsc::sync_channel::<Vec<walk::SourceEntry>>(WALK_QUEUE);
+    let load = |source: &walk::SourceEntry| {
+        let loaded = load(app_dir, roots, source, config);
+        let held = match &loaded {
+            Ok(Loaded::Whole { content, .. }) => content.len(),
+            _ => 0,
+        };
+        (loaded, held)
+    };
+    let pool = PoolConfig {
+        readers: config.readers,
+        part_bytes: BATCH_BYTES,
+        parts_in_flight: QUEUE_DEPTH,
+    };
     let result = std::thread::scope(|scope| {
         // A consumer that stops hangs up its channel; the thread feeding it then stops too.
         let walker = scope.spawn(move || -> Result<Vec<Fixup>, Error> {
             let mut fixups = Vec::new();
+            let mut batch = Vec::with_capacity(BATCH_FILES);
             walk::stream(app_dir, &config.walk, &config.limits, &mut |mut source| {
                 relocate_link(roots, &mut source, &config.limits, &mut fixups);
-                walk_tx.send(source).is_ok()
+                batch.push(source);
+                batch.len() < BATCH_FILES
+                    || batches_tx
+                        .send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(BATCH_FILES),
+                        ))
+                        .is_ok()
             })?;
+            if !batch.is_empty() {
+                let _ = batches_tx.send(batch);
+            }
             Ok(fixups)
         });
-        scope.spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH_FILES);
-            let mut bytes = 0;
-            for source in walk_rx {
-                let loaded = load(app_dir, roots, &source, config);
-                if let Ok(Loaded::Whole { content, .. }) = &loaded {
-                    bytes += content.len();
-                }
-                batch.push((source, loaded));
-                if batch.len() == BATCH_FILES || bytes >= BATCH_BYTES {
-                    if tx.send(std::mem::take(&mut batch)).is_err() {
-                        return; // the writer failed and hung up
-                    }
-                    bytes = 0;
-                }
-            }
-            let _ = tx.send(batch);
-        });
+        let loaded = ordered::load_in_order(scope, batches_rx, pool, &load);
         let archive_err = |source| Error::Write {
             path: PathBuf::from("(archive)"),
             source,
@@ -314,9 +331,9 @@ fn write_content<R: Send>(
             fixups: vec![],
             warnings: vec![],
         };
-        // Owned here, so that an early return drops the receiver before the scope joins the
-        // reader: its next send fails and it stops, instead of blocking on a full queue.
-        for (source, loaded) in rx.into_iter().flatten() {
+        // Owned here, so that an early return drops it before the scope joins the readers:
+        // they stop, instead of waiting for a writer that is gone.
+        for (source, loaded) in loaded.flatten() {
             let entry = write_one(
                 &mut tar,
                 roots,

@@ -87,10 +87,78 @@ fn create(root: &Path, nodes: &[(String, Node)], order: &[usize], mtime_seed: u6
 fn pack(app: &Path, out: &Path, threads: u32) -> (String, Vec<u8>) {
     let config = PackConfig {
         threads,
+        readers: threads as usize,
         ..PackConfig::default()
     };
     let report = packer::pack(app, out, &config, &NoProgress).unwrap();
     (report.id, std::fs::read(report.archive).unwrap())
+}
+
+/// Many files of mixed sizes, so that readers take many batches, split them into parts and
+/// finish out of order: any number of readers gives the same archive.
+#[test]
+fn the_number_of_readers_does_not_matter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.ini"), "[production]\napp_name = many\n").unwrap();
+    for i in 0..600u32 {
+        let dir = app.join(format!("pkg{}/sub{}", i % 7, i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Mostly small files, some of a few hundred KiB, a few past the whole-file limit.
+        let size = match i % 50 {
+            0 => (1 << 20) + 4096 + i as usize,
+            1..=5 => 300_000 + i as usize,
+            _ => (i as usize * 37) % 5000,
+        };
+        let content: Vec<u8> = (0..size).map(|b| (b as u32 * 31 + i) as u8).collect();
+        std::fs::write(dir.join(format!("f{i}.py")), content).unwrap();
+    }
+    let one = pack(&app, &tmp.path().join("one"), 1);
+    for readers in [2, 3, 4] {
+        let config = PackConfig {
+            readers,
+            ..PackConfig::default()
+        };
+        let report = packer::pack(
+            &app,
+            &tmp.path().join(format!("r{readers}")),
+            &config,
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(report.id, one.0);
+        assert!(
+            std::fs::read(report.archive).unwrap() == one.1,
+            "{readers} readers: archives differ"
+        );
+    }
+}
+
+/// A reader's error (here: a file that still names the source path, with `strict`) in the
+/// middle of a tree stops every thread and leaves nothing behind.
+#[test]
+fn a_reader_error_stops_the_pack_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.ini"), "[production]\napp_name = many\n").unwrap();
+    for i in 0..600u32 {
+        let text = match i {
+            300 => format!("built in {}\n", app.display()),
+            _ => format!("x = {i}\n").repeat(i as usize % 200),
+        };
+        std::fs::write(app.join(format!("m{i:03}.txt")), text).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let config = PackConfig {
+        readers: 3,
+        strict: true,
+        ..PackConfig::default()
+    };
+    let err = packer::pack(&app, &out, &config, &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("m300.txt"), "{err}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
 
 proptest! {
