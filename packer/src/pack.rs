@@ -1,8 +1,9 @@
 //! `pack`: app directory in, deterministic `.silver` archive out.
 //!
-//! One read of every file. A walker thread lists the tree already in manifest order, a reader
-//! thread loads, relocates and hashes files as they come, and the main thread frames them as tar
-//! while zstd's workers compress: walking, reading, hashing and compression overlap. The content
+//! One read of every file. A walker thread lists the tree already in manifest order, reader
+//! threads load, relocate and hash files as they come (several at once, handed over in order),
+//! and the main thread frames them as tar while zstd's workers compress: walking, reading,
+//! hashing and compression overlap. The content
 //! becomes the archive's second zstd frame, in a temp file. Once every hash is known the manifest
 //! is compressed as the first frame and written into the archive, and the content is copied in
 //! right behind zstd's writes, so the archive is done almost as soon as zstd is.
@@ -53,7 +54,8 @@ impl Default for PackConfig {
             mtime: 0,
             level: 3,
             threads: cores() as u32,
-            // The writer and zstd's workers need the other cores; past 4 readers, the writer
+            // The writer and zstd's workers need the other cores. The cap of 4 keeps memory
+            // small; one writer thread cannot take much more (not measured: 2-core machines).
             // is the bottleneck.
             readers: cores().saturating_sub(1).clamp(1, 4),
         }
@@ -79,7 +81,7 @@ pub struct PackReport {
     pub warnings: Vec<String>,
 }
 
-/// Files up to this size are loaded whole by the reader thread (and can be relocated); larger
+/// Files up to this size are loaded whole by a reader thread (and can be relocated); larger
 /// ones are streamed by the writer (and only scanned for the source path).
 const WHOLE_FILE_MAX: u64 = 1 << 20;
 /// The walker hands entries to the readers in batches of `BATCH_FILES`, and readers hand files
@@ -247,7 +249,7 @@ fn relocate_link(
     }
 }
 
-/// What the reader thread hands the writer, in manifest order.
+/// What a reader thread hands the writer, in manifest order.
 enum Loaded {
     NoContent,
     Whole {
