@@ -5,6 +5,7 @@
 set -euo pipefail
 packages=(
   python3 python3-venv python3-pip gunicorn postgresql          # apps, and their database
+  python3-wheel-whl                                              # offline PEP 660 editable installs
   util-linux coreutils openssh-client openssh-server openssl    # nodes over ssh, TLS
   mmdebstrap e2fsprogs zstd tar dosfstools mtools qemu-utils     # baking images
   debian-archive-keyring qemu-system-x86                         # and booting them

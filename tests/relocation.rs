@@ -24,6 +24,26 @@ fn python() -> String {
     }
 }
 
+/// The wheel Debian ships for `name` (python3-wheel-whl and friends), for installs with no index.
+fn debian_wheel(name: &str) -> String {
+    let dir = Path::new("/usr/share/python-wheels");
+    let found = std::fs::read_dir(dir).ok().and_then(|entries| {
+        entries.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{name}-"))
+        })
+    });
+    let path = found.unwrap_or_else(|| {
+        panic!(
+            "no {name} wheel in {}\nhint: run scripts/install-deps.sh (python3-{name}-whl)",
+            dir.display()
+        )
+    });
+    path.to_string_lossy().into_owned()
+}
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
@@ -56,6 +76,11 @@ fn make_app(app: &Path) {
             &format!("def main():\n    print('hello from {name}')\n"),
         );
     }
+    write(
+        &app.join("src/modern/pyproject.toml"),
+        "[project]\nname = \"modern\"\nversion = \"1.0\"\n[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n",
+    );
+    write(&app.join("src/modern/modern/__init__.py"), "VALUE = 42\n");
     run(Command::new(python())
         .args(["-m", "venv", "venv"])
         .current_dir(app));
@@ -76,6 +101,10 @@ fn make_app(app: &Path) {
     // No pyproject.toml and no `wheel`: pip falls back to `setup.py develop`, which writes an
     // absolute `easy-install.pth` entry and an `.egg-link`.
     pip(&["-e", "src/mypkg"]);
+    // With pyproject.toml and `wheel` (Debian's copy, so no network), a PEP 660 editable
+    // install: an editable finder and a `direct_url.json`, both with absolute paths.
+    pip(&[&debian_wheel("wheel")]);
+    pip(&["-e", "src/modern"]);
     pip(&["--target", "lib/python", "src/vend"]);
     // An absolute symlink into the app.
     std::os::unix::fs::symlink(app.join("static"), app.join("assets")).unwrap();
@@ -140,9 +169,11 @@ fn a_virtualenv_and_vendored_libraries_run_from_anywhere() {
         kinds,
         [
             "activate",
+            "direct-url",
             "egg-link",
             "link-relativized",
             "pth",
+            "python-path",
             "pyvenv-cfg",
             "record",
             "shebang",
@@ -164,7 +195,7 @@ fn a_virtualenv_and_vendored_libraries_run_from_anywhere() {
     let imported = run(Command::new(&py)
         .args([
             "-c",
-            "import mypkg, sys; print(mypkg.__file__); print(sys.prefix)",
+            "import mypkg, modern, sys; assert modern.VALUE == 42; print(mypkg.__file__); print(modern.__file__); print(sys.prefix)",
         ])
         .current_dir(tmp.path()));
     assert!(imported.starts_with(dest.to_str().unwrap()), "{imported}");
@@ -202,6 +233,9 @@ fn two_copies_with_virtualenvs_made_in_different_places_pack_to_identical_bytes(
     make_app(&two);
     let pack = |app: &Path, out: &str| common::pack_dir(app, &tmp.path().join(out)).1;
     let (a, b) = (pack(&one, "o1"), pack(&two, "o2"));
+    if std::env::var_os("KEEP").is_some() {
+        let _ = tmp.keep();
+    }
     assert!(
         std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
         "{} and {} differ",

@@ -87,6 +87,9 @@ pub enum FixupKind {
     PythonPath,
     /// A wheel `RECORD` row now has the hash and size of the file as relocated.
     Record,
+    /// A PEP 610 `direct_url.json` naming a directory or file inside the app now names it
+    /// relative to the `.dist-info` directory.
+    DirectUrl,
 }
 
 impl std::fmt::Display for FixupKind {
@@ -148,6 +151,8 @@ pub fn relocate_content(roots: &Roots, path: &str, content: &[u8]) -> Option<(Ve
             (activate(roots, path, name, text)?, FixupKind::Activate)
         } else if name == "pyvenv.cfg" {
             (pyvenv_cfg(roots, text)?, FixupKind::PyvenvCfg)
+        } else if path.ends_with(".dist-info/direct_url.json") {
+            (direct_url(roots, path, text)?, FixupKind::DirectUrl)
         } else if name.ends_with(".py") {
             (python_strings(roots, path, text)?, FixupKind::PythonPath)
         } else {
@@ -174,6 +179,7 @@ fn describe(kind: FixupKind) -> String {
         FixupKind::PyvenvCfg => "source directory dropped from `command`".into(),
         FixupKind::PythonPath => "absolute paths made relative to __file__".into(),
         FixupKind::Record => "rows of relocated files rehashed".into(),
+        FixupKind::DirectUrl => "file URL made relative to the .dist-info directory".into(),
         FixupKind::LinkRelativized | FixupKind::SystemLink => String::new(),
     }
 }
@@ -252,6 +258,57 @@ fn egg_link(roots: &Roots, path: &str, text: &str) -> Option<String> {
         Some(path::relative(dir, &inside))
     });
     changed.then_some(out)
+}
+
+/// The `file://` URL of a PEP 610 `direct_url.json` (written by `pip install -e .` and
+/// `pip install ./dir`) when it names something inside the app, made relative to the file's
+/// directory, as `.pth` and `.egg-link` entries are. pip only reports this URL (`pip list`,
+/// `pip freeze`); it never opens it at run time. Only the URL's JSON string is replaced, so the
+/// rest of the file keeps pip's bytes.
+fn direct_url(roots: &Roots, path: &str, text: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(text).ok()?;
+    let url = json.get("url")?.as_str()?;
+    // `file:///abs` only: `file://host/...` names another machine.
+    let absolute = percent_decode(url.strip_prefix("file://")?)?;
+    let inside = roots.to_artifact(&absolute)?;
+    let relative = format!(
+        "file:{}",
+        percent_encode(&path::relative(path::parent(path), &inside))
+    );
+    let (old, new) = (
+        serde_json::to_string(url).ok()?,
+        serde_json::to_string(&relative).ok()?,
+    );
+    text.contains(&old).then(|| text.replacen(&old, &new, 1))
+}
+
+/// `%XX` escapes decoded, as in a URL's path; `None` for a bad escape or non-UTF-8 result.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A path as Python's `urllib.parse.quote` writes it (pip's `path_to_url`): letters, digits,
+/// `_.-~` and `/` kept, every other byte escaped.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"_.-~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Replaces the quoted virtualenv path in the three POSIX-ish activate scripts.
@@ -367,12 +424,14 @@ pub fn relocate_record(
         let candidate = file.contains("bin/")
             || file.ends_with(".pth")
             || file.ends_with(".egg-link")
-            || file.contains("__editable__");
+            || file.contains("__editable__")
+            || file.ends_with(".dist-info/direct_url.json");
         if !candidate || file.starts_with('"') {
             return None;
         }
-        let target = resolve(site, file)?;
-        let content = read(&target)?;
+        let (target, content) = record_target(site, file)
+            .into_iter()
+            .find_map(|target| Some((target.clone(), read(&target)?)))?;
         let (new, _) = relocate_content(roots, &target, &content)?;
         changed = true;
         Some(format!(
@@ -391,6 +450,16 @@ pub fn relocate_record(
             },
         )
     })
+}
+
+/// Where a `RECORD` row's file may be, first where the row says. `pip install --target DIR`
+/// installs into a temporary prefix and then moves its `bin/` into `DIR/bin/`, so a row
+/// `../../bin/x` written from the prefix's `lib/python` is found at `DIR/bin/x`.
+fn record_target(site: &str, file: &str) -> Vec<String> {
+    let moved = file
+        .strip_prefix("../../bin/")
+        .map(|rest| path::join(site, &format!("bin/{rest}")));
+    resolve(site, file).into_iter().chain(moved).collect()
 }
 
 /// `dir` joined with a relative path, `..` resolved; `None` if it leaves the artifact.
@@ -502,6 +571,39 @@ mod tests {
             Some("MAPPING = {'pkg': __import__('os').path.join(__import__('os').path.dirname(__file__), '../../../../src/pkg')}\nX = r'/src/app/raw'\n"),
         );
         check("notes.txt", "built in /src/app\n", None);
+        let direct_url = "venv/lib/python3.11/site-packages/pkg-1.0.dist-info/direct_url.json";
+        check(
+            direct_url,
+            r#"{"dir_info": {"editable": true}, "url": "file:///src/app/src/pkg"}"#,
+            Some(r#"{"dir_info": {"editable": true}, "url": "file:../../../../../src/pkg"}"#),
+        );
+        // The app itself, installed editable, through the other spelling of its root.
+        check(
+            direct_url,
+            r#"{"dir_info": {"editable": true}, "url": "file:///real/src/app"}"#,
+            Some(r#"{"dir_info": {"editable": true}, "url": "file:../../../../.."}"#),
+        );
+        check(
+            direct_url,
+            r#"{"archive_info": {}, "url": "file:///src/app/dist/my%20pkg-1.0.whl"}"#,
+            Some(r#"{"archive_info": {}, "url": "file:../../../../../dist/my%20pkg-1.0.whl"}"#),
+        );
+        // Outside the app, another host, or not a direct_url.json: left alone.
+        check(
+            direct_url,
+            r#"{"dir_info": {}, "url": "file:///src/other"}"#,
+            None,
+        );
+        check(
+            direct_url,
+            r#"{"dir_info": {}, "url": "file://host/src/app/x"}"#,
+            None,
+        );
+        check(
+            "pkg/direct_url.json",
+            r#"{"url": "file:///src/app/x"}"#,
+            None,
+        );
     }
 
     #[test]
@@ -527,6 +629,23 @@ mod tests {
         assert!(new.contains(&expected), "{new}");
         assert!(new.starts_with("pip/__init__.py,sha256=abc,10\n"));
         assert_eq!(fixup.kind, FixupKind::Record);
+
+        // `pip install --target lib/python`: the row was written before pip moved `bin/`.
+        let read = |p: &str| (p == "lib/python/bin/pip").then(|| script.clone());
+        let (new, _) = relocate_record(
+            &roots(),
+            "lib/python/pip-1.dist-info/RECORD",
+            "../../bin/pip,sha256=old,40\n",
+            read,
+        )
+        .unwrap();
+        let (relocated, _) = relocate_content(&roots(), "lib/python/bin/pip", &script).unwrap();
+        let expected = format!(
+            "../../bin/pip,sha256={},{}\n",
+            b64url(&sha2::Sha256::digest(&relocated)),
+            relocated.len()
+        );
+        assert_eq!(String::from_utf8(new).unwrap(), expected);
         assert_eq!(b64url(b"\xfb\xff"), "-_8");
         assert_eq!(b64url(b"abc"), "YWJj");
     }
