@@ -60,6 +60,9 @@ fn always_ignored_file(name: &[u8]) -> bool {
         || (name.starts_with(b".silver-pack-") && name.ends_with(b".partial"))
 }
 
+/// The file that makes a directory a virtualenv (PEP 405), which `.gitignore` never leaves out.
+const VIRTUALENV_MARKER: &str = "pyvenv.cfg";
+
 /// The file name of the per-app ignore file, in gitignore syntax.
 pub const SILVERIGNORE: &str = ".silverignore";
 
@@ -134,6 +137,8 @@ struct Walker<'a> {
 struct Level {
     silverignore: Option<ignore::gitignore::Gitignore>,
     gitignore: Option<ignore::gitignore::Gitignore>,
+    /// The directory is a virtualenv (it has a `pyvenv.cfg`) or is inside one.
+    in_virtualenv: bool,
 }
 
 struct Child {
@@ -299,6 +304,8 @@ impl Walker<'_> {
             builder.build().map(Some).map_err(|e| bad(e.to_string()))
         };
         Ok(Level {
+            in_virtualenv: self.levels.last().is_some_and(|l| l.in_virtualenv)
+                || has(VIRTUALENV_MARKER),
             silverignore: rules(SILVERIGNORE)?,
             gitignore: if self.config.gitignore {
                 rules(".gitignore")?
@@ -370,6 +377,12 @@ impl Walker<'_> {
 
     /// The `ignore` crate's precedence: the deepest matching `.silverignore` rule decides; failing
     /// that, the deepest matching `.gitignore` rule. A `!rule` match keeps the path.
+    ///
+    /// Except that `.gitignore` never leaves out a virtualenv or anything in it. Those rules keep
+    /// virtualenvs out of git, not out of the app: uv, virtualenv and Python 3.13's venv write a
+    /// `*` `.gitignore` into every virtualenv they make, and most projects list theirs in
+    /// `.gitignore`. The runtime puts a shipped virtualenv's site-packages on `sys.path`, so one
+    /// inside the app ships unless `.silverignore` leaves it out.
     fn ignored(&self, abs: &Path, is_dir: bool) -> bool {
         let deepest = |pick: &dyn Fn(&Level) -> Option<&ignore::gitignore::Gitignore>| {
             self.levels.iter().rev().find_map(|level| {
@@ -377,9 +390,15 @@ impl Walker<'_> {
                 (!m.is_none()).then(|| m.is_ignore())
             })
         };
-        deepest(&|l| l.silverignore.as_ref())
-            .or_else(|| deepest(&|l| l.gitignore.as_ref()))
-            .unwrap_or(false)
+        if let Some(decided) = deepest(&|l| l.silverignore.as_ref()) {
+            return decided;
+        }
+        if self.levels.last().is_some_and(|l| l.in_virtualenv) {
+            return false;
+        }
+        // Only a directory `.gitignore` would leave out costs a look for `pyvenv.cfg`.
+        deepest(&|l| l.gitignore.as_ref()).unwrap_or(false)
+            && !(is_dir && abs.join(VIRTUALENV_MARKER).is_file())
     }
 
     fn display(&self, rel: &str) -> String {
@@ -483,6 +502,53 @@ mod tests {
             &["logs/a.log", "logs-old", "src/app.py"],
             &[(".gitignore", "*.log\n")],
             &[".gitignore", "logs/", "logs-old", "src/app.py"],
+        );
+    }
+
+    #[test]
+    fn gitignore_never_leaves_out_a_virtualenv_but_silverignore_does() {
+        let venvs = [
+            "venv/pyvenv.cfg",
+            "venv/bin/python3",
+            "venv/lib/x.log",
+            ".venv/pyvenv.cfg",
+            ".venv/lib/six.py",
+            "build/pyvenv.txt",
+            "app.py",
+        ];
+        // The app's own rules name its virtualenvs; uv and virtualenv put a `*` inside them.
+        check(
+            &venvs,
+            &[
+                (".gitignore", "venv/\n.venv\nbuild/\n*.log\n"),
+                (".venv/.gitignore", "*\n"),
+            ],
+            &[
+                ".gitignore",
+                ".venv/.gitignore",
+                ".venv/lib/six.py",
+                ".venv/pyvenv.cfg",
+                "app.py",
+                "venv/bin/python3",
+                "venv/lib/x.log",
+                "venv/pyvenv.cfg",
+            ],
+        );
+        // `.silverignore` still decides, for the whole virtualenv or part of it.
+        check(
+            &venvs,
+            &[
+                (".gitignore", "venv/\n.venv\n"),
+                (".silverignore", ".venv/\nvenv/lib/\n"),
+            ],
+            &[
+                ".gitignore",
+                ".silverignore",
+                "app.py",
+                "build/pyvenv.txt",
+                "venv/bin/python3",
+                "venv/pyvenv.cfg",
+            ],
         );
     }
 
