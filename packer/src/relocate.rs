@@ -147,8 +147,8 @@ pub fn relocate_content(roots: &Roots, path: &str, content: &[u8]) -> Option<(Ve
             (pth(roots, path, text)?, FixupKind::Pth)
         } else if name.ends_with(".egg-link") {
             (egg_link(roots, path, text)?, FixupKind::EggLink)
-        } else if matches!(name, "activate" | "activate.csh" | "activate.fish") {
-            (activate(roots, path, name, text)?, FixupKind::Activate)
+        } else if let Some(shell) = activation_shell(name) {
+            (activate(roots, path, &shell, text)?, FixupKind::Activate)
         } else if name == "pyvenv.cfg" {
             (pyvenv_cfg(roots, text)?, FixupKind::PyvenvCfg)
         } else if path.ends_with(".dist-info/direct_url.json") {
@@ -311,34 +311,127 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Replaces the quoted virtualenv path in the three POSIX-ish activate scripts.
-fn activate(roots: &Roots, path: &str, name: &str, text: &str) -> Option<String> {
-    let bin = path::parent(path);
-    let venv = path::parent(bin);
-    let (prefix, replacement) = match name {
-        "activate" => (
-            "VIRTUAL_ENV=",
-            r#"VIRTUAL_ENV="$(cd "$(dirname -- "${BASH_SOURCE[0]:-$0}")/.." && pwd)""#.to_string(),
-        ),
-        "activate.fish" => (
-            "set -gx VIRTUAL_ENV ",
-            "set -gx VIRTUAL_ENV (builtin realpath (dirname (status filename))/..)".to_string(),
-        ),
-        _ => (
-            "setenv VIRTUAL_ENV ",
-            "set _silver_src = ($_)\nsetenv VIRTUAL_ENV \"`cd $_silver_src[2]:h/.. && pwd`\""
-                .to_string(),
-        ),
-    };
-    let mut changed = false;
-    let out = map_lines(text, |line| {
-        let quoted = line.trim().strip_prefix(prefix)?.trim_matches(['"', '\'']);
-        (roots.to_artifact(quoted)? == venv).then(|| {
-            changed = true;
-            replacement.clone()
+/// How one shell's activation script can name its virtualenv from where the script is.
+struct Shell {
+    /// An expression for the virtualenv's directory, in the shell's syntax.
+    expr: &'static str,
+    /// Lines put first and last in the script.
+    prologue: &'static str,
+    epilogue: &'static str,
+    /// Quotes around the path are replaced with it (else the expression goes inside them).
+    quotes: &'static [(&'static str, &'static str)],
+}
+
+const SH_QUOTES: &[(&str, &str)] = &[("'", "'"), ("\"", "\"")];
+
+/// The activation scripts venv, virtualenv and uv write into a virtualenv's `bin/`.
+fn activation_shell(name: &str) -> Option<Shell> {
+    Some(match name {
+        "activate" => Shell {
+            expr: r#""$(cd "$(dirname -- "${BASH_SOURCE[0]:-$0}")/.." && pwd)""#,
+            prologue: "",
+            epilogue: "",
+            quotes: SH_QUOTES,
+        },
+        "activate.fish" => Shell {
+            expr: "(builtin realpath (dirname (status filename))/..)",
+            prologue: "",
+            epilogue: "",
+            quotes: SH_QUOTES,
+        },
+        // csh cannot tell where a sourced script is (uv leaves activate.csh out of its
+        // relocatable virtualenvs for that reason). Rather than activate a path that no longer
+        // exists, the script says so and skips to its end; the path is gone from it.
+        "activate.csh" => Shell {
+            expr: r#""(moved)""#,
+            prologue: concat!(
+                "echo \"activate.csh: csh cannot find a moved virtualenv; use bin/activate or activate.fish\" > /dev/stderr\n",
+                "goto _silver_moved\n",
+            ),
+            epilogue: "\n_silver_moved:\n",
+            quotes: SH_QUOTES,
+        },
+        "activate.nu" => Shell {
+            expr: "(path self | path dirname | path dirname)",
+            prologue: "",
+            epilogue: "",
+            quotes: &[("r#'", "'#"), ("'", "'"), ("\"", "\"")],
+        },
+        "activate.xsh" => Shell {
+            expr: "__import__('os').path.dirname(__import__('os').path.dirname(__import__('os').path.abspath(__file__)))",
+            prologue: "",
+            epilogue: "",
+            quotes: SH_QUOTES,
+        },
+        "activate.bat" | "deactivate.bat" => Shell {
+            expr: "%~dp0..",
+            prologue: "",
+            epilogue: "",
+            quotes: &[],
+        },
+        _ => return None,
+    })
+}
+
+/// Replaces every spelling of the virtualenv's absolute path in an activation script with
+/// `shell`'s expression for it, so the script activates the virtualenv wherever it is.
+fn activate(roots: &Roots, path: &str, shell: &Shell, text: &str) -> Option<String> {
+    let venv = path::parent(path::parent(path));
+    let literals: Vec<String> = roots
+        .forms()
+        .iter()
+        .map(|root| match venv {
+            "" => root.clone(),
+            venv => format!("{root}/{venv}"),
         })
-    });
-    changed.then_some(out)
+        .collect();
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut rest = text;
+    let mut changed = false;
+    while let Some((at, literal)) = first_literal(rest, &literals) {
+        let (before, after) = (&rest[..at], &rest[at + literal.len()..]);
+        let opened = shell.quotes.iter().find(|(open, _)| before.ends_with(open));
+        match opened {
+            // `'/venv'` becomes the expression, and `'/venv/bin'` the expression then `'/bin'`.
+            Some((open, close)) => {
+                out.push_str(&before[..before.len() - open.len()]);
+                out.push_str(shell.expr);
+                rest = match after.strip_prefix(close) {
+                    Some(after) => after,
+                    None => {
+                        out.push_str(open);
+                        after
+                    }
+                };
+            }
+            None => {
+                out.push_str(before);
+                out.push_str(shell.expr);
+                rest = after;
+            }
+        }
+        changed = true;
+    }
+    out.push_str(rest);
+    changed.then(|| format!("{}{out}{}", shell.prologue, shell.epilogue))
+}
+
+/// The first of `literals` in `text` that is a whole path (not the start of a longer name).
+fn first_literal<'a>(text: &str, literals: &'a [String]) -> Option<(usize, &'a str)> {
+    let whole = |at: usize, literal: &str| {
+        let next = text[at + literal.len()..].chars().next();
+        !next.is_some_and(|c| c.is_alphanumeric() || "._-".contains(c))
+    };
+    literals
+        .iter()
+        .filter_map(|literal| {
+            let at = text
+                .match_indices(literal.as_str())
+                .map(|(at, _)| at)
+                .find(|&at| whole(at, literal))?;
+            Some((at, literal.as_str()))
+        })
+        .min_by_key(|&(at, literal)| (at, std::cmp::Reverse(literal.len())))
 }
 
 fn pyvenv_cfg(roots: &Roots, text: &str) -> Option<String> {
@@ -560,6 +653,39 @@ mod tests {
             "x\nVIRTUAL_ENV=\"/src/app/venv\"\nexport VIRTUAL_ENV\n",
             Some("x\nVIRTUAL_ENV=\"$(cd \"$(dirname -- \"${BASH_SOURCE[0]:-$0}\")/..\" && pwd)\"\nexport VIRTUAL_ENV\n"),
         );
+        // virtualenv's own activate, which checks the path before using it.
+        check(
+            "venv/bin/activate",
+            "if [ ! -d /src/app/venv ] &&\n    VIRTUAL_ENV=/src/app/venv\n",
+            Some("if [ ! -d \"$(cd \"$(dirname -- \"${BASH_SOURCE[0]:-$0}\")/..\" && pwd)\" ] &&\n    VIRTUAL_ENV=\"$(cd \"$(dirname -- \"${BASH_SOURCE[0]:-$0}\")/..\" && pwd)\"\n"),
+        );
+        check(
+            "venv/bin/activate.csh",
+            "source '/src/app/venv'\"/\"'bin'\"/deactivate.csh\"\nsetenv VIRTUAL_ENV '/real/src/app/venv'\n",
+            Some("echo \"activate.csh: csh cannot find a moved virtualenv; use bin/activate or activate.fish\" > /dev/stderr\ngoto _silver_moved\nsource \"(moved)\"\"/\"'bin'\"/deactivate.csh\"\nsetenv VIRTUAL_ENV \"(moved)\"\n\n_silver_moved:\n"),
+        );
+        check(
+            "venv/bin/activate.fish",
+            "set -gx VIRTUAL_ENV '/src/app/venv'\nset -gx PATH '/src/app/venv/bin' $PATH\n",
+            Some("set -gx VIRTUAL_ENV (builtin realpath (dirname (status filename))/..)\nset -gx PATH (builtin realpath (dirname (status filename))/..)'/bin' $PATH\n"),
+        );
+        check(
+            "venv/bin/activate.nu",
+            "    const virtual_env = '/src/app/venv'\n    let virtual_env = r#'/src/app/venv'#\n",
+            Some("    const virtual_env = (path self | path dirname | path dirname)\n    let virtual_env = (path self | path dirname | path dirname)\n"),
+        );
+        check(
+            "venv/bin/activate.xsh",
+            "self.embedded_virtual_env = '/src/app/venv'\n",
+            Some("self.embedded_virtual_env = __import__('os').path.dirname(__import__('os').path.dirname(__import__('os').path.abspath(__file__)))\n"),
+        );
+        check(
+            "venv/bin/activate.bat",
+            "@for %%i in (\"/src/app/venv\") do @set \"VIRTUAL_ENV=%%~fi\"\n",
+            Some("@for %%i in (\"%~dp0..\") do @set \"VIRTUAL_ENV=%%~fi\"\n"),
+        );
+        // Another virtualenv whose name starts the same is not this one.
+        check("venv/bin/activate", "X=/src/app/venv2\n", None);
         check(
             "venv/pyvenv.cfg",
             "home = /usr/bin\ncommand = /usr/bin/python3 -m venv /src/app/venv\n",
