@@ -3,10 +3,10 @@
 //! One read of every file. A walker thread lists the tree already in manifest order, reader
 //! threads load, relocate and hash files as they come (several at once, handed over in order),
 //! and the main thread frames them as tar while zstd's workers compress: walking, reading,
-//! hashing and compression overlap. The content
-//! becomes the archive's second zstd frame, in a temp file. Once every hash is known the manifest
-//! is compressed as the first frame and written into the archive, and the content is copied in
-//! right behind zstd's writes, so the archive is done almost as soon as zstd is.
+//! hashing and compression overlap. The content becomes the archive's second zstd frame, in a
+//! temp file. Once every hash is known the manifest is compressed as the first frame and written
+//! into the archive, and the content is copied in right behind zstd's writes, so the archive is
+//! done almost as soon as zstd is.
 //! Memory stays flat: at most a bounded queue of small files is in flight.
 
 use std::fs::File;
@@ -56,7 +56,6 @@ impl Default for PackConfig {
             threads: cores() as u32,
             // The writer and zstd's workers need the other cores. The cap of 4 keeps memory
             // small; one writer thread cannot take much more (not measured: 2-core machines).
-            // is the bottleneck.
             readers: cores().saturating_sub(1).clamp(1, 4),
         }
     }
@@ -129,16 +128,19 @@ pub fn pack(
         joined,
     ) = write_content(app_dir, &roots, config, progress, &growing, |packed| {
         let prepared = prepare(packed, config)?;
-        let archive = archive_path(out_dir, &app, &prepared.manifest);
-        let joined = join_behind(&archive, &prepared.head, &growing)?;
+        let archive = out_dir.join(format!("{app}-{}.silver", prepared.manifest.id.short()));
+        let joined = join_behind(archive, &prepared.head, &growing)?;
         Ok((prepared, joined))
     })?;
     let mut warnings = ini.warnings.clone();
     warnings.extend(content_warnings);
     tracing::info!(app = %app, id = %manifest.id, entries = manifest.entries.len(), content_bytes = manifest.content_bytes(), "manifest built");
 
-    let archive = archive_path(out_dir, &app, &manifest);
-    let Joined { target, written } = joined;
+    let Joined {
+        archive,
+        target,
+        written,
+    } = joined;
     target.persist(&archive).map_err(|source| Error::Write {
         path: archive.clone(),
         source,
@@ -197,10 +199,6 @@ fn prepare(packed: Packed, config: &PackConfig) -> Result<Prepared, Error> {
         warnings: packed.warnings,
         head,
     })
-}
-
-fn archive_path(out_dir: &Path, app: &str, manifest: &Manifest) -> PathBuf {
-    out_dir.join(format!("{app}-{}.silver", manifest.id.short()))
 }
 
 fn source_roots(app_dir: &Path) -> Result<Roots, Error> {
@@ -627,8 +625,9 @@ struct Written {
     bytes: u64,
 }
 
-/// The archive under its temporary name, complete, and what was written.
+/// The archive under its temporary name, complete, the name it gets, and what was written.
 struct Joined {
+    archive: PathBuf,
     target: TempFile,
     written: Written,
 }
@@ -638,10 +637,10 @@ struct Joined {
 ///
 /// The content is read back from the page cache behind the writer, so by the time zstd's
 /// workers finish, most of the archive is already written and hashed.
-fn join_behind(archive: &Path, head: &[u8], content: &Growing) -> Result<Joined, Error> {
+fn join_behind(archive: PathBuf, head: &[u8], content: &Growing) -> Result<Joined, Error> {
     use std::os::unix::fs::FileExt;
     let write_err = |source| Error::Write {
-        path: archive.to_path_buf(),
+        path: archive.clone(),
         source,
     };
     let out_dir = archive.parent().unwrap_or(Path::new("."));
@@ -677,7 +676,11 @@ fn join_behind(archive: &Path, head: &[u8], content: &Growing) -> Result<Joined,
         })
     })()
     .map_err(write_err)?;
-    Ok(Joined { target, written })
+    Ok(Joined {
+        archive,
+        target,
+        written,
+    })
 }
 
 /// The content frame's file while zstd writes it: how much is written, and whether that is
