@@ -269,11 +269,16 @@ fn direct_url(roots: &Roots, path: &str, text: &str) -> Option<String> {
     let json: serde_json::Value = serde_json::from_str(text).ok()?;
     let url = json.get("url")?.as_str()?;
     // `file:///abs` only: `file://host/...` names another machine.
-    let absolute = percent_decode(url.strip_prefix("file://")?)?;
+    let absolute = percent_encoding::percent_decode_str(url.strip_prefix("file://")?)
+        .decode_utf8()
+        .ok()?;
     let inside = roots.to_artifact(&absolute)?;
     let relative = format!(
         "file:{}",
-        percent_encode(&path::relative(path::parent(path), &inside))
+        percent_encoding::utf8_percent_encode(
+            &path::relative(path::parent(path), &inside),
+            URL_PATH
+        )
     );
     let (old, new) = (
         serde_json::to_string(url).ok()?,
@@ -282,34 +287,14 @@ fn direct_url(roots: &Roots, path: &str, text: &str) -> Option<String> {
     text.contains(&old).then(|| text.replacen(&old, &new, 1))
 }
 
-/// `%XX` escapes decoded, as in a URL's path; `None` for a bad escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hex = [bytes.next()?, bytes.next()?];
-            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// A path as Python's `urllib.parse.quote` writes it (pip's `path_to_url`): letters, digits,
-/// `_.-~` and `/` kept, every other byte escaped.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"_.-~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// What Python's `urllib.parse.quote` (pip's `path_to_url`) escapes: every byte but letters,
+/// digits, `_.-~` and `/`.
+const URL_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b'/');
 
 /// How one shell's activation script can name its virtualenv from where the script is.
 struct Shell {
@@ -322,53 +307,51 @@ struct Shell {
     quotes: &'static [(&'static str, &'static str)],
 }
 
+impl Shell {
+    /// A shell whose expression stands in for the path, with nothing added around the script.
+    const fn new(expr: &'static str, quotes: &'static [(&'static str, &'static str)]) -> Shell {
+        Shell {
+            expr,
+            prologue: "",
+            epilogue: "",
+            quotes,
+        }
+    }
+}
+
 const SH_QUOTES: &[(&str, &str)] = &[("'", "'"), ("\"", "\"")];
 
 /// The activation scripts venv, virtualenv and uv write into a virtualenv's `bin/`.
 fn activation_shell(name: &str) -> Option<Shell> {
     Some(match name {
-        "activate" => Shell {
-            expr: r#""$(cd "$(dirname -- "${BASH_SOURCE[0]:-$0}")/.." && pwd)""#,
-            prologue: "",
-            epilogue: "",
-            quotes: SH_QUOTES,
-        },
-        "activate.fish" => Shell {
-            expr: "(builtin realpath (dirname (status filename))/..)",
-            prologue: "",
-            epilogue: "",
-            quotes: SH_QUOTES,
-        },
+        "activate" => Shell::new(
+            r#""$(cd "$(dirname -- "${BASH_SOURCE[0]:-$0}")/.." && pwd)""#,
+            SH_QUOTES,
+        ),
+        "activate.fish" => Shell::new(
+            "(builtin realpath (dirname (status filename))/..)",
+            SH_QUOTES,
+        ),
         // csh cannot tell where a sourced script is (uv leaves activate.csh out of its
         // relocatable virtualenvs for that reason). Rather than activate a path that no longer
         // exists, the script says so and skips to its end; the path is gone from it.
         "activate.csh" => Shell {
-            expr: r#""(moved)""#,
             prologue: concat!(
                 "echo \"activate.csh: csh cannot find a moved virtualenv; use bin/activate or activate.fish\" > /dev/stderr\n",
                 "goto _silver_moved\n",
             ),
             epilogue: "\n_silver_moved:\n",
-            quotes: SH_QUOTES,
+            ..Shell::new(r#""(moved)""#, SH_QUOTES)
         },
-        "activate.nu" => Shell {
-            expr: "(path self | path dirname | path dirname)",
-            prologue: "",
-            epilogue: "",
-            quotes: &[("r#'", "'#"), ("'", "'"), ("\"", "\"")],
-        },
-        "activate.xsh" => Shell {
-            expr: "__import__('os').path.dirname(__import__('os').path.dirname(__import__('os').path.abspath(__file__)))",
-            prologue: "",
-            epilogue: "",
-            quotes: SH_QUOTES,
-        },
-        "activate.bat" | "deactivate.bat" => Shell {
-            expr: "%~dp0..",
-            prologue: "",
-            epilogue: "",
-            quotes: &[],
-        },
+        "activate.nu" => Shell::new(
+            "(path self | path dirname | path dirname)",
+            &[("r#'", "'#"), ("'", "'"), ("\"", "\"")],
+        ),
+        "activate.xsh" => Shell::new(
+            "__import__('os').path.dirname(__import__('os').path.dirname(__import__('os').path.abspath(__file__)))",
+            SH_QUOTES,
+        ),
+        "activate.bat" | "deactivate.bat" => Shell::new("%~dp0..", &[]),
         _ => return None,
     })
 }
