@@ -90,8 +90,34 @@ fn pack(app: &Path, out: &Path, threads: u32) -> (String, Vec<u8>) {
         readers: threads as usize,
         ..PackConfig::default()
     };
-    let report = packer::pack(app, out, &config, &NoProgress).unwrap();
-    (report.id, std::fs::read(report.archive).unwrap())
+    pack_with(app, out, &config).unwrap()
+}
+
+fn pack_with(
+    app: &Path,
+    out: &Path,
+    config: &PackConfig,
+) -> Result<(String, Vec<u8>), packer::Error> {
+    let report = packer::pack(app, out, config, &NoProgress)?;
+    Ok((report.id, std::fs::read(report.archive).unwrap()))
+}
+
+/// An app directory under `root` with an `app.ini` and 600 files, file `i` made by `content(i)`
+/// and put where `place(i)` says.
+fn many_files(
+    root: &Path,
+    place: impl Fn(u32) -> String,
+    content: impl Fn(u32) -> Vec<u8>,
+) -> std::path::PathBuf {
+    let app = root.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.ini"), "[production]\napp_name = many\n").unwrap();
+    for i in 0..600u32 {
+        let path = app.join(place(i));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content(i)).unwrap();
+    }
+    app
 }
 
 /// Many files of mixed sizes, so that readers take many batches, split them into parts and
@@ -99,39 +125,28 @@ fn pack(app: &Path, out: &Path, threads: u32) -> (String, Vec<u8>) {
 #[test]
 fn the_number_of_readers_does_not_matter() {
     let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("app");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.ini"), "[production]\napp_name = many\n").unwrap();
-    for i in 0..600u32 {
-        let dir = app.join(format!("pkg{}/sub{}", i % 7, i % 3));
-        std::fs::create_dir_all(&dir).unwrap();
-        // Mostly small files, some of a few hundred KiB, a few past the whole-file limit.
-        let size = match i % 50 {
-            0 => (1 << 20) + 4096 + i as usize,
-            1..=5 => 300_000 + i as usize,
-            _ => (i as usize * 37) % 5000,
-        };
-        let content: Vec<u8> = (0..size).map(|b| (b as u32 * 31 + i) as u8).collect();
-        std::fs::write(dir.join(format!("f{i}.py")), content).unwrap();
-    }
+    let app = many_files(
+        tmp.path(),
+        |i| format!("pkg{}/sub{}/f{i}.py", i % 7, i % 3),
+        |i| {
+            // Mostly small files, some of a few hundred KiB, a few past the whole-file limit.
+            let size = match i % 50 {
+                0 => (1 << 20) + 4096 + i as usize,
+                1..=5 => 300_000 + i as usize,
+                _ => (i as usize * 37) % 5000,
+            };
+            (0..size).map(|b| (b as u32 * 31 + i) as u8).collect()
+        },
+    );
     let one = pack(&app, &tmp.path().join("one"), 1);
     for readers in [2, 3, 4] {
         let config = PackConfig {
             readers,
             ..PackConfig::default()
         };
-        let report = packer::pack(
-            &app,
-            &tmp.path().join(format!("r{readers}")),
-            &config,
-            &NoProgress,
-        )
-        .unwrap();
-        assert_eq!(report.id, one.0);
-        assert!(
-            std::fs::read(report.archive).unwrap() == one.1,
-            "{readers} readers: archives differ"
-        );
+        let other = pack_with(&app, &tmp.path().join(format!("r{readers}")), &config).unwrap();
+        assert_eq!(other.0, one.0);
+        assert!(other.1 == one.1, "{readers} readers: archives differ");
     }
 }
 
@@ -140,23 +155,22 @@ fn the_number_of_readers_does_not_matter() {
 #[test]
 fn a_reader_error_stops_the_pack_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("app");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.ini"), "[production]\napp_name = many\n").unwrap();
-    for i in 0..600u32 {
-        let text = match i {
-            300 => format!("built in {}\n", app.display()),
-            _ => format!("x = {i}\n").repeat(i as usize % 200),
-        };
-        std::fs::write(app.join(format!("m{i:03}.txt")), text).unwrap();
-    }
+    let source = tmp.path().join("app");
+    let app = many_files(
+        tmp.path(),
+        |i| format!("m{i:03}.txt"),
+        |i| match i {
+            300 => format!("built in {}\n", source.display()).into_bytes(),
+            _ => format!("x = {i}\n").repeat(i as usize % 200).into_bytes(),
+        },
+    );
     let out = tmp.path().join("out");
     let config = PackConfig {
         readers: 3,
         strict: true,
         ..PackConfig::default()
     };
-    let err = packer::pack(&app, &out, &config, &NoProgress).unwrap_err();
+    let err = pack_with(&app, &out, &config).unwrap_err();
     assert!(err.to_string().contains("m300.txt"), "{err}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
