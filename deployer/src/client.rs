@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use packer::{Entry, Hash, Kind, Limits, Manifest, Progress, ReadConfig};
+use packer::{AppName, Entry, Hash, IdPrefix, Kind, Limits, Manifest, Progress, ReadConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -124,7 +124,7 @@ impl Node {
         self.call(self.http.get(self.endpoint("/v1/health"))).await
     }
 
-    pub async fn releases(&self, app: &str) -> Result<Vec<Release>, Error> {
+    pub async fn releases(&self, app: &AppName) -> Result<Vec<Release>, Error> {
         self.call(
             self.authed(
                 self.http
@@ -136,16 +136,18 @@ impl Node {
 
     pub async fn activate(
         &self,
-        app: &str,
-        id: &str,
+        app: &AppName,
+        id: &IdPrefix,
         who: &str,
+        other_app: bool,
     ) -> Result<ActivateResponse, Error> {
         self.post(
             &format!("/v1/apps/{app}/activate"),
             &ActivateRequest {
-                id: id.into(),
+                id: id.clone(),
                 who: who.into(),
                 locations: vec![],
+                other_app,
             },
         )
         .await
@@ -153,25 +155,30 @@ impl Node {
 
     pub async fn rollback(
         &self,
-        app: &str,
-        id: Option<&str>,
+        app: &AppName,
+        id: Option<&IdPrefix>,
         who: &str,
     ) -> Result<ActivateResponse, Error> {
         self.post(
             &format!("/v1/apps/{app}/rollback"),
             &RollbackRequest {
-                id: id.map(String::from),
+                id: id.cloned(),
                 who: who.into(),
             },
         )
         .await
     }
 
-    pub async fn pin(&self, app: &str, id: &str, pinned: bool) -> Result<Vec<String>, Error> {
+    pub async fn pin(
+        &self,
+        app: &AppName,
+        id: &IdPrefix,
+        pinned: bool,
+    ) -> Result<Vec<String>, Error> {
         self.post(
             &format!("/v1/apps/{app}/pins"),
             &PinRequest {
-                id: id.into(),
+                id: id.clone(),
                 pinned,
             },
         )
@@ -182,7 +189,7 @@ impl Node {
         self.post("/v1/gc", &GcRequest { keep }).await
     }
 
-    pub async fn maintenance(&self, app: &str, on: bool) -> Result<MaintenanceRequest, Error> {
+    pub async fn maintenance(&self, app: &AppName, on: bool) -> Result<MaintenanceRequest, Error> {
         self.post(
             &format!("/v1/apps/{app}/maintenance"),
             &MaintenanceRequest { maintenance: on },
@@ -193,7 +200,7 @@ impl Node {
     /// The app's log lines as they come (forever, with `follow`), each chunk to `out`.
     pub async fn logs(
         &self,
-        app: &str,
+        app: &AppName,
         process: Option<&str>,
         lines: usize,
         follow: bool,
@@ -221,7 +228,7 @@ impl Node {
     /// command's exit code.
     pub async fn run(
         &self,
-        app: &str,
+        app: &AppName,
         argv: &[String],
         who: &str,
         mut out: impl FnMut(RunFrame, &[u8]),
@@ -310,11 +317,7 @@ impl Node {
                 holder: Some(holder),
                 since: Some(since),
                 ..
-            }) if status == reqwest::StatusCode::CONFLICT => Error::Locked {
-                app: String::new(),
-                holder,
-                since,
-            },
+            }) if status == reqwest::StatusCode::CONFLICT => Error::Busy { holder, since },
             Some(e) => Error::Api {
                 node: self.base.clone(),
                 status: status.as_u16(),
@@ -334,7 +337,9 @@ impl Node {
 /// How to deploy.
 #[derive(Debug, Clone)]
 pub struct DeployOptions {
-    pub app: String,
+    pub app: AppName,
+    /// The app was named on purpose (`--app`): the node takes an artifact packed for another.
+    pub other_app: bool,
     /// `user@host`, recorded in the node's history.
     pub who: String,
     /// Fail at once when another activation holds the app's lock.
@@ -349,7 +354,7 @@ pub struct DeployOptions {
 /// What `silver deploy --json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeployReport {
-    pub app: String,
+    pub app: AppName,
     pub id: String,
     pub node: String,
     pub previous: Option<String>,
@@ -423,17 +428,18 @@ pub async fn deploy(
     let t = Instant::now();
     let path = format!("/v1/apps/{}/deploy", opts.app);
     let request = ActivateRequest {
-        id: manifest.id.to_string(),
+        id: manifest.id.into(),
         who: opts.who.clone(),
         locations: opts.locations.clone(),
+        other_app: opts.other_app,
     };
     let activated: ActivateResponse = loop {
         match node.post(&path, &request).await {
-            Err(Error::Locked { holder, since, .. }) if !opts.no_wait => {
+            Err(Error::Busy { holder, since }) if !opts.no_wait => {
                 on_wait(&holder, since);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(Error::Locked { holder, since, .. }) => {
+            Err(Error::Busy { holder, since }) => {
                 return Err(Error::Locked {
                     app: opts.app.clone(),
                     holder,
@@ -468,14 +474,14 @@ pub async fn deploy(
 async fn send_manifest(
     node: &Node,
     manifest: &Manifest,
-    app: &str,
+    app: &AppName,
     cache: Option<&Path>,
 ) -> Result<(u64, Option<String>, Vec<String>), Error> {
     let health = node.health().await?;
     let current = health
         .apps
         .iter()
-        .find(|a| a.name == app)
+        .find(|a| &a.name == app)
         .and_then(|a| a.current.clone());
     let base = current.and_then(|id| {
         cache

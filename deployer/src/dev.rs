@@ -4,6 +4,7 @@
 //! Nothing is packed and nothing is written into the app directory: the app's data, logs and
 //! caches go to a state directory outside it.
 
+use packer::AppName;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::runtime::{release_config, Candidate, Runtime, RuntimeConfig};
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub app_dir: PathBuf,
-    pub app: String,
+    pub app: AppName,
     pub listen: SocketAddr,
     /// Where the app's data/, logs/, run/ and cache/ go.
     pub state_dir: PathBuf,

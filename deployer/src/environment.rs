@@ -1,6 +1,7 @@
 //! The environment every process of an app gets, and `silver run` too (design §5), and the two
 //! files that hand it to scripts: `environment.json` and `environment.conf`.
 
+use packer::AppName;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use crate::error::Error;
 /// What the node knows about one running release.
 #[derive(Debug, Clone)]
 pub struct EnvContext<'a> {
-    pub app: &'a str,
+    pub app: &'a AppName,
     /// The full id, or `dev` under `silver serve`.
     pub release: &'a str,
     /// The app's canonical host (its first location).
@@ -32,7 +33,7 @@ pub fn environment(config: &AppConfig, ctx: &EnvContext) -> BTreeMap<String, Str
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.extend(ctx.services.iter().cloned());
     env.extend(config.variables.iter().cloned());
-    env.insert("SILVER_APP_NAME".into(), ctx.app.into());
+    env.insert("SILVER_APP_NAME".into(), ctx.app.to_string());
     env.insert("SILVER_RELEASE".into(), ctx.release.into());
     env.insert("SILVER_CANONICAL_HOSTNAME".into(), ctx.hostname.into());
     env.insert("SILVER_LOGS".into(), ctx.logs.display().to_string());

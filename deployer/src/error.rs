@@ -12,6 +12,33 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("`{name}` is not an app name: {rule}")]
+    BadAppName {
+        name: String,
+        rule: packer::names::NameRule,
+    },
+    #[error("`{given}` is not an artifact id: {rule}")]
+    BadId {
+        given: String,
+        rule: packer::names::IdRule,
+    },
+    #[error("no artifact on this node has an id starting with {prefix}")]
+    UnknownId { prefix: packer::IdPrefix },
+    #[error("{count} artifacts on this node have ids starting with {prefix}")]
+    AmbiguousId {
+        prefix: packer::IdPrefix,
+        count: usize,
+    },
+    #[error("app `{app}` has never been deployed to this node")]
+    UnknownApp { app: packer::AppName },
+    #[error("the request body is not what {route} takes: {why}")]
+    BadBody { route: String, why: String },
+    #[error("artifact {id} was packed for app `{packed}`, not `{app}`")]
+    OtherApp {
+        app: packer::AppName,
+        packed: String,
+        id: packer::Id,
+    },
     #[error("refused: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -22,10 +49,12 @@ pub enum Error {
     TooLarge(String),
     #[error("app `{app}` is being activated by {holder} (since {})", crate::proto::utc(*since))]
     Locked {
-        app: String,
+        app: packer::AppName,
         holder: String,
         since: u64,
     },
+    #[error("the app is being activated by {holder} (since {})", crate::proto::utc(*since))]
+    Busy { holder: String, since: u64 },
     #[error("not enough free space on the node: {needed} bytes needed, {available} available")]
     NoSpace { needed: u64, available: u64 },
     #[error("the delta's base manifest {0} is not on this node")]
@@ -56,7 +85,7 @@ pub enum Error {
         tail(log_tail)
     )]
     Activation {
-        app: String,
+        app: packer::AppName,
         release: String,
         step: String,
         reason: String,
@@ -88,7 +117,7 @@ impl Error {
     /// What to do about it, printed on its own line.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
-            Error::Locked { .. } => {
+            Error::Locked { .. } | Error::Busy { .. } => {
                 "wait for that activation to finish (deploy waits unless given --no-wait)".into()
             }
             Error::NoSpace { .. } => {
@@ -105,6 +134,20 @@ impl Error {
                 "use http://host:port, https://host:port or ssh://[user@]host[:port]".into()
             }
             Error::Artifact(e) => return e.hint(),
+            Error::BadAppName { .. } => format!("app names are {}", packer::AppName::RULES),
+            Error::BadId { .. } => {
+                "give the id as printed: b3: and at least 12 hex digits (or the digits alone)".into()
+            }
+            Error::UnknownId { .. } => {
+                "`silver releases APP` lists the releases this node has".into()
+            }
+            Error::AmbiguousId { .. } => "give more digits of the id".into(),
+            Error::OtherApp { .. } => {
+                "deploy it under its own name, or pass --app NAME (deploy) or --other-app (activate) to mean it".into()
+            }
+            Error::UnknownApp { .. } => {
+                "`silver releases --node URL` without an app lists the apps; deploy it first".into()
+            }
             Error::Activation { app, .. } => format!(
                 "the previous release keeps serving; see `silver logs {app}` and `silver releases {app}`"
             ),

@@ -23,6 +23,7 @@
 //! Errors are [`ApiError`] with a status: 401 no or wrong credential, 404 unknown app or release,
 //! 409 lock held, 413 too large, 422 refused input, 507 not enough free space.
 
+use packer::{AppName, IdPrefix};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,7 +37,7 @@ pub struct Health {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppStatus {
-    pub name: String,
+    pub name: AppName,
     pub current: Option<String>,
     /// The id12 of the release whose processes serve now (None if nothing runs).
     #[serde(default)]
@@ -66,25 +67,29 @@ pub struct ArtifactResponse {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActivateRequest {
-    pub id: String,
+    /// The whole id, or a unique prefix of at least 12 hex digits.
+    pub id: IdPrefix,
     /// `user@host` of whoever asked, recorded in the history.
     pub who: String,
     /// `host[/path]` where the app answers; empty keeps the app's locations (or, the first
     /// time, its `default_location`, or any host).
     #[serde(default)]
     pub locations: Vec<String>,
+    /// Take an artifact whose app.ini names another app (the user said so on purpose).
+    #[serde(default)]
+    pub other_app: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RollbackRequest {
     /// Without an id: back to the previous good release.
-    pub id: Option<String>,
+    pub id: Option<IdPrefix>,
     pub who: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActivateResponse {
-    pub app: String,
+    pub app: AppName,
     pub id: String,
     pub previous: Option<String>,
     /// False when the release was already staged.
@@ -161,7 +166,7 @@ pub enum ReleaseState {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PinRequest {
-    pub id: String,
+    pub id: IdPrefix,
     /// True to pin (gc keeps it), false to unpin.
     pub pinned: bool,
 }

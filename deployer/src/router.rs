@@ -6,6 +6,7 @@
 //! `SCRIPT_NAME` (through `X-Silver-Script-Name`, which clients cannot send). The table is swapped
 //! whole, so a request sees one consistent version of it: that swap is the moment traffic moves.
 
+use packer::AppName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,28 +76,28 @@ pub struct AppRoute {
 /// The routing table, shared by the front door and the runtime.
 #[derive(Clone, Default)]
 pub struct Routes {
-    table: Arc<RwLock<Arc<HashMap<String, AppRoute>>>>,
+    table: Arc<RwLock<Arc<HashMap<AppName, AppRoute>>>>,
 }
 
 impl Routes {
-    pub fn get(&self, app: &str) -> Option<AppRoute> {
+    pub fn get(&self, app: &AppName) -> Option<AppRoute> {
         self.snapshot().get(app).cloned()
     }
 
     /// Replaces an app's route in one step: requests that arrive after this see only the new one.
-    pub fn set(&self, app: &str, route: AppRoute) {
+    pub fn set(&self, app: &AppName, route: AppRoute) {
         self.edit(|t| {
-            t.insert(app.to_string(), route);
+            t.insert(app.clone(), route);
         });
     }
 
-    pub fn remove(&self, app: &str) {
+    pub fn remove(&self, app: &AppName) {
         self.edit(|t| {
             t.remove(app);
         });
     }
 
-    pub fn set_maintenance(&self, app: &str, on: bool) {
+    pub fn set_maintenance(&self, app: &AppName, on: bool) {
         self.edit(|t| {
             if let Some(r) = t.get_mut(app) {
                 r.maintenance = on;
@@ -105,21 +106,21 @@ impl Routes {
     }
 
     /// The other app, if any, that already answers at `location`.
-    pub fn owner(&self, location: &Location, except: &str) -> Option<String> {
+    pub fn owner(&self, location: &Location, except: &AppName) -> Option<AppName> {
         self.snapshot()
             .iter()
-            .find(|(app, r)| app.as_str() != except && r.locations.contains(location))
+            .find(|(app, r)| *app != except && r.locations.contains(location))
             .map(|(app, _)| app.clone())
     }
 
     /// The app for a request, with the path prefix it matched.
-    pub fn resolve(&self, host: &str, path: &str) -> Option<(String, AppRoute, String)> {
+    pub fn resolve(&self, host: &str, path: &str) -> Option<(AppName, AppRoute, String)> {
         let table = self.snapshot();
         let host = normalize_host(host);
         let bare = strip_port(&host);
         // (host tier, host specificity, prefix length): the highest wins.
         type Rank = (u8, usize, usize);
-        let mut best: Option<(Rank, &String, &AppRoute, &str)> = None;
+        let mut best: Option<(Rank, &AppName, &AppRoute, &str)> = None;
         for (app, route) in table.iter() {
             for loc in &route.locations {
                 let Some(host_rank) = host_rank(&loc.host, &host, bare) else {
@@ -137,11 +138,11 @@ impl Routes {
         best.map(|(_, app, route, prefix)| (app.clone(), route.clone(), prefix.to_string()))
     }
 
-    fn snapshot(&self) -> Arc<HashMap<String, AppRoute>> {
+    fn snapshot(&self) -> Arc<HashMap<AppName, AppRoute>> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn edit(&self, f: impl FnOnce(&mut HashMap<String, AppRoute>)) {
+    fn edit(&self, f: impl FnOnce(&mut HashMap<AppName, AppRoute>)) {
         let mut guard = self.table.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**guard).clone();
         f(&mut next);
@@ -233,7 +234,7 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
             "Down for maintenance",
             &format!(
                 "<code>{}</code> is down for maintenance. Please try again soon.",
-                escape(&app)
+                escape(app.as_str())
             ),
         );
         resp.headers_mut()

@@ -5,6 +5,7 @@
 //! The store is not touched here: the caller passes the flip as a closure, so `silver serve`
 //! (which has no store) reloads through the same steps.
 
+use packer::AppName;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,7 +60,7 @@ impl Default for RuntimeConfig {
 /// A release to bring up.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    pub app: String,
+    pub app: AppName,
     /// The full id (`b3:…`), or `dev` under `silver serve`.
     pub release: String,
     /// Short form in log lines and static URLs.
@@ -129,8 +130,8 @@ pub struct Runtime {
 struct Inner {
     config: RuntimeConfig,
     routes: Routes,
-    live: tokio::sync::Mutex<HashMap<String, Live>>,
-    sinks: Mutex<HashMap<(String, String), LogSink>>,
+    live: tokio::sync::Mutex<HashMap<AppName, Live>>,
+    sinks: Mutex<HashMap<(AppName, String), LogSink>>,
 }
 
 struct Live {
@@ -170,7 +171,11 @@ impl Runtime {
     }
 
     /// The app that already answers at one of `locations`, if another does.
-    pub fn location_taken(&self, app: &str, locations: &[Location]) -> Option<(Location, String)> {
+    pub fn location_taken(
+        &self,
+        app: &AppName,
+        locations: &[Location],
+    ) -> Option<(Location, AppName)> {
         locations.iter().find_map(|l| {
             self.inner
                 .routes
@@ -297,12 +302,12 @@ impl Runtime {
     }
 
     /// Sets maintenance mode for an app's route (the caller persists it).
-    pub fn set_maintenance(&self, app: &str, on: bool) {
+    pub fn set_maintenance(&self, app: &AppName, on: bool) {
         self.inner.routes.set_maintenance(app, on);
     }
 
     /// The live release of an app, by label.
-    pub async fn live_release(&self, app: &str) -> Option<String> {
+    pub async fn live_release(&self, app: &AppName) -> Option<String> {
         self.inner
             .live
             .lock()

@@ -8,6 +8,7 @@
 //!
 //! Any other service is refused by name, before anything starts.
 
+use packer::AppName;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -65,7 +66,7 @@ impl Postgres {
 
 /// Provisions every service of an app; returns their variables.
 pub fn provision(
-    app: &str,
+    app: &AppName,
     app_dir: &Path,
     services: &[(String, String)],
     user: Option<&AppUser>,
@@ -98,7 +99,7 @@ pub fn provision(
 
 /// Silver Lining's `packages`: the node must already have them (a baked image lists them in its
 /// recipe). Returns an error naming the missing ones; a node without dpkg cannot tell and passes.
-pub fn check_packages(app: &str, packages: &[String]) -> Result<(), Error> {
+pub fn check_packages(app: &AppName, packages: &[String]) -> Result<(), Error> {
     if packages.is_empty() {
         return Ok(());
     }
@@ -107,7 +108,7 @@ pub fn check_packages(app: &str, packages: &[String]) -> Result<(), Error> {
         .args(packages)
         .output()
     else {
-        tracing::warn!(app, "no dpkg-query: cannot check the app's packages");
+        tracing::warn!(%app, "no dpkg-query: cannot check the app's packages");
         return Ok(());
     };
     let text = String::from_utf8_lossy(&out.stdout);
@@ -143,14 +144,14 @@ fn files(app_dir: &Path, user: Option<&AppUser>) -> Result<String, Error> {
 }
 
 fn postgresql(
-    app: &str,
+    app: &AppName,
     app_dir: &Path,
     postgis: bool,
     pg: &Postgres,
 ) -> Result<Vec<(String, String)>, Error> {
     let name = format!(
         "silver_{}",
-        app.replace(['-', '.'], "_").to_ascii_lowercase()
+        app.as_str().replace(['-', '.'], "_").to_ascii_lowercase()
     );
     let password = password(app_dir)?;
     let role = format!(

@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use packer::{Hash, Id, Kind, Limits, Manifest};
+use packer::{AppName, Hash, Id, IdPrefix, Kind, Limits, Manifest};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -56,8 +56,8 @@ pub struct LockInfo {
 #[derive(Debug, Default, Serialize)]
 pub struct Recovery {
     pub partials_removed: Vec<String>,
-    pub stale_locks: Vec<String>,
-    pub broken_current: Vec<String>,
+    pub stale_locks: Vec<AppName>,
+    pub broken_current: Vec<AppName>,
 }
 
 impl Store {
@@ -246,27 +246,56 @@ impl Store {
 
     // ---- releases ----
 
-    pub fn apps(&self) -> Result<Vec<String>, Error> {
-        let mut apps: Vec<String> = read_dir(&self.root.join("apps"))?
+    /// The apps with a directory here. A directory whose name is not an app name was not
+    /// made by an agent; it is skipped (and logged), never followed.
+    pub fn apps(&self) -> Result<Vec<AppName>, Error> {
+        let mut apps: Vec<AppName> = read_dir(&self.root.join("apps"))?
             .into_iter()
             .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let parsed = AppName::parse(&name);
+                if parsed.is_err() {
+                    tracing::warn!(dir = %e.path().display(), "not an app directory; skipped");
+                }
+                parsed.ok()
+            })
             .collect();
         apps.sort();
         Ok(apps)
     }
 
-    pub fn app_dir(&self, app: &str) -> PathBuf {
+    /// The one artifact on this node whose id starts with `prefix`.
+    pub fn resolve(&self, prefix: &IdPrefix) -> Result<Id, Error> {
+        if let Some(id) = prefix.full() {
+            return Ok(id);
+        }
+        let ids: Vec<Id> = read_dir(&self.root.join("artifacts"))?
+            .into_iter()
+            .filter_map(|e| Hash::from_hex(e.file_name().to_str()?).map(Id))
+            .collect();
+        prefix.resolve(&ids).map_err(|why| match why {
+            packer::names::Unresolved::Unknown => Error::UnknownId {
+                prefix: prefix.clone(),
+            },
+            packer::names::Unresolved::Ambiguous(count) => Error::AmbiguousId {
+                prefix: prefix.clone(),
+                count,
+            },
+        })
+    }
+
+    pub fn app_dir(&self, app: &AppName) -> PathBuf {
         self.root.join("apps").join(app)
     }
 
-    pub fn release_dir(&self, app: &str, id: &Id) -> PathBuf {
+    pub fn release_dir(&self, app: &AppName, id: &Id) -> PathBuf {
         self.app_dir(app).join("releases").join(id.0.to_hex())
     }
 
     /// Materializes a release from its manifest, unless it is already there. Builds
     /// `<hex>.partial` from hardlinks, syncs, and renames it into place.
-    pub fn stage(&self, app: &str, manifest: &Manifest) -> Result<bool, Error> {
+    pub fn stage(&self, app: &AppName, manifest: &Manifest) -> Result<bool, Error> {
         let dest = self.release_dir(app, &manifest.id);
         if dest.is_dir() {
             return Ok(false);
@@ -329,7 +358,7 @@ impl Store {
         Ok(twin)
     }
 
-    pub fn current(&self, app: &str) -> Result<Option<Id>, Error> {
+    pub fn current(&self, app: &AppName) -> Result<Option<Id>, Error> {
         let link = self.app_dir(app).join("current");
         match fs::read_link(&link) {
             Ok(target) => {
@@ -346,7 +375,7 @@ impl Store {
 
     /// Points `current` at a staged release: a new symlink renamed over the old one, then the
     /// directory synced. Never `ln -sfn`, which unlinks first and is not atomic.
-    pub fn flip(&self, app: &str, id: &Id) -> Result<(), Error> {
+    pub fn flip(&self, app: &AppName, id: &Id) -> Result<(), Error> {
         let app_dir = self.app_dir(app);
         let tmp = app_dir.join(format!(".current-{}", self.instance));
         let _ = fs::remove_file(&tmp);
@@ -358,7 +387,7 @@ impl Store {
 
     // ---- history ----
 
-    pub fn record(&self, app: &str, record: &Record) -> Result<(), Error> {
+    pub fn record(&self, app: &AppName, record: &Record) -> Result<(), Error> {
         let path = self.app_dir(app).join("history.jsonl");
         let mut line = serde_json::to_vec(record).expect("records serialize");
         line.push(b'\n');
@@ -373,7 +402,7 @@ impl Store {
             .map_err(|e| Error::io(&path, e))
     }
 
-    pub fn history(&self, app: &str) -> Result<Vec<Record>, Error> {
+    pub fn history(&self, app: &AppName) -> Result<Vec<Record>, Error> {
         let path = self.app_dir(app).join("history.jsonl");
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -388,7 +417,7 @@ impl Store {
     }
 
     /// Every release of an app with its state, newest first.
-    pub fn releases(&self, app: &str) -> Result<Vec<Release>, Error> {
+    pub fn releases(&self, app: &AppName) -> Result<Vec<Release>, Error> {
         let history = self.history(app)?;
         let current = self.current(app)?.map(|id| id.to_string());
         let previous = previous_good(&history, current.as_deref());
@@ -442,20 +471,20 @@ impl Store {
 
     /// The release to go back to: the last one that was successfully made current before the
     /// current one.
-    pub fn previous(&self, app: &str) -> Result<Option<String>, Error> {
+    pub fn previous(&self, app: &AppName) -> Result<Option<Id>, Error> {
         let current = self.current(app)?.map(|id| id.to_string());
-        Ok(previous_good(&self.history(app)?, current.as_deref()))
+        Ok(previous_good(&self.history(app)?, current.as_deref()).and_then(|s| Id::parse(&s)))
     }
 
     // ---- pins ----
 
     /// The app's pinned release ids: gc never removes them.
-    pub fn pins(&self, app: &str) -> Vec<String> {
+    pub fn pins(&self, app: &AppName) -> Vec<String> {
         self.read_list(app, "pins")
     }
 
     /// Pins or unpins a release (one id per line in `pins`, rewritten atomically).
-    pub fn set_pin(&self, app: &str, id: &Id, pinned: bool) -> Result<Vec<String>, Error> {
+    pub fn set_pin(&self, app: &AppName, id: &Id, pinned: bool) -> Result<Vec<String>, Error> {
         if pinned && !self.release_dir(app, id).is_dir() && self.manifest(id).is_err() {
             return Err(Error::NotFound(format!(
                 "release {id} of `{app}` is not on this node"
@@ -471,20 +500,20 @@ impl Store {
     }
 
     /// Where the app answers (`host[/path]`, one per line), as last deployed; empty if never set.
-    pub fn locations(&self, app: &str) -> Vec<String> {
+    pub fn locations(&self, app: &AppName) -> Vec<String> {
         self.read_list(app, "locations")
     }
 
-    pub fn set_locations(&self, app: &str, locations: &[String]) -> Result<(), Error> {
+    pub fn set_locations(&self, app: &AppName, locations: &[String]) -> Result<(), Error> {
         self.write_list(app, "locations", locations)
     }
 
     /// Whether the app shows the maintenance page (`silver disable`).
-    pub fn maintenance(&self, app: &str) -> bool {
+    pub fn maintenance(&self, app: &AppName) -> bool {
         self.app_dir(app).join("maintenance").exists()
     }
 
-    pub fn set_maintenance(&self, app: &str, on: bool) -> Result<(), Error> {
+    pub fn set_maintenance(&self, app: &AppName, on: bool) -> Result<(), Error> {
         let path = self.app_dir(app).join("maintenance");
         let done = if on {
             fs::write(&path, b"")
@@ -497,7 +526,7 @@ impl Store {
         done.map_err(|e| Error::io(&path, e))
     }
 
-    fn read_list(&self, app: &str, name: &str) -> Vec<String> {
+    fn read_list(&self, app: &AppName, name: &str) -> Vec<String> {
         let text = fs::read_to_string(self.app_dir(app).join(name)).unwrap_or_default();
         text.lines()
             .map(str::trim)
@@ -507,7 +536,7 @@ impl Store {
     }
 
     /// Rewrites a one-item-per-line file atomically.
-    fn write_list(&self, app: &str, name: &str, items: &[String]) -> Result<(), Error> {
+    fn write_list(&self, app: &AppName, name: &str, items: &[String]) -> Result<(), Error> {
         mkdir_p(&self.app_dir(app))?;
         let body: String = items.iter().map(|p| format!("{p}\n")).collect();
         let path = self.app_dir(app).join(name);
@@ -521,7 +550,7 @@ impl Store {
 
     /// Takes the app's activation lock, or says who holds it. A lock left by a dead or
     /// earlier agent is marked stale and taken over.
-    pub fn lock(&self, app: &str, holder: &str) -> Result<AppLock, Error> {
+    pub fn lock(&self, app: &AppName, holder: &str) -> Result<AppLock, Error> {
         mkdir_p(&self.app_dir(app))?;
         let path = self.app_dir(app).join("lock");
         for _ in 0..3 {
@@ -547,7 +576,7 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.read_lock(app) {
                     Some(held) if !self.is_stale(&held) => {
                         return Err(Error::Locked {
-                            app: app.into(),
+                            app: app.clone(),
                             holder: held.holder,
                             since: held.since,
                         })
@@ -558,13 +587,13 @@ impl Store {
             }
         }
         Err(Error::Locked {
-            app: app.into(),
+            app: app.clone(),
             holder: "(contended)".into(),
             since: now(),
         })
     }
 
-    fn read_lock(&self, app: &str) -> Option<LockInfo> {
+    fn read_lock(&self, app: &AppName) -> Option<LockInfo> {
         let text = fs::read(self.app_dir(app).join("lock")).ok()?;
         serde_json::from_slice(&text).ok()
     }
@@ -582,11 +611,11 @@ impl Store {
     }
 
     /// Keeps the stale lock's content for the operator (`lock.stale`) and frees the app.
-    fn mark_stale(&self, app: &str) -> Result<(), Error> {
+    fn mark_stale(&self, app: &AppName) -> Result<(), Error> {
         let path = self.app_dir(app).join("lock");
         match fs::rename(&path, self.app_dir(app).join("lock.stale")) {
             Ok(()) => {
-                tracing::warn!(app, "took over a stale lock");
+                tracing::warn!(%app, "took over a stale lock");
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -3,6 +3,7 @@
 //! The format is Python's configparser dialect as Silver Lining used it: `[section]` headers,
 //! `key = value` or `key: value`, `#`/`;` comment lines, and indented continuation lines.
 
+use crate::names::AppName;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -202,10 +203,14 @@ impl AppIni {
 
     fn validate(&self) -> Result<(), Error> {
         if let Some(v) = self.production("app_name") {
-            check_app_name(&v.value).map_err(|why| Error::AppIni {
+            AppName::parse(&v.value).map_err(|why| Error::AppIni {
                 path: self.path.clone(),
                 line: v.line,
-                message: format!("app_name `{}` is invalid: {why}", v.value),
+                message: format!(
+                    "app_name `{}` is invalid: {why} (use {})",
+                    v.value,
+                    AppName::RULES
+                ),
             })?;
         }
         if let Some(v) = self.production("platform") {
@@ -227,31 +232,15 @@ impl AppIni {
     }
 }
 
-/// The name of an app: it becomes a directory on the node, a file name and a Unix user suffix.
-pub fn check_app_name(name: &str) -> Result<(), &'static str> {
-    let first_ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if !first_ok {
-        return Err("it must start with a letter or digit");
-    }
-    if name.len() > 64 {
-        return Err("it is longer than 64 characters");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err("only letters, digits, `-`, `_` and `.` are allowed");
-    }
-    Ok(())
-}
-
 /// Resolves the app's name: `[production] app_name`, else the directory's name.
-pub fn app_name(app_dir: &Path, ini: &AppIni) -> Result<String, Error> {
+pub fn app_name(app_dir: &Path, ini: &AppIni) -> Result<AppName, Error> {
     if let Some(v) = ini.production("app_name") {
-        return Ok(v.value.clone());
+        // `validate` checked it when the file was read.
+        return AppName::parse(&v.value).map_err(|why| Error::AppName {
+            name: v.value.clone(),
+            source_of_name: "app.ini's app_name".into(),
+            why,
+        });
     }
     let canonical = app_dir.canonicalize().map_err(|source| Error::Read {
         path: app_dir.into(),
@@ -261,12 +250,11 @@ pub fn app_name(app_dir: &Path, ini: &AppIni) -> Result<String, Error> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    check_app_name(&name).map_err(|why| Error::AppName {
+    AppName::parse(&name).map_err(|why| Error::AppName {
         name: name.clone(),
         source_of_name: "the directory's name; app.ini sets no app_name".into(),
         why,
-    })?;
-    Ok(name)
+    })
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub enum Error {
     AppName {
         name: String,
         source_of_name: String,
-        why: &'static str,
+        why: crate::names::NameRule,
     },
     #[error("cannot pack `{path}`: {problem}")]
     BadPath { path: String, problem: PathProblem },
@@ -126,7 +126,7 @@ impl Error {
         Some(match self {
             Error::NoAppIni { .. } => "create `app.ini` with a `[production]` section, e.g. `app_name = myapp`".into(),
             Error::AppIni { .. } => "fix that line of `app.ini`; the keys are listed in the README".into(),
-            Error::AppName { .. } => "set `app_name` in the `[production]` section of `app.ini` to letters, digits, `-`, `_` or `.`, starting with a letter or digit".into(),
+            Error::AppName { .. } => format!("set `app_name` in the `[production]` section of `app.ini` to {}", crate::names::AppName::RULES),
             Error::BadPath { .. } | Error::SpecialFile { .. } => {
                 "rename or remove it, or add it to `.silverignore`".into()
             }

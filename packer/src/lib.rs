@@ -15,6 +15,7 @@ pub mod archive;
 mod error;
 pub mod limits;
 pub mod manifest;
+pub mod names;
 mod ordered;
 mod pack;
 pub mod path;
@@ -25,6 +26,7 @@ pub mod walk;
 pub use error::{Error, Refusal};
 pub use limits::Limits;
 pub use manifest::{Entry, Hash, Id, Kind, Manifest};
+pub use names::{AppName, IdPrefix};
 pub use pack::{pack, PackConfig, PackReport};
 pub use read::{
     read_manifest, read_with, staging_path, unpack, verify, ReadConfig, Verified, Visitor,

@@ -69,7 +69,7 @@ fn cores() -> usize {
 #[derive(Debug, Clone, Serialize)]
 pub struct PackReport {
     pub id: String,
-    pub app: String,
+    pub app: crate::AppName,
     pub archive: PathBuf,
     pub archive_sha256: String,
     pub files: usize,

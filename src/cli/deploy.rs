@@ -19,7 +19,7 @@ pub struct Args {
     pub node: NodeArgs,
     /// The app to deploy as [default: from app.ini, or the artifact's file name].
     #[arg(long)]
-    pub app: Option<String>,
+    pub app: Option<packer::AppName>,
     /// Fail at once if another activation of the app is under way.
     #[arg(long)]
     pub no_wait: bool,
@@ -35,7 +35,7 @@ pub struct Args {
 /// What to deploy, resolved from the flags (also built by `silver up`).
 pub struct Settings {
     pub source: PathBuf,
-    pub app: Option<String>,
+    pub app: Option<packer::AppName>,
     pub no_wait: bool,
     pub locations: Vec<String>,
     pub limits: packer::Limits,
@@ -67,16 +67,23 @@ pub async fn deploy(
     let limits = args.limits.clone();
     let (archive, packed_app, _tmp) = resolve_archive(args, &limits)?;
     let app = match (&args.app, packed_app) {
+        (Some(app), Some(packed)) if *app != packed => {
+            ui::warn(&format!(
+                "deploying the app packed as `{packed}` under the name `{app}`, as --app says"
+            ));
+            app.clone()
+        }
         (Some(app), _) => app.clone(),
         (None, Some(app)) => app,
         (None, None) => app_from_file_name(&archive).with_context(|| {
             format!(
-                "cannot tell which app `{}` is; pass --app NAME",
+                "cannot tell which app `{}` is: its name is not `<app>-<id12>.silver`\nhint: pass --app NAME",
                 archive.display()
             )
         })?,
     };
     let opts = deployer::client::DeployOptions {
+        other_app: args.app.is_some(),
         app: app.clone(),
         who: super::node::who(),
         no_wait: args.no_wait,
@@ -127,17 +134,30 @@ pub async fn deploy(
 fn resolve_archive(
     args: &Settings,
     limits: &packer::Limits,
-) -> anyhow::Result<(PathBuf, Option<String>, Option<TempDir>)> {
-    if !args.source.is_dir() {
-        return Ok((args.source.clone(), None, None));
+) -> anyhow::Result<(PathBuf, Option<packer::AppName>, Option<tempfile::TempDir>)> {
+    let source = &args.source;
+    let meta = std::fs::metadata(source).with_context(|| {
+        format!(
+            "`{}` is neither an app directory nor a .silver artifact",
+            source.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        // Read the manifest now, so junk is called junk rather than an unknown app.
+        packer::read_manifest(source, limits)
+            .with_context(|| format!("`{}` is not a silver artifact", source.display()))?;
+        return Ok((source.clone(), None, None));
     }
-    let tmp = TempDir::new()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("silver-deploy-")
+        .tempdir()
+        .context("failed to create a temporary directory")?;
     let config = packer::PackConfig {
         limits: limits.clone(),
         ..packer::PackConfig::default()
     };
     let progress = ui::Bar::new(!std::io::stderr().is_terminal());
-    let report = packer::pack(&args.source, &tmp.0, &config, &progress)
+    let report = packer::pack(&args.source, tmp.path(), &config, &progress)
         .with_context(|| format!("failed to pack `{}`", args.source.display()))?;
     for warning in &report.warnings {
         ui::warn(warning);
@@ -155,25 +175,11 @@ fn cache_dir() -> Option<PathBuf> {
 }
 
 /// `<app>-<id12>.silver`, as `silver pack` names artifacts.
-fn app_from_file_name(archive: &std::path::Path) -> Option<String> {
+fn app_from_file_name(archive: &std::path::Path) -> Option<packer::AppName> {
     let name = archive.file_name()?.to_str()?.strip_suffix(".silver")?;
     let (app, id12) = name.rsplit_once('-')?;
-    (id12.len() == 12 && packer::appini::check_app_name(app).is_ok()).then(|| app.to_string())
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<TempDir> {
-        let dir = std::env::temp_dir().join(format!("silver-deploy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("failed to create `{}`", dir.display()))?;
-        Ok(TempDir(dir))
+    if id12.len() != 12 {
+        return None;
     }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    packer::AppName::parse(app).ok()
 }

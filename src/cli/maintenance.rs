@@ -8,7 +8,7 @@ use crate::ui;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app.
-    pub app: String,
+    pub app: packer::AppName,
     #[command(flatten)]
     pub node: NodeArgs,
 }

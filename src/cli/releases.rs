@@ -5,32 +5,36 @@ use crate::ui;
 
 #[derive(Debug, clap::Args)]
 pub struct ReleasesArgs {
-    pub app: String,
+    pub app: packer::AppName,
     #[command(flatten)]
     pub node: NodeArgs,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
-    pub app: String,
+    pub app: packer::AppName,
     /// The release to go back to [default: the previous good one].
-    pub id: Option<String>,
+    pub id: Option<packer::IdPrefix>,
     #[command(flatten)]
     pub node: NodeArgs,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ActivateArgs {
-    pub app: String,
-    pub id: String,
+    pub app: packer::AppName,
+    /// The release: its id as printed, or a unique prefix of at least 12 hex digits.
+    pub id: packer::IdPrefix,
+    /// Take an artifact whose app.ini names another app.
+    #[arg(long)]
+    pub other_app: bool,
     #[command(flatten)]
     pub node: NodeArgs,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct PinArgs {
-    pub app: String,
-    pub id: String,
+    pub app: packer::AppName,
+    pub id: packer::IdPrefix,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -76,7 +80,7 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
     let node = args.node.connect()?;
     let done = super::node::runtime()?.block_on(node.rollback(
         &args.app,
-        args.id.as_deref(),
+        args.id.as_ref(),
         &super::node::who(),
     ))?;
     report(&args.node, "Rolled back", &done)
@@ -88,6 +92,7 @@ pub fn activate(args: ActivateArgs) -> anyhow::Result<()> {
         &args.app,
         &args.id,
         &super::node::who(),
+        args.other_app,
     ))?;
     report(&args.node, "Activated", &done)
 }

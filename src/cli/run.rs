@@ -11,7 +11,7 @@ use super::node::NodeArgs;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app.
-    pub app: String,
+    pub app: packer::AppName,
     #[command(flatten)]
     pub node: NodeArgs,
     /// The command and its arguments, after `--`.

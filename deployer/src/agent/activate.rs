@@ -2,11 +2,12 @@
 //! the release, hand it to the runtime for the health-gated start and switch, and record the
 //! outcome. Also: bringing the current releases back up when the agent starts, and maintenance.
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::Json;
 use packer::appconfig::Location;
-use packer::Id;
+use packer::{AppName, Id};
 
+use super::extract::{App, JsonBody};
 use super::{blocking, error_chain, AgentState, ApiErr};
 use crate::error::Error;
 use crate::proto::*;
@@ -14,66 +15,76 @@ use crate::runtime::{release_config, Candidate};
 use crate::store::{self, Record, Store};
 
 pub(super) async fn deploy(
-    state: State<AgentState>,
-    app: UrlPath<String>,
-    Json(req): Json<ActivateRequest>,
+    State(state): State<AgentState>,
+    App(app): App,
+    JsonBody(req): JsonBody<ActivateRequest>,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
     make_current(state, app, req, "deploy").await
 }
 
 pub(super) async fn activate(
-    state: State<AgentState>,
-    app: UrlPath<String>,
-    Json(req): Json<ActivateRequest>,
+    State(state): State<AgentState>,
+    App(app): App,
+    JsonBody(req): JsonBody<ActivateRequest>,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
     make_current(state, app, req, "activate").await
 }
 
 pub(super) async fn rollback(
     State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
-    Json(req): Json<RollbackRequest>,
+    App(app): App,
+    JsonBody(req): JsonBody<RollbackRequest>,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
     let id = match req.id {
         Some(id) => id,
         None => {
             let store = state.store.clone();
             let name = app.clone();
-            blocking(move || {
+            let previous = blocking(move || {
+                if !store.app_dir(&name).is_dir() {
+                    return Err(Error::UnknownApp { app: name });
+                }
                 store.previous(&name)?.ok_or_else(|| {
                     Error::NotFound(format!(
                         "app `{name}` has no previous release to roll back to"
                     ))
                 })
             })
-            .await?
+            .await?;
+            previous.into()
         }
     };
     let req = ActivateRequest {
         id,
         who: req.who,
         locations: vec![],
+        // Rolling back goes to a release this app ran before.
+        other_app: true,
     };
-    make_current(State(state), UrlPath(app), req, "rollback").await
+    make_current(state, app, req, "rollback").await
 }
 
 /// Lock, stage, start beside the old, health check, `update_fetch`, flip, switch, record.
 async fn make_current(
-    State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
+    state: AgentState,
+    app: AppName,
     req: ActivateRequest,
     action: &'static str,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
-    check_app(&app)?;
-    let id = parse_id(&req.id)?;
     let requested = parse_locations(&req.locations)?;
     let store = state.store.clone();
-    let (name, rid, who) = (app.clone(), id, req.who.clone());
+    let prefix = req.id.clone();
+    let id = blocking(move || store.resolve(&prefix)).await?;
+    let store = state.store.clone();
+    let (name, rid, who, other_app) = (app.clone(), id, req.who.clone(), req.other_app);
     let span = tracing::info_span!("activate", app = %app, id = %id, action);
     let staged = blocking(move || {
         let _enter = span.enter();
         // An id the node never received is a plain 404: nothing to record, no app to create.
         let manifest = store.manifest(&rid)?;
+        if !other_app {
+            check_packed_as(&store, &manifest, &name)?;
+        }
         let lock = store.lock(&name, &who)?;
         let previous = store.current(&name)?.map(|p| p.to_string());
         match store.stage(&name, &manifest) {
@@ -124,6 +135,33 @@ async fn make_current(
     }))
 }
 
+/// An artifact whose app.ini names another app is refused before anything is touched: deploying
+/// `blog` over `shop` by a slip would hand shop's data and locations to blog's code.
+fn check_packed_as(store: &Store, manifest: &packer::Manifest, app: &AppName) -> Result<(), Error> {
+    let Some(hash) = manifest
+        .entries
+        .iter()
+        .find(|e| e.path == "app.ini")
+        .and_then(|e| store::file_hash(&e.kind))
+    else {
+        return Ok(());
+    };
+    let path = store.object_path(&hash);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let ini = packer::appini::AppIni::parse(&text, std::path::Path::new("app.ini"))?;
+    let Some(packed) = ini.production("app_name") else {
+        return Ok(());
+    };
+    if packed.value == app.as_str() {
+        return Ok(());
+    }
+    Err(Error::OtherApp {
+        app: app.clone(),
+        packed: packed.value.clone(),
+        id: manifest.id,
+    })
+}
+
 /// The history keeps the step and reason, not the log tail.
 fn short_reason(e: &Error) -> String {
     match e {
@@ -136,7 +174,7 @@ fn short_reason(e: &Error) -> String {
 
 fn record(
     store: &Store,
-    app: &str,
+    app: &AppName,
     id: &Id,
     action: &str,
     who: &str,
@@ -159,7 +197,7 @@ fn record(
 /// current ones, else its `default_location`, else any host (`*`).
 pub(super) fn candidate(
     store: &Store,
-    app: &str,
+    app: &AppName,
     id: &Id,
     requested: Vec<Location>,
     update_fetch: bool,
@@ -180,7 +218,7 @@ pub(super) fn candidate(
         }
     };
     Ok(Candidate {
-        app: app.to_string(),
+        app: app.clone(),
         release: id.to_string(),
         label: id.0.to_hex()[..12].to_string(),
         dir,
@@ -215,8 +253,8 @@ pub(super) async fn restore(state: AgentState) {
             Ok(c) => {
                 let (app, label) = (c.app.clone(), c.label.clone());
                 match state.runtime.activate(c, || Ok(())).await {
-                    Ok(_) => tracing::info!(app, release = label, "started"),
-                    Err(e) => tracing::error!(app, release = label, error = %e, "cannot start"),
+                    Ok(_) => tracing::info!(%app, release = label, "started"),
+                    Err(e) => tracing::error!(%app, release = label, error = %e, "cannot start"),
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot start an app"),
@@ -226,34 +264,21 @@ pub(super) async fn restore(state: AgentState) {
 
 pub(super) async fn maintenance(
     State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
-    Json(req): Json<MaintenanceRequest>,
+    App(app): App,
+    JsonBody(req): JsonBody<MaintenanceRequest>,
 ) -> Result<Json<MaintenanceRequest>, ApiErr> {
-    check_app(&app)?;
     let store = state.store.clone();
     let name = app.clone();
     blocking(move || {
         if !store.app_dir(&name).is_dir() {
-            return Err(Error::NotFound(format!(
-                "app `{name}` has never been deployed to this node"
-            )));
+            return Err(Error::UnknownApp { app: name });
         }
         store.set_maintenance(&name, req.maintenance)
     })
     .await?;
     state.runtime.set_maintenance(&app, req.maintenance);
-    tracing::info!(app, maintenance = req.maintenance, "maintenance mode");
+    tracing::info!(%app, maintenance = req.maintenance, "maintenance mode");
     Ok(Json(req))
-}
-
-pub(super) fn check_app(app: &str) -> Result<(), Error> {
-    packer::appini::check_app_name(app)
-        .map_err(|why| Error::Invalid(format!("`{app}` is not an app name: {why}")))
-}
-
-pub(super) fn parse_id(id: &str) -> Result<Id, Error> {
-    Id::parse(id)
-        .ok_or_else(|| Error::Invalid(format!("`{id}` is not an artifact id (b3:<64 hex>)")))
 }
 
 fn parse_locations(list: &[String]) -> Result<Vec<Location>, ApiErr> {

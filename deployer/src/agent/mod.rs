@@ -7,6 +7,7 @@
 //! blocking threads.
 
 mod activate;
+pub mod extract;
 mod ops;
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +32,7 @@ use crate::router::{nodelay, Routes};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{self, Store};
 use crate::wire::{FrameDecoder, Piece};
+use extract::{App, ArtifactId, JsonBody};
 
 /// Everything the agent needs, resolved by the CLI from flags.
 #[derive(Debug, Clone)]
@@ -165,7 +167,7 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
     let recovery = store.recover()?;
     tracing::info!(root = %config.root.display(), partials_removed = recovery.partials_removed.len(), stale_locks = recovery.stale_locks.len(), broken_current = recovery.broken_current.len(), "store recovered");
     for app in &recovery.broken_current {
-        tracing::error!(app, "`current` names a release that is not there");
+        tracing::error!(%app, "`current` names a release that is not there");
     }
     let token = load_or_create_token(&config.token_file)?;
     let bind = |addr: SocketAddr| async move {
@@ -335,11 +337,19 @@ impl From<Error> for ApiErr {
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let status = match &self.0 {
-            Error::Refused(_) | Error::Artifact(_) | Error::Activation { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
+            Error::Refused(_)
+            | Error::Artifact(_)
+            | Error::Activation { .. }
+            | Error::OtherApp { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::NotFound(_) | Error::UnknownApp { .. } | Error::UnknownId { .. } => {
+                StatusCode::NOT_FOUND
             }
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Invalid(_) | Error::BadNode { .. } => StatusCode::BAD_REQUEST,
+            Error::Invalid(_)
+            | Error::BadNode { .. }
+            | Error::BadAppName { .. }
+            | Error::BadId { .. }
+            | Error::AmbiguousId { .. }
+            | Error::BadBody { .. } => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Locked { .. } => StatusCode::CONFLICT,
             Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
@@ -591,7 +601,7 @@ fn ingest(store: &Store, mut body: impl std::io::Read, max: u64) -> Result<Store
 /// the objects still missing, after checking that their upload fits the cap and the disk.
 async fn put_artifact(
     State(state): State<AgentState>,
-    UrlPath(id): UrlPath<String>,
+    ArtifactId(id): ArtifactId,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ArtifactResponse>, ApiErr> {
@@ -604,7 +614,7 @@ async fn put_artifact(
     let compressed = is_zstd(&headers);
     let resp = blocking(move || {
         let bytes = decode_manifest(&store, &body, compressed, base.as_deref())?;
-        let (manifest, missing) = store.receive_manifest(&id, &bytes)?;
+        let (manifest, missing) = store.receive_manifest(&id.to_string(), &bytes)?;
         let needed: u64 = missing.iter().map(|(_, size)| size).sum();
         let upload = needed.saturating_add(missing.len() as u64 * crate::wire::FRAME_HEADER as u64);
         if upload > config.max_upload_bytes {
@@ -670,12 +680,10 @@ fn decode_manifest(
 
 async fn commit_artifact(
     State(state): State<AgentState>,
-    UrlPath(id): UrlPath<String>,
+    ArtifactId(id): ArtifactId,
 ) -> Result<Json<ArtifactResponse>, ApiErr> {
-    let parsed = Id::parse(&id)
-        .ok_or_else(|| Error::Invalid(format!("`{id}` is not an artifact id (b3:<64 hex>)")))?;
     let store = state.store.clone();
-    let manifest = blocking(move || store.commit_manifest(&parsed)).await?;
+    let manifest = blocking(move || store.commit_manifest(&id)).await?;
     Ok(Json(ArtifactResponse {
         id: manifest.id.to_string(),
         entries: manifest.entries.len(),
@@ -685,14 +693,12 @@ async fn commit_artifact(
 
 async fn releases(
     State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
+    App(app): App,
 ) -> Result<Json<Vec<Release>>, ApiErr> {
     let store = state.store.clone();
     let list = blocking(move || {
         if !store.app_dir(&app).is_dir() {
-            return Err(Error::NotFound(format!(
-                "app `{app}` has never been deployed to this node"
-            )));
+            return Err(Error::UnknownApp { app });
         }
         store.releases(&app)
     })
@@ -702,23 +708,25 @@ async fn releases(
 
 async fn pin(
     State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
-    Json(req): Json<PinRequest>,
+    App(app): App,
+    JsonBody(req): JsonBody<PinRequest>,
 ) -> Result<Json<Vec<String>>, ApiErr> {
-    packer::appini::check_app_name(&app)
-        .map_err(|why| Error::Invalid(format!("`{app}` is not an app name: {why}")))?;
-    let id = Id::parse(&req.id).ok_or_else(|| {
-        Error::Invalid(format!("`{}` is not an artifact id (b3:<64 hex>)", req.id))
-    })?;
     let store = state.store.clone();
     Ok(Json(
-        blocking(move || store.set_pin(&app, &id, req.pinned)).await?,
+        blocking(move || {
+            if !store.app_dir(&app).is_dir() {
+                return Err(Error::UnknownApp { app });
+            }
+            let id = store.resolve(&req.id)?;
+            store.set_pin(&app, &id, req.pinned)
+        })
+        .await?,
     ))
 }
 
 async fn gc(
     State(state): State<AgentState>,
-    Json(req): Json<GcRequest>,
+    JsonBody(req): JsonBody<GcRequest>,
 ) -> Result<Json<GcReport>, ApiErr> {
     let store = state.store.clone();
     let grace = state.config.gc_grace;

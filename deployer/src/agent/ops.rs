@@ -5,14 +5,15 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Query, State};
 use axum::response::Response;
-use axum::Json;
+use packer::AppName;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use super::activate::{candidate, check_app};
+use super::activate::candidate;
+use super::extract::{App, JsonBody};
 use super::{blocking, AgentState, ApiErr};
 use crate::error::Error;
 use crate::logs;
@@ -34,10 +35,9 @@ fn default_lines() -> usize {
 
 pub(super) async fn logs(
     State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
+    App(app): App,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiErr> {
-    check_app(&app)?;
     let dir = state.store.app_dir(&app).join("logs");
     let files = log_files(&dir, q.process.as_deref(), &app)?;
     let lines = q.lines.min(100_000);
@@ -67,7 +67,7 @@ use tokio_stream::StreamExt as _;
 fn log_files(
     dir: &std::path::Path,
     process: Option<&str>,
-    app: &str,
+    app: &AppName,
 ) -> Result<Vec<(String, PathBuf)>, Error> {
     if let Some(p) = process {
         if p.is_empty()
@@ -105,10 +105,9 @@ fn log_files(
 /// output as frames and ends with its exit code. The command dies if the client goes away.
 pub(super) async fn run(
     State(state): State<AgentState>,
-    UrlPath(app): UrlPath<String>,
-    Json(req): Json<RunRequest>,
+    App(app): App,
+    JsonBody(req): JsonBody<RunRequest>,
 ) -> Result<Response, ApiErr> {
-    check_app(&app)?;
     if req.argv.is_empty() {
         return Err(Error::Invalid("`run` needs a command".into()).into());
     }
@@ -123,7 +122,7 @@ pub(super) async fn run(
     .await?;
     state.runtime.provision(&mut c).await?;
     // Only the program name: arguments may carry secrets.
-    tracing::info!(app, who = %req.who, program = %req.argv[0], "run");
+    tracing::info!(%app, who = %req.who, program = %req.argv[0], "run");
     let spec = Spec {
         name: "run".into(),
         release: c.label.clone(),

@@ -1,0 +1,221 @@
+//! Every control route, sent hostile app names and ids in process (`app(state)` and tower's
+//! `oneshot`, no socket): each must answer 4xx and leave the store exactly as it was.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use deployer::agent::{app, AgentConfig, AgentState};
+use deployer::store::Store;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token";
+
+/// The store's whole tree, as (path, is_dir) pairs, to prove a request touched nothing.
+fn tree(root: &std::path::Path) -> Vec<(String, bool)> {
+    let mut all: Vec<(String, bool)> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| (e.path().display().to_string(), e.file_type().is_dir()))
+        .collect();
+    all.sort();
+    all
+}
+
+fn router(root: &std::path::Path) -> axum::Router {
+    let store = Store::open(root, packer::Limits::default()).unwrap();
+    app(AgentState::new(
+        store,
+        TOKEN,
+        AgentConfig::new(root.to_path_buf()),
+    ))
+}
+
+/// Sends one request and returns its status and body text.
+async fn send(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The routes that take `{app}`, with a body each accepts when the name is good.
+fn app_routes(app: &str) -> Vec<(Method, String, &'static str)> {
+    let id = r#"{"id":"b3:0123456789ab","who":"t@test"}"#;
+    vec![
+        (Method::GET, format!("/v1/apps/{app}/releases"), ""),
+        (Method::GET, format!("/v1/apps/{app}/logs?lines=5"), ""),
+        (Method::POST, format!("/v1/apps/{app}/deploy"), id),
+        (Method::POST, format!("/v1/apps/{app}/activate"), id),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/rollback"),
+            r#"{"who":"t@test"}"#,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/maintenance"),
+            r#"{"maintenance":true}"#,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/pins"),
+            r#"{"id":"0123456789ab","pinned":true}"#,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/run"),
+            r#"{"argv":["id"],"who":"t@test"}"#,
+        ),
+    ]
+}
+
+fn long_name() -> String {
+    "a".repeat(300)
+}
+
+/// Each `{app}` below is refused by a rule of `AppName`, as the answer must say.
+const HOSTILE_NAMES: &[&str] = &[
+    "..",
+    "%2e%2e",
+    "%2Ftmp",
+    "%2F..%2F..%2Fetc",
+    "a%2Fb",
+    "a%00b",
+    "Blog",
+    "-rf",
+    ".hidden",
+    "%20",
+    "a%20b",
+    "%C3%A4",
+];
+
+#[tokio::test]
+async fn hostile_app_names_get_400_and_touch_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("node");
+    let router = router(&root);
+    let before = tree(&root);
+    let long = long_name();
+    let names = HOSTILE_NAMES.iter().copied().chain([long.as_str()]);
+    for name in names {
+        for (method, uri, body) in app_routes(name) {
+            let (status, text) = send(&router, method.clone(), &uri, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}: {text}");
+            assert!(text.contains("not an app name"), "{method} {uri}: {text}");
+            assert!(text.contains("hint"), "{method} {uri}: {text}");
+        }
+    }
+    assert_eq!(tree(&root), before, "a refused request changed the store");
+}
+
+/// Ids in bodies and paths: malformed ones are 400, well-formed unknown ones 404.
+#[tokio::test]
+async fn hostile_ids_get_4xx_and_touch_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("node");
+    let router = router(&root);
+    let before = tree(&root);
+    let full = "0".repeat(64);
+    let bad_ids = [
+        "../../etc/passwd".to_string(),
+        "b3:".into(),
+        "abc".into(),
+        "0123456789A".into(),
+        "0123456789AB".into(),
+        format!("{full}0"),
+        "b3:%2F..".into(),
+        "0123456789ab\u{0}".into(),
+    ];
+    for id in &bad_ids {
+        let body = serde_json::json!({"id": id, "who": "t@test"}).to_string();
+        for route in ["deploy", "activate", "rollback"] {
+            let (status, text) = send(
+                &router,
+                Method::POST,
+                &format!("/v1/apps/blog/{route}"),
+                &body,
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{route} {id:?}: {text}");
+            assert!(
+                text.contains("not an artifact id"),
+                "{route} {id:?}: {text}"
+            );
+        }
+        let pin = serde_json::json!({"id": id, "pinned": true}).to_string();
+        let (status, text) = send(&router, Method::POST, "/v1/apps/blog/pins", &pin).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "pins {id:?}: {text}");
+    }
+    for id in [
+        "..",
+        "%2F..%2F..",
+        "b3:0123456789ab",
+        "B3:%2e%2e",
+        &full[..63],
+    ] {
+        let (status, text) = send(&router, Method::PUT, &format!("/v1/artifacts/{id}"), "x").await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "PUT artifacts/{id}: {text}"
+        );
+        let (status, text) = send(
+            &router,
+            Method::POST,
+            &format!("/v1/artifacts/{id}/commit"),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "commit {id}: {text}");
+    }
+    // Well-formed but not on this node: 404, still nothing created.
+    let body = r#"{"id":"b3:0123456789ab","who":"t@test"}"#;
+    let (status, text) = send(&router, Method::POST, "/v1/apps/blog/deploy", body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    assert!(text.contains("no artifact on this node"), "{text}");
+    let (status, text) = send(&router, Method::GET, "/v1/apps/blog/releases", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    assert!(text.contains("never been deployed"), "{text}");
+    let (status, text) = send(
+        &router,
+        Method::POST,
+        "/v1/apps/blog/rollback",
+        r#"{"who":"t"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    assert!(text.contains("never been deployed"), "{text}");
+    assert_eq!(tree(&root), before, "a refused request changed the store");
+}
+
+#[tokio::test]
+async fn requests_without_the_token_are_401() {
+    let tmp = tempfile::tempdir().unwrap();
+    let router = router(&tmp.path().join("node"));
+    for (method, uri, body) in app_routes("blog") {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .body(Body::from(body))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {uri}"
+        );
+    }
+}
