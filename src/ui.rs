@@ -32,6 +32,25 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// Writes one line of data to stdout. A reader that went away (`silver inspect | head`) ends
+/// the command quietly with success, as it would have had the reader wanted more.
+pub fn out_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{args}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `println!` for data on stdout, through `out_line`.
+#[macro_export]
+macro_rules! out {
+    () => { $crate::ui::out_line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::ui::out_line(format_args!($($arg)*)) };
+}
+
 /// A status line: `   Packed myapp …`, cargo style.
 pub fn status(verb: &str, message: impl std::fmt::Display) {
     anstream::eprintln!("{OK}{verb:>12}{OK:#} {message}");
@@ -47,10 +66,17 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain().skip(1) {
         anstream::eprintln!("  {DIM}caused by:{DIM:#} {cause}");
     }
-    let packer_err = err.chain().find_map(|e| e.downcast_ref::<packer::Error>());
     let deployer_err = err
         .chain()
         .find_map(|e| e.downcast_ref::<deployer::Error>());
+    // The deployer wraps artifact errors transparently, so they are not in the chain themselves.
+    let packer_err = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<packer::Error>())
+        .or(match deployer_err {
+            Some(deployer::Error::Artifact(e)) => Some(e),
+            _ => None,
+        });
     let builder_err = err.chain().find_map(|e| e.downcast_ref::<builder::Error>());
     let hint = deployer_err
         .and_then(deployer::Error::hint)

@@ -118,8 +118,9 @@ fn two_copies_made_at_different_times_and_places_pack_to_identical_bytes() {
     let one = tmp.path().join("one/hello-wsgi");
     let two = tmp.path().join("elsewhere/deeper/checkout");
     copy_fixture("hello-wsgi", &one);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     copy_fixture("hello-wsgi", &two);
+    common::set_mtimes(&one, 1_000_000_000);
+    common::set_mtimes(&two, 1_700_000_000);
     // Different modes (group/other bits), an extra ignored file and a different umask.
     std::fs::set_permissions(two.join("app.py"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::create_dir(two.join(".git")).unwrap();
@@ -314,7 +315,7 @@ hint: fix that line of `app.ini`; the keys are listed in the README",
     );
     check(|app| std::fs::write(app.join("app.ini"), "[production]\napp_name = my app\n").unwrap(), "\
 error: failed to pack `[TMP]/app`
-  caused by: [TMP]/app/app.ini:2: app_name `my app` is invalid: only letters, digits, `-`, `_` and `.` are allowed
+  caused by: [TMP]/app/app.ini:2: app_name `my app` is invalid: only lowercase letters, digits, `-`, `_` and `.` are allowed
 hint: fix that line of `app.ini`; the keys are listed in the README");
     check(|app| std::os::unix::fs::symlink("../../../etc/passwd", app.join("static/passwd")).unwrap(), "\
 error: failed to pack `[TMP]/app`

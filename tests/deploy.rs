@@ -335,13 +335,7 @@ fn a_held_lock_makes_deploy_wait_or_fail_and_a_stale_one_is_taken_over() {
         stderr(&out)
     );
     // Without --no-wait it waits, saying who holds the lock, and goes on once it is released.
-    let waiting = agent
-        .silver()
-        .arg("deploy")
-        .arg(&app)
-        .timeout(std::time::Duration::from_secs(30))
-        .env("NO_COLOR", "1")
-        .spawn_and_release(&lock);
+    let waiting = deploy_releasing_when_waiting(&agent, &app, &lock);
     assert!(
         waiting.contains("Waiting for the lock on `hello`, held by ops@laptop"),
         "{waiting}"
@@ -357,23 +351,31 @@ fn a_held_lock_makes_deploy_wait_or_fail_and_a_stale_one_is_taken_over() {
     assert!(!lock.exists());
 }
 
-trait SpawnAndRelease {
-    fn spawn_and_release(&mut self, lock: &Path) -> String;
-}
-
-impl SpawnAndRelease for assert_cmd::Command {
-    /// Runs the command while the lock is held, releases the lock after a second, returns stderr.
-    fn spawn_and_release(&mut self, lock: &Path) -> String {
-        let lock = lock.to_path_buf();
-        let releaser = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(1500));
+/// Deploys while the lock is held; releases the lock once the client says it is waiting for it
+/// (an event, not a guess at timing), and returns the client's stderr.
+fn deploy_releasing_when_waiting(agent: &Agent, app: &Path, lock: &Path) -> String {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("silver"))
+        .arg("deploy")
+        .arg(app)
+        .env("SILVER_NODE", &agent.url)
+        .env("SILVER_TOKEN", &agent.token)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("Waiting") && lock.exists() {
             std::fs::remove_file(lock).unwrap();
-        });
-        let out = self.output().unwrap();
-        releaser.join().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        stderr(&out)
+        }
+        said.push_str(&line);
+        said.push('\n');
     }
+    assert!(child.wait().unwrap().success(), "{said}");
+    said
 }
 
 #[test]

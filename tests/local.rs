@@ -11,12 +11,31 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// A child process stopped (SIGTERM, then SIGKILL) when dropped, even by a failing assertion:
-/// otherwise it would outlive the test and hold the test runner's stderr open.
-struct Running(Option<Child>);
+/// otherwise it would outlive the test and hold the test runner's stderr open. Its stderr lines
+/// arrive on `stderr` (and are echoed), so a test can wait for what it says.
+struct Running {
+    child: Option<Child>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Waits until the child says a line containing `needle` on stderr.
+    fn wait_for_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("never said {needle:?} on stderr: {e}"),
+            }
+        }
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(child) = self.0.take() {
+        if let Some(child) = self.child.take() {
             stop(child);
         }
     }
@@ -28,14 +47,25 @@ fn start(args: &[&std::ffi::OsStr]) -> (Running, String) {
         .args(args)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (tx, stderr) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            let _ = tx.send(line);
+        }
+    });
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let child = Running(Some(child));
+    let child = Running {
+        child: Some(child),
+        stderr,
+    };
     assert!(line.starts_with("http://127.0.0.1:"), "said {line:?}");
     (child, line.trim().to_string())
 }
@@ -102,7 +132,7 @@ fn serve_reloads_when_files_change_and_keeps_the_last_good_version() {
     wait_for(&front, "/", "version two");
     // A broken edit does not take the app down.
     std::fs::write(app.join("app.py"), "raise SystemExit('syntax is hard')\n").unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    child.wait_for_stderr("the last good version keeps serving");
     assert_eq!(get(&front, "localhost", "/").body, "version two");
     versioned_app(&app, "three");
     wait_for(&front, "/", "version three");

@@ -86,8 +86,9 @@ mod tests {
             ("DATABASE_URL".to_string(), "postgres://x".to_string()),
             ("MODE".to_string(), "service".to_string()),
         ];
+        let app = AppName::parse("blog").unwrap();
         let ctx = EnvContext {
-            app: "blog",
+            app: &app,
             release: &id,
             hostname: "blog.example.com",
             logs: Path::new("/var/lib/silver/apps/blog/logs"),

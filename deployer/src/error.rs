@@ -39,6 +39,13 @@ pub enum Error {
         packed: String,
         id: packer::Id,
     },
+    #[error("apps run as `{user}`, who cannot reach the node root `{}`: `{}` is mode {mode:04o}", root.display(), dir.display())]
+    Unreachable {
+        root: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+        user: String,
+    },
     #[error("refused: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -142,6 +149,10 @@ impl Error {
                 "`silver releases APP` lists the releases this node has".into()
             }
             Error::AmbiguousId { .. } => "give more digits of the id".into(),
+            Error::Unreachable { dir, .. } => format!(
+                "put the root where others may pass (the default /var/lib/silver), or `chmod o+x {}`",
+                dir.display()
+            ),
             Error::OtherApp { .. } => {
                 "deploy it under its own name, or pass --app NAME (deploy) or --other-app (activate) to mean it".into()
             }

@@ -537,11 +537,15 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn name(s: &str) -> AppName {
+        AppName::parse(s).unwrap()
+    }
+
     fn routes(table: &[(&str, &[&str])]) -> Routes {
         let routes = Routes::default();
         for (app, locs) in table {
             routes.set(
-                app,
+                &name(app),
                 AppRoute {
                     locations: locs.iter().map(|l| Location::parse(l).unwrap()).collect(),
                     ..AppRoute::default()
@@ -554,7 +558,7 @@ mod tests {
     fn check(routes: &Routes, host: &str, path: &str, expected: Option<(&str, &str)>) {
         let got = routes
             .resolve(host, path)
-            .map(|(app, _, prefix)| (app, prefix));
+            .map(|(app, _, prefix)| (app.to_string(), prefix));
         let want = expected.map(|(a, p)| (a.to_string(), p.to_string()));
         assert_eq!(got, want, "{host}{path}");
     }
@@ -594,9 +598,12 @@ mod tests {
     fn owners() {
         let r = routes(&[("a", &["x.org"])]);
         assert_eq!(
-            r.owner(&Location::parse("x.org").unwrap(), "b"),
-            Some("a".into())
+            r.owner(&Location::parse("x.org").unwrap(), &name("b")),
+            Some(name("a"))
         );
-        assert_eq!(r.owner(&Location::parse("x.org").unwrap(), "a"), None);
+        assert_eq!(
+            r.owner(&Location::parse("x.org").unwrap(), &name("a")),
+            None
+        );
     }
 }

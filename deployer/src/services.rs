@@ -272,10 +272,13 @@ mod tests {
 
     #[test]
     fn packages_the_node_lacks_are_named() {
-        check_packages("blog", &["coreutils".into()]).unwrap();
-        let err = check_packages("blog", &["coreutils".into(), "no-such-package-xyz".into()])
-            .unwrap_err()
-            .to_string();
+        check_packages(&AppName::parse("blog").unwrap(), &["coreutils".into()]).unwrap();
+        let err = check_packages(
+            &AppName::parse("blog").unwrap(),
+            &["coreutils".into(), "no-such-package-xyz".into()],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("lacks: no-such-package-xyz;"), "{err}");
     }
 
@@ -296,13 +299,27 @@ mod tests {
             ("files".to_string(), String::new()),
             ("couchdb".to_string(), String::new()),
         ];
-        let err = provision("blog", dir.path(), &services, None, None).unwrap_err();
+        let err = provision(
+            &AppName::parse("blog").unwrap(),
+            dir.path(),
+            &services,
+            None,
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("service `couchdb`"), "{err}");
-        let env = provision("blog", dir.path(), &services[..1], None, None).unwrap();
+        let env = provision(
+            &AppName::parse("blog").unwrap(),
+            dir.path(),
+            &services[..1],
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(env[0].0, "CONFIG_FILES");
         assert!(dir.path().join("files").is_dir());
         let err = provision(
-            "blog",
+            &AppName::parse("blog").unwrap(),
             dir.path(),
             &[("postgis".into(), String::new())],
             None,

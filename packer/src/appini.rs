@@ -206,11 +206,7 @@ impl AppIni {
             AppName::parse(&v.value).map_err(|why| Error::AppIni {
                 path: self.path.clone(),
                 line: v.line,
-                message: format!(
-                    "app_name `{}` is invalid: {why} (use {})",
-                    v.value,
-                    AppName::RULES
-                ),
+                message: format!("app_name `{}` is invalid: {why}", v.value),
             })?;
         }
         if let Some(v) = self.production("platform") {
@@ -307,7 +303,7 @@ mod tests {
         );
         check(
             "[production]\n\napp_name = -bad\n",
-            Err("app.ini:3: app_name `-bad` is invalid: it must start with a letter or digit"),
+            Err("app.ini:3: app_name `-bad` is invalid: it must start with a lowercase letter or a digit"),
         );
         check(
             "[production]\nplatform = cobol\n",

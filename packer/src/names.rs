@@ -230,8 +230,9 @@ mod tests {
     }
 
     fn check_id(input: &str, expected: Result<&str, IdRule>) {
+        let got = IdPrefix::parse(input);
         assert_eq!(
-            IdPrefix::parse(input).as_ref().map(IdPrefix::hex),
+            got.as_ref().map(IdPrefix::hex).map_err(|e| *e),
             expected,
             "{input:?}"
         );

@@ -9,12 +9,15 @@ use crate::ui;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The recipe, e.g. image-recipes/debian-bookworm.toml.
+    #[arg(value_parser = super::absolute_path)]
     pub recipe: PathBuf,
     /// Where the outputs go [default: dist/<image name>].
     #[arg(short, long, value_name = "DIR")]
+    #[arg(value_parser = super::absolute_path)]
     pub out: Option<PathBuf>,
     /// The step cache [default: $XDG_CACHE_HOME/silver/bake, else ~/.cache/silver/bake].
     #[arg(long, value_name = "DIR")]
+    #[arg(value_parser = super::absolute_path)]
     pub cache: Option<PathBuf>,
     /// Say, for each step, why it was or was not reused.
     #[arg(long)]

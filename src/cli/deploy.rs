@@ -14,6 +14,7 @@ use crate::ui;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A `.silver` artifact, or an app directory to pack first.
+    #[arg(value_parser = super::absolute_path)]
     pub source: PathBuf,
     #[command(flatten)]
     pub node: NodeArgs,
@@ -54,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.node.json {
         super::print_json(&report)?;
     } else {
-        println!("{}", report.id);
+        crate::out!("{}", report.id);
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::ui;
 pub struct Args {
     /// The agent's store.
     #[arg(long, value_name = "DIR")]
+    #[arg(value_parser = super::absolute_path)]
     pub root: PathBuf,
     /// Print the report as one JSON object.
     #[arg(long)]

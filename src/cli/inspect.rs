@@ -11,6 +11,7 @@ use super::limits::ReadArgs;
 pub struct Args {
     /// One or more artifacts.
     #[arg(required = true)]
+    #[arg(value_parser = super::absolute_path)]
     pub archives: Vec<PathBuf>,
     /// Print one JSON object per artifact, one per line, with every entry.
     #[arg(long)]
@@ -29,10 +30,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             continue;
         }
         if i > 0 {
-            println!();
+            crate::out!();
         }
         if args.archives.len() > 1 {
-            println!("artifact  {}", archive.display());
+            crate::out!("artifact  {}", archive.display());
         }
         show(&v);
     }
@@ -41,34 +42,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn show(v: &packer::Verified) {
     let count = |f: fn(&Kind) -> bool| v.entries.iter().filter(|e| f(&e.kind)).count();
-    println!("format    {}", v.format);
-    println!(
+    crate::out!("format    {}", v.format);
+    crate::out!(
         "app       {}",
         v.app.as_deref().unwrap_or("(app.ini names none)")
     );
-    println!("id        {}", v.id);
-    println!(
+    crate::out!("id        {}", v.id);
+    crate::out!(
         "archive   {} bytes, sha256 {}",
-        v.archive_bytes, v.archive_sha256
+        v.archive_bytes,
+        v.archive_sha256
     );
-    println!("content   {} bytes in {} files", v.content_bytes, v.files);
+    crate::out!("content   {} bytes in {} files", v.content_bytes, v.files);
     let links = count(|k| matches!(k, Kind::Link { .. }));
     let dirs = count(|k| matches!(k, Kind::Dir));
-    println!(
+    crate::out!(
         "entries   {} ({links} symlinks, {dirs} empty directories)",
         v.entries.len()
     );
-    println!("fixups    {}", v.fixups.len());
+    crate::out!("fixups    {}", v.fixups.len());
     for (path, kind) in &v.fixups {
-        println!("  {kind:<18} {path}");
+        crate::out!("  {kind:<18} {path}");
     }
-    println!();
+    crate::out!();
     for e in &v.entries {
         match &e.kind {
-            Kind::Dir => println!("dir   0755 {:>10}  {}/", "-", e.path),
-            Kind::File { size, .. } => println!("file  0644 {size:>10}  {}", e.path),
-            Kind::Exec { size, .. } => println!("exec  0755 {size:>10}  {}", e.path),
-            Kind::Link { target } => println!("link  0777 {:>10}  {} -> {target}", "-", e.path),
+            Kind::Dir => crate::out!("dir   0755 {:>10}  {}/", "-", e.path),
+            Kind::File { size, .. } => crate::out!("file  0644 {size:>10}  {}", e.path),
+            Kind::Exec { size, .. } => crate::out!("exec  0755 {size:>10}  {}", e.path),
+            Kind::Link { target } => crate::out!("link  0777 {:>10}  {} -> {target}", "-", e.path),
         }
     }
 }

@@ -135,8 +135,17 @@ pub enum Xdg {
     Data,
 }
 
+/// Every path flag is made absolute where it enters: the agent hands paths to processes that
+/// run elsewhere (gunicorn in a release directory), where a relative one means something else.
+pub fn absolute_path(given: &str) -> Result<std::path::PathBuf, String> {
+    if given.is_empty() {
+        return Err("an empty path".into());
+    }
+    std::path::absolute(given).map_err(|e| format!("cannot make `{given}` absolute: {e}"))
+}
+
 /// Prints a value as one line of JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    crate::out!("{}", serde_json::to_string(value)?);
     Ok(())
 }

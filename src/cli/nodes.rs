@@ -15,6 +15,7 @@ pub struct Args {
     /// Where local nodes keep their state [default: $XDG_DATA_HOME/silver/nodes, else
     /// ~/.local/share/silver/nodes].
     #[arg(long, global = true, env = "SILVER_NODES_DIR", value_name = "DIR")]
+    #[arg(value_parser = super::absolute_path)]
     pub nodes_dir: Option<PathBuf>,
     /// Print JSON on stdout.
     #[arg(long, global = true)]
@@ -37,12 +38,14 @@ pub enum NodeCommand {
 #[derive(Debug, clap::Args)]
 pub struct BootArgs {
     /// The image: a `silver bake` output directory.
+    #[arg(value_parser = super::absolute_path)]
     pub image: PathBuf,
     /// The node's name, also its hostname.
     #[arg(long)]
     pub name: String,
     /// The public key authorized for root [default: ~/.ssh/id_ed25519.pub, else id_rsa.pub].
     #[arg(long, value_name = "FILE")]
+    #[arg(value_parser = super::absolute_path)]
     pub ssh_key: Option<PathBuf>,
     /// SSH is forwarded to 127.0.0.1:P, the front door to P+1 and the agent's TLS port to P+2.
     #[arg(long, default_value_t = 2222, value_name = "P")]
@@ -109,7 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             for n in &nodes {
                 let state = if n.running { "running" } else { "stopped" };
-                println!(
+                crate::out!(
                     "{:<16} {state:<8} {}  {}  {}  {}",
                     n.name,
                     n.agent_url,
@@ -132,7 +135,7 @@ fn print(info: &vm::NodeInfo, json: bool) -> anyhow::Result<()> {
     if json {
         super::print_json(info)
     } else {
-        println!("{}", info.node_url);
+        crate::out!("{}", info.node_url);
         Ok(())
     }
 }

@@ -64,7 +64,7 @@ pub fn releases(args: ReleasesArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(|r| format!("  ({r})"))
             .unwrap_or_default();
-        println!(
+        crate::out!(
             "{:<8}  {}  {}  {}{}",
             state,
             r.id,
@@ -114,7 +114,7 @@ fn report(
     if node.json {
         super::print_json(done)
     } else {
-        println!("{}", done.id);
+        crate::out!("{}", done.id);
         Ok(())
     }
 }

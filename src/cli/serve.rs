@@ -12,6 +12,7 @@ use crate::ui;
 pub struct Args {
     /// The app directory (with its app.ini).
     #[arg(default_value = ".")]
+    #[arg(value_parser = super::absolute_path)]
     pub app_dir: PathBuf,
     /// The port to serve on (loopback).
     #[arg(long, short, default_value_t = 8080)]
@@ -51,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::node::runtime()?
         .block_on(deployer::dev::serve(serve, |event| match event {
             deployer::dev::Event::Listening(addr, path) => {
-                println!("http://{addr}{path}");
+                crate::out!("http://{addr}{path}");
                 ui::status(
                     "Serving",
                     format!(

@@ -9,8 +9,10 @@ use crate::ui;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[arg(value_parser = super::absolute_path)]
     pub archive: PathBuf,
     /// A directory that does not exist yet; staging happens in `DEST.partial` beside it.
+    #[arg(value_parser = super::absolute_path)]
     pub dest: PathBuf,
     /// Print one JSON object on success.
     #[arg(long)]
@@ -35,7 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let value = serde_json::json!({ "id": verified.id, "dest": args.dest, "files": verified.files, "content_bytes": verified.content_bytes });
         super::print_json(&value)?;
     } else {
-        println!("{}", verified.id);
+        crate::out!("{}", verified.id);
     }
     Ok(())
 }

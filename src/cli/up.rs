@@ -13,9 +13,11 @@ use crate::ui;
 pub struct Args {
     /// The app directory (with its app.ini).
     #[arg(default_value = ".")]
+    #[arg(value_parser = super::absolute_path)]
     pub app_dir: PathBuf,
     /// The local node's store [default: /var/lib/silver as root, else ~/.local/share/silver/node].
     #[arg(long, value_name = "DIR")]
+    #[arg(value_parser = super::absolute_path)]
     pub root: Option<PathBuf>,
     /// The front door's port on loopback.
     #[arg(long, short, default_value_t = 8080)]
@@ -97,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "url": url, "app": report.app, "id": report.id, "root": root,
             }))?;
         } else {
-            println!("{url}");
+            crate::out!("{url}");
         }
         ui::status("Up", format!("{} at {url} (Ctrl-C stops)", report.app));
         node_task

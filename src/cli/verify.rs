@@ -9,6 +9,7 @@ use crate::ui;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[arg(value_parser = super::absolute_path)]
     pub archive: PathBuf,
     /// Print one JSON object on success.
     #[arg(long)]
@@ -40,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "content_bytes": verified.content_bytes,
         }))?;
     } else {
-        println!("{}", verified.id);
+        crate::out!("{}", verified.id);
     }
     Ok(())
 }

@@ -34,6 +34,20 @@ pub fn copy_dir(src: &Path, dest: &Path) {
     }
 }
 
+/// Sets every mtime under `dir` (the directory too) to `secs` after the epoch, so two copies of
+/// a tree differ in time without the test waiting for the clock.
+pub fn set_mtimes(dir: &Path, secs: u64) {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    for entry in walkdir::WalkDir::new(dir).contents_first(true) {
+        let entry = entry.unwrap();
+        if entry.path_is_symlink() {
+            continue;
+        }
+        let file = std::fs::File::open(entry.path()).unwrap();
+        file.set_modified(when).unwrap();
+    }
+}
+
 /// stderr (or stdout) with temp paths, ids and digests replaced by stable placeholders.
 pub fn redact(text: &str, tmp: &Path) -> String {
     let mut out = text.replace(tmp.to_str().unwrap(), "[TMP]");

@@ -164,6 +164,9 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
         None => (acceptor, None),
     };
     let store = Store::open(&config.root, config.limits.clone())?;
+    if let Some(user) = &config.runtime.user {
+        check_reachable(&config.root, user)?;
+    }
     let recovery = store.recover()?;
     tracing::info!(root = %config.root.display(), partials_removed = recovery.partials_removed.len(), stale_locks = recovery.stale_locks.len(), broken_current = recovery.broken_current.len(), "store recovered");
     for app in &recovery.broken_current {
@@ -262,6 +265,30 @@ fn check_listeners(config: &AgentConfig) -> Result<(), Error> {
              (and --tls-listen for a TLS listener beside the loopback one)",
             config.listen
         )));
+    }
+    Ok(())
+}
+
+/// Apps run as another user, inside `root/apps/…`: every directory above must let that user
+/// pass, or each deploy would fail later in gunicorn with "can't chdir" (a node root under
+/// `/root`, mode 0700, is the usual case).
+fn check_reachable(root: &std::path::Path, user: &crate::supervise::AppUser) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
+    for dir in root.ancestors() {
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+        let mode = meta.mode();
+        let passes = mode & 0o001 != 0
+            || (meta.uid() == user.uid && mode & 0o100 != 0)
+            || (meta.gid() == user.gid && mode & 0o010 != 0);
+        if !passes {
+            return Err(Error::Unreachable {
+                root: root.clone(),
+                dir: dir.to_path_buf(),
+                mode: mode & 0o7777,
+                user: user.name.clone(),
+            });
+        }
     }
     Ok(())
 }
