@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{copy_fixture, http, http_with, pack_dir, stderr, Agent};
+use common::{copy_fixture, http, http_with, pack_dir, redact, silver, stderr, stdout, Agent};
 use serde_json::Value;
 
 fn deploy(agent: &Agent, source: &Path, extra: &[&str]) -> Value {
@@ -641,4 +641,91 @@ fn a_manifest_over_two_megabytes_is_accepted() {
     assert_eq!(status, 200, "{}", &body[..body.len().min(300)]);
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["missing"].as_array().unwrap().len(), 30_000);
+}
+
+#[test]
+#[ignore = "system tier (root: apps run as another user): cargo test -- --include-ignored"]
+fn an_agent_refuses_a_root_its_app_user_cannot_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // 0700, as `/root` is for a clone under it.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let root = tmp.path().join("clone/node");
+    let out = silver()
+        .args(["agent", "--root"])
+        .arg(&root)
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let said = redact(&stderr(&out), tmp.path());
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cannot reach the node root `[TMP]/clone/node`: `[TMP]` is mode 0700"),
+        "{said}"
+    );
+    assert!(
+        said.contains("hint: put the root where others may pass"),
+        "{said}"
+    );
+}
+
+#[test]
+fn rollback_and_activate_take_the_12_digit_id_as_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let cache = tmp.path().join("cache");
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let first = agent.deployed(&cache, &app, &[]);
+    std::fs::write(app.join("static/extra.txt"), "two").unwrap();
+    agent.deployed(&cache, &app, &[]);
+    let id12 = &first["b3:".len().."b3:".len() + 12];
+    let out = agent
+        .silver()
+        .args(["rollback", "hello", id12])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), first);
+    let out = agent
+        .silver()
+        .args(["activate", "hello", &format!("b3:{id12}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Too short, unknown, or for an app that was never deployed: clear refusals.
+    let out = agent
+        .silver()
+        .args(["rollback", "hello", &id12[..11]])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fewer than 12 hex digits"),
+        "{}",
+        stderr(&out)
+    );
+    let out = agent
+        .silver()
+        .args(["rollback", "hello", "000000000000"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("no artifact on this node has an id starting with b3:000000000000"),
+        "{}",
+        stderr(&out)
+    );
+    let out = agent
+        .silver()
+        .args(["rollback", "nosuchapp"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("app `nosuchapp` has never been deployed to this node"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("hint: "), "{}", stderr(&out));
 }

@@ -24,6 +24,7 @@ fn free_ports() -> u16 {
 }
 
 #[test]
+#[ignore = "system tier (root, mmdebstrap, QEMU): cargo test -- --include-ignored"]
 fn bake_boot_deploy_and_fetch_a_page() {
     let is_root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
