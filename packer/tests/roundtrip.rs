@@ -1,6 +1,8 @@
 //! Property tests of the format: pack, unpack and pack again gives the same id; the order in which
 //! a tree was created, its mtimes, its location and the thread count never change the bytes.
 
+#![allow(clippy::result_large_err)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 

@@ -69,7 +69,7 @@ pub async fn deploy(
     let (archive, packed_app, _tmp) = resolve_archive(args, &limits)?;
     let app = match (&args.app, packed_app) {
         (Some(app), Some(packed)) if *app != packed => {
-            ui::warn(&format!(
+            ui::warn(format!(
                 "deploying the app packed as `{packed}` under the name `{app}`, as --app says"
             ));
             app.clone()
