@@ -250,6 +250,10 @@ impl Location {
     /// `host[/path]`: a host name, `*.suffix` for a wildcard, or `*` for the catch-all; the path
     /// defaults to `/` and loses any trailing `/`.
     pub fn parse(text: &str) -> Result<Location, &'static str> {
+        // `http://example.com/` would otherwise become host `http:` and path `//example.com/`.
+        if text.contains("://") {
+            return Err("has a scheme: a location is host[/path], e.g. `example.com/blog`, without `http://`");
+        }
         let (host, path) = text
             .split_once('/')
             .map_or((text, "/".to_string()), |(h, p)| (h, format!("/{p}")));

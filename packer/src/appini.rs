@@ -76,7 +76,12 @@ impl AppIni {
         let text = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NoAppIni { path })
+                if !app_dir.is_dir() {
+                    return Err(Error::NoAppDir {
+                        path: app_dir.to_path_buf(),
+                    });
+                }
+                return Err(Error::NoAppIni { path });
             }
             Err(source) => return Err(Error::Read { path, source }),
         };
@@ -179,8 +184,10 @@ impl AppIni {
         for section in &self.sections {
             if !KNOWN_SECTIONS.contains(&section.name.as_str()) {
                 warnings.push(format!(
-                    "{file}:{}: unknown section `[{}]` is ignored",
-                    section.line, section.name
+                    "{file}:{}: unknown section `[{}]` is ignored{}",
+                    section.line,
+                    section.name,
+                    did_you_mean(&section.name, KNOWN_SECTIONS, |s| format!("[{s}]"))
                 ));
                 continue;
             }
@@ -192,8 +199,9 @@ impl AppIni {
                     || PRODUCTION_PREFIXES.iter().any(|p| key.starts_with(p));
                 if !known {
                     warnings.push(format!(
-                        "{file}:{}: unknown key `{key}` in [production] is ignored",
-                        value.line
+                        "{file}:{}: unknown key `{key}` in [production] is ignored{}",
+                        value.line,
+                        did_you_mean(key, PRODUCTION_KEYS, |k| k.to_string())
                     ));
                 }
             }
@@ -226,6 +234,17 @@ impl AppIni {
         }
         Ok(())
     }
+}
+
+/// `; did you mean `runner`?` when a known word is one or two typos away, else nothing.
+fn did_you_mean(given: &str, known: &[&str], show: impl Fn(&str) -> String) -> String {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(given, k), k))
+        .filter(|(distance, k)| *distance <= 2 && *distance < k.len() / 2 + 1)
+        .min()
+        .map(|(_, k)| format!("; did you mean `{}`?", show(k)))
+        .unwrap_or_default()
 }
 
 /// Resolves the app's name: `[production] app_name`, else the directory's name.

@@ -22,6 +22,8 @@ pub enum Error {
     },
     #[error("`{}` is missing: every app has an `app.ini` at its root", path.display())]
     NoAppIni { path: PathBuf },
+    #[error("`{}` is not an app directory: it does not exist or is not a directory", path.display())]
+    NoAppDir { path: PathBuf },
     #[error("{}:{line}: {message}", path.display())]
     AppIni {
         path: PathBuf,
@@ -124,6 +126,7 @@ impl Error {
     /// A one-line suggestion of what to do, printed on its own line under the error.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
+            Error::NoAppDir { .. } => "give the directory that holds the app's `app.ini`".into(),
             Error::NoAppIni { .. } => "create `app.ini` with a `[production]` section, e.g. `app_name = myapp`".into(),
             Error::AppIni { .. } => "fix that line of `app.ini`; the keys are listed in the README".into(),
             Error::AppName { .. } => format!("set `app_name` in the `[production]` section of `app.ini` to {}", crate::names::AppName::RULES),

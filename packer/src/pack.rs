@@ -106,6 +106,7 @@ pub fn pack(
     let ini = AppIni::load(app_dir)?;
     // The runtime's settings are checked now, so a bad value fails the pack, not the deploy.
     crate::appconfig::AppConfig::from_ini(&ini)?;
+    check_runner(app_dir, &ini)?;
     let app = appini::app_name(app_dir, &ini)?;
     let roots = source_roots(app_dir)?;
 
@@ -161,6 +162,39 @@ pub fn pack(
     })
 }
 
+/// A runner that is missing, a directory, or not Python would pack fine and then fail on the
+/// node in a gunicorn traceback that never mentions app.ini: refuse it now, naming the line.
+fn check_runner(app_dir: &Path, ini: &AppIni) -> Result<(), Error> {
+    let Some(v) = ini.production("runner") else {
+        return Ok(());
+    };
+    let err = |message: String| Error::AppIni {
+        path: ini.path.clone(),
+        line: v.line,
+        message,
+    };
+    let path = app_dir.join(&v.value);
+    match std::fs::metadata(&path) {
+        Err(_) => {
+            return Err(err(format!(
+                "runner `{}` does not exist in the app",
+                v.value
+            )))
+        }
+        Ok(m) if !m.is_file() => return Err(err(format!("runner `{}` is not a file", v.value))),
+        Ok(_) => {}
+    }
+    let python = ini
+        .production("platform")
+        .is_none_or(|p| matches!(p.value.as_str(), "python" | "wsgi"));
+    if python && !v.value.ends_with(".py") {
+        return Err(err(format!(
+            "runner `{}` is not a Python file: a runner is a WSGI `.py` file exposing `application` (other programs go in [processes])",
+            v.value
+        )));
+    }
+    Ok(())
+}
 /// The manifest, checked, and its compressed frame: everything the join needs.
 struct Prepared {
     manifest: Manifest,
