@@ -179,6 +179,10 @@ fn bake_boot_deploy_and_fetch_a_page() {
     );
     let app = tmp.path().join("hello");
     copy_fixture("hello-wsgi", &app);
+    // The node is emulated (TCG) when the machine has no KVM: gunicorn's first start there can
+    // take longer than the default 30 s, more so on a busy 2-core machine.
+    let ini = std::fs::read_to_string(app.join("app.ini")).unwrap();
+    std::fs::write(app.join("app.ini"), ini + "health_timeout = 240\n").unwrap();
     let deploy = silver()
         .env("SILVER_SSH", &ssh)
         .env("SILVER_CACHE_DIR", tmp.path().join("manifests"))
