@@ -306,6 +306,11 @@ impl Node {
         if status.is_success() {
             return Ok(resp);
         }
+        if status == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
+            return Err(Error::NoToken {
+                node: self.base.clone(),
+            });
+        }
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(Error::Unauthorized {
                 node: self.base.clone(),

@@ -68,6 +68,8 @@ pub enum Error {
     BaseMissing(String),
     #[error("the node's store is damaged: {0}")]
     Corrupt(String),
+    #[error("no token was given for node {node}")]
+    NoToken { node: String },
     #[error("node {node} did not accept the credential")]
     Unauthorized { node: String },
     #[error("cannot reach node {node}")]
@@ -130,13 +132,20 @@ impl Error {
             Error::NoSpace { .. } => {
                 "free space on the node, e.g. `silver gc --node URL --keep 3`".into()
             }
-            Error::Unauthorized { .. } => {
+            Error::Unauthorized { .. } | Error::NoToken { .. } => {
                 "set SILVER_TOKEN or --token-file to the token in the agent's `token` file".into()
             }
             Error::Connect { .. } => {
                 "check that `silver agent` runs there and that --node names its address".into()
             }
             Error::Api { hint: Some(h), .. } => h.clone(),
+            Error::Api { status: 404, .. } => {
+                "`silver releases APP` lists the releases the node has".into()
+            }
+            Error::Api { status: 400, .. } => {
+                "check the app name, id or location given; `silver help` shows each command's forms"
+                    .into()
+            }
             Error::BadNode { .. } => {
                 "use http://host:port, https://host:port or ssh://[user@]host[:port]".into()
             }

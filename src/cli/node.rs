@@ -103,9 +103,14 @@ impl NodeArgs {
 
 /// `user@host`, as recorded in a node's history.
 pub fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    // The account itself first: `USER` is unset under sudo -i, cron and CI runners.
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("uid{uid}"));
     let host = rustix_hostname();
     format!("{user}@{host}")
 }
