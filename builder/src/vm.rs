@@ -337,18 +337,7 @@ fn front_door_answers(port: u16) -> bool {
 /// the node through the seed.
 fn token(dir: &Path) -> Result<String, Error> {
     let path = dir.join("token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if t.trim().len() == 64 {
-            return Ok(t.trim().to_string());
-        }
-    }
-    let mut bytes = [0u8; 32];
-    let mut f =
-        std::fs::File::open("/dev/urandom").map_err(|e| io(Path::new("/dev/urandom"), e))?;
-    std::io::Read::read_exact(&mut f, &mut bytes).map_err(|e| io(Path::new("/dev/urandom"), e))?;
-    let token = hex::encode(bytes);
-    write_private(&path, &token)?;
-    Ok(token)
+    safefs::load_or_create_secret(&path, 32).map_err(|e| io(&path, e))
 }
 
 /// The agent's certificate and key (PEM) for this node, made once and kept (key 0600) in its
@@ -483,16 +472,8 @@ fn indent(text: &str, by: usize) -> String {
 }
 
 fn write_private(path: &Path, content: &str) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io(path, e))?;
-    f.write_all(content.as_bytes()).map_err(|e| io(path, e))
+    safefs::write_atomic(path, content.as_bytes(), safefs::WriteOptions::PRIVATE)
+        .map_err(|e| io(path, e))
 }
 
 fn tail(path: &Path, lines: usize) -> String {

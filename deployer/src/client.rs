@@ -545,14 +545,12 @@ fn cache_manifest(dir: &Path, manifest: &Manifest) {
     if path.exists() {
         return;
     }
-    let tmp = dir.join(format!(
-        ".{}.{}",
-        manifest.id.0.to_hex(),
-        std::process::id()
-    ));
+    let options = safefs::WriteOptions {
+        mode: 0o644,
+        durability: safefs::Durability::Atomic,
+    };
     let ok = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&tmp, &manifest.bytes))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+        .and_then(|()| safefs::write_atomic(&path, &manifest.bytes, options));
     if let Err(e) = ok {
         tracing::debug!(dir = %dir.display(), error = %e, "could not cache the manifest");
     }

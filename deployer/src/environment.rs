@@ -57,10 +57,11 @@ pub fn write_environment(dir: &Path, env: &BTreeMap<String, String>) -> Result<(
         ("environment.conf", conf.into_bytes()),
     ] {
         let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, body)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(&path, e))?;
+        let options = safefs::WriteOptions {
+            mode: 0o644,
+            durability: safefs::Durability::Atomic,
+        };
+        safefs::write_atomic(&path, &body, options).map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
 }

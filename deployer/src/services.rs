@@ -9,7 +9,6 @@
 //! Any other service is refused by name, before anything starts.
 
 use packer::AppName;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::error::Error;
@@ -194,19 +193,7 @@ fn password(app_dir: &Path) -> Result<String, Error> {
     let dir = app_dir.join("services");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = dir.join("postgresql.password");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if existing.trim().len() == 32 {
-            return Ok(existing.trim().to_string());
-        }
-    }
-    let mut bytes = [0u8; 16];
-    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())
-        .map_err(|e| Error::io(&path, e.into()))?;
-    let password = hex::encode(bytes);
-    std::fs::write(&path, &password)
-        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
-        .map_err(|e| Error::io(&path, e))?;
-    Ok(password)
+    safefs::load_or_create_secret(&path, 16).map_err(|e| Error::io(&path, e))
 }
 
 /// Runs one statement as the administrator; the statement (which may hold a password) is

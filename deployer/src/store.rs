@@ -89,7 +89,11 @@ impl Store {
         for dir in [self.root.join("objects/tmp"), self.root.join("artifacts")] {
             for entry in read_dir(&dir)? {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if dir.ends_with("tmp") || name.ends_with(".partial") {
+                // `.silver-*`: a temp file of `safefs` whose rename a crash interrupted.
+                if dir.ends_with("tmp")
+                    || name.ends_with(".partial")
+                    || name.starts_with(".silver-")
+                {
                     remove_any(&entry.path())?;
                     recovery
                         .partials_removed
@@ -540,10 +544,11 @@ impl Store {
         mkdir_p(&self.app_dir(app))?;
         let body: String = items.iter().map(|p| format!("{p}\n")).collect();
         let path = self.app_dir(app).join(name);
-        let tmp = self.app_dir(app).join(format!(".{name}.tmp"));
-        fs::write(&tmp, body)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(&path, e))
+        let options = safefs::WriteOptions {
+            mode: 0o644,
+            durability: safefs::Durability::Durable,
+        };
+        safefs::write_atomic(&path, body.as_bytes(), options).map_err(|e| Error::io(&path, e))
     }
 
     // ---- locks ----
@@ -1022,26 +1027,9 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 }
 
 fn temp_file(dir: &Path) -> Result<(File, PathBuf), Error> {
-    for attempt in 0..100u32 {
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = dir.join(format!("{}-{nonce:x}-{attempt}", std::process::id()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => return Ok((file, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-    }
-    Err(Error::io(
-        dir,
-        io::Error::other("could not create a temporary file"),
-    ))
+    safefs::temp_file_in(dir, 0o600)
+        .and_then(|f| f.keep().map_err(|e| e.error))
+        .map_err(|e| Error::io(dir, e))
 }
 
 fn pending_path(artifact: &Path) -> PathBuf {
@@ -1053,20 +1041,11 @@ fn pending_path(artifact: &Path) -> PathBuf {
     artifact.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` via a `.partial` file, synced and renamed.
+/// Writes `bytes` to `path` (read-only), synced, renamed, and its directory synced.
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let partial = packer::staging_path(path);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o444)
-            .open(&partial)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&partial, path)
-    })();
-    result.map_err(|e| Error::io(path, e))?;
-    sync_dir(path.parent().expect("artifacts have a parent"))
+    let options = safefs::WriteOptions {
+        mode: 0o444,
+        durability: safefs::Durability::Durable,
+    };
+    safefs::write_atomic(path, bytes, options).map_err(|e| Error::io(path, e))
 }

@@ -70,16 +70,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     );
     if args.verify {
-        let tmp = std::env::temp_dir().join(format!("silver-verify-{}", std::process::id()));
+        let tmp =
+            safefs::temp_dir("silver-verify-").context("failed to make a temporary directory")?;
         let verify = builder::bake::BakeConfig {
-            out_dir: tmp.join("out"),
-            cache_dir: tmp.join("cache"),
+            out_dir: tmp.path().join("out"),
+            cache_dir: tmp.path().join("cache"),
             no_cache: true,
             ..config
         };
         ui::status("Verifying", "by baking again without the cache");
         let again = builder::bake::bake(&verify, &show);
-        let _ = std::fs::remove_dir_all(&tmp);
+        drop(tmp);
         let again = again.context("the verification bake failed")?;
         let differ = differences(&report.manifest, &again.manifest);
         if !differ.is_empty() {

@@ -135,7 +135,7 @@ pub async fn deploy(
 fn resolve_archive(
     args: &Settings,
     limits: &packer::Limits,
-) -> anyhow::Result<(PathBuf, Option<packer::AppName>, Option<tempfile::TempDir>)> {
+) -> anyhow::Result<(PathBuf, Option<packer::AppName>, Option<safefs::TempDir>)> {
     let source = &args.source;
     let meta = std::fs::metadata(source).with_context(|| {
         format!(
@@ -149,10 +149,8 @@ fn resolve_archive(
             .with_context(|| format!("`{}` is not a silver artifact", source.display()))?;
         return Ok((source.clone(), None, None));
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("silver-deploy-")
-        .tempdir()
-        .context("failed to create a temporary directory")?;
+    let tmp =
+        safefs::temp_dir("silver-deploy-").context("failed to create a temporary directory")?;
     let config = packer::PackConfig {
         limits: limits.clone(),
         ..packer::PackConfig::default()

@@ -41,7 +41,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     runtime.drain_grace = std::time::Duration::from_secs(5);
     runtime.stop_grace = std::time::Duration::from_secs(5);
-    let state_dir = std::env::temp_dir().join(format!("silver-serve-{app}-{}", rustix_uid()));
+    // The app's local data (logs, `service.files`) lives in the user's XDG data directory, kept
+    // between runs; never under a guessable name in the shared /tmp.
+    let _tmp;
+    let state_dir = match super::xdg_dir(super::Xdg::Data, &format!("serve/{app}")) {
+        Some(dir) => dir,
+        None => {
+            _tmp = safefs::temp_dir("silver-serve-").context("failed to make a state directory")?;
+            _tmp.path().to_path_buf()
+        }
+    };
     let serve = deployer::dev::ServeConfig {
         app_dir: app_dir.clone(),
         app: app.clone(),
@@ -83,8 +92,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }))
         .with_context(|| format!("failed to serve `{}`", app_dir.display()))
-}
-
-fn rustix_uid() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "user".into())
 }

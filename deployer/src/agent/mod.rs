@@ -317,10 +317,7 @@ fn load_or_create_token(path: &std::path::Path) -> Result<String, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(path, e)),
     }
-    let mut raw = [0u8; 32];
-    rustix::rand::getrandom(&mut raw, rustix::rand::GetRandomFlags::empty())
-        .map_err(|e| Error::io(path, e.into()))?;
-    let token = hex::encode(raw);
+    let token = safefs::secret_hex(32).map_err(|e| Error::io(path, e))?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
