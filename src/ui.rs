@@ -21,7 +21,7 @@ pub fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "warn",
-        1 => "info,packer=debug,deployer=debug,builder=debug,silver=debug",
+        1 => "info,packer=debug,silver_client=debug,silver_node=debug,silver_runtime=debug,builder=debug,silver=debug",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("SILVER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
@@ -66,22 +66,38 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain().skip(1) {
         anstream::eprintln!("  {DIM}caused by:{DIM:#} {cause}");
     }
-    let deployer_err = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<deployer::Error>());
-    // The deployer wraps artifact errors transparently, so they are not in the chain themselves.
-    let packer_err = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<packer::Error>())
-        .or(match deployer_err {
-            Some(deployer::Error::Artifact(e)) => Some(e),
-            _ => None,
-        });
-    let builder_err = err.chain().find_map(|e| e.downcast_ref::<builder::Error>());
-    let hint = deployer_err
-        .and_then(deployer::Error::hint)
-        .or_else(|| packer_err.and_then(packer::Error::hint))
-        .or_else(|| builder_err.and_then(builder::Error::hint));
+    let find =
+        |f: &dyn Fn(&(dyn std::error::Error + 'static)) -> Option<String>| err.chain().find_map(f);
+    let hint = find(&|e| {
+        e.downcast_ref::<silver_client::Error>()
+            .and_then(|e| e.hint())
+    })
+    .or_else(|| {
+        find(&|e| {
+            e.downcast_ref::<silver_node::Error>()
+                .and_then(|e| e.hint())
+        })
+    })
+    .or_else(|| {
+        find(&|e| {
+            e.downcast_ref::<silver_runtime::Error>()
+                .and_then(|e| e.hint())
+        })
+    })
+    .or_else(|| find(&|e| e.downcast_ref::<packer::Error>().and_then(|e| e.hint())))
+    .or_else(|| find(&|e| e.downcast_ref::<builder::Error>().and_then(|e| e.hint())));
+    // The client and node wrap artifact errors transparently, so they are not in the chain.
+    let packer_err = err.chain().find_map(|e| {
+        e.downcast_ref::<packer::Error>()
+            .or(match e.downcast_ref::<silver_client::Error>() {
+                Some(silver_client::Error::Artifact(p)) => Some(p),
+                _ => None,
+            })
+            .or(match e.downcast_ref::<silver_node::Error>() {
+                Some(silver_node::Error::Artifact(p)) => Some(p),
+                _ => None,
+            })
+    });
     if let Some(hint) = hint {
         anstream::eprintln!("{HINT}hint{HINT:#}: {hint}");
     }
@@ -152,5 +168,5 @@ pub fn bytes(n: u64) -> String {
 
 /// Unix seconds as `2026-11-22 05:13:14 UTC`.
 pub fn utc(secs: u64) -> String {
-    deployer::proto::utc(secs)
+    silver_wire::api::utc(secs)
 }

@@ -188,14 +188,14 @@ fn hostile_uploads_are_refused() {
     let agent = Agent::start(&tmp.path().join("node"), &[]);
     let t = Some(agent.token.as_str());
     // An object whose bytes do not hash to its name.
-    let mut frame = deployer::wire::frame_header(&[7u8; 32], 5).to_vec();
+    let mut frame = silver_wire::frames::frame_header(&[7u8; 32], 5).to_vec();
     frame.extend_from_slice(b"hello");
     let (status, body) = http(&agent.url, "POST", "/v1/objects", t, &frame);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("hashing to"), "{body}");
     // A frame cut short.
     let hash = blake3::hash(b"hello");
-    let mut torn = deployer::wire::frame_header(hash.as_bytes(), 5).to_vec();
+    let mut torn = silver_wire::frames::frame_header(hash.as_bytes(), 5).to_vec();
     torn.extend_from_slice(b"hel");
     assert_eq!(http(&agent.url, "POST", "/v1/objects", t, &torn).0, 422);
     // Nothing of either was kept.
@@ -545,7 +545,7 @@ fn a_stalled_upload_times_out() {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(answer.contains("upload stalled for 1s"), "{answer}");
+    assert!(answer.contains("the upload stalled for 1 s"), "{answer}");
     assert_eq!(walk_files(&agent.root.join("objects")), 0);
 }
 

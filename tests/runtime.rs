@@ -565,3 +565,20 @@ fn a_restarted_agent_brings_its_apps_back() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_failed_first_deploy_does_not_claim_an_earlier_release_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    let ini = "default_location = first.test\nhealth_check = /fail\nhealth_timeout = 2\n";
+    wsgi_app(&app, "first", ini, ECHO_APP);
+    let out = deploy(&agent, tmp.path(), &app, &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(!err.contains("previous release keeps serving"), "{err}");
+    assert!(
+        err.contains("hint: no earlier release of `first` serves, so nothing does"),
+        "{err}"
+    );
+}

@@ -133,7 +133,13 @@ fn deploy_and_releases_over_ssh() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("`ssh://nobody@127.0.0.1:1` is not a node address: ssh exited"),
+        stderr(&out).contains("ssh to ssh://nobody@127.0.0.1:1 failed (exit status: 255)"),
+        "{}",
+        stderr(&out)
+    );
+    // An ssh failure gets the ssh hint, not the one for a malformed URL.
+    assert!(
+        stderr(&out).contains("hint: check that `ssh HOST` works"),
         "{}",
         stderr(&out)
     );

@@ -43,6 +43,16 @@ pub enum Kind {
     },
 }
 
+impl Kind {
+    /// The content hash of a file or executable; None for directories and symlinks.
+    pub fn content_hash(&self) -> Option<Hash> {
+        match self {
+            Kind::File { hash, .. } | Kind::Exec { hash, .. } => Some(*hash),
+            _ => None,
+        }
+    }
+}
+
 /// A BLAKE3 content hash.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hash(pub [u8; 32]);

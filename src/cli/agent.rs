@@ -93,8 +93,8 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    pub fn resolve(&self) -> anyhow::Result<deployer::runtime::RuntimeConfig> {
-        let mut config = deployer::runtime::RuntimeConfig {
+    pub fn resolve(&self) -> anyhow::Result<silver_runtime::RuntimeConfig> {
+        let mut config = silver_runtime::RuntimeConfig {
             user: app_user(self.app_user.as_deref())?,
             drain_grace: Duration::from_secs(self.drain_grace),
             ..Default::default()
@@ -102,14 +102,14 @@ impl RuntimeArgs {
         config.gunicorn.workers = self.workers.max(1);
         config.postgres = match &self.postgres_url {
             Some(url) => Some(
-                deployer::services::Postgres::from_url(Some(url)).with_context(|| {
+                silver_runtime::services::Postgres::from_url(Some(url)).with_context(|| {
                     format!(
                         "--postgres-url `{url}` is not a postgresql://[user@]host[:port]/db URL"
                     )
                 })?,
             ),
-            None if deployer::supervise::running_as_root() => {
-                deployer::services::Postgres::from_url(None)
+            None if silver_runtime::supervise::running_as_root() => {
+                silver_runtime::services::Postgres::from_url(None)
             }
             None => None,
         };
@@ -118,9 +118,9 @@ impl RuntimeArgs {
 }
 
 /// As root, apps run as another user; otherwise they already run unprivileged, as us.
-fn app_user(name: Option<&str>) -> anyhow::Result<Option<deployer::supervise::AppUser>> {
-    use deployer::supervise::AppUser;
-    if !deployer::supervise::running_as_root() {
+fn app_user(name: Option<&str>) -> anyhow::Result<Option<silver_runtime::supervise::AppUser>> {
+    use silver_runtime::supervise::AppUser;
+    if !silver_runtime::supervise::running_as_root() {
         if let Some(name) = name {
             anyhow::bail!(
                 "--app-user {name} needs the agent to run as root; without root, apps run as you"
@@ -144,7 +144,7 @@ fn app_user(name: Option<&str>) -> anyhow::Result<Option<deployer::supervise::Ap
 pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.root)
         .with_context(|| format!("failed to create the store `{}`", args.root.display()))?;
-    let mut config = deployer::agent::AgentConfig::new(args.root.clone());
+    let mut config = silver_node::agent::AgentConfig::new(args.root.clone());
     config.listen = args.listen;
     if let Some(token_file) = args.token_file {
         config.token_file = token_file;
@@ -164,7 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let token_file = config.token_file.clone();
     super::node::runtime()?
-        .block_on(deployer::agent::serve(config, |bound| {
+        .block_on(silver_node::agent::serve(config, |bound| {
             // The addresses on stdout (data: tests and scripts read them), in one write; the
             // rest on stderr.
             let scheme = if bound.tls { "https" } else { "http" };

@@ -62,9 +62,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Packs if needed, deploys, and says what happened on stderr.
 pub async fn deploy(
-    node: &deployer::client::Node,
+    node: &silver_client::Node,
     args: &Settings,
-) -> anyhow::Result<deployer::client::DeployReport> {
+) -> anyhow::Result<silver_client::DeployReport> {
     let limits = args.limits.clone();
     let (archive, packed_app, _tmp) = resolve_archive(args, &limits)?;
     let app = match (&args.app, packed_app) {
@@ -83,7 +83,7 @@ pub async fn deploy(
             )
         })?,
     };
-    let opts = deployer::client::DeployOptions {
+    let opts = silver_client::DeployOptions {
         other_app: args.app.is_some(),
         app: app.clone(),
         who: super::node::who(),
@@ -94,7 +94,7 @@ pub async fn deploy(
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
-    let report = deployer::client::deploy(node, &archive, &opts, progress, |holder, since| {
+    let report = silver_client::deploy(node, &archive, &opts, progress, |holder, since| {
         ui::status(
             "Waiting",
             format!(

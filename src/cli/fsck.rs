@@ -23,7 +23,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         "`{}` is not an agent's store (no objects/)",
         args.root.display()
     );
-    let store = deployer::store::Store::open(&args.root, packer::Limits::default())?;
+    let store = silver_node::store::Store::open(&args.root, packer::Limits::default())?;
     let report = store
         .fsck()
         .with_context(|| format!("failed to check `{}`", args.root.display()))?;

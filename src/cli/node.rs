@@ -40,7 +40,7 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    pub fn connect(&self) -> anyhow::Result<deployer::client::Node> {
+    pub fn connect(&self) -> anyhow::Result<silver_client::Node> {
         if !self.node.contains("://") {
             return self.connect_local();
         }
@@ -53,7 +53,7 @@ impl NodeArgs {
             ),
             None => std::env::var("SILVER_TOKEN").ok().filter(|t| !t.is_empty()),
         };
-        let config = deployer::client::NodeConfig {
+        let config = silver_client::NodeConfig {
             url: self.node.clone(),
             token,
             agent_addr: self.agent_addr.clone(),
@@ -62,13 +62,13 @@ impl NodeArgs {
             ca_cert: self.ca_cert.clone(),
             remote_token_file: self.remote_token_file.clone(),
         };
-        Ok(deployer::client::Node::connect(&config)?)
+        Ok(silver_client::Node::connect(&config)?)
     }
 }
 
 impl NodeArgs {
     /// A local node by name: its agent's TLS port, its CA and its token, from its state.
-    fn connect_local(&self) -> anyhow::Result<deployer::client::Node> {
+    fn connect_local(&self) -> anyhow::Result<silver_client::Node> {
         let nodes_dir = match std::env::var_os("SILVER_NODES_DIR") {
             Some(dir) => PathBuf::from(dir),
             None => super::nodes::default_nodes_dir()?,
@@ -93,11 +93,11 @@ impl NodeArgs {
                 info.token_file.display()
             )
         })?;
-        let config = deployer::client::NodeConfig {
+        let config = silver_client::NodeConfig {
             ca_cert: Some(info.ca_cert.clone()),
-            ..deployer::client::NodeConfig::new(&info.agent_url, Some(token.trim().to_string()))
+            ..silver_client::NodeConfig::new(&info.agent_url, Some(token.trim().to_string()))
         };
-        Ok(deployer::client::Node::connect(&config)?)
+        Ok(silver_client::Node::connect(&config)?)
     }
 }
 

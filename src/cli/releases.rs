@@ -100,7 +100,7 @@ pub fn activate(args: ActivateArgs) -> anyhow::Result<()> {
 fn report(
     node: &NodeArgs,
     verb: &str,
-    done: &deployer::proto::ActivateResponse,
+    done: &silver_wire::api::ActivateResponse,
 ) -> anyhow::Result<()> {
     ui::status(
         verb,

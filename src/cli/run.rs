@@ -28,7 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &super::node::who(),
             |kind, bytes| {
                 let _ = match kind {
-                    deployer::proto::RunFrame::Stderr => {
+                    silver_wire::api::RunFrame::Stderr => {
                         let mut err = std::io::stderr().lock();
                         err.write_all(bytes).and_then(|()| err.flush())
                     }

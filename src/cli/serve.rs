@@ -34,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let app = packer::appini::app_name(&app_dir, &ini)?;
     let config = packer::appconfig::AppConfig::from_ini(&ini)?;
     super::up::require_gunicorn(&config, false)?;
-    let mut runtime = deployer::runtime::RuntimeConfig {
+    let mut runtime = silver_runtime::RuntimeConfig {
         log_to_terminal: true,
         bytecode_cache: false,
         ..Default::default()
@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             _tmp.path().to_path_buf()
         }
     };
-    let serve = deployer::dev::ServeConfig {
+    let serve = silver_runtime::dev::ServeConfig {
         app_dir: app_dir.clone(),
         app: app.clone(),
         listen: SocketAddr::new(args.host, args.port),
@@ -59,8 +59,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         runtime,
     };
     super::node::runtime()?
-        .block_on(deployer::dev::serve(serve, |event| match event {
-            deployer::dev::Event::Listening(addr, path) => {
+        .block_on(silver_runtime::dev::serve(serve, |event| match event {
+            silver_runtime::dev::Event::Listening(addr, path) => {
                 crate::out!("http://{addr}{path}");
                 ui::status(
                     "Serving",
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     ),
                 );
             }
-            deployer::dev::Event::Reloading(paths) => {
+            silver_runtime::dev::Event::Reloading(paths) => {
                 let first = paths[0]
                     .strip_prefix(&app_dir)
                     .unwrap_or(&paths[0])
@@ -83,8 +83,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 };
                 ui::status("Reloading", format!("{first}{more} changed"));
             }
-            deployer::dev::Event::Serving(_) => ui::status("Ready", "the new code serves"),
-            deployer::dev::Event::Failed(e) => {
+            silver_runtime::dev::Event::Serving(_) => ui::status("Ready", "the new code serves"),
+            silver_runtime::dev::Event::Failed(e) => {
                 let _ = ui::report_error(
                     &anyhow::Error::new(e)
                         .context("the app did not start; the last good version keeps serving"),

@@ -56,14 +56,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.locations.clone()
     };
-    let mut agent = deployer::agent::AgentConfig::new(root.clone());
+    let mut agent = silver_node::agent::AgentConfig::new(root.clone());
     agent.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     agent.front = SocketAddr::from(([127, 0, 0, 1], args.port));
     agent.runtime = args.runtime.resolve()?;
     let rt = super::node::runtime()?;
     rt.block_on(async {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let node_task = tokio::spawn(deployer::agent::serve(agent, move |bound| {
+        let node_task = tokio::spawn(silver_node::agent::serve(agent, move |bound| {
             let _ = tx.send(bound);
         }));
         let bound = match rx.await {
@@ -81,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         let token = std::fs::read_to_string(root.join("token"))
             .with_context(|| format!("failed to read `{}`", root.join("token").display()))?;
-        let node = deployer::client::Node::connect(&deployer::client::NodeConfig::new(
+        let node = silver_client::Node::connect(&silver_client::NodeConfig::new(
             &format!("http://{}", bound.control),
             Some(token.trim().to_string()),
         ))?;
@@ -111,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// As root the store must be somewhere the unprivileged app user can reach.
 fn default_root() -> anyhow::Result<PathBuf> {
-    if deployer::supervise::running_as_root() {
+    if silver_runtime::supervise::running_as_root() {
         return Ok(PathBuf::from("/var/lib/silver"));
     }
     super::xdg_dir(super::Xdg::Data, "node")
@@ -125,7 +125,7 @@ pub fn require_gunicorn(
     install: bool,
 ) -> anyhow::Result<()> {
     let wsgi = config.runner.is_some() && !config.processes.iter().any(|p| p.web);
-    if !wsgi || deployer::launch::find_program("gunicorn").is_some() {
+    if !wsgi || silver_runtime::launch::find_program("gunicorn").is_some() {
         return Ok(());
     }
     if !install {
@@ -133,7 +133,7 @@ pub fn require_gunicorn(
             "this app runs under gunicorn, which is not installed\nhint: sudo apt-get install gunicorn"
         );
     }
-    let sudo = !deployer::supervise::running_as_root();
+    let sudo = !silver_runtime::supervise::running_as_root();
     ui::status(
         "Installing",
         format!(
@@ -150,7 +150,7 @@ pub fn require_gunicorn(
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .context("failed to run apt-get")?;
-    if !status.success() || deployer::launch::find_program("gunicorn").is_none() {
+    if !status.success() || silver_runtime::launch::find_program("gunicorn").is_none() {
         anyhow::bail!("could not install gunicorn ({status})\nhint: sudo apt-get update && sudo apt-get install gunicorn");
     }
     Ok(())

@@ -3,8 +3,8 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use deployer::agent::{app, AgentConfig, AgentState};
-use deployer::store::Store;
+use silver_node::agent::{app, AgentConfig, AgentState};
+use silver_node::store::Store;
 use tower::ServiceExt;
 
 const TOKEN: &str = "test-token";

@@ -16,9 +16,9 @@ use super::activate::candidate;
 use super::extract::{App, JsonBody};
 use super::{blocking, AgentState, ApiErr};
 use crate::error::Error;
-use crate::logs;
-use crate::proto::{RunFrame, RunRequest};
-use crate::supervise::Spec;
+use silver_runtime::logs;
+use silver_runtime::supervise::Spec;
+use silver_wire::api::{RunFrame, RunRequest};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LogQuery {
@@ -75,21 +75,20 @@ fn log_files(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(Error::Invalid(format!("`{p}` is not a process name")));
+            return Err(Error::BadProcess {
+                name: p.to_string(),
+            });
         }
         let path = dir.join(format!("{p}.log"));
         if !path.is_file() {
-            return Err(Error::NotFound(format!(
-                "app `{app}` has no log for process `{p}` on this node"
-            )));
+            return Err(Error::NoLog {
+                app: app.clone(),
+                process: p.to_string(),
+            });
         }
         return Ok(vec![(p.to_string(), path)]);
     }
-    let entries = std::fs::read_dir(dir).map_err(|_| {
-        Error::NotFound(format!(
-            "app `{app}` has no logs on this node (never deployed?)"
-        ))
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|_| Error::NoLogs { app: app.clone() })?;
     let mut files: Vec<(String, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
@@ -109,14 +108,14 @@ pub(super) async fn run(
     JsonBody(req): JsonBody<RunRequest>,
 ) -> Result<Response, ApiErr> {
     if req.argv.is_empty() {
-        return Err(Error::Invalid("`run` needs a command".into()).into());
+        return Err(Error::EmptyCommand.into());
     }
     let store = state.store.clone();
     let name = app.clone();
     let mut c = blocking(move || {
-        let id = store.current(&name)?.ok_or_else(|| {
-            Error::NotFound(format!("app `{name}` has no current release on this node"))
-        })?;
+        let id = store
+            .current(&name)?
+            .ok_or(Error::NoCurrent { app: name.clone() })?;
         candidate(&store, &name, &id, vec![], false)
     })
     .await?;
@@ -134,11 +133,13 @@ pub(super) async fn run(
             prefix: String::new(),
         },
     };
-    let mut cmd = crate::supervise::command(&spec);
+    let mut cmd = silver_runtime::supervise::command(&spec);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::Invalid(format!("cannot run `{}` in `{app}`: {e}", req.argv[0])))?;
+    let mut child = cmd.spawn().map_err(|source| Error::CannotRun {
+        app: app.clone(),
+        program: req.argv[0].clone(),
+        source,
+    })?;
     let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
     let out = pump(child.stdout.take(), RunFrame::Stdout, tx.clone());
     let err = pump(child.stderr.take(), RunFrame::Stderr, tx.clone());

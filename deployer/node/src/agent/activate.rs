@@ -10,9 +10,9 @@ use packer::{AppName, Id};
 use super::extract::{App, JsonBody};
 use super::{blocking, error_chain, AgentState, ApiErr};
 use crate::error::Error;
-use crate::proto::*;
-use crate::runtime::{release_config, Candidate};
 use crate::store::{self, Record, Store};
+use silver_runtime::{release_config, Candidate};
+use silver_wire::api::*;
 
 pub(super) async fn deploy(
     State(state): State<AgentState>,
@@ -44,11 +44,9 @@ pub(super) async fn rollback(
                 if !store.app_dir(&name).is_dir() {
                     return Err(Error::UnknownApp { app: name });
                 }
-                store.previous(&name)?.ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "app `{name}` has no previous release to roll back to"
-                    ))
-                })
+                store
+                    .previous(&name)?
+                    .ok_or(Error::NoPrevious { app: name.clone() })
             })
             .await?;
             previous.into()
@@ -113,6 +111,7 @@ async fn make_current(
                 .activate(c.clone(), flip)
                 .await
                 .map(|a| (c, a))
+                .map_err(Error::from)
         }
         Err(ApiErr(e)) => Err(e),
     };
@@ -142,7 +141,7 @@ fn check_packed_as(store: &Store, manifest: &packer::Manifest, app: &AppName) ->
         .entries
         .iter()
         .find(|e| e.path == "app.ini")
-        .and_then(|e| store::file_hash(&e.kind))
+        .and_then(|e| e.kind.content_hash())
     else {
         return Ok(());
     };
@@ -165,7 +164,7 @@ fn check_packed_as(store: &Store, manifest: &packer::Manifest, app: &AppName) ->
 /// The history keeps the step and reason, not the log tail.
 fn short_reason(e: &Error) -> String {
     match e {
-        Error::Activation { step, reason, .. } => {
+        Error::Runtime(silver_runtime::Error::Activation { step, reason, .. }) => {
             format!("{step}: {}", reason.lines().next().unwrap_or_default())
         }
         other => error_chain(other),
@@ -252,7 +251,7 @@ pub(super) async fn restore(state: AgentState) {
         match c {
             Ok(c) => {
                 let (app, label) = (c.app.clone(), c.label.clone());
-                match state.runtime.activate(c, || Ok(())).await {
+                match state.runtime.activate(c, || Ok::<(), Error>(())).await {
                     Ok(_) => tracing::info!(%app, release = label, "started"),
                     Err(e) => tracing::error!(%app, release = label, error = %e, "cannot start"),
                 }
@@ -284,8 +283,12 @@ pub(super) async fn maintenance(
 fn parse_locations(list: &[String]) -> Result<Vec<Location>, ApiErr> {
     list.iter()
         .map(|l| {
-            Location::parse(l)
-                .map_err(|why| ApiErr(Error::Invalid(format!("location `{l}` {why}"))))
+            Location::parse(l).map_err(|why| {
+                ApiErr(Error::BadLocation {
+                    location: l.clone(),
+                    why,
+                })
+            })
         })
         .collect()
 }

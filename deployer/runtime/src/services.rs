@@ -76,20 +76,17 @@ pub fn provision(
         match name.as_str() {
             "files" => env.push(("CONFIG_FILES".into(), files(app_dir, user)?)),
             "postgis" | "postgresql" | "postgres" => {
-                let pg = postgres.ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "app `{app}` needs service `{name}`, but this node has no PostgreSQL: \
-                         install it (apt-get install postgresql) or start the agent with \
-                         --postgres-url postgresql://ADMIN@HOST:PORT/postgres"
-                    ))
+                let pg = postgres.ok_or_else(|| Error::NoPostgres {
+                    app: app.clone(),
+                    service: name.clone(),
                 })?;
                 env.extend(postgresql(app, app_dir, name == "postgis", pg)?);
             }
             other => {
-                return Err(Error::Invalid(format!(
-                    "app `{app}` needs service `{other}`, which silver does not provide; \
-                     the services are `files`, `postgresql` and `postgis`"
-                )))
+                return Err(Error::UnknownService {
+                    app: app.clone(),
+                    service: other.to_string(),
+                })
             }
         }
     }
@@ -124,12 +121,10 @@ pub fn check_packages(app: &AppName, packages: &[String]) -> Result<(), Error> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::Invalid(format!(
-        "app `{app}` needs packages this node lacks: {}; add them to the node's image recipe, \
-         or install them (apt-get install {})",
-        missing.join(", "),
-        missing.join(" ")
-    )))
+    Err(Error::MissingPackages {
+        app: app.clone(),
+        missing: missing.iter().map(|p| p.to_string()).collect(),
+    })
 }
 
 fn files(app_dir: &Path, user: Option<&AppUser>) -> Result<String, Error> {
@@ -228,27 +223,24 @@ fn psql(pg: &Postgres, database: Option<&str>, sql: &str) -> Result<String, Erro
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "cannot run `{}` to reach PostgreSQL: {e}",
-                pg.psql[0]
-            ))
+        .map_err(|source| Error::NoPsql {
+            program: pg.psql[0].clone(),
+            source,
         })?;
     child
         .stdin
         .take()
         .expect("piped")
         .write_all(sql.as_bytes())
-        .map_err(|e| Error::Invalid(format!("cannot talk to PostgreSQL: {e}")))?;
+        .map_err(|source| Error::PostgresPipe { source })?;
     let out = child
         .wait_with_output()
-        .map_err(|e| Error::Invalid(format!("cannot talk to PostgreSQL: {e}")))?;
+        .map_err(|source| Error::PostgresPipe { source })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::Invalid(format!(
-            "PostgreSQL refused to provision the app's database: {}",
-            err.lines().next().unwrap_or("(no message)")
-        )));
+        return Err(Error::PostgresRefused {
+            message: err.lines().next().unwrap_or("(no message)").to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -264,9 +256,16 @@ mod tests {
             &AppName::parse("blog").unwrap(),
             &["coreutils".into(), "no-such-package-xyz".into()],
         )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("lacks: no-such-package-xyz;"), "{err}");
+        .unwrap_err();
+        assert!(
+            err.to_string().ends_with("lacks: no-such-package-xyz"),
+            "{err}"
+        );
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.contains("apt-get install no-such-package-xyz"),
+            "{hint}"
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the server side from a certificate chain and a private key, both PEM.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
-    let bad = |path: &Path, why: String| Error::Invalid(format!("`{}`: {why}", path.display()));
+    let bad = |path: &Path, why: String| Error::BadTls {
+        path: path.to_path_buf(),
+        why,
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| bad(cert, e.to_string()))?
         .collect::<Result<_, _>>()
@@ -32,7 +35,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Invalid(e.to_string()))?
+        .map_err(|e| bad(cert, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| bad(cert, format!("certificate and key do not fit: {e}")))?;
@@ -70,15 +73,4 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
     }
-}
-
-/// Reads a PEM CA certificate for the client to trust (a node with a self-signed certificate).
-pub fn ca_certificate(path: &Path) -> Result<reqwest::Certificate, Error> {
-    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    reqwest::Certificate::from_pem(&pem).map_err(|e| {
-        Error::Invalid(format!(
-            "`{}` is not a PEM certificate: {e}",
-            path.display()
-        ))
-    })
 }

@@ -120,7 +120,7 @@ pub fn timestamp() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let date = crate::proto::utc(now.as_secs());
+    let date = silver_wire::api::utc(now.as_secs());
     // `utc` gives `YYYY-MM-DD HH:MM:SS UTC`.
     let (day, time) = date.split_at(10);
     format!("{day}T{}.{:03}Z", &time[1..9], now.subsec_millis())

@@ -186,25 +186,27 @@ impl Runtime {
 
     /// Test before activate. On success the release serves and the one it replaced drains; on
     /// failure nothing that users see has changed.
-    pub async fn activate(
+    /// `flip` is the caller's switch (the node's `current`); its error only becomes the
+    /// failure's reason, so it may be the caller's own type.
+    pub async fn activate<E: std::fmt::Display + Send + 'static>(
         &self,
         c: Candidate,
-        flip: impl FnOnce() -> Result<(), Error> + Send + 'static,
+        flip: impl FnOnce() -> Result<(), E> + Send + 'static,
     ) -> Result<Activated, Error> {
         let span = tracing::info_span!("start", app = %c.app, release = %c.label);
         tracing::Instrument::instrument(self.activate_inner(c, flip), span).await
     }
 
-    async fn activate_inner(
+    async fn activate_inner<E: std::fmt::Display + Send + 'static>(
         &self,
         c: Candidate,
-        flip: impl FnOnce() -> Result<(), Error> + Send + 'static,
+        flip: impl FnOnce() -> Result<(), E> + Send + 'static,
     ) -> Result<Activated, Error> {
         if let Some((location, other)) = self.location_taken(&c.app, &c.locations) {
-            return Err(Error::Invalid(format!(
-                "location `{location}` is already served by app `{other}` on this node; \
-                 choose another with --location HOST[/PATH]"
-            )));
+            return Err(Error::LocationTaken {
+                location: location.to_string(),
+                other,
+            });
         }
         self.prepare_dirs(&c)?;
         let mut c = c;
@@ -246,9 +248,8 @@ impl Runtime {
         let flipped = match checked {
             Ok(()) => tokio::task::spawn_blocking(flip)
                 .await
-                .map_err(|e| Error::Corrupt(format!("flip failed: {e}")))
-                .and_then(|r| r)
-                .map_err(|e| (String::from("flip"), e.to_string())),
+                .map_err(|e| (String::from("flip"), e.to_string()))
+                .and_then(|r| r.map_err(|e| (String::from("flip"), e.to_string()))),
             Err(failure) => Err(failure),
         };
         if let Err((step, reason)) = flipped {
@@ -297,7 +298,10 @@ impl Runtime {
             crate::services::provision(&app, &app_dir, &services, user.as_ref(), postgres.as_ref())
         })
         .await
-        .map_err(|e| Error::Corrupt(format!("provisioning failed: {e}")))??;
+        .map_err(|source| Error::Worker {
+            doing: "provisioning services",
+            source,
+        })??;
         Ok(())
     }
 
@@ -521,6 +525,8 @@ impl Runtime {
             step: step.to_string(),
             reason,
             log_tail,
+            // The route table still names the app only if an earlier release serves it.
+            previous_serves: self.inner.routes.get(&c.app).is_some(),
         }
     }
 }
@@ -630,14 +636,11 @@ fn check_reachable(dir: &Path, user: &AppUser) -> Result<(), Error> {
             mode & 0o001 != 0
         };
         if !can {
-            return Err(Error::Invalid(format!(
-                "the app user `{}` cannot reach `{}` (mode {:o}): apps run unprivileged and \
-                 must be able to enter every directory above their release; \
-                 `chmod o+x` it or put the agent's root elsewhere (default /var/lib/silver)",
-                user.name,
-                ancestor.display(),
-                mode & 0o7777
-            )));
+            return Err(Error::Unreachable {
+                user: user.name.clone(),
+                dir: ancestor.to_path_buf(),
+                mode: mode & 0o7777,
+            });
         }
     }
     Ok(())

@@ -21,7 +21,7 @@ use packer::{AppName, Hash, Id, IdPrefix, Kind, Limits, Manifest};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::proto::{GcReport, Release, ReleaseState};
+use silver_wire::api::{GcReport, Release, ReleaseState};
 
 /// An open store. Cheap to clone: it is a root path and settings.
 #[derive(Debug, Clone)]
@@ -165,16 +165,16 @@ impl Store {
     /// recorded at once; an incomplete one waits as `<hex>.pending` for [`Store::commit_manifest`].
     pub fn receive_manifest(
         &self,
-        id: &str,
+        id: &Id,
         bytes: &[u8],
     ) -> Result<(Manifest, Vec<(Hash, u64)>), Error> {
         let manifest = Manifest::parse(bytes, &self.limits)
-            .map_err(|p| Error::Refused(format!("invalid manifest: {p}")))?;
-        if !manifest.id.matches(id) || id.trim_start_matches("b3:").len() != 64 {
-            return Err(Error::Refused(format!(
-                "the manifest is {}, not {id}",
-                manifest.id
-            )));
+            .map_err(|problem| Error::BadManifest { problem })?;
+        if manifest.id != *id {
+            return Err(Error::ManifestIdMismatch {
+                claimed: *id,
+                actual: manifest.id,
+            });
         }
         let missing = self.missing_objects(&manifest);
         let path = self.artifact_path(&manifest.id);
@@ -199,18 +199,20 @@ impl Store {
         }
         let pending = pending_path(&path);
         let bytes = fs::read(&pending).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                Error::NotFound(format!("artifact {id} was never sent to this node"))
-            }
+            io::ErrorKind::NotFound => Error::NeverSent { id: *id },
             _ => Error::io(&pending, e),
         })?;
-        let manifest = Manifest::parse(&bytes, &self.limits)
-            .map_err(|p| Error::Corrupt(format!("{}: {p}", pending.display())))?;
+        let manifest =
+            Manifest::parse(&bytes, &self.limits).map_err(|problem| Error::DamagedManifest {
+                path: pending.clone(),
+                problem,
+            })?;
         let missing = self.missing_objects(&manifest).len();
         if missing > 0 {
-            return Err(Error::Refused(format!(
-                "the manifest names {missing} objects the node does not have; upload them first"
-            )));
+            return Err(Error::ObjectsMissing {
+                id: *id,
+                count: missing,
+            });
         }
         fs::rename(&pending, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(path.parent().expect("artifacts have a parent"))?;
@@ -227,7 +229,7 @@ impl Store {
         manifest
             .entries
             .iter()
-            .filter_map(|e| file_hash(&e.kind).map(|h| (h, e.size())))
+            .filter_map(|e| e.kind.content_hash().map(|h| (h, e.size())))
             .filter(|(h, _)| seen.insert(*h) && !self.has_object(h))
             .collect()
     }
@@ -235,13 +237,13 @@ impl Store {
     pub fn manifest(&self, id: &Id) -> Result<Manifest, Error> {
         let path = self.artifact_path(id);
         let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                Error::NotFound(format!("artifact {id} is not on this node"))
-            }
+            io::ErrorKind::NotFound => Error::ArtifactMissing { id: *id },
             _ => Error::io(&path, e),
         })?;
-        Manifest::parse(&bytes, &self.limits)
-            .map_err(|p| Error::Corrupt(format!("{}: {p}", path.display())))
+        Manifest::parse(&bytes, &self.limits).map_err(|problem| Error::DamagedManifest {
+            path: path.clone(),
+            problem,
+        })
     }
 
     fn artifact_path(&self, id: &Id) -> PathBuf {
@@ -490,9 +492,10 @@ impl Store {
     /// Pins or unpins a release (one id per line in `pins`, rewritten atomically).
     pub fn set_pin(&self, app: &AppName, id: &Id, pinned: bool) -> Result<Vec<String>, Error> {
         if pinned && !self.release_dir(app, id).is_dir() && self.manifest(id).is_err() {
-            return Err(Error::NotFound(format!(
-                "release {id} of `{app}` is not on this node"
-            )));
+            return Err(Error::ReleaseMissing {
+                app: app.clone(),
+                id: *id,
+            });
         }
         let mut pins = self.pins(app);
         pins.retain(|p| p != &id.to_string());
@@ -678,7 +681,7 @@ impl Store {
         for hex in &live {
             if let Some(id) = Id::parse(&format!("b3:{hex}")) {
                 if let Ok(m) = self.manifest(&id) {
-                    used.extend(m.entries.iter().filter_map(|e| file_hash(&e.kind)));
+                    used.extend(m.entries.iter().filter_map(|e| e.kind.content_hash()));
                 }
             }
         }
@@ -943,11 +946,10 @@ impl ObjectWriter {
         let actual = Hash::from(self.hasher.finalize());
         if &actual != expected {
             let _ = fs::remove_file(&self.path);
-            return Err(Error::Refused(format!(
-                "object {} arrived with content hashing to {}",
-                expected.to_hex(),
-                actual.to_hex()
-            )));
+            return Err(Error::HashMismatch {
+                expected: expected.to_hex(),
+                actual: actual.to_hex(),
+            });
         }
         if let Err(e) = self.file.set_permissions(fs::Permissions::from_mode(0o444)) {
             let _ = fs::remove_file(&self.path);
@@ -961,13 +963,6 @@ impl ObjectWriter {
 
     pub fn abandon(self) {
         let _ = fs::remove_file(&self.path);
-    }
-}
-
-pub fn file_hash(kind: &Kind) -> Option<Hash> {
-    match kind {
-        Kind::File { hash, .. } | Kind::Exec { hash, .. } => Some(*hash),
-        _ => None,
     }
 }
 

@@ -17,9 +17,9 @@ pub struct SshTarget {
 
 impl SshTarget {
     pub fn parse(url: &str) -> Result<SshTarget, Error> {
-        let bad = |why: &str| Error::BadNode {
+        let bad = |why: &'static str| Error::BadNode {
             url: url.into(),
-            why: why.into(),
+            why,
         };
         let rest = url
             .strip_prefix("ssh://")
@@ -81,9 +81,10 @@ impl Tunnel {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         tracing::debug!(destination = %target.destination, %local, agent, "opening ssh tunnel");
-        let mut child = cmd.spawn().map_err(|e| Error::BadNode {
+        let mut child = cmd.spawn().map_err(|source| Error::NoSsh {
             url: url.into(),
-            why: format!("cannot run `{program}`: {e}"),
+            program: program.to_string(),
+            source,
         })?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -95,9 +96,10 @@ impl Tunnel {
                 if let Some(mut s) = child.stderr.take() {
                     let _ = s.read_to_string(&mut err);
                 }
-                return Err(Error::BadNode {
+                return Err(Error::Ssh {
                     url: url.into(),
-                    why: format!("ssh exited ({status}): {}", err.trim()),
+                    status: status.to_string(),
+                    stderr: err.trim().to_string(),
                 });
             }
             if TcpStream::connect_timeout(&local, Duration::from_millis(200)).is_ok() {
@@ -105,9 +107,9 @@ impl Tunnel {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(Error::BadNode {
+                return Err(Error::TunnelTimeout {
                     url: url.into(),
-                    why: "the ssh tunnel did not come up within 20s".into(),
+                    secs: 20,
                 });
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -143,14 +145,19 @@ pub fn remote_token(
         .arg(&target.destination)
         .arg(format!("cat -- {quoted}"))
         .stdin(Stdio::null());
-    let out = cmd.output().map_err(|e| Error::BadNode {
+    let out = cmd.output().map_err(|source| Error::NoSsh {
         url: url.into(),
-        why: format!("cannot run `{program}`: {e}"),
+        program: program.to_string(),
+        source,
     })?;
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || token.is_empty() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::BadNode { url: url.into(), why: format!("no token given and `{token_file}` could not be read over ssh ({}); set SILVER_TOKEN or --token-file", err.trim()) });
+        return Err(Error::RemoteToken {
+            url: url.into(),
+            token_file: token_file.to_string(),
+            stderr: err.trim().to_string(),
+        });
     }
     Ok(token)
 }

@@ -24,15 +24,15 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use packer::{Hash, Id, Limits};
+use packer::{Hash, Limits};
 
 use crate::error::Error;
-use crate::proto::*;
-use crate::router::{nodelay, Routes};
-use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{self, Store};
-use crate::wire::{FrameDecoder, Piece};
 use extract::{App, ArtifactId, JsonBody};
+use silver_runtime::router::{nodelay, Routes};
+use silver_runtime::{Runtime, RuntimeConfig};
+use silver_wire::api::*;
+use silver_wire::frames::{FrameDecoder, Piece};
 
 /// Everything the agent needs, resolved by the CLI from flags.
 #[derive(Debug, Clone)]
@@ -174,11 +174,9 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
     }
     let token = load_or_create_token(&config.token_file)?;
     let bind = |addr: SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Error::Invalid(format!(
-                "cannot listen on {addr}: {e}; is another agent running there?"
-            ))
-        })
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })
     };
     let listener = bind(config.listen).await?;
     let remote_listener = match config.tls_listen {
@@ -199,7 +197,7 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
     ready(bound);
     tokio::spawn(activate::restore(state.clone()));
     let runtime = state.runtime.clone();
-    let front = crate::router::front(runtime.routes().clone())
+    let front = silver_runtime::router::front(runtime.routes().clone())
         .into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let front_task = tokio::spawn(async move {
@@ -252,19 +250,13 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
 /// Plaintext control from the network would hand the token and deploys to anyone on the path.
 fn check_listeners(config: &AgentConfig) -> Result<(), Error> {
     if config.tls_listen.is_some() && config.tls.is_none() {
-        return Err(Error::Invalid(
-            "a TLS control listener needs a certificate and key: pass --tls-cert and --tls-key"
-                .into(),
-        ));
+        return Err(Error::TlsNeedsCert);
     }
     let listen_is_tls = config.tls.is_some() && config.tls_listen.is_none();
     if !config.listen.ip().is_loopback() && !listen_is_tls {
-        return Err(Error::Invalid(format!(
-            "refusing to listen on {} without TLS: the control API never takes plaintext remote control; \
-             listen on loopback and use --node ssh://user@host, or pass --tls-cert and --tls-key \
-             (and --tls-listen for a TLS listener beside the loopback one)",
-            config.listen
-        )));
+        return Err(Error::PlaintextRemote {
+            addr: config.listen,
+        });
     }
     Ok(())
 }
@@ -272,7 +264,10 @@ fn check_listeners(config: &AgentConfig) -> Result<(), Error> {
 /// Apps run as another user, inside `root/apps/…`: every directory above must let that user
 /// pass, or each deploy would fail later in gunicorn with "can't chdir" (a node root under
 /// `/root`, mode 0700, is the usual case).
-fn check_reachable(root: &std::path::Path, user: &crate::supervise::AppUser) -> Result<(), Error> {
+fn check_reachable(
+    root: &std::path::Path,
+    user: &silver_runtime::supervise::AppUser,
+) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
     let root = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
     for dir in root.ancestors() {
@@ -309,10 +304,9 @@ fn load_or_create_token(path: &std::path::Path) -> Result<String, Error> {
     match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
         Ok(_) => {
-            return Err(Error::Invalid(format!(
-                "token file `{}` is empty",
-                path.display()
-            )))
+            return Err(Error::EmptyToken {
+                path: path.to_path_buf(),
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(path, e)),
@@ -358,28 +352,15 @@ impl From<Error> for ApiErr {
     }
 }
 
+impl From<silver_runtime::Error> for ApiErr {
+    fn from(e: silver_runtime::Error) -> Self {
+        ApiErr(Error::Runtime(e))
+    }
+}
+
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            Error::Refused(_)
-            | Error::Artifact(_)
-            | Error::Activation { .. }
-            | Error::OtherApp { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::NotFound(_) | Error::UnknownApp { .. } | Error::UnknownId { .. } => {
-                StatusCode::NOT_FOUND
-            }
-            Error::Invalid(_)
-            | Error::BadNode { .. }
-            | Error::BadAppName { .. }
-            | Error::BadId { .. }
-            | Error::AmbiguousId { .. }
-            | Error::BadBody { .. } => StatusCode::BAD_REQUEST,
-            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Locked { .. } => StatusCode::CONFLICT,
-            Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            Error::BaseMissing(_) => StatusCode::PRECONDITION_FAILED,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = self.0.status();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self.0, "request failed");
         }
@@ -423,7 +404,10 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiErr> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Corrupt(format!("worker failed: {e}")))?
+        .map_err(|source| Error::Worker {
+            doing: "serving a request",
+            source,
+        })?
         .map_err(ApiErr)
 }
 
@@ -474,11 +458,11 @@ async fn put_objects(
             chunk: Bytes::new(),
         };
         if compressed {
-            let mut decoder = zstd::Decoder::new(channel)
-                .map_err(|e| Error::Invalid(format!("not a zstd stream: {e}")))?;
+            let mut decoder =
+                zstd::Decoder::new(channel).map_err(|source| Error::UploadCorrupt { source })?;
             decoder
                 .window_log_max(window_log_max)
-                .map_err(|e| Error::Invalid(e.to_string()))?;
+                .map_err(|source| Error::UploadCorrupt { source })?;
             ingest(&store, decoder, max)
         } else {
             ingest(&store, channel, max)
@@ -497,21 +481,23 @@ async fn put_objects(
             Ok(Some(Err(e))) => {
                 drop(tx);
                 let _ = worker.await;
-                return Err(Error::Invalid(format!("upload interrupted: {e}")).into());
+                return Err(Error::UploadInterrupted { why: e.to_string() }.into());
             }
             Err(_) => {
                 drop(tx);
                 let _ = worker.await;
-                return Err(
-                    Error::Invalid(format!("upload stalled for {}s", idle.as_secs())).into(),
-                );
+                return Err(Error::UploadStalled {
+                    secs: idle.as_secs(),
+                }
+                .into());
             }
         }
     }
     drop(tx);
-    let stored = worker
-        .await
-        .map_err(|e| Error::Corrupt(format!("worker failed: {e}")))??;
+    let stored = worker.await.map_err(|source| Error::Worker {
+        doing: "serving a request",
+        source,
+    })??;
     Ok(Json(stored))
 }
 
@@ -556,7 +542,7 @@ fn ingest(store: &Store, mut body: impl std::io::Read, max: u64) -> Result<Store
         loop {
             let n = body
                 .read(&mut buf)
-                .map_err(|e| Error::Invalid(format!("the upload stream is corrupt: {e}")))?;
+                .map_err(|source| Error::UploadCorrupt { source })?;
             if n == 0 {
                 break;
             }
@@ -564,14 +550,15 @@ fn ingest(store: &Store, mut body: impl std::io::Read, max: u64) -> Result<Store
             // Counted after decompression, so a small compressed body cannot expand past the cap.
             total += n as u64;
             if total > max {
-                return Err(Error::TooLarge(format!(
-                    "upload over the limit of {max} bytes"
-                )));
+                return Err(Error::UploadTooLarge { bytes: total, max });
             }
             decoder.feed(chunk, |piece| match piece {
                 Piece::Start { hash, len } => {
                     if len > store.limits.max_total_bytes {
-                        return Err(Error::TooLarge(format!("object of {len} bytes")));
+                        return Err(Error::ObjectTooLarge {
+                            bytes: len,
+                            max: store.limits.max_total_bytes,
+                        });
                     }
                     let hash = Hash(hash);
                     // An object the node has (or has queued) is read past, not written again.
@@ -601,9 +588,7 @@ fn ingest(store: &Store, mut body: impl std::io::Read, max: u64) -> Result<Store
             })?;
         }
         if !decoder.is_clean() {
-            return Err(Error::Refused(
-                "the upload ended in the middle of an object".into(),
-            ));
+            return Err(Error::UploadTorn);
         }
         Ok(())
     })();
@@ -638,14 +623,15 @@ async fn put_artifact(
     let compressed = is_zstd(&headers);
     let resp = blocking(move || {
         let bytes = decode_manifest(&store, &body, compressed, base.as_deref())?;
-        let (manifest, missing) = store.receive_manifest(&id.to_string(), &bytes)?;
+        let (manifest, missing) = store.receive_manifest(&id, &bytes)?;
         let needed: u64 = missing.iter().map(|(_, size)| size).sum();
-        let upload = needed.saturating_add(missing.len() as u64 * crate::wire::FRAME_HEADER as u64);
+        let upload =
+            needed.saturating_add(missing.len() as u64 * silver_wire::frames::FRAME_HEADER as u64);
         if upload > config.max_upload_bytes {
-            return Err(Error::TooLarge(format!(
-                "an upload of {upload} bytes is over the limit of {} bytes",
-                config.max_upload_bytes
-            )));
+            return Err(Error::UploadTooLarge {
+                bytes: upload,
+                max: config.max_upload_bytes,
+            });
         }
         let available = store.free_bytes()?;
         if needed.saturating_add(config.free_space_margin) > available {
@@ -678,26 +664,31 @@ fn decode_manifest(
     let dictionary = match base {
         None => Vec::new(),
         Some(base) => {
-            let id = Id::parse(base)
-                .ok_or_else(|| Error::Invalid(format!("`{base}` is not an artifact id")))?;
+            let id = packer::IdPrefix::parse(base)
+                .ok()
+                .and_then(|p| p.full())
+                .ok_or_else(|| Error::BadId {
+                    given: base.to_string(),
+                    rule: packer::names::IdRule::TooShort,
+                })?;
             store
                 .manifest_bytes(&id)
-                .ok_or_else(|| Error::BaseMissing(base.to_string()))?
+                .ok_or(Error::BaseMissing { base: id })?
         }
     };
     let mut decoder = zstd::Decoder::with_dictionary(body, &dictionary)
-        .map_err(|e| Error::Invalid(format!("bad zstd manifest: {e}")))?;
+        .map_err(|source| Error::BadZstd { source })?;
     decoder
         .window_log_max(store.limits.max_window_log)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+        .map_err(|source| Error::BadZstd { source })?;
     let limit = store.limits.max_manifest_bytes;
     let mut out = Vec::new();
     decoder
         .take(limit + 1)
         .read_to_end(&mut out)
-        .map_err(|e| Error::Invalid(format!("bad zstd manifest: {e}")))?;
+        .map_err(|source| Error::BadZstd { source })?;
     if out.len() as u64 > limit {
-        return Err(Error::TooLarge(format!("a manifest over {limit} bytes")));
+        return Err(Error::ManifestTooLarge { limit });
     }
     Ok(out)
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use packer::appconfig::Location;
 
 use crate::error::Error;
+use crate::live::{release_config, Candidate, Runtime, RuntimeConfig};
 use crate::router::Routes;
-use crate::runtime::{release_config, Candidate, Runtime, RuntimeConfig};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -38,7 +38,10 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
     let runtime = Runtime::new(config.runtime.clone(), Routes::default());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", config.listen)))?;
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(&config.app_dir, e))?;
@@ -64,13 +67,19 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
             }
         }
     })
-    .map_err(|e| Error::Invalid(format!("cannot watch `{}`: {e}", config.app_dir.display())))?;
+    .map_err(|source| Error::Watch {
+        path: config.app_dir.clone(),
+        source,
+    })?;
     notify::Watcher::watch(
         &mut watcher,
         &config.app_dir,
         notify::RecursiveMode::Recursive,
     )
-    .map_err(|e| Error::Invalid(format!("cannot watch `{}`: {e}", config.app_dir.display())))?;
+    .map_err(|source| Error::Watch {
+        path: config.app_dir.clone(),
+        source,
+    })?;
 
     let mut generation = 1u32;
     let first = start(&runtime, &config, generation).await;
@@ -140,7 +149,10 @@ async fn start(runtime: &Runtime, config: &ServeConfig, generation: u32) -> Resu
     let dir = config.app_dir.clone();
     let app_config = tokio::task::spawn_blocking(move || release_config(&dir))
         .await
-        .map_err(|e| Error::Corrupt(e.to_string()))??;
+        .map_err(|source| Error::Worker {
+            doing: "reading app.ini",
+            source,
+        })??;
     // Any host, at the path the app would have on a node.
     let path = app_config
         .default_location
@@ -160,7 +172,7 @@ async fn start(runtime: &Runtime, config: &ServeConfig, generation: u32) -> Resu
         update_fetch: false,
         services: vec![],
     };
-    runtime.activate(candidate, || Ok(())).await?;
+    runtime.activate(candidate, || Ok::<(), Error>(())).await?;
     Ok(path)
 }
 

@@ -63,10 +63,9 @@ pub fn plan(
         (Some(web), _) => launches.push(shell(&web.name, &web.command, true)),
         (None, Some(runner)) => {
             if !runner.ends_with(".py") {
-                return Err(Error::Invalid(format!(
-                    "runner `{runner}` is not a Python file: the node runs WSGI apps from a \
-                     `.py` file that defines `application`, or a `[processes] web` command"
-                )));
+                return Err(Error::NotPython {
+                    runner: runner.clone(),
+                });
             }
             launches.push(Launch {
                 name: "web".into(),

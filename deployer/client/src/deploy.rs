@@ -15,9 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::proto::*;
-use crate::store::file_hash;
-use crate::wire::frame_header;
+use silver_wire::api::*;
+use silver_wire::frames::frame_header;
 
 /// How to reach a node.
 #[derive(Debug, Clone)]
@@ -85,9 +84,9 @@ impl Node {
             return Ok(node);
         }
         let url = config.url.trim_end_matches('/');
-        let bad = |why: &str| Error::BadNode {
+        let bad = |why: &'static str| Error::BadNode {
             url: config.url.clone(),
-            why: why.into(),
+            why,
         };
         let rest = url
             .strip_prefix("http://")
@@ -261,10 +260,9 @@ impl Node {
                 }
             }
         }
-        Err(Error::Invalid(format!(
-            "node {} ended the command's output without its exit code (the connection dropped?)",
-            self.base
-        )))
+        Err(Error::NoExitCode {
+            node: self.base.clone(),
+        })
     }
 
     fn lost(&self, e: reqwest::Error) -> Error {
@@ -296,7 +294,13 @@ impl Node {
 
     async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
         let resp = self.send(req).await?;
-        resp.json().await.map_err(|e| self.lost(e))
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| self.lost(e))?;
+        // Anything but the JSON the API defines is not an agent (often: the front door's port).
+        serde_json::from_slice(&body).map_err(|_| Error::NotAnAgent {
+            node: self.base.clone(),
+            status,
+        })
     }
 
     /// Sends a request; any answer but a success becomes the matching error.
@@ -329,11 +333,9 @@ impl Node {
                 message: e.error,
                 hint: e.hint,
             },
-            None => Error::Api {
+            None => Error::NotAnAgent {
                 node: self.base.clone(),
                 status: status.as_u16(),
-                message: status.to_string(),
-                hint: None,
             },
         })
     }
@@ -562,7 +564,7 @@ fn distinct_objects(manifest: &Manifest) -> Vec<(Hash, u64)> {
     manifest
         .entries
         .iter()
-        .filter_map(|e| file_hash(&e.kind).map(|h| (h, e.size())))
+        .filter_map(|e| e.kind.content_hash().map(|h| (h, e.size())))
         .filter(|(h, _)| seen.insert(*h))
         .collect()
 }
@@ -673,5 +675,7 @@ impl packer::Visitor for Uploader {
 }
 
 fn join_err(e: tokio::task::JoinError) -> Error {
-    Error::Corrupt(format!("worker failed: {e}"))
+    Error::Worker {
+        what: e.to_string(),
+    }
 }

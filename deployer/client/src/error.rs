@@ -1,0 +1,126 @@
+//! The client's errors. Each names the node, path or program it concerns; `hint()` says what to
+//! do, on its own line. A node's error answers come back as `Api`, with the node's own hint.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error on `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{}` is not a PEM certificate", path.display())]
+    BadCertificate {
+        path: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("`{url}` is not a node address: {why}")]
+    BadNode { url: String, why: &'static str },
+    #[error("cannot run `{program}` to reach {url}")]
+    NoSsh {
+        url: String,
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("ssh to {url} failed ({status}): {stderr}")]
+    Ssh {
+        url: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("the ssh tunnel to {url} did not come up within {secs} s")]
+    TunnelTimeout { url: String, secs: u64 },
+    #[error("no token given, and `{token_file}` could not be read on {url} over ssh: {stderr}")]
+    RemoteToken {
+        url: String,
+        token_file: String,
+        stderr: String,
+    },
+    #[error("no token was given for node {node}")]
+    NoToken { node: String },
+    #[error("node {node} did not accept the credential")]
+    Unauthorized { node: String },
+    #[error("cannot reach node {node}")]
+    Connect {
+        node: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{node} did not answer as a silver agent's control API (HTTP {status})")]
+    NotAnAgent { node: String, status: u16 },
+    #[error("node {node} answered {status}: {message}")]
+    Api {
+        node: String,
+        status: u16,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error(
+        "node {node} ended the command's output without its exit code (the connection dropped?)"
+    )]
+    NoExitCode { node: String },
+    #[error("app `{app}` is being activated by {holder} (since {})", silver_wire::api::utc(*since))]
+    Locked {
+        app: packer::AppName,
+        holder: String,
+        since: u64,
+    },
+    #[error("the app is being activated by {holder} (since {})", silver_wire::api::utc(*since))]
+    Busy { holder: String, since: u64 },
+    #[error(transparent)]
+    Artifact(#[from] packer::Error),
+    #[error("a deploy worker stopped: {what}")]
+    Worker { what: String },
+}
+
+impl Error {
+    pub fn io(path: &Path, source: io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// What to do about it, printed on its own line.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Locked { .. } | Error::Busy { .. } => {
+                "wait for that activation to finish (deploy waits unless given --no-wait)".into()
+            }
+            Error::Unauthorized { .. } | Error::NoToken { .. } => {
+                "set SILVER_TOKEN or --token-file to the token in the agent's `token` file".into()
+            }
+            Error::Connect { .. } => {
+                "check that `silver agent` runs there and that --node names its address".into()
+            }
+            Error::NotAnAgent { .. } => {
+                "--node takes the agent's control address (`silver agent` prints it first), not the front door's".into()
+            }
+            Error::Api { hint: Some(h), .. } => h.clone(),
+            Error::Api { status: 404, .. } => {
+                "`silver releases APP` lists the releases the node has".into()
+            }
+            Error::Api { status: 400, .. } => {
+                "check the app name, id or location given; `silver help` shows each command's forms"
+                    .into()
+            }
+            Error::BadNode { .. } => {
+                "use http://host:port, https://host:port or ssh://[user@]host[:port]".into()
+            }
+            Error::NoSsh { .. } => "install the ssh client, or set SILVER_SSH to one".into(),
+            Error::Ssh { .. } | Error::TunnelTimeout { .. } => {
+                "check that `ssh HOST` works from this machine (keys, known_hosts, ~/.ssh/config)"
+                    .into()
+            }
+            Error::RemoteToken { .. } => "set SILVER_TOKEN or --token-file".into(),
+            Error::BadCertificate { .. } => "give --ca-cert a PEM certificate".into(),
+            Error::Artifact(e) => return e.hint(),
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! The deploy client: `Node` speaks to a node's control API (http, https, or http through an
+//! ssh tunnel), and `deploy` uploads only the objects the node lacks, then activates. It shares
+//! only the wire protocol with the node, so a CI machine that packs and deploys builds no node.
+
+#![allow(clippy::result_large_err)]
+
+mod deploy;
+mod error;
+pub mod tls;
+pub mod tunnel;
+
+pub use deploy::*;
+pub use error::Error;

@@ -1,0 +1,254 @@
+//! The node's errors. Each variant names the app, id, path or bound it concerns; `status()` is
+//! the HTTP status the control API answers with, and `hint()` what the caller should do.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axum::http::StatusCode;
+use packer::manifest::ManifestProblem;
+use packer::{AppName, Id, IdPrefix};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error on `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    // ---- names and ids ----
+    #[error("`{name}` is not an app name: {rule}")]
+    BadAppName {
+        name: String,
+        rule: packer::names::NameRule,
+    },
+    #[error("`{given}` is not an artifact id: {rule}")]
+    BadId {
+        given: String,
+        rule: packer::names::IdRule,
+    },
+    #[error("no artifact on this node has an id starting with {prefix}")]
+    UnknownId { prefix: IdPrefix },
+    #[error("{count} artifacts on this node have ids starting with {prefix}")]
+    AmbiguousId { prefix: IdPrefix, count: usize },
+    #[error("app `{app}` has never been deployed to this node")]
+    UnknownApp { app: AppName },
+    #[error("the request body is not what {route} takes: {why}")]
+    BadBody { route: String, why: String },
+    #[error("location `{location}` {why}")]
+    BadLocation { location: String, why: &'static str },
+    // ---- artifacts and objects ----
+    #[error("the manifest is invalid: {problem}")]
+    BadManifest { problem: ManifestProblem },
+    #[error("the manifest is {actual}, not {claimed}")]
+    ManifestIdMismatch { claimed: Id, actual: Id },
+    #[error("artifact {id} was never sent to this node")]
+    NeverSent { id: Id },
+    #[error("artifact {id} is not on this node")]
+    ArtifactMissing { id: Id },
+    #[error("the manifest of {id} names {count} objects the node does not have")]
+    ObjectsMissing { id: Id, count: usize },
+    #[error("object {expected} arrived with content hashing to {actual}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("the delta's base manifest {base} is not on this node")]
+    BaseMissing { base: Id },
+    #[error("the manifest is not a valid zstd stream")]
+    BadZstd {
+        #[source]
+        source: io::Error,
+    },
+    #[error("a manifest over {limit} bytes")]
+    ManifestTooLarge { limit: u64 },
+    #[error("the node's copy of a manifest is damaged: `{}`: {problem}", path.display())]
+    DamagedManifest {
+        path: PathBuf,
+        problem: ManifestProblem,
+    },
+    #[error("artifact {id} was packed for app `{packed}`, not `{app}`")]
+    OtherApp {
+        app: AppName,
+        packed: String,
+        id: Id,
+    },
+    // ---- uploads ----
+    #[error("the upload was interrupted: {why}")]
+    UploadInterrupted { why: String },
+    #[error("the upload stalled for {secs} s")]
+    UploadStalled { secs: u64 },
+    #[error("the upload stream is corrupt")]
+    UploadCorrupt {
+        #[source]
+        source: io::Error,
+    },
+    #[error("the upload ended in the middle of an object")]
+    UploadTorn,
+    #[error("an upload of {bytes} bytes is over the limit of {max} bytes")]
+    UploadTooLarge { bytes: u64, max: u64 },
+    #[error("an object of {bytes} bytes is over the limit of {max} bytes")]
+    ObjectTooLarge { bytes: u64, max: u64 },
+    #[error("not enough free space on the node: {needed} bytes needed, {available} available")]
+    NoSpace { needed: u64, available: u64 },
+    // ---- releases ----
+    #[error("app `{app}` is being activated by {holder} (since {})", silver_wire::api::utc(*since))]
+    Locked {
+        app: AppName,
+        holder: String,
+        since: u64,
+    },
+    #[error("app `{app}` has no previous release to roll back to")]
+    NoPrevious { app: AppName },
+    #[error("app `{app}` has no current release on this node")]
+    NoCurrent { app: AppName },
+    #[error("release {id} of `{app}` is not on this node")]
+    ReleaseMissing { app: AppName, id: Id },
+    // ---- logs and run ----
+    #[error("`{name}` is not a process name")]
+    BadProcess { name: String },
+    #[error("app `{app}` has no log for process `{process}` on this node")]
+    NoLog { app: AppName, process: String },
+    #[error("app `{app}` has no logs on this node")]
+    NoLogs { app: AppName },
+    #[error("`run` needs a command")]
+    EmptyCommand,
+    #[error("cannot run `{program}` in `{app}`")]
+    CannotRun {
+        app: AppName,
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    // ---- the agent itself ----
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a TLS control listener needs a certificate and key")]
+    TlsNeedsCert,
+    #[error("refusing to listen on {addr} without TLS: the control API never takes plaintext remote control")]
+    PlaintextRemote { addr: SocketAddr },
+    #[error("TLS file `{}`: {why}", path.display())]
+    BadTls { path: PathBuf, why: String },
+    #[error("token file `{}` is empty", path.display())]
+    EmptyToken { path: PathBuf },
+    #[error("apps run as `{user}`, who cannot reach the node root `{}`: `{}` is mode {mode:04o}", root.display(), dir.display())]
+    Unreachable {
+        root: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+        user: String,
+    },
+    #[error("a node worker stopped while {doing}")]
+    Worker {
+        doing: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    Runtime(#[from] silver_runtime::Error),
+    #[error(transparent)]
+    Artifact(#[from] packer::Error),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The status the control API answers this error with.
+    pub fn status(&self) -> StatusCode {
+        use Error::*;
+        match self {
+            BadAppName { .. }
+            | BadId { .. }
+            | AmbiguousId { .. }
+            | BadBody { .. }
+            | BadLocation { .. }
+            | BadZstd { .. }
+            | UploadInterrupted { .. }
+            | UploadStalled { .. }
+            | UploadCorrupt { .. }
+            | BadProcess { .. }
+            | EmptyCommand => StatusCode::BAD_REQUEST,
+            UnknownId { .. }
+            | UnknownApp { .. }
+            | NeverSent { .. }
+            | ArtifactMissing { .. }
+            | NoPrevious { .. }
+            | NoCurrent { .. }
+            | ReleaseMissing { .. }
+            | NoLog { .. }
+            | NoLogs { .. } => StatusCode::NOT_FOUND,
+            BadManifest { .. }
+            | ManifestIdMismatch { .. }
+            | ObjectsMissing { .. }
+            | HashMismatch { .. }
+            | UploadTorn
+            | OtherApp { .. }
+            | Artifact(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Runtime(silver_runtime::Error::Activation { .. })
+            | Runtime(silver_runtime::Error::LocationTaken { .. })
+            | Runtime(silver_runtime::Error::NotPython { .. })
+            | Runtime(silver_runtime::Error::UnknownService { .. })
+            | Runtime(silver_runtime::Error::NoPostgres { .. })
+            | Runtime(silver_runtime::Error::MissingPackages { .. })
+            | Runtime(silver_runtime::Error::AppConfig(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            UploadTooLarge { .. } | ObjectTooLarge { .. } | ManifestTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Locked { .. } => StatusCode::CONFLICT,
+            NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            BaseMissing { .. } => StatusCode::PRECONDITION_FAILED,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What to do about it, printed on its own line.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Locked { .. } => {
+                "wait for that activation to finish (deploy waits unless given --no-wait)".into()
+            }
+            Error::NoSpace { .. } => {
+                "free space on the node, e.g. `silver gc --node URL --keep 3`".into()
+            }
+            Error::BadAppName { .. } => format!("app names are {}", AppName::RULES),
+            Error::BadId { .. } => {
+                "give the id as printed: b3: and at least 12 hex digits (or the digits alone)".into()
+            }
+            Error::UnknownId { .. } | Error::ReleaseMissing { .. } => {
+                "`silver releases APP` lists the releases this node has".into()
+            }
+            Error::AmbiguousId { .. } => "give more digits of the id".into(),
+            Error::UnknownApp { .. } | Error::NoCurrent { .. } | Error::NoLogs { .. } => {
+                "deploy it first: `silver deploy APP_DIR --node URL`".into()
+            }
+            Error::NoPrevious { app } => format!(
+                "`silver releases {app}` lists its releases; `silver activate {app} ID` makes any staged one current"
+            ),
+            Error::OtherApp { .. } => {
+                "deploy it under its own name, or pass --app NAME (deploy) or --other-app (activate) to mean it".into()
+            }
+            Error::ObjectsMissing { .. } => "upload them first (`silver deploy` does)".into(),
+            Error::Unreachable { dir, .. } => format!(
+                "put the root where others may pass (the default /var/lib/silver), or `chmod o+x {}`",
+                dir.display()
+            ),
+            Error::Listen { .. } => "is another agent running there? pick another --listen or --http".into(),
+            Error::TlsNeedsCert => "pass --tls-cert and --tls-key".into(),
+            Error::PlaintextRemote { .. } => "listen on loopback and use --node ssh://user@host, or pass --tls-cert and --tls-key (and --tls-listen for a TLS listener beside the loopback one)".into(),
+            Error::EmptyToken { path } => format!(
+                "remove `{}` to have the agent make a new token, or write one into it",
+                path.display()
+            ),
+            Error::Runtime(e) => return e.hint(),
+            Error::Artifact(e) => return e.hint(),
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! The runtime's errors: each names the app, path, process or service it concerns, and says
+//! what to do in `hint()`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use packer::AppName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error on `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot watch `{}` for changes", path.display())]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("runner `{runner}` is not a Python file: the node runs WSGI apps from a `.py` file that defines `application`, or a `[processes] web` command")]
+    NotPython { runner: String },
+    #[error("location `{location}` is already served by app `{other}` on this node")]
+    LocationTaken { location: String, other: AppName },
+    #[error("the app user `{user}` cannot reach `{}` (mode {mode:04o})", dir.display())]
+    Unreachable {
+        user: String,
+        dir: PathBuf,
+        mode: u32,
+    },
+    #[error("app `{app}` needs service `{service}`, but this node has no PostgreSQL")]
+    NoPostgres { app: AppName, service: String },
+    #[error("app `{app}` needs service `{service}`, which silver does not provide")]
+    UnknownService { app: AppName, service: String },
+    #[error("app `{app}` needs packages this node lacks: {}", missing.join(", "))]
+    MissingPackages { app: AppName, missing: Vec<String> },
+    #[error("cannot run `{program}` to reach PostgreSQL")]
+    NoPsql {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot talk to PostgreSQL")]
+    PostgresPipe {
+        #[source]
+        source: io::Error,
+    },
+    #[error("PostgreSQL refused to provision the app's database: {message}")]
+    PostgresRefused { message: String },
+    #[error("a runtime worker stopped while {doing}")]
+    Worker {
+        doing: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    AppConfig(#[from] packer::Error),
+    #[error(
+        "release {release} of `{app}` failed at {step}: {reason}{}",
+        tail(log_tail)
+    )]
+    Activation {
+        app: AppName,
+        release: String,
+        step: String,
+        reason: String,
+        /// The last lines the new process wrote.
+        log_tail: Vec<String>,
+        /// Whether an earlier release of the app still serves (false on a first deploy).
+        previous_serves: bool,
+    },
+}
+
+fn tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("\n  its last output:");
+    for line in lines {
+        text.push_str("\n  | ");
+        text.push_str(line);
+    }
+    text
+}
+
+impl Error {
+    pub fn io(path: &Path, source: io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// What to do about it, printed on its own line.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Listen { .. } => "is another silver (or server) listening there? pick another --port".into(),
+            Error::LocationTaken { .. } => "choose another with --location HOST[/PATH]".into(),
+            Error::Unreachable { dir, .. } => format!(
+                "apps run unprivileged and must enter every directory above their release: `chmod o+x {}`, or put the agent's root elsewhere (default /var/lib/silver)",
+                dir.display()
+            ),
+            Error::NoPostgres { .. } => "install it (apt-get install postgresql) or start the agent with --postgres-url postgresql://ADMIN@HOST:PORT/postgres".into(),
+            Error::UnknownService { .. } => "the services are `files`, `postgresql` and `postgis`".into(),
+            Error::MissingPackages { missing, .. } => format!(
+                "add them to the node's image recipe, or install them (apt-get install {})",
+                missing.join(" ")
+            ),
+            Error::NotPython { .. } => "point `runner` at the app's WSGI `.py` file".into(),
+            Error::AppConfig(e) => return e.hint(),
+            Error::Activation {
+                app,
+                previous_serves: true,
+                ..
+            } => format!(
+                "the previous release keeps serving; see `silver logs {app}` and `silver releases {app}`"
+            ),
+            Error::Activation { app, .. } => format!(
+                "no earlier release of `{app}` serves, so nothing does; see `silver logs {app}`"
+            ),
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,20 @@
+//! The live side of a node, and of `silver serve`: the releases that run (`live`), what to run
+//! for one (`launch`), its processes under supervision (`supervise`) with their logs (`logs`),
+//! the front door (`router`), services (`services`), the app's environment (`environment`), and
+//! the dev server (`dev`). It never touches the node's store: the caller hands it directories
+//! and a flip to run at the switch.
+
+#![allow(clippy::result_large_err)]
+
+pub mod dev;
+pub mod environment;
+mod error;
+pub mod launch;
+mod live;
+pub mod logs;
+pub mod router;
+pub mod services;
+pub mod supervise;
+
+pub use error::Error;
+pub use live::*;
