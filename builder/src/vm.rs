@@ -93,7 +93,108 @@ pub struct NodeInfo {
 pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
     check_name(&config.name)?;
     let dir = config.nodes_dir.join(&config.name);
-    if let Some(info) = read_info(&dir) {
+    check_boot_inputs(config, &dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let image = std::fs::canonicalize(&config.image).map_err(|e| io(&config.image, e))?;
+    let qemu = prepare(config, &dir, &image)?;
+    run(qemu_command(&qemu), "qemu-system-x86_64")?;
+    let info = NodeInfo {
+        name: config.name.clone(),
+        image,
+        ssh_port: qemu.ports.ssh,
+        http_port: qemu.ports.http,
+        accel: config.accel,
+        pid: read_pid(&qemu.pidfile),
+        running: true,
+        node_url: format!("ssh://root@127.0.0.1:{}", qemu.ports.ssh),
+        front_url: format!("http://127.0.0.1:{}", qemu.ports.http),
+        agent_url: format!("https://127.0.0.1:{}", qemu.ports.agent),
+        ca_cert: dir.join("ca.pem"),
+        token_file: dir.join("token"),
+        serial_log: qemu.serial.clone(),
+    };
+    let json = serde_json::to_string_pretty(&info).expect("serializable");
+    std::fs::write(dir.join("node.json"), json).map_err(|e| io(&dir, e))?;
+    wait_until_up(config, &info)?;
+    Ok(info)
+}
+
+/// Everything QEMU is started with; `qemu_command` turns it into the command line.
+#[derive(Debug, Clone)]
+pub struct QemuInputs {
+    /// The bake's output directory (kernel and initrd).
+    pub image: PathBuf,
+    pub overlay: PathBuf,
+    pub seed: PathBuf,
+    pub serial: PathBuf,
+    pub pidfile: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub ports: Ports,
+    /// The agent's TLS port inside the guest.
+    pub remote_port: u16,
+}
+
+/// The host's loopback ports forwarded into the guest.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub ssh: u16,
+    pub http: u16,
+    pub agent: u16,
+}
+
+/// The QEMU command line for a node: direct kernel boot, user networking with loopback-only
+/// forwards (ssh, the front door, the agent's TLS port), daemonized with a pid file. Pure, so a
+/// snapshot test can read it.
+pub fn qemu_command(q: &QemuInputs) -> Command {
+    let accel = match q.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    let Ports { ssh, http, agent } = q.ports;
+    let remote = q.remote_port;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", &format!("q35,accel={accel}")])
+        .args([
+            "-m",
+            &q.memory_mib.to_string(),
+            "-smp",
+            "2",
+            "-display",
+            "none",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", q.serial.display()))
+        .arg("-kernel")
+        .arg(q.image.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(q.image.join("initrd.img"))
+        .args(["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0"])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=qcow2",
+            q.overlay.display()
+        ))
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw", q.seed.display()))
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{ssh}-:22,hostfwd=tcp:127.0.0.1:{http}-:80,\
+             hostfwd=tcp:127.0.0.1:{agent}-:{remote}"
+        ))
+        .args([
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-daemonize",
+            "-pidfile",
+        ])
+        .arg(&q.pidfile);
+    cmd
+}
+
+/// A node of that name must not run already, and the image must have what a boot needs.
+fn check_boot_inputs(config: &BootConfig, dir: &Path) -> Result<(), Error> {
+    if let Some(info) = read_info(dir) {
         if info.running {
             return Err(tool(
                 "node boot",
@@ -116,8 +217,11 @@ pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
             ));
         }
     }
-    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-    let image = std::fs::canonicalize(&config.image).map_err(|e| io(&config.image, e))?;
+    Ok(())
+}
+
+/// The node's overlay disk (made once), its credentials and its seed: what QEMU starts with.
+fn prepare(config: &BootConfig, dir: &Path, image: &Path) -> Result<QemuInputs, Error> {
     let overlay = dir.join("overlay.qcow2");
     if !overlay.exists() {
         let mut cmd = Command::new("qemu-img");
@@ -126,7 +230,7 @@ pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
             .arg(&overlay);
         run(cmd, "qemu-img create")?;
     }
-    let agent = image_agent(&image)?;
+    let agent = image_agent(image)?;
     let remote_port = agent
         .remote
         .parse::<std::net::SocketAddr>()
@@ -140,8 +244,8 @@ pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
             )
         })?
         .port();
-    let token = token(&dir)?;
-    let tls = node_tls(&dir, &config.name)?;
+    let token = token(dir)?;
+    let tls = node_tls(dir, &config.name)?;
     let seed = dir.join("seed.img");
     let settings = Settings {
         name: &config.name,
@@ -153,99 +257,59 @@ pub fn boot(config: &BootConfig) -> Result<NodeInfo, Error> {
     make_seed(&seed, &settings)?;
     let serial = dir.join("serial.log");
     let _ = std::fs::remove_file(&serial);
-    let pidfile = dir.join("qemu.pid");
-    let (ssh_port, http_port, agent_port) =
-        (config.port_base, config.port_base + 1, config.port_base + 2);
-    let accel = config.accel;
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-machine",
-        &format!(
-            "q35,accel={}",
-            match accel {
-                Accel::Kvm => "kvm",
-                Accel::Tcg => "tcg",
-            }
-        ),
-    ])
-    .args([
-        "-m",
-        &config.memory_mib.to_string(),
-        "-smp",
-        "2",
-        "-display",
-        "none",
-    ])
-    .arg("-serial")
-    .arg(format!("file:{}", serial.display()))
-    .arg("-kernel")
-    .arg(image.join("vmlinuz"))
-    .arg("-initrd")
-    .arg(image.join("initrd.img"))
-    .args(["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0"])
-    .arg("-drive")
-    .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
-    .arg("-drive")
-    .arg(format!("file={},if=virtio,format=raw", seed.display()))
-    .arg("-netdev")
-    .arg(format!(
-        "user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{http_port}-:80,\
-         hostfwd=tcp:127.0.0.1:{agent_port}-:{remote_port}"
-    ))
-    .args([
-        "-device",
-        "virtio-net-pci,netdev=n0",
-        "-daemonize",
-        "-pidfile",
-    ])
-    .arg(&pidfile);
-    run(cmd, "qemu-system-x86_64")?;
-    let info = NodeInfo {
-        name: config.name.clone(),
-        image,
-        ssh_port,
-        http_port,
-        accel,
-        pid: read_pid(&pidfile),
-        running: true,
-        node_url: format!("ssh://root@127.0.0.1:{ssh_port}"),
-        front_url: format!("http://127.0.0.1:{http_port}"),
-        agent_url: format!("https://127.0.0.1:{agent_port}"),
-        ca_cert: dir.join("ca.pem"),
-        token_file: dir.join("token"),
-        serial_log: serial.clone(),
-    };
-    let json = serde_json::to_string_pretty(&info).expect("serializable");
-    std::fs::write(dir.join("node.json"), json).map_err(|e| io(&dir, e))?;
+    Ok(QemuInputs {
+        image: image.to_path_buf(),
+        overlay,
+        seed,
+        serial,
+        pidfile: dir.join("qemu.pid"),
+        accel: config.accel,
+        memory_mib: config.memory_mib,
+        ports: Ports {
+            ssh: config.port_base,
+            http: config.port_base + 1,
+            agent: config.port_base + 2,
+        },
+        remote_port,
+    })
+}
+
+/// Waits until the node's front door answers HTTP; stops a node that does not come up in time
+/// and says why, with the serial console's tail.
+fn wait_until_up(config: &BootConfig, info: &NodeInfo) -> Result<(), Error> {
     let deadline = Instant::now() + config.timeout;
+    let front = format!("http://127.0.0.1:{}/", info.http_port);
     loop {
-        if front_door_answers(http_port) {
-            return Ok(info);
+        // QEMU accepts forwarded connections before the guest listens, then closes them: only
+        // an HTTP answer counts.
+        if silver_client::answers_http(&front, Duration::from_secs(5)) {
+            return Ok(());
         }
         let alive = info.pid.is_some_and(pid_alive);
-        if !alive || Instant::now() > deadline {
-            if alive {
-                let _ = stop(&config.nodes_dir, &config.name);
-            }
-            let why = if alive {
-                format!(
-                    "its agent did not answer within {} s",
-                    config.timeout.as_secs()
-                )
-            } else {
-                "QEMU exited".into()
-            };
-            return Err(tool(
-                "node boot",
-                format!(
-                    "node `{}` did not come up: {why}; the serial console ({}) ends with:\n{}",
-                    config.name,
-                    serial.display(),
-                    tail(&serial, 25)
-                ),
-            ));
+        if alive && Instant::now() <= deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
         }
-        std::thread::sleep(Duration::from_millis(500));
+        if alive {
+            let _ = stop(&config.nodes_dir, &config.name);
+        }
+        let why = if alive {
+            format!(
+                "its agent did not answer within {} s",
+                config.timeout.as_secs()
+            )
+        } else {
+            "QEMU exited".into()
+        };
+        return Err(tool(
+            "node boot",
+            format!(
+                "node `{}` did not come up: {why}; the serial console ({}) ends with:\n{}",
+                config.name,
+                info.serial_log.display(),
+                tail(&info.serial_log, 25)
+            ),
+        ));
     }
 }
 
@@ -312,25 +376,6 @@ fn read_pid(path: &Path) -> Option<u32> {
 
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn front_door_answers(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(2),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s.write_all(b"GET / HTTP/1.1\r\nHost: health.invalid\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    // QEMU accepts forwarded connections before the guest listens, then closes them.
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1")
 }
 
 /// The agent's token for this node: made once, kept in the state directory (0600), handed to
@@ -532,5 +577,64 @@ fn io(path: &Path, source: std::io::Error) -> Error {
     Error::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod qemu_tests {
+    use super::*;
+
+    #[test]
+    fn the_qemu_command_line() {
+        let q = QemuInputs {
+            image: "/img".into(),
+            overlay: "/n/overlay.qcow2".into(),
+            seed: "/n/seed.img".into(),
+            serial: "/n/serial.log".into(),
+            pidfile: "/n/qemu.pid".into(),
+            accel: Accel::Tcg,
+            memory_mib: 1024,
+            ports: Ports {
+                ssh: 2222,
+                http: 2223,
+                agent: 2224,
+            },
+            remote_port: 7443,
+        };
+        let cmd = qemu_command(&q);
+        let line: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        insta::assert_snapshot!(line.join("\n"), @r"
+        qemu-system-x86_64
+        -machine
+        q35,accel=tcg
+        -m
+        1024
+        -smp
+        2
+        -display
+        none
+        -serial
+        file:/n/serial.log
+        -kernel
+        /img/vmlinuz
+        -initrd
+        /img/initrd.img
+        -append
+        root=/dev/vda rw console=ttyS0 net.ifnames=0
+        -drive
+        file=/n/overlay.qcow2,if=virtio,format=qcow2
+        -drive
+        file=/n/seed.img,if=virtio,format=raw
+        -netdev
+        user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:2223-:80,hostfwd=tcp:127.0.0.1:2224-:7443
+        -device
+        virtio-net-pci,netdev=n0
+        -daemonize
+        -pidfile
+        /n/qemu.pid
+        ");
     }
 }
