@@ -60,6 +60,79 @@ pub struct Recovery {
     pub broken_current: Vec<AppName>,
 }
 
+/// The one owner of an app's directory on the node, `apps/<app>/`:
+///
+/// ```text
+/// releases/<hex>/   materialized releases          current       symlink to the live one
+/// history.jsonl     every activation and failure   lock          who is activating
+/// pins, locations   one item per line              lock.stale    a dead agent's lock
+/// logs/ run/ data/ cache/ files/ services/ maintenance   the app's own state (`AppPaths`)
+/// ```
+#[derive(Debug, Clone)]
+pub struct AppDir {
+    dir: PathBuf,
+}
+
+/// The one-item-per-line files of an app.
+#[derive(Debug, Clone, Copy)]
+pub enum List {
+    Pins,
+    Locations,
+}
+
+impl AppDir {
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the app was ever deployed here.
+    pub fn exists(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    pub fn releases(&self) -> PathBuf {
+        self.dir.join("releases")
+    }
+
+    pub fn release(&self, id: &Id) -> PathBuf {
+        self.releases().join(id.0.to_hex())
+    }
+
+    /// The symlink to the live release.
+    pub fn current(&self) -> PathBuf {
+        self.dir.join("current")
+    }
+
+    /// The new `current` link, made beside it and renamed over it (recovery removes leftovers).
+    fn current_temp(&self, instance: &str) -> PathBuf {
+        self.dir.join(format!(".current-{instance}"))
+    }
+
+    pub fn history(&self) -> PathBuf {
+        self.dir.join("history.jsonl")
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+
+    pub fn lock_stale(&self) -> PathBuf {
+        self.dir.join("lock.stale")
+    }
+
+    pub fn list(&self, list: List) -> PathBuf {
+        self.dir.join(match list {
+            List::Pins => "pins",
+            List::Locations => "locations",
+        })
+    }
+
+    /// The app's own state, as the runtime uses it.
+    pub fn runtime(&self) -> silver_runtime::AppPaths {
+        silver_runtime::AppPaths::new(self.dir.clone())
+    }
+}
+
 impl Store {
     pub fn open(root: &Path, limits: Limits) -> Result<Store, Error> {
         for dir in ["objects/tmp", "artifacts", "apps"] {
@@ -102,10 +175,10 @@ impl Store {
             }
         }
         for app in self.apps()? {
-            let app_dir = self.app_dir(&app);
-            for entry in read_dir(&app_dir.join("releases"))?
+            let dir = self.app(&app);
+            for entry in read_dir(&dir.releases())?
                 .into_iter()
-                .chain(read_dir(&app_dir)?)
+                .chain(read_dir(dir.path())?)
             {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".partial") || name.starts_with(".current-") {
@@ -291,12 +364,15 @@ impl Store {
         })
     }
 
-    pub fn app_dir(&self, app: &AppName) -> PathBuf {
-        self.root.join("apps").join(app)
+    /// The app's directory on this node; the only way to a path under `apps/<app>/`.
+    pub fn app(&self, app: &AppName) -> AppDir {
+        AppDir {
+            dir: self.root.join("apps").join(app),
+        }
     }
 
     pub fn release_dir(&self, app: &AppName, id: &Id) -> PathBuf {
-        self.app_dir(app).join("releases").join(id.0.to_hex())
+        self.app(app).release(id)
     }
 
     /// Materializes a release from its manifest, unless it is already there. Builds
@@ -365,7 +441,7 @@ impl Store {
     }
 
     pub fn current(&self, app: &AppName) -> Result<Option<Id>, Error> {
-        let link = self.app_dir(app).join("current");
+        let link = self.app(app).current();
         match fs::read_link(&link) {
             Ok(target) => {
                 let hex = target
@@ -382,19 +458,19 @@ impl Store {
     /// Points `current` at a staged release: a new symlink renamed over the old one, then the
     /// directory synced. Never `ln -sfn`, which unlinks first and is not atomic.
     pub fn flip(&self, app: &AppName, id: &Id) -> Result<(), Error> {
-        let app_dir = self.app_dir(app);
-        let tmp = app_dir.join(format!(".current-{}", self.instance));
+        let dir = self.app(app);
+        let tmp = dir.current_temp(&self.instance);
         let _ = fs::remove_file(&tmp);
         let target = Path::new("releases").join(id.0.to_hex());
         std::os::unix::fs::symlink(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, app_dir.join("current")).map_err(|e| Error::io(&app_dir, e))?;
-        sync_dir(&app_dir)
+        fs::rename(&tmp, dir.current()).map_err(|e| Error::io(dir.path(), e))?;
+        sync_dir(dir.path())
     }
 
     // ---- history ----
 
     pub fn record(&self, app: &AppName, record: &Record) -> Result<(), Error> {
-        let path = self.app_dir(app).join("history.jsonl");
+        let path = self.app(app).history();
         let mut line = serde_json::to_vec(record).expect("records serialize");
         line.push(b'\n');
         let mut file = OpenOptions::new()
@@ -409,7 +485,7 @@ impl Store {
     }
 
     pub fn history(&self, app: &AppName) -> Result<Vec<Record>, Error> {
-        let path = self.app_dir(app).join("history.jsonl");
+        let path = self.app(app).history();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
@@ -427,7 +503,7 @@ impl Store {
         let history = self.history(app)?;
         let current = self.current(app)?.map(|id| id.to_string());
         let previous = previous_good(&history, current.as_deref());
-        let mut ids: Vec<String> = read_dir(&self.app_dir(app).join("releases"))?
+        let mut ids: Vec<String> = read_dir(&self.app(app).releases())?
             .into_iter()
             .filter_map(|e| {
                 e.file_name()
@@ -486,7 +562,7 @@ impl Store {
 
     /// The app's pinned release ids: gc never removes them.
     pub fn pins(&self, app: &AppName) -> Vec<String> {
-        self.read_list(app, "pins")
+        self.read_list(app, List::Pins)
     }
 
     /// Pins or unpins a release (one id per line in `pins`, rewritten atomically).
@@ -502,26 +578,26 @@ impl Store {
         if pinned {
             pins.push(id.to_string());
         }
-        self.write_list(app, "pins", &pins)?;
+        self.write_list(app, List::Pins, &pins)?;
         Ok(pins)
     }
 
     /// Where the app answers (`host[/path]`, one per line), as last deployed; empty if never set.
     pub fn locations(&self, app: &AppName) -> Vec<String> {
-        self.read_list(app, "locations")
+        self.read_list(app, List::Locations)
     }
 
     pub fn set_locations(&self, app: &AppName, locations: &[String]) -> Result<(), Error> {
-        self.write_list(app, "locations", locations)
+        self.write_list(app, List::Locations, locations)
     }
 
     /// Whether the app shows the maintenance page (`silver disable`).
     pub fn maintenance(&self, app: &AppName) -> bool {
-        self.app_dir(app).join("maintenance").exists()
+        self.app(app).runtime().maintenance_flag().exists()
     }
 
     pub fn set_maintenance(&self, app: &AppName, on: bool) -> Result<(), Error> {
-        let path = self.app_dir(app).join("maintenance");
+        let path = self.app(app).runtime().maintenance_flag();
         let done = if on {
             fs::write(&path, b"")
         } else {
@@ -533,8 +609,8 @@ impl Store {
         done.map_err(|e| Error::io(&path, e))
     }
 
-    fn read_list(&self, app: &AppName, name: &str) -> Vec<String> {
-        let text = fs::read_to_string(self.app_dir(app).join(name)).unwrap_or_default();
+    fn read_list(&self, app: &AppName, name: List) -> Vec<String> {
+        let text = fs::read_to_string(self.app(app).list(name)).unwrap_or_default();
         text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
@@ -543,10 +619,10 @@ impl Store {
     }
 
     /// Rewrites a one-item-per-line file atomically.
-    fn write_list(&self, app: &AppName, name: &str, items: &[String]) -> Result<(), Error> {
-        mkdir_p(&self.app_dir(app))?;
+    fn write_list(&self, app: &AppName, name: List, items: &[String]) -> Result<(), Error> {
+        mkdir_p(self.app(app).path())?;
         let body: String = items.iter().map(|p| format!("{p}\n")).collect();
-        let path = self.app_dir(app).join(name);
+        let path = self.app(app).list(name);
         let options = safefs::WriteOptions {
             mode: 0o644,
             durability: safefs::Durability::Durable,
@@ -559,8 +635,8 @@ impl Store {
     /// Takes the app's activation lock, or says who holds it. A lock left by a dead or
     /// earlier agent is marked stale and taken over.
     pub fn lock(&self, app: &AppName, holder: &str) -> Result<AppLock, Error> {
-        mkdir_p(&self.app_dir(app))?;
-        let path = self.app_dir(app).join("lock");
+        mkdir_p(self.app(app).path())?;
+        let path = self.app(app).lock();
         for _ in 0..3 {
             let info = LockInfo {
                 holder: holder.into(),
@@ -602,7 +678,7 @@ impl Store {
     }
 
     fn read_lock(&self, app: &AppName) -> Option<LockInfo> {
-        let text = fs::read(self.app_dir(app).join("lock")).ok()?;
+        let text = fs::read(self.app(app).lock()).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -620,8 +696,8 @@ impl Store {
 
     /// Keeps the stale lock's content for the operator (`lock.stale`) and frees the app.
     fn mark_stale(&self, app: &AppName) -> Result<(), Error> {
-        let path = self.app_dir(app).join("lock");
-        match fs::rename(&path, self.app_dir(app).join("lock.stale")) {
+        let path = self.app(app).lock();
+        match fs::rename(&path, self.app(app).lock_stale()) {
             Ok(()) => {
                 tracing::warn!(%app, "took over a stale lock");
                 Ok(())
@@ -775,7 +851,7 @@ impl Store {
             }
         }
         for app in self.apps()? {
-            for release in read_dir(&self.app_dir(&app).join("releases"))? {
+            for release in read_dir(&self.app(&app).releases())? {
                 let name = release.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".partial") {
                     report.leftovers.push(release.path().display().to_string());

@@ -163,7 +163,7 @@ async fn start(runtime: &Runtime, config: &ServeConfig, generation: u32) -> Resu
         release: "dev".into(),
         label: format!("dev{generation}"),
         dir: config.app_dir.clone(),
-        app_dir: config.state_dir.clone(),
+        paths: crate::AppPaths::new(config.state_dir.clone()),
         config: app_config,
         locations: vec![Location {
             host: "*".into(),

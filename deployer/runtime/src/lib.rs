@@ -12,9 +12,11 @@ mod error;
 pub mod launch;
 mod live;
 pub mod logs;
+pub mod paths;
 pub mod router;
 pub mod services;
 pub mod supervise;
 
 pub use error::Error;
 pub use live::*;
+pub use paths::AppPaths;

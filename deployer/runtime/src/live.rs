@@ -18,6 +18,7 @@ use crate::environment::{environment, write_environment, EnvContext};
 use crate::error::Error;
 use crate::launch::{self, Gunicorn};
 use crate::logs::{LogSink, Rotation};
+use crate::paths::AppPaths;
 use crate::router::{AppRoute, Backend, Routes};
 use crate::supervise::{AppUser, Spec, Supervised};
 
@@ -68,7 +69,8 @@ pub struct Candidate {
     /// The release's files.
     pub dir: PathBuf,
     /// The app's own directory outside releases: logs/, data/, run/, cache/.
-    pub app_dir: PathBuf,
+    /// The app's own state outside its releases.
+    pub paths: AppPaths,
     pub config: AppConfig,
     pub locations: Vec<Location>,
     /// Run `update_fetch` before the switch (not when an agent restarts what was running).
@@ -98,7 +100,7 @@ impl Candidate {
 
     /// The environment of design §5 plus the runtime's own variables.
     pub fn env(&self, port: Option<u16>, bytecode_cache: bool) -> BTreeMap<String, String> {
-        let logs = self.app_dir.join("logs");
+        let logs = self.paths.logs();
         let static_url = self.static_url();
         let hostname = self.canonical_host();
         let ctx = EnvContext {
@@ -110,9 +112,9 @@ impl Candidate {
             port,
             services: &self.services,
         };
-        let cache = self.app_dir.join("cache");
+        let cache = self.paths.cache();
         let mut env = launch::base_env(
-            &self.app_dir.join("data"),
+            &self.paths.data(),
             bytecode_cache.then_some(cache.as_path()),
             self.config.runner.as_deref(),
         );
@@ -215,14 +217,14 @@ impl Runtime {
             .map_err(|e| self.failed(&c, "provision services", e.to_string(), vec![]))?;
         let has_web = c.config.runner.is_some() || c.config.processes.iter().any(|p| p.web);
         let port = if has_web {
-            Some(free_port().map_err(|e| Error::io(&c.app_dir, e))?)
+            Some(free_port().map_err(|e| Error::io(c.paths.dir(), e))?)
         } else {
             None
         };
         let launches = launch::plan(
             &c.config,
             &self.inner.config.gunicorn,
-            &c.app_dir.join("run"),
+            &c.paths.run(),
             port.unwrap_or(0),
         )
         .map_err(|e| self.failed(&c, "start", e.to_string(), vec![]))?;
@@ -264,7 +266,7 @@ impl Runtime {
             }
             return Err(self.failed(&c, &step, reason, tail));
         }
-        if let Err(e) = write_environment(&c.app_dir.join("run"), &env) {
+        if let Err(e) = write_environment(&c.paths.run(), &env) {
             tracing::warn!(error = %e, "cannot write environment.json");
         }
         let names = processes.iter().map(|p| p.name.clone()).collect();
@@ -286,8 +288,7 @@ impl Runtime {
         if c.config.services.is_empty() && c.config.packages.is_empty() {
             return Ok(());
         }
-        let (app, app_dir, services) =
-            (c.app.clone(), c.app_dir.clone(), c.config.services.clone());
+        let (app, app_dir, services) = (c.app.clone(), c.paths.clone(), c.config.services.clone());
         let (user, postgres) = (
             self.inner.config.user.clone(),
             self.inner.config.postgres.clone(),
@@ -448,7 +449,7 @@ impl Runtime {
             statics.push((old.label.clone(), old.static_dir.clone()));
         }
         let maintenance = self.inner.routes.get(&c.app).is_some_and(|r| r.maintenance)
-            || c.app_dir.join("maintenance").exists();
+            || c.paths.maintenance_flag().exists();
         self.inner.routes.set(
             &c.app,
             AppRoute {
@@ -479,19 +480,24 @@ impl Runtime {
         if let Some(user) = &self.inner.config.user {
             check_reachable(&c.dir, user)?;
         }
-        for sub in ["logs", "data", "run", "cache"] {
-            let dir = c.app_dir.join(sub);
+        let p = &c.paths;
+        for (dir, apps_own) in [
+            (p.logs(), true),
+            (p.data(), true),
+            (p.run(), false),
+            (p.cache(), true),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             // The app writes its data, caches and own logs; everything else stays the agent's.
-            if let (Some(user), "logs" | "data" | "cache") = (&self.inner.config.user, sub) {
+            if let (Some(user), true) = (&self.inner.config.user, apps_own) {
                 std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
                     .map_err(|e| Error::io(&dir, e))?;
             }
         }
         if c.config.runner.is_some() {
             let shim = c
-                .app_dir
-                .join("run")
+                .paths
+                .run()
                 .join(format!("{}.py", launch::WSGI_SHIM_MODULE));
             std::fs::write(&shim, launch::WSGI_SHIM).map_err(|e| Error::io(&shim, e))?;
         }
@@ -510,7 +516,7 @@ impl Runtime {
         if let Some(sink) = sinks.get(&key) {
             return Ok(sink.clone());
         }
-        let path = c.app_dir.join("logs").join(format!("{process}.log"));
+        let path = c.paths.log(process);
         let sink = LogSink::file(path.clone(), self.inner.config.rotation)
             .map_err(|e| Error::io(&path, e))?;
         sinks.insert(key, sink.clone());

@@ -9,7 +9,8 @@
 //! Any other service is refused by name, before anything starts.
 
 use packer::AppName;
-use std::path::Path;
+
+use crate::paths::AppPaths;
 
 use crate::error::Error;
 use crate::supervise::AppUser;
@@ -66,7 +67,7 @@ impl Postgres {
 /// Provisions every service of an app; returns their variables.
 pub fn provision(
     app: &AppName,
-    app_dir: &Path,
+    paths: &AppPaths,
     services: &[(String, String)],
     user: Option<&AppUser>,
     postgres: Option<&Postgres>,
@@ -74,13 +75,13 @@ pub fn provision(
     let mut env = Vec::new();
     for (name, _settings) in services {
         match name.as_str() {
-            "files" => env.push(("CONFIG_FILES".into(), files(app_dir, user)?)),
+            "files" => env.push(("CONFIG_FILES".into(), files(paths, user)?)),
             "postgis" | "postgresql" | "postgres" => {
                 let pg = postgres.ok_or_else(|| Error::NoPostgres {
                     app: app.clone(),
                     service: name.clone(),
                 })?;
-                env.extend(postgresql(app, app_dir, name == "postgis", pg)?);
+                env.extend(postgresql(app, paths, name == "postgis", pg)?);
             }
             other => {
                 return Err(Error::UnknownService {
@@ -127,8 +128,8 @@ pub fn check_packages(app: &AppName, packages: &[String]) -> Result<(), Error> {
     })
 }
 
-fn files(app_dir: &Path, user: Option<&AppUser>) -> Result<String, Error> {
-    let dir = app_dir.join("files");
+fn files(paths: &AppPaths, user: Option<&AppUser>) -> Result<String, Error> {
+    let dir = paths.files();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if let Some(user) = user {
         std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
@@ -139,7 +140,7 @@ fn files(app_dir: &Path, user: Option<&AppUser>) -> Result<String, Error> {
 
 fn postgresql(
     app: &AppName,
-    app_dir: &Path,
+    paths: &AppPaths,
     postgis: bool,
     pg: &Postgres,
 ) -> Result<Vec<(String, String)>, Error> {
@@ -147,7 +148,7 @@ fn postgresql(
         "silver_{}",
         app.as_str().replace(['-', '.'], "_").to_ascii_lowercase()
     );
-    let password = password(app_dir)?;
+    let password = password(paths)?;
     let role = format!(
         "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN \
          CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'; ELSE \
@@ -184,8 +185,8 @@ fn postgresql(
 }
 
 /// The app's database password: made once, kept in `services/postgresql.password` (0600).
-fn password(app_dir: &Path) -> Result<String, Error> {
-    let dir = app_dir.join("services");
+fn password(paths: &AppPaths) -> Result<String, Error> {
+    let dir = paths.services();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = dir.join("postgresql.password");
     safefs::load_or_create_secret(&path, 16).map_err(|e| Error::io(&path, e))
@@ -287,7 +288,7 @@ mod tests {
         ];
         let err = provision(
             &AppName::parse("blog").unwrap(),
-            dir.path(),
+            &AppPaths::new(dir.path().to_path_buf()),
             &services,
             None,
             None,
@@ -296,7 +297,7 @@ mod tests {
         assert!(err.to_string().contains("service `couchdb`"), "{err}");
         let env = provision(
             &AppName::parse("blog").unwrap(),
-            dir.path(),
+            &AppPaths::new(dir.path().to_path_buf()),
             &services[..1],
             None,
             None,
@@ -306,7 +307,7 @@ mod tests {
         assert!(dir.path().join("files").is_dir());
         let err = provision(
             &AppName::parse("blog").unwrap(),
-            dir.path(),
+            &AppPaths::new(dir.path().to_path_buf()),
             &[("postgis".into(), String::new())],
             None,
             None,

@@ -41,7 +41,7 @@ pub(super) async fn rollback(
             let store = state.store.clone();
             let name = app.clone();
             let previous = blocking(move || {
-                if !store.app_dir(&name).is_dir() {
+                if !store.app(&name).exists() {
                     return Err(Error::UnknownApp { app: name });
                 }
                 store
@@ -221,7 +221,7 @@ pub(super) fn candidate(
         release: id.to_string(),
         label: id.0.to_hex()[..12].to_string(),
         dir,
-        app_dir: store.app_dir(app),
+        paths: store.app(app).runtime(),
         config,
         locations,
         update_fetch,
@@ -269,7 +269,7 @@ pub(super) async fn maintenance(
     let store = state.store.clone();
     let name = app.clone();
     blocking(move || {
-        if !store.app_dir(&name).is_dir() {
+        if !store.app(&name).exists() {
             return Err(Error::UnknownApp { app: name });
         }
         store.set_maintenance(&name, req.maintenance)

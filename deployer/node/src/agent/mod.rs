@@ -712,7 +712,7 @@ async fn releases(
 ) -> Result<Json<Vec<Release>>, ApiErr> {
     let store = state.store.clone();
     let list = blocking(move || {
-        if !store.app_dir(&app).is_dir() {
+        if !store.app(&app).exists() {
             return Err(Error::UnknownApp { app });
         }
         store.releases(&app)
@@ -729,7 +729,7 @@ async fn pin(
     let store = state.store.clone();
     Ok(Json(
         blocking(move || {
-            if !store.app_dir(&app).is_dir() {
+            if !store.app(&app).exists() {
                 return Err(Error::UnknownApp { app });
             }
             let id = store.resolve(&req.id)?;

@@ -38,7 +38,7 @@ pub(super) async fn logs(
     App(app): App,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiErr> {
-    let dir = state.store.app_dir(&app).join("logs");
+    let dir = state.store.app(&app).runtime().logs();
     let files = log_files(&dir, q.process.as_deref(), &app)?;
     let lines = q.lines.min(100_000);
     let tail_files = files.clone();

@@ -1,0 +1,61 @@
+//! Where an app's own state lives, outside its releases: the one place that knows the names
+//! under an app's directory that the runtime uses (`logs/`, `run/`, `data/`, `cache/`, the
+//! `files` service, service secrets, the maintenance flag). The node's `AppDir` hands one out;
+//! `silver serve` makes one over its state directory.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPaths {
+    dir: PathBuf,
+}
+
+impl AppPaths {
+    pub fn new(dir: PathBuf) -> AppPaths {
+        AppPaths { dir }
+    }
+
+    /// The app's directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Per-process logs, rotated (`<process>.log`); the app may write here too.
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    pub fn log(&self, process: &str) -> PathBuf {
+        self.logs().join(format!("{process}.log"))
+    }
+
+    /// What the agent writes for the app's processes: the WSGI shim, `environment.json`.
+    pub fn run(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// The app's working data, kept across releases.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Bytecode and other caches the app may lose at any time.
+    pub fn cache(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    /// `service.files`: the app's private files.
+    pub fn files(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+
+    /// Service credentials (0600), such as the database password.
+    pub fn services(&self) -> PathBuf {
+        self.dir.join("services")
+    }
+
+    /// Present while the app shows the maintenance page (`silver disable`).
+    pub fn maintenance_flag(&self) -> PathBuf {
+        self.dir.join("maintenance")
+    }
+}
