@@ -11,7 +11,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    ui::init_logging(cli.verbose);
+    // `up` and `serve` run a node in this process: its warnings repeat what the command says
+    // itself (a failed deploy's reason), so only errors show unless -v asks for more.
+    let interactive = matches!(cli.command, cli::Command::Up(_) | cli::Command::Serve(_));
+    ui::init_logging(cli.verbose, if interactive { "error" } else { "warn" });
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => ui::report_error(&err),

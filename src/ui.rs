@@ -17,10 +17,10 @@ pub const DIM: Style = Style::new().dimmed();
 pub const EXIT_REFUSED: u8 = 3;
 
 /// `SILVER_LOG` (an env-filter directive) wins; `-v` turns on debug for silver's crates.
-pub fn init_logging(verbose: u8) {
+pub fn init_logging(verbose: u8, quiet: &str) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
+        0 => quiet,
         1 => "info,packer=debug,silver_client=debug,silver_node=debug,silver_runtime=debug,builder=debug,silver=debug",
         _ => "debug",
     };
@@ -49,6 +49,16 @@ pub fn out_line(args: std::fmt::Arguments<'_>) {
 macro_rules! out {
     () => { $crate::ui::out_line(format_args!("")) };
     ($($arg:tt)*) => { $crate::ui::out_line(format_args!($($arg)*)) };
+}
+
+/// `1 file`, `2 files`: a count with its noun, singular or plural.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// A status line: `   Packed myapp …`, cargo style.

@@ -108,12 +108,12 @@ pub async fn deploy(
     ui::status(
         "Deployed",
         format!(
-            "{} {} to {} ({} sent, {} objects sent, {} already there)",
+            "{} {} to {} ({} sent, {} sent, {} already there)",
             report.app,
             report.id,
             report.node,
             ui::bytes(report.bytes_sent),
-            report.objects_sent,
+            ui::count(report.objects_sent as u64, "object"),
             report.objects_skipped
         ),
     );

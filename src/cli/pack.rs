@@ -48,13 +48,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ui::status(
         "Packed",
         format!(
-            "{} {} ({} files, {} -> {}, {} fixups) into {}",
+            "{} {} ({}, {} -> {}, {}) into {}",
             report.app,
             report.id,
-            report.files,
+            ui::count(report.files as u64, "file"),
             ui::bytes(report.content_bytes),
             ui::bytes(report.archive_bytes),
-            report.fixups.len(),
+            ui::count(report.fixups.len() as u64, "fixup"),
             report.archive.display()
         ),
     );

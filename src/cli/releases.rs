@@ -105,10 +105,10 @@ fn report(
     ui::status(
         verb,
         format!(
-            "{} to {} (was {})",
+            "{}: {} is live (before: {})",
             done.app,
             done.id,
-            done.previous.as_deref().unwrap_or("nothing")
+            done.previous.as_deref().unwrap_or("none")
         ),
     );
     if node.json {
@@ -128,9 +128,9 @@ pub fn gc(args: GcArgs) -> anyhow::Result<()> {
     ui::status(
         "Freed",
         format!(
-            "{} in {} objects",
+            "{} in {}",
             ui::bytes(report.bytes_freed),
-            report.objects_removed
+            ui::count(report.objects_removed, "object")
         ),
     );
     if args.node.json {

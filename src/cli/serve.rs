@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 
 use crate::ui;
@@ -58,6 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         state_dir,
         runtime,
     };
+    let started = AtomicBool::new(false);
     super::node::runtime()?
         .block_on(silver_runtime::dev::serve(serve, |event| match event {
             silver_runtime::dev::Event::Listening(addr, path) => {
@@ -83,7 +86,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 };
                 ui::status("Reloading", format!("{first}{more} changed"));
             }
-            silver_runtime::dev::Event::Serving(_) => ui::status("Ready", "the new code serves"),
+            // The first start is announced by `Serving` above; later ones are reloads.
+            silver_runtime::dev::Event::Serving(_) if !started.swap(true, Ordering::SeqCst) => {
+                ui::status("Ready", format!("{app} serves"))
+            }
+            silver_runtime::dev::Event::Serving(_) => ui::status("Reloaded", "the new code serves"),
             silver_runtime::dev::Event::Failed(e) => {
                 let _ = ui::report_error(
                     &anyhow::Error::new(e)

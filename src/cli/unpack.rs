@@ -27,9 +27,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ui::status(
         "Unpacked",
         format!(
-            "{} ({} files) into {}",
+            "{} ({}) into {}",
             verified.id,
-            verified.files,
+            ui::count(verified.files as u64, "file"),
             args.dest.display()
         ),
     );

@@ -1,6 +1,7 @@
 //! `silver up`: the whole job on one machine. Packs the app, starts an embedded node (agent and
 //! front door) over a directory, deploys to it, and serves until interrupted.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -98,14 +99,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             super::print_json(&serde_json::json!({
                 "url": url, "app": report.app, "id": report.id, "root": root,
             }))?;
-        } else {
+        } else if !std::io::stdout().is_terminal() {
+            // For scripts; on a terminal the status line below already shows it.
             crate::out!("{url}");
         }
         ui::status("Up", format!("{} at {url} (Ctrl-C stops)", report.app));
         node_task
             .await?
             .map_err(anyhow::Error::from)
-            .context("the local node stopped")
+            .context("the local node stopped")?;
+        ui::status(
+            "Stopped",
+            format!(
+                "{}; its releases and data stay in {}",
+                report.app,
+                root.display()
+            ),
+        );
+        Ok(())
     })
 }
 

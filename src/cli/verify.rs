@@ -24,9 +24,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ui::status(
         "Verified",
         format!(
-            "{} ({} files, {})",
+            "{} ({}, {})",
             verified.id,
-            verified.files,
+            ui::count(verified.files as u64, "file"),
             ui::bytes(verified.content_bytes)
         ),
     );

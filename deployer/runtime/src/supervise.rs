@@ -166,18 +166,23 @@ async fn supervise(spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiver<Op
         if started.elapsed() > HEALTHY_RUN {
             backoff = Duration::from_secs(1);
         }
+        // Said when it happens: a release stopped during the backoff (a failed deploy) is
+        // not restarted, and its log must not claim otherwise.
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(Option::is_some) => {
+                spec.log.line(&spec.release, &format!("[silver] {} stopped; not restarted", spec.name));
+                return;
+            }
+        }
         spec.log.line(
             &spec.release,
             &format!(
-                "[silver] restarting {} in {} s",
+                "[silver] restarting {} after {} s",
                 spec.name,
                 backoff.as_secs()
             ),
         );
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(Option::is_some) => return,
-        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -308,7 +313,10 @@ mod tests {
             text.contains("[silver] worker exited with status 3"),
             "{text}"
         );
-        assert!(text.contains("[silver] restarting worker in 1 s"), "{text}");
+        assert!(
+            text.contains("[silver] restarting worker after 1 s"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
