@@ -24,8 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         args.root.display()
     );
     let store = silver_node::store::Store::open(&args.root, packer::Limits::default())?;
-    let report = store
-        .fsck()
+    let report = silver_node::store::fsck(&store)
         .with_context(|| format!("failed to check `{}`", args.root.display()))?;
     if args.json {
         super::print_json(&report)?;

@@ -745,5 +745,7 @@ async fn gc(
 ) -> Result<Json<GcReport>, ApiErr> {
     let store = state.store.clone();
     let grace = state.config.gc_grace;
-    Ok(Json(blocking(move || store.gc(req.keep, grace)).await?))
+    Ok(Json(
+        blocking(move || store::gc(&store, req.keep, grace)).await?,
+    ))
 }

@@ -1,0 +1,141 @@
+//! Content-addressed objects: `objects/ab/cdef…` (0444, named by BLAKE3), the `.x` 0555 twin
+//! of an executable, and uploads in flight in `objects/tmp`, verified and committed in batches.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use packer::Hash;
+
+use super::*;
+use crate::error::Error;
+
+impl Store {
+    // ---- objects ----
+
+    pub fn object_path(&self, hash: &Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.root.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    pub fn has_object(&self, hash: &Hash) -> bool {
+        self.object_path(hash).is_file()
+    }
+
+    /// Starts receiving one object; its bytes are hashed as they arrive.
+    pub fn object_writer(&self) -> Result<ObjectWriter, Error> {
+        let (file, path) = temp_file(&self.root.join("objects/tmp"))?;
+        Ok(ObjectWriter {
+            file,
+            path,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+        })
+    }
+
+    /// Bytes free for unprivileged use on the store's file system.
+    pub fn free_bytes(&self) -> Result<u64, Error> {
+        let stat = rustix::fs::statvfs(&self.root).map_err(|e| Error::io(&self.root, e.into()))?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// Hardlinks share a mode, so executables link to a 0555 copy of the object.
+    pub(super) fn exec_twin(&self, hash: &Hash) -> Result<PathBuf, Error> {
+        let object = self.object_path(hash);
+        let twin = object.with_extension("x");
+        if twin.is_file() {
+            return Ok(twin);
+        }
+        let (mut file, tmp) = temp_file(&self.root.join("objects/tmp"))?;
+        let mut src = File::open(&object).map_err(|e| Error::io(&object, e))?;
+        io::copy(&mut src, &mut file).map_err(|e| Error::io(&tmp, e))?;
+        file.set_permissions(fs::Permissions::from_mode(0o555))
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, &twin).map_err(|e| Error::io(&twin, e))?;
+        Ok(twin)
+    }
+}
+
+/// A verified object waiting in `objects/tmp` for its batch to be committed.
+#[derive(Debug)]
+pub struct Pending {
+    path: PathBuf,
+    hash: Hash,
+}
+
+impl Store {
+    /// Makes a batch of verified objects durable and visible: one `syncfs` for all their bytes,
+    /// then each renamed to its name, then one more `syncfs` for the renames. An object never
+    /// appears under its name before its content is on disk, and there is no fsync per file.
+    pub fn commit(&self, batch: Vec<Pending>) -> Result<(), Error> {
+        let tmp = self.root.join("objects/tmp");
+        let result = (|| {
+            let dir = File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            rustix::fs::syncfs(&dir).map_err(|e| Error::io(&tmp, e.into()))?;
+            for pending in &batch {
+                let dest = self.object_path(&pending.hash);
+                mkdir_p(dest.parent().expect("objects are sharded"))?;
+                fs::rename(&pending.path, &dest).map_err(|e| Error::io(&dest, e))?;
+            }
+            rustix::fs::syncfs(&dir).map_err(|e| Error::io(&tmp, e.into()))
+        })();
+        if result.is_err() {
+            for pending in &batch {
+                let _ = fs::remove_file(&pending.path);
+            }
+        }
+        result
+    }
+
+    /// Abandons verified objects that will not be committed.
+    pub fn discard(&self, batch: Vec<Pending>) {
+        for pending in batch {
+            let _ = fs::remove_file(pending.path);
+        }
+    }
+}
+
+/// One object arriving: written to `objects/tmp`, hashed on the way.
+pub struct ObjectWriter {
+    file: File,
+    path: PathBuf,
+    hasher: blake3::Hasher,
+    pub written: u64,
+}
+
+impl ObjectWriter {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Checks the bytes against `expected`. A verified object stays in `objects/tmp` until
+    /// [`Store::commit`] moves a whole batch into place; a mismatch is refused and removed.
+    pub fn finish(self, expected: &Hash) -> Result<Pending, Error> {
+        let actual = Hash::from(self.hasher.finalize());
+        if &actual != expected {
+            let _ = fs::remove_file(&self.path);
+            return Err(Error::HashMismatch {
+                expected: expected.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        if let Err(e) = self.file.set_permissions(fs::Permissions::from_mode(0o444)) {
+            let _ = fs::remove_file(&self.path);
+            return Err(Error::io(&self.path, e));
+        }
+        Ok(Pending {
+            path: self.path,
+            hash: *expected,
+        })
+    }
+
+    pub fn abandon(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
