@@ -729,3 +729,39 @@ fn rollback_and_activate_take_the_12_digit_id_as_printed() {
     );
     assert!(stderr(&out).contains("hint: "), "{}", stderr(&out));
 }
+
+#[test]
+fn wrong_port_and_missing_token_are_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    // The front door's address given as --node: not "a JSON decoding error".
+    let out = silver()
+        .args(["releases", "hello", "--node", &agent.front])
+        .env("SILVER_TOKEN", &agent.token)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.contains("did not answer as a silver agent's control API"),
+        "{said}"
+    );
+    assert!(
+        said.contains("hint: --node takes the agent's control address"),
+        "{said}"
+    );
+    // No token at all: said as such, not as a refused credential.
+    let out = silver()
+        .args(["releases", "hello", "--node", &agent.url])
+        .env_remove("SILVER_TOKEN")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let said = stderr(&out);
+    assert!(said.contains("no token was given for node"), "{said}");
+    assert!(
+        said.contains("hint: set SILVER_TOKEN or --token-file"),
+        "{said}"
+    );
+}
