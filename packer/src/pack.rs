@@ -809,32 +809,15 @@ struct TempFile {
 
 impl TempFile {
     fn new(dir: &Path) -> io::Result<TempFile> {
-        for attempt in 0u32..100 {
-            let nonce = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let path = dir.join(format!(
-                ".silver-pack-{}-{nonce:x}-{attempt}.partial",
-                std::process::id()
-            ));
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        file,
-                        path,
-                        keep: false,
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::other("could not create a temporary file"))
+        // An unguessable name, created with O_EXCL: nobody can plant a link where we write.
+        let (file, path) = safefs::temp_file_in(dir, 0o644)?
+            .keep()
+            .map_err(|e| e.error)?;
+        Ok(TempFile {
+            file,
+            path,
+            keep: false,
+        })
     }
 
     /// Moves the file to `to` atomically: `to` is the old file or the new one, never missing.
