@@ -191,162 +191,208 @@ impl Recipe {
         recipe_path.parent().unwrap_or(Path::new(".")).join(source)
     }
 
+    /// Every field's value, in the order the recipe lists them; the first bad one is the error.
     fn check(&self, path: &Path) -> Result<(), Error> {
-        let invalid = |field: &str, message: String| Error::Invalid {
-            path: path.to_path_buf(),
-            field: field.into(),
-            message,
-        };
-        let image = &self.image;
-        if !matches!(image.distribution.as_str(), "debian" | "ubuntu") {
+        let checks = [
+            check_image(&self.image),
+            check_packages(&self.packages),
+            check_files(&self.files),
+            check_users(&self.users),
+            check_services(&self.services),
+            check_agent(&self.agent),
+        ];
+        match checks.into_iter().find_map(Result::err) {
+            Some(Invalid { field, message }) => Err(Error::Invalid {
+                path: path.to_path_buf(),
+                field,
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A field that fails its check, and why.
+struct Invalid {
+    field: String,
+    message: String,
+}
+
+fn invalid(field: &str, message: String) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message,
+    }
+}
+
+fn check_image(image: &Image) -> Result<(), Invalid> {
+    if !matches!(image.distribution.as_str(), "debian" | "ubuntu") {
+        return Err(invalid(
+            "image.distribution",
+            format!(
+                "is `{}`; it must be `debian` or `ubuntu`",
+                image.distribution
+            ),
+        ));
+    }
+    if !matches!(image.architecture.as_str(), "amd64" | "arm64") {
+        return Err(invalid(
+            "image.architecture",
+            format!("is `{}`; it must be `amd64` or `arm64`", image.architecture),
+        ));
+    }
+    if !is_name(&image.name) {
+        return Err(invalid(
+            "image.name",
+            format!(
+                "`{}` may hold only letters, digits, `-`, `_` and `.`",
+                image.name
+            ),
+        ));
+    }
+    if !is_name(&image.suite) {
+        return Err(invalid(
+            "image.suite",
+            format!("`{}` is not a suite name", image.suite),
+        ));
+    }
+    if !(image.mirror.starts_with("http://") || image.mirror.starts_with("https://")) {
+        return Err(invalid(
+            "image.mirror",
+            format!("`{}` must be an http:// or https:// URL", image.mirror),
+        ));
+    }
+    if !image.keyring.starts_with('/') {
+        return Err(invalid(
+            "image.keyring",
+            format!("`{}` must be an absolute path to a keyring", image.keyring),
+        ));
+    }
+    match parse_size(&image.disk_size) {
+        Some(n) if n >= 512 << 20 => {}
+        _ => {
             return Err(invalid(
-                "image.distribution",
+                "image.disk_size",
                 format!(
-                    "is `{}`; it must be `debian` or `ubuntu`",
-                    image.distribution
+                    "`{}` must be a size of at least 512M, like `4G` or `2048M`",
+                    image.disk_size
                 ),
-            ));
+            ))
         }
-        if !matches!(image.architecture.as_str(), "amd64" | "arm64") {
+    }
+    if image.formats.is_empty() {
+        return Err(invalid(
+            "image.formats",
+            format!("is empty; choose from {FORMATS:?}"),
+        ));
+    }
+    if let Some(f) = image
+        .formats
+        .iter()
+        .find(|f| !FORMATS.contains(&f.as_str()))
+    {
+        return Err(invalid(
+            "image.formats",
+            format!("has `{f}`; the formats are {FORMATS:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_packages(packages: &Packages) -> Result<(), Invalid> {
+    if let Some(p) = packages.include.iter().find(|p| !is_package(p)) {
+        return Err(invalid(
+            "packages.include",
+            format!("`{p}` is not a Debian package name"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_files(files: &[File]) -> Result<(), Invalid> {
+    for (i, f) in files.iter().enumerate() {
+        let field = |name: &str| format!("files[{i}].{name}");
+        if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
             return Err(invalid(
-                "image.architecture",
-                format!("is `{}`; it must be `amd64` or `arm64`", image.architecture),
+                &field("path"),
+                format!("`{}` must be an absolute path with no `..`", f.path),
             ));
         }
-        if !is_name(&image.name) {
-            return Err(invalid(
-                "image.name",
-                format!(
-                    "`{}` may hold only letters, digits, `-`, `_` and `.`",
-                    image.name
-                ),
-            ));
-        }
-        if !is_name(&image.suite) {
-            return Err(invalid(
-                "image.suite",
-                format!("`{}` is not a suite name", image.suite),
-            ));
-        }
-        if !(image.mirror.starts_with("http://") || image.mirror.starts_with("https://")) {
-            return Err(invalid(
-                "image.mirror",
-                format!("`{}` must be an http:// or https:// URL", image.mirror),
-            ));
-        }
-        if !image.keyring.starts_with('/') {
-            return Err(invalid(
-                "image.keyring",
-                format!("`{}` must be an absolute path to a keyring", image.keyring),
-            ));
-        }
-        match parse_size(&image.disk_size) {
-            Some(n) if n >= 512 << 20 => {}
+        match (&f.content, &f.source) {
+            (Some(_), None) | (None, Some(_)) => {}
             _ => {
                 return Err(invalid(
-                    "image.disk_size",
-                    format!(
-                        "`{}` must be a size of at least 512M, like `4G` or `2048M`",
-                        image.disk_size
-                    ),
+                    &field("content"),
+                    "give exactly one of `content` and `source`".into(),
                 ))
             }
         }
-        if image.formats.is_empty() {
+        if u32::from_str_radix(&f.mode, 8).map_or(true, |m| m > 0o7777) {
             return Err(invalid(
-                "image.formats",
-                format!("is empty; choose from {FORMATS:?}"),
+                &field("mode"),
+                format!("`{}` must be an octal mode like `0644`", f.mode),
             ));
         }
-        if let Some(f) = image
-            .formats
-            .iter()
-            .find(|f| !FORMATS.contains(&f.as_str()))
-        {
+        let owner_ok = f
+            .owner
+            .split_once(':')
+            .is_some_and(|(u, g)| is_name(u) && is_name(g));
+        if !owner_ok {
             return Err(invalid(
-                "image.formats",
-                format!("has `{f}`; the formats are {FORMATS:?}"),
+                &field("owner"),
+                format!("`{}` must be `user:group`", f.owner),
             ));
         }
-        if let Some(p) = self.packages.include.iter().find(|p| !is_package(p)) {
-            return Err(invalid(
-                "packages.include",
-                format!("`{p}` is not a Debian package name"),
-            ));
-        }
-        for (i, f) in self.files.iter().enumerate() {
-            let field = |name: &str| format!("files[{i}].{name}");
-            if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
-                return Err(invalid(
-                    &field("path"),
-                    format!("`{}` must be an absolute path with no `..`", f.path),
-                ));
-            }
-            match (&f.content, &f.source) {
-                (Some(_), None) | (None, Some(_)) => {}
-                _ => {
-                    return Err(invalid(
-                        &field("content"),
-                        "give exactly one of `content` and `source`".into(),
-                    ))
-                }
-            }
-            if u32::from_str_radix(&f.mode, 8).map_or(true, |m| m > 0o7777) {
-                return Err(invalid(
-                    &field("mode"),
-                    format!("`{}` must be an octal mode like `0644`", f.mode),
-                ));
-            }
-            let owner_ok = f
-                .owner
-                .split_once(':')
-                .is_some_and(|(u, g)| is_name(u) && is_name(g));
-            if !owner_ok {
-                return Err(invalid(
-                    &field("owner"),
-                    format!("`{}` must be `user:group`", f.owner),
-                ));
-            }
-        }
-        for (i, u) in self.users.iter().enumerate() {
-            if !is_name(&u.name) || u.name.starts_with(['-', '.']) {
-                return Err(invalid(
-                    &format!("users[{i}].name"),
-                    format!("`{}` is not a user name", u.name),
-                ));
-            }
-        }
-        if let Some(s) = self
-            .services
-            .enable
-            .iter()
-            .find(|s| !is_name(s.trim_end_matches(".service")) && !s.contains('@'))
-        {
-            return Err(invalid(
-                "services.enable",
-                format!("`{s}` is not a systemd unit name"),
-            ));
-        }
-        for (field, value) in [
-            ("agent.listen", &self.agent.listen),
-            ("agent.remote", &self.agent.remote),
-            ("agent.http", &self.agent.http),
-        ] {
-            if value.parse::<std::net::SocketAddr>().is_err() {
-                return Err(invalid(
-                    field,
-                    format!("`{value}` must be an address like 127.0.0.1:7330"),
-                ));
-            }
-        }
-        if !self.agent.root.starts_with('/') {
-            return Err(invalid(
-                "agent.root",
-                format!("`{}` must be an absolute path", self.agent.root),
-            ));
-        }
-        Ok(())
     }
+    Ok(())
+}
+
+fn check_users(users: &[User]) -> Result<(), Invalid> {
+    for (i, u) in users.iter().enumerate() {
+        if !is_name(&u.name) || u.name.starts_with(['-', '.']) {
+            return Err(invalid(
+                &format!("users[{i}].name"),
+                format!("`{}` is not a user name", u.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_services(services: &Services) -> Result<(), Invalid> {
+    if let Some(s) = services
+        .enable
+        .iter()
+        .find(|s| !is_name(s.trim_end_matches(".service")) && !s.contains('@'))
+    {
+        return Err(invalid(
+            "services.enable",
+            format!("`{s}` is not a systemd unit name"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_agent(agent: &Agent) -> Result<(), Invalid> {
+    for (field, value) in [
+        ("agent.listen", &agent.listen),
+        ("agent.remote", &agent.remote),
+        ("agent.http", &agent.http),
+    ] {
+        if value.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                field,
+                format!("`{value}` must be an address like 127.0.0.1:7330"),
+            ));
+        }
+    }
+    if !agent.root.starts_with('/') {
+        return Err(invalid(
+            "agent.root",
+            format!("`{}` must be an absolute path", agent.root),
+        ));
+    }
+    Ok(())
 }
 
 fn is_name(s: &str) -> bool {
