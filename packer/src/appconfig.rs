@@ -73,11 +73,7 @@ pub struct Process {
 impl AppConfig {
     /// Reads and checks the settings; every invalid value is an error naming its line.
     pub fn from_ini(ini: &AppIni) -> Result<AppConfig, Error> {
-        let err = |line: usize, message: String| Error::AppIni {
-            path: ini.path.clone(),
-            line,
-            message,
-        };
+        let err = |line: usize, message: String| line_error(ini, line, message);
         let get = |key: &str| ini.production(key);
         let runner = get("runner")
             .map(|v| {
@@ -97,127 +93,161 @@ impl AppConfig {
                     .map_err(|why| err(v.line, format!("default_location `{}` {why}", v.value)))
             })
             .transpose()?;
-        let health_check = match get("health_check") {
-            Some(v) if v.value.starts_with('/') && !v.value.contains(char::is_whitespace) => {
-                v.value.clone()
-            }
-            Some(v) => {
-                return Err(err(
-                    v.line,
-                    format!(
-                        "health_check `{}` must be a URL path starting with `/`",
-                        v.value
-                    ),
-                ))
-            }
-            None => "/".into(),
-        };
-        let health_timeout_secs = match get("health_timeout") {
-            Some(v) => v
-                .value
-                .parse::<u64>()
-                .ok()
-                .filter(|s| (1..=3600).contains(s))
-                .ok_or_else(|| {
-                    err(
-                        v.line,
-                        format!(
-                            "health_timeout `{}` must be a whole number of seconds from 1 to 3600",
-                            v.value
-                        ),
-                    )
-                })?,
-            None => 30,
-        };
-        let production = ini
-            .section("production")
-            .map(|s| s.entries.as_slice())
-            .unwrap_or(&[]);
-        let prefixed = |prefix: &str| -> Vec<(String, String)> {
-            production
-                .iter()
-                .filter_map(|(k, v)| {
-                    k.strip_prefix(prefix)
-                        .map(|name| (name.to_string(), v.value.clone()))
-                })
-                .collect()
-        };
-        let mut processes: Vec<Process> = Vec::new();
-        // `[processes]` may hold `web`; `[workers]` holds only workers (30loops' spelling).
-        let sections = ["processes", "workers"]
-            .iter()
-            .filter_map(|s| ini.section(s).map(|sec| (*s, sec)));
-        for (section_name, section) in sections {
-            for (name, v) in &section.entries {
-                if !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return Err(err(
-                        v.line,
-                        format!("process name `{name}` may hold only letters, digits, `-` and `_`"),
-                    ));
-                }
-                if v.value.is_empty() {
-                    return Err(err(v.line, format!("process `{name}` has no command")));
-                }
-                if processes.iter().any(|p| &p.name == name)
-                    || (name == "web" && section_name == "workers")
-                {
-                    return Err(err(
-                        v.line,
-                        format!("process `{name}` is defined twice (or `web` under [workers])"),
-                    ));
-                }
-                processes.push(Process {
-                    name: name.clone(),
-                    command: v.value.clone(),
-                    web: name == "web",
-                });
-            }
-        }
-        let packages = get("packages")
-            .map(|v| {
-                v.value
-                    .split(|c: char| c == ',' || c.is_whitespace())
-                    .filter(|p| !p.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut variables = Vec::new();
-        if let Some(section) = ini.section("variables") {
-            for (_, v) in &section.entries {
-                // Keys are lowercased by the parser; variables keep the case they were written in.
-                let key = original_key(ini, v);
-                let valid = key
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !valid {
-                    return Err(err(
-                        v.line,
-                        format!("variable name `{key}` is not a valid environment variable name"),
-                    ));
-                }
-                variables.push((key, v.value.clone()));
-            }
-        }
+        let (health_check, health_timeout_secs) = health(ini)?;
         Ok(AppConfig {
             runner,
             platform,
             update_fetch,
             default_location,
-            services: prefixed("service."),
-            config: prefixed("config."),
-            processes,
-            variables,
-            packages,
+            services: prefixed(ini, "service."),
+            config: prefixed(ini, "config."),
+            processes: processes(ini)?,
+            variables: variables(ini)?,
+            packages: packages(ini),
             health_check,
             health_timeout_secs,
         })
     }
+}
+
+fn line_error(ini: &AppIni, line: usize, message: String) -> Error {
+    Error::AppIni {
+        path: ini.path.clone(),
+        line,
+        message,
+    }
+}
+
+/// `health_check` (default `/`) and `health_timeout` in seconds (default 30).
+fn health(ini: &AppIni) -> Result<(String, u64), Error> {
+    let err = |line: usize, message: String| line_error(ini, line, message);
+    let get = |key: &str| ini.production(key);
+    let health_check = match get("health_check") {
+        Some(v) if v.value.starts_with('/') && !v.value.contains(char::is_whitespace) => {
+            v.value.clone()
+        }
+        Some(v) => {
+            return Err(err(
+                v.line,
+                format!(
+                    "health_check `{}` must be a URL path starting with `/`",
+                    v.value
+                ),
+            ))
+        }
+        None => "/".into(),
+    };
+    let health_timeout_secs = match get("health_timeout") {
+        Some(v) => v
+            .value
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=3600).contains(s))
+            .ok_or_else(|| {
+                err(
+                    v.line,
+                    format!(
+                        "health_timeout `{}` must be a whole number of seconds from 1 to 3600",
+                        v.value
+                    ),
+                )
+            })?,
+        None => 30,
+    };
+    Ok((health_check, health_timeout_secs))
+}
+
+/// `[production] <prefix>name = value` pairs (`service.`, `config.`), in file order.
+fn prefixed(ini: &AppIni, prefix: &str) -> Vec<(String, String)> {
+    let production = ini
+        .section("production")
+        .map(|s| s.entries.as_slice())
+        .unwrap_or(&[]);
+    production
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(prefix)
+                .map(|name| (name.to_string(), v.value.clone()))
+        })
+        .collect()
+}
+
+/// `[processes]` (which may hold `web`) and `[workers]` (30loops' spelling, no `web`).
+fn processes(ini: &AppIni) -> Result<Vec<Process>, Error> {
+    let err = |line: usize, message: String| line_error(ini, line, message);
+    let mut processes: Vec<Process> = Vec::new();
+    // `[processes]` may hold `web`; `[workers]` holds only workers (30loops' spelling).
+    let sections = ["processes", "workers"]
+        .iter()
+        .filter_map(|s| ini.section(s).map(|sec| (*s, sec)));
+    for (section_name, section) in sections {
+        for (name, v) in &section.entries {
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err(
+                    v.line,
+                    format!("process name `{name}` may hold only letters, digits, `-` and `_`"),
+                ));
+            }
+            if v.value.is_empty() {
+                return Err(err(v.line, format!("process `{name}` has no command")));
+            }
+            if processes.iter().any(|p| &p.name == name)
+                || (name == "web" && section_name == "workers")
+            {
+                return Err(err(
+                    v.line,
+                    format!("process `{name}` is defined twice (or `web` under [workers])"),
+                ));
+            }
+            processes.push(Process {
+                name: name.clone(),
+                command: v.value.clone(),
+                web: name == "web",
+            });
+        }
+    }
+    Ok(processes)
+}
+
+/// Silver Lining's `packages`: Debian package names, comma- or space-separated.
+fn packages(ini: &AppIni) -> Vec<String> {
+    ini.production("packages")
+        .map(|v| {
+            v.value
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `[variables]`, with names in the case they were written in.
+fn variables(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
+    let err = |line: usize, message: String| line_error(ini, line, message);
+    let mut variables = Vec::new();
+    if let Some(section) = ini.section("variables") {
+        for (_, v) in &section.entries {
+            // Keys are lowercased by the parser; variables keep the case they were written in.
+            let key = original_key(ini, v);
+            let valid = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(err(
+                    v.line,
+                    format!("variable name `{key}` is not a valid environment variable name"),
+                ));
+            }
+            variables.push((key, v.value.clone()));
+        }
+    }
+    Ok(variables)
 }
 
 fn original_key(ini: &AppIni, value: &Value) -> String {
