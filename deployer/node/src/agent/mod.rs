@@ -163,75 +163,45 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
         Some(_) => (None, acceptor),
         None => (acceptor, None),
     };
-    let store = Store::open(&config.root, config.limits.clone())?;
-    if let Some(user) = &config.runtime.user {
-        check_reachable(&config.root, user)?;
-    }
-    let recovery = store.recover()?;
-    tracing::info!(root = %config.root.display(), partials_removed = recovery.partials_removed.len(), stale_locks = recovery.stale_locks.len(), broken_current = recovery.broken_current.len(), "store recovered");
-    for app in &recovery.broken_current {
-        tracing::error!(%app, "`current` names a release that is not there");
-    }
+    let store = open_store(&config)?;
     let token = load_or_create_token(&config.token_file)?;
-    let bind = |addr: SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Listen { addr, source })
-    };
-    let listener = bind(config.listen).await?;
-    let remote_listener = match config.tls_listen {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
-    };
-    let front_listener = bind(config.front).await?;
-    let local =
-        |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| Error::io(&config.root, e));
-    let bound = Bound {
-        control: local(&listener)?,
-        tls: control_tls.is_some(),
-        remote: remote_listener.as_ref().map(local).transpose()?,
-        front: local(&front_listener)?,
-    };
+    let listeners = Listeners::bind(&config).await?;
+    let bound = listeners.bound(&config, control_tls.is_some())?;
     let state = AgentState::new(store, &token, config.clone());
     let _ = state.front.set(bound.front);
     ready(bound);
     tokio::spawn(activate::restore(state.clone()));
     let runtime = state.runtime.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let front = silver_runtime::router::front(runtime.routes().clone())
         .into_make_service_with_connect_info::<SocketAddr>();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let front_listener = nodelay(listeners.front);
     let front_task = tokio::spawn(async move {
-        let mut stop_rx = stop_rx;
-        axum::serve(nodelay(front_listener), front)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
+        axum::serve(front_listener, front)
+            .with_graceful_shutdown(stopped(stop_rx))
             .await
     });
     let router = app(state);
-    let remote_task = remote_listener.zip(remote_tls).map(|(tcp, acceptor)| {
+    let remote_task = listeners.remote.zip(remote_tls).map(|(tcp, acceptor)| {
+        let listener = crate::tls::TlsListener { tcp, acceptor };
+        let stop = stopped(stop_tx.subscribe());
         let router = router.clone();
-        let mut stop_rx = stop_tx.subscribe();
         tokio::spawn(async move {
-            axum::serve(crate::tls::TlsListener { tcp, acceptor }, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
                 .await
         })
     });
     let served = match control_tls {
         Some(acceptor) => {
-            let tls = crate::tls::TlsListener {
-                tcp: listener,
-                acceptor,
-            };
-            axum::serve(tls, router)
+            let tcp = listeners.control;
+            let listener = crate::tls::TlsListener { tcp, acceptor };
+            axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown_signal())
                 .await
         }
         None => {
-            axum::serve(listener, router)
+            axum::serve(listeners.control, router)
                 .with_graceful_shutdown(shutdown_signal())
                 .await
         }
@@ -245,6 +215,67 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
     let _ = tokio::time::timeout(config.runtime.drain_grace, front_task).await;
     runtime.shutdown().await;
     served.map_err(|e| Error::io(&config.root, e))
+}
+
+/// Opens the store, checks the app user can reach it, and recovers it from any crash.
+fn open_store(config: &AgentConfig) -> Result<Store, Error> {
+    let store = Store::open(&config.root, config.limits.clone())?;
+    if let Some(user) = &config.runtime.user {
+        check_reachable(&config.root, user)?;
+    }
+    let recovery = store.recover()?;
+    tracing::info!(
+        root = %config.root.display(),
+        partials_removed = recovery.partials_removed.len(),
+        stale_locks = recovery.stale_locks.len(),
+        broken_current = recovery.broken_current.len(),
+        "store recovered"
+    );
+    for app in &recovery.broken_current {
+        tracing::error!(%app, "`current` names a release that is not there");
+    }
+    Ok(store)
+}
+
+/// The agent's sockets, bound before anything is announced.
+struct Listeners {
+    control: tokio::net::TcpListener,
+    remote: Option<tokio::net::TcpListener>,
+    front: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    async fn bind(config: &AgentConfig) -> Result<Listeners, Error> {
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen { addr, source })
+        };
+        Ok(Listeners {
+            control: bind(config.listen).await?,
+            remote: match config.tls_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
+            front: bind(config.front).await?,
+        })
+    }
+
+    fn bound(&self, config: &AgentConfig, tls: bool) -> Result<Bound, Error> {
+        let local =
+            |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| Error::io(&config.root, e));
+        Ok(Bound {
+            control: local(&self.control)?,
+            tls,
+            remote: self.remote.as_ref().map(local).transpose()?,
+            front: local(&self.front)?,
+        })
+    }
+}
+
+/// Resolves once the agent is told to stop.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Plaintext control from the network would hand the token and deploys to anyone on the path.
