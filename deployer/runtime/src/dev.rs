@@ -49,37 +49,7 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
         .into_make_service_with_connect_info::<SocketAddr>();
     let server =
         tokio::spawn(async move { axum::serve(crate::router::nodelay(listener), front).await });
-    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        use notify::event::{EventKind, ModifyKind};
-        // Only what changes content: opening and reading files (ours, the app's) are events too,
-        // and reloading on them would never end.
-        let Ok(event) = res else { return };
-        let content = matches!(
-            event.kind,
-            EventKind::Create(_)
-                | EventKind::Remove(_)
-                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
-        );
-        if content {
-            for path in event.paths {
-                let _ = tx.send(path);
-            }
-        }
-    })
-    .map_err(|source| Error::Watch {
-        path: config.app_dir.clone(),
-        source,
-    })?;
-    notify::Watcher::watch(
-        &mut watcher,
-        &config.app_dir,
-        notify::RecursiveMode::Recursive,
-    )
-    .map_err(|source| Error::Watch {
-        path: config.app_dir.clone(),
-        source,
-    })?;
+    let (watcher, mut changes) = watch(&config.app_dir)?;
 
     let mut generation = 1u32;
     let first = start(&runtime, &config, generation).await;
@@ -129,6 +99,48 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
     server.abort();
     runtime.shutdown().await;
     Ok(())
+}
+
+/// Watches the app directory; each path whose content changes arrives on the channel.
+fn watch(
+    app_dir: &Path,
+) -> Result<
+    (
+        notify::RecommendedWatcher,
+        tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+    ),
+    Error,
+> {
+    let (tx, changes) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        use notify::event::{EventKind, ModifyKind};
+        // Only what changes content: opening and reading files (ours, the app's) are events too,
+        // and reloading on them would never end.
+        let Ok(event) = res else { return };
+        let content = matches!(
+            event.kind,
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+        );
+        if content {
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })
+    .map_err(|source| Error::Watch {
+        path: app_dir.to_path_buf(),
+        source,
+    })?;
+    notify::Watcher::watch(&mut watcher, app_dir, notify::RecursiveMode::Recursive).map_err(
+        |source| Error::Watch {
+            path: app_dir.to_path_buf(),
+            source,
+        },
+    )?;
+
+    Ok((watcher, changes))
 }
 
 /// The next change worth a reload (the app's own bytecode and editors' files are not).
