@@ -229,22 +229,7 @@ impl Runtime {
         )
         .map_err(|e| self.failed(&c, "start", e.to_string(), vec![]))?;
         let env = c.env(port, self.inner.config.bytecode_cache);
-        let mut processes = Vec::new();
-        for l in &launches {
-            let mut env = env.clone();
-            if !l.web {
-                env.remove("PORT");
-            }
-            processes.push(Supervised::start(Spec {
-                name: l.name.clone(),
-                release: c.label.clone(),
-                argv: l.argv.clone(),
-                env,
-                cwd: c.dir.clone(),
-                user: self.inner.config.user.clone(),
-                log: self.sink(&c, &l.name)?,
-            }));
-        }
+        let processes = self.start_processes(&c, &launches, &env)?;
         let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p))));
         let checked = self.check(&c, &processes, backend.as_deref(), &env).await;
         let flipped = match checked {
@@ -255,16 +240,7 @@ impl Runtime {
             Err(failure) => Err(failure),
         };
         if let Err((step, reason)) = flipped {
-            let tail = processes
-                .iter()
-                .find(|p| p.name == "web")
-                .or(processes.first())
-                .map(Supervised::recent_output)
-                .unwrap_or_default();
-            for p in processes {
-                p.stop(Duration::from_secs(5)).await;
-            }
-            return Err(self.failed(&c, &step, reason, tail));
+            return Err(self.abandon(&c, processes, &step, reason).await);
         }
         if let Err(e) = write_environment(&c.paths.run(), &env) {
             tracing::warn!(error = %e, "cannot write environment.json");
@@ -281,6 +257,53 @@ impl Runtime {
             processes: names,
             replaced,
         })
+    }
+
+    /// Starts the release's processes beside whatever serves now; only `web` gets `PORT`.
+    fn start_processes(
+        &self,
+        c: &Candidate,
+        launches: &[launch::Launch],
+        env: &BTreeMap<String, String>,
+    ) -> Result<Vec<Supervised>, Error> {
+        let mut processes = Vec::new();
+        for l in launches {
+            let mut env = env.clone();
+            if !l.web {
+                env.remove("PORT");
+            }
+            processes.push(Supervised::start(Spec {
+                name: l.name.clone(),
+                release: c.label.clone(),
+                argv: l.argv.clone(),
+                env,
+                cwd: c.dir.clone(),
+                user: self.inner.config.user.clone(),
+                log: self.sink(c, &l.name)?,
+            }));
+        }
+        Ok(processes)
+    }
+
+    /// A release that failed before the switch: its processes stop, and the error carries the
+    /// last lines `web` (or the first process) wrote.
+    async fn abandon(
+        &self,
+        c: &Candidate,
+        processes: Vec<Supervised>,
+        step: &str,
+        reason: String,
+    ) -> Error {
+        let tail = processes
+            .iter()
+            .find(|p| p.name == "web")
+            .or(processes.first())
+            .map(Supervised::recent_output)
+            .unwrap_or_default();
+        for p in processes {
+            p.stop(Duration::from_secs(5)).await;
+        }
+        self.failed(c, step, reason, tail)
     }
 
     /// Provisions the services the release names (idempotent) and sets their variables.
