@@ -433,29 +433,7 @@ pub async fn deploy(
     phases.commit = t.elapsed().as_millis();
 
     let t = Instant::now();
-    let path = format!("/v1/apps/{}/deploy", opts.app);
-    let request = ActivateRequest {
-        id: manifest.id.into(),
-        who: opts.who.clone(),
-        locations: opts.locations.clone(),
-        other_app: opts.other_app,
-    };
-    let activated: ActivateResponse = loop {
-        match node.post(&path, &request).await {
-            Err(Error::Busy { holder, since }) if !opts.no_wait => {
-                on_wait(&holder, since);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(Error::Busy { holder, since }) => {
-                return Err(Error::Locked {
-                    app: opts.app.clone(),
-                    holder,
-                    since,
-                })
-            }
-            other => break other?,
-        }
-    };
+    let activated = activate_waiting(node, &manifest, opts, on_wait).await?;
     phases.activate = t.elapsed().as_millis();
     if let Some(dir) = &opts.cache_dir {
         cache_manifest(dir, &manifest);
@@ -474,6 +452,39 @@ pub async fn deploy(
         processes: activated.processes,
         phases_ms: phases,
     })
+}
+
+/// Asks the node to make the release current; while another activation holds the app's lock,
+/// says who (`on_wait`) and asks again, unless `no_wait`.
+async fn activate_waiting(
+    node: &Node,
+    manifest: &Manifest,
+    opts: &DeployOptions,
+    on_wait: impl Fn(&str, u64),
+) -> Result<ActivateResponse, Error> {
+    let path = format!("/v1/apps/{}/deploy", opts.app);
+    let request = ActivateRequest {
+        id: manifest.id.into(),
+        who: opts.who.clone(),
+        locations: opts.locations.clone(),
+        other_app: opts.other_app,
+    };
+    loop {
+        match node.post(&path, &request).await {
+            Err(Error::Busy { holder, since }) if !opts.no_wait => {
+                on_wait(&holder, since);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(Error::Busy { holder, since }) => {
+                return Err(Error::Locked {
+                    app: opts.app.clone(),
+                    holder,
+                    since,
+                })
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Sends the manifest zstd-compressed, as a delta against the app's current manifest when this
