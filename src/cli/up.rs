@@ -52,15 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .default_location
         .as_ref()
         .map_or_else(|| "/".to_string(), |l| l.path.clone());
-    let locations = if args.locations.is_empty() {
-        vec![format!("*{}", if path == "/" { "" } else { path.as_str() })]
-    } else {
-        args.locations.clone()
-    };
-    let mut agent = silver_node::agent::AgentConfig::new(root.clone());
-    agent.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    agent.front = SocketAddr::from(([127, 0, 0, 1], args.port));
-    agent.runtime = args.runtime.resolve()?;
+    let locations = locations(&args, &path);
+    let agent = agent_config(&args, &root)?;
     let rt = super::node::runtime()?;
     rt.block_on(async {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -118,6 +111,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Any host, at the path app.ini's `default_location` gives, unless `--location` says otherwise.
+fn locations(args: &Args, path: &str) -> Vec<String> {
+    if !args.locations.is_empty() {
+        return args.locations.clone();
+    }
+    vec![format!("*{}", if path == "/" { "" } else { path })]
+}
+
+/// The embedded node: control API on a free loopback port, the front door on `--port`.
+fn agent_config(
+    args: &Args,
+    root: &std::path::Path,
+) -> anyhow::Result<silver_node::agent::AgentConfig> {
+    let mut agent = silver_node::agent::AgentConfig::new(root.to_path_buf());
+    agent.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    agent.front = SocketAddr::from(([127, 0, 0, 1], args.port));
+    agent.runtime = args.runtime.resolve()?;
+    Ok(agent)
 }
 
 /// As root the store must be somewhere the unprivileged app user can reach.
