@@ -487,3 +487,82 @@ fn large_and_executable_files_round_trip() {
         0o644
     );
 }
+
+/// What `app.ini` says about the runner and location is checked at pack time, naming the line,
+/// so it never surfaces later as a gunicorn traceback on the node.
+#[test]
+fn runner_and_location_mistakes_are_refused_at_pack_time() {
+    let ini =
+        |text: &'static str| move |app: &Path| std::fs::write(app.join("app.ini"), text).unwrap();
+    check(
+        ini("[production]\nrunner = missing.py\n"),
+        "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:2: runner `missing.py` does not exist in the app
+hint: fix that line of `app.ini`; the keys are listed in the README",
+    );
+    check(|app| { std::fs::write(app.join("app.rb"), "").unwrap(); ini("[production]\nrunner = app.rb\n")(app) }, "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:2: runner `app.rb` is not a Python file: a runner is a WSGI `.py` file exposing `application` (other programs go in [processes])
+hint: fix that line of `app.ini`; the keys are listed in the README");
+    check(
+        ini("[production]\nrunner = static\n"),
+        "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:2: runner `static` is not a file
+hint: fix that line of `app.ini`; the keys are listed in the README",
+    );
+    check(ini("[production]\nrunner = app.py\ndefault_location = http://example.com/\n"), "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:3: default_location `http://example.com/` has a scheme: a location is host[/path], e.g. `example.com/blog`, without `http://`
+hint: fix that line of `app.ini`; the keys are listed in the README");
+}
+
+#[test]
+fn near_misses_in_app_ini_suggest_the_known_word() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    std::fs::write(
+        app.join("app.ini"),
+        "[production]\nrunner = app.py\nrunr = app.py\n[prodution]\n",
+    )
+    .unwrap();
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path().join("dist"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = redact(&stderr(&out), tmp.path());
+    assert!(
+        said.contains(
+            "app.ini:3: unknown key `runr` in [production] is ignored; did you mean `runner`?"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "app.ini:4: unknown section `[prodution]` is ignored; did you mean `[production]`?"
+        ),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_missing_app_directory_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = silver()
+        .arg("pack")
+        .arg(tmp.path().join("does-not-exist"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(redact(&stderr(&out), tmp.path()), @r"
+    error: failed to pack `[TMP]/does-not-exist`
+      caused by: `[TMP]/does-not-exist` is not an app directory: it does not exist or is not a directory
+    hint: give the directory that holds the app's `app.ini`
+    ");
+}

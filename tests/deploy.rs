@@ -765,3 +765,33 @@ fn wrong_port_and_missing_token_are_named_as_such() {
         "{said}"
     );
 }
+
+#[test]
+fn deploy_names_a_missing_source_and_junk_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junk = tmp.path().join("junk.silver");
+    std::fs::write(&junk, "not an artifact").unwrap();
+    let run = |source: &Path| {
+        silver()
+            .arg("deploy")
+            .arg(source)
+            .args(["--node", "http://127.0.0.1:9", "--token-file", "/dev/null"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run(&tmp.path().join("nosuchdir"));
+    let said = redact(&stderr(&out), tmp.path());
+    assert!(
+        said.contains("`[TMP]/nosuchdir` is neither an app directory nor a .silver artifact"),
+        "{said}"
+    );
+    let out = run(&junk);
+    assert_eq!(out.status.code(), Some(3), "a refused artifact exits 3");
+    let said = redact(&stderr(&out), tmp.path());
+    assert!(
+        said.contains("`[TMP]/junk.silver` is not a silver artifact"),
+        "{said}"
+    );
+    assert!(!said.contains("pass --app"), "{said}");
+}
