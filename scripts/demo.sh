@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-silver=target/release/silver
+silver=${CARGO_TARGET_DIR:-target}/release/silver
 node=${SILVER_DEMO_NODE:-node}
 mkdir -p "$node" dist
 "$silver" agent --root "$node" --listen 127.0.0.1:0 --http 127.0.0.1:0 > "$node/.address" &
