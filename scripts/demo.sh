@@ -13,7 +13,11 @@ mkdir -p "$node" dist
 "$silver" agent --root "$node" --listen 127.0.0.1:0 --http 127.0.0.1:0 > "$node/.address" &
 agent=$!
 trap 'kill $agent 2>/dev/null; wait $agent 2>/dev/null || true' EXIT
-for _ in $(seq 100); do [ "$(wc -l < "$node/.address")" -ge 2 ] && break; sleep 0.05; done
+for _ in $(seq 200); do
+  [ "$(wc -l < "$node/.address")" -ge 2 ] && break
+  kill -0 "$agent" 2>/dev/null || { echo "demo: the agent did not start (its error is above)" >&2; exit 1; }
+  sleep 0.05
+done
 export SILVER_NODE=$(sed -n 1p "$node/.address") SILVER_TOKEN=$(cat "$node/token")
 front=$(sed -n 2p "$node/.address")
 "$silver" pack fixtures/hello-wsgi -o dist
