@@ -71,13 +71,37 @@ pub enum Error {
     Activation {
         app: AppName,
         release: String,
-        step: String,
+        step: Step,
         reason: String,
         /// The last lines the new process wrote.
         log_tail: Vec<String>,
         /// Whether an earlier release of the app still serves (false on a first deploy).
         previous_serves: bool,
     },
+}
+
+/// Where an activation stopped, in the order a release goes through them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    ProvisionServices,
+    Start,
+    HealthCheck,
+    UpdateFetch(packer::appconfig::UpdateFetch),
+    Flip,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use packer::appconfig::UpdateFetch;
+        match self {
+            Step::ProvisionServices => f.write_str("provision services"),
+            Step::Start => f.write_str("start"),
+            Step::HealthCheck => f.write_str("health check"),
+            Step::UpdateFetch(UpdateFetch::Url(path)) => write!(f, "update_fetch {path}"),
+            Step::UpdateFetch(UpdateFetch::Script(s)) => write!(f, "update_fetch script: {s}"),
+            Step::Flip => f.write_str("flip"),
+        }
+    }
 }
 
 fn tail(lines: &[String]) -> String {

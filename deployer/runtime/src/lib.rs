@@ -17,6 +17,6 @@ pub mod router;
 pub mod services;
 pub mod supervise;
 
-pub use error::Error;
+pub use error::{Error, Step};
 pub use live::*;
 pub use paths::AppPaths;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use packer::appconfig::{AppConfig, Location, UpdateFetch};
 
 use crate::environment::{environment, write_environment, EnvContext};
-use crate::error::Error;
+use crate::error::{Error, Step};
 use crate::launch::{self, Gunicorn};
 use crate::logs::{LogSink, Rotation};
 use crate::paths::AppPaths;
@@ -214,7 +214,7 @@ impl Runtime {
         let mut c = c;
         self.provision(&mut c)
             .await
-            .map_err(|e| self.failed(&c, "provision services", e.to_string(), vec![]))?;
+            .map_err(|e| self.failed(&c, Step::ProvisionServices, e.to_string(), vec![]))?;
         let has_web = c.config.runner.is_some() || c.config.processes.iter().any(|p| p.web);
         let port = if has_web {
             Some(free_port().map_err(|e| Error::io(c.paths.dir(), e))?)
@@ -227,7 +227,7 @@ impl Runtime {
             &c.paths.run(),
             port.unwrap_or(0),
         )
-        .map_err(|e| self.failed(&c, "start", e.to_string(), vec![]))?;
+        .map_err(|e| self.failed(&c, Step::Start, e.to_string(), vec![]))?;
         let env = c.env(port, self.inner.config.bytecode_cache);
         let processes = self.start_processes(&c, &launches, &env)?;
         let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p))));
@@ -235,12 +235,12 @@ impl Runtime {
         let flipped = match checked {
             Ok(()) => tokio::task::spawn_blocking(flip)
                 .await
-                .map_err(|e| (String::from("flip"), e.to_string()))
-                .and_then(|r| r.map_err(|e| (String::from("flip"), e.to_string()))),
+                .map_err(|e| (Step::Flip, e.to_string()))
+                .and_then(|r| r.map_err(|e| (Step::Flip, e.to_string()))),
             Err(failure) => Err(failure),
         };
         if let Err((step, reason)) = flipped {
-            return Err(self.abandon(&c, processes, &step, reason).await);
+            return Err(self.abandon(&c, processes, step, reason).await);
         }
         if let Err(e) = write_environment(&c.paths.run(), &env) {
             tracing::warn!(error = %e, "cannot write environment.json");
@@ -291,7 +291,7 @@ impl Runtime {
         &self,
         c: &Candidate,
         processes: Vec<Supervised>,
-        step: &str,
+        step: Step,
         reason: String,
     ) -> Error {
         let tail = processes
@@ -369,23 +369,23 @@ impl Runtime {
         processes: &[Supervised],
         backend: Option<&Backend>,
         env: &BTreeMap<String, String>,
-    ) -> Result<(), (String, String)> {
+    ) -> Result<(), (Step, String)> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| ("health check".to_string(), e.to_string()))?;
+            .map_err(|e| (Step::HealthCheck, e.to_string()))?;
         let deadline = Instant::now() + Duration::from_secs(c.config.health_timeout_secs);
         match backend {
             Some(b) => wait_healthy(&client, c, b.addr, processes, deadline)
                 .await
-                .map_err(|r| ("health check".to_string(), r))?,
+                .map_err(|r| (Step::HealthCheck, r))?,
             None => {
                 // Workers only: they must at least stay up for a moment.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if let Some(p) = processes.iter().find(|p| p.exits().0 > 0) {
                     return Err((
-                        "start".into(),
+                        Step::Start,
                         format!("process `{}` {}", p.name, p.exits().1.unwrap_or_default()),
                     ));
                 }
@@ -402,13 +402,7 @@ impl Runtime {
                 },
                 UpdateFetch::Script(script) => self.script(c, script, env).await,
             };
-            outcome.map_err(|reason| {
-                let what = match step {
-                    UpdateFetch::Url(p) => format!("update_fetch {p}"),
-                    UpdateFetch::Script(s) => format!("update_fetch script: {s}"),
-                };
-                (what, reason)
-            })?;
+            outcome.map_err(|reason| (Step::UpdateFetch(step.clone()), reason))?;
         }
         Ok(())
     }
@@ -546,12 +540,12 @@ impl Runtime {
         Ok(sink)
     }
 
-    fn failed(&self, c: &Candidate, step: &str, reason: String, log_tail: Vec<String>) -> Error {
-        tracing::warn!(step, reason = %reason, "release failed before the switch");
+    fn failed(&self, c: &Candidate, step: Step, reason: String, log_tail: Vec<String>) -> Error {
+        tracing::warn!(%step, reason = %reason, "release failed before the switch");
         Error::Activation {
             app: c.app.clone(),
             release: c.label.clone(),
-            step: step.to_string(),
+            step,
             reason,
             log_tail,
             // The route table still names the app only if an earlier release serves it.
@@ -651,28 +645,15 @@ fn free_port() -> std::io::Result<u16> {
 
 /// Apps run as an unprivileged user, who must be able to walk down to the release.
 fn check_reachable(dir: &Path, user: &AppUser) -> Result<(), Error> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    for ancestor in dir.ancestors().skip(1) {
-        let Ok(meta) = std::fs::metadata(ancestor) else {
-            continue;
-        };
-        let mode = meta.permissions().mode();
-        let can = if meta.uid() == user.uid {
-            mode & 0o100 != 0
-        } else if meta.gid() == user.gid {
-            mode & 0o010 != 0
-        } else {
-            mode & 0o001 != 0
-        };
-        if !can {
-            return Err(Error::Unreachable {
-                user: user.name.clone(),
-                dir: ancestor.to_path_buf(),
-                mode: mode & 0o7777,
-            });
-        }
+    match crate::supervise::first_blocked(dir, user) {
+        Ok(None) => Ok(()),
+        Ok(Some((dir, mode))) => Err(Error::Unreachable {
+            user: user.name.clone(),
+            dir,
+            mode,
+        }),
+        Err(e) => Err(Error::io(dir, e)),
     }
-    Ok(())
 }
 
 fn describe_status(status: std::process::ExitStatus) -> String {

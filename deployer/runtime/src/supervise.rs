@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +49,31 @@ impl AppUser {
             gid: user.gid.as_raw(),
         })
     }
+}
+
+/// The first directory on the way down to `dir` (itself included) that `user` may not pass,
+/// with its mode. Apps run as that user inside the node's root: a directory they cannot enter
+/// fails every deploy later in gunicorn with "can't chdir" (a root under `/root`, mode 0700, is
+/// the usual case), so the agent asks this first. Owner, then group, then others, as the kernel
+/// decides it: an owner without `x` is refused even where others may pass.
+pub fn first_blocked(dir: &Path, user: &AppUser) -> std::io::Result<Option<(PathBuf, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::path::absolute(dir)?;
+    for ancestor in dir.ancestors() {
+        let meta = std::fs::metadata(ancestor)?;
+        let mode = meta.mode() & 0o7777;
+        let passes = if meta.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !passes {
+            return Ok(Some((ancestor.to_path_buf(), mode)));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the agent runs as root (and so must switch apps to an unprivileged user).

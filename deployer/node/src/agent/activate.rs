@@ -19,7 +19,7 @@ pub(super) async fn deploy(
     App(app): App,
     JsonBody(req): JsonBody<ActivateRequest>,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
-    make_current(state, app, req, "deploy").await
+    make_current(state, app, req, Action::Deploy).await
 }
 
 pub(super) async fn activate(
@@ -27,7 +27,7 @@ pub(super) async fn activate(
     App(app): App,
     JsonBody(req): JsonBody<ActivateRequest>,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
-    make_current(state, app, req, "activate").await
+    make_current(state, app, req, Action::Activate).await
 }
 
 pub(super) async fn rollback(
@@ -59,7 +59,7 @@ pub(super) async fn rollback(
         // Rolling back goes to a release this app ran before.
         other_app: true,
     };
-    make_current(state, app, req, "rollback").await
+    make_current(state, app, req, Action::Rollback).await
 }
 
 /// Lock, stage, start beside the old, health check, `update_fetch`, flip, switch, record.
@@ -67,7 +67,7 @@ async fn make_current(
     state: AgentState,
     app: AppName,
     req: ActivateRequest,
-    action: &'static str,
+    action: Action,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
     let requested = parse_locations(&req.locations)?;
     let store = state.store.clone();
@@ -75,7 +75,7 @@ async fn make_current(
     let id = blocking(move || store.resolve(&prefix)).await?;
     let store = state.store.clone();
     let (name, rid, who, other_app) = (app.clone(), id, req.who.clone(), req.other_app);
-    let span = tracing::info_span!("activate", app = %app, id = %id, action);
+    let span = tracing::info_span!("activate", app = %app, id = %id, %action);
     let staged = blocking(move || {
         let _enter = span.enter();
         // An id the node never received is a plain 404: nothing to record, no app to create.
@@ -175,7 +175,7 @@ fn record(
     store: &Store,
     app: &AppName,
     id: &Id,
-    action: &str,
+    action: Action,
     who: &str,
     result: Result<(), String>,
 ) -> Result<(), Error> {
@@ -183,8 +183,8 @@ fn record(
         app,
         &Record {
             time: store::now(),
-            id: id.to_string(),
-            action: action.into(),
+            id: *id,
+            action,
             who: who.into(),
             ok: result.is_ok(),
             reason: result.err(),

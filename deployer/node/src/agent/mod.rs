@@ -292,31 +292,21 @@ fn check_listeners(config: &AgentConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// Apps run as another user, inside `root/apps/…`: every directory above must let that user
-/// pass, or each deploy would fail later in gunicorn with "can't chdir" (a node root under
-/// `/root`, mode 0700, is the usual case).
+/// Refuses to start on a root the app user cannot reach (see `first_blocked`).
 fn check_reachable(
     root: &std::path::Path,
     user: &silver_runtime::supervise::AppUser,
 ) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt;
-    let root = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
-    for dir in root.ancestors() {
-        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
-        let mode = meta.mode();
-        let passes = mode & 0o001 != 0
-            || (meta.uid() == user.uid && mode & 0o100 != 0)
-            || (meta.gid() == user.gid && mode & 0o010 != 0);
-        if !passes {
-            return Err(Error::Unreachable {
-                root: root.clone(),
-                dir: dir.to_path_buf(),
-                mode: mode & 0o7777,
-                user: user.name.clone(),
-            });
-        }
+    match silver_runtime::supervise::first_blocked(root, user) {
+        Ok(None) => Ok(()),
+        Ok(Some((dir, mode))) => Err(Error::Unreachable {
+            root: root.to_path_buf(),
+            dir,
+            mode,
+            user: user.name.clone(),
+        }),
+        Err(e) => Err(Error::io(root, e)),
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::error::Error;
-use silver_wire::api::{Release, ReleaseState};
+use silver_wire::api::{Action, Release, ReleaseState};
 
 /// One line of `history.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Record {
     pub time: u64,
-    pub id: String,
-    pub action: String,
+    pub id: Id,
+    pub action: Action,
     pub who: String,
     pub ok: bool,
     pub reason: Option<String>,
@@ -221,38 +221,36 @@ impl Store {
     /// Every release of an app with its state, newest first.
     pub fn releases(&self, app: &AppName) -> Result<Vec<Release>, Error> {
         let history = self.history(app)?;
-        let current = self.current(app)?.map(|id| id.to_string());
-        let previous = previous_good(&history, current.as_deref());
-        let mut ids: Vec<String> = read_dir(&self.app(app).releases())?
+        let current = self.current(app)?;
+        let previous = previous_good(&history, current.as_ref());
+        let mut ids: Vec<Id> = read_dir(&self.app(app).releases())?
             .into_iter()
             .filter_map(|e| {
                 e.file_name()
                     .to_str()
-                    .filter(|n| n.len() == 64)
-                    .map(|n| format!("b3:{n}"))
+                    .and_then(|n| Id::parse(&format!("b3:{n}")))
             })
             .collect();
         // A failed release may never have been staged; a removed (gc'd) one is no longer listed.
         for r in &history {
-            let last_failed = history
-                .iter()
-                .rev()
-                .find(|x| x.id == r.id)
-                .is_some_and(|x| !x.ok);
-            if last_failed && !ids.contains(&r.id) {
-                ids.push(r.id.clone());
+            if latest(&history, &r.id).is_some_and(|x| !x.ok) && !ids.contains(&r.id) {
+                ids.push(r.id);
             }
         }
         // Newest first: by the position of each release's latest record, then never-recorded ones.
-        let position = |id: &str| history.iter().rposition(|r| r.id == id);
-        ids.sort_by(|a, b| position(b).cmp(&position(a)).then_with(|| a.cmp(b)));
-        let releases: Vec<Release> = ids
+        let position = |id: &Id| history.iter().rposition(|r| r.id == *id);
+        ids.sort_by(|a, b| {
+            position(b)
+                .cmp(&position(a))
+                .then_with(|| a.to_string().cmp(&b.to_string()))
+        });
+        Ok(ids
             .into_iter()
             .map(|id| {
-                let last = history.iter().rev().find(|r| r.id == id);
-                let state = if current.as_deref() == Some(id.as_str()) {
+                let last = latest(&history, &id);
+                let state = if current == Some(id) {
                     ReleaseState::Active
-                } else if previous.as_deref() == Some(id.as_str()) {
+                } else if previous == Some(id) {
                     ReleaseState::Previous
                 } else if last.is_some_and(|r| !r.ok) {
                     ReleaseState::Failed
@@ -263,19 +261,18 @@ impl Store {
                     time: last.map_or(0, |r| r.time),
                     who: last.map(|r| r.who.clone()).unwrap_or_default(),
                     reason: last.and_then(|r| r.reason.clone()),
-                    id,
+                    id: id.to_string(),
                     state,
                 }
             })
-            .collect();
-        Ok(releases)
+            .collect())
     }
 
     /// The release to go back to: the last one that was successfully made current before the
     /// current one.
     pub fn previous(&self, app: &AppName) -> Result<Option<Id>, Error> {
-        let current = self.current(app)?.map(|id| id.to_string());
-        Ok(previous_good(&self.history(app)?, current.as_deref()).and_then(|s| Id::parse(&s)))
+        let current = self.current(app)?;
+        Ok(previous_good(&self.history(app)?, current.as_ref()))
     }
 
     // ---- pins ----
@@ -435,22 +432,19 @@ impl Store {
 
 /// The previous good release: walking successful activations backwards, the first id that
 /// differs from `current` and whose latest attempt did not fail.
-pub(super) fn previous_good(history: &[Record], current: Option<&str>) -> Option<String> {
+pub(super) fn previous_good(history: &[Record], current: Option<&Id>) -> Option<Id> {
     // A release whose latest attempt failed is not good any more, whatever it was before.
-    let still_good = |id: &str| {
-        history
-            .iter()
-            .rev()
-            .find(|r| r.id == id)
-            .is_some_and(|r| r.ok)
-    };
     history
         .iter()
         .rev()
         .filter(|r| r.ok)
-        .map(|r| r.id.as_str())
-        .find(|id| Some(*id) != current && still_good(id))
-        .map(String::from)
+        .map(|r| r.id)
+        .find(|id| Some(id) != current && latest(history, id).is_some_and(|r| r.ok))
+}
+
+/// The latest record of one release.
+fn latest<'h>(history: &'h [Record], id: &Id) -> Option<&'h Record> {
+    history.iter().rev().find(|r| r.id == *id)
 }
 
 /// Held while an app is being activated; removed when dropped.
