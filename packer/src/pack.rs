@@ -333,32 +333,10 @@ fn write_content<R: Send>(
     };
     let result = std::thread::scope(|scope| {
         // A consumer that stops hangs up its channel; the thread feeding it then stops too.
-        let walker = scope.spawn(move || -> Result<Vec<Fixup>, Error> {
-            let mut fixups = Vec::new();
-            let mut batch = Vec::with_capacity(BATCH_FILES);
-            walk::stream(app_dir, &config.walk, &config.limits, &mut |mut source| {
-                relocate_link(roots, &mut source, &config.limits, &mut fixups);
-                batch.push(source);
-                batch.len() < BATCH_FILES
-                    || batches_tx
-                        .send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(BATCH_FILES),
-                        ))
-                        .is_ok()
-            })?;
-            if !batch.is_empty() {
-                let _ = batches_tx.send(batch);
-            }
-            Ok(fixups)
-        });
+        let walker = scope.spawn(move || walk_in_batches(app_dir, roots, config, batches_tx));
         let loaded = ordered::load_in_order(scope, batches_rx, pool, &load);
-        let archive_err = |source| Error::Write {
-            path: PathBuf::from("(archive)"),
-            source,
-        };
-        let encoder =
-            content_encoder(BufWriter::with_capacity(1 << 20, out), config).map_err(archive_err)?;
+        let encoder = content_encoder(BufWriter::with_capacity(1 << 20, out), config)
+            .map_err(archive_write_err)?;
         let mut tar = TarWriter::new(encoder, config.mtime);
         let mut packed = Packed {
             entries: Vec::new(),
@@ -382,25 +360,58 @@ fn write_content<R: Send>(
         // The walk's own error (an unreadable directory, a bad name) ended the stream early.
         let link_fixups = walker.join().expect("the walker does not panic")?;
         packed.fixups.extend(link_fixups);
-        let finishing = scope.spawn(move || {
-            // Ends the stream for the join even if finishing panics, so it never waits forever.
-            let _ended = EndOnDrop(out);
-            let finished = tar
-                .finish()
-                .and_then(|zstd| zstd.finish())
-                .and_then(|mut w| w.flush());
-            out.end(finished.is_ok());
-            finished
-        });
+        let finishing = scope.spawn(move || finish_archive(tar, out));
         let then = then(packed);
         finishing
             .join()
             .expect("finishing zstd does not panic")
-            .map_err(archive_err)?;
+            .map_err(archive_write_err)?;
         then
     });
     progress.finish();
     result
+}
+
+/// Walks the tree, relocating links, and sends it in batches of `BATCH_FILES`; returns the
+/// link fixups. A consumer that stops hangs up its channel, and the walk then stops too.
+fn walk_in_batches(
+    app_dir: &Path,
+    roots: &Roots,
+    config: &PackConfig,
+    batches_tx: mpsc::SyncSender<Vec<walk::SourceEntry>>,
+) -> Result<Vec<Fixup>, Error> {
+    let mut fixups = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH_FILES);
+    walk::stream(app_dir, &config.walk, &config.limits, &mut |mut source| {
+        relocate_link(roots, &mut source, &config.limits, &mut fixups);
+        batch.push(source);
+        batch.len() < BATCH_FILES
+            || batches_tx
+                .send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(BATCH_FILES),
+                ))
+                .is_ok()
+    })?;
+    if !batch.is_empty() {
+        let _ = batches_tx.send(batch);
+    }
+    Ok(fixups)
+}
+
+/// Ends the tar stream and zstd's frame, then tells `out`'s reader whether it is complete.
+fn finish_archive<W: Write>(
+    tar: TarWriter<zstd::Encoder<'static, BufWriter<W>>>,
+    out: &Growing,
+) -> io::Result<()> {
+    // Ends the stream for the join even if finishing panics, so it never waits forever.
+    let _ended = EndOnDrop(out);
+    let finished = tar
+        .finish()
+        .and_then(|zstd| zstd.finish())
+        .and_then(|mut w| w.flush());
+    out.end(finished.is_ok());
+    finished
 }
 
 /// The zstd settings of the content frame: level 3, with a 4 MiB window (the level-3 default
@@ -505,10 +516,6 @@ fn write_one<W: Write>(
     packed: &mut Packed,
 ) -> Result<Entry, Error> {
     let path = source.path.clone();
-    let write_err = |e| Error::Write {
-        path: PathBuf::from("(archive)"),
-        source: e,
-    };
     match &source.kind {
         SourceKind::EmptyDir => {
             return write_plain(
@@ -532,13 +539,6 @@ fn write_one<W: Write>(
         }
         SourceKind::File => {}
     };
-    let kind = |executable: bool, size, hash| {
-        if executable {
-            Kind::Exec { size, hash }
-        } else {
-            Kind::File { size, hash }
-        }
-    };
     let entry = match loaded {
         Loaded::Whole {
             content,
@@ -551,9 +551,10 @@ fn write_one<W: Write>(
             packed.warnings.extend(warning);
             let entry = Entry {
                 path,
-                kind: kind(executable, content.len() as u64, hash),
+                kind: file_kind(executable, content.len() as u64, hash),
             };
-            tar.entry(&entry, content.as_slice()).map_err(write_err)?;
+            tar.entry(&entry, content.as_slice())
+                .map_err(archive_write_err)?;
             progress.advance(content.len() as u64);
             entry
         }
@@ -562,49 +563,94 @@ fn write_one<W: Write>(
             size,
             executable,
         } => {
-            // The header needs the size first: stream exactly that many bytes, hashing as we go,
-            // and refuse a file that grew or shrank meanwhile.
-            let unreadable = |e| Error::Unreadable {
-                path: path.clone(),
-                source: e,
+            let large = Large {
+                file,
+                size,
+                executable,
             };
-            let mut reader = Streaming {
-                inner: file.take(size),
-                hasher: blake3::Hasher::new(),
-                read: 0,
-                progress,
-                roots,
-                tail: vec![],
-                mentions: false,
-                text: None,
-            };
-            // The hash is filled in after streaming; the tar header only needs the size.
-            let placeholder = Entry {
-                path: path.clone(),
-                kind: kind(executable, size, Hash([0; 32])),
-            };
-            tar.entry(&placeholder, &mut reader).map_err(write_err)?;
-            let grew = reader
-                .inner
-                .get_mut()
-                .read(&mut [0u8; 1])
-                .map_err(unreadable)?
-                != 0;
-            if reader.read != size || grew {
-                return Err(Error::Changed { path });
-            }
-            let mentions = reader.mentions && reader.text.unwrap_or(true);
-            packed
-                .warnings
-                .extend(source_path_warning(roots, &path, mentions, config.strict)?);
-            Entry {
-                path,
-                kind: kind(executable, size, reader.hasher.finalize().into()),
-            }
+            write_large(tar, roots, path, large, config, progress, packed)?
         }
         Loaded::NoContent => unreachable!("files always load content"),
     };
     Ok(entry)
+}
+
+/// A file too big to hold in memory, opened and measured.
+struct Large {
+    file: File,
+    size: u64,
+    executable: bool,
+}
+
+/// Streams a large file into the archive. The header needs the size first: exactly that many
+/// bytes are streamed, hashed on the way, and a file that grew or shrank meanwhile is refused.
+fn write_large<W: Write>(
+    tar: &mut TarWriter<W>,
+    roots: &Roots,
+    path: String,
+    large: Large,
+    config: &PackConfig,
+    progress: &dyn Progress,
+    packed: &mut Packed,
+) -> Result<Entry, Error> {
+    let Large {
+        file,
+        size,
+        executable,
+    } = large;
+    let unreadable = |e| Error::Unreadable {
+        path: path.clone(),
+        source: e,
+    };
+    let mut reader = Streaming {
+        inner: file.take(size),
+        hasher: blake3::Hasher::new(),
+        read: 0,
+        progress,
+        roots,
+        tail: vec![],
+        mentions: false,
+        text: None,
+    };
+    // The hash is filled in after streaming; the tar header only needs the size.
+    let placeholder = Entry {
+        path: path.clone(),
+        kind: file_kind(executable, size, Hash([0; 32])),
+    };
+    tar.entry(&placeholder, &mut reader)
+        .map_err(archive_write_err)?;
+    let grew = reader
+        .inner
+        .get_mut()
+        .read(&mut [0u8; 1])
+        .map_err(unreadable)?
+        != 0;
+    if reader.read != size || grew {
+        return Err(Error::Changed { path });
+    }
+    let mentions = reader.mentions && reader.text.unwrap_or(true);
+    packed
+        .warnings
+        .extend(source_path_warning(roots, &path, mentions, config.strict)?);
+    Ok(Entry {
+        path,
+        kind: file_kind(executable, size, reader.hasher.finalize().into()),
+    })
+}
+
+fn file_kind(executable: bool, size: u64, hash: Hash) -> Kind {
+    if executable {
+        Kind::Exec { size, hash }
+    } else {
+        Kind::File { size, hash }
+    }
+}
+
+fn archive_write_err(source: io::Error) -> Error {
+    Error::Write {
+        path: PathBuf::from("(archive)"),
+        source,
+    }
 }
 
 fn write_plain<W: Write>(tar: &mut TarWriter<W>, entry: Entry) -> Result<Entry, Error> {

@@ -222,35 +222,7 @@ fn read(
             }
         }
         budget.set(stream_budget(&manifest, &config.limits));
-        for expected in &manifest.entries {
-            let entry = match entries.next() {
-                None => {
-                    return Err(refused(
-                        &expected.path,
-                        Refusal::Missing(expected.path.clone()),
-                    ))
-                }
-                Some(entry) => entry.map_err(|e| refused(&expected.path, tar_refusal(e)))?,
-            };
-            reader.entry(entry, expected).map_err(|e| match e {
-                EntryError::Refused(reason) => refused(&expected.path, reason),
-                EntryError::Write(path, source) => Error::Write { path, source },
-                EntryError::Visitor(source) => Error::Visitor {
-                    entry: expected.path.clone(),
-                    source,
-                },
-            })?;
-        }
-        if let Some(extra) = entries.next() {
-            let name = extra
-                .ok()
-                .and_then(|e| e.path_bytes().into_owned().into())
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
-            return Err(refused(
-                &name.unwrap_or_else(|| "(after the last entry)".into()),
-                Refusal::Extra,
-            ));
-        }
+        read_entries(&mut entries, &manifest, &mut reader, archive)?;
         (manifest, fixups)
     };
     let stream = tar.into_inner();
@@ -267,6 +239,51 @@ fn read(
         entries: manifest.entries,
         fixups,
     })
+}
+
+/// Reads every entry the manifest lists, in its order, and refuses anything after the last.
+fn read_entries<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+    manifest: &Manifest,
+    reader: &mut EntryReader<'_, '_>,
+    archive: &Path,
+) -> Result<(), Error> {
+    let refused = |entry: &str, reason: Refusal| Error::Refused {
+        archive: archive.into(),
+        entry: entry.into(),
+        reason,
+    };
+    for expected in &manifest.entries {
+        let entry = match entries.next() {
+            None => {
+                return Err(refused(
+                    &expected.path,
+                    Refusal::Missing(expected.path.clone()),
+                ))
+            }
+            Some(entry) => entry.map_err(|e| refused(&expected.path, tar_refusal(e)))?,
+        };
+        reader.entry(entry, expected).map_err(|e| match e {
+            EntryError::Refused(reason) => refused(&expected.path, reason),
+            EntryError::Write(path, source) => Error::Write { path, source },
+            EntryError::Visitor(source) => Error::Visitor {
+                entry: expected.path.clone(),
+                source,
+            },
+        })?;
+    }
+    // A smuggled entry after the last listed one would be extracted by a naive reader.
+    if let Some(extra) = entries.next() {
+        let name = extra
+            .ok()
+            .and_then(|e| e.path_bytes().into_owned().into())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        return Err(refused(
+            &name.unwrap_or_else(|| "(after the last entry)".into()),
+            Refusal::Extra,
+        ));
+    }
+    Ok(())
 }
 
 /// How many decompressed bytes a well-formed archive with this manifest can take: content, plus

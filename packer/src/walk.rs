@@ -162,6 +162,29 @@ struct Slot {
     contents: bool,
 }
 
+/// Every child's places, in the manifest's order (sorted by path bytes).
+fn slots(children: &[Child]) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = Vec::with_capacity(children.len() + 4);
+    for (i, c) in children.iter().enumerate() {
+        slots.push(Slot {
+            key: c.name.clone(),
+            child: i,
+            contents: false,
+        });
+        if let ChildKind::Dir = c.kind {
+            let mut key = c.name.clone();
+            key.push(b'/');
+            slots.push(Slot {
+                key,
+                child: i,
+                contents: true,
+            });
+        }
+    }
+    slots.sort();
+    slots
+}
+
 impl Walker<'_> {
     /// Emits everything under `dir` (artifact path `rel`); returns whether it emitted anything.
     fn dir(&mut self, dir: &Path, rel: &str, emit: &mut Sink) -> Result<bool, Stop> {
@@ -185,24 +208,7 @@ impl Walker<'_> {
                 children.push(child);
             }
         }
-        let mut slots: Vec<Slot> = Vec::with_capacity(children.len() + 4);
-        for (i, c) in children.iter().enumerate() {
-            slots.push(Slot {
-                key: c.name.clone(),
-                child: i,
-                contents: false,
-            });
-            if let ChildKind::Dir = c.kind {
-                let mut key = c.name.clone();
-                key.push(b'/');
-                slots.push(Slot {
-                    key,
-                    child: i,
-                    contents: true,
-                });
-            }
-        }
-        slots.sort();
+        let slots = slots(&children);
         let mut any = false;
         // Contents walked ahead of their place, when a sibling sorts between a directory's own
         // entry and its contents (`foo`, `foo-bar`, `foo/…`): only then is its emptiness needed early.
@@ -249,12 +255,10 @@ impl Walker<'_> {
                         }
                     }
                     None => {
-                        if self.dir(&abs, &child.path, emit)? {
-                            any = true;
-                        } else {
+                        if !self.dir(&abs, &child.path, emit)? {
                             emit(entry(&child.path, SourceKind::EmptyDir))?;
-                            any = true;
                         }
+                        any = true;
                     }
                 },
             }
