@@ -55,8 +55,8 @@ pub enum UpdateFetch {
     Script(String),
 }
 
-/// Where an app answers: `host[/path]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Where an app answers: `host[/path]`. Written and read as that text (CLI, JSON, files).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub host: String,
     pub path: String,
@@ -319,6 +319,26 @@ impl Location {
                 trimmed.into()
             },
         })
+    }
+}
+
+impl std::str::FromStr for Location {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Location, &'static str> {
+        Location::parse(s)
+    }
+}
+
+impl Serialize for Location {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Location {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Location, D::Error> {
+        let s = String::deserialize(d)?;
+        Location::parse(&s).map_err(|why| serde::de::Error::custom(format!("location `{s}` {why}")))
     }
 }
 

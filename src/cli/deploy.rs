@@ -28,7 +28,7 @@ pub struct Args {
     /// Repeat for several; by default the app keeps its locations (first time: app.ini's
     /// `default_location`, else any host).
     #[arg(long = "location", value_name = "HOST[/PATH]")]
-    pub locations: Vec<String>,
+    pub locations: Vec<packer::appconfig::Location>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -38,7 +38,7 @@ pub struct Settings {
     pub source: PathBuf,
     pub app: Option<packer::AppName>,
     pub no_wait: bool,
-    pub locations: Vec<String>,
+    pub locations: Vec<packer::appconfig::Location>,
     pub limits: packer::Limits,
 }
 

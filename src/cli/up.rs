@@ -1,6 +1,7 @@
 //! `silver up`: the whole job on one machine. Packs the app, starts an embedded node (agent and
 //! front door) over a directory, deploys to it, and serves until interrupted.
 
+use packer::appconfig::Location;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ pub struct Args {
     pub port: u16,
     /// Where the app answers [default: any host, at app.ini's default_location path].
     #[arg(long = "location", value_name = "HOST[/PATH]")]
-    pub locations: Vec<String>,
+    pub locations: Vec<Location>,
     /// Print one JSON object (url, app, id, root) on stdout once it serves.
     #[arg(long)]
     pub json: bool,
@@ -114,11 +115,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Any host, at the path app.ini's `default_location` gives, unless `--location` says otherwise.
-fn locations(args: &Args, path: &str) -> Vec<String> {
+fn locations(args: &Args, path: &str) -> Vec<Location> {
     if !args.locations.is_empty() {
         return args.locations.clone();
     }
-    vec![format!("*{}", if path == "/" { "" } else { path })]
+    vec![Location {
+        host: "*".into(),
+        path: path.into(),
+    }]
 }
 
 /// The embedded node: control API on a free loopback port, the front door on `--port`.

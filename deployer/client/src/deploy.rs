@@ -355,7 +355,7 @@ pub struct DeployOptions {
     /// Where manifests sent before are kept, as delta bases for the next deploy.
     pub cache_dir: Option<PathBuf>,
     /// `host[/path]` where the app should answer; empty keeps what the node has.
-    pub locations: Vec<String>,
+    pub locations: Vec<packer::appconfig::Location>,
 }
 
 /// What `silver deploy --json` prints.

@@ -202,6 +202,31 @@ async fn hostile_ids_get_4xx_and_touch_nothing() {
 }
 
 #[tokio::test]
+async fn hostile_locations_get_400_and_touch_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("node");
+    let router = router(&root);
+    let before = tree(&root);
+    for location in ["http://example.com/", "", "/blog", "exa mple.com", "a/../b"] {
+        let body = serde_json::json!({
+            "id": "b3:0123456789ab", "who": "t@test", "locations": [location]
+        })
+        .to_string();
+        for route in ["deploy", "activate"] {
+            let uri = format!("/v1/apps/blog/{route}");
+            let (status, text) = send(&router, Method::POST, &uri, &body).await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{route} {location:?}: {text}"
+            );
+            assert!(text.contains("location"), "{route} {location:?}: {text}");
+        }
+    }
+    assert_eq!(tree(&root), before, "a refused request changed the store");
+}
+
+#[tokio::test]
 async fn requests_without_the_token_are_401() {
     let tmp = tempfile::tempdir().unwrap();
     let router = router(&tmp.path().join("node"));

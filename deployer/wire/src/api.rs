@@ -23,6 +23,7 @@
 //! Errors are [`ApiError`] with a status: 401 no or wrong credential, 404 unknown app or release,
 //! 409 lock held, 413 too large, 422 refused input, 507 not enough free space.
 
+use packer::appconfig::Location;
 use packer::{AppName, IdPrefix};
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +75,7 @@ pub struct ActivateRequest {
     /// `host[/path]` where the app answers; empty keeps the app's locations (or, the first
     /// time, its `default_location`, or any host).
     #[serde(default)]
-    pub locations: Vec<String>,
+    pub locations: Vec<Location>,
     /// Take an artifact whose app.ini names another app (the user said so on purpose).
     #[serde(default)]
     pub other_app: bool,

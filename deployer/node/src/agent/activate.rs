@@ -69,7 +69,7 @@ async fn make_current(
     req: ActivateRequest,
     action: Action,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
-    let requested = parse_locations(&req.locations)?;
+    let requested = req.locations.clone();
     let store = state.store.clone();
     let prefix = req.id.clone();
     let id = blocking(move || store.resolve(&prefix)).await?;
