@@ -90,6 +90,12 @@ pub struct RuntimeArgs {
     /// superuser, through runuser].
     #[arg(long, env = "SILVER_POSTGRES_URL", value_name = "URL")]
     pub postgres_url: Option<String>,
+    /// Seconds a front-door connection may take to send its request headers before it is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub header_timeout: u64,
+    /// Open front-door connections allowed from one client address; more are closed at once.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_client_connections: usize,
 }
 
 impl RuntimeArgs {
@@ -97,6 +103,10 @@ impl RuntimeArgs {
         let mut config = silver_runtime::RuntimeConfig {
             user: app_user(self.app_user.as_deref())?,
             drain_grace: Duration::from_secs(self.drain_grace),
+            front: silver_runtime::front_door::FrontConfig {
+                header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+                max_client_connections: self.max_client_connections.max(1),
+            },
             ..Default::default()
         };
         config.gunicorn.workers = self.workers.max(1);

@@ -45,10 +45,13 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(&config.app_dir, e))?;
-    let front = crate::router::front(runtime.routes().clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let server =
-        tokio::spawn(async move { axum::serve(crate::router::nodelay(listener), front).await });
+    let front = crate::router::front(runtime.routes().clone());
+    let server = tokio::spawn(crate::front_door::serve(
+        listener,
+        front,
+        config.runtime.front.clone(),
+        std::future::pending(),
+    ));
     let (watcher, mut changes) = watch(&config.app_dir)?;
 
     let mut generation = 1u32;

@@ -1,6 +1,6 @@
 //! The live side of a node, and of `silver serve`: the releases that run (`live`), what to run
 //! for one (`launch`), its processes under supervision (`supervise`) with their logs (`logs`),
-//! the front door (`router`), services (`services`), the app's environment (`environment`), and
+//! the front door (`router` for requests, `front_door` for connections), services (`services`), the app's environment (`environment`), and
 //! the dev server (`dev`). It never touches the node's store: the caller hands it directories
 //! and a flip to run at the switch.
 
@@ -9,6 +9,7 @@
 pub mod dev;
 pub mod environment;
 mod error;
+pub mod front_door;
 pub mod launch;
 mod live;
 pub mod logs;

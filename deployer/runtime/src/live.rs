@@ -41,6 +41,8 @@ pub struct RuntimeConfig {
     pub bytecode_cache: bool,
     /// The node's PostgreSQL, for apps that name `service.postgresql` or `service.postgis`.
     pub postgres: Option<crate::services::Postgres>,
+    /// Limits on the front door's public connections.
+    pub front: crate::front_door::FrontConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -54,6 +56,7 @@ impl Default for RuntimeConfig {
             log_to_terminal: false,
             bytecode_cache: true,
             postgres: None,
+            front: Default::default(),
         }
     }
 }

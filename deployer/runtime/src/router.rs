@@ -201,21 +201,12 @@ pub fn front(routes: Routes) -> Router {
         .with_state(Front { routes, client })
 }
 
-/// The front door's listener with Nagle's algorithm off: small responses otherwise wait for the
-/// client's delayed ACK, which shows up as 40 ms tail latencies.
-pub fn nodelay(
-    listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    use axum::serve::ListenerExt;
-    fn set(tcp: &mut tokio::net::TcpStream) {
-        let _ = tcp.set_nodelay(true);
-    }
-    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
-}
-
 const VERSIONED_CACHE: &str = "public, max-age=31536000, immutable";
 
 async fn handle(State(front): State<Front>, request: Request) -> Response {
+    if let Err(why) = check_host(&request) {
+        return page(StatusCode::BAD_REQUEST, "Bad request", why);
+    }
     let host = request_host(&request);
     let path = request.uri().path().to_string();
     let Some((app, route, prefix)) = front.routes.resolve(&host, &path) else {
@@ -255,6 +246,20 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
             "Not found",
             &format!("<code>{}</code> has no such file.", escape(&path)),
         ),
+    }
+}
+
+/// HTTP/1.1 requires exactly one `Host` (RFC 9112 §3.2). Two of them let the router and the app
+/// each believe a different one (request smuggling between virtual hosts); none leaves the
+/// router guessing which app is meant.
+fn check_host(request: &Request) -> Result<(), &'static str> {
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    let http11 = request.version() >= axum::http::Version::HTTP_11;
+    match hosts {
+        1 => Ok(()),
+        0 if !http11 => Ok(()),
+        0 => Err("An HTTP/1.1 request needs a <code>Host</code> header."),
+        _ => Err("A request may carry only one <code>Host</code> header."),
     }
 }
 
@@ -375,6 +380,11 @@ async fn proxy(
         }
     };
     parts.version = axum::http::Version::HTTP_11;
+    let malformed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = Body::new(Watched {
+        inner: body,
+        malformed: malformed.clone(),
+    });
     forward_headers(
         &mut parts.headers,
         client_addr.as_deref(),
@@ -384,6 +394,13 @@ async fn proxy(
     );
     let response = match client.request(Request::from_parts(parts, body)).await {
         Ok(r) => r,
+        Err(_) if malformed.load(Ordering::Relaxed) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The request body is malformed (a bad chunk size or a cut-off body).",
+            )
+        }
         Err(e) => {
             tracing::warn!(backend = %backend.addr, error = %e, "the app did not answer");
             return page(
@@ -439,23 +456,26 @@ fn forward_headers(
     upgrade: bool,
 ) {
     strip_hop_by_hop(headers, upgrade);
-    // Only the router may say what the prefix is: a client's own X-Silver-* is dropped.
+    // Only the router may say who the client is, how it came and under which prefix the app
+    // sits: a client's own `Forwarded`, `X-Forwarded-*`, `X-Real-IP` or `X-Silver-*` would let it
+    // pose as another address (past an app's IP allow-list) or move the app's URLs.
     let forged: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-silver-"))
+        .filter(|k| {
+            let k = k.as_str();
+            k.starts_with("x-silver-")
+                || k.starts_with("x-forwarded-")
+                || k == "forwarded"
+                || k == "x-real-ip"
+        })
         .cloned()
         .collect();
     for name in forged {
         headers.remove(name);
     }
-    if let Some(client) = client {
-        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(before) => format!("{before}, {client}"),
-            None => client.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&chain) {
-            headers.insert("x-forwarded-for", v);
-        }
+    if let Some(v) = client.and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert("x-forwarded-for", v.clone());
+        headers.insert("x-real-ip", v);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     if let Ok(v) = HeaderValue::from_str(host) {
@@ -485,6 +505,37 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
+    }
+}
+
+/// A request body that notes whether the client sent a malformed one, so that the answer is a
+/// 400 for the client's mistake and not a 502 blaming the app.
+struct Watched {
+    inner: Body,
+    malformed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.malformed.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

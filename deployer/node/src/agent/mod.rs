@@ -29,7 +29,7 @@ use packer::{Hash, Limits};
 use crate::error::Error;
 use crate::store::{self, Store};
 use extract::{App, ArtifactId, JsonBody};
-use silver_runtime::router::{nodelay, Routes};
+use silver_runtime::router::Routes;
 use silver_runtime::{Runtime, RuntimeConfig};
 use silver_wire::api::*;
 use silver_wire::frames::{FrameDecoder, Piece};
@@ -173,14 +173,13 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
     tokio::spawn(activate::restore(state.clone()));
     let runtime = state.runtime.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let front = silver_runtime::router::front(runtime.routes().clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let front_listener = nodelay(listeners.front);
-    let front_task = tokio::spawn(async move {
-        axum::serve(front_listener, front)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await
-    });
+    let front = silver_runtime::router::front(runtime.routes().clone());
+    let front_task = tokio::spawn(silver_runtime::front_door::serve(
+        listeners.front,
+        front,
+        config.runtime.front.clone(),
+        stopped(stop_rx),
+    ));
     let router = app(state);
     let remote_task = listeners.remote.zip(remote_tls).map(|(tcp, acceptor)| {
         let listener = crate::tls::TlsListener { tcp, acceptor };
