@@ -795,3 +795,71 @@ fn deploy_names_a_missing_source_and_junk_as_such() {
     );
     assert!(!said.contains("pass --app"), "{said}");
 }
+
+#[test]
+fn token_and_key_files_others_can_read_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "secret-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The client's --token-file.
+    let out = silver()
+        .args([
+            "releases",
+            "hello",
+            "--node",
+            "http://127.0.0.1:9",
+            "--token-file",
+        ])
+        .arg(&token)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let said = redact(&stderr(&out), tmp.path());
+    assert!(!out.status.success());
+    assert!(
+        said.contains(
+            "the token file `[TMP]/token` is mode 0644: other users can read or change it"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("hint: `chmod 600 [TMP]/token`"), "{said}");
+    // The agent's --token-file.
+    let out = silver()
+        .args(["agent", "--root"])
+        .arg(tmp.path().join("node"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--token-file",
+        ])
+        .arg(&token)
+        .env("NO_COLOR", "1")
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let said = redact(&stderr(&out), tmp.path());
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("`[TMP]/token` is mode 0644"), "{said}");
+    assert!(
+        said.contains("hint: it guards access to the node: `chmod 600"),
+        "{said}"
+    );
+    // Once private, the client takes it.
+    let agent = Agent::start(&tmp.path().join("node2"), &[]);
+    std::fs::write(&token, &agent.token).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = silver()
+        .args(["releases", "hello", "--node", &agent.url, "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("never been deployed"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -146,10 +146,12 @@ fn postgresql_and_files_services_are_provisioned_and_kept() {
     agent.deployed(&tmp.path().join("cache"), &app, &[]);
     let env: serde_json::Value =
         serde_json::from_str(&get(&agent.front, "pg.test", "/env").body).unwrap();
-    assert_eq!(env["CONFIG_PG_DBNAME"], "silver_pg_app");
+    // Named for this node: another node on the same PostgreSQL gets its own role.
+    let role = format!("s{}_pg_app", node_id(&agent));
+    assert_eq!(env["CONFIG_PG_DBNAME"], role.as_str());
     assert_eq!(env["CONFIG_PG_PORT"], cluster.port.to_string().as_str());
     let url = env["DATABASE_URL"].as_str().unwrap().to_string();
-    assert!(url.starts_with("postgresql://silver_pg_app:"), "{url}");
+    assert!(url.starts_with(&format!("postgresql://{role}:")), "{url}");
     assert!(env["CONFIG_FILES"]
         .as_str()
         .unwrap()
@@ -160,7 +162,7 @@ fn postgresql_and_files_services_are_provisioned_and_kept() {
     let sql = "CREATE TABLE IF NOT EXISTS notes (t text); INSERT INTO notes VALUES ('kept'); SELECT current_user, count(*) FROM notes";
     let run = psql_as_app(&agent, &psql, &url, sql);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert_eq!(stdout(&run).trim(), "silver_pg_app|1");
+    assert_eq!(stdout(&run).trim(), format!("{role}|1"));
 
     // A new release keeps the database, its data and its password.
     std::fs::write(app.join("static/style.css"), "/* v2 */\n").unwrap();
@@ -176,6 +178,91 @@ fn postgresql_and_files_services_are_provisioned_and_kept() {
         let text = std::fs::read_to_string(agent.root.join(file)).unwrap();
         assert!(!text.contains(password), "{file} holds the password");
     }
+}
+
+fn node_id(agent: &Agent) -> String {
+    std::fs::read_to_string(agent.root.join("node-id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[ignore = "system tier (PostgreSQL): cargo test -- --include-ignored"]
+fn two_nodes_on_one_postgresql_never_disturb_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cluster = Cluster::start(tmp.path());
+    let admin = cluster.admin_url();
+    let psql = cluster.bin.join("psql");
+    let app = tmp.path().join("app");
+    wsgi_app(
+        &app,
+        "pg-app",
+        "default_location = pg.test\nservice.postgresql =\n",
+        ECHO_APP,
+    );
+    let first = Agent::start(&tmp.path().join("node-a"), &["--postgres-url", &admin]);
+    first.deployed(&tmp.path().join("cache-a"), &app, &[]);
+    let env_of = |agent: &Agent| -> serde_json::Value {
+        serde_json::from_str(&get(&agent.front, "pg.test", "/env").body).unwrap()
+    };
+    let url_a = env_of(&first)["DATABASE_URL"].as_str().unwrap().to_string();
+    let run = psql_as_app(
+        &first,
+        &psql,
+        &url_a,
+        "CREATE TABLE a_only (x int); SELECT 1",
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    // The same app name on a second node: its own role, database and password.
+    let second = Agent::start(&tmp.path().join("node-b"), &["--postgres-url", &admin]);
+    second.deployed(&tmp.path().join("cache-b"), &app, &[]);
+    let url_b = env_of(&second)["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(url_a, url_b);
+    // The first node's app still logs in with its password, and sees its own table only.
+    let run = psql_as_app(&first, &psql, &url_a, "SELECT count(*) FROM a_only");
+    assert!(run.status.success(), "{}", stderr(&run));
+    let run = psql_as_app(&second, &psql, &url_b, "SELECT count(*) FROM a_only");
+    assert!(
+        !run.status.success(),
+        "the second node sees the first one's table"
+    );
+    // A role of the name a node would use, made by someone else, is not taken over.
+    let taken = format!("s{}_taken", node_id(&first));
+    let out = Command::new(&psql)
+        .args(["-X", "-q", "-d", &admin, "-c"])
+        .arg(format!("CREATE ROLE \"{taken}\" LOGIN PASSWORD 'theirs'"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = tmp.path().join("taken");
+    wsgi_app(
+        &other,
+        "taken",
+        "default_location = taken.test\nservice.postgresql =\n",
+        ECHO_APP,
+    );
+    let out = first.deploy(&tmp.path().join("cache-a"), &other, &[]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "PostgreSQL role `{taken}` for app `taken` exists but this node did not make it"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("never takes over a role it did not make"),
+        "{said}"
+    );
 }
 
 #[test]

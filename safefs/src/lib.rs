@@ -89,6 +89,16 @@ pub fn secret_hex(bytes: usize) -> io::Result<String> {
     Ok(hex::encode(raw))
 }
 
+/// The mode of `path` if group or others may read or write it, as ssh refuses a private key
+/// that is "too open". A file that guards access (a token, a TLS key) and that other users can
+/// read lets them take the access it guards; one they can write lets them swap it for their own.
+/// Only regular files are judged: `/dev/null` or a pipe holds no secret to leak.
+pub fn too_open(path: &Path) -> io::Result<Option<u32>> {
+    let meta = std::fs::metadata(path)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    Ok((meta.is_file() && mode & 0o077 != 0).then_some(mode))
+}
+
 /// The secret kept in `path`, or a new one of `bytes` random bytes written there 0600 if the
 /// file is missing or does not hold one of that size.
 pub fn load_or_create_secret(path: &Path, bytes: usize) -> io::Result<String> {
@@ -114,6 +124,23 @@ fn parent(path: &Path) -> &Path {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn files_others_can_read_or_write_are_too_open() {
+        let dir = temp_dir("safefs-test-").unwrap();
+        let path = dir.path().join("key");
+        for (mode, expected) in [
+            (0o600, None),
+            (0o400, None),
+            (0o640, Some(0o640)),
+            (0o602, Some(0o602)),
+            (0o644, Some(0o644)),
+        ] {
+            std::fs::write(&path, "k").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(too_open(&path).unwrap(), expected, "{mode:o}");
+        }
+    }
 
     #[test]
     fn atomic_writes_replace_with_the_mode_and_leave_no_temp_file() {

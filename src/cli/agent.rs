@@ -75,8 +75,8 @@ pub struct Args {
 /// How apps run; shared with `silver up`.
 #[derive(Debug, clap::Args)]
 pub struct RuntimeArgs {
-    /// The unprivileged user apps run as when the agent runs as root [default: `silver` if it
-    /// exists, else `nobody`].
+    /// Run every app as this one unprivileged user, with no isolation between apps [default as
+    /// root: each app as its own system user, `s<node id>-<app>`, made by the agent].
     #[arg(long, value_name = "USER")]
     pub app_user: Option<String>,
     /// Seconds a replaced release gets to finish its in-flight requests before it is stopped.
@@ -101,7 +101,7 @@ pub struct RuntimeArgs {
 impl RuntimeArgs {
     pub fn resolve(&self) -> anyhow::Result<silver_runtime::RuntimeConfig> {
         let mut config = silver_runtime::RuntimeConfig {
-            user: app_user(self.app_user.as_deref())?,
+            users: app_users(self.app_user.as_deref())?,
             drain_grace: Duration::from_secs(self.drain_grace),
             front: silver_runtime::front_door::FrontConfig {
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
@@ -112,11 +112,10 @@ impl RuntimeArgs {
         config.gunicorn.workers = self.workers.max(1);
         config.postgres = match &self.postgres_url {
             Some(url) => Some(
-                silver_runtime::services::Postgres::from_url(Some(url)).with_context(|| {
-                    format!(
-                        "--postgres-url `{url}` is not a postgresql://[user@]host[:port]/db URL"
-                    )
-                })?,
+                // The URL is not repeated: it may hold the administrator's password.
+                silver_runtime::services::Postgres::from_url(Some(url)).context(
+                    "--postgres-url is not a postgresql://[user[:password]@]host[:port]/db URL",
+                )?,
             ),
             None if silver_runtime::supervise::running_as_root() => {
                 silver_runtime::services::Postgres::from_url(None)
@@ -127,28 +126,46 @@ impl RuntimeArgs {
     }
 }
 
-/// As root, apps run as another user; otherwise they already run unprivileged, as us.
-fn app_user(name: Option<&str>) -> anyhow::Result<Option<silver_runtime::supervise::AppUser>> {
+/// As root, each app runs as its own user (or all as `--app-user`); otherwise they already run
+/// unprivileged, as us.
+fn app_users(name: Option<&str>) -> anyhow::Result<silver_runtime::users::AppUsers> {
     use silver_runtime::supervise::AppUser;
+    use silver_runtime::users::AppUsers;
     if !silver_runtime::supervise::running_as_root() {
         if let Some(name) = name {
             anyhow::bail!(
                 "--app-user {name} needs the agent to run as root; without root, apps run as you"
             );
         }
-        return Ok(None);
+        return Ok(AppUsers::Invoker);
     }
-    let user = match name {
-        Some(name) => AppUser::lookup(name)
-            .with_context(|| format!("there is no user `{name}` for --app-user on this machine"))?,
-        None => AppUser::lookup("silver")
-            .or_else(|| AppUser::lookup("nobody"))
-            .context("neither user `silver` nor `nobody` exists; pass --app-user USER")?,
+    let Some(name) = name else {
+        return Ok(AppUsers::PerApp);
     };
+    let user = AppUser::lookup(name)
+        .with_context(|| format!("there is no user `{name}` for --app-user on this machine"))?;
     if user.uid == 0 {
         anyhow::bail!("--app-user must not be root: apps run unprivileged");
     }
-    Ok(Some(user))
+    Ok(AppUsers::Shared(user))
+}
+
+/// Says on stderr who apps will run as, so that running without root is never a surprise.
+pub fn say_app_users(users: &silver_runtime::users::AppUsers) {
+    use silver_runtime::users::AppUsers;
+    let said = match users {
+        AppUsers::Invoker if silver_runtime::supervise::running_as_root() => format!(
+            "run as you (`{}`): a development server runs the app as whoever starts it",
+            super::node::user_name()
+        ),
+        AppUsers::Invoker => format!(
+            "run as you (`{}`), not as users of their own: that needs the agent to run as root",
+            super::node::user_name()
+        ),
+        AppUsers::Shared(user) => format!("all run as user `{}` (--app-user)", user.name),
+        AppUsers::PerApp => "each run as a system user of its own, `s<node id>-<app>`".into(),
+    };
+    crate::ui::status("Apps", said);
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -169,9 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.tls_listen = args.tls_listen;
     config.front = args.http;
     config.runtime = args.runtime.resolve()?;
-    if let Some(user) = &config.runtime.user {
-        crate::ui::status("Apps", format!("run as user `{}`", user.name));
-    }
+    say_app_users(&config.runtime.users);
     let token_file = config.token_file.clone();
     super::node::runtime()?
         .block_on(silver_node::agent::serve(config, |bound| {

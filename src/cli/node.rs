@@ -39,18 +39,28 @@ pub struct NodeArgs {
     pub json: bool,
 }
 
+/// A token file other users can read hands them the node; refuse it, as ssh refuses a key.
+fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    if let Some(mode) = safefs::too_open(path)
+        .with_context(|| format!("failed to read the token file `{}`", path.display()))?
+    {
+        anyhow::bail!(
+            "the token file `{}` is mode {mode:04o}: other users can read or change it\nhint: `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the token file `{}`", path.display()))
+}
+
 impl NodeArgs {
     pub fn connect(&self) -> anyhow::Result<silver_client::Node> {
         if !self.node.contains("://") {
             return self.connect_local();
         }
         let token = match &self.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("failed to read the token file `{}`", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
+            Some(path) => Some(read_token_file(path)?.trim().to_string()),
             None => std::env::var("SILVER_TOKEN").ok().filter(|t| !t.is_empty()),
         };
         let config = silver_client::NodeConfig {
@@ -64,9 +74,7 @@ impl NodeArgs {
         };
         Ok(silver_client::Node::connect(&config)?)
     }
-}
 
-impl NodeArgs {
     /// A local node by name: its agent's TLS port, its CA and its token, from its state.
     fn connect_local(&self) -> anyhow::Result<silver_client::Node> {
         let nodes_dir = match std::env::var_os("SILVER_NODES_DIR") {
@@ -103,16 +111,19 @@ impl NodeArgs {
 
 /// `user@host`, as recorded in a node's history.
 pub fn who() -> String {
+    format!("{}@{}", user_name(), rustix_hostname())
+}
+
+/// The invoking account's name.
+pub fn user_name() -> String {
     // The account itself first: `USER` is unset under sudo -i, cron and CI runners.
     let uid = nix::unistd::getuid();
-    let user = nix::unistd::User::from_uid(uid)
+    nix::unistd::User::from_uid(uid)
         .ok()
         .flatten()
         .map(|u| u.name)
         .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| format!("uid{uid}"));
-    let host = rustix_hostname();
-    format!("{user}@{host}")
+        .unwrap_or_else(|| format!("uid{uid}"))
 }
 
 fn rustix_hostname() -> String {

@@ -41,6 +41,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bytecode_cache: false,
         ..Default::default()
     };
+    // The app under development runs as the developer, whoever that is: say so.
+    super::agent::say_app_users(&runtime.users);
     runtime.drain_grace = std::time::Duration::from_secs(5);
     runtime.stop_grace = std::time::Duration::from_secs(5);
     // The app's local data (logs, `service.files`) lives in the user's XDG data directory, kept

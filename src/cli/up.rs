@@ -134,6 +134,7 @@ fn agent_config(
     agent.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     agent.front = SocketAddr::from(([127, 0, 0, 1], args.port));
     agent.runtime = args.runtime.resolve()?;
+    super::agent::say_app_users(&agent.runtime.users);
     Ok(agent)
 }
 

@@ -217,6 +217,27 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        remove_app_users(&self.root);
+    }
+}
+
+/// As root, the agent made a system user per app; a test node's users go with it, so runs of
+/// the suite do not fill the machine's system uid range.
+pub fn remove_app_users(root: &Path) {
+    let Ok(id) = std::fs::read_to_string(root.join("node-id")) else {
+        return;
+    };
+    let suffix = format!(" on node {}", id.trim());
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() > 4 && fields[4].starts_with("silver app ") && fields[4].ends_with(&suffix)
+        {
+            // Forced: the app's processes may still be on their way out.
+            let _ = std::process::Command::new("userdel")
+                .args(["--force", fields[0]])
+                .output();
+        }
     }
 }
 

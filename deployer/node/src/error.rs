@@ -133,6 +133,8 @@ pub enum Error {
     BadTls { path: PathBuf, why: String },
     #[error("token file `{}` is empty", path.display())]
     EmptyToken { path: PathBuf },
+    #[error("`{}` is mode {mode:04o}: other users can read or change it", path.display())]
+    TooOpen { path: PathBuf, mode: u32 },
     #[error("apps run as `{user}`, who cannot reach the node root `{}`: `{}` is mode {mode:04o}", root.display(), dir.display())]
     Unreachable {
         root: PathBuf,
@@ -244,6 +246,10 @@ impl Error {
             Error::PlaintextRemote { .. } => "listen on loopback and use --node ssh://user@host, or pass --tls-cert and --tls-key (and --tls-listen for a TLS listener beside the loopback one)".into(),
             Error::EmptyToken { path } => format!(
                 "remove `{}` to have the agent make a new token, or write one into it",
+                path.display()
+            ),
+            Error::TooOpen { path, .. } => format!(
+                "it guards access to the node: `chmod 600 {}` (and keep it owned by the agent's user)",
                 path.display()
             ),
             Error::Runtime(e) => return e.hint(),

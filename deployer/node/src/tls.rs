@@ -30,6 +30,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
     if chain.is_empty() {
         return Err(bad(cert, "no certificate in it".into()));
     }
+    crate::agent::check_private(key)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| bad(key, format!("no usable private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

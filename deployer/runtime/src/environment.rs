@@ -8,6 +8,7 @@ use std::path::Path;
 use packer::appconfig::AppConfig;
 
 use crate::error::Error;
+use crate::supervise::AppUser;
 
 /// What the node knows about one running release.
 #[derive(Debug, Clone)]
@@ -45,8 +46,13 @@ pub fn environment(config: &AppConfig, ctx: &EnvContext) -> BTreeMap<String, Str
 }
 
 /// Writes `environment.json` (one object) and `environment.conf` (`NAME='value'` lines that
-/// `sh` can source) into `dir`, each replaced atomically.
-pub fn write_environment(dir: &Path, env: &BTreeMap<String, String>) -> Result<(), Error> {
+/// `sh` can source) into `dir`, each replaced atomically, mode 0600 and given to `owner`: they
+/// hold the app's passwords, which no other app's user may read.
+pub fn write_environment(
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    owner: Option<&AppUser>,
+) -> Result<(), Error> {
     let json = serde_json::to_vec_pretty(env).expect("strings serialize");
     let conf: String = env
         .iter()
@@ -58,10 +64,14 @@ pub fn write_environment(dir: &Path, env: &BTreeMap<String, String>) -> Result<(
     ] {
         let path = dir.join(name);
         let options = safefs::WriteOptions {
-            mode: 0o644,
+            mode: 0o600,
             durability: safefs::Durability::Atomic,
         };
         safefs::write_atomic(&path, &body, options).map_err(|e| Error::io(&path, e))?;
+        if let Some(user) = owner {
+            std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))
+                .map_err(|e| Error::io(&path, e))?;
+        }
     }
     Ok(())
 }
@@ -128,7 +138,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        write_environment(dir.path(), &env).unwrap();
+        write_environment(dir.path(), &env, None).unwrap();
         let json: BTreeMap<String, String> =
             serde_json::from_slice(&std::fs::read(dir.path().join("environment.json")).unwrap())
                 .unwrap();

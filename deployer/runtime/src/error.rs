@@ -37,6 +37,16 @@ pub enum Error {
         dir: PathBuf,
         mode: u32,
     },
+    #[error("cannot make the app's user `{name}`: {why}")]
+    UserAdd { name: String, why: String },
+    #[error("user `{name}` exists but the agent did not make it (its comment is `{comment}`)")]
+    UserTaken { name: String, comment: String },
+    #[error("PostgreSQL role `{role}` for app `{app}` exists but this node did not make it (its comment is `{comment}`)")]
+    RoleTaken {
+        app: AppName,
+        role: String,
+        comment: String,
+    },
     #[error("app `{app}` needs service `{service}`, but this node has no PostgreSQL")]
     NoPostgres { app: AppName, service: String },
     #[error("app `{app}` needs service `{service}`, which silver does not provide")]
@@ -77,6 +87,8 @@ pub enum Error {
         log_tail: Vec<String>,
         /// Whether an earlier release of the app still serves (false on a first deploy).
         previous_serves: bool,
+        /// What to do about the cause, when it says (a service that could not be provisioned).
+        cause_hint: Option<String>,
     },
 }
 
@@ -117,6 +129,14 @@ fn tail(lines: &[String]) -> String {
 }
 
 impl Error {
+    /// An activation failure that carries its cause's hint too.
+    pub fn with_cause_hint(mut self, hint: Option<String>) -> Error {
+        if let Error::Activation { cause_hint, .. } = &mut self {
+            *cause_hint = hint;
+        }
+        self
+    }
+
     pub fn io(path: &Path, source: io::Error) -> Error {
         Error::Io {
             path: path.to_path_buf(),
@@ -139,18 +159,31 @@ impl Error {
                 "add them to the node's image recipe, or install them (apt-get install {})",
                 missing.join(" ")
             ),
+            Error::UserAdd { .. } => "the agent makes one system user per app with useradd, as root; check that useradd works on this node".into(),
+            Error::UserTaken { name, .. } => format!(
+                "the agent never takes over a user it did not make, as that would hand the app its files; remove `{name}` (userdel) if it is unused, or run the app elsewhere"
+            ),
+            Error::RoleTaken { role, .. } => format!(
+                "the agent never takes over a role it did not make; drop `{role}` if it is unused, or give this node its own PostgreSQL"
+            ),
             Error::NotPython { .. } => "point `runner` at the app's WSGI `.py` file".into(),
             Error::AppConfig(e) => return e.hint(),
             Error::Activation {
                 app,
-                previous_serves: true,
+                previous_serves,
+                cause_hint,
                 ..
-            } => format!(
-                "the previous release keeps serving; see `silver logs {app}` and `silver releases {app}`"
-            ),
-            Error::Activation { app, .. } => format!(
-                "no earlier release of `{app}` serves, so nothing does; see `silver logs {app}`"
-            ),
+            } => {
+                let state = if *previous_serves {
+                    format!("the previous release keeps serving; see `silver logs {app}` and `silver releases {app}`")
+                } else {
+                    format!("no earlier release of `{app}` serves, so nothing does; see `silver logs {app}`")
+                };
+                match cause_hint {
+                    Some(cause) => format!("{cause}\nhint: {state}"),
+                    None => state,
+                }
+            }
             _ => return None,
         })
     }

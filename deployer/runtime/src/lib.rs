@@ -17,6 +17,7 @@ pub mod paths;
 pub mod router;
 pub mod services;
 pub mod supervise;
+pub mod users;
 
 pub use error::{Error, Step};
 pub use live::*;

@@ -25,8 +25,11 @@ use crate::supervise::{AppUser, Spec, Supervised};
 /// How the node runs apps.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Who apps run as; None runs them as the agent's own (already unprivileged) user.
-    pub user: Option<AppUser>,
+    /// Who apps run as: each its own user as root, else the agent's own user.
+    pub users: crate::users::AppUsers,
+    /// The node's id (made once under its root): part of app user names and service
+    /// credentials, so two nodes on one host never share them.
+    pub node_id: String,
     pub gunicorn: Gunicorn,
     /// How long the replaced release may take to finish its in-flight requests.
     pub drain_grace: Duration,
@@ -48,7 +51,8 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            user: None,
+            users: Default::default(),
+            node_id: "local".into(),
             gunicorn: Gunicorn::default(),
             drain_grace: Duration::from_secs(30),
             stop_grace: Duration::from_secs(30),
@@ -79,6 +83,8 @@ pub struct Candidate {
     /// Run `update_fetch` before the switch (not when an agent restarts what was running).
     pub update_fetch: bool,
     pub services: Vec<(String, String)>,
+    /// Who its processes run as (set by the runtime; None: the agent's own user).
+    pub user: Option<AppUser>,
 }
 
 impl Candidate {
@@ -171,6 +177,26 @@ impl Runtime {
         &self.inner.routes
     }
 
+    /// The user an app's processes run as, made now if it is the app's own and does not exist
+    /// yet; None: the agent's own user.
+    pub async fn app_user(&self, app: &AppName) -> Result<Option<AppUser>, Error> {
+        use crate::users::AppUsers;
+        match &self.inner.config.users {
+            AppUsers::Invoker => Ok(None),
+            AppUsers::Shared(user) => Ok(Some(user.clone())),
+            AppUsers::PerApp => {
+                let (node, app) = (self.inner.config.node_id.clone(), app.clone());
+                tokio::task::spawn_blocking(move || crate::users::ensure(&node, &app))
+                    .await
+                    .map_err(|source| Error::Worker {
+                        doing: "making the app's user",
+                        source,
+                    })?
+                    .map(Some)
+            }
+        }
+    }
+
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
     }
@@ -213,11 +239,13 @@ impl Runtime {
                 other,
             });
         }
-        self.prepare_dirs(&c)?;
         let mut c = c;
-        self.provision(&mut c)
-            .await
-            .map_err(|e| self.failed(&c, Step::ProvisionServices, e.to_string(), vec![]))?;
+        c.user = self.app_user(&c.app).await?;
+        self.prepare_dirs(&c)?;
+        self.provision(&mut c).await.map_err(|e| {
+            let failed = self.failed(&c, Step::ProvisionServices, e.to_string(), vec![]);
+            failed.with_cause_hint(e.hint())
+        })?;
         let has_web = c.config.runner.is_some() || c.config.processes.iter().any(|p| p.web);
         let port = if has_web {
             Some(free_port().map_err(|e| Error::io(c.paths.dir(), e))?)
@@ -245,7 +273,7 @@ impl Runtime {
         if let Err((step, reason)) = flipped {
             return Err(self.abandon(&c, processes, step, reason).await);
         }
-        if let Err(e) = write_environment(&c.paths.run(), &env) {
+        if let Err(e) = write_environment(&c.paths.run(), &env, c.user.as_ref()) {
             tracing::warn!(error = %e, "cannot write environment.json");
         }
         let names = processes.iter().map(|p| p.name.clone()).collect();
@@ -281,7 +309,7 @@ impl Runtime {
                 argv: l.argv.clone(),
                 env,
                 cwd: c.dir.clone(),
-                user: self.inner.config.user.clone(),
+                user: c.user.clone(),
                 log: self.sink(c, &l.name)?,
             }));
         }
@@ -315,14 +343,19 @@ impl Runtime {
             return Ok(());
         }
         let (app, app_dir, services) = (c.app.clone(), c.paths.clone(), c.config.services.clone());
-        let (user, postgres) = (
-            self.inner.config.user.clone(),
-            self.inner.config.postgres.clone(),
-        );
+        let node = self.inner.config.node_id.clone();
+        let (user, postgres) = (c.user.clone(), self.inner.config.postgres.clone());
         let packages = c.config.packages.clone();
         c.services = tokio::task::spawn_blocking(move || {
             crate::services::check_packages(&app, &packages)?;
-            crate::services::provision(&app, &app_dir, &services, user.as_ref(), postgres.as_ref())
+            crate::services::provision(
+                &node,
+                &app,
+                &app_dir,
+                &services,
+                user.as_ref(),
+                postgres.as_ref(),
+            )
         })
         .await
         .map_err(|source| Error::Worker {
@@ -424,7 +457,7 @@ impl Runtime {
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             env: env.clone(),
             cwd: c.dir.clone(),
-            user: self.inner.config.user.clone(),
+            user: c.user.clone(),
             log: log.clone(),
         });
         let run = async {
@@ -497,21 +530,16 @@ impl Runtime {
     }
 
     fn prepare_dirs(&self, c: &Candidate) -> Result<(), Error> {
-        if let Some(user) = &self.inner.config.user {
+        if let Some(user) = &c.user {
             check_reachable(&c.dir, user)?;
         }
         let p = &c.paths;
-        for (dir, apps_own) in [
-            (p.logs(), true),
-            (p.data(), true),
-            (p.run(), false),
-            (p.cache(), true),
-        ] {
+        for dir in [p.logs(), p.data(), p.run(), p.cache()] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            // The app writes its data, caches and own logs; everything else stays the agent's.
-            if let (Some(user), true) = (&self.inner.config.user, apps_own) {
-                std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
-                    .map_err(|e| Error::io(&dir, e))?;
+            // The app's own state: its user alone may enter (an earlier agent may have made
+            // these for a shared user, so ownership is set every time).
+            if let Some(user) = &c.user {
+                own_private_dir(&dir, user)?;
             }
         }
         if c.config.runner.is_some() {
@@ -519,7 +547,14 @@ impl Runtime {
                 .paths
                 .run()
                 .join(format!("{}.py", launch::WSGI_SHIM_MODULE));
-            std::fs::write(&shim, launch::WSGI_SHIM).map_err(|e| Error::io(&shim, e))?;
+            // Replaced by rename, never written through: `run/` is the app user's, who could
+            // have put a symlink here to make the agent (root) overwrite another file.
+            let options = safefs::WriteOptions {
+                mode: 0o644,
+                durability: safefs::Durability::Atomic,
+            };
+            safefs::write_atomic(&shim, launch::WSGI_SHIM.as_bytes(), options)
+                .map_err(|e| Error::io(&shim, e))?;
         }
         Ok(())
     }
@@ -553,6 +588,7 @@ impl Runtime {
             log_tail,
             // The route table still names the app only if an earlier release serves it.
             previous_serves: self.inner.routes.get(&c.app).is_some(),
+            cause_hint: None,
         }
     }
 }
@@ -644,6 +680,14 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// Gives `dir` to `user`, mode 0700: another app's user cannot list, read or write it.
+pub(crate) fn own_private_dir(dir: &Path, user: &AppUser) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Apps run as an unprivileged user, who must be able to walk down to the release.

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,7 +72,12 @@ pub struct Rotating {
 
 impl Rotating {
     fn open(path: PathBuf, policy: Rotation) -> io::Result<Rotating> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)?;
         let size = file.metadata()?.len();
         Ok(Rotating {
             path,
@@ -150,8 +156,18 @@ fn present(process: &str, raw: &str) -> String {
     }
 }
 
+/// Opens a log for reading, never through a symlink: `logs/` belongs to the app's user, who
+/// could otherwise point `web.log` at `/etc/shadow` and have the agent (root) show it to whoever
+/// asks for the logs, or append to it.
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+}
+
 fn last_lines(path: &Path, lines: usize) -> io::Result<Vec<String>> {
-    let mut file = match File::open(path) {
+    let mut file = match open_log(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(e),
@@ -191,7 +207,7 @@ pub async fn follow(
                 partial.clear();
             }
             if meta.len() > offset {
-                let mut file = File::open(&path)?;
+                let mut file = open_log(&path)?;
                 file.seek(SeekFrom::Start(offset))?;
                 let mut buf = Vec::new();
                 Read::by_ref(&mut file)

@@ -20,52 +20,93 @@ use crate::supervise::AppUser;
 pub struct Postgres {
     /// The command that runs `psql` as a superuser: `runuser -u postgres -- psql` on a node.
     pub psql: Vec<String>,
-    /// An admin connection URL, when PostgreSQL is reached over TCP instead.
-    pub url: Option<String>,
+    /// An administrator's connection, when PostgreSQL is reached over TCP instead.
+    pub admin: Option<Admin>,
     /// Where apps connect.
     pub host: String,
     pub port: u16,
 }
 
+/// An administrator's login, from `--postgres-url`. It reaches `psql` through `PG*` variables,
+/// which only the agent's user can read, never as an argument, which every user sees in `ps`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: Option<String>,
+    pub sslmode: Option<String>,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Postgres {
-    /// From an admin URL (`postgresql://user@host:port/db`), or the local cluster's superuser.
+    /// From an admin URL (`postgresql://user[:password]@host[:port]/db[?sslmode=…]`), or the
+    /// local cluster's superuser. None for a URL that is not one (the caller says so without
+    /// repeating it: it may hold a password).
     pub fn from_url(url: Option<&str>) -> Option<Postgres> {
-        match url {
-            Some(url) => {
-                let rest = url
-                    .strip_prefix("postgresql://")
-                    .or_else(|| url.strip_prefix("postgres://"))?;
-                let authority = rest.split('/').next().unwrap_or_default();
-                let hostport = authority.rsplit('@').next().unwrap_or_default();
-                let (host, port) = match hostport.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), p.parse().ok()?),
-                    None => (hostport.to_string(), 5432),
-                };
-                Some(Postgres {
-                    psql: vec!["psql".into()],
-                    url: Some(url.into()),
-                    host: if host.is_empty() {
-                        "127.0.0.1".into()
-                    } else {
-                        host
-                    },
-                    port,
-                })
-            }
-            None => AppUser::lookup("postgres").map(|_| Postgres {
+        let Some(url) = url else {
+            return AppUser::lookup("postgres").map(|_| Postgres {
                 psql: ["runuser", "-u", "postgres", "--", "psql"]
                     .map(String::from)
                     .to_vec(),
-                url: None,
+                admin: None,
                 host: "127.0.0.1".into(),
                 port: 5432,
-            }),
+            });
+        };
+        let url = url::Url::parse(url).ok()?;
+        if !matches!(url.scheme(), "postgresql" | "postgres") {
+            return None;
         }
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .ok()
+                .map(|s| s.into_owned())
+        };
+        let user = Some(url.username())
+            .filter(|u| !u.is_empty())
+            .and_then(decode);
+        let password = url.password().and_then(decode);
+        let database = url
+            .path()
+            .strip_prefix('/')
+            .filter(|d| !d.is_empty())
+            .and_then(decode);
+        let sslmode = url
+            .query_pairs()
+            .find(|(k, _)| k == "sslmode")
+            .map(|(_, v)| v.into_owned());
+        Some(Postgres {
+            psql: vec!["psql".into()],
+            admin: Some(Admin {
+                user,
+                password,
+                database,
+                sslmode,
+            }),
+            host: url
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .unwrap_or("127.0.0.1")
+                .to_string(),
+            port: url.port().unwrap_or(5432),
+        })
     }
 }
 
 /// Provisions every service of an app; returns their variables.
 pub fn provision(
+    node: &str,
     app: &AppName,
     paths: &AppPaths,
     services: &[(String, String)],
@@ -81,7 +122,7 @@ pub fn provision(
                     app: app.clone(),
                     service: name.clone(),
                 })?;
-                env.extend(postgresql(app, paths, name == "postgis", pg)?);
+                env.extend(postgresql(node, app, paths, name == "postgis", pg)?);
             }
             other => {
                 return Err(Error::UnknownService {
@@ -132,43 +173,83 @@ fn files(paths: &AppPaths, user: Option<&AppUser>) -> Result<String, Error> {
     let dir = paths.files();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if let Some(user) = user {
-        std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
-            .map_err(|e| Error::io(&dir, e))?;
+        crate::live::own_private_dir(&dir, user)?;
     }
     Ok(dir.display().to_string())
 }
 
+/// The role and database of an app on a node: `s<node>_<app>`, within PostgreSQL's 63 bytes,
+/// a long name cut and given a hash of the whole, so two apps or two nodes never share one.
+pub fn pg_name(node: &str, app: &AppName) -> String {
+    let app_part = app.as_str().replace(['-', '.'], "_");
+    let name = format!("s{node}_{app_part}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let hash = blake3::hash(app.as_str().as_bytes()).to_hex();
+    format!("s{node}_{}_{}", &app_part[..40], &hash[..8])
+}
+
+/// What the agent writes on each role it makes, and looks for before it touches one: a role
+/// another node (or a person) made is never taken over.
+fn role_comment(node: &str, app: &AppName) -> String {
+    format!("silver app {app} on node {node}")
+}
+
 fn postgresql(
+    node: &str,
     app: &AppName,
     paths: &AppPaths,
     postgis: bool,
     pg: &Postgres,
 ) -> Result<Vec<(String, String)>, Error> {
-    let name = format!(
-        "silver_{}",
-        app.as_str().replace(['-', '.'], "_").to_ascii_lowercase()
-    );
+    let name = pg_name(node, app);
     let password = password(paths)?;
-    let role = format!(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN \
-         CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'; ELSE \
-         ALTER ROLE \"{name}\" LOGIN PASSWORD '{password}'; END IF; END $$;"
-    );
-    psql(pg, None, &role)?;
+    let ours = role_comment(node, app);
+    let comment = psql(
+        pg,
+        None,
+        &format!(
+            "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles \
+             WHERE rolname = '{name}'"
+        ),
+        &[],
+    )?;
+    let statement = match comment.lines().next() {
+        None => format!(
+            "CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'; COMMENT ON ROLE \"{name}\" IS '{ours}';"
+        ),
+        Some(c) if c.trim() == ours => format!("ALTER ROLE \"{name}\" LOGIN PASSWORD '{password}';"),
+        Some(c) => {
+            return Err(Error::RoleTaken {
+                app: app.clone(),
+                role: name,
+                comment: c.trim().to_string(),
+            })
+        }
+    };
+    psql(pg, None, &statement, &[&password])?;
     let exists = psql(
         pg,
         None,
         &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+        &[],
     )?;
     if exists.trim() != "1" {
         psql(
             pg,
             None,
             &format!("CREATE DATABASE \"{name}\" OWNER \"{name}\""),
+            &[],
         )?;
     }
     if postgis {
-        psql(pg, Some(&name), "CREATE EXTENSION IF NOT EXISTS postgis")?;
+        psql(
+            pg,
+            Some(&name),
+            "CREATE EXTENSION IF NOT EXISTS postgis",
+            &[],
+        )?;
     }
     let url = format!(
         "postgresql://{name}:{password}@{}:{}/{name}",
@@ -193,31 +274,34 @@ fn password(paths: &AppPaths) -> Result<String, Error> {
 }
 
 /// Runs one statement as the administrator; the statement (which may hold a password) is
-/// passed on stdin, never on a command line or in an error.
-fn psql(pg: &Postgres, database: Option<&str>, sql: &str) -> Result<String, Error> {
+/// passed on stdin, never on a command line, and each of `secrets` is blotted out of an error.
+fn psql(
+    pg: &Postgres,
+    database: Option<&str>,
+    sql: &str,
+    secrets: &[&str],
+) -> Result<String, Error> {
     use std::io::Write;
     let mut cmd = std::process::Command::new(&pg.psql[0]);
     cmd.args(&pg.psql[1..])
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
-    // A URL names its database in its path; swap it for the app's when asked.
-    match (&pg.url, database) {
-        (Some(url), Some(db)) => {
-            let base = url.split('?').next().unwrap_or(url);
-            let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
-            let server = if server.ends_with(':') || server.ends_with('/') {
-                base
-            } else {
-                server
-            };
-            cmd.arg(format!("{server}/{db}"));
+    if let Some(admin) = &pg.admin {
+        cmd.env("PGHOST", &pg.host)
+            .env("PGPORT", pg.port.to_string());
+        for (var, value) in [
+            ("PGUSER", &admin.user),
+            ("PGPASSWORD", &admin.password),
+            ("PGDATABASE", &admin.database),
+            ("PGSSLMODE", &admin.sslmode),
+        ] {
+            if let Some(value) = value {
+                cmd.env(var, value);
+            }
         }
-        (Some(url), None) => {
-            cmd.arg(url);
-        }
-        (None, Some(db)) => {
-            cmd.args(["-d", db]);
-        }
-        (None, None) => {}
+    }
+    // A database name is no secret: an argument works through runuser too.
+    if let Some(db) = database {
+        cmd.args(["-d", db]);
     }
     let mut child = cmd
         .stdin(std::process::Stdio::piped())
@@ -239,9 +323,11 @@ fn psql(pg: &Postgres, database: Option<&str>, sql: &str) -> Result<String, Erro
         .map_err(|source| Error::PostgresPipe { source })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::PostgresRefused {
-            message: err.lines().next().unwrap_or("(no message)").to_string(),
-        });
+        let mut message = err.lines().next().unwrap_or("(no message)").to_string();
+        for secret in secrets {
+            message = message.replace(secret, "***");
+        }
+        return Err(Error::PostgresRefused { message });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -287,6 +373,7 @@ mod tests {
             ("couchdb".to_string(), String::new()),
         ];
         let err = provision(
+            "0a1b2c3d",
             &AppName::parse("blog").unwrap(),
             &AppPaths::new(dir.path().to_path_buf()),
             &services,
@@ -296,6 +383,7 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("service `couchdb`"), "{err}");
         let env = provision(
+            "0a1b2c3d",
             &AppName::parse("blog").unwrap(),
             &AppPaths::new(dir.path().to_path_buf()),
             &services[..1],
@@ -306,6 +394,7 @@ mod tests {
         assert_eq!(env[0].0, "CONFIG_FILES");
         assert!(dir.path().join("files").is_dir());
         let err = provision(
+            "0a1b2c3d",
             &AppName::parse("blog").unwrap(),
             &AppPaths::new(dir.path().to_path_buf()),
             &[("postgis".into(), String::new())],

@@ -226,6 +226,7 @@ pub(super) fn candidate(
         locations,
         update_fetch,
         services: vec![],
+        user: None,
     })
 }
 

@@ -30,6 +30,8 @@ use crate::error::Error;
 use crate::store::{self, Store};
 use extract::{App, ArtifactId, JsonBody};
 use silver_runtime::router::Routes;
+use silver_runtime::supervise::AppUser;
+use silver_runtime::users::AppUsers;
 use silver_runtime::{Runtime, RuntimeConfig};
 use silver_wire::api::*;
 use silver_wire::frames::{FrameDecoder, Piece};
@@ -151,7 +153,7 @@ pub fn app(state: AgentState) -> Router {
 
 /// Binds, recovers the store, starts the apps and serves until SIGINT or SIGTERM. `ready` gets
 /// the bound addresses.
-pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(), Error> {
+pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(), Error> {
     check_listeners(&config)?;
     let acceptor = config
         .tls
@@ -164,6 +166,7 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
         None => (acceptor, None),
     };
     let store = open_store(&config)?;
+    config.runtime.node_id = store.node_id()?;
     let token = load_or_create_token(&config.token_file)?;
     let listeners = Listeners::bind(&config).await?;
     let bound = listeners.bound(&config, control_tls.is_some())?;
@@ -219,8 +222,8 @@ pub async fn serve(config: AgentConfig, ready: impl FnOnce(Bound)) -> Result<(),
 /// Opens the store, checks the app user can reach it, and recovers it from any crash.
 fn open_store(config: &AgentConfig) -> Result<Store, Error> {
     let store = Store::open(&config.root, config.limits.clone())?;
-    if let Some(user) = &config.runtime.user {
-        check_reachable(&config.root, user)?;
+    if let Some(user) = representative_user(&config.runtime.users) {
+        check_reachable(&config.root, &user)?;
     }
     let recovery = store.recover()?;
     tracing::info!(
@@ -291,11 +294,22 @@ fn check_listeners(config: &AgentConfig) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whom to check the root against: the shared user, or for users of their own (not made yet)
+/// one that is neither owner nor group anywhere.
+fn representative_user(users: &AppUsers) -> Option<AppUser> {
+    match users {
+        AppUsers::Invoker => None,
+        AppUsers::Shared(user) => Some(user.clone()),
+        AppUsers::PerApp => Some(AppUser {
+            name: "each app's own user".into(),
+            uid: u32::MAX - 1,
+            gid: u32::MAX - 1,
+        }),
+    }
+}
+
 /// Refuses to start on a root the app user cannot reach (see `first_blocked`).
-fn check_reachable(
-    root: &std::path::Path,
-    user: &silver_runtime::supervise::AppUser,
-) -> Result<(), Error> {
+fn check_reachable(root: &std::path::Path, user: &AppUser) -> Result<(), Error> {
     match silver_runtime::supervise::first_blocked(root, user) {
         Ok(None) => Ok(()),
         Ok(Some((dir, mode))) => Err(Error::Unreachable {
@@ -318,11 +332,26 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Refuses a token or key file other users can read or change (see `safefs::too_open`).
+pub(crate) fn check_private(path: &std::path::Path) -> Result<(), Error> {
+    match safefs::too_open(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(Error::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        }),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 fn load_or_create_token(path: &std::path::Path) -> Result<String, Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(t) if !t.trim().is_empty() => {
+            check_private(path)?;
+            return Ok(t.trim().to_string());
+        }
         Ok(_) => {
             return Err(Error::EmptyToken {
                 path: path.to_path_buf(),

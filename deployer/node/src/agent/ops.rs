@@ -119,6 +119,7 @@ pub(super) async fn run(
         candidate(&store, &name, &id, vec![], false)
     })
     .await?;
+    c.user = state.runtime.app_user(&app).await?;
     state.runtime.provision(&mut c).await?;
     // Only the program name: arguments may carry secrets.
     tracing::info!(%app, who = %req.who, program = %req.argv[0], "run");
@@ -128,7 +129,7 @@ pub(super) async fn run(
         argv: req.argv.clone(),
         env: c.env(None, state.runtime.config().bytecode_cache),
         cwd: c.dir.clone(),
-        user: state.runtime.config().user.clone(),
+        user: c.user.clone(),
         log: logs::LogSink::Stderr {
             prefix: String::new(),
         },

@@ -74,6 +74,13 @@ impl Store {
         &self.root
     }
 
+    /// This node's id: 8 hex digits made once and kept in `node-id` (0600). App users and
+    /// service credentials carry it, so two nodes on one host never share them.
+    pub fn node_id(&self) -> Result<String, Error> {
+        let path = self.root.join("node-id");
+        safefs::load_or_create_secret(&path, 4).map_err(|e| Error::io(&path, e))
+    }
+
     /// Start-up: remove `.partial` leftovers and half-written uploads, mark locks of dead
     /// agents stale, and check that every app's `current` names a complete release.
     pub fn recover(&self) -> Result<Recovery, Error> {
