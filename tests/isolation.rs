@@ -1,0 +1,115 @@
+//! Two apps on one node, each as its own Unix user: neither can read, write or signal the
+//! other's files, processes or environment. Needs root (the agent makes the users).
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::*;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `silver run APP -- sh -c SCRIPT`: (exit code, stdout + stderr).
+fn run_as(agent: &Agent, app: &str, script: &str) -> (i32, String) {
+    let out = agent
+        .silver()
+        .args(["run", app, "--", "/bin/sh", "-c", script])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The pids of processes running as `uid`.
+fn pids_of(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
+        .collect()
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.uid(), meta.mode() & 0o7777)
+}
+
+#[test]
+#[ignore = "system tier (root: one user per app): cargo test -- --include-ignored"]
+fn two_apps_cannot_reach_each_others_files_processes_or_environment() {
+    assert!(is_root(), "the system tier runs as root");
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    for (name, host) in [("alpha", "alpha.test"), ("beta", "beta.test")] {
+        let dir = tmp.path().join(name);
+        wsgi_app(
+            &dir,
+            name,
+            &format!("default_location = {host}\n[variables]\nVERSION = {name}\n"),
+            ECHO_APP,
+        );
+        agent.deployed(&tmp.path().join("cache"), &dir, &[]);
+        assert_eq!(get(&agent.front, host, "/").body, format!("version {name}"));
+    }
+    let alpha = agent.root.join("apps/alpha");
+    // Each app's processes and `silver run` are its own user, and not root.
+    let (code, alpha_user) = run_as(&agent, "alpha", "id -un");
+    assert_eq!(code, 0, "{alpha_user}");
+    let (_, beta_user) = run_as(&agent, "beta", "id -un");
+    assert_ne!(alpha_user.trim(), beta_user.trim());
+    let id = std::fs::read_to_string(agent.root.join("node-id")).unwrap();
+    assert_eq!(alpha_user.trim(), format!("s{}-alpha", &id.trim()[..6]));
+    let alpha_uid = owner(&alpha.join("data")).0;
+    assert_ne!(alpha_uid, 0);
+    assert!(
+        !pids_of(alpha_uid).is_empty(),
+        "alpha's web runs as its user"
+    );
+    // Its state is its own: 0700 directories, 0600 environment files.
+    for dir in ["data", "logs", "run", "cache"] {
+        assert_eq!(owner(&alpha.join(dir)), (alpha_uid, 0o700), "{dir}");
+    }
+    for file in ["run/environment.json", "run/environment.conf"] {
+        assert_eq!(owner(&alpha.join(file)), (alpha_uid, 0o600), "{file}");
+    }
+    // Beta tries each way into alpha; every one is refused by the kernel.
+    let pid = pids_of(alpha_uid)[0];
+    let a = alpha.display();
+    for (what, script) in [
+        (
+            "read its environment file",
+            format!("cat {a}/run/environment.json"),
+        ),
+        ("list its data", format!("ls {a}/data")),
+        ("write its data", format!("touch {a}/data/from-beta")),
+        ("read its logs", format!("cat {a}/logs/web.log")),
+        ("signal its process", format!("kill -0 {pid}")),
+        (
+            "read its process environment",
+            format!("cat /proc/{pid}/environ"),
+        ),
+    ] {
+        let (code, said) = run_as(&agent, "beta", &script);
+        assert_ne!(code, 0, "beta could {what}: {said}");
+        assert!(
+            said.contains("Permission denied") || said.contains("Operation not permitted"),
+            "beta tried to {what}: {said}"
+        );
+    }
+    assert!(!alpha.join("data/from-beta").exists());
+    // Alpha itself can do all of it to its own.
+    let (code, said) = run_as(
+        &agent,
+        "alpha",
+        &format!(
+            "cat {a}/run/environment.json > /dev/null && touch {a}/data/mine && kill -0 {pid}"
+        ),
+    );
+    assert_eq!(code, 0, "{said}");
+    // Releases stay read-only, even to their own app.
+    let (code, said) = run_as(&agent, "alpha", "touch app.py");
+    assert_ne!(code, 0, "alpha wrote into its release: {said}");
+}
