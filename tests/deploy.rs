@@ -187,33 +187,17 @@ fn hostile_uploads_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::start(&tmp.path().join("node"), &[]);
     let t = Some(agent.token.as_str());
-    // An object whose bytes do not hash to its name.
-    let mut frame = silver_wire::frames::frame_header(&[7u8; 32], 5).to_vec();
-    frame.extend_from_slice(b"hello");
-    let (status, body) = http(&agent.url, "POST", "/v1/objects", t, &frame);
-    assert_eq!(status, 422, "{body}");
-    assert!(body.contains("hashing to"), "{body}");
-    // A frame cut short.
     let hash = blake3::hash(b"hello");
-    let mut torn = silver_wire::frames::frame_header(hash.as_bytes(), 5).to_vec();
-    torn.extend_from_slice(b"hel");
-    assert_eq!(http(&agent.url, "POST", "/v1/objects", t, &torn).0, 422);
-    // Nothing of either was kept.
-    assert_eq!(walk_files(&agent.root.join("objects")), 0);
-
+    // Objects come only for a manifest the node was sent first.
+    let mut good = silver_wire::frames::frame_header(hash.as_bytes(), 5).to_vec();
+    good.extend_from_slice(b"hello");
+    let (status, body) = http(&agent.url, "POST", "/v1/objects", t, &good);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("X-Silver-Artifact"), "{body}");
     // A manifest that names objects the node does not have: held as pending (the answer lists
     // them), and refused when committed while they are still missing.
     let manifest = format!("silver-manifest 1\nfile\tapp.py\t5\t{}\n", hash.to_hex());
-    let id = format!("b3:{}", blake3::hash(manifest.as_bytes()).to_hex());
-    let (status, body) = http(
-        &agent.url,
-        "PUT",
-        &format!("/v1/artifacts/{id}"),
-        t,
-        manifest.as_bytes(),
-    );
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains(hash.to_hex().as_str()), "{body}");
+    let id = expect_upload(&agent, &manifest, &[&hash.to_hex()]);
     let (status, body) = http(
         &agent.url,
         "POST",
@@ -223,6 +207,102 @@ fn hostile_uploads_are_refused() {
     );
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("does not have"), "{body}");
+    // Frames the manifest does not claim, or longer than it claims, or whose bytes do not hash
+    // to their name, or cut short: each refused, and nothing of them kept.
+    let frame = |name: &[u8; 32], len: u64, bytes: &[u8]| {
+        let mut f = silver_wire::frames::frame_header(name, len).to_vec();
+        f.extend_from_slice(bytes);
+        f
+    };
+    for (what, body_bytes, said) in [
+        (
+            "unclaimed",
+            frame(&[7u8; 32], 5, b"hello"),
+            "does not list as missing",
+        ),
+        (
+            "longer than claimed",
+            frame(hash.as_bytes(), 6, b"hello!"),
+            "claims is 5 bytes",
+        ),
+        (
+            "other bytes",
+            frame(hash.as_bytes(), 5, b"HELLO"),
+            "hashing to",
+        ),
+        (
+            "torn",
+            frame(hash.as_bytes(), 5, b"hel"),
+            "ended in the middle",
+        ),
+    ] {
+        let (status, body) = objects(&agent, &id, &body_bytes);
+        assert_eq!(status, 422, "{what}: {body}");
+        assert!(body.contains(said), "{what}: {body}");
+        assert_eq!(walk_files(&agent.root.join("objects")), 0, "{what}");
+    }
+    // The real bytes are taken, and then the manifest commits.
+    let (status, body) = objects(&agent, &id, &good);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(
+        &agent.url,
+        "POST",
+        &format!("/v1/artifacts/{id}/commit"),
+        t,
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    // A frame for an object the node already has is still hashed: another upload stored
+    // `late` after this manifest was sent; this upload's copy has other bytes.
+    let late = blake3::hash(b"late!");
+    let waiting = expect_upload(
+        &agent,
+        &format!("silver-manifest 1\nfile\tlate.txt\t5\t{}\n", late.to_hex()),
+        &[&late.to_hex()],
+    );
+    let other = expect_upload(
+        &agent,
+        &format!("silver-manifest 1\nfile\tz.txt\t5\t{}\n", late.to_hex()),
+        &[&late.to_hex()],
+    );
+    assert_eq!(
+        objects(&agent, &other, &frame(late.as_bytes(), 5, b"late!")).0,
+        200
+    );
+    let (status, body) = objects(&agent, &waiting, &frame(late.as_bytes(), 5, b"LATE!"));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("hashing to"), "{body}");
+    // A manifest that lies about a size: refused at once when the node has the object, and
+    // nothing recorded.
+    let lying = format!(
+        "silver-manifest 1\nfile\tapp.py\t10737418240\t{}\n",
+        hash.to_hex()
+    );
+    let lying_id = format!("b3:{}", blake3::hash(lying.as_bytes()).to_hex());
+    let (status, body) = http(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{lying_id}"),
+        t,
+        lying.as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("claims `app.py` is 10737418240 bytes, but its object is 5"),
+        "{body}"
+    );
+    assert!(!agent
+        .root
+        .join(format!("artifacts/{}", &lying_id[3..]))
+        .exists());
+    let (status, _) = http(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{id}"),
+        t,
+        manifest.as_bytes(),
+    );
+    assert_eq!(status, 200);
     // A zstd bomb posing as a manifest stops at the manifest size limit.
     let bomb = zstd::encode_all(&vec![b'a'; 300 << 20][..], 19).unwrap();
     let (status, body) = http_with(
@@ -270,12 +350,13 @@ fn hostile_uploads_are_refused() {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("leaves the app"), "{body}");
     // Activation of something the node does not have, and a bad app name.
+    let never_sent = format!("b3:{}", "ab".repeat(32));
     let (status, _) = http(
         &agent.url,
         "POST",
         "/v1/apps/hello/deploy",
         t,
-        format!(r#"{{"id":"{id}","who":"t"}}"#).as_bytes(),
+        format!(r#"{{"id":"{never_sent}","who":"t"}}"#).as_bytes(),
     );
     assert_eq!(status, 404);
     let (status, _) = http(
@@ -288,9 +369,49 @@ fn hostile_uploads_are_refused() {
     assert_eq!(status, 400);
     assert_eq!(
         walk_files(&agent.root.join("artifacts")),
-        1,
-        "only the pending manifest"
+        3,
+        "the committed manifest and the two never committed"
     );
+    let fsck = silver()
+        .args(["fsck", "--root"])
+        .arg(&agent.root)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{}", stdout(&fsck));
+}
+
+/// Sends `manifest`; the node must answer that it lacks exactly `missing`. Returns its id.
+fn expect_upload(agent: &Agent, manifest: &str, missing: &[&str]) -> String {
+    let id = format!("b3:{}", blake3::hash(manifest.as_bytes()).to_hex());
+    let (status, body) = http(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{id}"),
+        Some(&agent.token),
+        manifest.as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let listed: Vec<&str> = answer["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, missing, "{body}");
+    id
+}
+
+/// Posts object frames for artifact `id`.
+fn objects(agent: &Agent, id: &str, frames: &[u8]) -> (u16, String) {
+    http_with(
+        &agent.url,
+        "POST",
+        "/v1/objects",
+        Some(&agent.token),
+        frames,
+        &format!("X-Silver-Artifact: {id}\r\n"),
+    )
 }
 
 fn walk_files(dir: &Path) -> usize {
@@ -534,9 +655,12 @@ fn a_stalled_upload_times_out() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::start(&tmp.path().join("node"), &["--idle-timeout", "1"]);
+    let hash = blake3::hash(b"hello");
+    let manifest = format!("silver-manifest 1\nfile\tapp.py\t5\t{}\n", hash.to_hex());
+    let id = expect_upload(&agent, &manifest, &[&hash.to_hex()]);
     let addr = agent.url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let head = format!("POST /v1/objects HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 1000\r\n\r\n", agent.token);
+    let head = format!("POST /v1/objects HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nX-Silver-Artifact: {id}\r\nContent-Length: 1000\r\n\r\n", agent.token);
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&[0u8; 20]).unwrap(); // half a frame header, then silence
     stream
@@ -862,4 +986,111 @@ fn token_and_key_files_others_can_read_are_refused() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A small file system mounted for one test, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+#[test]
+#[ignore = "system tier (root: mounts a small file system): cargo test -- --include-ignored"]
+fn of_two_racing_deploys_that_cannot_both_fit_one_lands_and_one_gets_507() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = SmallFs::mount(&tmp.path().join("small"), "48m");
+    let agent = Agent::start(&small.0.join("node"), &["--min-free-bytes", "1000000"]);
+    // Two static sites of 30 MB each that do not compress: either fits, both do not.
+    let apps: Vec<std::path::PathBuf> = ["big-one", "big-two"]
+        .iter()
+        .map(|name| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(dir.join("static")).unwrap();
+            std::fs::write(
+                dir.join("app.ini"),
+                format!("[production]\napp_name = {name}\ndefault_location = {name}.test\n"),
+            )
+            .unwrap();
+            let mut blob = vec![0u8; 30 << 20];
+            blake3::Hasher::new()
+                .update(name.as_bytes())
+                .finalize_xof()
+                .fill(&mut blob);
+            std::fs::write(dir.join("static/blob.bin"), blob).unwrap();
+            dir
+        })
+        .collect();
+    let outputs: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let runs: Vec<_> = apps
+            .iter()
+            .map(|app| {
+                let cmd = agent
+                    .silver()
+                    .env("NO_COLOR", "1")
+                    .arg("deploy")
+                    .arg(app)
+                    .output();
+                scope.spawn(move || cmd.unwrap())
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let landed = outputs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        landed,
+        1,
+        "{:?}",
+        outputs.iter().map(stderr).collect::<Vec<_>>()
+    );
+    let refused = outputs.iter().find(|o| !o.status.success()).unwrap();
+    let said = stderr(refused);
+    assert!(said.contains("507"), "{said}");
+    let numbers = regex_lite::Regex::new(
+        r"not enough free space on the node: \d+ bytes needed, \d+ available",
+    )
+    .unwrap();
+    assert!(numbers.is_match(&said), "{said}");
+    // Nothing half-written: no upload in flight, no pending manifest, and fsck is clean.
+    let fsck = silver()
+        .args(["fsck", "--root"])
+        .arg(&agent.root)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{}", stdout(&fsck));
+    let pending = std::fs::read_dir(agent.root.join("artifacts"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pending"))
+        .count();
+    assert_eq!(pending, 0);
+    assert_eq!(walk_files(&agent.root.join("objects/tmp")), 0);
 }

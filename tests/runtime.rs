@@ -262,9 +262,15 @@ fn hosts_wildcards_and_path_prefixes_route_to_their_apps() {
     assert_eq!(headers["HTTP_X_FORWARDED_PROTO"], "http");
     assert_eq!(headers["scheme"], "http");
 
-    // A location another app holds is refused, and nothing changes.
+    // A location another app holds is refused before anything is uploaded, and nothing changes.
     let dir = tmp.path().join("thief");
     wsgi_app(&dir, "thief", "", ECHO_APP);
+    let artifacts = || {
+        std::fs::read_dir(agent.root.join("artifacts"))
+            .unwrap()
+            .count()
+    };
+    let before = artifacts();
     let out = deploy(
         &agent,
         tmp.path(),
@@ -277,6 +283,27 @@ fn hosts_wildcards_and_path_prefixes_route_to_their_apps() {
         "{}",
         stderr(&out)
     );
+    assert_eq!(
+        artifacts(),
+        before,
+        "the manifest was sent before the refusal"
+    );
+    // Its app.ini's default_location is checked too.
+    let dir = tmp.path().join("squatter");
+    wsgi_app(
+        &dir,
+        "squatter",
+        "default_location = www.example.test\n",
+        ECHO_APP,
+    );
+    let out = deploy(&agent, tmp.path(), &dir, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("location `www.example.test` is already served by app `exact`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(artifacts(), before);
     check("api.example.test", "/", "api");
 }
 

@@ -419,11 +419,11 @@ mod tests {
         );
         check(
             "[production]\ndefault_location = Blog.Example.com/news\n",
-            Ok(r#""default_location":{"host":"blog.example.com","path":"/news"}"#),
+            Ok(r#""default_location":"blog.example.com/news""#),
         );
         check(
             "[production]\ndefault_location = *.example.com\n",
-            Ok(r#""host":"*.example.com","path":"/""#),
+            Ok(r#""default_location":"*.example.com""#),
         );
         check(
             "[production]\nservice.postgis =\nconfig.template = x\n",

@@ -4,6 +4,7 @@
 //! in one request, records the manifest, then asks for activation (waiting on the app's lock
 //! unless told not to).
 
+use packer::appconfig::Location;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -409,6 +410,7 @@ pub async fn deploy(
             .map_err(join_err)??
     };
     let objects = distinct_objects(&manifest);
+    preflight(node, archive, opts).await?;
     let (sent_manifest, base, missing) =
         send_manifest(node, &manifest, &opts.app, opts.cache_dir.as_deref()).await?;
     let missing: HashSet<Hash> = missing.iter().filter_map(|h| Hash::from_hex(h)).collect();
@@ -422,7 +424,16 @@ pub async fn deploy(
             .filter(|(h, _)| missing.contains(h))
             .map(|(_, s)| s)
             .sum();
-        bytes_sent += upload(node, archive, &missing, total, &opts.limits, progress).await?;
+        bytes_sent += upload(
+            node,
+            archive,
+            &manifest.id,
+            &missing,
+            total,
+            &opts.limits,
+            progress,
+        )
+        .await?;
     }
     phases.upload = t.elapsed().as_millis();
 
@@ -489,6 +500,66 @@ async fn activate_waiting(
 
 /// Sends the manifest zstd-compressed, as a delta against the app's current manifest when this
 /// machine kept a copy of it. Returns the bytes sent, the base used, and what the node lacks.
+/// Asks the node whether the app's locations are free before anything is uploaded.
+async fn preflight(node: &Node, archive: &Path, opts: &DeployOptions) -> Result<(), Error> {
+    let default_location = {
+        let (archive, limits) = (archive.to_path_buf(), opts.limits.clone());
+        tokio::task::spawn_blocking(move || packed_default_location(&archive, &limits))
+            .await
+            .map_err(join_err)?
+    };
+    let request = PreflightRequest {
+        locations: opts.locations.clone(),
+        default_location,
+    };
+    let _: PreflightResponse = node
+        .post(&format!("/v1/apps/{}/preflight", opts.app), &request)
+        .await?;
+    Ok(())
+}
+
+/// The `default_location` of the artifact's app.ini, reading the archive only as far as it.
+/// None if it has none, or if its app.ini cannot be read (activation then says why).
+fn packed_default_location(archive: &Path, limits: &Limits) -> Option<Location> {
+    struct AppIni {
+        want: Option<u64>,
+        bytes: Vec<u8>,
+    }
+    impl packer::Visitor for AppIni {
+        fn wants(&mut self, entry: &packer::Entry) -> bool {
+            let wanted = entry.path == "app.ini";
+            if wanted {
+                self.want = Some(entry.size());
+            }
+            wanted
+        }
+        fn chunk(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            self.bytes.extend_from_slice(bytes);
+            // Entries come in path order and app.ini is near the front: stop once it is read.
+            match self.want {
+                Some(size) if self.bytes.len() as u64 >= size => {
+                    Err(std::io::Error::other("app.ini read"))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+    let mut visitor = AppIni {
+        want: None,
+        bytes: vec![],
+    };
+    let config = ReadConfig {
+        limits: limits.clone(),
+        ..Default::default()
+    };
+    let _ = packer::read_with(archive, &config, &mut visitor);
+    let text = String::from_utf8(visitor.bytes).ok()?;
+    let ini = packer::appini::AppIni::parse(&text, Path::new("app.ini")).ok()?;
+    packer::appconfig::AppConfig::from_ini(&ini)
+        .ok()?
+        .default_location
+}
+
 async fn send_manifest(
     node: &Node,
     manifest: &Manifest,
@@ -582,9 +653,11 @@ fn distinct_objects(manifest: &Manifest) -> Vec<(Hash, u64)> {
 
 /// Streams the missing objects out of the archive (verifying all of it), zstd-compressed, as one
 /// request body. Returns the compressed bytes sent.
+#[allow(clippy::too_many_arguments)]
 async fn upload(
     node: &Node,
     archive: &Path,
+    id: &packer::Id,
     missing: &HashSet<Hash>,
     total: u64,
     limits: &Limits,
@@ -633,6 +706,7 @@ async fn upload(
         node.http
             .post(node.endpoint("/v1/objects"))
             .header("content-encoding", "zstd")
+            .header(silver_wire::api::ARTIFACT_HEADER, id.to_string())
             .body(reqwest::Body::wrap_stream(body)),
     );
     let sent: Result<StoredResponse, Error> = node.call(req).await;

@@ -87,8 +87,29 @@ pub enum Error {
     UploadTooLarge { bytes: u64, max: u64 },
     #[error("an object of {bytes} bytes is over the limit of {max} bytes")]
     ObjectTooLarge { bytes: u64, max: u64 },
-    #[error("not enough free space on the node: {needed} bytes needed, {available} available")]
-    NoSpace { needed: u64, available: u64 },
+    #[error("not enough free space on the node: {needed} bytes needed, {available} available ({reserved} more reserved by uploads under way)")]
+    NoSpace {
+        needed: u64,
+        available: u64,
+        reserved: u64,
+    },
+    #[error("a frame of {len} bytes for object {hash}, which the manifest {}", match claimed { Some(c) => format!("claims is {c} bytes"), None => "does not list as missing".to_string() })]
+    FrameNotClaimed {
+        hash: String,
+        len: u64,
+        claimed: Option<u64>,
+    },
+    #[error("an object upload must name its artifact in X-Silver-Artifact")]
+    NoArtifactHeader,
+    #[error("no upload of artifact {id} is expected (its manifest was not sent, or it went quiet too long)")]
+    NotExpected { id: Id },
+    #[error("the manifest of {id} claims `{path}` is {claimed} bytes, but its object is {actual}")]
+    SizeMismatch {
+        id: Id,
+        path: String,
+        claimed: u64,
+        actual: u64,
+    },
     // ---- releases ----
     #[error("app `{app}` is being activated by {holder} (since {})", silver_wire::api::utc(*since))]
     Locked {
@@ -190,6 +211,8 @@ impl Error {
             | ManifestIdMismatch { .. }
             | ObjectsMissing { .. }
             | HashMismatch { .. }
+            | FrameNotClaimed { .. }
+            | SizeMismatch { .. }
             | UploadTorn
             | OtherApp { .. }
             | Artifact(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -205,7 +228,11 @@ impl Error {
             }
             Locked { .. } => StatusCode::CONFLICT,
             NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            BaseMissing { .. } => StatusCode::PRECONDITION_FAILED,
+            Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            BaseMissing { .. } | NotExpected { .. } => StatusCode::PRECONDITION_FAILED,
+            NoArtifactHeader => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -218,6 +245,12 @@ impl Error {
             }
             Error::NoSpace { .. } => {
                 "free space on the node, e.g. `silver gc --node URL --keep 3`".into()
+            }
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
+                "the node's disk is full: free space on it, e.g. `silver gc --node URL --keep 3`".into()
+            }
+            Error::Io { .. } => {
+                "the node could not read or write its store: see the agent's log, and run `silver fsck` on the node".into()
             }
             Error::BadAppName { .. } => format!("app names are {}", AppName::RULES),
             Error::BadId { .. } => {
@@ -237,6 +270,12 @@ impl Error {
                 "deploy it under its own name, or pass --app NAME (deploy) or --other-app (activate) to mean it".into()
             }
             Error::ObjectsMissing { .. } => "upload them first (`silver deploy` does)".into(),
+            Error::NotExpected { .. } | Error::NoArtifactHeader => {
+                "send the manifest first (PUT /v1/artifacts/ID), then its objects; `silver deploy` does".into()
+            }
+            Error::FrameNotClaimed { .. } | Error::SizeMismatch { .. } | Error::HashMismatch { .. } => {
+                "the artifact or its upload is damaged or forged; pack it again and deploy the new one".into()
+            }
             Error::Unreachable { dir, .. } => format!(
                 "put the root where others may pass (the default /var/lib/silver), or `chmod o+x {}`",
                 dir.display()

@@ -4,8 +4,9 @@
 //! | --- | --- | --- |
 //! | `GET /v1/health` | | [`Health`] (no credential needed) |
 //! | `PUT /v1/artifacts/{id}` | manifest (see below) | [`ArtifactResponse`]: what is missing |
-//! | `POST /v1/objects` | object frames (see `wire`), may be zstd | [`StoredResponse`] |
+//! | `POST /v1/objects` | object frames (see `wire`), may be zstd; `X-Silver-Artifact: b3:<id>` | [`StoredResponse`] |
 //! | `POST /v1/artifacts/{id}/commit` | | [`ArtifactResponse`] |
+//! | `POST /v1/apps/{app}/preflight` | [`PreflightRequest`] | [`PreflightResponse`] (422 if a location is taken) |
 //! | `POST /v1/apps/{app}/deploy` | [`ActivateRequest`] | [`ActivateResponse`] |
 //! | `POST /v1/apps/{app}/activate` | [`ActivateRequest`] | [`ActivateResponse`] |
 //! | `POST /v1/apps/{app}/rollback` | [`RollbackRequest`] | [`ActivateResponse`] |
@@ -49,6 +50,10 @@ pub struct AppStatus {
     pub locations: Vec<String>,
 }
 
+/// The header naming the artifact an object upload (`POST /v1/objects`) is for: its frames are
+/// checked against the sizes that artifact's manifest claims, and its space was reserved then.
+pub const ARTIFACT_HEADER: &str = "x-silver-artifact";
+
 /// The header naming a delta's base manifest.
 pub const BASE_HEADER: &str = "x-silver-base";
 
@@ -79,6 +84,23 @@ pub struct ActivateRequest {
     /// Take an artifact whose app.ini names another app (the user said so on purpose).
     #[serde(default)]
     pub other_app: bool,
+}
+
+/// Asked before an upload: where would the app answer, and is that free?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreflightRequest {
+    /// As in [`ActivateRequest`]; empty keeps the app's locations.
+    #[serde(default)]
+    pub locations: Vec<Location>,
+    /// The artifact's `default_location`, used when the app has none yet.
+    #[serde(default)]
+    pub default_location: Option<Location>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreflightResponse {
+    /// Where the app would answer.
+    pub locations: Vec<Location>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -203,19 +203,7 @@ pub(super) fn candidate(
 ) -> Result<Candidate, Error> {
     let dir = store.release_dir(app, id);
     let config = release_config(&dir)?;
-    let locations = if !requested.is_empty() {
-        requested
-    } else {
-        let stored = parse_locations(&store.locations(app)).map_err(|ApiErr(e)| e)?;
-        if !stored.is_empty() {
-            stored
-        } else {
-            vec![config.default_location.clone().unwrap_or(Location {
-                host: "*".into(),
-                path: "/".into(),
-            })]
-        }
-    };
+    let locations = effective_locations(store, app, requested, config.default_location.clone())?;
     Ok(Candidate {
         app: app.clone(),
         release: id.to_string(),
@@ -279,6 +267,48 @@ pub(super) async fn maintenance(
     state.runtime.set_maintenance(&app, req.maintenance);
     tracing::info!(%app, maintenance = req.maintenance, "maintenance mode");
     Ok(Json(req))
+}
+
+/// Where an activation puts the app: the locations asked for, else the app's current ones, else
+/// its `default_location`, else any host (`*`).
+fn effective_locations(
+    store: &Store,
+    app: &AppName,
+    requested: Vec<Location>,
+    default_location: Option<Location>,
+) -> Result<Vec<Location>, Error> {
+    if !requested.is_empty() {
+        return Ok(requested);
+    }
+    let stored = parse_locations(&store.locations(app)).map_err(|ApiErr(e)| e)?;
+    if !stored.is_empty() {
+        return Ok(stored);
+    }
+    Ok(vec![default_location.unwrap_or(Location {
+        host: "*".into(),
+        path: "/".into(),
+    })])
+}
+
+/// Before any upload: would the app's locations collide with another app's? A conflict found
+/// only at activation would come after the whole artifact was sent.
+pub(super) async fn preflight(
+    State(state): State<AgentState>,
+    App(app): App,
+    JsonBody(req): JsonBody<PreflightRequest>,
+) -> Result<Json<PreflightResponse>, ApiErr> {
+    let (store, name) = (state.store.clone(), app.clone());
+    let locations =
+        blocking(move || effective_locations(&store, &name, req.locations, req.default_location))
+            .await?;
+    if let Some((location, other)) = state.runtime.location_taken(&app, &locations) {
+        return Err(Error::Runtime(silver_runtime::Error::LocationTaken {
+            location: location.to_string(),
+            other,
+        })
+        .into());
+    }
+    Ok(Json(PreflightResponse { locations }))
 }
 
 fn parse_locations(list: &[String]) -> Result<Vec<Location>, ApiErr> {

@@ -9,32 +9,29 @@
 mod activate;
 pub mod extract;
 mod ops;
+mod upload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use bytes::Bytes;
-use futures_util::StreamExt;
-use packer::{Hash, Limits};
+use packer::Limits;
 
 use crate::error::Error;
 use crate::store::{self, Store};
-use extract::{App, ArtifactId, JsonBody};
+use extract::{App, JsonBody};
 use silver_runtime::router::Routes;
 use silver_runtime::supervise::AppUser;
 use silver_runtime::users::AppUsers;
 use silver_runtime::{Runtime, RuntimeConfig};
 use silver_wire::api::*;
-use silver_wire::frames::{FrameDecoder, Piece};
 
 /// Everything the agent needs, resolved by the CLI from flags.
 #[derive(Debug, Clone)]
@@ -91,6 +88,8 @@ pub struct AgentState {
     token: Arc<blake3::Hash>,
     config: Arc<AgentConfig>,
     front: Arc<std::sync::OnceLock<SocketAddr>>,
+    /// Disk space promised to uploads under way.
+    reservations: upload::Reservations,
 }
 
 impl AgentState {
@@ -101,6 +100,7 @@ impl AgentState {
             token: Arc::new(blake3::hash(token.as_bytes())),
             config: Arc::new(config),
             front: Default::default(),
+            reservations: Default::default(),
         }
     }
 }
@@ -123,11 +123,12 @@ pub fn app(state: AgentState) -> Router {
         // axum's default 2 MB cap on buffered bodies would refuse the manifests of large apps.
         .route(
             "/v1/artifacts/{id}",
-            put(put_artifact).layer(axum::extract::DefaultBodyLimit::max(
+            put(upload::put_artifact).layer(axum::extract::DefaultBodyLimit::max(
                 state.config.limits.max_manifest_bytes as usize,
             )),
         )
-        .route("/v1/artifacts/{id}/commit", post(commit_artifact))
+        .route("/v1/artifacts/{id}/commit", post(upload::commit_artifact))
+        .route("/v1/apps/{app}/preflight", post(activate::preflight))
         .route("/v1/apps/{app}/deploy", post(activate::deploy))
         .route("/v1/apps/{app}/activate", post(activate::activate))
         .route("/v1/apps/{app}/rollback", post(activate::rollback))
@@ -140,7 +141,7 @@ pub fn app(state: AgentState) -> Router {
             timeout,
         ))
         // Uploads are long: they are bounded by the idle timeout and the size cap instead.
-        .route("/v1/objects", post(put_objects))
+        .route("/v1/objects", post(upload::put_objects))
         // Streams that last as long as the client wants (a followed log, a long command).
         .route("/v1/apps/{app}/logs", get(ops::logs))
         .route("/v1/apps/{app}/run", post(ops::run))
@@ -226,6 +227,11 @@ fn open_store(config: &AgentConfig) -> Result<Store, Error> {
         check_reachable(&config.root, &user)?;
     }
     let recovery = store.recover()?;
+    // Manifests of uploads abandoned longer ago than gc's grace: up to 256 MiB each.
+    for pending in store.stale_pending(config.gc_grace)? {
+        tracing::info!(path = %pending.display(), "removing an abandoned upload's manifest");
+        let _ = std::fs::remove_file(&pending);
+    }
     tracing::info!(
         root = %config.root.display(),
         partials_removed = recovery.partials_removed.len(),
@@ -486,272 +492,6 @@ async fn health(State(state): State<AgentState>) -> Result<Json<Health>, ApiErr>
         version: env!("CARGO_PKG_VERSION").into(),
         apps,
         front: state.front.get().map(|a| format!("http://{a}")),
-    }))
-}
-
-/// Streams the body to a blocking worker that splits frames and writes each object, hashing
-/// every byte; a mismatch, a torn frame, a stall or too many bytes refuses the upload.
-async fn put_objects(
-    State(state): State<AgentState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<StoredResponse>, ApiErr> {
-    let compressed = is_zstd(&headers);
-    let window_log_max = state.config.limits.max_window_log;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let store = state.store.clone();
-    let max = state.config.max_upload_bytes;
-    let worker = tokio::task::spawn_blocking(move || {
-        let channel = ChannelReader {
-            rx,
-            chunk: Bytes::new(),
-        };
-        if compressed {
-            let mut decoder =
-                zstd::Decoder::new(channel).map_err(|source| Error::UploadCorrupt { source })?;
-            decoder
-                .window_log_max(window_log_max)
-                .map_err(|source| Error::UploadCorrupt { source })?;
-            ingest(&store, decoder, max)
-        } else {
-            ingest(&store, channel, max)
-        }
-    });
-    let mut stream = body.into_data_stream();
-    let idle = state.config.idle_timeout;
-    loop {
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                if tx.send(chunk).await.is_err() {
-                    break; // the worker refused the upload; its error is the answer
-                }
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                drop(tx);
-                let _ = worker.await;
-                return Err(Error::UploadInterrupted { why: e.to_string() }.into());
-            }
-            Err(_) => {
-                drop(tx);
-                let _ = worker.await;
-                return Err(Error::UploadStalled {
-                    secs: idle.as_secs(),
-                }
-                .into());
-            }
-        }
-    }
-    drop(tx);
-    let stored = worker.await.map_err(|source| Error::Worker {
-        doing: "serving a request",
-        source,
-    })??;
-    Ok(Json(stored))
-}
-
-/// Reads what the async side forwards from the request body.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    chunk: Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.chunk = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
-    }
-}
-
-fn is_zstd(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"))
-}
-
-fn ingest(store: &Store, mut body: impl std::io::Read, max: u64) -> Result<StoredResponse, Error> {
-    let mut decoder = FrameDecoder::default();
-    let mut current: Option<(Hash, Option<store::ObjectWriter>)> = None;
-    let mut stored = StoredResponse {
-        objects: 0,
-        bytes: 0,
-    };
-    let mut batch: Vec<store::Pending> = Vec::new();
-    let mut queued: std::collections::HashSet<Hash> = std::collections::HashSet::new();
-    let mut total = 0u64;
-    let result = (|| {
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = body
-                .read(&mut buf)
-                .map_err(|source| Error::UploadCorrupt { source })?;
-            if n == 0 {
-                break;
-            }
-            let chunk = &buf[..n];
-            // Counted after decompression, so a small compressed body cannot expand past the cap.
-            total += n as u64;
-            if total > max {
-                return Err(Error::UploadTooLarge { bytes: total, max });
-            }
-            decoder.feed(chunk, |piece| match piece {
-                Piece::Start { hash, len } => {
-                    if len > store.limits.max_total_bytes {
-                        return Err(Error::ObjectTooLarge {
-                            bytes: len,
-                            max: store.limits.max_total_bytes,
-                        });
-                    }
-                    let hash = Hash(hash);
-                    // An object the node has (or has queued) is read past, not written again.
-                    let known = store.has_object(&hash) || queued.contains(&hash);
-                    let writer = if known {
-                        None
-                    } else {
-                        Some(store.object_writer()?)
-                    };
-                    current = Some((hash, writer));
-                    Ok(())
-                }
-                Piece::Content(bytes) => match current.as_mut() {
-                    Some((_, Some(w))) => w.write(bytes),
-                    _ => Ok(()),
-                },
-                Piece::End => {
-                    let (hash, writer) = current.take().expect("end follows start");
-                    if let Some(w) = writer {
-                        stored.bytes += w.written;
-                        batch.push(w.finish(&hash)?);
-                        queued.insert(hash);
-                        stored.objects += 1;
-                    }
-                    Ok(())
-                }
-            })?;
-        }
-        if !decoder.is_clean() {
-            return Err(Error::UploadTorn);
-        }
-        Ok(())
-    })();
-    if let Some((_, Some(w))) = current.take() {
-        w.abandon();
-    }
-    match result {
-        Ok(()) => store.commit(batch).map(|()| stored),
-        // Objects verified before a failure are kept: they are correct, and a retry then sends
-        // only what is still missing.
-        Err(e) => {
-            let _ = store.commit(batch);
-            Err(e)
-        }
-    }
-}
-
-/// Receives a manifest (whole, zstd, or a zstd delta against one the node has) and answers with
-/// the objects still missing, after checking that their upload fits the cap and the disk.
-async fn put_artifact(
-    State(state): State<AgentState>,
-    ArtifactId(id): ArtifactId,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<ArtifactResponse>, ApiErr> {
-    let store = state.store.clone();
-    let config = state.config.clone();
-    let base = headers
-        .get(BASE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let compressed = is_zstd(&headers);
-    let resp = blocking(move || {
-        let bytes = decode_manifest(&store, &body, compressed, base.as_deref())?;
-        let (manifest, missing) = store.receive_manifest(&id, &bytes)?;
-        let needed: u64 = missing.iter().map(|(_, size)| size).sum();
-        let upload =
-            needed.saturating_add(missing.len() as u64 * silver_wire::frames::FRAME_HEADER as u64);
-        if upload > config.max_upload_bytes {
-            return Err(Error::UploadTooLarge {
-                bytes: upload,
-                max: config.max_upload_bytes,
-            });
-        }
-        let available = store.free_bytes()?;
-        if needed.saturating_add(config.free_space_margin) > available {
-            return Err(Error::NoSpace {
-                needed: needed + config.free_space_margin,
-                available,
-            });
-        }
-        Ok(ArtifactResponse {
-            id: manifest.id.to_string(),
-            entries: manifest.entries.len(),
-            missing: missing.iter().map(|(h, _)| h.to_hex()).collect(),
-        })
-    })
-    .await?;
-    Ok(Json(resp))
-}
-
-/// Undoes the manifest's encoding, bounded by the manifest size limit (a bomb stops there).
-fn decode_manifest(
-    store: &Store,
-    body: &[u8],
-    compressed: bool,
-    base: Option<&str>,
-) -> Result<Vec<u8>, Error> {
-    use std::io::Read;
-    if !compressed {
-        return Ok(body.to_vec());
-    }
-    let dictionary = match base {
-        None => Vec::new(),
-        Some(base) => {
-            let id = packer::IdPrefix::parse(base)
-                .ok()
-                .and_then(|p| p.full())
-                .ok_or_else(|| Error::BadId {
-                    given: base.to_string(),
-                    rule: packer::names::IdRule::TooShort,
-                })?;
-            store
-                .manifest_bytes(&id)
-                .ok_or(Error::BaseMissing { base: id })?
-        }
-    };
-    let mut decoder = zstd::Decoder::with_dictionary(body, &dictionary)
-        .map_err(|source| Error::BadZstd { source })?;
-    decoder
-        .window_log_max(store.limits.max_window_log)
-        .map_err(|source| Error::BadZstd { source })?;
-    let limit = store.limits.max_manifest_bytes;
-    let mut out = Vec::new();
-    decoder
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|source| Error::BadZstd { source })?;
-    if out.len() as u64 > limit {
-        return Err(Error::ManifestTooLarge { limit });
-    }
-    Ok(out)
-}
-
-async fn commit_artifact(
-    State(state): State<AgentState>,
-    ArtifactId(id): ArtifactId,
-) -> Result<Json<ArtifactResponse>, ApiErr> {
-    let store = state.store.clone();
-    let manifest = blocking(move || store.commit_manifest(&id)).await?;
-    Ok(Json(ArtifactResponse {
-        id: manifest.id.to_string(),
-        entries: manifest.entries.len(),
-        missing: vec![],
     }))
 }
 

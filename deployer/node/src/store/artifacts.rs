@@ -36,6 +36,7 @@ impl Store {
             return Ok((manifest, missing));
         }
         let target = if missing.is_empty() {
+            self.check_sizes(&manifest)?;
             path
         } else {
             pending_path(&path)
@@ -68,9 +69,63 @@ impl Store {
                 count: missing,
             });
         }
+        if let Err(e) = self.check_sizes(&manifest) {
+            // A lying manifest is refused for good; it does not wait for a retry.
+            self.discard_pending(id);
+            return Err(e);
+        }
         fs::rename(&pending, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(path.parent().expect("artifacts have a parent"))?;
         Ok(manifest)
+    }
+
+    /// Every size the manifest claims is its object's real size. A manifest that claims 10 GiB
+    /// for a 15-byte object would otherwise be deployed, counted wrong by every free-space check,
+    /// and called clean by fsck.
+    pub fn check_sizes(&self, manifest: &Manifest) -> Result<(), Error> {
+        let mut seen = HashSet::new();
+        for entry in &manifest.entries {
+            let Some(hash) = entry.kind.content_hash() else {
+                continue;
+            };
+            if !seen.insert(hash) {
+                continue;
+            }
+            let object = self.object_path(&hash);
+            let actual = fs::metadata(&object)
+                .map_err(|e| Error::io(&object, e))?
+                .len();
+            if actual != entry.size() {
+                return Err(Error::SizeMismatch {
+                    id: manifest.id,
+                    path: entry.path.clone(),
+                    claimed: entry.size(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a pending manifest (its upload was refused).
+    pub fn discard_pending(&self, id: &Id) {
+        let _ = fs::remove_file(pending_path(&self.artifact_path(id)));
+    }
+
+    /// Pending manifests untouched for longer than `grace`: uploads that were abandoned.
+    pub fn stale_pending(&self, grace: std::time::Duration) -> Result<Vec<PathBuf>, Error> {
+        let mut stale = Vec::new();
+        for entry in read_dir(&self.root.join("artifacts"))? {
+            let path = entry.path();
+            let pending = path.extension().is_some_and(|e| e == "pending");
+            let old = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > grace));
+            if pending && old {
+                stale.push(path);
+            }
+        }
+        Ok(stale)
     }
 
     /// The raw bytes of a recorded manifest (a delta base for the next deploy).

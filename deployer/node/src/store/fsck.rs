@@ -64,14 +64,12 @@ pub fn fsck(store: &Store) -> Result<Fsck, Error> {
     }
     for artifact in read_dir(&store.root.join("artifacts"))? {
         let name = artifact.file_name().to_string_lossy().into_owned();
-        let ok = Id::parse(&format!("b3:{name}"))
-            .is_some_and(|id| store.manifest(&id).is_ok_and(|m| m.id == id));
         if name.ends_with(".partial") {
             report.leftovers.push(artifact.path().display().to_string());
         } else if name.ends_with(".pending") {
             continue; // sent, waiting for its objects
-        } else if !ok {
-            report.bad_artifacts.push(name);
+        } else if let Some(problem) = artifact_problem(store, &name) {
+            report.bad_artifacts.push(format!("{name}: {problem}"));
         }
     }
     for app in store.apps()? {
@@ -106,6 +104,19 @@ pub fn fsck(store: &Store) -> Result<Fsck, Error> {
         }
     }
     Ok(report)
+}
+
+/// Why `artifacts/<name>` is not a sound manifest of its name whose sizes match its objects.
+fn artifact_problem(store: &Store, name: &str) -> Option<String> {
+    let Some(id) = Id::parse(&format!("b3:{name}")) else {
+        return Some("not named by an artifact id".into());
+    };
+    let manifest = match store.manifest(&id) {
+        Ok(m) if m.id == id => m,
+        Ok(m) => return Some(format!("its content is {}", m.id)),
+        Err(e) => return Some(e.to_string()),
+    };
+    store.check_sizes(&manifest).err().map(|e| e.to_string())
 }
 
 /// Checks that `dir` holds exactly the manifest's entries, with their kinds, modes' exec bits,
