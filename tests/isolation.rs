@@ -75,6 +75,18 @@ fn two_apps_cannot_reach_each_others_files_processes_or_environment() {
     for file in ["run/environment.json", "run/environment.conf"] {
         assert_eq!(owner(&alpha.join(file)), (alpha_uid, 0o600), "{file}");
     }
+    // The agent's own files are its alone.
+    let mut own = vec![agent.root.join("token"), agent.root.join("node-id")];
+    own.extend(
+        std::fs::read_dir(agent.root.join("artifacts"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    own.extend(["history.jsonl", "locations"].map(|f| alpha.join(f)));
+    for file in own {
+        let mode = owner(&file).1;
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", file.display());
+    }
     // Beta tries each way into alpha; every one is refused by the kernel.
     let pid = pids_of(alpha_uid)[0];
     let a = alpha.display();

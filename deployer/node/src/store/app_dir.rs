@@ -196,7 +196,7 @@ impl Store {
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
-            .mode(0o644)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         file.write_all(&line)
@@ -316,7 +316,7 @@ impl Store {
     pub fn set_maintenance(&self, app: &AppName, on: bool) -> Result<(), Error> {
         let path = self.app(app).runtime().maintenance_flag();
         let done = if on {
-            fs::write(&path, b"")
+            safefs::write_atomic(&path, b"", safefs::WriteOptions::PRIVATE)
         } else {
             fs::remove_file(&path).or_else(|e| match e.kind() {
                 io::ErrorKind::NotFound => Ok(()),
@@ -345,10 +345,7 @@ impl Store {
         mkdir_p(self.app(app).path())?;
         let body: String = items.iter().map(|p| format!("{p}\n")).collect();
         let path = self.app(app).list(name);
-        let options = safefs::WriteOptions {
-            mode: 0o644,
-            durability: safefs::Durability::Durable,
-        };
+        let options = safefs::WriteOptions::PRIVATE;
         safefs::write_atomic(&path, body.as_bytes(), options).map_err(|e| Error::io(&path, e))
     }
 
@@ -369,7 +366,7 @@ impl Store {
             match OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(0o600)
                 .open(&path)
             {
                 Ok(mut file) => {

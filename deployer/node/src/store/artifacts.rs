@@ -169,10 +169,11 @@ pub(super) fn pending_path(artifact: &Path) -> PathBuf {
     artifact.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` (read-only), synced, renamed, and its directory synced.
+/// Writes `bytes` to `path` (read-only, the agent's alone), synced, renamed, and its directory
+/// synced.
 pub(super) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let options = safefs::WriteOptions {
-        mode: 0o444,
+        mode: 0o400,
         durability: safefs::Durability::Durable,
     };
     safefs::write_atomic(path, bytes, options).map_err(|e| Error::io(path, e))
