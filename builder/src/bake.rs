@@ -441,20 +441,16 @@ fn apply(recipe: &Recipe, config: &BakeConfig, tree: &Path) -> Result<(), Error>
 /// NoCloud seed writes `<root>/token`), never in the image; without one the agent makes its
 /// own, which `--node ssh://` reads over ssh. So does its TLS certificate: the seed's
 /// `/etc/silver/agent.env` names it and turns on the `remote` listener; without that file the
-/// control API stays on loopback.
+/// control API stays on loopback. It runs as root, so each app gets a Unix user of its own (no
+/// `--app-user`, which would put every app under one).
 pub fn agent_unit(recipe: &Recipe) -> String {
     let a = &recipe.agent;
-    let user = recipe
-        .users
-        .iter()
-        .find(|u| u.name == "silver")
-        .map_or(String::new(), |u| format!(" --app-user {}", u.name));
     format!(
         "[Unit]\nDescription=silver node agent\n\
          # After cloud-init's first stage, which writes the token and the authorized keys.\n\
          After=network-online.target cloud-init.service postgresql.service\n\
          Wants=network-online.target\n\n[Service]\n\
-         ExecStart=/usr/local/bin/silver agent --root {} --listen {} --http {}{user}\n\
+         ExecStart=/usr/local/bin/silver agent --root {} --listen {} --http {}\n\
          Environment=SILVER_LOG=info\n\
          # Per-instance: SILVER_TLS_LISTEN, SILVER_TLS_CERT and SILVER_TLS_KEY.\n\
          EnvironmentFile=-/etc/silver/agent.env\n\
