@@ -136,6 +136,54 @@ fn request_bodies_stream_through_and_logs_follow() {
     );
 }
 
+/// An app whose pages need the table its migration makes: `/` fails until `update_fetch` ran.
+const NEEDS_MIGRATION: &str = r#"
+import os
+
+def application(environ, start_response):
+    migrated = os.path.exists(os.path.join(os.environ["HOME"], "migrated"))
+    if environ.get("PATH_INFO") == "/missing":
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"no such page\n"]
+    if not migrated:
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+        return [b"no such table: posts\n"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"posts: 0"]
+"#;
+
+#[test]
+fn update_fetch_runs_before_the_health_check_and_the_default_check_takes_a_404() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    // A first deploy whose `/` reads what the migration makes.
+    let blog = tmp.path().join("blog");
+    let ini = "default_location = blog.test\nupdate_fetch = script: touch \"$HOME/migrated\"\n";
+    wsgi_app(&blog, "blog", ini, NEEDS_MIGRATION);
+    deployed(&agent, tmp.path(), &blog, &[]);
+    assert_eq!(get(&agent.front, "blog.test", "/").body, "posts: 0");
+    // A stock project answers 404 at `/`: the default check only asks for less than 500.
+    let stock = tmp.path().join("stock");
+    let ini = "default_location = stock.test\nhealth_check = /missing\nhealth_timeout = 2\n";
+    wsgi_app(&stock, "stock", ini, NEEDS_MIGRATION);
+    let out = deploy(&agent, tmp.path(), &stock, &[]);
+    assert!(
+        !out.status.success(),
+        "an explicit check must answer below 400"
+    );
+    assert!(
+        stderr(&out).contains("GET /missing answered 404"),
+        "{}",
+        stderr(&out)
+    );
+    let django = tmp.path().join("django");
+    let ini = "default_location = django.test\n";
+    let app_py = "def application(environ, start_response):\n    start_response('404 Not Found', [])\n    return [b'Page not found']\n";
+    wsgi_app(&django, "django", ini, app_py);
+    deployed(&agent, tmp.path(), &django, &[]);
+    assert_eq!(get(&agent.front, "django.test", "/").status, 404);
+}
+
 #[test]
 fn a_failing_health_check_or_update_fetch_means_no_switch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -173,7 +221,7 @@ fn a_failing_health_check_or_update_fetch_means_no_switch() {
         "[variables]\nVERSION = 3\n",
         "import sys\nprint('cannot import the settings', file=sys.stderr)\nraise SystemExit(4)\n",
         &[
-            "failed at health check",
+            "failed at start",
             "before it answered GET /",
             "cannot import the settings",
         ],
@@ -181,7 +229,11 @@ fn a_failing_health_check_or_update_fetch_means_no_switch() {
     check(
         "update_fetch = /fail\n[variables]\nVERSION = 4\n",
         ECHO_APP,
-        &["failed at update_fetch /fail", "answered 500"],
+        &[
+            "failed at update_fetch /fail",
+            "answered 500",
+            "failing on purpose",
+        ],
     );
     check(
         "update_fetch = script: echo migrating; exit 3\n[variables]\nVERSION = 5\n",

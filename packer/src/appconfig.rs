@@ -42,6 +42,9 @@ pub struct AppConfig {
     /// Silver Lining's `packages`: Debian packages the node must have.
     pub packages: Vec<String>,
     pub health_check: String,
+    /// The health check passes with a status below this: 500 for the default `/`, 400 for an
+    /// explicit path.
+    pub health_below: u16,
     pub health_timeout_secs: u64,
 }
 
@@ -93,7 +96,7 @@ impl AppConfig {
                     .map_err(|why| err(v.line, format!("default_location `{}` {why}", v.value)))
             })
             .transpose()?;
-        let (health_check, health_timeout_secs) = health(ini)?;
+        let (health_check, health_below, health_timeout_secs) = health(ini)?;
         Ok(AppConfig {
             runner,
             platform,
@@ -105,6 +108,7 @@ impl AppConfig {
             variables: variables(ini)?,
             packages: packages(ini),
             health_check,
+            health_below,
             health_timeout_secs,
         })
     }
@@ -118,13 +122,15 @@ fn line_error(ini: &AppIni, line: usize, message: String) -> Error {
     }
 }
 
-/// `health_check` (default `/`) and `health_timeout` in seconds (default 30).
-fn health(ini: &AppIni) -> Result<(String, u64), Error> {
+/// `health_check` (default `/`), the status it must answer below (500 for the default, which
+/// only proves the app is not broken; 400 for a path the app names for the purpose), and
+/// `health_timeout` in seconds (default 30).
+fn health(ini: &AppIni) -> Result<(String, u16, u64), Error> {
     let err = |line: usize, message: String| line_error(ini, line, message);
     let get = |key: &str| ini.production(key);
-    let health_check = match get("health_check") {
+    let (health_check, health_below) = match get("health_check") {
         Some(v) if v.value.starts_with('/') && !v.value.contains(char::is_whitespace) => {
-            v.value.clone()
+            (v.value.clone(), 400)
         }
         Some(v) => {
             return Err(err(
@@ -135,7 +141,7 @@ fn health(ini: &AppIni) -> Result<(String, u64), Error> {
                 ),
             ))
         }
-        None => "/".into(),
+        None => ("/".into(), 500),
     };
     let health_timeout_secs = match get("health_timeout") {
         Some(v) => v
@@ -154,7 +160,7 @@ fn health(ini: &AppIni) -> Result<(String, u64), Error> {
             })?,
         None => 30,
     };
-    Ok((health_check, health_timeout_secs))
+    Ok((health_check, health_below, health_timeout_secs))
 }
 
 /// `[production] <prefix>name = value` pairs (`service.`, `config.`), in file order.
@@ -405,11 +411,11 @@ mod tests {
         );
         check(
             "[production]\n",
-            Ok(r#""health_check":"/","health_timeout_secs":30"#),
+            Ok(r#""health_check":"/","health_below":500,"health_timeout_secs":30"#),
         );
         check(
             "[production]\nhealth_check = /healthz\nhealth_timeout = 5\n",
-            Ok(r#""health_check":"/healthz","health_timeout_secs":5"#),
+            Ok(r#""health_check":"/healthz","health_below":400,"health_timeout_secs":5"#),
         );
         check(
             "[production]\nupdate_fetch = /update\n  script: bin/migrate --all\n",

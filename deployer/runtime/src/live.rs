@@ -411,11 +411,12 @@ impl Runtime {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| (Step::HealthCheck, e.to_string()))?;
-        let deadline = Instant::now() + Duration::from_secs(c.config.health_timeout_secs);
+        let timeout = Duration::from_secs(c.config.health_timeout_secs);
+        // 1. The new web process answers HTTP at all (any status: its tables may not exist yet).
         match backend {
-            Some(b) => wait_healthy(&client, c, b.addr, processes, deadline)
+            Some(b) => wait_for(&client, c, b.addr, processes, timeout, any_answer(c))
                 .await
-                .map_err(|r| (Step::HealthCheck, r))?,
+                .map_err(|r| (Step::Start, r))?,
             None => {
                 // Workers only: they must at least stay up for a moment.
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -427,18 +428,31 @@ impl Runtime {
                 }
             }
         }
-        if !c.update_fetch {
-            return Ok(());
+        // 2. `update_fetch`: migrations, before anything judges the app by its pages.
+        if c.update_fetch {
+            for step in &c.config.update_fetch {
+                let outcome = match step {
+                    UpdateFetch::Url(path) => match backend {
+                        Some(b) => {
+                            let probe = Probe { path, below: 400 };
+                            fetch(&client, c, b.addr, &probe, Duration::from_secs(300)).await
+                        }
+                        None => Err("there is no web process to request it from".into()),
+                    },
+                    UpdateFetch::Script(script) => self.script(c, script, env).await,
+                };
+                outcome.map_err(|reason| (Step::UpdateFetch(step.clone()), reason))?;
+            }
         }
-        for step in &c.config.update_fetch {
-            let outcome = match step {
-                UpdateFetch::Url(path) => match backend {
-                    Some(b) => fetch(&client, c, b.addr, path, Duration::from_secs(300)).await,
-                    None => Err("there is no web process to request it from".into()),
-                },
-                UpdateFetch::Script(script) => self.script(c, script, env).await,
+        // 3. The health check, on the migrated app.
+        if let Some(b) = backend {
+            let probe = Probe {
+                path: &c.config.health_check,
+                below: c.config.health_below,
             };
-            outcome.map_err(|reason| (Step::UpdateFetch(step.clone()), reason))?;
+            wait_for(&client, c, b.addr, processes, timeout, probe)
+                .await
+                .map_err(|r| (Step::HealthCheck, r))?;
         }
         Ok(())
     }
@@ -606,51 +620,64 @@ async fn drain(old: Live, config: RuntimeConfig) {
     futures_util::future::join_all(stops).await;
 }
 
-async fn wait_healthy(
+/// An internal request and the statuses that pass it.
+struct Probe<'a> {
+    path: &'a str,
+    /// Passes with a status below this.
+    below: u16,
+}
+
+/// The health check's path, where any HTTP answer at all shows the process serves.
+fn any_answer(c: &Candidate) -> Probe<'_> {
+    Probe {
+        path: &c.config.health_check,
+        below: 600,
+    }
+}
+
+/// Polls `probe` until it passes, the web process exits, or `timeout` passes.
+async fn wait_for(
     client: &reqwest::Client,
     c: &Candidate,
     addr: SocketAddr,
     processes: &[Supervised],
-    deadline: Instant,
+    timeout: Duration,
+    probe: Probe<'_>,
 ) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
     let web = processes.iter().find(|p| p.name == "web");
     loop {
         if let Some((_, Some(how))) = web.map(Supervised::exits).filter(|e| e.0 > 0) {
             return Err(format!(
                 "the web process {how} before it answered GET {}",
-                c.config.health_check
+                probe.path
             ));
         }
-        let last = match fetch(
-            client,
-            c,
-            addr,
-            &c.config.health_check,
-            Duration::from_secs(5),
-        )
-        .await
-        {
+        let last = match fetch(client, c, addr, &probe, Duration::from_secs(5)).await {
             Ok(()) => return Ok(()),
             Err(why) => why,
         };
         if Instant::now() >= deadline {
             return Err(format!(
-                "GET {} did not succeed within {} s (last: {last})",
-                c.config.health_check, c.config.health_timeout_secs
+                "GET {} did not pass within {} s (last: {last})",
+                probe.path,
+                timeout.as_secs()
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// One internal GET, as the router would send it; any status below 400 passes.
+/// One internal GET, as the router would send it. A failing answer is told with its status
+/// and the start of its body, where the app usually says what went wrong.
 async fn fetch(
     client: &reqwest::Client,
     c: &Candidate,
     addr: SocketAddr,
-    path: &str,
+    probe: &Probe<'_>,
     timeout: Duration,
 ) -> Result<(), String> {
+    let path = probe.path;
     let prefix = c
         .locations
         .first()
@@ -666,8 +693,17 @@ async fn fetch(
         request = request.header("x-silver-script-name", &prefix);
     }
     match request.send().await {
-        Ok(r) if r.status().as_u16() < 400 => Ok(()),
-        Ok(r) => Err(format!("GET {path} answered {}", r.status())),
+        Ok(r) if r.status().as_u16() < probe.below => Ok(()),
+        Ok(r) => {
+            let status = r.status();
+            let body = r.bytes().await.unwrap_or_default();
+            let shown = String::from_utf8_lossy(&body[..body.len().min(2048)]).into_owned();
+            let cut = if body.len() > 2048 { "\n(…)" } else { "" };
+            Err(format!(
+                "GET {path} answered {status}:\n{}{cut}",
+                shown.trim_end()
+            ))
+        }
         Err(e) if e.is_connect() => Err("connection refused".into()),
         Err(e) if e.is_timeout() => Err(format!("GET {path} timed out")),
         Err(e) => Err(format!("GET {path} failed: {e}")),
