@@ -662,3 +662,64 @@ fn a_failed_first_deploy_does_not_claim_an_earlier_release_serves() {
         "{err}"
     );
 }
+
+#[test]
+fn silver_run_scripts_and_workers_see_the_apps_own_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    // A `.pth` file in lib/python names a directory of its own...
+    std::fs::create_dir_all(app.join("lib/python/extra/deep")).unwrap();
+    std::fs::write(app.join("lib/python/extra/deep/deepmod.py"), "X = 'deep'\n").unwrap();
+    std::fs::write(app.join("lib/python/extra.pth"), "extra/deep\n").unwrap();
+    // ...and a virtualenv in the release has a package and a script.
+    let version = String::from_utf8(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys; print('python%d.%d' % sys.version_info[:2])",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let site = app.join(format!("venv/lib/{}/site-packages", version.trim()));
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("venvmod.py"), "Y = 'venv'\n").unwrap();
+    std::fs::write(app.join("venv/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+    std::fs::create_dir_all(app.join("venv/bin")).unwrap();
+    std::fs::write(
+        app.join("venv/bin/hello-tool"),
+        "#!/bin/sh\necho tool ran\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(app.join("venv/bin/hello-tool"), mode).unwrap();
+    }
+    // A script line uses all of it before the switch.
+    let ini = std::fs::read_to_string(app.join("app.ini")).unwrap();
+    std::fs::write(
+        app.join("app.ini"),
+        ini.replace(
+            "[production]\n",
+            "[production]\nupdate_fetch = script: python3 -c 'import greeting, deepmod, venvmod' && hello-tool\n",
+        ),
+    )
+    .unwrap();
+    deployed(&agent, tmp.path(), &app, &[]);
+    let out = agent
+        .silver()
+        .args(["run", "hello", "--", "/bin/sh", "-c"])
+        .arg("python3 -c 'import greeting, deepmod, venvmod; print(deepmod.X, venvmod.Y)' && hello-tool && echo \"$VIRTUAL_ENV\"")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(said.contains("deep venv"), "{said}");
+    assert!(said.contains("tool ran"), "{said}");
+    assert!(said.trim_end().ends_with("/venv"), "{said}");
+}

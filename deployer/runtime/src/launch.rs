@@ -81,14 +81,53 @@ pub fn plan(
     Ok(launches)
 }
 
-/// Variables the runtime adds for its own sake, beside the app's environment of design §5.
+/// The sitecustomize every Python of the app loads (see `silver_site.py`).
+pub const SITE_CUSTOMIZE: &str = include_str!("silver_site.py");
+
+/// Where a release's Python lives: its directory, and the app's `run/` (which holds
+/// `sitecustomize.py`).
+#[derive(Debug, Clone, Copy)]
+pub struct PythonDirs<'a> {
+    pub release: &'a Path,
+    pub run: &'a Path,
+}
+
+/// Variables the runtime adds for its own sake, beside the app's environment of design §5:
+/// the app's own Python first (a virtualenv's `bin` on PATH with `VIRTUAL_ENV`, `lib/python`
+/// and the sitecustomize that reads its `.pth` files on PYTHONPATH), so that `python3 manage.py
+/// migrate` in a script or `silver run` finds what the web process finds.
 pub fn base_env(
     home: &Path,
     bytecode_cache: Option<&Path>,
     runner: Option<&str>,
+    python: PythonDirs<'_>,
 ) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
-    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+    let system_path = "/usr/local/bin:/usr/bin:/bin";
+    match virtualenv(python.release) {
+        Some(venv) => {
+            env.insert(
+                "PATH".into(),
+                format!("{}:{system_path}", venv.join("bin").display()),
+            );
+            env.insert("VIRTUAL_ENV".into(), venv.display().to_string());
+        }
+        None => {
+            env.insert("PATH".into(), system_path.into());
+        }
+    }
+    env.insert(
+        "PYTHONPATH".into(),
+        format!(
+            "{}:{}",
+            python.run.display(),
+            python.release.join("lib/python").display()
+        ),
+    );
+    env.insert(
+        "SILVER_RELEASE_DIR".into(),
+        python.release.display().to_string(),
+    );
     env.insert("LANG".into(), "C.UTF-8".into());
     env.insert("HOME".into(), home.display().to_string());
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
@@ -101,6 +140,22 @@ pub fn base_env(
         env.insert("SILVER_RUNNER".into(), runner.into());
     }
     env
+}
+
+/// A virtualenv shipped in the release: the release itself, or a directory right inside it,
+/// holding `pyvenv.cfg`.
+pub fn virtualenv(release: &Path) -> Option<std::path::PathBuf> {
+    if release.join("pyvenv.cfg").is_file() {
+        return Some(release.to_path_buf());
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(release)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("pyvenv.cfg").is_file())
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 fn shell(name: &str, command: &str, web: bool) -> Launch {

@@ -121,11 +121,16 @@ impl Candidate {
             port,
             services: &self.services,
         };
-        let cache = self.paths.cache();
+        let (cache, run) = (self.paths.cache(), self.paths.run());
+        let python = launch::PythonDirs {
+            release: &self.dir,
+            run: &run,
+        };
         let mut env = launch::base_env(
             &self.paths.data(),
             bytecode_cache.then_some(cache.as_path()),
             self.config.runner.as_deref(),
+            python,
         );
         env.extend(environment(&self.config, &ctx));
         env
@@ -556,19 +561,20 @@ impl Runtime {
                 own_private_dir(&dir, user)?;
             }
         }
-        if c.config.runner.is_some() {
-            let shim = c
-                .paths
-                .run()
-                .join(format!("{}.py", launch::WSGI_SHIM_MODULE));
+        let shim = format!("{}.py", launch::WSGI_SHIM_MODULE);
+        for (name, content) in [
+            (shim.as_str(), launch::WSGI_SHIM),
+            ("sitecustomize.py", launch::SITE_CUSTOMIZE),
+        ] {
+            let path = c.paths.run().join(name);
             // Replaced by rename, never written through: `run/` is the app user's, who could
             // have put a symlink here to make the agent (root) overwrite another file.
             let options = safefs::WriteOptions {
                 mode: 0o644,
                 durability: safefs::Durability::Atomic,
             };
-            safefs::write_atomic(&shim, launch::WSGI_SHIM.as_bytes(), options)
-                .map_err(|e| Error::io(&shim, e))?;
+            safefs::write_atomic(&path, content.as_bytes(), options)
+                .map_err(|e| Error::io(&path, e))?;
         }
         Ok(())
     }
