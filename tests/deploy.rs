@@ -519,12 +519,13 @@ fn concurrent_deploys_of_one_app_all_land_one_at_a_time() {
                 .env("SILVER_NODE", &agent.url)
                 .env("SILVER_TOKEN", &agent.token);
             cmd.stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
+                .stderr(std::process::Stdio::piped());
             cmd.spawn().unwrap()
         })
         .collect();
-    for mut h in handles {
-        assert!(h.wait().unwrap().success());
+    for h in handles {
+        let out = h.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
     }
     let history = std::fs::read_to_string(agent.root.join("apps/hello/history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 4);

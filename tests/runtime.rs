@@ -723,3 +723,26 @@ fn silver_run_scripts_and_workers_see_the_apps_own_python() {
     assert!(said.contains("tool ran"), "{said}");
     assert!(said.trim_end().ends_with("/venv"), "{said}");
 }
+
+#[test]
+fn a_redeploy_of_the_live_artifact_restarts_nothing_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("same");
+    wsgi_app(&app, "same", "default_location = same.test\n", ECHO_APP);
+    deployed(&agent, tmp.path(), &app, &[]);
+    let port = || json(&get(&agent.front, "same.test", "/env").body)["PORT"].clone();
+    let before = port();
+    let out = deploy(&agent, tmp.path(), &app, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is already live on") && stderr(&out).contains("nothing restarted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(port(), before, "the web process was restarted");
+    let out = deploy(&agent, tmp.path(), &app, &["--restart"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Deployed"), "{}", stderr(&out));
+    assert_ne!(port(), before, "--restart started it again");
+}

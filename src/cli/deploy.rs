@@ -29,6 +29,9 @@ pub struct Args {
     /// `default_location`, else any host).
     #[arg(long = "location", value_name = "HOST[/PATH]")]
     pub locations: Vec<packer::appconfig::Location>,
+    /// Restart the release even if it is the one already live (by default nothing restarts).
+    #[arg(long)]
+    pub restart: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -39,6 +42,7 @@ pub struct Settings {
     pub app: Option<packer::AppName>,
     pub no_wait: bool,
     pub locations: Vec<packer::appconfig::Location>,
+    pub restart: bool,
     pub limits: packer::Limits,
 }
 
@@ -49,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         app: args.app.clone(),
         no_wait: args.no_wait,
         locations: args.locations.clone(),
+        restart: args.restart,
         limits: args.limits.resolve(),
     };
     let report = super::node::runtime()?.block_on(deploy(&node, &settings))?;
@@ -91,6 +96,7 @@ pub async fn deploy(
         limits,
         cache_dir: cache_dir(),
         locations: args.locations.clone(),
+        restart: args.restart,
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
@@ -105,6 +111,16 @@ pub async fn deploy(
     })
     .await
     .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
+    if report.unchanged {
+        ui::status(
+            "Unchanged",
+            format!(
+                "{} {} is already live on {}: nothing restarted (--restart restarts it)",
+                report.app, report.id, report.node
+            ),
+        );
+        return Ok(report);
+    }
     ui::status(
         "Deployed",
         format!(

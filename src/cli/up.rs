@@ -85,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             app: None,
             no_wait: false,
             locations,
+            restart: false,
             limits: packer::Limits::default(),
         };
         let report = super::deploy::deploy(&node, &settings).await?;

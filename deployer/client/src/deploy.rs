@@ -148,6 +148,7 @@ impl Node {
                 who: who.into(),
                 locations: vec![],
                 other_app,
+                restart: false,
             },
         )
         .await
@@ -357,6 +358,8 @@ pub struct DeployOptions {
     pub cache_dir: Option<PathBuf>,
     /// `host[/path]` where the app should answer; empty keeps what the node has.
     pub locations: Vec<packer::appconfig::Location>,
+    /// Restart the release even if it is already live.
+    pub restart: bool,
 }
 
 /// What `silver deploy --json` prints.
@@ -366,6 +369,8 @@ pub struct DeployReport {
     pub id: String,
     pub node: String,
     pub previous: Option<String>,
+    /// The release was already live: nothing was restarted.
+    pub unchanged: bool,
     /// Request bodies sent: the (compressed) manifest and the (compressed) objects.
     pub bytes_sent: u64,
     pub manifest_bytes_sent: u64,
@@ -454,6 +459,7 @@ pub async fn deploy(
         id: activated.id,
         node: node.base.clone(),
         previous: activated.previous,
+        unchanged: activated.unchanged,
         bytes_sent,
         manifest_bytes_sent: sent_manifest,
         manifest_base: base,
@@ -479,6 +485,7 @@ async fn activate_waiting(
         who: opts.who.clone(),
         locations: opts.locations.clone(),
         other_app: opts.other_app,
+        restart: opts.restart,
     };
     loop {
         match node.post(&path, &request).await {

@@ -385,6 +385,17 @@ impl Runtime {
             .map(|l| l.label.clone())
     }
 
+    /// The names of an app's live processes.
+    pub async fn live_processes(&self, app: &AppName) -> Vec<String> {
+        self.inner
+            .live
+            .lock()
+            .await
+            .get(app)
+            .map(|l| l.processes.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Stops every app (the agent is shutting down), each process given its grace.
     pub async fn shutdown(&self) {
         let all: Vec<Live> = self

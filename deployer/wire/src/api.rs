@@ -84,6 +84,9 @@ pub struct ActivateRequest {
     /// Take an artifact whose app.ini names another app (the user said so on purpose).
     #[serde(default)]
     pub other_app: bool,
+    /// Start it again even if it is the release already live (otherwise nothing restarts).
+    #[serde(default)]
+    pub restart: bool,
 }
 
 /// Asked before an upload: where would the app answer, and is that free?
@@ -115,6 +118,9 @@ pub struct ActivateResponse {
     pub app: AppName,
     pub id: String,
     pub previous: Option<String>,
+    /// True when the release was already live and nothing was restarted.
+    #[serde(default)]
+    pub unchanged: bool,
     /// False when the release was already staged.
     pub staged_now: bool,
     #[serde(default)]

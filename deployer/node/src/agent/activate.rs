@@ -58,6 +58,7 @@ pub(super) async fn rollback(
         locations: vec![],
         // Rolling back goes to a release this app ran before.
         other_app: true,
+        restart: false,
     };
     make_current(state, app, req, Action::Rollback).await
 }
@@ -76,14 +77,32 @@ async fn make_current(
     let store = state.store.clone();
     let (name, rid, who, other_app) = (app.clone(), id, req.who.clone(), req.other_app);
     let span = tracing::info_span!("activate", app = %app, id = %id, %action);
-    let staged = blocking(move || {
+    let locked = blocking(move || {
         let _enter = span.enter();
         // An id the node never received is a plain 404: nothing to record, no app to create.
         let manifest = store.manifest(&rid)?;
         if !other_app {
             check_packed_as(&store, &manifest, &name)?;
         }
-        let lock = store.lock(&name, &who)?;
+        Ok((store.lock(&name, &who)?, manifest))
+    })
+    .await?;
+    let (lock, manifest) = locked;
+    // Asked under the lock: another activation may be about to change what is live.
+    if !req.restart {
+        if let Some(unchanged) = already_live(&state, &app, &id, &requested).await? {
+            let (store, name, who) = (state.store.clone(), app.clone(), req.who.clone());
+            blocking(move || {
+                let _lock = lock;
+                record(&store, &name, &id, action, &who, Ok(()))
+            })
+            .await?;
+            return Ok(Json(unchanged));
+        }
+    }
+    let store = state.store.clone();
+    let (name, rid, who) = (app.clone(), id, req.who.clone());
+    let staged = blocking(move || {
         let previous = store.current(&name)?.map(|p| p.to_string());
         match store.stage(&name, &manifest) {
             Ok(staged_now) => Ok((lock, previous, staged_now)),
@@ -128,9 +147,41 @@ async fn make_current(
         app,
         id: id.to_string(),
         previous,
+        unchanged: false,
         staged_now,
         locations: c.locations.iter().map(ToString::to_string).collect(),
         processes: activated.processes,
+    }))
+}
+
+/// The answer for a release that is already current and serving, where it is asked to serve:
+/// nothing restarts (a redeploy of the same artifact is a no-op, unless `restart` is asked).
+async fn already_live(
+    state: &AgentState,
+    app: &AppName,
+    id: &Id,
+    requested: &[Location],
+) -> Result<Option<ActivateResponse>, ApiErr> {
+    if state.runtime.live_release(app).await.as_deref() != Some(id.short().as_str()) {
+        return Ok(None);
+    }
+    let (store, name) = (state.store.clone(), app.clone());
+    let (current, stored) = blocking(move || {
+        let stored = parse_locations(&store.locations(&name)).map_err(|ApiErr(e)| e)?;
+        Ok((store.current(&name)?, stored))
+    })
+    .await?;
+    if current != Some(*id) || (!requested.is_empty() && requested != stored.as_slice()) {
+        return Ok(None);
+    }
+    Ok(Some(ActivateResponse {
+        app: app.clone(),
+        id: id.to_string(),
+        previous: Some(id.to_string()),
+        unchanged: true,
+        staged_now: false,
+        locations: stored.iter().map(ToString::to_string).collect(),
+        processes: state.runtime.live_processes(app).await,
     }))
 }
 
