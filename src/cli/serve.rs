@@ -94,11 +94,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             silver_runtime::dev::Event::Serving(_) => ui::status("Reloaded", "the new code serves"),
             silver_runtime::dev::Event::Failed(e) => {
-                let _ = ui::report_error(
-                    &anyhow::Error::new(e)
-                        .context("the app did not start; the last good version keeps serving"),
-                );
+                let _ = ui::report_error(&serve_failure(&e, started.load(Ordering::SeqCst)));
             }
         }))
         .with_context(|| format!("failed to serve `{}`", app_dir.display()))
+}
+
+/// A failed start under `silver serve`, told as it is: whether an earlier version still serves,
+/// and what to do here (the node's `silver logs` and `releases` do not apply).
+fn serve_failure(e: &silver_runtime::Error, served_before: bool) -> anyhow::Error {
+    let state = if served_before {
+        "the last good version keeps serving"
+    } else {
+        "nothing serves until it starts"
+    };
+    let hint = match e {
+        silver_runtime::Error::Activation { cause_hint, .. } => cause_hint.clone(),
+        other => other.hint(),
+    }
+    .unwrap_or_else(|| "fix it and save: `silver serve` tries again on every change".into());
+    anyhow::anyhow!("{e}\nhint: {hint}").context(format!("the app did not start; {state}"))
 }
