@@ -63,6 +63,10 @@ fn always_ignored_file(name: &[u8]) -> bool {
 /// The file that makes a directory a virtualenv (PEP 405), which `.gitignore` never leaves out.
 const VIRTUALENV_MARKER: &str = "pyvenv.cfg";
 
+/// The app's static files, served by the router: `.gitignore` never leaves them out (only
+/// `.silverignore` can).
+const STATIC_DIR: &str = "static";
+
 /// The file name of the per-app ignore file, in gitignore syntax.
 pub const SILVERIGNORE: &str = ".silverignore";
 
@@ -137,8 +141,10 @@ struct Walker<'a> {
 struct Level {
     silverignore: Option<ignore::gitignore::Gitignore>,
     gitignore: Option<ignore::gitignore::Gitignore>,
-    /// The directory is a virtualenv (it has a `pyvenv.cfg`) or is inside one.
-    in_virtualenv: bool,
+    /// The directory ships whole, whatever `.gitignore` says: a virtualenv (it has a
+    /// `pyvenv.cfg`), the app's top-level `static/` (collected assets are often git-ignored,
+    /// yet the router serves them), or a directory inside one of those.
+    ships_whole: bool,
 }
 
 struct Child {
@@ -308,8 +314,9 @@ impl Walker<'_> {
             builder.build().map(Some).map_err(|e| bad(e.to_string()))
         };
         Ok(Level {
-            in_virtualenv: self.levels.last().is_some_and(|l| l.in_virtualenv)
-                || has(VIRTUALENV_MARKER),
+            ships_whole: self.levels.last().is_some_and(|l| l.ships_whole)
+                || has(VIRTUALENV_MARKER)
+                || rel == STATIC_DIR,
             silverignore: rules(SILVERIGNORE)?,
             gitignore: if self.config.gitignore {
                 rules(".gitignore")?
@@ -397,11 +404,13 @@ impl Walker<'_> {
         if let Some(decided) = deepest(&|l| l.silverignore.as_ref()) {
             return decided;
         }
-        if self.levels.last().is_some_and(|l| l.in_virtualenv) {
+        if self.levels.last().is_some_and(|l| l.ships_whole) {
             return false;
         }
         // Only a directory `.gitignore` would leave out costs a look for `pyvenv.cfg`.
+        let top_static = is_dir && self.levels.len() == 1 && abs.ends_with(STATIC_DIR);
         deepest(&|l| l.gitignore.as_ref()).unwrap_or(false)
+            && !top_static
             && !(is_dir && abs.join(VIRTUALENV_MARKER).is_file())
     }
 
@@ -506,6 +515,41 @@ mod tests {
             &["logs/a.log", "logs-old", "src/app.py"],
             &[(".gitignore", "*.log\n")],
             &[".gitignore", "logs/", "logs-old", "src/app.py"],
+        );
+    }
+
+    #[test]
+    fn gitignore_never_leaves_out_the_top_static_dir_but_silverignore_does() {
+        let tree = [
+            "static/app.css",
+            "static/admin/x.js",
+            "static/cache.log",
+            "src/static/y.css",
+            "app.py",
+        ];
+        check(
+            &tree,
+            &[(".gitignore", "/static/\n*.log\nsrc/static/\n")],
+            &[
+                ".gitignore",
+                "app.py",
+                "src/",
+                "static/admin/x.js",
+                "static/app.css",
+                "static/cache.log",
+            ],
+        );
+        check(
+            &tree,
+            &[(".gitignore", "/static/\n"), (".silverignore", "static/admin/\n")],
+            &[
+                ".gitignore",
+                ".silverignore",
+                "app.py",
+                "src/static/y.css",
+                "static/app.css",
+                "static/cache.log",
+            ],
         );
     }
 
