@@ -36,7 +36,10 @@ fn a_wsgi_app_serves_through_the_front_door_with_its_environment_and_static_file
     assert_eq!(env["SILVER_APP_NAME"], "hello");
     assert_eq!(env["SILVER_RELEASE"], id.as_str());
     assert_eq!(env["SILVER_CANONICAL_HOSTNAME"], "hello.localhost");
-    assert_eq!(env["STATIC_URL"], format!("/static/{id12}/").as_str());
+    assert_eq!(
+        env["STATIC_URL"],
+        format!("/.silver/static/{id12}/").as_str()
+    );
     assert!(env["SILVER_LOGS"]
         .as_str()
         .unwrap()
@@ -57,6 +60,22 @@ fn a_wsgi_app_serves_through_the_front_door_with_its_environment_and_static_file
         versioned.header("cache-control").as_deref(),
         Some("public, max-age=31536000, immutable")
     );
+    // $STATIC_URL itself, on any host the node serves.
+    for host in ["hello.localhost", "elsewhere.test"] {
+        let at = get(
+            &agent.front,
+            host,
+            &format!("/.silver/static/{id12}/css/site.css"),
+        );
+        assert_eq!(at.status, 200, "{host}");
+        assert_eq!(at.body, "body { font-family: sans-serif; }\n");
+    }
+    let missing = get(
+        &agent.front,
+        "hello.localhost",
+        "/.silver/static/000000000000/css/site.css",
+    );
+    assert_eq!(missing.status, 404);
     let plain = get(&agent.front, "hello.localhost", "/static/css/site.css");
     assert_eq!(plain.status, 200);
     assert_eq!(plain.header("cache-control").as_deref(), Some("no-cache"));
@@ -745,4 +764,25 @@ fn a_redeploy_of_the_live_artifact_restarts_nothing_unless_asked() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("Deployed"), "{}", stderr(&out));
     assert_ne!(port(), before, "--restart started it again");
+}
+
+#[test]
+fn static_url_works_at_every_location_of_an_app() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("shop");
+    wsgi_app(&app, "shop", "", ECHO_APP);
+    deployed(
+        &agent,
+        tmp.path(),
+        &app,
+        &["--location", "shop.test/store", "--location", "other.test"],
+    );
+    for (host, prefix) in [("shop.test", "/store"), ("other.test", "")] {
+        let env = json(&get(&agent.front, host, &format!("{prefix}/env")).body);
+        let url = env["STATIC_URL"].as_str().unwrap().to_string();
+        let css = get(&agent.front, host, &format!("{url}style.css"));
+        assert_eq!(css.status, 200, "{host}: {url}");
+        assert_eq!(css.body, "/* shop */\n");
+    }
 }

@@ -541,7 +541,10 @@ mod tests {
         );
         check(
             &tree,
-            &[(".gitignore", "/static/\n"), (".silverignore", "static/admin/\n")],
+            &[
+                (".gitignore", "/static/\n"),
+                (".silverignore", "static/admin/\n"),
+            ],
             &[
                 ".gitignore",
                 ".silverignore",

@@ -97,14 +97,9 @@ impl Candidate {
             .unwrap_or_else(|| "localhost".into())
     }
 
-    /// `$STATIC_URL`: the versioned prefix under the first location's path.
+    /// `$STATIC_URL`: the release's versioned prefix, the same at every location.
     pub fn static_url(&self) -> String {
-        let base = self
-            .locations
-            .first()
-            .map(|l| l.path.trim_end_matches('/').to_string())
-            .unwrap_or_default();
-        format!("{base}/static/{}/", self.label)
+        format!("{}{}/", crate::router::STATIC_PREFIX, self.label)
     }
 
     /// The environment of design §5 plus the runtime's own variables.

@@ -113,6 +113,16 @@ impl Routes {
             .map(|(app, _)| app.clone())
     }
 
+    /// A release's `static/` directory, by its label, whichever app it belongs to.
+    pub fn static_dir(&self, label: &str) -> Option<PathBuf> {
+        self.snapshot().values().find_map(|r| {
+            r.statics
+                .iter()
+                .find(|(l, _)| l == label)
+                .map(|(_, dir)| dir.clone())
+        })
+    }
+
     /// The app for a request, with the path prefix it matched.
     pub fn resolve(&self, host: &str, path: &str) -> Option<(AppName, AppRoute, String)> {
         let table = self.snapshot();
@@ -203,9 +213,18 @@ pub fn front(routes: Routes) -> Router {
 
 const VERSIONED_CACHE: &str = "public, max-age=31536000, immutable";
 
+/// Where every release's static files are served, on every host and whatever the app's path
+/// prefix: `$STATIC_URL` is `/.silver/static/<id12>/`, so it works at each of an app's
+/// locations (an app reads it once, at start, and cannot give each location its own).
+pub const STATIC_PREFIX: &str = "/.silver/static/";
+
 async fn handle(State(front): State<Front>, request: Request) -> Response {
     if let Err(why) = check_host(&request) {
         return page(StatusCode::BAD_REQUEST, "Bad request", why);
+    }
+    if let Some(rest) = request.uri().path().strip_prefix(STATIC_PREFIX) {
+        let rest = rest.to_string();
+        return versioned_static(&front.routes, &rest, request).await;
     }
     let host = request_host(&request);
     let path = request.uri().path().to_string();
@@ -260,6 +279,27 @@ fn check_host(request: &Request) -> Result<(), &'static str> {
         0 if !http11 => Ok(()),
         0 => Err("An HTTP/1.1 request needs a <code>Host</code> header."),
         _ => Err("A request may carry only one <code>Host</code> header."),
+    }
+}
+
+/// `/.silver/static/<label>/<file>`: a release's static file, cached for good.
+async fn versioned_static(routes: &Routes, rest: &str, request: Request) -> Response {
+    let method = request.method().clone();
+    let found = rest.split_once('/').and_then(|(label, file)| {
+        let dir = routes.static_dir(label)?;
+        exists(&dir, file).then(|| (dir, format!("/{file}")))
+    });
+    match found {
+        Some((dir, file))
+            if method == axum::http::Method::GET || method == axum::http::Method::HEAD =>
+        {
+            serve_static(request, &dir, &file, true).await
+        }
+        _ => page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "No release on this node has that static file.",
+        ),
     }
 }
 
