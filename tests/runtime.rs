@@ -648,6 +648,8 @@ fn a_restarted_agent_brings_its_apps_back() {
         ECHO_APP,
     );
     let mut agent = Agent::start(&root, &[]);
+    let first = deployed(&agent, tmp.path(), &app, &[]);
+    std::fs::write(app.join("static/style.css"), "/* v2 */\n").unwrap();
     deployed(&agent, tmp.path(), &app, &[]);
     assert_eq!(get(&agent.front, "back.test", "/").body, "version 1");
     agent.child.kill().unwrap();
@@ -663,6 +665,14 @@ fn a_restarted_agent_brings_its_apps_back() {
         assert!(Instant::now() < deadline, "not back: {got:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The release the live one replaced keeps its versioned assets across the restart.
+    let old = get(
+        &agent.front,
+        "back.test",
+        &format!("/.silver/static/{}/style.css", &first[3..15]),
+    );
+    assert_eq!(old.status, 200, "{old:?}");
+    assert_eq!(old.body, "/* back */\n");
 }
 
 #[test]

@@ -97,6 +97,18 @@ impl Routes {
         });
     }
 
+    /// Keeps serving an earlier release's versioned static files beside the live one's (after
+    /// a restart, the release the live one replaced: pages it served may still be out there).
+    pub fn keep_static(&self, app: &AppName, label: String, dir: PathBuf) {
+        self.edit(|t| {
+            if let Some(r) = t.get_mut(app) {
+                if !r.statics.iter().any(|(l, _)| *l == label) {
+                    r.statics.push((label, dir));
+                }
+            }
+        });
+    }
+
     pub fn set_maintenance(&self, app: &AppName, on: bool) {
         self.edit(|t| {
             if let Some(r) = t.get_mut(app) {

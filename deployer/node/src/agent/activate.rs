@@ -277,7 +277,11 @@ pub(super) async fn restore(state: AgentState) {
         let mut current = Vec::new();
         for app in store.apps()? {
             if let Some(id) = store.current(&app)? {
-                current.push(candidate(&store, &app, &id, vec![], false));
+                let previous = store
+                    .previous(&app)?
+                    .map(|p| (p.short(), store.release_dir(&app, &p).join("static")))
+                    .filter(|(_, dir)| dir.is_dir());
+                current.push((candidate(&store, &app, &id, vec![], false), previous));
             }
         }
         Ok(current)
@@ -287,13 +291,17 @@ pub(super) async fn restore(state: AgentState) {
         tracing::error!("cannot list the apps to start");
         return;
     };
-    for c in apps {
+    for (c, previous) in apps {
         match c {
             Ok(c) => {
                 let (app, label) = (c.app.clone(), c.label.clone());
                 match state.runtime.activate(c, || Ok::<(), Error>(())).await {
                     Ok(_) => tracing::info!(%app, release = label, "started"),
                     Err(e) => tracing::error!(%app, release = label, error = %e, "cannot start"),
+                }
+                // The release it replaced before the restart: its versioned assets stay.
+                if let Some((label, dir)) = previous {
+                    state.runtime.routes().keep_static(&app, label, dir);
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot start an app"),
