@@ -171,4 +171,20 @@ fn up_packs_starts_a_local_node_deploys_and_serves() {
     assert!(page.body.contains("<h1>Hello"), "{}", page.body);
     assert!(root.join("apps/hello/current").exists());
     drop(child);
+    // The same root, another app at the same location: only the new one is started and served.
+    let other = tmp.path().join("other");
+    wsgi_app(&other, "other", "", ECHO_APP);
+    let (child, url) = start(&[
+        "up".as_ref(),
+        other.as_os_str(),
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--port".as_ref(),
+        "0".as_ref(),
+    ]);
+    let said = child.wait_for_stderr("Skipping");
+    assert!(said.contains("hello on this root: not started"), "{said}");
+    let front = url.trim_end_matches('/').to_string();
+    assert_eq!(get(&front, "127.0.0.1", "/").body, "version ?");
+    drop(child);
 }

@@ -54,7 +54,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .map_or_else(|| "/".to_string(), |l| l.path.clone());
     let locations = locations(&args, &path);
-    let agent = agent_config(&args, &root)?;
+    let mut agent = agent_config(&args, &root)?;
+    // A root used before may hold other apps: `silver up` serves the one it was given.
+    let app = packer::appini::app_name(&args.app_dir, &ini)?;
+    say_other_apps(&root, &app);
+    agent.only = Some(app);
     let rt = super::node::runtime()?;
     rt.block_on(async {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -184,4 +188,27 @@ pub fn require_gunicorn(
         anyhow::bail!("could not install gunicorn ({status})\nhint: sudo apt-get update && sudo apt-get install gunicorn");
     }
     Ok(())
+}
+
+/// Names the other apps a reused root holds, which `silver up` leaves stopped.
+fn say_other_apps(root: &std::path::Path, app: &packer::AppName) {
+    let mut others: Vec<String> = std::fs::read_dir(root.join("apps"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name != app.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if others.is_empty() {
+        return;
+    }
+    others.sort();
+    ui::status(
+        "Skipping",
+        format!(
+            "{} on this root: not started, `silver up` serves only `{app}`",
+            others.join(", ")
+        ),
+    );
 }

@@ -273,9 +273,14 @@ pub(super) fn candidate(
 /// it already ran). Failures are logged; the other apps still come up.
 pub(super) async fn restore(state: AgentState) {
     let store = state.store.clone();
+    let only = state.config.only.clone();
     let apps = blocking(move || {
         let mut current = Vec::new();
-        for app in store.apps()? {
+        let apps = store.apps()?;
+        for app in apps
+            .into_iter()
+            .filter(|a| only.as_ref().is_none_or(|o| o == a))
+        {
             if let Some(id) = store.current(&app)? {
                 let previous = store
                     .previous(&app)?

@@ -22,7 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use packer::Limits;
+use packer::{AppName, Limits};
 
 use crate::error::Error;
 use crate::store::{self, Store};
@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub gc_grace: Duration,
     /// Where the front door (the apps' public HTTP traffic) listens.
     pub front: SocketAddr,
+    /// Start only this app's current release at start-up (`silver up`), not every app's.
+    pub only: Option<AppName>,
     pub runtime: RuntimeConfig,
 }
 
@@ -76,6 +78,7 @@ impl AgentConfig {
             tls: None,
             tls_listen: None,
             front: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            only: None,
             runtime: RuntimeConfig::default(),
         }
     }
