@@ -796,3 +796,34 @@ fn static_url_works_at_every_location_of_an_app() {
         assert_eq!(css.body, "/* shop */\n");
     }
 }
+
+#[test]
+fn a_virtualenv_for_another_python_is_named_at_pack_and_refused_at_deploy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("old");
+    wsgi_app(&app, "old", "", ECHO_APP);
+    std::fs::create_dir_all(app.join("venv/lib/python2.7/site-packages")).unwrap();
+    std::fs::write(
+        app.join("venv/pyvenv.cfg"),
+        "home = /root/.pyenv/versions/2.7.18/bin\nversion = 2.7.18\n",
+    )
+    .unwrap();
+    let out = deploy(&agent, tmp.path(), &app, &[]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains(
+            "virtualenv `venv` was made by /root/.pyenv/versions/2.7.18/bin/python (Python 2.7.18)"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("virtualenv `venv` was made for Python 2.7 by /root/.pyenv/versions/2.7.18/bin/python, but this node's python3 is 3."),
+        "{said}"
+    );
+    assert!(
+        said.contains("hint: build the virtualenv with the node's python3"),
+        "{said}"
+    );
+}

@@ -21,6 +21,7 @@ mod pack;
 pub mod path;
 mod read;
 pub mod relocate;
+pub mod venv;
 pub mod walk;
 
 pub use error::{Error, Refusal};

@@ -135,6 +135,7 @@ pub fn pack(
     })?;
     let mut warnings = ini.warnings.clone();
     warnings.extend(content_warnings);
+    warnings.extend(venv_warning(app_dir));
     tracing::info!(app = %app, id = %manifest.id, entries = manifest.entries.len(), content_bytes = manifest.content_bytes(), "manifest built");
 
     let Joined {
@@ -160,6 +161,24 @@ pub fn pack(
         fixups,
         warnings,
     })
+}
+
+/// A virtualenv made by a Python outside `/usr` (pyenv, conda, Homebrew) runs on a node only if
+/// the node has that Python version, at a path the app's user can enter.
+fn venv_warning(app_dir: &Path) -> Option<String> {
+    let venv = crate::venv::find(app_dir).filter(crate::venv::Venv::made_outside_usr)?;
+    let name = venv
+        .dir
+        .strip_prefix(app_dir)
+        .unwrap_or(&venv.dir)
+        .display()
+        .to_string();
+    Some(format!(
+        "virtualenv `{name}` was made by {}/python (Python {}): a node runs it only with its own Python {}; build it with the node's python3 (`python3 -m venv`), or leave it out with .silverignore and vendor packages into lib/python",
+        venv.home.as_deref().unwrap_or("?"),
+        venv.version.as_deref().unwrap_or("?"),
+        venv.python().as_deref().unwrap_or("of that version"),
+    ))
 }
 
 /// A runner that is missing, a directory, or not Python would pack fine and then fail on the

@@ -142,20 +142,9 @@ pub fn base_env(
     env
 }
 
-/// A virtualenv shipped in the release: the release itself, or a directory right inside it,
-/// holding `pyvenv.cfg`.
+/// A virtualenv shipped in the release (see `packer::venv::find`).
 pub fn virtualenv(release: &Path) -> Option<std::path::PathBuf> {
-    if release.join("pyvenv.cfg").is_file() {
-        return Some(release.to_path_buf());
-    }
-    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(release)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("pyvenv.cfg").is_file())
-        .collect();
-    found.sort();
-    found.into_iter().next()
+    packer::venv::find(release).map(|v| v.dir)
 }
 
 fn shell(name: &str, command: &str, web: bool) -> Launch {

@@ -259,6 +259,12 @@ impl Runtime {
             port.unwrap_or(0),
         )
         .map_err(|e| self.failed(&c, Step::Start, e.to_string(), vec![]))?;
+        if let Some(reason) = venv_mismatch(&c.dir) {
+            let hint = "build the virtualenv with the node's python3 (`python3 -m venv`), or leave it out with .silverignore and vendor its packages into lib/python";
+            return Err(self
+                .failed(&c, Step::Start, reason, vec![])
+                .with_cause_hint(Some(hint.into())));
+        }
         let env = c.env(port, self.inner.config.bytecode_cache);
         let processes = self.start_processes(&c, &launches, &env)?;
         let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p))));
@@ -728,6 +734,32 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// Why the release's virtualenv cannot run here: it was made for another Python version than
+/// the node's `python3` (its packages would be silently skipped, and the app would fail later
+/// with `ModuleNotFoundError`).
+fn venv_mismatch(release: &Path) -> Option<String> {
+    let venv = packer::venv::find(release)?;
+    let wanted = venv.python()?;
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .ok()?;
+    let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if node.is_empty() || node == wanted {
+        return None;
+    }
+    let name = venv
+        .dir
+        .strip_prefix(release)
+        .unwrap_or(&venv.dir)
+        .display()
+        .to_string();
+    Some(format!(
+        "virtualenv `{name}` was made for Python {wanted} by {}/python, but this node's python3 is {node}",
+        venv.home.as_deref().unwrap_or("?"),
+    ))
 }
 
 /// Gives `dir` to `user`, mode 0700: another app's user cannot list, read or write it.
