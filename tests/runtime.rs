@@ -177,10 +177,24 @@ fn update_fetch_runs_before_the_health_check_and_the_default_check_takes_a_404()
     let agent = Agent::start(&tmp.path().join("node"), &[]);
     // A first deploy whose `/` reads what the migration makes.
     let blog = tmp.path().join("blog");
-    let ini = "default_location = blog.test\nupdate_fetch = script: touch \"$HOME/migrated\"\n";
+    let ini = "default_location = blog.test\nupdate_fetch = script: echo migrating posts; touch \"$HOME/migrated\"\n";
     wsgi_app(&blog, "blog", ini, NEEDS_MIGRATION);
-    deployed(&agent, tmp.path(), &blog, &[]);
+    let out = deploy(&agent, tmp.path(), &blog, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(get(&agent.front, "blog.test", "/").body, "posts: 0");
+    // Its output reaches the deployer, prefixed with its step, and the log, line by line.
+    assert!(
+        stderr(&out).contains(
+            "update_fetch script: echo migrating posts; touch \"$HOME/migrated\" | migrating posts"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let log = std::fs::read_to_string(agent.root.join("apps/blog/logs/update.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.ends_with(" migrating posts")),
+        "{log}"
+    );
     // A stock project answers 404 at `/`: the default check only asks for less than 500.
     let stock = tmp.path().join("stock");
     let ini = "default_location = stock.test\nhealth_check = /missing\nhealth_timeout = 2\n";

@@ -121,6 +121,9 @@ pub async fn deploy(
         );
         return Ok(report);
     }
+    for line in &report.update_output {
+        ui::status("Update", line);
+    }
     ui::status(
         "Deployed",
         format!(

@@ -371,6 +371,8 @@ pub struct DeployReport {
     pub previous: Option<String>,
     /// The release was already live: nothing was restarted.
     pub unchanged: bool,
+    /// What `update_fetch` printed, each line `<step> | <line>`.
+    pub update_output: Vec<String>,
     /// Request bodies sent: the (compressed) manifest and the (compressed) objects.
     pub bytes_sent: u64,
     pub manifest_bytes_sent: u64,
@@ -460,6 +462,7 @@ pub async fn deploy(
         node: node.base.clone(),
         previous: activated.previous,
         unchanged: activated.unchanged,
+        update_output: activated.update_output,
         bytes_sent,
         manifest_bytes_sent: sent_manifest,
         manifest_base: base,

@@ -159,6 +159,8 @@ pub struct Activated {
     pub processes: Vec<String>,
     /// Set when an older release was replaced; it drains in the background.
     pub replaced: Option<String>,
+    /// What `update_fetch` printed (or its URLs answered), each line `<step> | <line>`.
+    pub update_output: Vec<String>,
 }
 
 impl Runtime {
@@ -270,15 +272,17 @@ impl Runtime {
         let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p))));
         let checked = self.check(&c, &processes, backend.as_deref(), &env).await;
         let flipped = match checked {
-            Ok(()) => tokio::task::spawn_blocking(flip)
+            Ok(output) => tokio::task::spawn_blocking(flip)
                 .await
                 .map_err(|e| (Step::Flip, e.to_string()))
-                .and_then(|r| r.map_err(|e| (Step::Flip, e.to_string()))),
+                .and_then(|r| r.map_err(|e| (Step::Flip, e.to_string())))
+                .map(|()| output),
             Err(failure) => Err(failure),
         };
-        if let Err((step, reason)) = flipped {
-            return Err(self.abandon(&c, processes, step, reason).await);
-        }
+        let update_output = match flipped {
+            Ok(output) => output,
+            Err((step, reason)) => return Err(self.abandon(&c, processes, step, reason).await),
+        };
         if let Err(e) = write_environment(&c.paths.run(), &env, c.user.as_ref()) {
             tracing::warn!(error = %e, "cannot write environment.json");
         }
@@ -293,6 +297,7 @@ impl Runtime {
             port,
             processes: names,
             replaced,
+            update_output,
         })
     }
 
@@ -422,7 +427,7 @@ impl Runtime {
         processes: &[Supervised],
         backend: Option<&Backend>,
         env: &BTreeMap<String, String>,
-    ) -> Result<(), (Step, String)> {
+    ) -> Result<Vec<String>, (Step, String)> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -446,19 +451,24 @@ impl Runtime {
             }
         }
         // 2. `update_fetch`: migrations, before anything judges the app by its pages.
+        let mut output = Vec::new();
         if c.update_fetch {
             for step in &c.config.update_fetch {
                 let outcome = match step {
                     UpdateFetch::Url(path) => match backend {
                         Some(b) => {
                             let probe = Probe { path, below: 400 };
-                            fetch(&client, c, b.addr, &probe, Duration::from_secs(300)).await
+                            fetch(&client, c, b.addr, &probe, Duration::from_secs(300))
+                                .await
+                                .map(|body| body.lines().map(String::from).collect())
                         }
                         None => Err("there is no web process to request it from".into()),
                     },
                     UpdateFetch::Script(script) => self.script(c, script, env).await,
                 };
-                outcome.map_err(|reason| (Step::UpdateFetch(step.clone()), reason))?;
+                let step = Step::UpdateFetch(step.clone());
+                let lines: Vec<String> = outcome.map_err(|reason| (step.clone(), reason))?;
+                output.extend(lines.into_iter().map(|l| format!("{step} | {l}")));
             }
         }
         // 3. The health check, on the migrated app.
@@ -471,7 +481,7 @@ impl Runtime {
                 .await
                 .map_err(|r| (Step::HealthCheck, r))?;
         }
-        Ok(())
+        Ok(output)
     }
 
     /// Runs one `script:` line in the release, as the app, logging to the `update` log.
@@ -480,7 +490,7 @@ impl Runtime {
         c: &Candidate,
         script: &str,
         env: &BTreeMap<String, String>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         let log = self.sink(c, "update").map_err(|e| e.to_string())?;
         let mut cmd = crate::supervise::command(&Spec {
             name: "update".into(),
@@ -492,26 +502,27 @@ impl Runtime {
             log: log.clone(),
         });
         let run = async {
-            let out = cmd
-                .output()
+            let mut child = cmd.spawn().map_err(|e| format!("could not start: {e}"))?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            forward_lines(child.stdout.take(), tx.clone());
+            forward_lines(child.stderr.take(), tx);
+            // Each line is logged as it comes, with its own time, and kept for the deployer.
+            let mut lines = Vec::new();
+            while let Some(line) = rx.recv().await {
+                log.line(&c.label, &line);
+                if lines.len() < MAX_UPDATE_LINES {
+                    lines.push(line);
+                }
+            }
+            let status = child
+                .wait()
                 .await
-                .map_err(|e| format!("could not start: {e}"))?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            for line in text.lines() {
-                log.line(&c.label, line);
+                .map_err(|e| format!("could not wait for it: {e}"))?;
+            if status.success() {
+                return Ok(lines);
             }
-            if out.status.success() {
-                Ok(())
-            } else {
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                Err(format!(
-                    "{}\n{}",
-                    describe_status(out.status),
-                    tail.join("\n")
-                ))
-            }
+            let tail = &lines[lines.len().saturating_sub(20)..];
+            Err(format!("{}\n{}", describe_status(status), tail.join("\n")))
         };
         tokio::time::timeout(Duration::from_secs(600), run)
             .await
@@ -672,7 +683,7 @@ async fn wait_for(
             ));
         }
         let last = match fetch(client, c, addr, &probe, Duration::from_secs(5)).await {
-            Ok(()) => return Ok(()),
+            Ok(_) => return Ok(()),
             Err(why) => why,
         };
         if Instant::now() >= deadline {
@@ -694,7 +705,7 @@ async fn fetch(
     addr: SocketAddr,
     probe: &Probe<'_>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let path = probe.path;
     let prefix = c
         .locations
@@ -711,7 +722,10 @@ async fn fetch(
         request = request.header("x-silver-script-name", &prefix);
     }
     match request.send().await {
-        Ok(r) if r.status().as_u16() < probe.below => Ok(()),
+        Ok(r) if r.status().as_u16() < probe.below => {
+            let body = r.bytes().await.unwrap_or_default();
+            Ok(String::from_utf8_lossy(&body[..body.len().min(2048)]).into_owned())
+        }
         Ok(r) => {
             let status = r.status();
             let body = r.bytes().await.unwrap_or_default();
@@ -734,6 +748,26 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The most lines of `update_fetch` output handed back to the deployer (the log keeps all).
+const MAX_UPDATE_LINES: usize = 2000;
+
+/// Sends each line `pipe` yields to `tx`, as it comes.
+fn forward_lines<R>(pipe: Option<R>, tx: tokio::sync::mpsc::UnboundedSender<String>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncBufReadExt;
+    let Some(pipe) = pipe else { return };
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// Why the release's virtualenv cannot run here: it was made for another Python version than

@@ -121,6 +121,9 @@ pub struct ActivateResponse {
     /// True when the release was already live and nothing was restarted.
     #[serde(default)]
     pub unchanged: bool,
+    /// What `update_fetch` printed, each line `<step> | <line>`.
+    #[serde(default)]
+    pub update_output: Vec<String>,
     /// False when the release was already staged.
     pub staged_now: bool,
     #[serde(default)]
