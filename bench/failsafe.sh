@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Fail-safe benchmark (issue 13): a WSGI app under a release agent's front door, 16 connections
+# sending GET /ok for SECONDS, 1% of requests sent to a bad path. For each kind of bad request,
+# in the same run as a clean one: good-request success, throughput and p99 as ratios to the
+# clean run, and the app's peak memory. Targets: >= 99% success, >= 0.80 throughput, p99 <= 3x.
+# Usage: bench/failsafe.sh [SECONDS]   (needs python3 and gunicorn)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-15}
+cargo build --release --quiet
+silver=$PWD/target/release/silver
+work=$(mktemp -d)
+chmod 755 "$work"
+trap 'kill "$agent" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -p "$work/app/static"
+printf '[production]\napp_name = failsafe\nrunner = app.py\ndefault_location = bench.test\n' > "$work/app/app.ini"
+cat > "$work/app/app.py" <<'PY'
+import ctypes, threading, time
+_lock = threading.Lock()
+_leak = []
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path == "/busy":
+        while 1:
+            pass
+    if path == "/lock":
+        _lock.acquire()
+        _lock.acquire()
+    if path == "/sleep":
+        time.sleep(1)
+    if path == "/segv":
+        ctypes.string_at(0)
+    if path == "/leak":
+        _leak.append(b"x" * (1 << 20))
+    body = b"x" * 100000 if path == "/big" else b"ok\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+PY
+"$silver" agent --root "$work/node" --listen 127.0.0.1:0 --http 127.0.0.1:0 > "$work/urls" 2> "$work/agent.log" &
+agent=$!
+until [ "$(wc -l < "$work/urls")" -ge 2 ]; do
+  kill -0 "$agent" || { cat "$work/agent.log"; exit 1; }
+  sleep 0.1
+done
+control=$(sed -n 1p "$work/urls")
+front=$(sed -n 2p "$work/urls")
+export SILVER_NODE=$control SILVER_TOKEN=$(cat "$work/node/token")
+"$silver" deploy "$work/app" > /dev/null 2>&1
+pids="pgrep -f silver_wsgi:application"
+printf '| 1%% of requests | good-request success | throughput ratio | p99 | p99 ratio | app peak RSS |\n|---|---|---|---|---|---|\n'
+clean=""
+for bad in none /busy /lock /sleep /segv /leak /big; do
+  # A fresh release for each kind, so one kind's wedged workers do not count against the next.
+  "$silver" deploy "$work/app" --restart > /dev/null 2>&1 || { echo "| $bad | the app did not come back |"; continue; }
+  r=$(python3 bench/failsafe_load.py "${front#http://}" "$bad" "$secs" "$pids")
+  [ -z "$clean" ] && clean=$r
+  python3 - "$bad" "$r" "$clean" <<'PY'
+import json, sys
+bad, r, c = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+name = "none (clean run)" if bad == "none" else bad
+ok = r["ok"] / r["sent"] if r["sent"] else 0
+print(f"| {name} | {ok:.1%} ({r['ok']}/{r['sent']}) | {r['ok'] / max(c['ok'], 1):.2f} | {r['p99_ms']:.0f} ms | {r['p99_ms'] / max(c['p99_ms'], 1e-9):.2f} | {r['peak_rss_mb']:.0f} MiB |")
+PY
+done
