@@ -7,12 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
-cargo build --release --quiet
-silver=$PWD/target/release/silver
-work=$(mktemp -d)
-chmod 755 "$work"
-trap 'kill "$agent" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-mkdir -p "$work/app/static"
+source bench/agent.sh
 printf '[production]\napp_name = failsafe\nrunner = app.py\ndefault_location = bench.test\n' > "$work/app/app.ini"
 cat > "$work/app/app.py" <<'PY'
 import ctypes, threading, time
@@ -37,15 +32,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 PY
-"$silver" agent --root "$work/node" --listen 127.0.0.1:0 --http 127.0.0.1:0 > "$work/urls" 2> "$work/agent.log" &
-agent=$!
-until [ "$(wc -l < "$work/urls")" -ge 2 ]; do
-  kill -0 "$agent" || { cat "$work/agent.log"; exit 1; }
-  sleep 0.1
-done
-control=$(sed -n 1p "$work/urls")
-front=$(sed -n 2p "$work/urls")
-export SILVER_NODE=$control SILVER_TOKEN=$(cat "$work/node/token")
 "$silver" deploy "$work/app" > /dev/null 2>&1
 pids="pgrep -f silver_wsgi:application"
 printf '| 1%% of requests | good-request success | throughput ratio | p99 | p99 ratio | app peak RSS |\n|---|---|---|---|---|---|\n'

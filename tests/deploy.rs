@@ -278,14 +278,7 @@ fn hostile_uploads_are_refused() {
         "silver-manifest 1\nfile\tapp.py\t10737418240\t{}\n",
         hash.to_hex()
     );
-    let lying_id = format!("b3:{}", blake3::hash(lying.as_bytes()).to_hex());
-    let (status, body) = http(
-        &agent.url,
-        "PUT",
-        &format!("/v1/artifacts/{lying_id}"),
-        t,
-        lying.as_bytes(),
-    );
+    let (lying_id, status, body) = put_manifest(&agent, &lying);
     assert_eq!(status, 422, "{body}");
     assert!(
         body.contains("claims `app.py` is 10737418240 bytes, but its object is 5"),
@@ -339,14 +332,7 @@ fn hostile_uploads_are_refused() {
     assert_eq!(status, 422);
     // A manifest with traversal, and every hostile manifest of the packer's corpus.
     let evil = "silver-manifest 1\nlink\tx\t../../../etc\n";
-    let evil_id = format!("b3:{}", blake3::hash(evil.as_bytes()).to_hex());
-    let (status, body) = http(
-        &agent.url,
-        "PUT",
-        &format!("/v1/artifacts/{evil_id}"),
-        t,
-        evil.as_bytes(),
-    );
+    let (_, status, body) = put_manifest(&agent, evil);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("leaves the app"), "{body}");
     // Activation of something the node does not have, and a bad app name.
@@ -382,14 +368,7 @@ fn hostile_uploads_are_refused() {
 
 /// Sends `manifest`; the node must answer that it lacks exactly `missing`. Returns its id.
 fn expect_upload(agent: &Agent, manifest: &str, missing: &[&str]) -> String {
-    let id = format!("b3:{}", blake3::hash(manifest.as_bytes()).to_hex());
-    let (status, body) = http(
-        &agent.url,
-        "PUT",
-        &format!("/v1/artifacts/{id}"),
-        Some(&agent.token),
-        manifest.as_bytes(),
-    );
+    let (id, status, body) = put_manifest(agent, manifest);
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     let listed: Vec<&str> = answer["missing"]
@@ -400,6 +379,19 @@ fn expect_upload(agent: &Agent, manifest: &str, missing: &[&str]) -> String {
         .collect();
     assert_eq!(listed, missing, "{body}");
     id
+}
+
+/// `PUT /v1/artifacts/<its id>` with `manifest`: (id, status, body).
+fn put_manifest(agent: &Agent, manifest: &str) -> (String, u16, String) {
+    let id = format!("b3:{}", blake3::hash(manifest.as_bytes()).to_hex());
+    let (status, body) = http(
+        &agent.url,
+        "PUT",
+        &format!("/v1/artifacts/{id}"),
+        Some(&agent.token),
+        manifest.as_bytes(),
+    );
+    (id, status, body)
 }
 
 /// Posts object frames for artifact `id`.

@@ -1,26 +1,19 @@
 """silver's WSGI entry point, loaded by gunicorn from the node's system packages.
 
-It puts the release's own libraries on sys.path (Silver Lining's lib/python, processing its .pth
-files, and the site-packages of any virtualenv inside the release built for this Python), loads
-the runner file named by $SILVER_RUNNER, and moves the router's path prefix into SCRIPT_NAME.
+The release's own libraries are already on sys.path: silver's sitecustomize (silver_site.py,
+beside this file) added them at start-up. This loads the runner file named by $SILVER_RUNNER and
+moves the router's path prefix into SCRIPT_NAME.
 """
 
-import glob
 import importlib.util
 import os
-import site
 import sys
+
+import sitecustomize  # noqa: F401  (silver_site.py: a no-op when Python already ran it)
 
 _release = os.getcwd()
 _runner = os.path.join(_release, os.environ["SILVER_RUNNER"])
-_version = "python%d.%d" % sys.version_info[:2]
 
-_dirs = [os.path.join(_release, "lib", "python")]
-_dirs += sorted(glob.glob(os.path.join(_release, "lib", _version, "site-packages")))
-_dirs += sorted(glob.glob(os.path.join(_release, "*", "lib", _version, "site-packages")))
-for _dir in _dirs:
-    if os.path.isdir(_dir):
-        site.addsitedir(_dir)
 for _dir in (os.path.dirname(_runner), _release):
     if _dir not in sys.path:
         sys.path.insert(0, _dir)
