@@ -747,14 +747,7 @@ fn a_manifest_over_two_megabytes_is_accepted() {
         ));
     }
     assert!(manifest.len() > 3 << 20);
-    let id = format!("b3:{}", blake3::hash(manifest.as_bytes()).to_hex());
-    let (status, body) = http(
-        &agent.url,
-        "PUT",
-        &format!("/v1/artifacts/{id}"),
-        Some(&agent.token),
-        manifest.as_bytes(),
-    );
+    let (_, status, body) = put_manifest(&agent, &manifest);
     assert_eq!(status, 200, "{}", &body[..body.len().min(300)]);
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["missing"].as_array().unwrap().len(), 30_000);
