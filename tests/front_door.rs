@@ -191,3 +191,57 @@ fn slow_headers_are_cut_off_and_one_address_cannot_hold_every_connection() {
     );
     assert_eq!(status, 200, "{text}");
 }
+
+/// One gunicorn worker, and an app with a 2 MB page.
+const BIG_APP: &str = r#"
+def application(environ, start_response):
+    body = b"x" * (2 << 20) if environ["PATH_INFO"] == "/big" else b"ok"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn a_slow_upload_or_download_never_holds_the_apps_only_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &["--workers", "1"]);
+    let dir = tmp.path().join("one");
+    wsgi_app(&dir, "one", "", BIG_APP);
+    agent.deployed(&tmp.path().join("cache"), &dir, &["--location", "*"]);
+    let front = front_addr(&agent);
+    let ok = || {
+        let (status, text) = raw_from(
+            "127.0.0.1",
+            front,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 200, "{text}");
+    };
+    // An upload that sends 10 of its 1000 bytes and then waits.
+    let mut upload = connect_from("127.0.0.2", front);
+    upload
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n0123456789",
+        )
+        .unwrap();
+    ok();
+    // A download whose client reads nothing.
+    let mut download = connect_from("127.0.0.3", front);
+    download
+        .write_all(b"GET /big HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    ok();
+    // Both still complete once their clients get going.
+    upload.write_all(&[b'z'; 990]).unwrap();
+    let mut answer = Vec::new();
+    let mut head = [0u8; 12];
+    upload.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "upload");
+    download.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "download");
+    let _ = download.take(3 << 20).read_to_end(&mut answer);
+    assert!(
+        answer.len() > 2 << 20,
+        "the download was cut: {} bytes",
+        answer.len()
+    );
+}

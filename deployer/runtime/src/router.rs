@@ -432,6 +432,18 @@ async fn proxy(
         }
     };
     parts.version = axum::http::Version::HTTP_11;
+    // The whole body first (up to a bound), so a slow upload holds a task here, never one of
+    // the app's workers; a malformed one is the client's 400 before the app sees a byte.
+    let body = match buffer_request(body).await {
+        Ok(body) => body,
+        Err(_) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The request body is malformed (a bad chunk size or a cut-off body).",
+            )
+        }
+    };
     let malformed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let body = Body::new(Watched {
         inner: body,
@@ -479,13 +491,68 @@ async fn proxy(
         }
     }
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(
-        parts,
-        Body::new(Guarded {
-            inner: body,
-            _guard: guard,
-        }),
-    )
+    Response::from_parts(parts, decouple(body, guard))
+}
+
+/// Request bodies up to this size are read whole before the app is asked; larger ones stream
+/// on after it.
+const REQUEST_BUFFER_BYTES: usize = 8 << 20;
+
+/// Response chunks read ahead of a slow client: hyper reads at most some hundreds of KiB at a
+/// time, so this holds tens of MiB.
+const RESPONSE_AHEAD_CHUNKS: usize = 256;
+
+/// Reads the request body up to `REQUEST_BUFFER_BYTES`; a longer one continues as a stream.
+async fn buffer_request(mut body: Body) -> Result<Body, axum::Error> {
+    use http_body_util::BodyExt;
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(body);
+    }
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut size = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: the apps behind the router never read them
+        };
+        size += data.len();
+        chunks.push(data);
+        if size > REQUEST_BUFFER_BYTES {
+            let head = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>));
+            let rest = body.into_data_stream();
+            return Ok(Body::from_stream(futures_util::StreamExt::chain(
+                head, rest,
+            )));
+        }
+    }
+    Ok(Body::from(chunks.concat()))
+}
+
+/// Reads the app's response as fast as the app writes it, whatever pace the client reads at,
+/// so a slow download holds a task here, never one of the app's workers. The backend counts as
+/// busy (`guard`) until its last byte is read.
+fn decouple(mut body: hyper::body::Incoming, guard: InFlight) -> Body {
+    use http_body_util::BodyExt;
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<bytes::Bytes, hyper::Error>>(RESPONSE_AHEAD_CHUNKS);
+    tokio::spawn(async move {
+        let _guard = guard;
+        while let Some(frame) = body.frame().await {
+            let sent = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => tx.send(Ok(data)).await,
+                    Err(_) => Ok(()), // trailers
+                },
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            };
+            if sent.is_err() {
+                break; // the client went away
+            }
+        }
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -580,32 +647,6 @@ impl http_body::Body for Watched {
             self.malformed.store(true, Ordering::Relaxed);
         }
         polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that keeps its backend counted as busy until the last byte is sent.
-struct Guarded {
-    inner: hyper::body::Incoming,
-    _guard: InFlight,
-}
-
-impl http_body::Body for Guarded {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
