@@ -841,3 +841,59 @@ fn a_virtualenv_for_another_python_is_named_at_pack_and_refused_at_deploy() {
         "{said}"
     );
 }
+
+/// An app that wedges on `/busy` and `/lock`, and grows by 80 MiB on `/leak`.
+const WEDGING_APP: &str = r#"
+import threading
+_lock = threading.Lock()
+_leak = []
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/busy":
+        while 1:
+            pass
+    if path == "/lock":
+        _lock.acquire()
+        _lock.acquire()
+    if path == "/leak":
+        _leak.append(bytearray(80 << 20))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"#;
+
+#[test]
+fn a_wedged_request_gets_504_and_its_worker_is_replaced_and_a_leak_is_recycled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &["--workers", "1"]);
+    let app = tmp.path().join("wedge");
+    let ini = "default_location = wedge.test\nrequest_timeout = 2\nmax_memory = 64\n";
+    wsgi_app(&app, "wedge", ini, WEDGING_APP);
+    deployed(&agent, tmp.path(), &app, &[]);
+    for bad in ["/busy", "/lock"] {
+        let got = get(&agent.front, "wedge.test", bad);
+        assert_eq!(got.status, 504, "{bad}: {got:?}");
+        assert!(got.body.contains("did not answer within 2 s"), "{got:?}");
+        // The only worker was replaced: the app serves again.
+        assert_eq!(
+            get(&agent.front, "wedge.test", "/").body,
+            "ok",
+            "after {bad}"
+        );
+    }
+    assert_eq!(get(&agent.front, "wedge.test", "/leak").body, "ok");
+    assert_eq!(get(&agent.front, "wedge.test", "/").body, "ok");
+    let logs = agent
+        .silver()
+        .args(["logs", "wedge", "-n", "200"])
+        .output()
+        .unwrap();
+    let text = stdout(&logs);
+    for needle in [
+        "GET /busy ran past request_timeout (2 s); replacing worker",
+        "GET /lock ran past request_timeout (2 s); replacing worker",
+        "over max_memory (64 MiB), after GET /leak",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}

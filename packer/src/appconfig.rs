@@ -46,6 +46,12 @@ pub struct AppConfig {
     /// explicit path.
     pub health_below: u16,
     pub health_timeout_secs: u64,
+    /// `request_timeout` (seconds, default 30): a request running longer gets a 504 and the
+    /// worker holding it is replaced.
+    pub request_timeout_secs: u64,
+    /// `max_memory` (MiB, default 512): a worker that grows past it is replaced after the
+    /// request it is serving.
+    pub max_memory_mb: u64,
 }
 
 /// One step run after the new release starts and before traffic moves to it.
@@ -97,6 +103,8 @@ impl AppConfig {
             })
             .transpose()?;
         let (health_check, health_below, health_timeout_secs) = health(ini)?;
+        let request_timeout_secs = whole_number(ini, "request_timeout", 30, 1..=3600, "seconds")?;
+        let max_memory_mb = whole_number(ini, "max_memory", 512, 16..=1 << 20, "MiB")?;
         Ok(AppConfig {
             runner,
             platform,
@@ -110,6 +118,8 @@ impl AppConfig {
             health_check,
             health_below,
             health_timeout_secs,
+            request_timeout_secs,
+            max_memory_mb,
         })
     }
 }
@@ -161,6 +171,36 @@ fn health(ini: &AppIni) -> Result<(String, u16, u64), Error> {
         None => 30,
     };
     Ok((health_check, health_below, health_timeout_secs))
+}
+
+/// A whole-number setting within `range`, or `default` when absent; anything else is an error
+/// naming its line.
+fn whole_number(
+    ini: &AppIni,
+    key: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, Error> {
+    let Some(v) = ini.production(key) else {
+        return Ok(default);
+    };
+    v.value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            line_error(
+                ini,
+                v.line,
+                format!(
+                    "{key} `{}` must be a whole number of {unit} from {} to {}",
+                    v.value,
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
 }
 
 /// `[production] <prefix>name = value` pairs (`service.`, `config.`), in file order.
@@ -412,6 +452,14 @@ mod tests {
         check(
             "[production]\n",
             Ok(r#""health_check":"/","health_below":500,"health_timeout_secs":30"#),
+        );
+        check(
+            "[production]\nrequest_timeout = 5\nmax_memory = 64\n",
+            Ok(r#""request_timeout_secs":5,"max_memory_mb":64"#),
+        );
+        check(
+            "[production]\nrequest_timeout = 0\n",
+            Err("app.ini:2: request_timeout `0` must be a whole number of seconds from 1 to 3600"),
         );
         check(
             "[production]\nhealth_check = /healthz\nhealth_timeout = 5\n",

@@ -61,6 +61,8 @@ const PRODUCTION_KEYS: &[&str] = &[
     "writable_root_location",
     "health_check",
     "health_timeout",
+    "request_timeout",
+    "max_memory",
     "requires",
     "python_version",
 ];

@@ -128,6 +128,15 @@ impl Candidate {
             python,
         );
         env.extend(environment(&self.config, &ctx));
+        // Read by silver's WSGI shim, which enforces them in each worker.
+        env.insert(
+            "SILVER_REQUEST_TIMEOUT".into(),
+            self.config.request_timeout_secs.to_string(),
+        );
+        env.insert(
+            "SILVER_MAX_MEMORY_MB".into(),
+            self.config.max_memory_mb.to_string(),
+        );
         env
     }
 }
@@ -254,13 +263,11 @@ impl Runtime {
         } else {
             None
         };
-        let launches = launch::plan(
-            &c.config,
-            &self.inner.config.gunicorn,
-            &c.paths.run(),
-            port.unwrap_or(0),
-        )
-        .map_err(|e| self.failed(&c, Step::Start, e.to_string(), vec![]))?;
+        // gunicorn's own timeout is the backstop behind the shim's watchdog.
+        let mut gunicorn = self.inner.config.gunicorn.clone();
+        gunicorn.timeout_secs = c.config.request_timeout_secs + 5;
+        let launches = launch::plan(&c.config, &gunicorn, &c.paths.run(), port.unwrap_or(0))
+            .map_err(|e| self.failed(&c, Step::Start, e.to_string(), vec![]))?;
         if let Some(reason) = venv_mismatch(&c.dir) {
             let hint = "build the virtualenv with the node's python3 (`python3 -m venv`), or leave it out with .silverignore and vendor its packages into lib/python";
             return Err(self
@@ -552,6 +559,7 @@ impl Runtime {
                 backend: backend.clone(),
                 statics,
                 maintenance,
+                request_timeout: Some(Duration::from_secs(c.config.request_timeout_secs)),
             },
         );
         live.insert(

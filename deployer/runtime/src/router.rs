@@ -71,6 +71,9 @@ pub struct AppRoute {
     /// replaced, whose versioned URLs stay valid while pages that name them are still out there.
     pub statics: Vec<(String, PathBuf)>,
     pub maintenance: bool,
+    /// The app's `request_timeout`: past it, the client gets a 504 (the worker holding the
+    /// request replaces itself at the same moment).
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// The routing table, shared by the front door and the runtime.
@@ -271,7 +274,10 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
         return serve_static(request, &dir, &file, versioned).await;
     }
     match route.backend {
-        Some(backend) => proxy(&front.client, request, backend, &host, &prefix).await,
+        Some(backend) => {
+            let deadline = route.request_timeout;
+            proxy(&front.client, request, backend, &host, &prefix, deadline).await
+        }
         None => page(
             StatusCode::NOT_FOUND,
             "Not found",
@@ -407,6 +413,7 @@ async fn proxy(
     backend: Arc<Backend>,
     host: &str,
     prefix: &str,
+    deadline: Option<std::time::Duration>,
 ) -> Response {
     let guard = backend.enter();
     let client_addr = request
@@ -456,7 +463,32 @@ async fn proxy(
         prefix,
         upgrade,
     );
-    let response = match client.request(Request::from_parts(parts, body)).await {
+    let (method, path) = (parts.method.clone(), path_and_query.clone());
+    let started = std::time::Instant::now();
+    let sent = client.request(Request::from_parts(parts, body));
+    let answered = match deadline {
+        Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
+        None => Some(sent.await),
+    };
+    // Past the deadline, or cut off by the worker replacing itself at it: a 504 either way.
+    let timed_out = deadline.filter(|limit| match &answered {
+        None => true,
+        Some(Err(_)) => started.elapsed() + std::time::Duration::from_millis(500) >= *limit,
+        Some(Ok(_)) => false,
+    });
+    if let Some(limit) = timed_out {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::warn!(backend = %backend.addr, %method, path, elapsed_ms, "request_timeout: answered 504");
+        return page(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Gateway timeout",
+            &format!("The app did not answer within {} s.", limit.as_secs()),
+        );
+    }
+    let Some(answered) = answered else {
+        unreachable!("only a deadline cuts a request short, and that is answered above")
+    };
+    let response = match answered {
         Ok(r) => r,
         Err(_) if malformed.load(Ordering::Relaxed) => {
             return page(
