@@ -897,3 +897,81 @@ fn a_wedged_request_gets_504_and_its_worker_is_replaced_and_a_leak_is_recycled()
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+/// `/hold` says it holds (a file `held-<pid>` in the app's home, its `data/`), then waits until
+/// the file `release` appears there.
+const HOLDING_APP: &str = r#"
+import os, time
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/hold":
+        open(os.path.join(os.environ["HOME"], "held-%d" % os.getpid()), "w").close()
+        while not os.path.exists(os.path.join(os.environ["HOME"], "release")):
+            time.sleep(0.05)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+"#;
+
+#[test]
+fn the_pool_grows_while_workers_are_held_and_shrinks_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &["--workers", "1"]);
+    let app = tmp.path().join("pool");
+    wsgi_app(&app, "pool", "default_location = pool.test\n", HOLDING_APP);
+    deployed(&agent, tmp.path(), &app, &[]);
+    let front = agent.front.clone();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let front = front.clone();
+            std::thread::spawn(move || get(&front, "pool.test", "/hold").body)
+        })
+        .collect();
+    // Once both are held, each by a worker of its own (the second one only if the pool grew),
+    // the app still answers.
+    let data = agent.root.join("apps/pool/data");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held_now = || {
+        std::fs::read_dir(&data)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("held-")
+            })
+            .count()
+    };
+    while held_now() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the pool never held both requests"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&agent.front, "pool.test", "/").body, "done");
+    std::fs::write(agent.root.join("apps/pool/data/release"), "").unwrap();
+    for h in held {
+        assert_eq!(h.join().unwrap(), "done");
+    }
+    // Idle again, it shrinks back to its base (said in the web log).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = agent
+            .silver()
+            .args(["logs", "pool", "-n", "100"])
+            .output()
+            .unwrap();
+        let text = stdout(&logs);
+        if text.contains("web pool grows to 2 workers")
+            && text.contains("web pool shrinks to 1 workers")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no growth and shrink in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

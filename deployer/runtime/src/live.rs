@@ -536,6 +536,27 @@ impl Runtime {
             .unwrap_or_else(|_| Err("did not finish within 600 s".into()))
     }
 
+    /// For a gunicorn app, a task that grows its pool while every worker is busy and shrinks it
+    /// back once it idles; it ends with the release's backend.
+    fn size_pool(&self, c: &Candidate, processes: &[Supervised], backend: Option<&Arc<Backend>>) {
+        let (Some(backend), Some(web), Some(_)) = (
+            backend,
+            processes.iter().find(|p| p.name == "web"),
+            c.config.runner.as_ref(),
+        ) else {
+            return;
+        };
+        let Ok(log) = self.sink(c, "web") else { return };
+        let pool = Pool {
+            backend: Arc::downgrade(backend),
+            master: web.handle(),
+            base: self.inner.config.gunicorn.workers,
+            log,
+            label: c.label.clone(),
+        };
+        tokio::spawn(pool.run());
+    }
+
     /// Moves traffic: the new route replaces the old in one step, then the old release drains.
     async fn switch(
         &self,
@@ -543,6 +564,7 @@ impl Runtime {
         processes: Vec<Supervised>,
         backend: Option<Arc<Backend>>,
     ) -> Option<String> {
+        self.size_pool(c, &processes, backend.as_ref());
         let mut live = self.inner.live.lock().await;
         let old = live.remove(&c.app);
         let static_dir = c.dir.join("static");
@@ -756,6 +778,62 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// gunicorn's worker pool, sized by how many requests the router has in flight to it: a worker
+/// more (SIGTTIN to the master) while every worker is busy, up to four times the base, and one
+/// fewer (SIGTTOU) after five seconds with under half of them busy. Stuck requests (a slow
+/// query, a `sleep`) then cost capacity instead of the whole app.
+struct Pool {
+    backend: std::sync::Weak<Backend>,
+    master: crate::supervise::ProcessHandle,
+    base: u32,
+    log: LogSink,
+    label: String,
+}
+
+impl Pool {
+    async fn run(self) {
+        use nix::sys::signal::Signal;
+        let max = self.base * 4;
+        let mut workers = self.base;
+        let mut pid = self.master.pid();
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Some(backend) = self.backend.upgrade() else {
+                return; // the release is gone
+            };
+            if self.master.pid() != pid {
+                // gunicorn was restarted: it starts over with the base pool.
+                pid = self.master.pid();
+                workers = self.base;
+            }
+            let busy = backend.in_flight() as u32;
+            if busy >= workers && workers < max && self.master.signal(Signal::SIGTTIN) {
+                workers += 1;
+                idle_since = None;
+                self.say(&format!(
+                    "grows to {workers} workers ({busy} requests in flight)"
+                ));
+            } else if workers > self.base && busy * 2 < workers {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(5) && self.master.signal(Signal::SIGTTOU)
+                {
+                    workers -= 1;
+                    idle_since = None;
+                    self.say(&format!("shrinks to {workers} workers"));
+                }
+            } else {
+                idle_since = None;
+            }
+        }
+    }
+
+    fn say(&self, what: &str) {
+        self.log
+            .line(&self.label, &format!("[silver] web pool {what}"));
+    }
 }
 
 /// The most lines of `update_fetch` output handed back to the deployer (the log keeps all).

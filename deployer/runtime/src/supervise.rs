@@ -100,6 +100,8 @@ impl Drop for Supervised {
 
 #[derive(Default)]
 struct Shared {
+    /// The running process's pid, 0 between runs.
+    pid: AtomicU32,
     starts: AtomicU32,
     exits: AtomicU32,
     last_exit: Mutex<Option<String>>,
@@ -135,6 +137,13 @@ impl Supervised {
         )
     }
 
+    /// A handle that can signal the running process (not its group), whichever run it is.
+    pub fn handle(&self) -> ProcessHandle {
+        ProcessHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     pub fn starts(&self) -> u32 {
         self.shared.starts.load(Ordering::SeqCst)
     }
@@ -152,6 +161,26 @@ impl Supervised {
     }
 }
 
+/// Signals a supervised process from elsewhere (the web pool's sizer).
+#[derive(Clone)]
+pub struct ProcessHandle {
+    shared: Arc<Shared>,
+}
+
+impl ProcessHandle {
+    /// The running process's pid, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.shared.pid.load(Ordering::SeqCst)).filter(|p| *p != 0)
+    }
+
+    /// Sends `signal` to the process itself; false if it does not run.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> bool {
+        self.pid().is_some_and(|pid| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).is_ok()
+        })
+    }
+}
+
 async fn supervise(spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) {
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -160,6 +189,7 @@ async fn supervise(spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiver<Op
             Ok(mut child) => {
                 shared.starts.fetch_add(1, Ordering::SeqCst);
                 let pid = child.id();
+                shared.pid.store(pid.unwrap_or(0), Ordering::SeqCst);
                 tracing::info!(process = %spec.name, release = %spec.release, pid, "process started");
                 let out = capture(child.stdout.take(), &spec, &shared);
                 let err = capture(child.stderr.take(), &spec, &shared);
@@ -186,6 +216,7 @@ async fn supervise(spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiver<Op
         spec.log
             .line(&spec.release, &format!("[silver] {} {outcome}", spec.name));
         tracing::warn!(process = %spec.name, release = %spec.release, outcome = %outcome, "process exited");
+        shared.pid.store(0, Ordering::SeqCst);
         *shared.last_exit.lock().unwrap() = Some(outcome);
         shared.exits.fetch_add(1, Ordering::SeqCst);
         if started.elapsed() > HEALTHY_RUN {
