@@ -780,10 +780,14 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// gunicorn's worker pool, sized by how many requests the router has in flight to it: a worker
-/// more (SIGTTIN to the master) while every worker is busy, up to four times the base, and one
-/// fewer (SIGTTOU) after five seconds with under half of them busy. Stuck requests (a slow
-/// query, a `sleep`) then cost capacity instead of the whole app.
+/// gunicorn's worker pool, sized by how many of the router's requests to it are stuck (in
+/// flight for over a second): the base pool plus one worker per stuck request (SIGTTIN to the
+/// master), up to four times the base, and back down (SIGTTOU) once they have been done for
+/// five seconds. Stuck requests (a slow query, a `sleep`, a wedge until its deadline) then cost
+/// capacity instead of the whole app, while a busy but healthy app keeps its base pool.
+/// A request in flight this long holds its worker: the pool grows by one for it.
+const STUCK_AFTER: Duration = Duration::from_secs(1);
+
 struct Pool {
     backend: std::sync::Weak<Backend>,
     master: crate::supervise::ProcessHandle,
@@ -809,14 +813,15 @@ impl Pool {
                 pid = self.master.pid();
                 workers = self.base;
             }
-            let busy = backend.in_flight() as u32;
-            if busy >= workers && workers < max && self.master.signal(Signal::SIGTTIN) {
+            let stuck = backend.older_than(STUCK_AFTER) as u32;
+            let wanted = (self.base + stuck).min(max);
+            if wanted > workers && self.master.signal(Signal::SIGTTIN) {
                 workers += 1;
                 idle_since = None;
                 self.say(&format!(
-                    "grows to {workers} workers ({busy} requests in flight)"
+                    "grows to {workers} workers ({stuck} requests stuck)"
                 ));
-            } else if workers > self.base && busy * 2 < workers {
+            } else if workers > wanted {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= Duration::from_secs(5) && self.master.signal(Signal::SIGTTOU)
                 {

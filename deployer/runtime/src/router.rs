@@ -32,6 +32,9 @@ use tower::ServiceExt;
 pub struct Backend {
     pub addr: SocketAddr,
     in_flight: AtomicUsize,
+    /// When each request in flight started, by a number of its own.
+    started: std::sync::Mutex<HashMap<u64, std::time::Instant>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Backend {
@@ -39,6 +42,8 @@ impl Backend {
         Arc::new(Backend {
             addr,
             in_flight: AtomicUsize::new(0),
+            started: Default::default(),
+            next: Default::default(),
         })
     }
 
@@ -46,18 +51,34 @@ impl Backend {
         self.in_flight.load(Ordering::SeqCst)
     }
 
+    /// Requests in flight for longer than `age`: the workers they hold are stuck, not busy.
+    pub fn older_than(&self, age: std::time::Duration) -> usize {
+        let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        started.values().filter(|t| t.elapsed() > age).count()
+    }
+
     fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(self.clone())
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(n, std::time::Instant::now());
+        InFlight(self.clone(), n)
     }
 }
 
 /// Held while a request (and its response body, or its WebSocket) is being served.
-struct InFlight(Arc<Backend>);
+struct InFlight(Arc<Backend>, u64);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
     }
 }
 
