@@ -781,12 +781,13 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// gunicorn's worker pool, sized by how many of the router's requests to it are stuck (in
-/// flight for over a second): the base pool plus one worker per stuck request (SIGTTIN to the
+/// flight for over `STUCK_AFTER`): the base pool plus one worker per stuck request (SIGTTIN to the
 /// master), up to four times the base, and back down (SIGTTOU) once they have been done for
 /// five seconds. Stuck requests (a slow query, a `sleep`, a wedge until its deadline) then cost
 /// capacity instead of the whole app, while a busy but healthy app keeps its base pool.
-/// A request in flight this long holds its worker: the pool grows by one for it.
-const STUCK_AFTER: Duration = Duration::from_secs(1);
+/// A request in flight this long holds its worker: the pool grows by one for it. A quarter
+/// second is long for one request of a healthy app, and short beside a stuck one.
+const STUCK_AFTER: Duration = Duration::from_millis(250);
 
 struct Pool {
     backend: std::sync::Weak<Backend>,
