@@ -5,7 +5,7 @@ cargo build --release --quiet
 silver=$PWD/target/release/silver
 work=$(mktemp -d)
 chmod 755 "$work"
-trap 'kill "$agent" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$agent" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP_WORK:-}" ] && echo "work: $work" >&2 || rm -rf "$work"' EXIT
 "$silver" agent --root "$work/node" --listen 127.0.0.1:0 --http 127.0.0.1:0 > "$work/urls" 2> "$work/agent.log" &
 agent=$!
 # The agent prints its control and front-door URLs once it listens.

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Fail-safe benchmark (issue 13): a WSGI app under a release agent's front door, 16 connections
 # sending GET /ok for SECONDS, 1% of requests sent to a bad path. For each kind of bad request,
-# in the same run as a clean one: good-request success, throughput and p99 as ratios to the
+# beside a clean run just before it: good-request success, throughput and p99 as ratios to the
 # clean run, and the app's peak memory. Targets: >= 99% success, >= 0.80 throughput, p99 <= 3x.
-# Usage: bench/failsafe.sh [SECONDS]   (needs python3 and gunicorn)
+# Usage: bench/failsafe.sh [SECONDS [KIND...]]   (needs python3 and gunicorn; KINDs like /busy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
+shift || true
+kinds=("$@")
+[ ${#kinds[@]} -gt 0 ] || kinds=(/busy /lock /sleep /segv /leak /big)
 source bench/agent.sh
 printf '[production]\napp_name = failsafe\nrunner = app.py\ndefault_location = bench.test\n' > "$work/app/app.ini"
 cat > "$work/app/app.py" <<'PY'
@@ -35,17 +38,22 @@ PY
 "$silver" deploy "$work/app" > /dev/null 2>&1
 pids="pgrep -f silver_wsgi:application"
 printf '| 1%% of requests | good-request success | throughput ratio | p99 | p99 ratio | app peak RSS |\n|---|---|---|---|---|---|\n'
-clean=""
-for bad in none /busy /lock /sleep /segv /leak /big; do
-  # A fresh release for each kind, so one kind's wedged workers do not count against the next.
-  "$silver" deploy "$work/app" --restart > /dev/null 2>&1 || { echo "| $bad | the app did not come back |"; continue; }
-  r=$(python3 bench/failsafe_load.py "${front#http://}" "$bad" "$secs" "$pids")
-  [ -z "$clean" ] && clean=$r
-  python3 - "$bad" "$r" "$clean" <<'PY'
+row() {
+  python3 - "$@" <<'PY'
 import json, sys
-bad, r, c = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-name = "none (clean run)" if bad == "none" else bad
+name, r, c = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 ok = r["ok"] / r["sent"] if r["sent"] else 0
 print(f"| {name} | {ok:.1%} ({r['ok']}/{r['sent']}) | {r['ok'] / max(c['ok'], 1):.2f} | {r['p99_ms']:.0f} ms | {r['p99_ms'] / max(c['p99_ms'], 1e-9):.2f} | {r['peak_rss_mb']:.0f} MiB |")
 PY
+}
+load() { python3 bench/failsafe_load.py "${front#http://}" "$1" "$secs" "$pids"; }
+# Each kind runs on a fresh release (so one kind's wedged workers do not count against the
+# next), right after a clean run on that release: the ratios compare neighbours, not the
+# first minute of the run with the last.
+for bad in "${kinds[@]}"; do
+  "$silver" deploy "$work/app" --restart > /dev/null 2>&1 || { echo "| $bad | the app did not come back |"; continue; }
+  clean=$(load none)
+  row "none (clean run before $bad)" "$clean" "$clean"
+  r=$(load "$bad")
+  row "$bad" "$r" "$clean"
 done

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Load for bench/failsafe.sh: 16 connections send GET /ok for SECONDS, and every 100th request
-goes to BAD instead (sent with a short client timeout: the client does not wait for it).
+"""Load for bench/failsafe.sh: 16 connections send GET /ok for SECONDS, and 1% of all requests
+go to BAD: one for every 99 good ones, each sent on its own connection beside the 16 (so the
+good connections never wait on a bad answer) and given up after 0.5 s, as a user gives up on a
+page that hangs.
 Prints one JSON object: good requests sent, succeeded, their p99, and the app's peak RSS.
 Usage: failsafe_load.py HOST:PORT BAD SECONDS PIDS_CMD"""
 import http.client, json, subprocess, sys, threading, time
@@ -8,7 +10,7 @@ import http.client, json, subprocess, sys, threading, time
 host, port = sys.argv[1].rsplit(":", 1)
 bad, seconds, pids_cmd = sys.argv[2], float(sys.argv[3]), sys.argv[4]
 lock = threading.Lock()
-times, failures, peak = [], [0], [0]
+times, failures, peak, bad_sent = [], [0], [0], [0]
 stop = time.monotonic() + seconds
 
 def request(path, timeout):
@@ -22,15 +24,7 @@ def request(path, timeout):
         conn.close()
 
 def worker():
-    n = 0
     while time.monotonic() < stop:
-        n += 1
-        if bad != "none" and n % 100 == 0:
-            try:
-                request(bad, 0.5)
-            except Exception:
-                pass
-            continue
         t0 = time.monotonic()
         try:
             ok = request("/ok", 10) == 200
@@ -39,6 +33,25 @@ def worker():
         with lock:
             times.append(time.monotonic() - t0)
             failures[0] += not ok
+
+
+def send_bad():
+    try:
+        request(bad, 0.5)
+    except Exception:
+        pass
+
+
+def inject():
+    """Keeps bad requests at 1% of all requests sent."""
+    while bad != "none" and time.monotonic() < stop:
+        with lock:
+            due = len(times) // 99 - bad_sent[0]
+            bad_sent[0] += max(due, 0)
+        for _ in range(due):
+            threading.Thread(target=send_bad, daemon=True).start()
+        time.sleep(0.01)
+
 
 def sample_memory():
     while time.monotonic() < stop:
@@ -58,11 +71,12 @@ def sample_memory():
 
 threads = [threading.Thread(target=worker) for _ in range(16)]
 threads.append(threading.Thread(target=sample_memory))
+threads.append(threading.Thread(target=inject))
 for t in threads:
     t.start()
 for t in threads:
     t.join()
 times.sort()
 p99 = times[min(len(times) - 1, int(0.99 * len(times)))] if times else 0
-print(json.dumps({"sent": len(times), "ok": len(times) - failures[0], "p99_ms": p99 * 1000,
+print(json.dumps({"sent": len(times), "bad_sent": bad_sent[0], "ok": len(times) - failures[0], "p99_ms": p99 * 1000,
                   "peak_rss_mb": peak[0] / 2**20}))

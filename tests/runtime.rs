@@ -844,7 +844,7 @@ fn a_virtualenv_for_another_python_is_named_at_pack_and_refused_at_deploy() {
 
 /// An app that wedges on `/busy` and `/lock`, and grows by 80 MiB on `/leak`.
 const WEDGING_APP: &str = r#"
-import threading
+import os, threading, time
 _lock = threading.Lock()
 _leak = []
 
@@ -858,6 +858,11 @@ def application(environ, start_response):
         _lock.acquire()
     if path == "/leak":
         _leak.append(bytearray(80 << 20))
+    if path.startswith("/nice"):
+        time.sleep(float(environ["QUERY_STRING"] or 0))
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(nice).encode()]
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 "#;
@@ -883,18 +888,53 @@ fn a_wedged_request_gets_504_and_its_worker_is_replaced_and_a_leak_is_recycled()
     }
     assert_eq!(get(&agent.front, "wedge.test", "/leak").body, "ok");
     assert_eq!(get(&agent.front, "wedge.test", "/").body, "ok");
-    let logs = agent
-        .silver()
-        .args(["logs", "wedge", "-n", "200"])
-        .output()
-        .unwrap();
-    let text = stdout(&logs);
+    // A request that runs long gives way to short ones (the lowest priority past 100 ms), and
+    // the next request runs at the normal priority again.
+    assert_eq!(get(&agent.front, "wedge.test", "/nice?0.3").body, "19");
+    assert_eq!(get(&agent.front, "wedge.test", "/nice").body, "0");
+    // A client that gives up on a wedged request frees its worker long before the deadline.
+    abandon(&agent.front, "wedge.test", "/busy");
+    let replaced = wait_for_log(&agent, "wedge", "GET /busy was abandoned by its client");
+    assert_eq!(get(&agent.front, "wedge.test", "/").body, "ok");
     for needle in [
         "GET /busy ran past request_timeout (2 s); replacing worker",
         "GET /lock ran past request_timeout (2 s); replacing worker",
         "over max_memory (64 MiB), after GET /leak",
     ] {
-        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        assert!(
+            replaced.contains(needle),
+            "missing {needle:?} in:\n{replaced}"
+        );
+    }
+}
+
+/// Sends `GET path` and hangs up once it has waited half a second for the answer.
+fn abandon(front: &str, host: &str, path: &str) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(front.trim_start_matches("http://")).unwrap();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0; 1];
+    let got = conn.read(&mut buf);
+    assert!(got.is_err(), "{path} answered: {got:?}");
+}
+
+/// The app's logs once they contain `needle` (within a minute).
+fn wait_for_log(agent: &Agent, app: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = agent
+            .silver()
+            .args(["logs", app, "-n", "500"])
+            .output()
+            .unwrap();
+        let text = stdout(&logs);
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -82,9 +82,10 @@ pub struct RuntimeArgs {
     /// Seconds a replaced release gets to finish its in-flight requests before it is stopped.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub drain_grace: u64,
-    /// gunicorn workers per WSGI app.
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub workers: u32,
+    /// gunicorn workers per WSGI app, before the pool grows for stuck requests
+    /// [default: 2 x cores + 1].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u32>,
     /// PostgreSQL for apps with `service.postgresql` or `service.postgis`, as an admin URL
     /// (postgresql://ADMIN@HOST:PORT/postgres) [default as root: the local cluster's `postgres`
     /// superuser, through runuser].
@@ -109,7 +110,9 @@ impl RuntimeArgs {
             },
             ..Default::default()
         };
-        config.gunicorn.workers = self.workers.max(1);
+        if let Some(workers) = self.workers {
+            config.gunicorn.workers = workers.max(1);
+        }
         config.postgres = match &self.postgres_url {
             Some(url) => Some(
                 // The URL is not repeated: it may hold the administrator's password.

@@ -33,11 +33,19 @@ pub struct Gunicorn {
     pub preload: bool,
 }
 
+/// gunicorn's own advice for sync workers, `2 * cores + 1`: while one worker waits on the
+/// database another computes, and a request that wedges until it is abandoned leaves others
+/// free before the pool has had time to grow.
+pub fn default_workers() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    2 * cores + 1
+}
+
 impl Default for Gunicorn {
     fn default() -> Self {
         Gunicorn {
             program: find_program("gunicorn").unwrap_or_else(|| PathBuf::from("gunicorn")),
-            workers: 3,
+            workers: default_workers(),
             timeout_secs: 30,
             max_requests: 1000,
             preload: true,
@@ -200,6 +208,7 @@ mod tests {
         let config = AppConfig::from_ini(&ini).unwrap();
         let g = Gunicorn {
             program: "/usr/bin/gunicorn".into(),
+            workers: 3,
             ..Gunicorn::default()
         };
         let got: Vec<(String, bool, String)> = plan(&config, &g, Path::new("/run"), 8001)

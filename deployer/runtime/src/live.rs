@@ -174,6 +174,7 @@ pub struct Activated {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig, routes: Routes) -> Runtime {
+        crate::supervise::allow_default_priority();
         Runtime {
             inner: Arc::new(Inner {
                 config,
@@ -805,7 +806,7 @@ impl Pool {
         let mut pid = self.master.pid();
         let mut idle_since: Option<Instant> = None;
         loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let Some(backend) = self.backend.upgrade() else {
                 return; // the release is gone
             };

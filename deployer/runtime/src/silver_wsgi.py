@@ -8,6 +8,17 @@ request-timeout and uWSGI's harakiri and reload-on-rss do:
 - a request running past $SILVER_REQUEST_TIMEOUT seconds (a busy loop, a lock taken twice)
   ends its worker at once, so gunicorn forks a fresh one; the router has answered the client
   with a 504 by then;
+- a request whose client has gone (the router closed its connection: the client hung up, or
+  its deadline passed) and that has run past a quarter second ends its worker too.
+  Nobody will read its answer, and a wedged request would otherwise hold the worker until the
+  deadline: Heroku's H12 answers the client but leaves the dyno stuck, and 1% of requests
+  wedging would take the whole pool;
+- a request gives way to shorter ones as it runs, as a kernel's scheduler favours interactive
+  tasks: past 25 ms at nice 10, past 100 ms at the lowest priority (nice 19), back
+  to 0 when it ends. A busy loop then takes the CPU only when healthy requests leave it.
+  Where the worker may not raise a priority back (RLIMIT_NICE, which the agent sets as root
+  when it may), the app is called on a thread of its own, and a thread that gave way retires
+  after its request;
 - a worker whose memory grows past $SILVER_MAX_MEMORY_MB is replaced after the request it is
   serving (a leak stays bounded).
 
@@ -16,6 +27,9 @@ Each replacement is logged with the request's method, path and time.
 
 import importlib.util
 import os
+import queue
+import resource
+import select
 import signal
 import sys
 import threading
@@ -41,7 +55,16 @@ if _app is None:
 
 _timeout = float(os.environ.get("SILVER_REQUEST_TIMEOUT") or 0)
 _max_rss = int(os.environ.get("SILVER_MAX_MEMORY_MB") or 0) << 20
-_current = None  # (started, method, path) of the request this worker serves
+# As long as the router's pool sizer waits before it counts a request as stuck.
+_ABANDON_AFTER = 0.25
+_current = None  # (started, method, path, socket) of the request this worker serves
+# (seconds run, nice value), in order: a request that runs long gives way to short ones.
+_GIVE_WAY = ((0.025, 10), (0.1, 19))
+# Lowering a thread's priority is allowed to anyone; raising it back only up to RLIMIT_NICE.
+_can_restore = resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20
+_nice = 0  # the request thread's nice value
+_request_thread = None  # the native id of the thread the app is called on
+_caller = None  # the _Caller that thread belongs to, when priorities cannot be restored
 _watching = None  # the pid whose watchdog runs: threads do not survive gunicorn's fork
 
 
@@ -54,12 +77,104 @@ def _watchdog():
     # A Python busy loop still lets this thread run every few milliseconds (the GIL's switch
     # interval), and a thread blocked on a lock holds no GIL at all.
     while True:
-        time.sleep(0.2)
+        time.sleep(0.025)
         current = _current
-        if current and time.monotonic() - current[0] > _timeout:
-            _log("%s %s ran past request_timeout (%g s); replacing worker %d"
-                 % (current[1], current[2], _timeout, os.getpid()))
-            os._exit(75)
+        if not current:
+            continue
+        ran = time.monotonic() - current[0]
+        _give_way(current, ran)
+        if _timeout and ran > _timeout:
+            _replace(current, "ran past request_timeout (%g s)" % _timeout)
+        if ran > _ABANDON_AFTER and _client_gone(current[3]):
+            _replace(current, "was abandoned by its client after %.0f ms" % (ran * 1000))
+
+
+def _client_gone(sock):
+    """Whether the router closed the request's connection. It sends the whole request first and
+    never half-closes, so a hang-up here means nobody is waiting for the answer."""
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False  # the socket closed under us: the request is over
+
+
+def _request_done():
+    global _current, _caller, _nice
+    _current = None
+    if not _nice:
+        return
+    if _can_restore:
+        _set_priority(0)
+    else:
+        _caller.retire()
+        _caller, _nice = None, 0
+
+
+class _Caller:
+    """A thread that makes the app's calls, so the one that gave way can retire."""
+
+    def __init__(self):
+        self._jobs = queue.SimpleQueue()
+        self._retired = False
+        started = threading.Event()
+        threading.Thread(target=self._run, args=(started,), name="silver-request",
+                         daemon=True).start()
+        started.wait()
+
+    def _run(self, started):
+        global _request_thread
+        _request_thread = threading.get_native_id()
+        started.set()
+        while not self._retired:
+            self._jobs.get()()
+
+    def call(self, fn, *args):
+        box, done = {}, threading.Event()
+
+        def job():
+            try:
+                box["value"] = fn(*args)
+            except BaseException as e:  # handed to gunicorn's thread, as if raised there
+                box["error"] = e
+            finally:
+                done.set()
+
+        self._jobs.put(job)
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def retire(self):
+        self._retired = True
+        self._jobs.put(lambda: None)  # wakes it, if it already waits for the next job
+
+
+def _give_way(current, ran):
+    wanted = max((nice for after, nice in _GIVE_WAY if ran > after), default=0)
+    if wanted > _nice and _current is current:
+        _set_priority(wanted)
+
+
+def _set_priority(nice):
+    """Linux nice values belong to threads: this changes the one serving requests only."""
+    global _nice
+    try:
+        os.setpriority(os.PRIO_PROCESS, _request_thread, nice)
+        _nice = nice
+    except OSError:
+        pass
+
+
+def _replace(current, why):
+    if _current is not current:
+        return  # it finished meanwhile
+    _log("%s %s %s; replacing worker %d" % (current[1], current[2], why, os.getpid()))
+    os._exit(75)
 
 
 def _rss():
@@ -86,7 +201,7 @@ class _Tracked:
                 self._result.close()
         finally:
             started = _current[0] if _current else time.monotonic()
-            _current = None
+            _request_done()
             rss = _rss()
             if _max_rss and rss > _max_rss:
                 _log("worker %d uses %d MiB, over max_memory (%d MiB), after %s %s (%.0f ms); replacing it"
@@ -97,10 +212,13 @@ class _Tracked:
 
 
 def application(environ, start_response):
-    global _current, _watching
-    if _timeout and _watching != os.getpid():
+    global _current, _watching, _request_thread, _caller
+    if _watching != os.getpid():
         _watching = os.getpid()
+        _request_thread = threading.get_native_id()
         threading.Thread(target=_watchdog, name="silver-watchdog", daemon=True).start()
+    if not _can_restore and _caller is None:
+        _caller = _Caller()
     # Set by the router, never by the client (the router strips X-Silver-* from requests).
     prefix = environ.pop("HTTP_X_SILVER_SCRIPT_NAME", "")
     if prefix:
@@ -109,10 +227,13 @@ def application(environ, start_response):
             environ["PATH_INFO"] = path[len(prefix):]
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
     method, path = environ.get("REQUEST_METHOD", "?"), environ.get("PATH_INFO", "")
-    _current = (time.monotonic(), method, path)
+    _current = (time.monotonic(), method, path, environ.get("gunicorn.socket"))
     try:
-        result = _app(environ, start_response)
+        if _caller is None:
+            result = _app(environ, start_response)
+        else:
+            result = _caller.call(_app, environ, start_response)
     except BaseException:
-        _current = None
+        _request_done()
         raise
     return _Tracked(result, method, path)
