@@ -334,6 +334,27 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
+/// Lets the app processes started from here, whatever user they run as, lower their nice value
+/// back to 0 (RLIMIT_NICE 20), never below it: the WSGI shim lowers the priority of a request
+/// that has run a quarter second, so a busy loop takes the CPU only when healthy requests leave
+/// it, and restores it when the request ends. Without root the limit stays as it is and the shim
+/// leaves priorities alone.
+pub fn allow_default_priority() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // A nice ceiling of 20 - 20 = 0: no process can raise its priority above the default.
+    const DEFAULT_PRIORITY_ONLY: u64 = 20;
+    if getrlimit(Resource::RLIMIT_NICE).is_ok_and(|(soft, _)| soft >= DEFAULT_PRIORITY_ONLY) {
+        return;
+    }
+    if let Err(e) = setrlimit(
+        Resource::RLIMIT_NICE,
+        DEFAULT_PRIORITY_ONLY,
+        DEFAULT_PRIORITY_ONLY,
+    ) {
+        tracing::debug!(error = %e, "apps' stuck requests keep their priority (RLIMIT_NICE)");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,26 +410,5 @@ mod tests {
         let t = Instant::now();
         p.stop(Duration::from_millis(300)).await;
         assert!(t.elapsed() < Duration::from_secs(5));
-    }
-}
-
-/// Lets the app processes started from here, whatever user they run as, lower their nice value
-/// back to 0 (RLIMIT_NICE 20), never below it: the WSGI shim lowers the priority of a request
-/// that has run a quarter second, so a busy loop takes the CPU only when healthy requests leave
-/// it, and restores it when the request ends. Without root the limit stays as it is and the shim
-/// leaves priorities alone.
-pub fn allow_default_priority() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    // A nice ceiling of 20 - 20 = 0: no process can raise its priority above the default.
-    const DEFAULT_PRIORITY_ONLY: u64 = 20;
-    if getrlimit(Resource::RLIMIT_NICE).is_ok_and(|(soft, _)| soft >= DEFAULT_PRIORITY_ONLY) {
-        return;
-    }
-    if let Err(e) = setrlimit(
-        Resource::RLIMIT_NICE,
-        DEFAULT_PRIORITY_ONLY,
-        DEFAULT_PRIORITY_ONLY,
-    ) {
-        tracing::debug!(error = %e, "apps' stuck requests keep their priority (RLIMIT_NICE)");
     }
 }
