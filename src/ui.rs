@@ -169,6 +169,14 @@ impl packer::Progress for Bar {
             bar.finish_and_clear();
         }
     }
+
+    /// The node's `update_fetch` output, as it comes, whether or not a bar shows.
+    fn note(&self, line: &str) {
+        match &*self.bar.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(bar) => bar.suspend(|| status("Update", line)),
+            None => status("Update", line),
+        }
+    }
 }
 
 /// `1.2 MiB`, for humans only (JSON carries exact byte counts).

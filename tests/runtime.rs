@@ -195,9 +195,33 @@ fn update_fetch_runs_before_the_health_check_and_the_default_check_takes_a_404()
         log.lines().any(|l| l.ends_with(" migrating posts")),
         "{log}"
     );
+    // The output reaches the deployer while the script still runs: this one waits for a file
+    // the test makes only once it has seen the first line.
+    let live = tmp.path().join("live");
+    let ini = "default_location = live.test\nupdate_fetch = script: echo first; while [ ! -e \"$HOME/go\" ]; do sleep 0.05; done; echo second\n";
+    wsgi_app(&live, "live", ini, ECHO_APP);
+    let mut child = agent
+        .spawn_silver()
+        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
+        .arg("deploy")
+        .arg(&live)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let first = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.ends_with("| first"));
+    assert!(first.is_some(), "the deploy ended before the first line");
+    std::fs::write(agent.root.join("apps/live/data/go"), "").unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l.ends_with("| second")), "{rest:?}");
     // A stock project answers 404 at `/`: the default check only asks for less than 500.
     let stock = tmp.path().join("stock");
-    let ini = "default_location = stock.test\nhealth_check = /missing\nhealth_timeout = 2\n";
+    let ini = "default_location = stock.test\nhealth_check = /missing\nhealth_timeout = 10\n";
     wsgi_app(&stock, "stock", ini, NEEDS_MIGRATION);
     let out = deploy(&agent, tmp.path(), &stock, &[]);
     assert!(
@@ -1014,4 +1038,91 @@ fn the_pool_grows_while_workers_are_held_and_shrinks_back() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A Silver Lining app: `silversupport` imports, its environment variables, the internal-request
+/// flags, and `TEMP`.
+const SILVER_LINING_APP: &str = r#"
+import json, os
+from silversupport.secret import get_secret, get_key
+from silversupport.env import is_production
+
+def application(environ, start_response):
+    temp = os.environ["TEMP"]
+    if environ["PATH_INFO"] == "/update":
+        open(os.path.join(temp, "made-by-" + os.environ["SILVER_INSTANCE_NAME"]), "w").close()
+        lines = ["update %s %s" % (environ.get("silverlining.update"), environ.get("silverlining.internal"))]
+        lines += ["env %s=%s" % (k, os.environ[k]) for k in sorted(os.environ) if k.startswith("SILVER_")]
+        body = "\n".join(lines)
+    else:
+        body = json.dumps({
+            "version": os.environ["SILVER_VERSION"],
+            "instance": os.environ["SILVER_INSTANCE_NAME"],
+            "host": os.environ["SILVER_CANONICAL_HOSTNAME"],
+            "production": is_production(),
+            "secret": get_secret(),
+            "key": get_key("cookies"),
+            "update": "silverlining.update" in environ or "silverlining.internal" in environ,
+            "temp": sorted(os.listdir(temp)),
+        })
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+"#;
+
+#[test]
+fn silver_lining_apps_get_silversupport_their_variables_and_a_fresh_temp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("sl");
+    let ini = "default_location = sl.test\nupdate_fetch = /update\n";
+    wsgi_app(&app, "sl", ini, SILVER_LINING_APP);
+    let out = deploy(&agent, tmp.path(), &app, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    // The update output is printed, as `silver update` printed it.
+    let err = stderr(&out);
+    assert!(
+        err.contains("update_fetch /update | update True True"),
+        "{err}"
+    );
+    assert!(err.contains("| env SILVER_VERSION=silverlining/"), "{err}");
+    // A client cannot pose as the node's own request.
+    let page = |agent: &Agent| {
+        let mut conn =
+            std::net::TcpStream::connect(agent.front.trim_start_matches("http://")).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            conn,
+            "GET / HTTP/1.0\r\nHost: sl.test\r\nX-Silver-Internal: update\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        json(text.split("\r\n\r\n").nth(1).unwrap())
+    };
+    let first = page(&agent);
+    assert!(first["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("silverlining/silver-"));
+    assert_eq!(first["instance"], format!("sl.{}", &id[3..15]));
+    assert_eq!(first["host"], "sl.test");
+    assert_eq!(first["production"], true);
+    assert_eq!(first["update"], false);
+    assert_eq!(first["secret"].as_str().unwrap().len(), 48);
+    assert_eq!(first["key"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        first["temp"],
+        serde_json::json!([format!("made-by-sl.{}", &id[3..15])])
+    );
+    // The next update empties TEMP; the secret and its keys stay.
+    std::fs::write(app.join("changed.txt"), "2").unwrap();
+    let id2 = deployed(&agent, tmp.path(), &app, &[]);
+    let second = page(&agent);
+    assert_eq!(
+        second["temp"],
+        serde_json::json!([format!("made-by-sl.{}", &id2[3..15])])
+    );
+    assert_eq!(second["secret"], first["secret"]);
+    assert_eq!(second["key"], first["key"]);
 }

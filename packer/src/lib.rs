@@ -39,6 +39,8 @@ pub trait Progress: Sync {
     fn start(&self, phase: &str, total_bytes: u64);
     fn advance(&self, bytes: u64);
     fn finish(&self);
+    /// A line of what the far end is doing (a node's `update_fetch` output), shown as it comes.
+    fn note(&self, _line: &str) {}
 }
 
 /// Progress that goes nowhere (tests, `--json` without a terminal).

@@ -121,9 +121,7 @@ pub async fn deploy(
         );
         return Ok(report);
     }
-    for line in &report.update_output {
-        ui::status("Update", line);
-    }
+    // `update_fetch` output was shown as the node streamed it (`Bar::note`).
     ui::status(
         "Deployed",
         format!(

@@ -211,6 +211,17 @@ impl Agent {
             .env("SILVER_TOKEN", &self.token);
         cmd
     }
+
+    /// As `silver`, for a command the test talks to while it runs.
+    pub fn spawn_silver(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("silver"));
+        cmd.env("NO_COLOR", "1")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("SILVER_LOG")
+            .env("SILVER_NODE", &self.url)
+            .env("SILVER_TOKEN", &self.token);
+        cmd
+    }
 }
 
 impl Drop for Agent {

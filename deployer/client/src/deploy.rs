@@ -323,23 +323,63 @@ impl Node {
             });
         }
         let body: Option<ApiError> = resp.json().await.ok();
-        Err(match body {
+        Err(self.failure(status.as_u16(), body))
+    }
+
+    /// The error for an answer with `status` and error body `body`.
+    fn failure(&self, status: u16, body: Option<ApiError>) -> Error {
+        match body {
             Some(ApiError {
                 holder: Some(holder),
                 since: Some(since),
                 ..
-            }) if status == reqwest::StatusCode::CONFLICT => Error::Busy { holder, since },
+            }) if status == 409 => Error::Busy { holder, since },
             Some(e) => Error::Api {
                 node: self.base.clone(),
-                status: status.as_u16(),
+                status,
                 message: e.error,
                 hint: e.hint,
             },
             None => Error::NotAnAgent {
                 node: self.base.clone(),
-                status: status.as_u16(),
+                status,
             },
-        })
+        }
+    }
+
+    /// POSTs an activation and hands each line of `update_fetch` output to `on_line` as the
+    /// node streams it.
+    async fn activate_watched(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        on_line: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<ActivateResponse, Error> {
+        let req = self.authed(self.http.post(self.endpoint(path)).json(body));
+        let mut resp = self
+            .send(req.header(reqwest::header::ACCEPT, NDJSON))
+            .await?;
+        let status = resp.status().as_u16();
+        let not_an_agent = || Error::NotAnAgent {
+            node: self.base.clone(),
+            status,
+        };
+        let mut pending = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.lost(e))? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                match serde_json::from_slice(&line).map_err(|_| not_an_agent())? {
+                    ActivateEvent::Line(text) => on_line(&text),
+                    ActivateEvent::Done(done) => return Ok(done),
+                    ActivateEvent::Failed { status, error } => {
+                        return Err(self.failure(status, Some(error)))
+                    }
+                }
+            }
+        }
+        // An agent that answers in one piece (one from before streaming).
+        serde_json::from_slice(&pending).map_err(|_| not_an_agent())
     }
 }
 
@@ -438,7 +478,7 @@ pub async fn deploy(
             &missing,
             total,
             &opts.limits,
-            progress,
+            progress.clone(),
         )
         .await?;
     }
@@ -451,7 +491,8 @@ pub async fn deploy(
     phases.commit = t.elapsed().as_millis();
 
     let t = Instant::now();
-    let activated = activate_waiting(node, &manifest, opts, on_wait).await?;
+    let on_line = |line: &str| progress.note(line);
+    let activated = activate_waiting(node, &manifest, opts, on_wait, &on_line).await?;
     phases.activate = t.elapsed().as_millis();
     if let Some(dir) = &opts.cache_dir {
         cache_manifest(dir, &manifest);
@@ -481,6 +522,7 @@ async fn activate_waiting(
     manifest: &Manifest,
     opts: &DeployOptions,
     on_wait: impl Fn(&str, u64),
+    on_line: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<ActivateResponse, Error> {
     let path = format!("/v1/apps/{}/deploy", opts.app);
     let request = ActivateRequest {
@@ -491,7 +533,7 @@ async fn activate_waiting(
         restart: opts.restart,
     };
     loop {
-        match node.post(&path, &request).await {
+        match node.activate_watched(&path, &request, on_line).await {
             Err(Error::Busy { holder, since }) if !opts.no_wait => {
                 on_wait(&holder, since);
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -187,6 +187,7 @@ async fn start(runtime: &Runtime, config: &ServeConfig, generation: u32) -> Resu
         update_fetch: false,
         services: vec![],
         user: None,
+        progress: None,
     };
     runtime.activate(candidate, || Ok::<(), Error>(())).await?;
     Ok(path)

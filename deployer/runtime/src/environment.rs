@@ -26,6 +26,17 @@ pub struct EnvContext<'a> {
     pub port: Option<u16>,
     /// Variables of provisioned services (`CONFIG_*`, `DATABASE_URL`, …).
     pub services: &'a [(String, String)],
+    /// The release's short label (its name in `SILVER_INSTANCE_NAME`).
+    pub label: &'a str,
+    /// The app's temporary directory (`TEMP`, `TMPDIR`), emptied on every update.
+    pub tmp: &'a Path,
+}
+
+/// `SILVER_VERSION`: Silver Lining's `silverlining/…` on a node, `devel/…` under `silver serve`
+/// (what `silversupport.env.is_production()` tells apart).
+pub fn silver_version(dev: bool) -> String {
+    let platform = if dev { "devel" } else { "silverlining" };
+    format!("{platform}/silver-{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The variables, sorted by name. Services come first, then the app's `[variables]`, then
@@ -39,6 +50,15 @@ pub fn environment(config: &AppConfig, ctx: &EnvContext) -> BTreeMap<String, Str
     env.insert("SILVER_CANONICAL_HOSTNAME".into(), ctx.hostname.into());
     env.insert("SILVER_LOGS".into(), ctx.logs.display().to_string());
     env.insert("STATIC_URL".into(), ctx.static_url.into());
+    let dev = ctx.release == "dev";
+    env.insert("SILVER_VERSION".into(), silver_version(dev));
+    env.insert(
+        "SILVER_INSTANCE_NAME".into(),
+        format!("{}.{}", ctx.app, ctx.label),
+    );
+    for name in ["TEMP", "TMPDIR"] {
+        env.insert(name.into(), ctx.tmp.display().to_string());
+    }
     if let Some(port) = ctx.port {
         env.insert("PORT".into(), port.to_string());
     }
@@ -106,6 +126,8 @@ mod tests {
             static_url: "/_static/abababababab/",
             port: Some(8001),
             services: &services,
+            label: "abababababab",
+            tmp: Path::new("/var/lib/silver/apps/blog/tmp"),
         };
         let env = environment(
             &config("[production]\n[variables]\nMODE = app\nPORT = 1\nGreeting = it's\n"),
@@ -121,6 +143,10 @@ mod tests {
         check("SILVER_LOGS", "/var/lib/silver/apps/blog/logs");
         check("STATIC_URL", "/_static/abababababab/");
         check("Greeting", "it's");
+        check("SILVER_INSTANCE_NAME", "blog.abababababab");
+        check("TEMP", "/var/lib/silver/apps/blog/tmp");
+        check("TMPDIR", "/var/lib/silver/apps/blog/tmp");
+        assert!(env["SILVER_VERSION"].starts_with("silverlining/silver-"));
         let worker = environment(
             &config("[production]\n"),
             &EnvContext {

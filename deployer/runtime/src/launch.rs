@@ -55,6 +55,10 @@ impl Default for Gunicorn {
 
 /// The shim gunicorn loads: the release's libraries on `sys.path`, the runner loaded from its
 /// file, and the router's path prefix moved to `SCRIPT_NAME`.
+/// Silver Lining's `silversupport` compatibility module, written beside the shim (on every
+/// process's `PYTHONPATH`): `secret.get_secret`, `secret.get_key`, `env.is_production`.
+pub const SILVERSUPPORT: &str = include_str!("silversupport.py");
+
 pub const WSGI_SHIM: &str = include_str!("silver_wsgi.py");
 pub const WSGI_SHIM_MODULE: &str = "silver_wsgi";
 

@@ -85,9 +85,18 @@ pub struct Candidate {
     pub services: Vec<(String, String)>,
     /// Who its processes run as (set by the runtime; None: the agent's own user).
     pub user: Option<AppUser>,
+    /// Where `update_fetch` output goes as it comes (`<step> | <line>`), besides the log.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Candidate {
+    /// Hands a line to whoever watches the activation; nobody watching is fine.
+    fn report(&self, line: &str) {
+        if let Some(progress) = &self.progress {
+            let _ = progress.send(line.to_string());
+        }
+    }
+
     /// The host the app calls its own: its first location, unless that is a wildcard.
     pub fn canonical_host(&self) -> String {
         self.locations
@@ -107,7 +116,10 @@ impl Candidate {
         let logs = self.paths.logs();
         let static_url = self.static_url();
         let hostname = self.canonical_host();
+        let tmp = self.paths.tmp();
         let ctx = EnvContext {
+            label: &self.label,
+            tmp: &tmp,
             app: &self.app,
             release: &self.release,
             hostname: &hostname,
@@ -465,18 +477,31 @@ impl Runtime {
                 let outcome = match step {
                     UpdateFetch::Url(path) => match backend {
                         Some(b) => {
-                            let probe = Probe { path, below: 400 };
+                            let probe = Probe {
+                                path,
+                                below: 400,
+                                update: true,
+                            };
                             fetch(&client, c, b.addr, &probe, Duration::from_secs(300))
                                 .await
                                 .map(|body| body.lines().map(String::from).collect())
                         }
                         None => Err("there is no web process to request it from".into()),
                     },
-                    UpdateFetch::Script(script) => self.script(c, script, env).await,
+                    UpdateFetch::Script(script) => self.script(c, step, script, env).await,
                 };
+                let is_url = matches!(step, UpdateFetch::Url(_));
                 let step = Step::UpdateFetch(step.clone());
-                let lines: Vec<String> = outcome.map_err(|reason| (step.clone(), reason))?;
-                output.extend(lines.into_iter().map(|l| format!("{step} | {l}")));
+                let lines: Vec<String> = outcome
+                    .map_err(|reason| (step.clone(), reason))?
+                    .into_iter()
+                    .map(|l| format!("{step} | {l}"))
+                    .collect();
+                if is_url {
+                    // A URL's answer arrives whole; a script's lines went out as they came.
+                    lines.iter().for_each(|l| c.report(l));
+                }
+                output.extend(lines);
             }
         }
         // 3. The health check, on the migrated app.
@@ -484,6 +509,7 @@ impl Runtime {
             let probe = Probe {
                 path: &c.config.health_check,
                 below: c.config.health_below,
+                update: false,
             };
             wait_for(&client, c, b.addr, processes, timeout, probe)
                 .await
@@ -496,9 +522,11 @@ impl Runtime {
     async fn script(
         &self,
         c: &Candidate,
+        step: &UpdateFetch,
         script: &str,
         env: &BTreeMap<String, String>,
     ) -> Result<Vec<String>, String> {
+        let step = Step::UpdateFetch(step.clone());
         let log = self.sink(c, "update").map_err(|e| e.to_string())?;
         let mut cmd = crate::supervise::command(&Spec {
             name: "update".into(),
@@ -518,6 +546,7 @@ impl Runtime {
             let mut lines = Vec::new();
             while let Some(line) = rx.recv().await {
                 log.line(&c.label, &line);
+                c.report(&format!("{step} | {line}"));
                 if lines.len() < MAX_UPDATE_LINES {
                     lines.push(line);
                 }
@@ -607,7 +636,10 @@ impl Runtime {
             check_reachable(&c.dir, user)?;
         }
         let p = &c.paths;
-        for dir in [p.logs(), p.data(), p.run(), p.cache()] {
+        if c.update_fetch {
+            empty_dir(&p.tmp())?;
+        }
+        for dir in [p.logs(), p.data(), p.run(), p.cache(), p.tmp()] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             // The app's own state: its user alone may enter (an earlier agent may have made
             // these for a shared user, so ownership is set every time).
@@ -619,6 +651,7 @@ impl Runtime {
         for (name, content) in [
             (shim.as_str(), launch::WSGI_SHIM),
             ("sitecustomize.py", launch::SITE_CUSTOMIZE),
+            ("silversupport.py", launch::SILVERSUPPORT),
         ] {
             let path = c.paths.run().join(name);
             // Replaced by rename, never written through: `run/` is the app user's, who could
@@ -630,7 +663,7 @@ impl Runtime {
             safefs::write_atomic(&path, content.as_bytes(), options)
                 .map_err(|e| Error::io(&path, e))?;
         }
-        Ok(())
+        write_app_secret(p, c.user.as_ref())
     }
 
     /// One log per app and process, shared by the releases that run it.
@@ -685,6 +718,8 @@ struct Probe<'a> {
     path: &'a str,
     /// Passes with a status below this.
     below: u16,
+    /// An `update_fetch` request (the app sees `silverlining.update`), not a health check.
+    update: bool,
 }
 
 /// The health check's path, where any HTTP answer at all shows the process serves.
@@ -692,6 +727,7 @@ fn any_answer(c: &Candidate) -> Probe<'_> {
     Probe {
         path: &c.config.health_check,
         below: 600,
+        update: false,
     }
 }
 
@@ -748,7 +784,13 @@ async fn fetch(
         .get(format!("http://{addr}{prefix}{path}"))
         .timeout(timeout)
         .header("host", c.canonical_host())
-        .header("x-forwarded-proto", "http");
+        .header("x-forwarded-proto", "http")
+        // The router drops X-Silver-* from clients: only the node's own requests carry it. The
+        // shim turns it into Silver Lining's `silverlining.internal` and `silverlining.update`.
+        .header(
+            "x-silver-internal",
+            if probe.update { "update" } else { "check" },
+        );
     if !prefix.is_empty() {
         request = request.header("x-silver-script-name", &prefix);
     }
@@ -841,6 +883,43 @@ impl Pool {
         self.log
             .line(&self.label, &format!("[silver] web pool {what}"));
     }
+}
+
+/// Empties the app's `TEMP` (Silver Lining emptied it on every update). `remove_dir_all` never
+/// follows a symlink the app left there, so nothing outside it goes.
+fn empty_dir(dir: &Path) -> Result<(), Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// The app's secret for `silversupport.secret.get_secret()`: made once in the agent's own
+/// `services/` (the app cannot change it there), and copied to `run/silver-secret` (0600, the
+/// app's user's), beside the module that reads it.
+fn write_app_secret(p: &AppPaths, user: Option<&AppUser>) -> Result<(), Error> {
+    let master = p.services().join("app-secret");
+    std::fs::create_dir_all(p.services()).map_err(|e| Error::io(&p.services(), e))?;
+    let secret = safefs::load_or_create_secret(&master, 24).map_err(|e| Error::io(&master, e))?;
+    let copy = p.run().join("silver-secret");
+    safefs::write_atomic(&copy, secret.as_bytes(), safefs::WriteOptions::PRIVATE)
+        .map_err(|e| Error::io(&copy, e))?;
+    if let Some(user) = user {
+        std::os::unix::fs::chown(&copy, Some(user.uid), Some(user.gid))
+            .map_err(|e| Error::io(&copy, e))?;
+    }
+    Ok(())
 }
 
 /// The most lines of `update_fetch` output handed back to the deployer (the log keeps all).

@@ -44,6 +44,11 @@ impl AppPaths {
         self.dir.join("cache")
     }
 
+    /// `TEMP`: the app's temporary files, emptied on every update.
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
     /// `service.files`: the app's private files.
     pub fn files(&self) -> PathBuf {
         self.dir.join("files")

@@ -219,7 +219,13 @@ def application(environ, start_response):
         threading.Thread(target=_watchdog, name="silver-watchdog", daemon=True).start()
     if not _can_restore and _caller is None:
         _caller = _Caller()
-    # Set by the router, never by the client (the router strips X-Silver-* from requests).
+    # Set by the router or the node, never by a client (the router strips X-Silver-*).
+    internal = environ.pop("HTTP_X_SILVER_INTERNAL", "")
+    if internal:
+        # Silver Lining's flags for the node's own requests: update_fetch and health checks.
+        environ["silverlining.internal"] = True
+        if internal == "update":
+            environ["silverlining.update"] = True
     prefix = environ.pop("HTTP_X_SILVER_SCRIPT_NAME", "")
     if prefix:
         path = environ.get("PATH_INFO", "")

@@ -241,6 +241,25 @@ pub struct GcReport {
     pub bytes_freed: u64,
 }
 
+/// The media type a deployer asks for (`Accept`) to see an activation as it happens: one JSON
+/// `ActivateEvent` per line.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// One line of a streamed activation: what `update_fetch` prints, as it prints it, then the
+/// outcome. A failure comes in-band (the 200 went out with the first line), with the status
+/// and body the plain answer would have had.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivateEvent {
+    /// `<step> | <line>`.
+    Line(String),
+    Done(ActivateResponse),
+    Failed {
+        status: u16,
+        error: ApiError,
+    },
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

@@ -3,6 +3,8 @@
 //! outcome. Also: bringing the current releases back up when the agent starts, and maintenance.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use packer::appconfig::Location;
 use packer::{AppName, Id};
@@ -17,23 +19,106 @@ use silver_wire::api::*;
 pub(super) async fn deploy(
     State(state): State<AgentState>,
     App(app): App,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<ActivateRequest>,
-) -> Result<Json<ActivateResponse>, ApiErr> {
-    make_current(state, app, req, Action::Deploy).await
+) -> Response {
+    watched(&headers, |progress| {
+        make_current(state, app, req, Action::Deploy, progress)
+    })
+    .await
 }
 
 pub(super) async fn activate(
     State(state): State<AgentState>,
     App(app): App,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<ActivateRequest>,
-) -> Result<Json<ActivateResponse>, ApiErr> {
-    make_current(state, app, req, Action::Activate).await
+) -> Response {
+    watched(&headers, |progress| {
+        make_current(state, app, req, Action::Activate, progress)
+    })
+    .await
+}
+
+type Progress = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// Runs an activation; a deployer that accepts `NDJSON` sees its `update_fetch` output line by
+/// line as it comes, then the outcome, instead of one answer at the end.
+async fn watched<F, Fut>(headers: &HeaderMap, work: F) -> Response
+where
+    F: FnOnce(Option<Progress>) -> Fut,
+    Fut: std::future::Future<Output = Result<Json<ActivateResponse>, ApiErr>> + Send + 'static,
+{
+    let streamed = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(NDJSON));
+    if !streamed {
+        return work(None).await.into_response();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Spawned: the activation finishes and is recorded even if the deployer hangs up.
+    let mut outcome = tokio::spawn(work(Some(tx)));
+    let (body_tx, body_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let emit = |event: ActivateEvent| {
+            let mut line = serde_json::to_vec(&event).unwrap_or_default();
+            line.push(b'\n');
+            let _ = body_tx.send(Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)));
+        };
+        // Until the outcome, not until every sender is gone: a clone may outlive the work.
+        let done = loop {
+            tokio::select! {
+                Some(line) = rx.recv() => emit(ActivateEvent::Line(line)),
+                done = &mut outcome => break done,
+            }
+        };
+        while let Ok(line) = rx.try_recv() {
+            emit(ActivateEvent::Line(line));
+        }
+        emit(outcome_event(done));
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(
+        body_rx,
+    ));
+    ([(axum::http::header::CONTENT_TYPE, NDJSON)], body).into_response()
+}
+
+fn outcome_event(
+    done: Result<Result<Json<ActivateResponse>, ApiErr>, tokio::task::JoinError>,
+) -> ActivateEvent {
+    match done {
+        Ok(Ok(Json(done))) => ActivateEvent::Done(done),
+        Ok(Err(e)) => ActivateEvent::Failed {
+            status: e.0.status().as_u16(),
+            error: super::error_body(&e.0),
+        },
+        Err(join) => ActivateEvent::Failed {
+            status: 500,
+            error: ApiError {
+                error: format!("the activation task failed: {join}"),
+                hint: None,
+                holder: None,
+                since: None,
+            },
+        },
+    }
 }
 
 pub(super) async fn rollback(
     State(state): State<AgentState>,
     App(app): App,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<RollbackRequest>,
+) -> Response {
+    watched(&headers, |progress| roll_back(state, app, req, progress)).await
+}
+
+async fn roll_back(
+    state: AgentState,
+    app: AppName,
+    req: RollbackRequest,
+    progress: Option<Progress>,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
     let id = match req.id {
         Some(id) => id,
@@ -60,7 +145,7 @@ pub(super) async fn rollback(
         other_app: true,
         restart: false,
     };
-    make_current(state, app, req, Action::Rollback).await
+    make_current(state, app, req, Action::Rollback, progress).await
 }
 
 /// Lock, stage, start beside the old, health check, `update_fetch`, flip, switch, record.
@@ -69,6 +154,7 @@ async fn make_current(
     app: AppName,
     req: ActivateRequest,
     action: Action,
+    progress: Option<Progress>,
 ) -> Result<Json<ActivateResponse>, ApiErr> {
     let requested = req.locations.clone();
     let store = state.store.clone();
@@ -118,7 +204,8 @@ async fn make_current(
     let (name, rid) = (app.clone(), id);
     let candidate = blocking(move || candidate(&store, &name, &rid, requested, true)).await;
     let outcome = match candidate {
-        Ok(c) => {
+        Ok(mut c) => {
+            c.progress = progress;
             let (store, name, rid) = (state.store.clone(), app.clone(), id);
             let locations: Vec<String> = c.locations.iter().map(ToString::to_string).collect();
             let flip = move || {
@@ -268,6 +355,7 @@ pub(super) fn candidate(
         update_fetch,
         services: vec![],
         user: None,
+        progress: None,
     })
 }
 

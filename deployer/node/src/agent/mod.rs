@@ -422,17 +422,21 @@ impl IntoResponse for ApiErr {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self.0, "request failed");
         }
-        let (holder, since) = match &self.0 {
-            Error::Locked { holder, since, .. } => (Some(holder.clone()), Some(*since)),
-            _ => (None, None),
-        };
-        let body = ApiError {
-            error: error_chain(&self.0),
-            hint: self.0.hint(),
-            holder,
-            since,
-        };
-        (status, Json(body)).into_response()
+        (status, Json(error_body(&self.0))).into_response()
+    }
+}
+
+/// The body of an error answer.
+fn error_body(e: &Error) -> ApiError {
+    let (holder, since) = match e {
+        Error::Locked { holder, since, .. } => (Some(holder.clone()), Some(*since)),
+        _ => (None, None),
+    };
+    ApiError {
+        error: error_chain(e),
+        hint: e.hint(),
+        holder,
+        since,
     }
 }
 
