@@ -1051,6 +1051,14 @@ def application(environ, start_response):
     temp = os.environ["TEMP"]
     if environ["PATH_INFO"] == "/update":
         open(os.path.join(temp, "made-by-" + os.environ["SILVER_INSTANCE_NAME"]), "w").close()
+        root = os.environ["CONFIG_WRITABLE_ROOT"]
+        os.makedirs(os.path.join(root, "sl.test"), exist_ok=True)
+        with open(os.path.join(root, "general.txt"), "w") as f:
+            f.write("for every host")
+        with open(os.path.join(root, "sl.test", "general.txt"), "w") as f:
+            f.write("for sl.test")
+        if not os.path.lexists(os.path.join(root, "shadow")):
+            os.symlink("/etc/shadow", os.path.join(root, "shadow"))
         lines = ["update %s %s" % (environ.get("silverlining.update"), environ.get("silverlining.internal"))]
         lines += ["env %s=%s" % (k, os.environ[k]) for k in sorted(os.environ) if k.startswith("SILVER_")]
         body = "\n".join(lines)
@@ -1074,7 +1082,7 @@ fn silver_lining_apps_get_silversupport_their_variables_and_a_fresh_temp() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::start(&tmp.path().join("node"), &[]);
     let app = tmp.path().join("sl");
-    let ini = "default_location = sl.test\nupdate_fetch = /update\n";
+    let ini = "default_location = sl.test\nupdate_fetch = /update\nservice.writable_root =\nservice.files =\n";
     wsgi_app(&app, "sl", ini, SILVER_LINING_APP);
     let out = deploy(&agent, tmp.path(), &app, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1118,6 +1126,10 @@ fn silver_lining_apps_get_silversupport_their_variables_and_a_fresh_temp() {
     // The next update empties TEMP; the secret and its keys stay.
     std::fs::write(app.join("changed.txt"), "2").unwrap();
     let id2 = deployed(&agent, tmp.path(), &app, &[]);
+    assert_eq!(
+        get(&agent.front, "sl.test", "/general.txt").body,
+        "for sl.test"
+    );
     let second = page(&agent);
     assert_eq!(
         second["temp"],

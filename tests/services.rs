@@ -269,12 +269,24 @@ fn two_nodes_on_one_postgresql_never_disturb_each_other() {
 fn a_service_silver_does_not_provide_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::start(&tmp.path().join("node"), &[]);
+    // Refused when packed, naming the line: no node ever sees it.
     let app = tmp.path().join("app");
+    wsgi_app(&app, "mongo", "service.mongodb =\n", ECHO_APP);
+    let out = agent.deploy(&tmp.path().join("cache"), &app, &[]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains("app.ini:4: service `mongodb` is not one silver offers"),
+        "{said}"
+    );
+    assert!(said.contains("MongoDB is not offered"), "{said}");
+    // One silver offers that this node does not provision yet is refused at activation.
+    let app = tmp.path().join("couch");
     wsgi_app(&app, "couch", "service.couchdb =\n", ECHO_APP);
     let out = agent.deploy(&tmp.path().join("cache"), &app, &[]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("needs service `couchdb`, which silver does not provide"),
+        stderr(&out).contains("needs service `couchdb`, which this node does not provide yet"),
         "{}",
         stderr(&out)
     );

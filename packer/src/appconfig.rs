@@ -110,7 +110,7 @@ impl AppConfig {
             platform,
             update_fetch,
             default_location,
-            services: prefixed(ini, "service."),
+            services: services(ini)?,
             config: prefixed(ini, "config."),
             processes: processes(ini)?,
             variables: variables(ini)?,
@@ -201,6 +201,47 @@ fn whole_number(
                 ),
             )
         })
+}
+
+/// The services a node provides (`service.<name>` in app.ini); `postgres` is read as
+/// `postgresql`.
+pub const SERVICES: &[&str] = &[
+    "files",
+    "writable_root",
+    "postgresql",
+    "postgis",
+    "mysql",
+    "couchdb",
+    "redis",
+];
+
+/// `service.<name> = <settings>`, each a service silver offers: one it does not is refused when
+/// the app is packed, naming its line, not when a node first tries to provision it.
+fn services(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
+    let production = ini
+        .section("production")
+        .map(|s| s.entries.as_slice())
+        .unwrap_or(&[]);
+    let mut services = Vec::new();
+    for (key, v) in production {
+        let Some(name) = key.strip_prefix("service.") else {
+            continue;
+        };
+        let name = if name == "postgres" {
+            "postgresql"
+        } else {
+            name
+        };
+        if !SERVICES.contains(&name) {
+            return Err(Error::UnknownService {
+                path: ini.path.clone(),
+                line: v.line,
+                service: name.to_string(),
+            });
+        }
+        services.push((name.to_string(), v.value.clone()));
+    }
+    Ok(services)
 }
 
 /// `[production] <prefix>name = value` pairs (`service.`, `config.`), in file order.
@@ -482,6 +523,21 @@ mod tests {
         check(
             "[production]\nservice.postgis =\nconfig.template = x\n",
             Ok(r#""services":[["postgis",""]],"config":[["template","x"]]"#),
+        );
+        // Silver Lining's functional-test app declares every service it offered.
+        check(
+            "[production]\nservice.files =\nservice.writable_root =\nservice.couchdb =\nservice.postgis =\nservice.mysql =\nservice.redis =\nservice.postgres =\n",
+            Ok(
+                r#""services":[["files",""],["writable_root",""],["couchdb",""],["postgis",""],["mysql",""],["redis",""],["postgresql",""]]"#,
+            ),
+        );
+        check(
+            "[production]\napp_name = x\nservice.mongodb =\n",
+            Err("app.ini:3: service `mongodb` is not one silver offers"),
+        );
+        check(
+            "[production]\nservice.files =\nservice.memcache =\n",
+            Err("app.ini:3: service `memcache` is not one silver offers"),
         );
         check(
             "[production]\n[processes]\nweb = gunicorn app:application\nmailer = python mail.py\n",

@@ -30,6 +30,12 @@ pub enum Error {
         line: usize,
         message: String,
     },
+    #[error("{}:{line}: service `{service}` is not one silver offers", path.display())]
+    UnknownService {
+        path: PathBuf,
+        line: usize,
+        service: String,
+    },
     #[error("`{name}` is not a valid app name ({source_of_name}): {why}")]
     AppName {
         name: String,
@@ -129,6 +135,14 @@ impl Error {
             Error::NoAppDir { .. } => "give the directory that holds the app's `app.ini`".into(),
             Error::NoAppIni { .. } => "create `app.ini` with a `[production]` section, e.g. `app_name = myapp`".into(),
             Error::AppIni { .. } => "fix that line of `app.ini`; the keys are listed in the README".into(),
+            Error::UnknownService { service, .. } if service == "mongodb" => format!(
+                "MongoDB is not offered (Debian does not ship it, and Silver Lining's own did not work); the services are {}",
+                crate::appconfig::SERVICES.join(", ")
+            ),
+            Error::UnknownService { .. } => format!(
+                "remove that line or name one of the services: {}",
+                crate::appconfig::SERVICES.join(", ")
+            ),
             Error::AppName { .. } => format!("set `app_name` in the `[production]` section of `app.ini` to {}", crate::names::AppName::RULES),
             Error::BadPath { .. } | Error::SpecialFile { .. } => {
                 "rename or remove it, or add it to `.silverignore`".into()

@@ -49,7 +49,7 @@ pub enum Error {
     },
     #[error("app `{app}` needs service `{service}`, but this node has no PostgreSQL")]
     NoPostgres { app: AppName, service: String },
-    #[error("app `{app}` needs service `{service}`, which silver does not provide")]
+    #[error("app `{app}` needs service `{service}`, which this node does not provide yet")]
     UnknownService { app: AppName, service: String },
     #[error("app `{app}` needs packages this node lacks: {}", missing.join(", "))]
     MissingPackages { app: AppName, missing: Vec<String> },
@@ -154,7 +154,7 @@ impl Error {
                 dir.display()
             ),
             Error::NoPostgres { .. } => "install it (apt-get install postgresql) or start the agent with --postgres-url postgresql://ADMIN@HOST:PORT/postgres".into(),
-            Error::UnknownService { .. } => "the services are `files`, `postgresql` and `postgis`".into(),
+            Error::UnknownService { .. } => "this node provides `files`, `writable_root`, `postgresql` and `postgis`".into(),
             Error::MissingPackages { missing, .. } => format!(
                 "add them to the node's image recipe, or install them (apt-get install {})",
                 missing.join(" ")

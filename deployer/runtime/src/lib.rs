@@ -18,6 +18,7 @@ pub mod router;
 pub mod services;
 pub mod supervise;
 pub mod users;
+mod writable;
 
 pub use error::{Error, Step};
 pub use live::*;

@@ -612,6 +612,12 @@ impl Runtime {
                 statics,
                 maintenance,
                 request_timeout: Some(Duration::from_secs(c.config.request_timeout_secs)),
+                writable_root: c
+                    .config
+                    .services
+                    .iter()
+                    .any(|(name, _)| name == "writable_root")
+                    .then(|| c.paths.writable_root()),
             },
         );
         live.insert(

@@ -49,6 +49,11 @@ impl AppPaths {
         self.dir.join("tmp")
     }
 
+    /// `service.writable_root`: files the app writes and the front door serves publicly.
+    pub fn writable_root(&self) -> PathBuf {
+        self.dir.join("writable-root")
+    }
+
     /// `service.files`: the app's private files.
     pub fn files(&self) -> PathBuf {
         self.dir.join("files")

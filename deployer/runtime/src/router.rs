@@ -95,6 +95,9 @@ pub struct AppRoute {
     /// The app's `request_timeout`: past it, the client gets a 504 (the worker holding the
     /// request replaces itself at the same moment).
     pub request_timeout: Option<std::time::Duration>,
+    /// `service.writable_root`: served before the app is asked, `ROOT/HOST/path` for that
+    /// host, else `ROOT/path`.
+    pub writable_root: Option<PathBuf>,
 }
 
 /// The routing table, shared by the front door and the runtime.
@@ -294,6 +297,12 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
     if let Some((dir, file, versioned)) = static_file(&route, rest, request.method()) {
         return serve_static(request, &dir, &file, versioned).await;
     }
+    if let Some(root) = route.writable_root.as_deref().filter(|_| is_read(&request)) {
+        let host = strip_port(&host).to_string();
+        if let Some(resp) = crate::writable::serve(root, &host, rest, request.method()).await {
+            return resp;
+        }
+    }
     match route.backend {
         Some(backend) => {
             let deadline = route.request_timeout;
@@ -350,6 +359,11 @@ fn request_host(request: &Request) -> String {
         .map(str::to_string)
         .or_else(|| request.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default()
+}
+
+fn is_read(request: &Request) -> bool {
+    let method = request.method();
+    method == axum::http::Method::GET || method == axum::http::Method::HEAD
 }
 
 /// The static file for `rest` (the path below the app's prefix), if there is one:

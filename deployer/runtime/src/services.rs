@@ -116,7 +116,11 @@ pub fn provision(
     let mut env = Vec::new();
     for (name, _settings) in services {
         match name.as_str() {
-            "files" => env.push(("CONFIG_FILES".into(), files(paths, user)?)),
+            "files" => env.push(("CONFIG_FILES".into(), own_dir(paths.files(), user)?)),
+            "writable_root" => env.push((
+                "CONFIG_WRITABLE_ROOT".into(),
+                own_dir(paths.writable_root(), user)?,
+            )),
             "postgis" | "postgresql" | "postgres" => {
                 let pg = postgres.ok_or_else(|| Error::NoPostgres {
                     app: app.clone(),
@@ -169,8 +173,8 @@ pub fn check_packages(app: &AppName, packages: &[String]) -> Result<(), Error> {
     })
 }
 
-fn files(paths: &AppPaths, user: Option<&AppUser>) -> Result<String, Error> {
-    let dir = paths.files();
+/// A directory of the app's own (`files`, `writable_root`), kept across releases.
+fn own_dir(dir: std::path::PathBuf, user: Option<&AppUser>) -> Result<String, Error> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if let Some(user) = user {
         crate::live::own_private_dir(&dir, user)?;
