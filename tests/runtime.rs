@@ -1071,6 +1071,7 @@ def application(environ, start_response):
             "secret": get_secret(),
             "key": get_key("cookies"),
             "update": "silverlining.update" in environ or "silverlining.internal" in environ,
+            "script_name": environ["SCRIPT_NAME"],
             "temp": sorted(os.listdir(temp)),
         })
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -1123,6 +1124,30 @@ fn silver_lining_apps_get_silversupport_their_variables_and_a_fresh_temp() {
         first["temp"],
         serde_json::json!([format!("made-by-sl.{}", &id[3..15])])
     );
+    // The writable root is served before the app is asked: per host first, then for all.
+    assert_eq!(
+        get(&agent.front, "sl.test", "/general.txt").body,
+        "for sl.test"
+    );
+    // A link the app planted is not followed: the app answers instead.
+    assert!(!get(&agent.front, "sl.test", "/shadow")
+        .body
+        .contains("root:"));
+    // Silver Lining's `silver update DIR LOCATION`, the location positional.
+    let updated = agent
+        .silver()
+        .args(["update", app.to_str().unwrap(), "sl.test/test"])
+        .args(["--location", "sl.test", "--location", "*.sl.test"])
+        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(updated.status.success(), "{}", stderr(&updated));
+    assert_eq!(
+        get(&agent.front, "www.sl.test", "/general.txt").body,
+        "for every host"
+    );
+    let under_test = json(&get(&agent.front, "sl.test", "/test/").body);
+    assert_eq!(under_test["script_name"], "/test");
     // The next update empties TEMP; the secret and its keys stay.
     std::fs::write(app.join("changed.txt"), "2").unwrap();
     let id2 = deployed(&agent, tmp.path(), &app, &[]);

@@ -16,6 +16,10 @@ pub struct Args {
     /// A `.silver` artifact, or an app directory to pack first.
     #[arg(value_parser = super::absolute_path)]
     pub source: PathBuf,
+    /// Where the app answers, as Silver Lining's `silver update DIR LOCATION` took it: the same
+    /// as one `--location`.
+    #[arg(value_name = "LOCATION")]
+    pub location: Option<packer::appconfig::Location>,
     #[command(flatten)]
     pub node: NodeArgs,
     /// The app to deploy as [default: from app.ini, or the artifact's file name].
@@ -52,7 +56,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         source: args.source.clone(),
         app: args.app.clone(),
         no_wait: args.no_wait,
-        locations: args.locations.clone(),
+        locations: args
+            .location
+            .iter()
+            .chain(&args.locations)
+            .cloned()
+            .collect(),
         restart: args.restart,
         limits: args.limits.resolve(),
     };
