@@ -12,6 +12,7 @@ packages=(
   mmdebstrap e2fsprogs zstd tar dosfstools mtools                # baking images
   debian-archive-keyring qemu-utils qemu-system-x86              # and booting them
   curl                                                           # the demo fetches a page
+  redis-server                                                   # service.redis
 )
 if [ "${1:-}" = bench ]; then
   packages+=(bc time rsync)
@@ -32,6 +33,7 @@ checks=(
   "qemu-utils|qemu-img --version"
   "qemu-system-x86|qemu-system-x86_64 --version"
   "curl|curl --version"
+  "redis-server|redis-server --version"
 )
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

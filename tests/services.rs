@@ -280,6 +280,21 @@ fn a_service_silver_does_not_provide_is_refused_by_name() {
         "{said}"
     );
     assert!(said.contains("MongoDB is not offered"), "{said}");
+    // Redis named but not there: the error names the address and says what to do.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("redis://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let no_redis = Agent::start(&tmp.path().join("node2"), &["--redis-url", &dead_url]);
+    let app = tmp.path().join("red");
+    wsgi_app(&app, "red", "service.redis =\n", ECHO_APP);
+    let out = no_redis.deploy(&tmp.path().join("cache"), &app, &[]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains("needs service `redis`, but the node's Redis at 127.0.0.1:"),
+        "{said}"
+    );
+    assert!(said.contains("apt-get install redis-server"), "{said}");
     // One silver offers that this node does not provision yet is refused at activation.
     let app = tmp.path().join("couch");
     wsgi_app(&app, "couch", "service.couchdb =\n", ECHO_APP);
@@ -290,4 +305,132 @@ fn a_service_silver_does_not_provide_is_refused_by_name() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A throwaway Redis on a loopback port, without persistence; stopped when dropped.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-deps.sh installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Ready once it answers PING.
+        while !redis_answers(port) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server never answered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        RedisServer { child, port }
+    }
+}
+
+fn redis_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut buf = [0; 7];
+    conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Speaks Redis's protocol with the app's own credentials: sets its key, reads it back, then
+/// tries another app's key and FLUSHALL. Answers the first line of each reply (with a bulk
+/// string's value).
+const REDIS_APP: &str = r#"
+import json, os, socket
+
+def call(f, *args):
+    f.write(("*%d\r\n" % len(args)).encode())
+    for a in args:
+        f.write(("$%d\r\n%s\r\n" % (len(a.encode()), a)).encode())
+    f.flush()
+    line = f.readline().decode().rstrip("\r\n")
+    if line.startswith("$") and line != "$-1":
+        line = f.readline().decode().rstrip("\r\n")
+    return line.split(" ")[0]
+
+def application(environ, start_response):
+    e = os.environ
+    conn = socket.create_connection((e["CONFIG_REDIS_HOST"], int(e["CONFIG_REDIS_PORT"])))
+    f = conn.makefile("rwb")
+    other = environ["QUERY_STRING"]
+    replies = [
+        call(f, "AUTH", e["CONFIG_REDIS_USER"], e["CONFIG_REDIS_PASSWORD"]),
+        call(f, "SET", e["CONFIG_REDIS_PREFIX"] + "name", e["SILVER_APP_NAME"]),
+        call(f, "GET", e["CONFIG_REDIS_PREFIX"] + "name"),
+        call(f, "GET", other) if other else "-",
+        call(f, "FLUSHALL"),
+    ]
+    conn.close()
+    body = json.dumps({"replies": replies, "url": e["REDIS_URL"].startswith("redis://" + e["CONFIG_REDIS_USER"] + ":")})
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body.encode()]
+"#;
+
+#[test]
+#[ignore = "system tier (Redis): cargo test -- --include-ignored"]
+fn two_apps_on_one_redis_keep_to_their_own_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let agent = Agent::start(&tmp.path().join("node"), &["--redis-url", &url]);
+    let cache = tmp.path().join("cache");
+    for name in ["ra", "rb"] {
+        let app = tmp.path().join(name);
+        let ini = format!("default_location = {name}.test\nservice.redis =\n");
+        wsgi_app(&app, name, &ini, REDIS_APP);
+        let out = agent.deploy(&cache, &app, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let env_a: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(agent.root.join("apps/ra/run/environment.json")).unwrap(),
+    )
+    .unwrap();
+    let a_key = format!("{}name", env_a["CONFIG_REDIS_PREFIX"].as_str().unwrap());
+    let a = get(&agent.front, "ra.test", "/");
+    let a: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(
+        a["replies"],
+        serde_json::json!(["+OK", "+OK", "ra", "-", "-NOPERM"])
+    );
+    assert_eq!(a["url"], true);
+    // App B logs in as itself, keeps its own key, and cannot read A's or wipe the server.
+    let b = get(&agent.front, "rb.test", &format!("/?{a_key}"));
+    let b: serde_json::Value = serde_json::from_str(&b.body).unwrap();
+    assert_eq!(
+        b["replies"],
+        serde_json::json!(["+OK", "+OK", "rb", "-NOPERM", "-NOPERM"])
+    );
+    // A redeploy keeps the password (and so A's logins) as it was.
+    let before = env_a["CONFIG_REDIS_PASSWORD"].clone();
+    std::fs::write(tmp.path().join("ra/changed"), "1").unwrap();
+    let out = agent.deploy(&cache, &tmp.path().join("ra"), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env_a: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(agent.root.join("apps/ra/run/environment.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(env_a["CONFIG_REDIS_PASSWORD"], before);
 }

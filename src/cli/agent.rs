@@ -91,6 +91,17 @@ pub struct RuntimeArgs {
     /// superuser, through runuser].
     #[arg(long, env = "SILVER_POSTGRES_URL", value_name = "URL")]
     pub postgres_url: Option<String>,
+    /// Redis for apps with `service.redis`, as redis://[[USER]:ADMIN_PASSWORD@]HOST[:PORT]
+    /// (6 or later: each app gets an ACL user confined to its key prefix). Give a password
+    /// through the environment variable, not the command line, which every user sees.
+    #[arg(
+        long,
+        env = "SILVER_REDIS_URL",
+        value_name = "URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
     /// Seconds a front-door connection may take to send its request headers before it is closed.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub header_timeout: u64,
@@ -113,6 +124,9 @@ impl RuntimeArgs {
         if let Some(workers) = self.workers {
             config.gunicorn.workers = workers.max(1);
         }
+        // The URL is not repeated: it may hold the administrator's password.
+        config.redis = silver_runtime::redis::Redis::from_url(&self.redis_url)
+            .context("--redis-url is not a redis://[[user]:password@]host[:port] URL")?;
         config.postgres = match &self.postgres_url {
             Some(url) => Some(
                 // The URL is not repeated: it may hold the administrator's password.

@@ -66,6 +66,15 @@ pub enum Error {
     },
     #[error("PostgreSQL refused to provision the app's database: {message}")]
     PostgresRefused { message: String },
+    #[error("app `{app}` needs service `redis`, but the node's Redis at {addr} does not answer")]
+    NoRedis {
+        app: AppName,
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("Redis at {addr} refused to provision the app's user: {message}")]
+    RedisRefused { addr: String, message: String },
     #[error("a runtime worker stopped while {doing}")]
     Worker {
         doing: &'static str,
@@ -154,7 +163,9 @@ impl Error {
                 dir.display()
             ),
             Error::NoPostgres { .. } => "install it (apt-get install postgresql) or start the agent with --postgres-url postgresql://ADMIN@HOST:PORT/postgres".into(),
-            Error::UnknownService { .. } => "this node provides `files`, `writable_root`, `postgresql` and `postgis`".into(),
+            Error::NoRedis { .. } => "install it (apt-get install redis-server) or start the agent with --redis-url redis://[:ADMIN_PASSWORD@]HOST:PORT".into(),
+            Error::RedisRefused { .. } => "the agent needs Redis 6 or later (ACLs) and an administrator's login: --redis-url redis://USER:PASSWORD@HOST:PORT".into(),
+            Error::UnknownService { .. } => "this node provides `files`, `writable_root`, `postgresql`, `postgis` and `redis`".into(),
             Error::MissingPackages { missing, .. } => format!(
                 "add them to the node's image recipe, or install them (apt-get install {})",
                 missing.join(" ")

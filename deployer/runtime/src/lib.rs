@@ -14,6 +14,7 @@ pub mod launch;
 mod live;
 pub mod logs;
 pub mod paths;
+pub mod redis;
 pub mod router;
 pub mod services;
 pub mod supervise;

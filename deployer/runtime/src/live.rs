@@ -44,6 +44,8 @@ pub struct RuntimeConfig {
     pub bytecode_cache: bool,
     /// The node's PostgreSQL, for apps that name `service.postgresql` or `service.postgis`.
     pub postgres: Option<crate::services::Postgres>,
+    /// The node's Redis, for apps that name `service.redis`.
+    pub redis: crate::redis::Redis,
     /// Limits on the front door's public connections.
     pub front: crate::front_door::FrontConfig,
 }
@@ -60,6 +62,7 @@ impl Default for RuntimeConfig {
             log_to_terminal: false,
             bytecode_cache: true,
             postgres: None,
+            redis: Default::default(),
             front: Default::default(),
         }
     }
@@ -376,6 +379,7 @@ impl Runtime {
         let (app, app_dir, services) = (c.app.clone(), c.paths.clone(), c.config.services.clone());
         let node = self.inner.config.node_id.clone();
         let (user, postgres) = (c.user.clone(), self.inner.config.postgres.clone());
+        let redis = self.inner.config.redis.clone();
         let packages = c.config.packages.clone();
         c.services = tokio::task::spawn_blocking(move || {
             crate::services::check_packages(&app, &packages)?;
@@ -386,6 +390,7 @@ impl Runtime {
                 &services,
                 user.as_ref(),
                 postgres.as_ref(),
+                &redis,
             )
         })
         .await

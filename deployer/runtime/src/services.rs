@@ -6,6 +6,9 @@
 //!   created once and kept across releases: `CONFIG_PG_*` and `DATABASE_URL`. The password is
 //!   generated on the node and kept in the app's directory (0600); it is never logged.
 //!
+//! - `redis`: a user of the app's own on the node's Redis, confined to its key prefix
+//!   (`redis.rs`): `CONFIG_REDIS_*` and `REDIS_URL`.
+//!
 //! Any other service is refused by name, before anything starts.
 
 use packer::AppName;
@@ -112,6 +115,7 @@ pub fn provision(
     services: &[(String, String)],
     user: Option<&AppUser>,
     postgres: Option<&Postgres>,
+    redis: &crate::redis::Redis,
 ) -> Result<Vec<(String, String)>, Error> {
     let mut env = Vec::new();
     for (name, _settings) in services {
@@ -128,6 +132,7 @@ pub fn provision(
                 })?;
                 env.extend(postgresql(node, app, paths, name == "postgis", pg)?);
             }
+            "redis" => env.extend(crate::redis::provision(node, app, paths, redis)?),
             other => {
                 return Err(Error::UnknownService {
                     app: app.clone(),
@@ -383,6 +388,7 @@ mod tests {
             &services,
             None,
             None,
+            &crate::redis::Redis::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("service `couchdb`"), "{err}");
@@ -393,6 +399,7 @@ mod tests {
             &services[..1],
             None,
             None,
+            &crate::redis::Redis::default(),
         )
         .unwrap();
         assert_eq!(env[0].0, "CONFIG_FILES");
@@ -404,6 +411,7 @@ mod tests {
             &[("postgis".into(), String::new())],
             None,
             None,
+            &crate::redis::Redis::default(),
         )
         .unwrap_err();
         assert!(
