@@ -72,20 +72,10 @@ pub struct Args {
     pub limits: LimitArgs,
 }
 
-/// How apps run; shared with `silver up`.
+/// The servers the node's services live on; shared with `silver serve`, which provisions the
+/// same services locally.
 #[derive(Debug, clap::Args)]
-pub struct RuntimeArgs {
-    /// Run every app as this one unprivileged user, with no isolation between apps [default as
-    /// root: each app as its own system user, `s<node id>-<app>`, made by the agent].
-    #[arg(long, value_name = "USER")]
-    pub app_user: Option<String>,
-    /// Seconds a replaced release gets to finish its in-flight requests before it is stopped.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub drain_grace: u64,
-    /// gunicorn workers per WSGI app, before the pool grows for stuck requests
-    /// [default: 2 x cores + 1].
-    #[arg(long, value_name = "N")]
-    pub workers: Option<u32>,
+pub struct ServerArgs {
     /// PostgreSQL for apps with `service.postgresql` or `service.postgis`, as an admin URL
     /// (postgresql://ADMIN@HOST:PORT/postgres) [default as root: the local cluster's `postgres`
     /// superuser, through runuser].
@@ -102,6 +92,45 @@ pub struct RuntimeArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
+}
+
+impl ServerArgs {
+    pub fn apply(&self, config: &mut silver_runtime::RuntimeConfig) -> anyhow::Result<()> {
+        // The URL is not repeated: it may hold the administrator's password.
+        config.redis = silver_runtime::redis::Redis::from_url(&self.redis_url)
+            .context("--redis-url is not a redis://[[user]:password@]host[:port] URL")?;
+        config.postgres = match &self.postgres_url {
+            Some(url) => Some(
+                // The URL is not repeated: it may hold the administrator's password.
+                silver_runtime::services::Postgres::from_url(Some(url)).context(
+                    "--postgres-url is not a postgresql://[user[:password]@]host[:port]/db URL",
+                )?,
+            ),
+            None if silver_runtime::supervise::running_as_root() => {
+                silver_runtime::services::Postgres::from_url(None)
+            }
+            None => None,
+        };
+        Ok(())
+    }
+}
+
+/// How apps run; shared with `silver up`.
+#[derive(Debug, clap::Args)]
+pub struct RuntimeArgs {
+    /// Run every app as this one unprivileged user, with no isolation between apps [default as
+    /// root: each app as its own system user, `s<node id>-<app>`, made by the agent].
+    #[arg(long, value_name = "USER")]
+    pub app_user: Option<String>,
+    /// Seconds a replaced release gets to finish its in-flight requests before it is stopped.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub drain_grace: u64,
+    /// gunicorn workers per WSGI app, before the pool grows for stuck requests
+    /// [default: 2 x cores + 1].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u32>,
+    #[command(flatten)]
+    pub servers: ServerArgs,
     /// Seconds a front-door connection may take to send its request headers before it is closed.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub header_timeout: u64,
@@ -124,21 +153,7 @@ impl RuntimeArgs {
         if let Some(workers) = self.workers {
             config.gunicorn.workers = workers.max(1);
         }
-        // The URL is not repeated: it may hold the administrator's password.
-        config.redis = silver_runtime::redis::Redis::from_url(&self.redis_url)
-            .context("--redis-url is not a redis://[[user]:password@]host[:port] URL")?;
-        config.postgres = match &self.postgres_url {
-            Some(url) => Some(
-                // The URL is not repeated: it may hold the administrator's password.
-                silver_runtime::services::Postgres::from_url(Some(url)).context(
-                    "--postgres-url is not a postgresql://[user[:password]@]host[:port]/db URL",
-                )?,
-            ),
-            None if silver_runtime::supervise::running_as_root() => {
-                silver_runtime::services::Postgres::from_url(None)
-            }
-            None => None,
-        };
+        self.servers.apply(&mut config)?;
         Ok(config)
     }
 }

@@ -22,6 +22,9 @@ pub struct Args {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub host: std::net::IpAddr,
+    /// The servers `service.*` lives on, as on a node (Silver Lining's `[devel]` overrides).
+    #[command(flatten)]
+    pub servers: super::agent::ServerArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bytecode_cache: false,
         ..Default::default()
     };
+    args.servers.apply(&mut runtime)?;
     // The app under development runs as the developer, whoever that is: say so.
     super::agent::say_app_users(&runtime.users);
     runtime.drain_grace = std::time::Duration::from_secs(5);
