@@ -868,7 +868,7 @@ fn a_virtualenv_for_another_python_is_named_at_pack_and_refused_at_deploy() {
 
 /// An app that wedges on `/busy` and `/lock`, and grows by 80 MiB on `/leak`.
 const WEDGING_APP: &str = r#"
-import os, threading, time
+import ctypes, os, threading, time
 _lock = threading.Lock()
 _leak = []
 
@@ -882,6 +882,8 @@ def application(environ, start_response):
         _lock.acquire()
     if path == "/leak":
         _leak.append(bytearray(80 << 20))
+    if path == "/segv":
+        ctypes.string_at(0)
     if path.startswith("/nice"):
         time.sleep(float(environ["QUERY_STRING"] or 0))
         nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -916,6 +918,9 @@ fn a_wedged_request_gets_504_and_its_worker_is_replaced_and_a_leak_is_recycled()
     // the next request runs at the normal priority again.
     assert_eq!(get(&agent.front, "wedge.test", "/nice?0.3").body, "19");
     assert_eq!(get(&agent.front, "wedge.test", "/nice").body, "0");
+    // A worker that dies without a word (a segfault) is replaced, and its request named.
+    assert_eq!(get(&agent.front, "wedge.test", "/segv").status, 502);
+    assert_eq!(get(&agent.front, "wedge.test", "/").body, "ok");
     // A client that gives up on a wedged request frees its worker long before the deadline.
     abandon(&agent.front, "wedge.test", "/busy");
     let replaced = wait_for_log(&agent, "wedge", "GET /busy was abandoned by its client");

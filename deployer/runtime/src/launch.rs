@@ -62,6 +62,10 @@ pub const SILVERSUPPORT: &str = include_str!("silversupport.py");
 pub const WSGI_SHIM: &str = include_str!("silver_wsgi.py");
 pub const WSGI_SHIM_MODULE: &str = "silver_wsgi";
 
+/// gunicorn settings beside the shim: the hook that logs what a worker that died was serving.
+pub const GUNICORN_CONFIG: &str = include_str!("silver_gunicorn.py");
+pub const GUNICORN_CONFIG_MODULE: &str = "silver_gunicorn";
+
 /// The processes of a release. `shim_dir` holds [`WSGI_SHIM`]; `port` is the web port.
 pub fn plan(
     config: &AppConfig,
@@ -170,7 +174,7 @@ fn shell(name: &str, command: &str, web: bool) -> Launch {
 
 fn gunicorn_argv(g: &Gunicorn, shim_dir: &Path, port: u16) -> Vec<String> {
     let mut argv: Vec<String> = vec![g.program.display().to_string()];
-    let flags: [(&str, String); 10] = [
+    let flags: [(&str, String); 11] = [
         ("--bind", format!("127.0.0.1:{port}")),
         ("--workers", g.workers.to_string()),
         ("--timeout", g.timeout_secs.to_string()),
@@ -182,6 +186,8 @@ fn gunicorn_argv(g: &Gunicorn, shim_dir: &Path, port: u16) -> Vec<String> {
         ("--error-logfile", "-".into()),
         // The router is the only client; trust its X-Forwarded-Proto.
         ("--forwarded-allow-ips", "127.0.0.1".into()),
+        // Its `child_exit` hook names the request a worker that died silently was serving.
+        ("--config", format!("python:{GUNICORN_CONFIG_MODULE}")),
     ];
     for (flag, value) in flags {
         argv.push(flag.into());
@@ -231,7 +237,7 @@ mod tests {
     fn plans() {
         check(
             "[production]\nrunner = app.py\n",
-            &[("web", true, "/usr/bin/gunicorn --bind 127.0.0.1:8001 --workers 3 --timeout 30 --graceful-timeout 30 --max-requests 1000 --max-requests-jitter 100 --pythonpath /run --access-logfile - --error-logfile - --forwarded-allow-ips 127.0.0.1 --preload silver_wsgi:application")],
+            &[("web", true, "/usr/bin/gunicorn --bind 127.0.0.1:8001 --workers 3 --timeout 30 --graceful-timeout 30 --max-requests 1000 --max-requests-jitter 100 --pythonpath /run --access-logfile - --error-logfile - --forwarded-allow-ips 127.0.0.1 --config python:silver_gunicorn --preload silver_wsgi:application")],
         );
         check(
             "[production]\nrunner = app.py\n[processes]\nweb = ./server --port $PORT\nmailer = python3 mail.py\n",

@@ -659,8 +659,10 @@ impl Runtime {
             }
         }
         let shim = format!("{}.py", launch::WSGI_SHIM_MODULE);
+        let config = format!("{}.py", launch::GUNICORN_CONFIG_MODULE);
         for (name, content) in [
             (shim.as_str(), launch::WSGI_SHIM),
+            (config.as_str(), launch::GUNICORN_CONFIG),
             ("sitecustomize.py", launch::SITE_CUSTOMIZE),
             ("silversupport.py", launch::SILVERSUPPORT),
         ] {

@@ -37,6 +37,11 @@ import time
 
 import sitecustomize  # noqa: F401  (silver_site.py: a no-op when Python already ran it)
 
+try:
+    import silver_gunicorn as _board  # the master's board of requests in flight
+except ImportError:  # run by something other than silver's gunicorn
+    _board = None
+
 _release = os.getcwd()
 _runner = os.path.join(_release, os.environ["SILVER_RUNNER"])
 
@@ -105,6 +110,8 @@ def _client_gone(sock):
 def _request_done():
     global _current, _caller, _nice
     _current = None
+    if _board:
+        _board.clear(os.getpid())
     if not _nice:
         return
     if _can_restore:
@@ -174,6 +181,8 @@ def _replace(current, why):
     if _current is not current:
         return  # it finished meanwhile
     _log("%s %s %s; replacing worker %d" % (current[1], current[2], why, os.getpid()))
+    if _board:
+        _board.clear(os.getpid())  # said here: the master need not say it again
     os._exit(75)
 
 
@@ -234,6 +243,8 @@ def application(environ, start_response):
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
     method, path = environ.get("REQUEST_METHOD", "?"), environ.get("PATH_INFO", "")
     _current = (time.monotonic(), method, path, environ.get("gunicorn.socket"))
+    if _board:
+        _board.mark(os.getpid(), method, path)
     try:
         if _caller is None:
             result = _app(environ, start_response)

@@ -1,0 +1,43 @@
+"""gunicorn settings silver gives every WSGI app (`--config python:silver_gunicorn`): a hook that
+says which request a worker was serving when it died without a word (a segfault, the kernel's
+OOM killer), since a dead worker cannot log it itself.
+
+Workers note the request they serve on a board of shared memory the master made before it
+forked them; when the master reaps a worker whose note is still up, it logs it.
+"""
+
+import mmap
+import time
+
+_SLOTS, _SLOT = 256, 128
+# Anonymous and shared: made in the master at start-up, inherited by every worker it forks.
+_board = mmap.mmap(-1, _SLOTS * _SLOT)
+
+
+def _offset(pid):
+    return (pid % _SLOTS) * _SLOT
+
+
+def mark(pid, method, path):
+    """Worker `pid` now serves `method path`."""
+    text = ("%d\t%f\t%s %s" % (pid, time.monotonic(), method, path)).encode()[: _SLOT - 1]
+    offset = _offset(pid)
+    _board[offset:offset + _SLOT] = text.ljust(_SLOT, b"\0")
+
+
+def clear(pid):
+    """Worker `pid` serves nothing (or has logged its own end)."""
+    offset = _offset(pid)
+    _board[offset:offset + 1] = b"\0"
+
+
+def child_exit(server, worker):
+    offset = _offset(worker.pid)
+    note = _board[offset:offset + _SLOT].split(b"\0", 1)[0].decode(errors="replace")
+    clear(worker.pid)
+    fields = note.split("\t")
+    if len(fields) != 3 or fields[0] != str(worker.pid):
+        return  # it died between requests, or another worker's note shares the slot
+    ran_ms = (time.monotonic() - float(fields[1])) * 1000
+    server.log.warning("silver: worker %d died during %s after %.0f ms; replaced",
+                       worker.pid, fields[2], ran_ms)
