@@ -3,6 +3,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -863,6 +864,45 @@ fn a_virtualenv_for_another_python_is_named_at_pack_and_refused_at_deploy() {
     assert!(
         said.contains("hint: build the virtualenv with the node's python3"),
         "{said}"
+    );
+}
+
+#[test]
+fn a_virtualenv_with_its_own_gunicorn_runs_on_its_own_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("own");
+    let app_py = "import sys\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [('%s %s' % (sys.prefix, sys.modules['gunicorn'].__file__)).encode()]\n";
+    wsgi_app(&app, "own", "default_location = own.test\n", app_py);
+    // The system's Python, which every app user may run (a pyenv one under /root is not).
+    let made = Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(app.join("venv"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // gunicorn inside the virtualenv, as `pip install gunicorn` would put it (copied from the
+    // system's, so the test needs no network).
+    let version = String::from_utf8(
+        Command::new("/usr/bin/python3")
+            .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let site = app.join(format!("venv/lib/python{}/site-packages", version.trim()));
+    for package in ["gunicorn", "pkg_resources"] {
+        let system = Path::new("/usr/lib/python3/dist-packages").join(package);
+        copy_dir(&system, &site.join(package));
+    }
+    deployed(&agent, tmp.path(), &app, &[]);
+    let page = get(&agent.front, "own.test", "/").body;
+    let (prefix, module) = page.split_once(' ').unwrap();
+    assert!(prefix.ends_with("/venv"), "{page}");
+    assert!(
+        module.starts_with(prefix),
+        "the virtualenv's gunicorn serves: {page}"
     );
 }
 

@@ -21,6 +21,8 @@ pub struct Launch {
 pub struct Gunicorn {
     /// The system's gunicorn (`/usr/bin/gunicorn` from Debian's `gunicorn` package).
     pub program: PathBuf,
+    /// A virtualenv's own Python, which runs `-m gunicorn` instead (see `venv_gunicorn`).
+    pub python: Option<PathBuf>,
     pub workers: u32,
     /// Seconds before a silent worker is killed and replaced.
     pub timeout_secs: u64,
@@ -45,6 +47,7 @@ impl Default for Gunicorn {
     fn default() -> Self {
         Gunicorn {
             program: find_program("gunicorn").unwrap_or_else(|| PathBuf::from("gunicorn")),
+            python: None,
             workers: default_workers(),
             timeout_secs: 30,
             max_requests: 1000,
@@ -158,6 +161,31 @@ pub fn base_env(
     env
 }
 
+/// The `bin/python` of a virtualenv shipped in the release that has gunicorn installed, when the
+/// interpreter it links to is on this node and the app's user may run it (a pyenv Python under
+/// `/root` is not): the app then runs on the Python it was built for.
+pub fn venv_gunicorn(release: &Path, user: Option<&crate::supervise::AppUser>) -> Option<PathBuf> {
+    let venv = packer::venv::find(release)?;
+    let python = venv.dir.join("bin/python");
+    // Where the link really goes: an interpreter the node lacks leaves the system gunicorn.
+    let real = std::fs::canonicalize(&python)
+        .ok()
+        .filter(|p| p.is_file())?;
+    if let Some(user) = user {
+        let dir = real.parent()?;
+        if !matches!(crate::supervise::first_blocked(dir, user), Ok(None)) {
+            return None;
+        }
+    }
+    let libs = std::fs::read_dir(venv.dir.join("lib")).ok()?;
+    let has_gunicorn = libs.flatten().any(|lib| {
+        lib.path()
+            .join("site-packages/gunicorn/__init__.py")
+            .is_file()
+    });
+    has_gunicorn.then_some(python)
+}
+
 /// A virtualenv shipped in the release (see `packer::venv::find`).
 pub fn virtualenv(release: &Path) -> Option<std::path::PathBuf> {
     packer::venv::find(release).map(|v| v.dir)
@@ -173,7 +201,10 @@ fn shell(name: &str, command: &str, web: bool) -> Launch {
 }
 
 fn gunicorn_argv(g: &Gunicorn, shim_dir: &Path, port: u16) -> Vec<String> {
-    let mut argv: Vec<String> = vec![g.program.display().to_string()];
+    let mut argv: Vec<String> = match &g.python {
+        Some(python) => vec![python.display().to_string(), "-m".into(), "gunicorn".into()],
+        None => vec![g.program.display().to_string()],
+    };
     let flags: [(&str, String); 11] = [
         ("--bind", format!("127.0.0.1:{port}")),
         ("--workers", g.workers.to_string()),

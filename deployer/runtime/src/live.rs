@@ -282,10 +282,18 @@ impl Runtime {
         // gunicorn's own timeout is the backstop behind the shim's watchdog.
         let mut gunicorn = self.inner.config.gunicorn.clone();
         gunicorn.timeout_secs = c.config.request_timeout_secs + 5;
+        // A virtualenv with its own gunicorn runs under its own interpreter, whatever version
+        // the node's python3 is; without one, it must suit the node's gunicorn.
+        gunicorn.python = launch::venv_gunicorn(&c.dir, c.user.as_ref());
         let launches = launch::plan(&c.config, &gunicorn, &c.paths.run(), port.unwrap_or(0))
             .map_err(|e| self.failed(&c, Step::Start, e.to_string(), vec![]))?;
-        if let Some(reason) = venv_mismatch(&c.dir) {
-            let hint = "build the virtualenv with the node's python3 (`python3 -m venv`), or leave it out with .silverignore and vendor its packages into lib/python";
+        let mismatch = gunicorn
+            .python
+            .is_none()
+            .then(|| venv_mismatch(&c.dir))
+            .flatten();
+        if let Some(reason) = mismatch {
+            let hint = "build the virtualenv with the node's python3 (`python3 -m venv`), install gunicorn into it (then its own Python serves it, if the node has that Python), or leave it out with .silverignore and vendor its packages into lib/python";
             return Err(self
                 .failed(&c, Step::Start, reason, vec![])
                 .with_cause_hint(Some(hint.into())));
