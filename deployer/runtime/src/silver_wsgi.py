@@ -59,6 +59,7 @@ if _app is None:
 
 
 _timeout = float(os.environ.get("SILVER_REQUEST_TIMEOUT") or 0)
+_ROUTER_LEAD = 0.1
 _max_rss = int(os.environ.get("SILVER_MAX_MEMORY_MB") or 0) << 20
 # As long as the router's pool sizer waits before it counts a request as stuck.
 _ABANDON_AFTER = 0.25
@@ -91,7 +92,12 @@ def _watchdog():
         if _timeout and ran > _timeout:
             _replace(current, "ran past request_timeout (%g s)" % _timeout)
         if ran > _ABANDON_AFTER and _client_gone(current[3]):
-            _replace(current, "was abandoned by its client after %.0f ms" % (ran * 1000))
+            if _timeout and ran > _timeout - _ROUTER_LEAD:
+                # The router's clock starts when it sends the request, a moment before ours:
+                # a hang-up this close to the deadline is its 504.
+                _replace(current, "ran past request_timeout (%g s)" % _timeout)
+            else:
+                _replace(current, "was abandoned by its client after %.0f ms" % (ran * 1000))
 
 
 def _client_gone(sock):
