@@ -75,6 +75,12 @@ pub enum Error {
     },
     #[error("Redis at {addr} refused to provision the app's user: {message}")]
     RedisRefused { addr: String, message: String },
+    #[error("`{}` is not a backup silver can restore: {why}", path.display())]
+    BadBackup { path: PathBuf, why: String },
+    #[error("the backup holds data of service `{service}`, which app `{app}` does not have")]
+    BackupServiceMissing { app: AppName, service: String },
+    #[error("`{program}` failed on the app's database: {message}")]
+    PostgresTool { program: String, message: String },
     #[error("a runtime worker stopped while {doing}")]
     Worker {
         doing: &'static str,
@@ -177,6 +183,10 @@ impl Error {
             Error::RoleTaken { role, .. } => format!(
                 "the agent never takes over a role it did not make; drop `{role}` if it is unused, or give this node its own PostgreSQL"
             ),
+            Error::BackupServiceMissing { service, .. } => format!(
+                "restore onto an app whose app.ini has `service.{service} =`, or deploy such a release first"
+            ),
+            Error::BadBackup { .. } => "give the directory (or .tar.zst/.tar.gz) that `silver backup` wrote, unchanged".into(),
             Error::NotPython { .. } => "point `runner` at the app's WSGI `.py` file".into(),
             Error::AppConfig(e) => return e.hint(),
             Error::Activation {

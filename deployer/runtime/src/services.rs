@@ -213,7 +213,7 @@ fn postgresql(
     pg: &Postgres,
 ) -> Result<Vec<(String, String)>, Error> {
     let name = pg_name(node, app);
-    let password = password(paths)?;
+    let password = pg_password(paths)?;
     let ours = role_comment(node, app);
     let comment = psql(
         pg,
@@ -275,7 +275,7 @@ fn postgresql(
 }
 
 /// The app's database password: made once, kept in `services/postgresql.password` (0600).
-fn password(paths: &AppPaths) -> Result<String, Error> {
+pub(crate) fn pg_password(paths: &AppPaths) -> Result<String, Error> {
     let dir = paths.services();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = dir.join("postgresql.password");

@@ -1,0 +1,691 @@
+//! An app's service data as portable files (design §6): what `silver backup` takes, `restore`
+//! puts back, `clear` wipes, and the checkpoint before every `update_fetch` is made of.
+//!
+//! A backup is a directory of one file per service plus `backup.json` (app, release, time):
+//! - `files.tar`, `writable_root.tar`: the service's directory, entries sorted, owners dropped;
+//! - `postgresql.sql`: plain SQL that `psql` replays: the schema from `pg_dump`, then every
+//!   table's rows as `COPY` blocks, tables sorted by name and rows by their text, then the
+//!   sequences, then indexes and constraints. The same data always dumps to the same bytes, so
+//!   backups diff well and a checkpoint that changed nothing is seen to be equal.
+//!
+//! Dumps and restores of a database run as the app's own role, with its password: they can
+//! reach only what the app itself can, whichever node or app the backup came from.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use packer::AppName;
+
+use crate::error::Error;
+use crate::paths::AppPaths;
+use crate::services::Postgres;
+use crate::supervise::AppUser;
+
+/// The file that says what a backup is.
+pub const MANIFEST: &str = "backup.json";
+
+/// What `backup.json` records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackupInfo {
+    pub format: u32,
+    pub app: AppName,
+    /// The release that was live (or about to run `update_fetch`) when it was taken.
+    pub release: String,
+    /// UTC, RFC 3339.
+    pub created: String,
+    /// The services it holds data of, by their kind (`files`, `writable_root`, `postgresql`).
+    pub services: Vec<String>,
+}
+
+/// An app's services on this node, and how to reach them.
+#[derive(Debug, Clone, Copy)]
+pub struct AppData<'a> {
+    pub node: &'a str,
+    pub app: &'a AppName,
+    pub paths: &'a AppPaths,
+    /// The services its release names (`service.<name> = settings`).
+    pub services: &'a [(String, String)],
+    pub user: Option<&'a AppUser>,
+    pub postgres: Option<&'a Postgres>,
+}
+
+/// The kinds of data a service keeps; `redis` keeps what apps treat as a cache and is not
+/// backed up (its keys stay as they are across restores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Files,
+    WritableRoot,
+    Postgresql,
+}
+
+impl Kind {
+    fn of(service: &str) -> Option<Kind> {
+        match service {
+            "files" => Some(Kind::Files),
+            "writable_root" => Some(Kind::WritableRoot),
+            "postgresql" | "postgis" | "postgres" => Some(Kind::Postgresql),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Files => "files",
+            Kind::WritableRoot => "writable_root",
+            Kind::Postgresql => "postgresql",
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Kind::Files => "files.tar",
+            Kind::WritableRoot => "writable_root.tar",
+            Kind::Postgresql => "postgresql.sql",
+        }
+    }
+}
+
+impl AppData<'_> {
+    fn kinds(&self) -> BTreeSet<Kind> {
+        self.services
+            .iter()
+            .filter_map(|(s, _)| Kind::of(s))
+            .collect()
+    }
+
+    /// Whether the app keeps any data a checkpoint would hold.
+    pub fn has_data(&self) -> bool {
+        !self.kinds().is_empty()
+    }
+}
+
+/// Writes every service's dump and `backup.json` into `dir` (made, empty, by the caller).
+pub fn dump(d: &AppData, release: &str, created: &str, dir: &Path) -> Result<BackupInfo, Error> {
+    let kinds = d.kinds();
+    for kind in &kinds {
+        let out = dir.join(kind.file());
+        match kind {
+            Kind::Files => tar_dir(&d.paths.files(), &out)?,
+            Kind::WritableRoot => tar_dir(&d.paths.writable_root(), &out)?,
+            Kind::Postgresql => pg_dump(d, &out)?,
+        }
+    }
+    let info = BackupInfo {
+        format: 1,
+        app: d.app.clone(),
+        release: release.to_string(),
+        created: created.to_string(),
+        services: kinds.iter().map(|k| k.name().to_string()).collect(),
+    };
+    let path = dir.join(MANIFEST);
+    let json = serde_json::to_vec_pretty(&info).expect("plain data");
+    safefs::write_atomic(&path, &json, safefs::WriteOptions::PRIVATE)
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(info)
+}
+
+/// Reads and checks a backup's `backup.json`.
+pub fn read_info(dir: &Path) -> Result<BackupInfo, Error> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let info: BackupInfo = serde_json::from_slice(&text).map_err(|e| Error::BadBackup {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    if info.format != 1 {
+        return Err(Error::BadBackup {
+            path,
+            why: format!("format {} is newer than this node knows (1)", info.format),
+        });
+    }
+    Ok(info)
+}
+
+/// Replaces the app's data with the backup in `dir`. Every service in the backup must be one
+/// the app has, checked before anything changes; the app's other services are left as they are.
+pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
+    let info = read_info(dir)?;
+    let have = d.kinds();
+    let mut kinds = Vec::new();
+    for service in &info.services {
+        let kind = Kind::of(service)
+            .filter(|k| have.contains(k))
+            .ok_or_else(|| Error::BackupServiceMissing {
+                app: d.app.clone(),
+                service: service.clone(),
+            })?;
+        let file = dir.join(kind.file());
+        if !file.is_file() {
+            return Err(Error::BadBackup {
+                path: file,
+                why: "it is missing, though backup.json lists its service".into(),
+            });
+        }
+        kinds.push(kind);
+    }
+    for kind in kinds {
+        let file = dir.join(kind.file());
+        match kind {
+            Kind::Files => untar_dir(&file, &d.paths.files(), d.user)?,
+            Kind::WritableRoot => untar_dir(&file, &d.paths.writable_root(), d.user)?,
+            Kind::Postgresql => pg_restore(d, Some(&file))?,
+        }
+    }
+    Ok(info)
+}
+
+/// Drops every service's data: the directories are emptied, the database loses every object
+/// the app made (extensions the node installed stay).
+pub fn clear(d: &AppData) -> Result<(), Error> {
+    for kind in d.kinds() {
+        match kind {
+            Kind::Files => replace_dir(&d.paths.files(), d.user, |_| Ok(()))?,
+            Kind::WritableRoot => replace_dir(&d.paths.writable_root(), d.user, |_| Ok(()))?,
+            Kind::Postgresql => pg_restore(d, None)?,
+        }
+    }
+    Ok(())
+}
+
+/// Writes `src` as a tar: entries in name order, owners dropped, times and modes kept. Files
+/// are opened without following links: the app owns the tree and could swap a file for a link
+/// to a root-only file between the listing and the read (a backup that leaks `/etc/shadow`).
+fn tar_dir(src: &Path, out: &Path) -> Result<(), Error> {
+    let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    if src.is_dir() {
+        for entry in walkdir::WalkDir::new(src)
+            .min_depth(1)
+            .sort_by_file_name()
+            .follow_links(false)
+        {
+            let entry = entry.map_err(|e| Error::io(src, e.into()))?;
+            append(&mut tar, src, entry.path())?;
+        }
+    }
+    tar.into_inner()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(out, e))
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, root: &Path, path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let io = |e| Error::io(path, e);
+    let name = path.strip_prefix(root).expect("walked under root");
+    let meta = std::fs::symlink_metadata(path).map_err(io)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+    header.set_mtime(meta.mtime().max(0) as u64);
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        tar.append_data(&mut header, name, std::io::empty())
+            .map_err(io)
+    } else if kind.is_symlink() {
+        let target = std::fs::read_link(path).map_err(io)?;
+        header.set_size(0);
+        tar.append_link(&mut header, name, target).map_err(io)
+    } else if kind.is_file() {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
+        // A file that grew since its listing is cut at the size the header says; one that
+        // shrank fails the append: the tar never disagrees with itself.
+        tar.append_data(&mut header, name, file.take(meta.len()))
+            .map_err(io)
+    } else {
+        // Sockets and FIFOs are not data.
+        Ok(())
+    }
+}
+
+/// Replaces `dst` with the tar's contents, built beside it and swapped in, so a bad archive
+/// leaves the old contents whole.
+fn untar_dir(tar_file: &Path, dst: &Path, user: Option<&AppUser>) -> Result<(), Error> {
+    replace_dir(dst, user, |fresh| {
+        let file = std::fs::File::open(tar_file).map_err(|e| Error::io(tar_file, e))?;
+        let mut archive = tar::Archive::new(file);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(false);
+        for entry in archive.entries().map_err(|e| Error::io(tar_file, e))? {
+            let mut entry = entry.map_err(|e| Error::io(tar_file, e))?;
+            let name = entry
+                .path()
+                .map_err(|e| Error::io(tar_file, e))?
+                .into_owned();
+            check_entry(tar_file, &name, entry.header())?;
+            // `unpack_in` refuses `..` and absolute names and any entry whose parent resolves
+            // outside `fresh` through a link the archive made earlier (a tar that writes
+            // `link/x` after `link -> /etc` would otherwise write into /etc as root).
+            let inside = entry
+                .unpack_in(fresh)
+                .map_err(|e| Error::io(&fresh.join(&name), e))?;
+            if !inside {
+                return Err(Error::BadBackup {
+                    path: tar_file.to_path_buf(),
+                    why: format!("entry `{}` points outside its directory", name.display()),
+                });
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Only plain files, directories and symbolic links come back from a backup: a device node
+/// would hand the app raw disks, a hard link could tie its file to one outside the tree.
+fn check_entry(tar_file: &Path, name: &Path, header: &tar::Header) -> Result<(), Error> {
+    use tar::EntryType;
+    let kind = header.entry_type();
+    if !matches!(
+        kind,
+        EntryType::Regular | EntryType::Directory | EntryType::Symlink
+    ) {
+        return Err(Error::BadBackup {
+            path: tar_file.to_path_buf(),
+            why: format!(
+                "entry `{}` is a {kind:?}, and only files, directories and links are restored",
+                name.display()
+            ),
+        });
+    }
+    // Set-id bits would let the app run a restored file as root's group or another user.
+    if header.mode().unwrap_or(0) & 0o7000 != 0 {
+        return Err(Error::BadBackup {
+            path: tar_file.to_path_buf(),
+            why: format!("entry `{}` has set-id or sticky bits", name.display()),
+        });
+    }
+    Ok(())
+}
+
+/// Fills a new directory beside `dst` with `fill`, gives it to the app, then swaps it in and
+/// removes the old one.
+fn replace_dir(
+    dst: &Path,
+    user: Option<&AppUser>,
+    fill: impl FnOnce(&Path) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let parent = dst.parent().expect("an app directory has a parent");
+    let fresh = sibling(dst, "restoring");
+    let old = sibling(dst, "replaced");
+    for leftover in [&fresh, &old] {
+        remove_tree(leftover)?;
+    }
+    std::fs::create_dir(&fresh).map_err(|e| Error::io(&fresh, e))?;
+    if let Err(e) = fill(&fresh).and_then(|()| own_tree(&fresh, user)) {
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Err(e);
+    }
+    if dst.exists() {
+        std::fs::rename(dst, &old).map_err(|e| Error::io(dst, e))?;
+    }
+    std::fs::rename(&fresh, dst).map_err(|e| Error::io(dst, e))?;
+    safefs::sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+    remove_tree(&old)
+}
+
+fn sibling(dir: &Path, what: &str) -> PathBuf {
+    let name = dir.file_name().expect("named").to_string_lossy();
+    dir.with_file_name(format!(".{name}.{what}"))
+}
+
+fn remove_tree(dir: &Path) -> Result<(), Error> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Gives a restored tree to the app's user (links themselves, never what they point to); the
+/// top directory private as provisioning makes it.
+fn own_tree(dir: &Path, user: Option<&AppUser>) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(user) = user else {
+        return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(dir, e));
+    };
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(|e| Error::io(dir, e.into()))?;
+        std::os::unix::fs::lchown(entry.path(), Some(user.uid), Some(user.gid))
+            .map_err(|e| Error::io(entry.path(), e))?;
+    }
+    crate::live::own_private_dir(dir, user)
+}
+
+/// How `psql` and `pg_dump` log in as the app: its role, its database, its password, the
+/// latter only in the environment of the child, which only the agent's user can read.
+fn pg_login(d: &AppData, program: &str) -> Result<Command, Error> {
+    let pg = d.postgres.ok_or_else(|| Error::NoPostgres {
+        app: d.app.clone(),
+        service: "postgresql".into(),
+    })?;
+    let name = crate::services::pg_name(d.node, d.app);
+    let password = crate::services::pg_password(d.paths)?;
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("PGHOST", &pg.host)
+        .env("PGPORT", pg.port.to_string())
+        .env("PGUSER", &name)
+        .env("PGDATABASE", &name)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10");
+    // The tools read what the app wrote (names, comments, rows): they run as the app, so
+    // a dump crafted to escape into a shell (`\!`) gets no more than the app already has.
+    if let Some(user) = d.user {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(user.uid).gid(user.gid).current_dir("/");
+    }
+    Ok(cmd)
+}
+
+/// Runs a tool to the end; its stdout, or `PostgresTool` with its first error line.
+fn run_pg(mut cmd: Command, program: &str, input: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| Error::NoPsql {
+        program: program.into(),
+        source,
+    })?;
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped");
+        // Written from a thread: a large restore must not wait on psql's output, nor psql on it.
+        let input = input.to_vec();
+        std::thread::spawn(move || stdin.write_all(&input));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| Error::PostgresPipe { source })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let message = err
+            .lines()
+            .find(|l| l.contains("ERROR") || l.contains("error") || l.contains("FATAL"))
+            .or(err.lines().next())
+            .unwrap_or("(no message)");
+        return Err(Error::PostgresTool {
+            program: program.into(),
+            message: message.to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+fn psql(d: &AppData, sql: &str) -> Result<Vec<u8>, Error> {
+    let mut cmd = pg_login(d, "psql")?;
+    // Fields apart by a control character no name or column list holds unquoted... or quoted.
+    cmd.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-F",
+        "\u{1f}",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+    ]);
+    run_pg(cmd, "psql", None)
+}
+
+/// One section of `pg_dump`'s schema, without the per-run `\restrict` keys (restores add one).
+fn pg_schema(d: &AppData, section: &str) -> Result<String, Error> {
+    let mut cmd = pg_login(d, "pg_dump")?;
+    cmd.args(["--no-owner", "--no-privileges", "--section", section]);
+    let out = run_pg(cmd, "pg_dump", None)?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        // The node installs extensions (`postgis`) itself; the app's role may not.
+        .filter(|l| !l.starts_with("CREATE EXTENSION ") && !l.starts_with("COMMENT ON EXTENSION "))
+        .map(|l| format!("{l}\n"))
+        .collect())
+}
+
+/// The app's tables with their columns (generated ones left out: they are computed again).
+const TABLES: &str = "SELECT format('%I.%I', n.nspname, c.relname), \
+     string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+     AND a.attgenerated = '' \
+     WHERE c.relkind = 'r' AND pg_get_userbyid(c.relowner) = current_user \
+     GROUP BY 1 ORDER BY 1 COLLATE \"C\"";
+
+const SEQUENCES: &str = "SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', \
+     format('%I.%I', schemaname, sequencename), coalesce(last_value, start_value), \
+     last_value IS NOT NULL) FROM pg_sequences WHERE sequenceowner = current_user \
+     ORDER BY 1 COLLATE \"C\"";
+
+fn pg_dump(d: &AppData, out: &Path) -> Result<(), Error> {
+    let mut sql = String::from("-- silver backup of a PostgreSQL database: replay with psql\n");
+    sql += &pg_schema(d, "pre-data")?;
+    sql += "\n-- Data, tables by name and rows by their text\n\n";
+    let tables = String::from_utf8_lossy(&psql(d, TABLES)?).into_owned();
+    for line in tables.lines().filter(|l| !l.is_empty()) {
+        let (table, columns) = line
+            .split_once('\u{1f}')
+            .ok_or_else(|| Error::PostgresTool {
+                program: "psql".into(),
+                message: format!("unexpected table listing `{line}`"),
+            })?;
+        let rows = psql(
+            d,
+            &format!(
+                "COPY (SELECT {columns} FROM {table} AS r ORDER BY r::text COLLATE \"C\") TO STDOUT"
+            ),
+        )?;
+        sql += &format!("COPY {table} ({columns}) FROM stdin;\n");
+        sql += &String::from_utf8_lossy(&rows);
+        sql += "\\.\n\n";
+    }
+    sql += &String::from_utf8_lossy(&psql(d, SEQUENCES)?);
+    sql += &pg_schema(d, "post-data")?;
+    safefs::write_atomic(out, sql.as_bytes(), safefs::WriteOptions::PRIVATE)
+        .map_err(|e| Error::io(out, e))
+}
+
+/// Drops every object the app's role owns in its database, then replays `dump` (if any), all in
+/// one transaction: a dump that fails halfway leaves the database as it was.
+fn pg_restore(d: &AppData, dump: Option<&Path>) -> Result<(), Error> {
+    let mut input = Vec::new();
+    // Meta-commands (`\!` runs a shell) are refused from here on: the dump is the app's data.
+    let key = safefs::secret_hex(16).map_err(|e| Error::io(Path::new("/dev/urandom"), e))?;
+    writeln!(input, "\\restrict {key}").expect("to memory");
+    input.extend_from_slice(
+        b"SET client_min_messages = warning;\nDROP OWNED BY CURRENT_USER CASCADE;\n",
+    );
+    if let Some(dump) = dump {
+        let sql = std::fs::read(dump).map_err(|e| Error::io(dump, e))?;
+        input.extend_from_slice(&sql);
+    }
+    let mut cmd = pg_login(d, "psql")?;
+    cmd.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "-f",
+        "-",
+    ]);
+    run_pg(cmd, "psql", Some(&input)).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_data<'a>(
+        app: &'a AppName,
+        paths: &'a AppPaths,
+        services: &'a [(String, String)],
+    ) -> AppData<'a> {
+        AppData {
+            node: "0a1b2c3d",
+            app,
+            paths,
+            services,
+            user: None,
+            postgres: None,
+        }
+    }
+
+    fn services(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), String::new()))
+            .collect()
+    }
+
+    #[test]
+    fn files_round_trip_and_the_same_data_dumps_to_the_same_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = AppName::parse("blog").unwrap();
+        let paths = AppPaths::new(tmp.path().join("blog"));
+        let names = services(&["files", "writable_root", "redis"]);
+        let d = app_data(&app, &paths, &names);
+        for (path, body) in [("b.txt", "b"), ("a/z.txt", "z"), ("a/b/c.bin", "c")] {
+            let file = paths.files().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, body).unwrap();
+        }
+        std::os::unix::fs::symlink("b.txt", paths.files().join("link")).unwrap();
+        std::fs::create_dir_all(paths.writable_root().join("example.com")).unwrap();
+        std::fs::write(paths.writable_root().join("example.com/robots.txt"), "no").unwrap();
+        let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+        for dir in [&one, &two] {
+            std::fs::create_dir(dir).unwrap();
+            let info = dump(&d, "b3:aa", "2026-11-30T00:00:00Z", dir).unwrap();
+            assert_eq!(info.services, ["files", "writable_root"]);
+        }
+        for file in ["files.tar", "writable_root.tar", MANIFEST] {
+            assert_eq!(
+                std::fs::read(one.join(file)).unwrap(),
+                std::fs::read(two.join(file)).unwrap(),
+                "{file}"
+            );
+        }
+        // Onto another app, whose data is replaced.
+        let other = AppName::parse("shop").unwrap();
+        let other_paths = AppPaths::new(tmp.path().join("shop"));
+        let d2 = app_data(&other, &other_paths, &names);
+        std::fs::create_dir_all(other_paths.files()).unwrap();
+        std::fs::write(other_paths.files().join("stale"), "x").unwrap();
+        restore(&d2, &one).unwrap();
+        assert!(!other_paths.files().join("stale").exists());
+        assert_eq!(
+            std::fs::read_to_string(other_paths.files().join("a/b/c.bin")).unwrap(),
+            "c"
+        );
+        assert_eq!(
+            std::fs::read_link(other_paths.files().join("link")).unwrap(),
+            Path::new("b.txt")
+        );
+        assert_eq!(
+            std::fs::read_to_string(other_paths.writable_root().join("example.com/robots.txt"))
+                .unwrap(),
+            "no"
+        );
+        clear(&d2).unwrap();
+        assert_eq!(std::fs::read_dir(other_paths.files()).unwrap().count(), 0);
+        // An app without the service cannot take the backup, and nothing changed.
+        let only_files = services(&["files"]);
+        let d3 = app_data(&other, &other_paths, &only_files);
+        let err = restore(&d3, &one).unwrap_err();
+        assert!(err.to_string().contains("service `writable_root`"), "{err}");
+    }
+
+    /// A tar as a backup's `files.tar`: (name, kind, mode, link target).
+    fn check(entries: &[(&str, tar::EntryType, u32, &str)], expected: &str) {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = AppName::parse("blog").unwrap();
+        let paths = AppPaths::new(tmp.path().join("blog"));
+        let names = services(&["files"]);
+        let d = app_data(&app, &paths, &names);
+        std::fs::create_dir_all(paths.files()).unwrap();
+        std::fs::write(paths.files().join("kept"), "old").unwrap();
+        let backup = tmp.path().join("backup");
+        std::fs::create_dir(&backup).unwrap();
+        let info = BackupInfo {
+            format: 1,
+            app: app.clone(),
+            release: "b3:aa".into(),
+            created: "2026-11-30T00:00:00Z".into(),
+            services: vec!["files".into()],
+        };
+        std::fs::write(backup.join(MANIFEST), serde_json::to_vec(&info).unwrap()).unwrap();
+        let mut tar = tar::Builder::new(std::fs::File::create(backup.join("files.tar")).unwrap());
+        for (name, kind, mode, target) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            h.set_size(if *kind == tar::EntryType::Regular {
+                1
+            } else {
+                0
+            });
+            // Raw names: the builder's own checks would refuse the hostile ones.
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            if !target.is_empty() {
+                h.set_link_name(target).unwrap();
+            }
+            h.set_cksum();
+            let body: &[u8] = if *kind == tar::EntryType::Regular {
+                b"x"
+            } else {
+                b""
+            };
+            tar.append(&h, body).unwrap();
+        }
+        tar.finish().unwrap();
+        drop(tar);
+        let got = restore(&d, &backup)
+            .map(|_| ())
+            .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)));
+        match got {
+            Ok(()) => assert_eq!(expected, "ok"),
+            Err(e) => {
+                assert!(e.contains(expected), "{e}");
+                // Nothing was lost: the old files are whole.
+                assert_eq!(
+                    std::fs::read_to_string(paths.files().join("kept")).unwrap(),
+                    "old"
+                );
+            }
+        }
+        assert!(!tmp.path().join("blog/.files.restoring").exists());
+    }
+
+    #[test]
+    fn hostile_backups_are_refused_and_leave_the_data_whole() {
+        use tar::EntryType::*;
+        check(&[("a.txt", Regular, 0o644, "")], "ok");
+        // A device node would hand the app a raw disk.
+        check(&[("sda", Block, 0o666, "")], "is a Block");
+        // A hard link ties a restored name to a file outside the tree.
+        check(&[("shadow", Link, 0o644, "/etc/shadow")], "is a Link");
+        // Set-id bits: the app runs the file as someone else.
+        check(&[("su", Regular, 0o4755, "")], "set-id");
+        // Climbing out by name, or through a link the archive made first.
+        check(&[("../escape", Regular, 0o644, "")], "points outside");
+        check(
+            &[
+                ("etc", Symlink, 0o777, "/etc"),
+                ("etc/passwd", Regular, 0o644, ""),
+            ],
+            "unpack outside",
+        );
+        check(&[("/abs", Regular, 0o644, "")], "ok");
+    }
+}
