@@ -70,6 +70,12 @@ pub fn temp_dir(prefix: &str) -> io::Result<TempDir> {
     tempfile::Builder::new().prefix(prefix).tempdir()
 }
 
+/// A new private directory inside `dir` (0700, dot-named so listings skip it), removed when
+/// dropped: for work that is renamed into place once whole, on the same file system.
+pub fn temp_dir_in(dir: &Path) -> io::Result<TempDir> {
+    tempfile::Builder::new().prefix(".tmp").tempdir_in(dir)
+}
+
 /// Syncs a directory, so the names just created or renamed in it survive a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

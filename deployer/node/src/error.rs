@@ -222,6 +222,8 @@ impl Error {
             | Runtime(silver_runtime::Error::UnknownService { .. })
             | Runtime(silver_runtime::Error::NoPostgres { .. })
             | Runtime(silver_runtime::Error::MissingPackages { .. })
+            | Runtime(silver_runtime::Error::BadBackup { .. })
+            | Runtime(silver_runtime::Error::BackupServiceMissing { .. })
             | Runtime(silver_runtime::Error::AppConfig(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             UploadTooLarge { .. } | ObjectTooLarge { .. } | ManifestTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE

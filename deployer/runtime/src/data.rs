@@ -26,18 +26,7 @@ use crate::supervise::AppUser;
 /// The file that says what a backup is.
 pub const MANIFEST: &str = "backup.json";
 
-/// What `backup.json` records.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BackupInfo {
-    pub format: u32,
-    pub app: AppName,
-    /// The release that was live (or about to run `update_fetch`) when it was taken.
-    pub release: String,
-    /// UTC, RFC 3339.
-    pub created: String,
-    /// The services it holds data of, by their kind (`files`, `writable_root`, `postgresql`).
-    pub services: Vec<String>,
-}
+pub use silver_wire::api::BackupInfo;
 
 /// An app's services on this node, and how to reach them.
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +88,93 @@ impl AppData<'_> {
     pub fn has_data(&self) -> bool {
         !self.kinds().is_empty()
     }
+}
+
+/// The runtime's side: the app's services, user and servers come from its config.
+impl crate::Runtime {
+    /// Runs `job` on a blocking thread over the data of `c`'s app.
+    async fn with_data<T: Send + 'static>(
+        &self,
+        c: &crate::Candidate,
+        job: impl FnOnce(&AppData) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let user = match &c.user {
+            Some(user) => Some(user.clone()),
+            None => self.app_user(&c.app).await?,
+        };
+        let config = self.config().clone();
+        let (app, paths, services) = (c.app.clone(), c.paths.clone(), c.config.services.clone());
+        tokio::task::spawn_blocking(move || {
+            job(&AppData {
+                node: &config.node_id,
+                app: &app,
+                paths: &paths,
+                services: &services,
+                user: user.as_ref(),
+                postgres: config.postgres.as_ref(),
+            })
+        })
+        .await
+        .map_err(|source| Error::Worker {
+            doing: "handling the app's data",
+            source,
+        })?
+    }
+
+    /// Dumps the data of `c`'s app into `dir` (made, empty).
+    pub async fn backup(&self, c: &crate::Candidate, dir: PathBuf) -> Result<BackupInfo, Error> {
+        let release = c.release.clone();
+        self.with_data(c, move |d| dump(d, &release, &now_utc(), &dir))
+            .await
+    }
+
+    /// Replaces the data of `c`'s app with the backup in `dir`.
+    pub async fn restore(&self, c: &crate::Candidate, dir: PathBuf) -> Result<BackupInfo, Error> {
+        self.with_data(c, move |d| restore(d, &dir)).await
+    }
+
+    /// Drops the data of `c`'s app.
+    pub async fn clear(&self, c: &crate::Candidate) -> Result<(), Error> {
+        self.with_data(c, |d| clear(d)).await
+    }
+
+    /// Takes the checkpoint of `c` (before its `update_fetch`): None when the app keeps no data.
+    pub(crate) async fn checkpoint(&self, c: &crate::Candidate) -> Result<Option<PathBuf>, Error> {
+        let (release, dir) = (c.release.clone(), c.paths.checkpoint(&c.label));
+        self.with_data(c, move |d| {
+            if !d.has_data() {
+                return Ok(None);
+            }
+            let parent = d.paths.checkpoints();
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+            let fresh = safefs::temp_dir_in(&parent).map_err(|e| Error::io(&parent, e))?;
+            dump(d, &release, &now_utc(), fresh.path())?;
+            remove_tree(&dir)?;
+            std::fs::rename(fresh.keep(), &dir).map_err(|e| Error::io(&dir, e))?;
+            Ok(Some(dir))
+        })
+        .await
+    }
+}
+
+/// Every checkpoint an app has, oldest first.
+pub fn checkpoints(paths: &AppPaths) -> Vec<BackupInfo> {
+    let mut all: Vec<BackupInfo> = std::fs::read_dir(paths.checkpoints())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| read_info(&e.path()).ok())
+        .collect();
+    all.sort_by(|a, b| a.created.cmp(&b.created));
+    all
+}
+
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    silver_wire::api::utc(secs)
 }
 
 /// Writes every service's dump and `backup.json` into `dir` (made, empty, by the caller).

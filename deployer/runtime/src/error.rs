@@ -113,6 +113,7 @@ pub enum Step {
     ProvisionServices,
     Start,
     HealthCheck,
+    Checkpoint,
     UpdateFetch(packer::appconfig::UpdateFetch),
     Flip,
 }
@@ -124,6 +125,7 @@ impl std::fmt::Display for Step {
             Step::ProvisionServices => f.write_str("provision services"),
             Step::Start => f.write_str("start"),
             Step::HealthCheck => f.write_str("health check"),
+            Step::Checkpoint => f.write_str("checkpoint"),
             Step::UpdateFetch(UpdateFetch::Url(path)) => write!(f, "update_fetch {path}"),
             Step::UpdateFetch(UpdateFetch::Script(s)) => write!(f, "update_fetch script: {s}"),
             Step::Flip => f.write_str("flip"),

@@ -483,8 +483,51 @@ impl Runtime {
                 }
             }
         }
-        // 2. `update_fetch`: migrations, before anything judges the app by its pages.
+        // 2. A checkpoint of the app's data, which a failed migration is rolled back to.
+        let checkpoint = if c.update_fetch && !c.config.update_fetch.is_empty() {
+            self.checkpoint(c)
+                .await
+                .map_err(|e| (Step::Checkpoint, error_chain(&e)))?
+        } else {
+            None
+        };
         let mut output = Vec::new();
+        if let Some(dir) = &checkpoint {
+            let line = format!("checkpoint | the app's data was saved in {}", dir.display());
+            c.report(&line);
+            output.push(line);
+        }
+        let migrated = self
+            .migrate_and_check(c, processes, backend, env, &client, output)
+            .await;
+        match (migrated, checkpoint) {
+            (Err((step, reason)), Some(dir)) => {
+                let back = match self.restore(c, dir.clone()).await {
+                    Ok(_) => "the app's data was restored from the checkpoint taken before update_fetch".to_string(),
+                    Err(e) => format!(
+                        "restoring the checkpoint taken before update_fetch failed too ({}); it is kept in {}",
+                        error_chain(&e),
+                        dir.display()
+                    ),
+                };
+                Err((step, format!("{reason}\n{back}")))
+            }
+            (migrated, _) => migrated,
+        }
+    }
+
+    /// `update_fetch` (migrations), then the health check on the migrated app.
+    async fn migrate_and_check(
+        &self,
+        c: &Candidate,
+        processes: &[Supervised],
+        backend: Option<&Backend>,
+        env: &BTreeMap<String, String>,
+        client: &reqwest::Client,
+        mut output: Vec<String>,
+    ) -> Result<Vec<String>, (Step, String)> {
+        let timeout = Duration::from_secs(c.config.health_timeout_secs);
+        // 3. `update_fetch`: migrations, before anything judges the app by its pages.
         if c.update_fetch {
             for step in &c.config.update_fetch {
                 let outcome = match step {
@@ -495,7 +538,7 @@ impl Runtime {
                                 below: 400,
                                 update: true,
                             };
-                            fetch(&client, c, b.addr, &probe, Duration::from_secs(300))
+                            fetch(client, c, b.addr, &probe, Duration::from_secs(300))
                                 .await
                                 .map(|body| body.lines().map(String::from).collect())
                         }
@@ -517,14 +560,14 @@ impl Runtime {
                 output.extend(lines);
             }
         }
-        // 3. The health check, on the migrated app.
+        // 4. The health check, on the migrated app.
         if let Some(b) = backend {
             let probe = Probe {
                 path: &c.config.health_check,
                 below: c.config.health_below,
                 update: false,
             };
-            wait_for(&client, c, b.addr, processes, timeout, probe)
+            wait_for(client, c, b.addr, processes, timeout, probe)
                 .await
                 .map_err(|r| (Step::HealthCheck, r))?;
         }
@@ -1008,6 +1051,17 @@ fn check_reachable(dir: &Path, user: &AppUser) -> Result<(), Error> {
         }),
         Err(e) => Err(Error::io(dir, e)),
     }
+}
+
+/// An error and its causes on one line (`a: b: c`), as a deployer reads it.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 fn describe_status(status: std::process::ExitStatus) -> String {

@@ -64,6 +64,16 @@ impl AppPaths {
         self.dir.join("services")
     }
 
+    /// The data checkpoints taken before each `update_fetch`, one directory per release label
+    /// (agent-only, 0700: they are replayed as root's child, so the app must not edit them).
+    pub fn checkpoints(&self) -> PathBuf {
+        self.dir.join("checkpoints")
+    }
+
+    pub fn checkpoint(&self, label: &str) -> PathBuf {
+        self.checkpoints().join(label)
+    }
+
     /// Present while the app shows the maintenance page (`silver disable`).
     pub fn maintenance_flag(&self) -> PathBuf {
         self.dir.join("maintenance")

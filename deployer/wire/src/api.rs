@@ -14,6 +14,10 @@
 //! | `POST /v1/apps/{app}/pins` | [`PinRequest`] | [`Vec<String>`]: the pinned ids |
 //! | `POST /v1/gc` | [`GcRequest`] | [`GcReport`] |
 //! | `POST /v1/apps/{app}/maintenance` | [`MaintenanceRequest`] | [`MaintenanceRequest`] |
+//! | `POST /v1/apps/{app}/backup?who=W` | | a tar: `backup.json` ([`BackupInfo`]) and one dump per service |
+//! | `POST /v1/apps/{app}/restore?who=W` | that tar | [`BackupInfo`] of the backup restored |
+//! | `POST /v1/apps/{app}/clear?who=W` | | [`ActivateResponse`] (after `update_fetch` ran again; NDJSON as deploy) |
+//! | `GET /v1/apps/{app}/checkpoints` | | [`Vec<BackupInfo>`], oldest first |
 //! | `GET /v1/apps/{app}/logs?process=P&lines=N&follow=true` | | text, one line per log line |
 //! | `POST /v1/apps/{app}/run` | [`RunRequest`] | run frames (see [`RunFrame`]) |
 //!
@@ -27,6 +31,25 @@
 use packer::appconfig::Location;
 use packer::{AppName, IdPrefix};
 use serde::{Deserialize, Serialize};
+
+/// What a backup's `backup.json` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    pub format: u32,
+    pub app: AppName,
+    /// The release that was live (or about to run `update_fetch`) when it was taken.
+    pub release: String,
+    /// UTC, RFC 3339.
+    pub created: String,
+    /// The services it holds data of, by kind (`files`, `writable_root`, `postgresql`).
+    pub services: Vec<String>,
+}
+
+/// Who asks for a data operation (`?who=`), for the app's lock and the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoQuery {
+    pub who: String,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
@@ -183,6 +206,8 @@ pub enum Action {
     Deploy,
     Activate,
     Rollback,
+    /// `silver clear`: the data was dropped and the current release ran `update_fetch` again.
+    Clear,
 }
 
 impl Action {
@@ -191,6 +216,7 @@ impl Action {
             Action::Deploy => "deploy",
             Action::Activate => "activate",
             Action::Rollback => "rollback",
+            Action::Clear => "clear",
         }
     }
 }

@@ -44,7 +44,7 @@ type Progress = tokio::sync::mpsc::UnboundedSender<String>;
 
 /// Runs an activation; a deployer that accepts `NDJSON` sees its `update_fetch` output line by
 /// line as it comes, then the outcome, instead of one answer at the end.
-async fn watched<F, Fut>(headers: &HeaderMap, work: F) -> Response
+pub(super) async fn watched<F, Fut>(headers: &HeaderMap, work: F) -> Response
 where
     F: FnOnce(Option<Progress>) -> Fut,
     Fut: std::future::Future<Output = Result<Json<ActivateResponse>, ApiErr>> + Send + 'static,
@@ -149,7 +149,7 @@ async fn roll_back(
 }
 
 /// Lock, stage, start beside the old, health check, `update_fetch`, flip, switch, record.
-async fn make_current(
+pub(super) async fn make_current(
     state: AgentState,
     app: AppName,
     req: ActivateRequest,

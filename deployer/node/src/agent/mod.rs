@@ -7,6 +7,7 @@
 //! blocking threads.
 
 mod activate;
+mod data;
 pub mod extract;
 mod ops;
 mod upload;
@@ -139,6 +140,7 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/releases", get(releases))
         .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
+        .route("/v1/apps/{app}/checkpoints", get(data::checkpoints))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -148,6 +150,10 @@ pub fn app(state: AgentState) -> Router {
         // Streams that last as long as the client wants (a followed log, a long command).
         .route("/v1/apps/{app}/logs", get(ops::logs))
         .route("/v1/apps/{app}/run", post(ops::run))
+        // A backup or restore lasts as long as the data is large.
+        .route("/v1/apps/{app}/backup", post(data::backup))
+        .route("/v1/apps/{app}/restore", post(data::restore))
+        .route("/v1/apps/{app}/clear", post(data::clear))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))

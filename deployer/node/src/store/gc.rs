@@ -35,6 +35,11 @@ pub fn gc(store: &Store, keep: usize, grace: std::time::Duration) -> Result<GcRe
                 remove_any(&dir)?;
                 report.releases_removed.push(format!("{app} {}", r.id));
             }
+            // A checkpoint goes with its release: it is the data that release migrated from.
+            let checkpoint = store.app(&app).runtime().checkpoint(&id.short());
+            if !keep_this && checkpoint.exists() {
+                remove_any(&checkpoint)?;
+            }
         }
     }
     let young = |entry: &fs::DirEntry| {

@@ -1,0 +1,226 @@
+//! An app's data over HTTP (design §6): `backup` answers with a tar of the backup directory,
+//! `restore` takes one, `clear` drops the data and runs the current release's `update_fetch`
+//! again, `checkpoints` lists the checkpoints taken before each `update_fetch`. Each holds the
+//! app's lock, so no deploy migrates the database under a backup or a restore.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use packer::AppName;
+use tokio::io::AsyncWriteExt;
+
+use super::activate::{candidate, make_current, watched};
+use super::extract::App;
+use super::{blocking, AgentState, ApiErr};
+use crate::error::Error;
+use crate::store::{AppLock, Store};
+use silver_runtime::data::{self, BackupInfo};
+use silver_runtime::Candidate;
+use silver_wire::api::*;
+
+/// The files a backup may hold, and nothing else: a tar that names any other is refused before
+/// a byte of it is written (a `../../etc/cron.d/x` entry, a link, a device node).
+const BACKUP_FILES: &[&str] = &[
+    data::MANIFEST,
+    "files.tar",
+    "writable_root.tar",
+    "postgresql.sql",
+];
+
+pub(super) async fn backup(
+    State(state): State<AgentState>,
+    App(app): App,
+    Query(q): Query<WhoQuery>,
+) -> Result<Response, ApiErr> {
+    let (lock, c) = locked_current(&state, &app, &q.who).await?;
+    let work = safefs::temp_dir_in(&tmp_dir(&state.store)).map_err(|e| io(&state.store, e))?;
+    let dir = work.path().join("backup");
+    std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    let info = state.runtime.backup(&c, dir.clone()).await?;
+    drop(lock);
+    tracing::info!(%app, who = %q.who, services = ?info.services, "backup");
+    let tar = work.path().join("backup.tar");
+    let file = blocking(move || tar_flat(&dir, &tar)).await?;
+    // The open file outlives the directory: the answer streams from it, and nothing is left.
+    drop(work);
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+pub(super) async fn restore(
+    State(state): State<AgentState>,
+    App(app): App,
+    Query(q): Query<WhoQuery>,
+    body: Body,
+) -> Result<Json<BackupInfo>, ApiErr> {
+    let work = safefs::temp_dir_in(&tmp_dir(&state.store)).map_err(|e| io(&state.store, e))?;
+    let tar = work.path().join("backup.tar");
+    receive(body, &tar, state.config.max_upload_bytes).await?;
+    let dir = work.path().join("backup");
+    let unpacked = dir.clone();
+    blocking(move || untar_flat(&tar, &unpacked)).await?;
+    let (lock, c) = locked_current(&state, &app, &q.who).await?;
+    let info = state.runtime.restore(&c, dir).await?;
+    drop(lock);
+    tracing::info!(%app, who = %q.who, from = %info.app, release = %info.release, "restore");
+    Ok(Json(info))
+}
+
+pub(super) async fn clear(
+    State(state): State<AgentState>,
+    App(app): App,
+    Query(q): Query<WhoQuery>,
+    headers: HeaderMap,
+) -> Response {
+    watched(&headers, |progress| async move {
+        let (lock, c) = locked_current(&state, &app, &q.who).await?;
+        state.runtime.clear(&c).await?;
+        tracing::info!(%app, who = %q.who, "cleared");
+        drop(lock);
+        let req = ActivateRequest {
+            id: c.release.parse().map_err(|_| Error::NoCurrent { app: app.clone() })?,
+            who: q.who,
+            locations: vec![],
+            other_app: true,
+            // The same release again, for its `update_fetch` on the empty services.
+            restart: true,
+        };
+        make_current(state, app, req, Action::Clear, progress).await
+    })
+    .await
+}
+
+pub(super) async fn checkpoints(
+    State(state): State<AgentState>,
+    App(app): App,
+) -> Result<Json<Vec<BackupInfo>>, ApiErr> {
+    let store = state.store.clone();
+    blocking(move || {
+        if !store.app(&app).exists() {
+            return Err(Error::UnknownApp { app });
+        }
+        Ok(Json(data::checkpoints(&store.app(&app).runtime())))
+    })
+    .await
+}
+
+/// The app's lock and its current release, as the runtime needs it.
+async fn locked_current(
+    state: &AgentState,
+    app: &AppName,
+    who: &str,
+) -> Result<(AppLock, Candidate), ApiErr> {
+    let (store, name, who) = (state.store.clone(), app.clone(), who.to_string());
+    let (lock, mut c) = blocking(move || {
+        if !store.app(&name).exists() {
+            return Err(Error::UnknownApp { app: name });
+        }
+        let id = store
+            .current(&name)?
+            .ok_or(Error::NoCurrent { app: name.clone() })?;
+        let lock = store.lock(&name, &who)?;
+        Ok((lock, candidate(&store, &name, &id, vec![], false)?))
+    })
+    .await?;
+    c.user = state.runtime.app_user(app).await?;
+    Ok((lock, c))
+}
+
+/// Uploads in flight live here; the store empties it on start, so a crash leaves nothing.
+fn tmp_dir(store: &Store) -> PathBuf {
+    store.root().join("objects/tmp")
+}
+
+fn io(store: &Store, e: std::io::Error) -> Error {
+    Error::io(&tmp_dir(store), e)
+}
+
+/// Streams the request body to `path`, refusing more than `max` bytes.
+async fn receive(body: Body, path: &Path, max: u64) -> Result<(), Error> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::UploadInterrupted { why: e.to_string() })?;
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(Error::UploadTooLarge { bytes: total, max });
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| Error::io(path, e))?;
+    }
+    file.flush().await.map_err(|e| Error::io(path, e))
+}
+
+/// A tar of the files directly in `dir`, in name order; returns it open for reading.
+fn tar_flat(dir: &Path, out: &Path) -> Result<std::fs::File, Error> {
+    let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+    let mut tar = tar::Builder::new(file);
+    let mut names: Vec<String> = BACKUP_FILES
+        .iter()
+        .filter(|n| dir.join(n).is_file())
+        .map(|n| n.to_string())
+        .collect();
+    names.sort();
+    for name in names {
+        let path = dir.join(&name);
+        tar.append_path_with_name(&path, &name)
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    tar.into_inner()
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(out, e))?;
+    std::fs::File::open(out).map_err(|e| Error::io(out, e))
+}
+
+/// Unpacks a backup tar into a new `dir`: only the known file names, as plain files.
+fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let bad = |why: String| {
+        Error::Runtime(silver_runtime::Error::BadBackup {
+            path: tar_file.to_path_buf(),
+            why,
+        })
+    };
+    let file = std::fs::File::open(tar_file).map_err(|e| Error::io(tar_file, e))?;
+    let mut archive = tar::Archive::new(file);
+    let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let name = entry
+            .path()
+            .map_err(|e| bad(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let known = BACKUP_FILES.iter().find(|n| **n == name);
+        let Some(known) = known.filter(|_| entry.header().entry_type().is_file()) else {
+            return Err(bad(format!(
+                "entry `{name}` is not one of the files a backup holds ({})",
+                BACKUP_FILES.join(", ")
+            )));
+        };
+        let path = dir.join(known);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| Error::io(&path, e))?;
+    }
+    if !dir.join(data::MANIFEST).is_file() {
+        return Err(bad(format!("it has no `{}`", data::MANIFEST)));
+    }
+    Ok(())
+}
