@@ -52,7 +52,7 @@ impl NodeConfig {
 pub struct Node {
     base: String,
     token: Option<String>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// Kept open for as long as the node is used.
     _tunnel: Option<crate::tunnel::Tunnel>,
 }
@@ -267,18 +267,18 @@ impl Node {
         })
     }
 
-    fn lost(&self, e: reqwest::Error) -> Error {
+    pub(crate) fn lost(&self, e: reqwest::Error) -> Error {
         Error::Connect {
             node: self.base.clone(),
             source: e,
         }
     }
 
-    fn endpoint(&self, path: &str) -> String {
+    pub(crate) fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(crate) fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -294,7 +294,10 @@ impl Node {
             .await
     }
 
-    async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, Error> {
         let resp = self.send(req).await?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| self.lost(e))?;
@@ -306,7 +309,10 @@ impl Node {
     }
 
     /// Sends a request; any answer but a success becomes the matching error.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
         let resp = req.send().await.map_err(|e| self.lost(e))?;
         let status = resp.status();
         if status.is_success() {
@@ -349,7 +355,7 @@ impl Node {
 
     /// POSTs an activation and hands each line of `update_fetch` output to `on_line` as the
     /// node streams it.
-    async fn activate_watched(
+    pub(crate) async fn activate_watched(
         &self,
         path: &str,
         body: &impl Serialize,

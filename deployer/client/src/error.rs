@@ -74,6 +74,12 @@ pub enum Error {
     Busy { holder: String, since: u64 },
     #[error(transparent)]
     Artifact(#[from] packer::Error),
+    #[error("`{place}` is not a backup place: {why}")]
+    BadPlace { place: String, why: &'static str },
+    #[error("`{place}` is not a backup silver can restore: {why}")]
+    BadBackup { place: String, why: String },
+    #[error("`{place}` already exists; a backup never overwrites one")]
+    PlaceTaken { place: String },
     #[error("a deploy worker stopped: {what}")]
     Worker { what: String },
 }

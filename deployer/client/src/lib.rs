@@ -4,11 +4,13 @@
 
 #![allow(clippy::result_large_err)]
 
+mod data;
 mod deploy;
 mod error;
 pub mod tls;
 pub mod tunnel;
 
+pub use data::{Format, Place};
 pub use deploy::*;
 pub use error::Error;
 

@@ -87,7 +87,10 @@ pub(super) async fn clear(
         tracing::info!(%app, who = %q.who, "cleared");
         drop(lock);
         let req = ActivateRequest {
-            id: c.release.parse().map_err(|_| Error::NoCurrent { app: app.clone() })?,
+            id: c
+                .release
+                .parse()
+                .map_err(|_| Error::NoCurrent { app: app.clone() })?,
             who: q.who,
             locations: vec![],
             other_app: true,

@@ -1,0 +1,521 @@
+//! `silver backup`, `restore`, `clear` and `checkpoints` against a node (design §6). A backup
+//! travels as a tar of its directory (`backup.json` and one dump per service) and is kept where
+//! the user says: a directory, a `.tar.zst` or `.tar.gz` file, or `ssh://[user@]host[:port]/path`
+//! (either of those, on another machine).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use futures_util::StreamExt;
+use packer::AppName;
+use silver_wire::api::*;
+
+use crate::{Error, Node};
+
+/// The files a backup holds (the node refuses any other).
+const BACKUP_FILES: &[&str] = &[
+    "backup.json",
+    "files.tar",
+    "writable_root.tar",
+    "postgresql.sql",
+];
+
+/// Where a backup is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Local {
+        path: PathBuf,
+        format: Format,
+    },
+    Ssh {
+        /// `[user@]host`, never starting with `-` (it would be an ssh option).
+        destination: String,
+        port: Option<u16>,
+        path: String,
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Dir,
+    TarZst,
+    TarGz,
+}
+
+impl Format {
+    fn of(path: &str) -> Format {
+        if path.ends_with(".tar.zst") {
+            Format::TarZst
+        } else if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+            Format::TarGz
+        } else {
+            Format::Dir
+        }
+    }
+}
+
+impl Place {
+    pub fn parse(text: &str) -> Result<Place, Error> {
+        let bad = |why| Error::BadPlace {
+            place: text.into(),
+            why,
+        };
+        if !text.starts_with("ssh://") {
+            return Ok(Place::Local {
+                path: PathBuf::from(text),
+                format: Format::of(text),
+            });
+        }
+        let url =
+            url::Url::parse(text).map_err(|_| bad("not an ssh://[user@]host[:port]/path URL"))?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or(bad("it names no host"))?;
+        let path = percent_encoding::percent_decode_str(url.path())
+            .decode_utf8_lossy()
+            .into_owned();
+        if host.starts_with('-') || url.username().starts_with('-') {
+            return Err(bad(
+                "a host may not start with `-` (ssh would read it as an option)",
+            ));
+        }
+        if path.len() <= 1 {
+            return Err(bad("it names no path on the host"));
+        }
+        let destination = match url.username() {
+            "" => host.to_string(),
+            user => format!("{user}@{host}"),
+        };
+        Ok(Place::Ssh {
+            destination,
+            port: url.port(),
+            format: Format::of(&path),
+            path,
+        })
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Local { path, .. } => write!(f, "{}", path.display()),
+            Place::Ssh {
+                destination, path, ..
+            } => write!(f, "ssh://{destination}{path}"),
+        }
+    }
+}
+
+impl Node {
+    /// Takes a backup of `app` and keeps it at `dest`.
+    pub async fn backup(
+        &self,
+        app: &AppName,
+        who: &str,
+        dest: &Place,
+    ) -> Result<BackupInfo, Error> {
+        let work = safefs::temp_dir("silver-backup").map_err(|e| io(Path::new("/tmp"), e))?;
+        let tar = work.path().join("backup.tar");
+        let req = self
+            .authed(
+                self.http
+                    .post(self.endpoint(&format!("/v1/apps/{app}/backup"))),
+            )
+            .query(&[("who", who)]);
+        let resp = self.send(req).await?;
+        let mut file = std::fs::File::create(&tar).map_err(|e| io(&tar, e))?;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.lost(e))?;
+            file.write_all(&chunk).map_err(|e| io(&tar, e))?;
+        }
+        drop(file);
+        let dest = dest.clone();
+        blocking(move || {
+            let dir = work.path().join("backup");
+            untar_flat(&tar, &dir)?;
+            let info = read_info(&dir)?;
+            keep(&dir, &dest)?;
+            Ok(info)
+        })
+        .await
+    }
+
+    /// Restores the backup at `source` onto `app`; returns what the backup says it is.
+    pub async fn restore(
+        &self,
+        app: &AppName,
+        who: &str,
+        source: &Place,
+    ) -> Result<BackupInfo, Error> {
+        let work = safefs::temp_dir("silver-restore").map_err(|e| io(Path::new("/tmp"), e))?;
+        let (dir, tar) = (work.path().join("backup"), work.path().join("backup.tar"));
+        let (source, d, t) = (source.clone(), dir.clone(), tar.clone());
+        blocking(move || {
+            fetch(&source, &d)?;
+            read_info(&d)?;
+            tar_flat(&d, &t)
+        })
+        .await?;
+        let file = tokio::fs::File::open(&tar).await.map_err(|e| io(&tar, e))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let req = self
+            .authed(
+                self.http
+                    .post(self.endpoint(&format!("/v1/apps/{app}/restore"))),
+            )
+            .query(&[("who", who)])
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+            .body(body);
+        self.call(req).await
+    }
+
+    /// Drops the app's data and runs its `update_fetch` again, its output to `on_line`.
+    pub async fn clear(
+        &self,
+        app: &AppName,
+        who: &str,
+        on_line: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<ActivateResponse, Error> {
+        let who = percent_encoding::utf8_percent_encode(who, percent_encoding::NON_ALPHANUMERIC);
+        self.activate_watched(&format!("/v1/apps/{app}/clear?who={who}"), &(), on_line)
+            .await
+    }
+
+    pub async fn checkpoints(&self, app: &AppName) -> Result<Vec<BackupInfo>, Error> {
+        let req = self.authed(
+            self.http
+                .get(self.endpoint(&format!("/v1/apps/{app}/checkpoints"))),
+        );
+        self.call(req).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Worker {
+            what: e.to_string(),
+        })?
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_info(dir: &Path) -> Result<BackupInfo, Error> {
+    let path = dir.join("backup.json");
+    let text = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::BadBackup {
+        place: path.display().to_string(),
+        why: e.to_string(),
+    })
+}
+
+/// Keeps the backup directory `dir` at `dest`, whole or not at all.
+fn keep(dir: &Path, dest: &Place) -> Result<(), Error> {
+    match dest {
+        Place::Local {
+            path,
+            format: Format::Dir,
+        } => {
+            if path.exists()
+                && std::fs::read_dir(path)
+                    .map_err(|e| io(path, e))?
+                    .next()
+                    .is_some()
+            {
+                return Err(Error::PlaceTaken {
+                    place: dest.to_string(),
+                });
+            }
+            let parent = parent(path);
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            let fresh = safefs::temp_dir_in(parent).map_err(|e| io(parent, e))?;
+            for name in names(dir) {
+                std::fs::copy(dir.join(&name), fresh.path().join(&name))
+                    .map_err(|e| io(path, e))?;
+            }
+            let _ = std::fs::remove_dir(path);
+            std::fs::rename(fresh.keep(), path).map_err(|e| io(path, e))
+        }
+        Place::Local { path, format } => {
+            if path.exists() {
+                return Err(Error::PlaceTaken {
+                    place: dest.to_string(),
+                });
+            }
+            let parent = parent(path);
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            let mut file = safefs::temp_file_in(parent, 0o600).map_err(|e| io(parent, e))?;
+            compressed_tar(dir, *format, file.as_file_mut()).map_err(|e| io(path, e))?;
+            file.as_file().sync_all().map_err(|e| io(path, e))?;
+            file.persist_noclobber(path)
+                .map_err(|e| io(path, e.error))?;
+            Ok(())
+        }
+        Place::Ssh { path, format, .. } => {
+            let quoted = quote(path);
+            // Written under a temporary name and moved: an interrupted copy is never taken
+            // for a backup.
+            let script = match format {
+                Format::Dir => format!(
+                    "set -e; test ! -e {quoted} || test -z \"$(ls -A {quoted})\"; t={quoted}.part; rm -rf \"$t\"; mkdir -p \"$t\"; tar -x -C \"$t\" -f -; rmdir {quoted} 2>/dev/null || true; mv \"$t\" {quoted}"
+                ),
+                _ => format!(
+                    "set -e; test ! -e {quoted}; t={quoted}.part; umask 077; cat > \"$t\"; mv \"$t\" {quoted}"
+                ),
+            };
+            let mut bytes = Vec::new();
+            match format {
+                Format::Dir => plain_tar(dir, &mut bytes),
+                _ => compressed_tar(dir, *format, &mut bytes),
+            }
+            .map_err(|e| io(dir, e))?;
+            ssh(dest, &script, Some(&bytes)).map(|_| ())
+        }
+    }
+}
+
+/// Brings the backup at `source` into a new directory `dir`.
+fn fetch(source: &Place, dir: &Path) -> Result<(), Error> {
+    let bytes = match source {
+        Place::Local {
+            path,
+            format: Format::Dir,
+        } => {
+            std::fs::create_dir(dir).map_err(|e| io(dir, e))?;
+            for name in names(path) {
+                std::fs::copy(path.join(&name), dir.join(&name))
+                    .map_err(|e| io(&path.join(&name), e))?;
+            }
+            return Ok(());
+        }
+        Place::Local { path, format } => {
+            let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+            return unpack(Box::new(file), *format, dir, source);
+        }
+        Place::Ssh {
+            path,
+            format: Format::Dir,
+            ..
+        } => ssh(
+            source,
+            &format!("cd {} && tar -c -f - .", quote(path)),
+            None,
+        )?,
+        Place::Ssh { path, .. } => ssh(source, &format!("cat {}", quote(path)), None)?,
+    };
+    let format = match source {
+        Place::Ssh {
+            format: Format::Dir,
+            ..
+        } => Format::Dir,
+        Place::Ssh { format, .. } | Place::Local { format, .. } => *format,
+    };
+    unpack(Box::new(std::io::Cursor::new(bytes)), format, dir, source)
+}
+
+/// Unpacks a backup tar (compressed as `format` says) into a new `dir`: the known files only.
+fn unpack(input: Box<dyn Read>, format: Format, dir: &Path, source: &Place) -> Result<(), Error> {
+    let input: Box<dyn Read> = match format {
+        Format::TarZst => Box::new(zstd::Decoder::new(input).map_err(|e| io(dir, e))?),
+        Format::TarGz => Box::new(flate2::read::GzDecoder::new(input)),
+        Format::Dir => input,
+    };
+    std::fs::create_dir(dir).map_err(|e| io(dir, e))?;
+    let mut archive = tar::Archive::new(input);
+    let bad = |why: String| Error::BadBackup {
+        place: source.to_string(),
+        why,
+    };
+    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .map_err(|e| bad(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let name = name.trim_start_matches("./");
+        let Some(known) = BACKUP_FILES.iter().find(|n| **n == name) else {
+            return Err(bad(format!(
+                "entry `{name}` is not one of the files a backup holds"
+            )));
+        };
+        if !entry.header().entry_type().is_file() {
+            return Err(bad(format!("entry `{name}` is not a plain file")));
+        }
+        let path = dir.join(known);
+        let mut out = std::fs::File::create_new(&path).map_err(|e| io(&path, e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| io(&path, e))?;
+    }
+    Ok(())
+}
+
+fn untar_flat(tar: &Path, dir: &Path) -> Result<(), Error> {
+    let file = std::fs::File::open(tar).map_err(|e| io(tar, e))?;
+    let place = Place::Local {
+        path: tar.to_path_buf(),
+        format: Format::Dir,
+    };
+    unpack(Box::new(file), Format::Dir, dir, &place)
+}
+
+fn tar_flat(dir: &Path, out: &Path) -> Result<(), Error> {
+    let mut file = std::fs::File::create(out).map_err(|e| io(out, e))?;
+    plain_tar(dir, &mut file).map_err(|e| io(out, e))
+}
+
+/// The backup files present in `dir`, in name order.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = BACKUP_FILES
+        .iter()
+        .filter(|n| dir.join(n).is_file())
+        .map(|n| n.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn plain_tar(dir: &Path, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut tar = tar::Builder::new(out);
+    for name in names(dir) {
+        let mut file = std::fs::File::open(dir.join(&name))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&file.metadata()?, tar::HeaderMode::Deterministic);
+        header.set_mode(0o600);
+        tar.append_data(&mut header, &name, &mut file)?;
+    }
+    tar.finish()
+}
+
+fn compressed_tar(dir: &Path, format: Format, out: &mut dyn Write) -> std::io::Result<()> {
+    match format {
+        Format::TarZst => {
+            let mut enc = zstd::Encoder::new(out, 9)?;
+            plain_tar(dir, &mut enc)?;
+            enc.finish().map(|_| ())
+        }
+        Format::TarGz => {
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            plain_tar(dir, &mut enc)?;
+            enc.finish().map(|_| ())
+        }
+        Format::Dir => plain_tar(dir, out),
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Single quotes for the remote shell.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Runs `script` on the place's host over ssh (`$SILVER_SSH`, default `ssh`), with `input` on
+/// its stdin; returns its stdout.
+fn ssh(place: &Place, script: &str, input: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+    let Place::Ssh {
+        destination, port, ..
+    } = place
+    else {
+        unreachable!("ssh places only")
+    };
+    let ssh_command = std::env::var("SILVER_SSH").unwrap_or_else(|_| "ssh".into());
+    let mut words = ssh_command.split_whitespace();
+    let program = words.next().unwrap_or("ssh").to_string();
+    let mut cmd = Command::new(&program);
+    cmd.args(words).args(["-o", "BatchMode=yes"]);
+    if let Some(port) = port {
+        cmd.arg("-p").arg(port.to_string());
+    }
+    cmd.arg("--").arg(destination).arg(script);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let url = place.to_string();
+    let mut child = cmd.spawn().map_err(|source| Error::NoSsh {
+        url: url.clone(),
+        program,
+        source,
+    })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.map(<[u8]>::to_vec);
+    let writer = std::thread::spawn(move || input.map(|i| stdin.write_all(&i)));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| io(Path::new(&url), e))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(Error::Ssh {
+            url,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places() {
+        let check = |text: &str, expected: &str| {
+            let got = match Place::parse(text) {
+                Ok(p) => format!("{p:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(got.contains(expected), "{text}: {got}");
+        };
+        check("backups/blog", "format: Dir");
+        check("blog.tar.zst", "format: TarZst");
+        check("blog.tar.gz", "format: TarGz");
+        check(
+            "ssh://me@host:2222/srv/b.tar.zst",
+            "destination: \"me@host\", port: Some(2222), path: \"/srv/b.tar.zst\", format: TarZst",
+        );
+        check("ssh://host/srv/b", "format: Dir");
+        check("ssh://host", "names no path");
+        check("ssh://-oProxyCommand=x/p", "start with `-`");
+    }
+
+    #[test]
+    fn every_format_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("backup.json"), "{}").unwrap();
+        std::fs::write(src.join("postgresql.sql"), "SELECT 1;\n").unwrap();
+        for name in ["dir", "b.tar.zst", "b.tar.gz"] {
+            let place = Place::parse(tmp.path().join(name).to_str().unwrap()).unwrap();
+            keep(&src, &place).unwrap();
+            let err = keep(&src, &place).unwrap_err();
+            assert!(err.to_string().contains("already"), "{err}");
+            let back = tmp.path().join(format!("{name}.back"));
+            fetch(&place, &back).unwrap();
+            assert_eq!(names(&back), ["backup.json", "postgresql.sql"]);
+            assert_eq!(
+                std::fs::read_to_string(back.join("postgresql.sql")).unwrap(),
+                "SELECT 1;\n"
+            );
+        }
+    }
+}
