@@ -179,6 +179,22 @@ impl packer::Progress for Bar {
     }
 }
 
+/// A spinner on stderr for work of unknown length; hidden when stderr is not a terminal.
+pub fn spinner(verb: &str, what: &str) -> ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    let style = ProgressStyle::with_template("{prefix:>12.cyan.bold} {spinner} {msg} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar.set_prefix(verb.to_string());
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 /// `1.2 MiB`, for humans only (JSON carries exact byte counts).
 pub fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()

@@ -1,7 +1,10 @@
 //! The command line: one file per subcommand, each resolving its flags into a library config.
 
 mod agent;
+mod backup;
 mod bake;
+mod checkpoints;
+mod clear;
 mod deploy;
 mod fsck;
 mod inspect;
@@ -12,6 +15,7 @@ mod node;
 mod nodes;
 mod pack;
 mod releases;
+mod restore;
 mod run;
 mod serve;
 mod unpack;
@@ -72,6 +76,14 @@ pub enum Command {
     Logs(logs::Args),
     /// Run a command in an app's live release on a node, with its environment.
     Run(run::Args),
+    /// Save every service's data of an app (SQL dumps, file tars) to a directory, file or ssh://.
+    Backup(backup::Args),
+    /// Put a backup's data back, onto the same app or another, on any node.
+    Restore(restore::Args),
+    /// Drop every service's data of an app and run its update_fetch again (asks unless --yes).
+    Clear(clear::Args),
+    /// The data checkpoints taken before each update_fetch.
+    Checkpoints(checkpoints::Args),
     /// Show the maintenance page (503) instead of the app.
     Disable(maintenance::Args),
     /// Serve the app again after `disable`.
@@ -102,6 +114,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unpin(args) => done(releases::pin(args, false)),
         Command::Gc(args) => done(releases::gc(args)),
         Command::Logs(args) => done(logs::run(args)),
+        Command::Backup(args) => done(backup::run(args)),
+        Command::Restore(args) => done(restore::run(args)),
+        Command::Clear(args) => done(clear::run(args)),
+        Command::Checkpoints(args) => done(checkpoints::run(args)),
         Command::Disable(args) => done(maintenance::run(args, true)),
         Command::Enable(args) => done(maintenance::run(args, false)),
         Command::Serve(args) => done(serve::run(args)),

@@ -110,6 +110,35 @@ impl std::fmt::Display for Place {
 }
 
 impl Node {
+    /// The app `target` names: an app on the node by that name, else the app serving that
+    /// location (`host[/path]`), as Silver Lining took either.
+    pub async fn resolve_app(&self, target: &str) -> Result<AppName, Error> {
+        let health = self.health().await?;
+        if let Some(app) = health.apps.iter().find(|a| a.name.as_str() == target) {
+            return Ok(app.name.clone());
+        }
+        let wanted = packer::appconfig::Location::parse(target).ok();
+        let serves = |l: &String| {
+            let Some(wanted) = &wanted else { return false };
+            packer::appconfig::Location::parse(l).is_ok_and(|l| {
+                l.host == wanted.host && (wanted.path == "/" || l.path == wanted.path)
+            })
+        };
+        let found: Vec<&AppStatus> = health
+            .apps
+            .iter()
+            .filter(|a| a.locations.iter().any(serves))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one.name.clone()),
+            _ => Err(Error::UnknownTarget {
+                node: self.url().to_string(),
+                target: target.into(),
+                apps: health.apps.iter().map(|a| a.name.to_string()).collect(),
+            }),
+        }
+    }
+
     /// Takes a backup of `app` and keeps it at `dest`.
     pub async fn backup(
         &self,

@@ -74,6 +74,12 @@ pub enum Error {
     Busy { holder: String, since: u64 },
     #[error(transparent)]
     Artifact(#[from] packer::Error),
+    #[error("node {node} has no app named `{target}` and no single app serving that location")]
+    UnknownTarget {
+        node: String,
+        target: String,
+        apps: Vec<String>,
+    },
     #[error("`{place}` is not a backup place: {why}")]
     BadPlace { place: String, why: &'static str },
     #[error("`{place}` is not a backup silver can restore: {why}")]
@@ -124,6 +130,11 @@ impl Error {
                     .into()
             }
             Error::RemoteToken { .. } => "set SILVER_TOKEN or --token-file".into(),
+            Error::UnknownTarget { apps, .. } if apps.is_empty() => "the node has no apps yet: `silver deploy` one first".into(),
+            Error::UnknownTarget { apps, .. } => format!("name one of its apps ({}) or a location exactly as `silver deploy` printed it", apps.join(", ")),
+            Error::BadPlace { .. } => "give a directory, a .tar.zst or .tar.gz file, or ssh://[user@]host[:port]/path".into(),
+            Error::PlaceTaken { .. } => "choose a new name (a date in it helps), or remove the old one first".into(),
+            Error::BadBackup { .. } => "give the directory or file `silver backup` wrote, unchanged".into(),
             Error::BadCertificate { .. } => "give --ca-cert a PEM certificate".into(),
             Error::Artifact(e) => return e.hint(),
             _ => return None,

@@ -135,7 +135,7 @@ impl crate::Runtime {
 
     /// Drops the data of `c`'s app.
     pub async fn clear(&self, c: &crate::Candidate) -> Result<(), Error> {
-        self.with_data(c, |d| clear(d)).await
+        self.with_data(c, clear).await
     }
 
     /// Takes the checkpoint of `c` (before its `update_fetch`): None when the app keeps no data.
@@ -174,7 +174,10 @@ fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // `2026-11-30 10:49:35 UTC` as RFC 3339, which sorts as text and every tool reads.
     silver_wire::api::utc(secs)
+        .replacen(' ', "T", 1)
+        .replace(" UTC", "Z")
 }
 
 /// Writes every service's dump and `backup.json` into `dir` (made, empty, by the caller).
@@ -529,18 +532,18 @@ fn pg_schema(d: &AppData, section: &str) -> Result<String, Error> {
 }
 
 /// The app's tables with their columns (generated ones left out: they are computed again).
-const TABLES: &str = "SELECT format('%I.%I', n.nspname, c.relname), \
-     string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) \
+const TABLES: &str = "SELECT t, cols FROM (SELECT format('%I.%I', n.nspname, c.relname) AS t, \
+     string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) AS cols \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
      AND a.attgenerated = '' \
      WHERE c.relkind = 'r' AND pg_get_userbyid(c.relowner) = current_user \
-     GROUP BY 1 ORDER BY 1 COLLATE \"C\"";
+     GROUP BY 1) s ORDER BY t COLLATE \"C\"";
 
-const SEQUENCES: &str = "SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', \
+const SEQUENCES: &str = "SELECT line FROM (SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', \
      format('%I.%I', schemaname, sequencename), coalesce(last_value, start_value), \
-     last_value IS NOT NULL) FROM pg_sequences WHERE sequenceowner = current_user \
-     ORDER BY 1 COLLATE \"C\"";
+     CASE WHEN last_value IS NULL THEN 'false' ELSE 'true' END) AS line FROM pg_sequences WHERE sequenceowner = current_user) s \
+     ORDER BY line COLLATE \"C\"";
 
 fn pg_dump(d: &AppData, out: &Path) -> Result<(), Error> {
     let mut sql = String::from("-- silver backup of a PostgreSQL database: replay with psql\n");

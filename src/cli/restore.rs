@@ -1,0 +1,50 @@
+//! `silver restore BACKUP APP|LOCATION`: puts a backup's data back, onto the app it came from or
+//! another one, on this node or another.
+
+use anyhow::Context;
+
+use super::node::NodeArgs;
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What `silver backup` wrote: a directory, a `.tar.zst`/`.tar.gz` file, or
+    /// `ssh://[user@]host[:port]/path`.
+    pub backup: String,
+    /// The app whose data it replaces, by name or by a location it serves.
+    pub target: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let source = silver_client::Place::parse(&args.backup)?;
+    let node = args.node.connect()?;
+    let spinner = ui::spinner("Restoring", &args.target);
+    let done = super::node::runtime()?.block_on(async {
+        let app = node.resolve_app(&args.target).await?;
+        let info = node
+            .restore(&app, &super::node::who(), &source)
+            .await
+            .with_context(|| {
+                format!("failed to restore {source} onto `{app}` on {}", node.url())
+            })?;
+        anyhow::Ok((app, info))
+    });
+    spinner.finish_and_clear();
+    let (app, info) = done?;
+    ui::status(
+        "Restored",
+        format!(
+            "{app} from the backup of {} (release {}, {}): {}",
+            info.app,
+            super::backup::short(&info.release),
+            info.created,
+            super::backup::services(&info.services)
+        ),
+    );
+    if args.node.json {
+        super::print_json(&serde_json::json!({ "app": app, "backup": info }))?;
+    }
+    Ok(())
+}
