@@ -1208,3 +1208,121 @@ fn silver_lining_apps_get_silversupport_their_variables_and_a_fresh_temp() {
     assert_eq!(second["secret"], first["secret"]);
     assert_eq!(second["key"], first["key"]);
 }
+
+#[test]
+fn config_on_the_node_reaches_the_app_stays_out_of_logs_and_follows_rollbacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    let ini = "default_location = conf.test\n[variables]\nGREETING = from the artifact\n";
+    wsgi_app(&app, "conf", ini, ECHO_APP);
+    let first = deployed(&agent, tmp.path(), &app, &[]);
+    let env = |name: &str| {
+        let env = json(&get(&agent.front, "conf.test", "/env").body);
+        env[name].as_str().map(String::from)
+    };
+    assert_eq!(env("GREETING").as_deref(), Some("from the artifact"));
+
+    // A secret from stdin, never on a command line; the live release restarts with it.
+    let out = agent
+        .silver()
+        .args(["config", "set", "conf", "GREETING=hello", "API_KEY=-"])
+        .write_stdin("hunter2-very-secret\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("runs with config v1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env("GREETING").as_deref(), Some("hello"));
+    assert_eq!(env("API_KEY").as_deref(), Some("hunter2-very-secret"));
+    let list = agent
+        .silver()
+        .args(["config", "list", "conf"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&list), "API_KEY\nGREETING\n");
+    let shown = agent
+        .silver()
+        .args(["config", "list", "conf", "--show"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&shown),
+        "API_KEY=hunter2-very-secret\nGREETING=hello\n"
+    );
+    let stored = agent.root.join("apps/conf/config/1.json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&stored).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Names silver sets itself are refused, naming the variable and not echoing values.
+    let bad = agent
+        .silver()
+        .args(["config", "set", "conf", "PORT=1"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("config variable `PORT` is set by silver itself"),
+        "{}",
+        stderr(&bad)
+    );
+    let bare = agent
+        .silver()
+        .args(["config", "set", "conf", "s3cr3t-typo"])
+        .output()
+        .unwrap();
+    assert!(!stderr(&bare).contains("s3cr3t-typo"), "{}", stderr(&bare));
+
+    // A new release keeps the config; unset without a restart waits for the next activation.
+    std::fs::write(app.join("static/style.css"), "/* v2 */\n").unwrap();
+    deployed(&agent, tmp.path(), &app, &[]);
+    assert_eq!(env("GREETING").as_deref(), Some("hello"));
+    let out = agent
+        .silver()
+        .args(["config", "unset", "conf", "GREETING", "--no-restart"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env("GREETING").as_deref(), Some("hello"));
+    // A rollback brings back the release and the config it ran with (v1).
+    let out = agent.silver().args(["rollback", "conf"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        json(&get(&agent.front, "conf.test", "/env").body)["SILVER_RELEASE"],
+        first.as_str()
+    );
+    assert_eq!(env("GREETING").as_deref(), Some("hello"));
+    let releases = agent
+        .silver()
+        .args(["releases", "conf", "--json"])
+        .output()
+        .unwrap();
+    let releases: Vec<serde_json::Value> = serde_json::from_slice(&releases.stdout).unwrap();
+    assert!(releases.iter().all(|r| r["config"] == 1), "{releases:?}");
+
+    // The secret is in the config and the app's environment files, and nowhere else: not in
+    // the history, the logs, or any other file of the node.
+    for entry in walkdir::WalkDir::new(&agent.root) {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(&agent.root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let allowed =
+            rel.starts_with("apps/conf/config/") || rel.starts_with("apps/conf/run/environment.");
+        if entry.file_type().is_file() && !allowed {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains("hunter2-very-secret"),
+                "the secret is in {rel}"
+            );
+        }
+    }
+}

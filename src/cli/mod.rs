@@ -5,6 +5,7 @@ mod backup;
 mod bake;
 mod checkpoints;
 mod clear;
+mod config;
 mod deploy;
 mod fsck;
 mod inspect;
@@ -76,6 +77,8 @@ pub enum Command {
     Logs(logs::Args),
     /// Run a command in an app's live release on a node, with its environment.
     Run(run::Args),
+    /// An app's config on the node (secrets, settings): set, unset, list.
+    Config(config::Args),
     /// Save every service's data of an app (SQL dumps, file tars) to a directory, file or ssh://.
     Backup(backup::Args),
     /// Put a backup's data back, onto the same app or another, on any node.
@@ -114,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unpin(args) => done(releases::pin(args, false)),
         Command::Gc(args) => done(releases::gc(args)),
         Command::Logs(args) => done(logs::run(args)),
+        Command::Config(args) => done(config::run(args)),
         Command::Backup(args) => done(backup::run(args)),
         Command::Restore(args) => done(restore::run(args)),
         Command::Clear(args) => done(clear::run(args)),

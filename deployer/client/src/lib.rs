@@ -7,6 +7,7 @@
 mod data;
 mod deploy;
 mod error;
+mod settings;
 pub mod tls;
 pub mod tunnel;
 

@@ -83,6 +83,10 @@ pub enum Error {
     },
     #[error("the upload ended in the middle of an object")]
     UploadTorn,
+    #[error("the node's record `{}` is damaged: {why}", path.display())]
+    BadRecord { path: PathBuf, why: String },
+    #[error("config variable `{name}` {why}")]
+    BadSetting { name: String, why: &'static str },
     #[error("an upload of {bytes} bytes is over the limit of {max} bytes")]
     UploadTooLarge { bytes: u64, max: u64 },
     #[error("an object of {bytes} bytes is over the limit of {max} bytes")]
@@ -197,6 +201,7 @@ impl Error {
             | UploadStalled { .. }
             | UploadCorrupt { .. }
             | BadProcess { .. }
+            | BadSetting { .. }
             | EmptyCommand => StatusCode::BAD_REQUEST,
             UnknownId { .. }
             | UnknownApp { .. }

@@ -188,6 +188,7 @@ async fn start(runtime: &Runtime, config: &ServeConfig, generation: u32) -> Resu
         services: vec![],
         user: None,
         progress: None,
+        settings: Default::default(),
     };
     runtime.activate(candidate, || Ok::<(), Error>(())).await?;
     Ok(path)

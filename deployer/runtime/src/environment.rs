@@ -30,6 +30,8 @@ pub struct EnvContext<'a> {
     pub label: &'a str,
     /// The app's temporary directory (`TEMP`, `TMPDIR`), emptied on every update.
     pub tmp: &'a Path,
+    /// The node's config for the app (`silver config set`): its secrets, never in the artifact.
+    pub settings: &'a BTreeMap<String, String>,
 }
 
 /// `SILVER_VERSION`: Silver Lining's `silverlining/…` on a node, `devel/…` under `silver serve`
@@ -39,12 +41,14 @@ pub fn silver_version(dev: bool) -> String {
     format!("{platform}/silver-{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// The variables, sorted by name. Services come first, then the app's `[variables]`, then
-/// silver's own, which win: an app cannot misstate its release or port.
+/// The variables, sorted by name. Services come first, then the app's `[variables]`, then the
+/// node's config for it (which overrides what the artifact says, as Heroku's config vars do),
+/// then silver's own, which win: an app cannot misstate its release or port.
 pub fn environment(config: &AppConfig, ctx: &EnvContext) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.extend(ctx.services.iter().cloned());
     env.extend(config.variables.iter().cloned());
+    env.extend(ctx.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.insert("SILVER_APP_NAME".into(), ctx.app.to_string());
     env.insert("SILVER_RELEASE".into(), ctx.release.into());
     env.insert("SILVER_CANONICAL_HOSTNAME".into(), ctx.hostname.into());
@@ -128,13 +132,19 @@ mod tests {
             services: &services,
             label: "abababababab",
             tmp: Path::new("/var/lib/silver/apps/blog/tmp"),
+            settings: &[
+                ("MODE".to_string(), "config".to_string()),
+                ("PORT".into(), "2".into()),
+            ]
+            .into_iter()
+            .collect(),
         };
         let env = environment(
             &config("[production]\n[variables]\nMODE = app\nPORT = 1\nGreeting = it's\n"),
             &ctx,
         );
         let check = |k: &str, v: &str| assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}");
-        check("MODE", "app");
+        check("MODE", "config");
         check("PORT", "8001");
         check("DATABASE_URL", "postgres://x");
         check("SILVER_RELEASE", &id);

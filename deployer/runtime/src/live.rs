@@ -90,6 +90,8 @@ pub struct Candidate {
     pub user: Option<AppUser>,
     /// Where `update_fetch` output goes as it comes (`<step> | <line>`), besides the log.
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The node's config for the app (`silver config`), as of this activation.
+    pub settings: BTreeMap<String, String>,
 }
 
 impl Candidate {
@@ -130,6 +132,7 @@ impl Candidate {
             static_url: &static_url,
             port,
             services: &self.services,
+            settings: &self.settings,
         };
         let (cache, run) = (self.paths.cache(), self.paths.run());
         let python = launch::PythonDirs {

@@ -17,6 +17,8 @@
 //! | `POST /v1/apps/{app}/backup?who=W` | | a tar: `backup.json` ([`BackupInfo`]) and one dump per service |
 //! | `POST /v1/apps/{app}/restore?who=W` | that tar | [`BackupInfo`] of the backup restored |
 //! | `POST /v1/apps/{app}/clear?who=W` | | [`ActivateResponse`] (after `update_fetch` ran again; NDJSON as deploy) |
+//! | `GET /v1/apps/{app}/config?show=true` | | [`ConfigView`] (values only with `show`) |
+//! | `POST /v1/apps/{app}/config` | [`ConfigChange`] | [`ConfigView`] of the new version, names only |
 //! | `GET /v1/apps/{app}/checkpoints` | | [`Vec<BackupInfo>`], oldest first |
 //! | `GET /v1/apps/{app}/logs?process=P&lines=N&follow=true` | | text, one line per log line |
 //! | `POST /v1/apps/{app}/run` | [`RunRequest`] | run frames (see [`RunFrame`]) |
@@ -43,6 +45,86 @@ pub struct BackupInfo {
     pub created: String,
     /// The services it holds data of, by kind (`files`, `writable_root`, `postgresql`).
     pub services: Vec<String>,
+}
+
+/// The name of a config variable (`silver config set NAME=…`): a shell variable name, and not
+/// one silver sets itself, which would silently win over it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VarName(String);
+
+impl VarName {
+    pub fn parse(name: &str) -> Result<VarName, &'static str> {
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || name.len() > 255 {
+            return Err(
+                "is not a variable name: letters, digits and `_`, not starting with a digit",
+            );
+        }
+        let reserved = ["PORT", "STATIC_URL", "TEMP", "TMPDIR"].contains(&name)
+            || name.starts_with("SILVER_")
+            || name.starts_with("CONFIG_");
+        if reserved {
+            return Err(
+                "is set by silver itself (PORT, STATIC_URL, TEMP, TMPDIR, SILVER_*, CONFIG_*)",
+            );
+        }
+        Ok(VarName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for VarName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        VarName::parse(&name).map_err(|why| format!("config variable `{name}` {why}"))
+    }
+}
+
+impl From<VarName> for String {
+    fn from(name: VarName) -> String {
+        name.0
+    }
+}
+
+impl std::fmt::Display for VarName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An app's config on the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigView {
+    pub app: AppName,
+    /// The version in force (0: never set).
+    pub version: u32,
+    /// Each name, with its value only when asked (`show`).
+    pub vars: std::collections::BTreeMap<VarName, Option<String>>,
+    /// The live release, which a restart would bring the new config to.
+    pub current: Option<String>,
+}
+
+/// A change to an app's config: a new version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigChange {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<VarName, String>,
+    #[serde(default)]
+    pub unset: Vec<VarName>,
+    pub who: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShowQuery {
+    #[serde(default)]
+    pub show: bool,
 }
 
 /// Who asks for a data operation (`?who=`), for the app's lock and the log.
@@ -236,6 +318,9 @@ pub struct Release {
     pub who: String,
     pub state: ReleaseState,
     pub reason: Option<String>,
+    /// The config version (`silver config`) it last ran with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -174,13 +174,27 @@ pub(super) async fn make_current(
     })
     .await?;
     let (lock, manifest) = locked;
+    // The config it runs with: a rollback goes back to the one its release last ran with.
+    let (store, name) = (state.store.clone(), app.clone());
+    let (settings_version, settings) = blocking(move || {
+        let current = store.settings(&name)?;
+        match action {
+            Action::Rollback => match store.settings_of(&name, &id)? {
+                Some(v) if v != current.0 => Ok((v, store.settings_version(&name, v)?)),
+                _ => Ok(current),
+            },
+            _ => Ok(current),
+        }
+    })
+    .await?;
+    let config = (settings_version > 0).then_some(settings_version);
     // Asked under the lock: another activation may be about to change what is live.
     if !req.restart {
-        if let Some(unchanged) = already_live(&state, &app, &id, &requested).await? {
+        if let Some(unchanged) = already_live(&state, &app, &id, &requested, config).await? {
             let (store, name, who) = (state.store.clone(), app.clone(), req.who.clone());
             blocking(move || {
                 let _lock = lock;
-                record(&store, &name, &id, action, &who, Ok(()))
+                record(&store, &name, &id, action, &who, Ok(()), config)
             })
             .await?;
             return Ok(Json(unchanged));
@@ -193,7 +207,15 @@ pub(super) async fn make_current(
         match store.stage(&name, &manifest) {
             Ok(staged_now) => Ok((lock, previous, staged_now)),
             Err(e) => {
-                record(&store, &name, &rid, action, &who, Err(error_chain(&e)))?;
+                record(
+                    &store,
+                    &name,
+                    &rid,
+                    action,
+                    &who,
+                    Err(error_chain(&e)),
+                    config,
+                )?;
                 Err(e)
             }
         }
@@ -206,11 +228,13 @@ pub(super) async fn make_current(
     let outcome = match candidate {
         Ok(mut c) => {
             c.progress = progress;
+            c.settings = settings;
             let (store, name, rid) = (state.store.clone(), app.clone(), id);
             let locations: Vec<String> = c.locations.iter().map(ToString::to_string).collect();
             let flip = move || {
                 store.flip(&name, &rid)?;
-                store.set_locations(&name, &locations)
+                store.set_locations(&name, &locations)?;
+                store.set_settings_current(&name, settings_version)
             };
             state
                 .runtime
@@ -226,7 +250,7 @@ pub(super) async fn make_current(
     let result = outcome.as_ref().map(|_| ()).map_err(short_reason);
     blocking(move || {
         let _lock = lock;
-        record(&store, &name, &rid, action, &who, result)
+        record(&store, &name, &rid, action, &who, result, config)
     })
     .await?;
     let (c, activated) = outcome?;
@@ -249,8 +273,14 @@ async fn already_live(
     app: &AppName,
     id: &Id,
     requested: &[Location],
+    config: Option<u32>,
 ) -> Result<Option<ActivateResponse>, ApiErr> {
     if state.runtime.live_release(app).await.as_deref() != Some(id.short().as_str()) {
+        return Ok(None);
+    }
+    // A config changed since it went live needs a restart to take effect.
+    let (store, name, rid) = (state.store.clone(), app.clone(), *id);
+    if blocking(move || store.settings_of(&name, &rid)).await? != config {
         return Ok(None);
     }
     let (store, name) = (state.store.clone(), app.clone());
@@ -318,6 +348,7 @@ fn record(
     action: Action,
     who: &str,
     result: Result<(), String>,
+    config: Option<u32>,
 ) -> Result<(), Error> {
     store.record(
         app,
@@ -328,6 +359,7 @@ fn record(
             who: who.into(),
             ok: result.is_ok(),
             reason: result.err(),
+            config,
         },
     )
 }
@@ -356,6 +388,8 @@ pub(super) fn candidate(
         services: vec![],
         user: None,
         progress: None,
+        // The config in force; an activation may put another in (a rollback's own).
+        settings: store.settings(app)?.1,
     })
 }
 

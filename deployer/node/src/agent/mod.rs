@@ -10,6 +10,7 @@ mod activate;
 mod data;
 pub mod extract;
 mod ops;
+mod settings;
 mod upload;
 
 use std::net::SocketAddr;
@@ -141,6 +142,10 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
         .route("/v1/apps/{app}/checkpoints", get(data::checkpoints))
+        .route(
+            "/v1/apps/{app}/config",
+            get(settings::show).post(settings::change),
+        )
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -23,6 +23,9 @@ pub struct Record {
     pub who: String,
     pub ok: bool,
     pub reason: Option<String>,
+    /// The config version (`silver config`) it ran with; never the values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<u32>,
 }
 
 /// The content of an app's `lock` file.
@@ -258,6 +261,7 @@ impl Store {
                     ReleaseState::Staged
                 };
                 Release {
+                    config: last.and_then(|r| r.config),
                     time: last.map_or(0, |r| r.time),
                     who: last.map(|r| r.who.clone()).unwrap_or_default(),
                     reason: last.and_then(|r| r.reason.clone()),

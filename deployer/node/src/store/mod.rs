@@ -29,11 +29,13 @@ mod artifacts;
 mod fsck;
 mod gc;
 mod objects;
+mod settings;
 
 pub use app_dir::{AppDir, AppLock, List, LockInfo, Record};
 pub use fsck::{fsck, Fsck};
 pub use gc::gc;
 pub use objects::{ObjectWriter, Pending};
+pub use settings::Settings;
 
 /// An open store. Cheap to clone: it is a root path and settings.
 #[derive(Debug, Clone)]

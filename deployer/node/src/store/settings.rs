@@ -1,0 +1,121 @@
+//! An app's config on the node (`silver config`): its secrets and settings, never in the
+//! artifact. Every change makes a new numbered version, `config/<n>.json` (0600, owned by the
+//! app's user, as its `environment.json` is), and `config/current` names the one in force. The
+//! history records the version each activation ran with, so a rollback restores it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+use packer::AppName;
+use silver_runtime::supervise::AppUser;
+
+use super::*;
+use crate::error::Error;
+
+/// A config: variable name to value.
+pub type Settings = BTreeMap<String, String>;
+
+impl AppDir {
+    pub fn settings_dir(&self) -> PathBuf {
+        self.path().join("config")
+    }
+}
+
+impl Store {
+    /// The version in force (0: none yet) and its variables.
+    pub fn settings(&self, app: &AppName) -> Result<(u32, Settings), Error> {
+        let version = self.settings_current(app)?;
+        Ok((version, self.settings_version(app, version)?))
+    }
+
+    /// The variables of one version (version 0 has none).
+    pub fn settings_version(&self, app: &AppName, version: u32) -> Result<Settings, Error> {
+        if version == 0 {
+            return Ok(Settings::new());
+        }
+        let path = self.app(app).settings_dir().join(format!("{version}.json"));
+        let text = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_slice(&text).map_err(|e| Error::BadRecord {
+            path,
+            why: e.to_string(),
+        })
+    }
+
+    /// Writes a new version: the one in force with `set` applied and `unset` removed.
+    pub fn change_settings(
+        &self,
+        app: &AppName,
+        set: &Settings,
+        unset: &[String],
+        owner: Option<&AppUser>,
+    ) -> Result<(u32, Settings), Error> {
+        let (current, mut settings) = self.settings(app)?;
+        for name in unset {
+            settings.remove(name);
+        }
+        settings.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let dir = self.app(app).settings_dir();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let version = self.settings_latest(app)?.max(current) + 1;
+        let path = dir.join(format!("{version}.json"));
+        let json = serde_json::to_vec_pretty(&settings).expect("strings serialize");
+        safefs::write_atomic(&path, &json, safefs::WriteOptions::PRIVATE)
+            .map_err(|e| Error::io(&path, e))?;
+        if let Some(user) = owner {
+            std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        self.set_settings_current(app, version)?;
+        Ok((version, settings))
+    }
+
+    /// Puts an existing version in force (a rollback to the release that ran with it).
+    pub fn set_settings_current(&self, app: &AppName, version: u32) -> Result<(), Error> {
+        let dir = self.app(app).settings_dir();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("current");
+        safefs::write_atomic(
+            &path,
+            format!("{version}\n").as_bytes(),
+            safefs::WriteOptions::PRIVATE,
+        )
+        .map_err(|e| Error::io(&path, e))
+    }
+
+    /// The config version `id` last ran with, if it ever went live.
+    pub fn settings_of(&self, app: &AppName, id: &Id) -> Result<Option<u32>, Error> {
+        Ok(self
+            .history(app)?
+            .iter()
+            .rev()
+            .find(|r| r.id == *id && r.ok)
+            .and_then(|r| r.config))
+    }
+
+    fn settings_current(&self, app: &AppName) -> Result<u32, Error> {
+        let path = self.app(app).settings_dir().join("current");
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| Error::BadRecord {
+                path,
+                why: format!("`{}` is not a version number", text.trim()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// The highest version written, in force or not (a rollback may have gone back past it).
+    fn settings_latest(&self, app: &AppName) -> Result<u32, Error> {
+        Ok(read_dir(&self.app(app).settings_dir())?
+            .iter()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(|n| n.parse().ok())
+            })
+            .max()
+            .unwrap_or(0))
+    }
+}
