@@ -13,6 +13,8 @@ packages=(
   debian-archive-keyring qemu-utils qemu-system-x86              # and booting them
   curl                                                           # the demo fetches a page
   redis-server                                                   # service.redis
+  postgresql-postgis                                             # service.postgis
+  mariadb-server mariadb-client                                  # service.mysql
 )
 if [ "${1:-}" = bench ]; then
   packages+=(bc time rsync)
@@ -34,6 +36,9 @@ checks=(
   "qemu-system-x86|qemu-system-x86_64 --version"
   "curl|curl --version"
   "redis-server|redis-server --version"
+  "postgresql-postgis|ls /usr/share/postgresql/*/extension/postgis.control"
+  "mariadb-server|mariadbd --version"
+  "mariadb-client|mariadb-dump --version"
 )
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -619,3 +619,214 @@ fn backup_restore_clear_and_a_checkpoint_that_undoes_a_failed_migration() {
         "{list:?}"
     );
 }
+
+/// A throwaway MariaDB server on a loopback port, as Debian's `mariadb-server` runs it, with an
+/// administrator `admin` that logs in over TCP with a password (the agent's `--mysql-url`).
+struct MariaDb {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl MariaDb {
+    fn start(parent: &Path) -> MariaDb {
+        let dir = parent.join("mysql");
+        std::fs::create_dir_all(&dir).unwrap();
+        let user = if rustix_is_root() { "mysql" } else { "" };
+        if !user.is_empty() {
+            let ok = Command::new("chown")
+                .args(["-R", "mysql:mysql"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let mut install = Command::new("mariadb-install-db");
+        install
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .args(["--auth-root-authentication-method=socket", "--skip-test-db"]);
+        if !user.is_empty() {
+            install.arg(format!("--user={user}"));
+        }
+        let out = install
+            .output()
+            .expect("MariaDB is installed (scripts/install-deps.sh)");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let socket = dir.join("sock");
+        let mut server = Command::new("mariadbd");
+        server
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--log-error={}", dir.join("err.log").display()))
+            .arg(format!("--port={port}"))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+            ]);
+        if !user.is_empty() {
+            server.arg(format!("--user={user}"));
+        }
+        // Its messages go to err.log (shown if it does not come up).
+        let child = server
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let db = MariaDb { child, port };
+        // Ready when the socket takes a query.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let sql = "CREATE USER admin@'127.0.0.1' IDENTIFIED BY 'adminpw'; GRANT ALL ON *.* TO admin@'127.0.0.1' WITH GRANT OPTION;";
+        loop {
+            let out = Command::new("mariadb")
+                .arg(format!("--socket={}", socket.display()))
+                .args(["-u", "root", "-e", sql])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "MariaDB did not come up: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(dir.join("err.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        db
+    }
+
+    fn admin_url(&self) -> String {
+        format!("mysql://admin:adminpw@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rows of the app's `notes` table and its file, as the app sees them.
+fn mysql_contents(agent: &Agent, app: &str) -> String {
+    sh_as_app(
+        agent,
+        app,
+        "MYSQL_PWD=\"$CONFIG_MYSQL_PASSWORD\" mariadb -h \"$CONFIG_MYSQL_HOST\" -P \"$CONFIG_MYSQL_PORT\" -u \"$CONFIG_MYSQL_USER\" --batch --skip-column-names \"$CONFIG_MYSQL_DBNAME\" -e 'SELECT id, t FROM notes ORDER BY id' 2>/dev/null; cat \"$CONFIG_FILES/a.txt\" 2>/dev/null; true",
+    )
+}
+
+#[test]
+#[ignore = "system tier (MariaDB): cargo test -- --include-ignored"]
+fn a_mysql_app_survives_backup_clear_and_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = MariaDb::start(tmp.path());
+    let agent = Agent::start_with_env(
+        &tmp.path().join("node"),
+        &[],
+        &[("SILVER_MYSQL_URL", &db.admin_url())],
+    );
+    let app = tmp.path().join("app");
+    let ini = "default_location = my.test\nservice.mysql =\nservice.files =\nupdate_fetch = script: sh migrate.sh\n";
+    wsgi_app(&app, "my-app", ini, ECHO_APP);
+    std::fs::write(
+        app.join("migrate.sh"),
+        "MYSQL_PWD=\"$CONFIG_MYSQL_PASSWORD\" mariadb -h \"$CONFIG_MYSQL_HOST\" -P \"$CONFIG_MYSQL_PORT\" -u \"$CONFIG_MYSQL_USER\" \"$CONFIG_MYSQL_DBNAME\" -e 'CREATE TABLE IF NOT EXISTS notes (id int PRIMARY KEY AUTO_INCREMENT, t text NOT NULL)'\necho tables made\n",
+    )
+    .unwrap();
+    agent.deployed(&tmp.path().join("cache"), &app, &[]);
+    let env: serde_json::Value =
+        serde_json::from_str(&get(&agent.front, "my.test", "/env").body).unwrap();
+    let name = format!("s{}_my_app", node_id(&agent));
+    assert_eq!(env["CONFIG_MYSQL_DBNAME"], name.as_str());
+    assert_eq!(env["CONFIG_MYSQL_USER"], name.as_str());
+    assert_eq!(env["CONFIG_MYSQL_PORT"], db.port.to_string().as_str());
+    let url = env["CONFIG_MYSQL_SQLALCHEMY"].as_str().unwrap();
+    assert!(url.starts_with(&format!("mysql://{name}:")), "{url}");
+    sh_as_app(
+        &agent,
+        "my-app",
+        "MYSQL_PWD=\"$CONFIG_MYSQL_PASSWORD\" mariadb -h \"$CONFIG_MYSQL_HOST\" -P \"$CONFIG_MYSQL_PORT\" -u \"$CONFIG_MYSQL_USER\" \"$CONFIG_MYSQL_DBNAME\" -e \"INSERT INTO notes (t) VALUES ('zebra'), ('apple')\" && echo kept > \"$CONFIG_FILES/a.txt\"",
+    );
+    let before = mysql_contents(&agent, "my-app");
+    assert_eq!(before, "1\tzebra\n2\tapple\nkept\n");
+
+    let (one, two) = (tmp.path().join("b1"), tmp.path().join("b2.tar.gz"));
+    agent
+        .silver()
+        .args(["backup", "my-app"])
+        .arg(&one)
+        .assert()
+        .success();
+    agent
+        .silver()
+        .args(["backup", "my.test"])
+        .arg(&two)
+        .assert()
+        .success();
+    let sql = std::fs::read_to_string(one.join("mysql.sql")).unwrap();
+    assert!(
+        sql.contains(
+            "INSERT INTO `notes` VALUES (1,'zebra');\nINSERT INTO `notes` VALUES (2,'apple');"
+        ),
+        "{sql}"
+    );
+    assert!(!sql.contains("Dump completed on"), "no dates: {sql}");
+    // Deterministic: a second backup of the same data has the same SQL.
+    let again = tmp.path().join("b3");
+    agent
+        .silver()
+        .args(["backup", "my-app"])
+        .arg(&again)
+        .assert()
+        .success();
+    assert_eq!(
+        sql,
+        std::fs::read_to_string(again.join("mysql.sql")).unwrap()
+    );
+
+    let cleared = agent
+        .silver()
+        .args(["clear", "my.test", "--yes"])
+        .output()
+        .unwrap();
+    assert!(cleared.status.success(), "{}", stderr(&cleared));
+    assert!(
+        stderr(&cleared).contains("tables made"),
+        "{}",
+        stderr(&cleared)
+    );
+    assert_eq!(mysql_contents(&agent, "my-app"), "");
+    agent
+        .silver()
+        .args(["restore"])
+        .arg(&two)
+        .arg("my-app")
+        .assert()
+        .success();
+    assert_eq!(mysql_contents(&agent, "my-app"), before);
+    // The password stays out of the history and the logs.
+    let password = env["CONFIG_MYSQL_PASSWORD"].as_str().unwrap();
+    for file in [
+        "apps/my-app/history.jsonl",
+        "apps/my-app/logs/web.log",
+        "apps/my-app/logs/update.log",
+    ] {
+        let text = std::fs::read_to_string(agent.root.join(file)).unwrap_or_default();
+        assert!(!text.contains(password), "{file} holds the password");
+    }
+}

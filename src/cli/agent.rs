@@ -92,6 +92,16 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
+    /// MariaDB for apps with `service.mysql`, as mysql://ADMIN[:PASSWORD]@HOST[:PORT]
+    /// [default: the system's root over the local socket, apps on 127.0.0.1:3306]. Give a
+    /// password through the environment variable, not the command line.
+    #[arg(
+        long,
+        env = "SILVER_MYSQL_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub mysql_url: Option<String>,
 }
 
 impl ServerArgs {
@@ -99,6 +109,11 @@ impl ServerArgs {
         // The URL is not repeated: it may hold the administrator's password.
         config.redis = silver_runtime::redis::Redis::from_url(&self.redis_url)
             .context("--redis-url is not a redis://[[user]:password@]host[:port] URL")?;
+        if let Some(url) = &self.mysql_url {
+            // The URL is not repeated: it may hold the administrator's password.
+            config.mysql = silver_runtime::mysql::Mysql::from_url(url)
+                .context("--mysql-url is not a mysql://user[:password]@host[:port] URL")?;
+        }
         config.postgres = match &self.postgres_url {
             Some(url) => Some(
                 // The URL is not repeated: it may hold the administrator's password.

@@ -19,6 +19,7 @@ const BACKUP_FILES: &[&str] = &[
     "files.tar",
     "writable_root.tar",
     "postgresql.sql",
+    "mysql.sql",
 ];
 
 /// Where a backup is kept.

@@ -16,11 +16,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use packer::AppName;
-
 use crate::error::Error;
 use crate::paths::AppPaths;
-use crate::services::Postgres;
 use crate::supervise::AppUser;
 
 /// The file that says what a backup is.
@@ -28,17 +25,7 @@ pub const MANIFEST: &str = "backup.json";
 
 pub use silver_wire::api::BackupInfo;
 
-/// An app's services on this node, and how to reach them.
-#[derive(Debug, Clone, Copy)]
-pub struct AppData<'a> {
-    pub node: &'a str,
-    pub app: &'a AppName,
-    pub paths: &'a AppPaths,
-    /// The services its release names (`service.<name> = settings`).
-    pub services: &'a [(String, String)],
-    pub user: Option<&'a AppUser>,
-    pub postgres: Option<&'a Postgres>,
-}
+pub use crate::services::AppData;
 
 /// The kinds of data a service keeps; `redis` keeps what apps treat as a cache and is not
 /// backed up (its keys stay as they are across restores).
@@ -47,6 +34,7 @@ enum Kind {
     Files,
     WritableRoot,
     Postgresql,
+    Mysql,
 }
 
 impl Kind {
@@ -55,6 +43,7 @@ impl Kind {
             "files" => Some(Kind::Files),
             "writable_root" => Some(Kind::WritableRoot),
             "postgresql" | "postgis" | "postgres" => Some(Kind::Postgresql),
+            "mysql" => Some(Kind::Mysql),
             _ => None,
         }
     }
@@ -64,6 +53,7 @@ impl Kind {
             Kind::Files => "files",
             Kind::WritableRoot => "writable_root",
             Kind::Postgresql => "postgresql",
+            Kind::Mysql => "mysql",
         }
     }
 
@@ -72,6 +62,7 @@ impl Kind {
             Kind::Files => "files.tar",
             Kind::WritableRoot => "writable_root.tar",
             Kind::Postgresql => "postgresql.sql",
+            Kind::Mysql => "mysql.sql",
         }
     }
 }
@@ -93,7 +84,7 @@ impl AppData<'_> {
 /// The runtime's side: the app's services, user and servers come from its config.
 impl crate::Runtime {
     /// Runs `job` on a blocking thread over the data of `c`'s app.
-    async fn with_data<T: Send + 'static>(
+    pub(crate) async fn with_data<T: Send + 'static>(
         &self,
         c: &crate::Candidate,
         job: impl FnOnce(&AppData) -> Result<T, Error> + Send + 'static,
@@ -112,6 +103,8 @@ impl crate::Runtime {
                 services: &services,
                 user: user.as_ref(),
                 postgres: config.postgres.as_ref(),
+                redis: &config.redis,
+                mysql: &config.mysql,
             })
         })
         .await
@@ -189,6 +182,7 @@ pub fn dump(d: &AppData, release: &str, created: &str, dir: &Path) -> Result<Bac
             Kind::Files => tar_dir(&d.paths.files(), &out)?,
             Kind::WritableRoot => tar_dir(&d.paths.writable_root(), &out)?,
             Kind::Postgresql => pg_dump(d, &out)?,
+            Kind::Mysql => crate::mysql::dump(d.node, d.app, d.paths, d.mysql, d.user, &out)?,
         }
     }
     let info = BackupInfo {
@@ -250,6 +244,9 @@ pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
             Kind::Files => untar_dir(&file, &d.paths.files(), d.user)?,
             Kind::WritableRoot => untar_dir(&file, &d.paths.writable_root(), d.user)?,
             Kind::Postgresql => pg_restore(d, Some(&file))?,
+            Kind::Mysql => {
+                crate::mysql::restore(d.node, d.app, d.paths, d.mysql, d.user, Some(&file))?
+            }
         }
     }
     Ok(info)
@@ -263,6 +260,7 @@ pub fn clear(d: &AppData) -> Result<(), Error> {
             Kind::Files => replace_dir(&d.paths.files(), d.user, |_| Ok(()))?,
             Kind::WritableRoot => replace_dir(&d.paths.writable_root(), d.user, |_| Ok(()))?,
             Kind::Postgresql => pg_restore(d, None)?,
+            Kind::Mysql => crate::mysql::restore(d.node, d.app, d.paths, d.mysql, d.user, None)?,
         }
     }
     Ok(())
@@ -462,7 +460,7 @@ fn pg_login(d: &AppData, program: &str) -> Result<Command, Error> {
     Ok(cmd)
 }
 
-/// Runs a tool to the end; its stdout, or `PostgresTool` with its first error line.
+/// Runs a tool to the end; its stdout, or `DatabaseTool` with its first error line.
 fn run_pg(mut cmd: Command, program: &str, input: Option<&[u8]>) -> Result<Vec<u8>, Error> {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
@@ -491,7 +489,7 @@ fn run_pg(mut cmd: Command, program: &str, input: Option<&[u8]>) -> Result<Vec<u
             .find(|l| l.contains("ERROR") || l.contains("error") || l.contains("FATAL"))
             .or(err.lines().next())
             .unwrap_or("(no message)");
-        return Err(Error::PostgresTool {
+        return Err(Error::DatabaseTool {
             program: program.into(),
             message: message.to_string(),
         });
@@ -553,7 +551,7 @@ fn pg_dump(d: &AppData, out: &Path) -> Result<(), Error> {
     for line in tables.lines().filter(|l| !l.is_empty()) {
         let (table, columns) = line
             .split_once('\u{1f}')
-            .ok_or_else(|| Error::PostgresTool {
+            .ok_or_else(|| Error::DatabaseTool {
                 program: "psql".into(),
                 message: format!("unexpected table listing `{line}`"),
             })?;
@@ -603,6 +601,12 @@ fn pg_restore(d: &AppData, dump: Option<&Path>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use packer::AppName;
+
+    static REDIS: std::sync::LazyLock<crate::redis::Redis> =
+        std::sync::LazyLock::new(Default::default);
+    static MYSQL: std::sync::LazyLock<crate::mysql::Mysql> =
+        std::sync::LazyLock::new(Default::default);
 
     fn app_data<'a>(
         app: &'a AppName,
@@ -616,6 +620,8 @@ mod tests {
             services,
             user: None,
             postgres: None,
+            redis: &REDIS,
+            mysql: &MYSQL,
         }
     }
 

@@ -132,12 +132,9 @@ mod tests {
             services: &services,
             label: "abababababab",
             tmp: Path::new("/var/lib/silver/apps/blog/tmp"),
-            settings: &[
-                ("MODE".to_string(), "config".to_string()),
-                ("PORT".into(), "2".into()),
-            ]
-            .into_iter()
-            .collect(),
+            settings: &[("MODE".to_string(), "config".to_string())]
+                .into_iter()
+                .collect(),
         };
         let env = environment(
             &config("[production]\n[variables]\nMODE = app\nPORT = 1\nGreeting = it's\n"),

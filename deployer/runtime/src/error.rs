@@ -80,7 +80,18 @@ pub enum Error {
     #[error("the backup holds data of service `{service}`, which app `{app}` does not have")]
     BackupServiceMissing { app: AppName, service: String },
     #[error("`{program}` failed on the app's database: {message}")]
-    PostgresTool { program: String, message: String },
+    DatabaseTool { program: String, message: String },
+    #[error(
+        "app `{app}` needs service `mysql`, but the node's MariaDB at {addr} cannot be reached"
+    )]
+    NoMysql {
+        app: AppName,
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("MariaDB at {addr} refused to provision the app's database: {message}")]
+    MysqlRefused { addr: String, message: String },
     #[error("a runtime worker stopped while {doing}")]
     Worker {
         doing: &'static str,
@@ -171,9 +182,10 @@ impl Error {
                 dir.display()
             ),
             Error::NoPostgres { .. } => "install it (apt-get install postgresql) or start the agent with --postgres-url postgresql://ADMIN@HOST:PORT/postgres".into(),
+            Error::NoMysql { .. } | Error::MysqlRefused { .. } => "install it (apt-get install mariadb-server mariadb-client), or start the agent with --mysql-url mysql://ADMIN:PASSWORD@HOST:PORT".into(),
             Error::NoRedis { .. } => "install it (apt-get install redis-server) or start the agent with --redis-url redis://[:ADMIN_PASSWORD@]HOST:PORT".into(),
             Error::RedisRefused { .. } => "the agent needs Redis 6 or later (ACLs) and an administrator's login: --redis-url redis://USER:PASSWORD@HOST:PORT".into(),
-            Error::UnknownService { .. } => "this node provides `files`, `writable_root`, `postgresql`, `postgis` and `redis`".into(),
+            Error::UnknownService { .. } => "this node provides `files`, `writable_root`, `postgresql`, `postgis`, `mysql` and `redis`".into(),
             Error::MissingPackages { missing, .. } => format!(
                 "add them to the node's image recipe, or install them (apt-get install {})",
                 missing.join(" ")

@@ -14,6 +14,7 @@ pub mod front_door;
 pub mod launch;
 mod live;
 pub mod logs;
+pub mod mysql;
 pub mod paths;
 pub mod redis;
 pub mod router;

@@ -46,6 +46,8 @@ pub struct RuntimeConfig {
     pub postgres: Option<crate::services::Postgres>,
     /// The node's Redis, for apps that name `service.redis`.
     pub redis: crate::redis::Redis,
+    /// The node's MariaDB, for apps that name `service.mysql`.
+    pub mysql: crate::mysql::Mysql,
     /// Limits on the front door's public connections.
     pub front: crate::front_door::FrontConfig,
 }
@@ -63,6 +65,7 @@ impl Default for RuntimeConfig {
             bytecode_cache: true,
             postgres: None,
             redis: Default::default(),
+            mysql: Default::default(),
             front: Default::default(),
         }
     }
@@ -387,28 +390,13 @@ impl Runtime {
         if c.config.services.is_empty() && c.config.packages.is_empty() {
             return Ok(());
         }
-        let (app, app_dir, services) = (c.app.clone(), c.paths.clone(), c.config.services.clone());
-        let node = self.inner.config.node_id.clone();
-        let (user, postgres) = (c.user.clone(), self.inner.config.postgres.clone());
-        let redis = self.inner.config.redis.clone();
         let packages = c.config.packages.clone();
-        c.services = tokio::task::spawn_blocking(move || {
-            crate::services::check_packages(&app, &packages)?;
-            crate::services::provision(
-                &node,
-                &app,
-                &app_dir,
-                &services,
-                user.as_ref(),
-                postgres.as_ref(),
-                &redis,
-            )
-        })
-        .await
-        .map_err(|source| Error::Worker {
-            doing: "provisioning services",
-            source,
-        })??;
+        c.services = self
+            .with_data(c, move |d| {
+                crate::services::check_packages(d.app, &packages)?;
+                crate::services::provision(d)
+            })
+            .await?;
         Ok(())
     }
 

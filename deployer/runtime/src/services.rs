@@ -18,6 +18,20 @@ use crate::paths::AppPaths;
 use crate::error::Error;
 use crate::supervise::AppUser;
 
+/// An app's services on this node, and how to reach them.
+#[derive(Debug, Clone, Copy)]
+pub struct AppData<'a> {
+    pub node: &'a str,
+    pub app: &'a AppName,
+    pub paths: &'a AppPaths,
+    /// The services its release names (`service.<name> = settings`).
+    pub services: &'a [(String, String)],
+    pub user: Option<&'a AppUser>,
+    pub postgres: Option<&'a Postgres>,
+    pub redis: &'a crate::redis::Redis,
+    pub mysql: &'a crate::mysql::Mysql,
+}
+
 /// How the agent reaches PostgreSQL as an administrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Postgres {
@@ -108,34 +122,27 @@ impl Postgres {
 }
 
 /// Provisions every service of an app; returns their variables.
-pub fn provision(
-    node: &str,
-    app: &AppName,
-    paths: &AppPaths,
-    services: &[(String, String)],
-    user: Option<&AppUser>,
-    postgres: Option<&Postgres>,
-    redis: &crate::redis::Redis,
-) -> Result<Vec<(String, String)>, Error> {
+pub fn provision(d: &AppData) -> Result<Vec<(String, String)>, Error> {
     let mut env = Vec::new();
-    for (name, _settings) in services {
+    for (name, _settings) in d.services {
         match name.as_str() {
-            "files" => env.push(("CONFIG_FILES".into(), own_dir(paths.files(), user)?)),
+            "files" => env.push(("CONFIG_FILES".into(), own_dir(d.paths.files(), d.user)?)),
             "writable_root" => env.push((
                 "CONFIG_WRITABLE_ROOT".into(),
-                own_dir(paths.writable_root(), user)?,
+                own_dir(d.paths.writable_root(), d.user)?,
             )),
             "postgis" | "postgresql" | "postgres" => {
-                let pg = postgres.ok_or_else(|| Error::NoPostgres {
-                    app: app.clone(),
+                let pg = d.postgres.ok_or_else(|| Error::NoPostgres {
+                    app: d.app.clone(),
                     service: name.clone(),
                 })?;
-                env.extend(postgresql(node, app, paths, name == "postgis", pg)?);
+                env.extend(postgresql(d.node, d.app, d.paths, name == "postgis", pg)?);
             }
-            "redis" => env.extend(crate::redis::provision(node, app, paths, redis)?),
+            "mysql" => env.extend(crate::mysql::provision(d.node, d.app, d.paths, d.mysql)?),
+            "redis" => env.extend(crate::redis::provision(d.node, d.app, d.paths, d.redis)?),
             other => {
                 return Err(Error::UnknownService {
-                    app: app.clone(),
+                    app: d.app.clone(),
                     service: other.to_string(),
                 })
             }
@@ -377,46 +384,32 @@ mod tests {
     #[test]
     fn unknown_services_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let services = [
-            ("files".to_string(), String::new()),
-            ("couchdb".to_string(), String::new()),
-        ];
-        let err = provision(
-            "0a1b2c3d",
-            &AppName::parse("blog").unwrap(),
-            &AppPaths::new(dir.path().to_path_buf()),
-            &services,
-            None,
-            None,
-            &crate::redis::Redis::default(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("service `couchdb`"), "{err}");
-        let env = provision(
-            "0a1b2c3d",
-            &AppName::parse("blog").unwrap(),
-            &AppPaths::new(dir.path().to_path_buf()),
-            &services[..1],
-            None,
-            None,
-            &crate::redis::Redis::default(),
-        )
-        .unwrap();
-        assert_eq!(env[0].0, "CONFIG_FILES");
+        let app = AppName::parse("blog").unwrap();
+        let paths = AppPaths::new(dir.path().to_path_buf());
+        let (redis, mysql) = (Default::default(), Default::default());
+        let check = |names: &[&str]| {
+            let services: Vec<(String, String)> = names
+                .iter()
+                .map(|n| (n.to_string(), String::new()))
+                .collect();
+            provision(&AppData {
+                node: "0a1b2c3d",
+                app: &app,
+                paths: &paths,
+                services: &services,
+                user: None,
+                postgres: None,
+                redis: &redis,
+                mysql: &mysql,
+            })
+            .map(|env| env.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .map_err(|e| e.to_string())
+        };
+        let err = check(&["files", "mongodb"]).unwrap_err();
+        assert!(err.contains("service `mongodb`"), "{err}");
+        assert_eq!(check(&["files"]).unwrap(), ["CONFIG_FILES"]);
         assert!(dir.path().join("files").is_dir());
-        let err = provision(
-            "0a1b2c3d",
-            &AppName::parse("blog").unwrap(),
-            &AppPaths::new(dir.path().to_path_buf()),
-            &[("postgis".into(), String::new())],
-            None,
-            None,
-            &crate::redis::Redis::default(),
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("this node has no PostgreSQL"),
-            "{err}"
-        );
+        let err = check(&["postgis"]).unwrap_err();
+        assert!(err.contains("this node has no PostgreSQL"), "{err}");
     }
 }

@@ -30,6 +30,7 @@ const BACKUP_FILES: &[&str] = &[
     "files.tar",
     "writable_root.tar",
     "postgresql.sql",
+    "mysql.sql",
 ];
 
 pub(super) async fn backup(
