@@ -133,6 +133,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
 
+# service.couchdb: Debian packages no CouchDB; the tests use pouchdb-server, which speaks its
+# HTTP API, from npm's configured registry (Debian's npm when the machine has no npm at all).
+if ! command -v pouchdb-server >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then
+    apt_install npm
+  fi
+  echo "silver: installing pouchdb-server from npm (CouchDB's HTTP API, for service.couchdb)" >&2
+  $sudo npm install -g --no-fund --no-audit pouchdb-server >&2
+fi
+checks+=("pouchdb-server|pouchdb-server --help")
+
 # Now prove each tool by running it. A tool that does not run gets its package reinstalled once.
 check_all() {
   local failed=()

@@ -102,6 +102,16 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub mysql_url: Option<String>,
+    /// CouchDB's HTTP API for apps with `service.couchdb`, as http://[ADMIN:PASSWORD@]HOST:PORT
+    /// (with an administrator, each app gets its own user and a database only it may read).
+    #[arg(
+        long,
+        env = "SILVER_COUCHDB_URL",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:5984",
+        hide_env_values = true
+    )]
+    pub couchdb_url: String,
 }
 
 impl ServerArgs {
@@ -109,6 +119,9 @@ impl ServerArgs {
         // The URL is not repeated: it may hold the administrator's password.
         config.redis = silver_runtime::redis::Redis::from_url(&self.redis_url)
             .context("--redis-url is not a redis://[[user]:password@]host[:port] URL")?;
+        // The URL is not repeated: it may hold the administrator's password.
+        config.couchdb = silver_runtime::couchdb::Couchdb::from_url(&self.couchdb_url)
+            .context("--couchdb-url is not an http://[admin:password@]host[:port] URL")?;
         if let Some(url) = &self.mysql_url {
             // The URL is not repeated: it may hold the administrator's password.
             config.mysql = silver_runtime::mysql::Mysql::from_url(url)

@@ -20,6 +20,7 @@ const BACKUP_FILES: &[&str] = &[
     "writable_root.tar",
     "postgresql.sql",
     "mysql.sql",
+    "couchdb.jsonl",
 ];
 
 /// Where a backup is kept.

@@ -35,6 +35,7 @@ enum Kind {
     WritableRoot,
     Postgresql,
     Mysql,
+    Couchdb,
 }
 
 impl Kind {
@@ -44,6 +45,7 @@ impl Kind {
             "writable_root" => Some(Kind::WritableRoot),
             "postgresql" | "postgis" | "postgres" => Some(Kind::Postgresql),
             "mysql" => Some(Kind::Mysql),
+            "couchdb" => Some(Kind::Couchdb),
             _ => None,
         }
     }
@@ -54,6 +56,7 @@ impl Kind {
             Kind::WritableRoot => "writable_root",
             Kind::Postgresql => "postgresql",
             Kind::Mysql => "mysql",
+            Kind::Couchdb => "couchdb",
         }
     }
 
@@ -63,6 +66,7 @@ impl Kind {
             Kind::WritableRoot => "writable_root.tar",
             Kind::Postgresql => "postgresql.sql",
             Kind::Mysql => "mysql.sql",
+            Kind::Couchdb => "couchdb.jsonl",
         }
     }
 }
@@ -105,6 +109,7 @@ impl crate::Runtime {
                 postgres: config.postgres.as_ref(),
                 redis: &config.redis,
                 mysql: &config.mysql,
+                couchdb: &config.couchdb,
             })
         })
         .await
@@ -183,6 +188,7 @@ pub fn dump(d: &AppData, release: &str, created: &str, dir: &Path) -> Result<Bac
             Kind::WritableRoot => tar_dir(&d.paths.writable_root(), &out)?,
             Kind::Postgresql => pg_dump(d, &out)?,
             Kind::Mysql => crate::mysql::dump(d.node, d.app, d.paths, d.mysql, d.user, &out)?,
+            Kind::Couchdb => crate::couchdb::dump(d.node, d.app, d.couchdb, &out)?,
         }
     }
     let info = BackupInfo {
@@ -247,6 +253,9 @@ pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
             Kind::Mysql => {
                 crate::mysql::restore(d.node, d.app, d.paths, d.mysql, d.user, Some(&file))?
             }
+            Kind::Couchdb => {
+                crate::couchdb::restore(d.node, d.app, d.paths, d.couchdb, Some(&file))?
+            }
         }
     }
     Ok(info)
@@ -261,6 +270,7 @@ pub fn clear(d: &AppData) -> Result<(), Error> {
             Kind::WritableRoot => replace_dir(&d.paths.writable_root(), d.user, |_| Ok(()))?,
             Kind::Postgresql => pg_restore(d, None)?,
             Kind::Mysql => crate::mysql::restore(d.node, d.app, d.paths, d.mysql, d.user, None)?,
+            Kind::Couchdb => crate::couchdb::restore(d.node, d.app, d.paths, d.couchdb, None)?,
         }
     }
     Ok(())
@@ -605,6 +615,8 @@ mod tests {
 
     static REDIS: std::sync::LazyLock<crate::redis::Redis> =
         std::sync::LazyLock::new(Default::default);
+    static COUCHDB: std::sync::LazyLock<crate::couchdb::Couchdb> =
+        std::sync::LazyLock::new(Default::default);
     static MYSQL: std::sync::LazyLock<crate::mysql::Mysql> =
         std::sync::LazyLock::new(Default::default);
 
@@ -622,6 +634,7 @@ mod tests {
             postgres: None,
             redis: &REDIS,
             mysql: &MYSQL,
+            couchdb: &COUCHDB,
         }
     }
 

@@ -90,6 +90,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "app `{app}` needs service `couchdb`, but the node's CouchDB at {addr} does not answer"
+    )]
+    NoCouchdb {
+        app: AppName,
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("CouchDB at {addr} refused: {message}")]
+    CouchdbRefused { addr: String, message: String },
     #[error("MariaDB at {addr} refused to provision the app's database: {message}")]
     MysqlRefused { addr: String, message: String },
     #[error("a runtime worker stopped while {doing}")]
@@ -183,9 +194,10 @@ impl Error {
             ),
             Error::NoPostgres { .. } => "install it (apt-get install postgresql) or start the agent with --postgres-url postgresql://ADMIN@HOST:PORT/postgres".into(),
             Error::NoMysql { .. } | Error::MysqlRefused { .. } => "install it (apt-get install mariadb-server mariadb-client), or start the agent with --mysql-url mysql://ADMIN:PASSWORD@HOST:PORT".into(),
+            Error::NoCouchdb { .. } | Error::CouchdbRefused { .. } => "run CouchDB there (or `pouchdb-server`, from npm, which speaks its API), or start the agent with --couchdb-url http://[ADMIN:PASSWORD@]HOST:PORT".into(),
             Error::NoRedis { .. } => "install it (apt-get install redis-server) or start the agent with --redis-url redis://[:ADMIN_PASSWORD@]HOST:PORT".into(),
             Error::RedisRefused { .. } => "the agent needs Redis 6 or later (ACLs) and an administrator's login: --redis-url redis://USER:PASSWORD@HOST:PORT".into(),
-            Error::UnknownService { .. } => "this node provides `files`, `writable_root`, `postgresql`, `postgis`, `mysql` and `redis`".into(),
+            Error::UnknownService { .. } => "this node provides `files`, `writable_root`, `postgresql`, `postgis`, `mysql`, `couchdb` and `redis`".into(),
             Error::MissingPackages { missing, .. } => format!(
                 "add them to the node's image recipe, or install them (apt-get install {})",
                 missing.join(" ")

@@ -6,6 +6,7 @@
 
 #![allow(clippy::result_large_err)]
 
+pub mod couchdb;
 pub mod data;
 pub mod dev;
 pub mod environment;

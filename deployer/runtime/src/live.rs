@@ -48,6 +48,8 @@ pub struct RuntimeConfig {
     pub redis: crate::redis::Redis,
     /// The node's MariaDB, for apps that name `service.mysql`.
     pub mysql: crate::mysql::Mysql,
+    /// The node's CouchDB HTTP API, for apps that name `service.couchdb`.
+    pub couchdb: crate::couchdb::Couchdb,
     /// Limits on the front door's public connections.
     pub front: crate::front_door::FrontConfig,
 }
@@ -66,6 +68,7 @@ impl Default for RuntimeConfig {
             postgres: None,
             redis: Default::default(),
             mysql: Default::default(),
+            couchdb: Default::default(),
             front: Default::default(),
         }
     }

@@ -30,6 +30,7 @@ pub struct AppData<'a> {
     pub postgres: Option<&'a Postgres>,
     pub redis: &'a crate::redis::Redis,
     pub mysql: &'a crate::mysql::Mysql,
+    pub couchdb: &'a crate::couchdb::Couchdb,
 }
 
 /// How the agent reaches PostgreSQL as an administrator.
@@ -140,6 +141,9 @@ pub fn provision(d: &AppData) -> Result<Vec<(String, String)>, Error> {
             }
             "mysql" => env.extend(crate::mysql::provision(d.node, d.app, d.paths, d.mysql)?),
             "redis" => env.extend(crate::redis::provision(d.node, d.app, d.paths, d.redis)?),
+            "couchdb" => env.extend(crate::couchdb::provision(
+                d.node, d.app, d.paths, d.couchdb,
+            )?),
             other => {
                 return Err(Error::UnknownService {
                     app: d.app.clone(),
@@ -386,7 +390,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let app = AppName::parse("blog").unwrap();
         let paths = AppPaths::new(dir.path().to_path_buf());
-        let (redis, mysql) = (Default::default(), Default::default());
+        let (redis, mysql, couchdb) = (Default::default(), Default::default(), Default::default());
         let check = |names: &[&str]| {
             let services: Vec<(String, String)> = names
                 .iter()
@@ -401,6 +405,7 @@ mod tests {
                 postgres: None,
                 redis: &redis,
                 mysql: &mysql,
+                couchdb: &couchdb,
             })
             .map(|env| env.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
             .map_err(|e| e.to_string())

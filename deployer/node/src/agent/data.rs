@@ -31,6 +31,7 @@ const BACKUP_FILES: &[&str] = &[
     "writable_root.tar",
     "postgresql.sql",
     "mysql.sql",
+    "couchdb.jsonl",
 ];
 
 pub(super) async fn backup(
