@@ -1326,3 +1326,77 @@ fn config_on_the_node_reaches_the_app_stays_out_of_logs_and_follows_rollbacks() 
         }
     }
 }
+
+#[test]
+fn a_config_directory_is_uploaded_beside_the_artifact_required_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    let ini =
+        "default_location = cfg.test\nconfig.required = true\nconfig.checker = checkconf:check\n";
+    wsgi_app(&app, "cfg", ini, ECHO_APP);
+    std::fs::write(
+        app.join("checkconf.py"),
+        "import os\ndef check(d):\n    if not os.path.exists(os.path.join(d, 'secret.txt')):\n        raise SystemExit('secret.txt is missing from ' + d)\n",
+    )
+    .unwrap();
+    // Required: no config, no start.
+    let out = deploy(&agent, tmp.path(), &app, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("requires a configuration directory (`config.required`)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--config DIR"), "{}", stderr(&out));
+    // Checked: the app's own checker refuses a directory without its secret.
+    let conf = tmp.path().join("conf");
+    std::fs::create_dir_all(conf.join("keys")).unwrap();
+    std::fs::write(conf.join("keys/api.pem"), "KEY\n").unwrap();
+    let out = deploy(
+        &agent,
+        tmp.path(),
+        &app,
+        &["--config", conf.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("config.checker checkconf:check: it refused the configuration"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("secret.txt is missing"),
+        "{}",
+        stderr(&out)
+    );
+    // Given and good: the app finds it at $SILVER_APP_CONFIG, outside its release.
+    std::fs::write(conf.join("secret.txt"), "hunter2\n").unwrap();
+    deployed(
+        &agent,
+        tmp.path(),
+        &app,
+        &["--config", conf.to_str().unwrap()],
+    );
+    let env = json(&get(&agent.front, "cfg.test", "/env").body);
+    let dir = env["SILVER_APP_CONFIG"].as_str().unwrap().to_string();
+    assert!(dir.contains("/apps/cfg/app-config/"), "{dir}");
+    let read = agent
+        .silver()
+        .args([
+            "run",
+            "cfg",
+            "--",
+            "sh",
+            "-c",
+            "cat \"$SILVER_APP_CONFIG/secret.txt\" \"$SILVER_APP_CONFIG/keys/api.pem\"",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&read), "hunter2\nKEY\n", "{}", stderr(&read));
+    // A later deploy without --config keeps the directory in force.
+    std::fs::write(app.join("static/style.css"), "/* v2 */\n").unwrap();
+    deployed(&agent, tmp.path(), &app, &[]);
+    let env = json(&get(&agent.front, "cfg.test", "/env").body);
+    assert_eq!(env["SILVER_APP_CONFIG"], dir.as_str());
+}

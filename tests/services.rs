@@ -152,6 +152,7 @@ fn postgresql_and_files_services_are_provisioned_and_kept() {
     assert_eq!(env["CONFIG_PG_PORT"], cluster.port.to_string().as_str());
     let url = env["DATABASE_URL"].as_str().unwrap().to_string();
     assert!(url.starts_with(&format!("postgresql://{role}:")), "{url}");
+    assert_eq!(env["CONFIG_PG_SQLALCHEMY"], url.as_str());
     assert!(env["CONFIG_FILES"]
         .as_str()
         .unwrap()

@@ -54,6 +54,24 @@ pub struct AppConfig {
     pub max_memory_mb: u64,
 }
 
+impl AppConfig {
+    /// A `config.<name>` setting (Silver Lining's `config.required`, `config.default`,
+    /// `config.checker`).
+    pub fn config_value(&self, name: &str) -> Option<&str> {
+        self.config
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// `config.required = true`: the app does not start without a config directory.
+    pub fn config_required(&self) -> bool {
+        self.config_value("required")
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "on"))
+    }
+}
+
 /// One step run after the new release starts and before traffic moves to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "value", rename_all = "lowercase")]

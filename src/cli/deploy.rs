@@ -36,6 +36,10 @@ pub struct Args {
     /// Restart the release even if it is the one already live (by default nothing restarts).
     #[arg(long)]
     pub restart: bool,
+    /// A configuration directory uploaded beside the artifact, never inside it; the app finds
+    /// it at `$SILVER_APP_CONFIG` (Silver Lining's `silver update --config DIR`).
+    #[arg(long = "config", value_name = "DIR", value_parser = super::absolute_path)]
+    pub app_config: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -47,6 +51,7 @@ pub struct Settings {
     pub no_wait: bool,
     pub locations: Vec<packer::appconfig::Location>,
     pub restart: bool,
+    pub app_config: Option<PathBuf>,
     pub limits: packer::Limits,
 }
 
@@ -63,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .cloned()
             .collect(),
         restart: args.restart,
+        app_config: args.app_config.clone(),
         limits: args.limits.resolve(),
     };
     let report = super::node::runtime()?.block_on(deploy(&node, &settings))?;
@@ -106,6 +112,7 @@ pub async fn deploy(
         cache_dir: cache_dir(),
         locations: args.locations.clone(),
         restart: args.restart,
+        app_config: args.app_config.clone(),
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));

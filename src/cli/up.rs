@@ -90,6 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             no_wait: false,
             locations,
             restart: false,
+            app_config: None,
             limits: packer::Limits::default(),
         };
         let report = super::deploy::deploy(&node, &settings).await?;

@@ -149,6 +149,7 @@ impl Node {
                 locations: vec![],
                 other_app,
                 restart: false,
+                app_config: None,
             },
         )
         .await
@@ -406,6 +407,8 @@ pub struct DeployOptions {
     pub locations: Vec<packer::appconfig::Location>,
     /// Restart the release even if it is already live.
     pub restart: bool,
+    /// A configuration directory to upload beside the artifact (`SILVER_APP_CONFIG`).
+    pub app_config: Option<PathBuf>,
 }
 
 /// What `silver deploy --json` prints.
@@ -497,8 +500,12 @@ pub async fn deploy(
     phases.commit = t.elapsed().as_millis();
 
     let t = Instant::now();
+    let app_config = match &opts.app_config {
+        Some(dir) => Some(node.upload_app_config(&opts.app, dir).await?),
+        None => None,
+    };
     let on_line = |line: &str| progress.note(line);
-    let activated = activate_waiting(node, &manifest, opts, on_wait, &on_line).await?;
+    let activated = activate_waiting(node, &manifest, opts, app_config, on_wait, &on_line).await?;
     phases.activate = t.elapsed().as_millis();
     if let Some(dir) = &opts.cache_dir {
         cache_manifest(dir, &manifest);
@@ -527,6 +534,7 @@ async fn activate_waiting(
     node: &Node,
     manifest: &Manifest,
     opts: &DeployOptions,
+    app_config: Option<String>,
     on_wait: impl Fn(&str, u64),
     on_line: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<ActivateResponse, Error> {
@@ -537,6 +545,7 @@ async fn activate_waiting(
         locations: opts.locations.clone(),
         other_app: opts.other_app,
         restart: opts.restart,
+        app_config,
     };
     loop {
         match node.activate_watched(&path, &request, on_line).await {

@@ -80,6 +80,8 @@ pub enum Error {
         target: String,
         apps: Vec<String>,
     },
+    #[error("`{}` cannot be the app's configuration: {why}", path.display())]
+    BadConfigDir { path: PathBuf, why: &'static str },
     #[error("`{place}` is not a backup place: {why}")]
     BadPlace { place: String, why: &'static str },
     #[error("`{place}` is not a backup silver can restore: {why}")]

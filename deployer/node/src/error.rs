@@ -85,6 +85,8 @@ pub enum Error {
     UploadTorn,
     #[error("the node's record `{}` is damaged: {why}", path.display())]
     BadRecord { path: PathBuf, why: String },
+    #[error("no configuration directory `{id}` was uploaded for this app")]
+    UnknownAppConfig { id: String },
     #[error("config variable `{name}` {why}")]
     BadSetting { name: String, why: &'static str },
     #[error("an upload of {bytes} bytes is over the limit of {max} bytes")]
@@ -202,6 +204,7 @@ impl Error {
             | UploadCorrupt { .. }
             | BadProcess { .. }
             | BadSetting { .. }
+            | UnknownAppConfig { .. }
             | EmptyCommand => StatusCode::BAD_REQUEST,
             UnknownId { .. }
             | UnknownApp { .. }

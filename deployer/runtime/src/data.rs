@@ -331,8 +331,9 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, root: &Path, path: &Path) -> Resu
 }
 
 /// Replaces `dst` with the tar's contents, built beside it and swapped in, so a bad archive
-/// leaves the old contents whole.
-fn untar_dir(tar_file: &Path, dst: &Path, user: Option<&AppUser>) -> Result<(), Error> {
+/// leaves the old contents whole. Only files, directories and links inside `dst` come out, and
+/// the tree is given to `user`: for backups and for uploaded app configs (`--config DIR`).
+pub fn untar_dir(tar_file: &Path, dst: &Path, user: Option<&AppUser>) -> Result<(), Error> {
     replace_dir(dst, user, |fresh| {
         let file = std::fs::File::open(tar_file).map_err(|e| Error::io(tar_file, e))?;
         let mut archive = tar::Archive::new(file);

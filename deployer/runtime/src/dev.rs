@@ -189,6 +189,7 @@ async fn start(runtime: &Runtime, config: &ServeConfig, generation: u32) -> Resu
         user: None,
         progress: None,
         settings: Default::default(),
+        app_config: None,
     };
     runtime.activate(candidate, || Ok::<(), Error>(())).await?;
     Ok(path)

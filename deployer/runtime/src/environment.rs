@@ -101,7 +101,7 @@ pub fn write_environment(
 }
 
 /// Single quotes, with each `'` written as `'\''`: safe for any value in POSIX sh.
-fn shell_quote(value: &str) -> String {
+pub(crate) fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 

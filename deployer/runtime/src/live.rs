@@ -98,6 +98,9 @@ pub struct Candidate {
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// The node's config for the app (`silver config`), as of this activation.
     pub settings: BTreeMap<String, String>,
+    /// `SILVER_APP_CONFIG`: the configuration directory uploaded with `--config`, else the
+    /// release's `config.default`.
+    pub app_config: Option<PathBuf>,
 }
 
 impl Candidate {
@@ -115,6 +118,16 @@ impl Candidate {
             .map(|l| l.host.clone())
             .filter(|h| !h.starts_with('*'))
             .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// The app's configuration directory: uploaded, else the release's `config.default`.
+    pub fn app_config(&self) -> Option<PathBuf> {
+        self.app_config.clone().or_else(|| {
+            self.config
+                .config_value("default")
+                .map(|d| self.dir.join(d.trim_start_matches('/')))
+                .filter(|d| d.starts_with(&self.dir))
+        })
     }
 
     /// `$STATIC_URL`: the release's versioned prefix, the same at every location.
@@ -152,6 +165,9 @@ impl Candidate {
             python,
         );
         env.extend(environment(&self.config, &ctx));
+        if let Some(dir) = self.app_config() {
+            env.insert("SILVER_APP_CONFIG".into(), dir.display().to_string());
+        }
         // Read by silver's WSGI shim, which enforces them in each worker.
         env.insert(
             "SILVER_REQUEST_TIMEOUT".into(),
@@ -303,6 +319,13 @@ impl Runtime {
             .flatten();
         if let Some(reason) = mismatch {
             let hint = "build the virtualenv with the node's python3 (`python3 -m venv`), install gunicorn into it (then its own Python serves it, if the node has that Python), or leave it out with .silverignore and vendor its packages into lib/python";
+            return Err(self
+                .failed(&c, Step::Start, reason, vec![])
+                .with_cause_hint(Some(hint.into())));
+        }
+        if c.config.config_required() && !c.app_config().is_some_and(|d| d.is_dir()) {
+            let reason = "the app requires a configuration directory (`config.required`), and none was given".to_string();
+            let hint = "deploy with `--config DIR` (Silver Lining's `silver update --config DIR`), or give the app a `config.default` directory";
             return Err(self
                 .failed(&c, Step::Start, reason, vec![])
                 .with_cause_hint(Some(hint.into())));
@@ -477,7 +500,18 @@ impl Runtime {
                 }
             }
         }
-        // 2. A checkpoint of the app's data, which a failed migration is rolled back to.
+        // 2. Silver Lining's `config.checker = module:function`, called with the config directory.
+        if let (true, Some(checker)) = (c.update_fetch, c.config.config_value("checker")) {
+            let command = format!(
+                "python3 -c 'import importlib, os, sys; m, _, f = sys.argv[1].partition(\":\"); getattr(importlib.import_module(m), f)(os.environ.get(\"SILVER_APP_CONFIG\"))' {}",
+                crate::environment::shell_quote(checker)
+            );
+            let step = Step::ConfigChecker(checker.to_string());
+            self.script(c, step.clone(), &command, env)
+                .await
+                .map_err(|reason| (step, format!("it refused the configuration: {reason}")))?;
+        }
+        // 3. A checkpoint of the app's data, which a failed migration is rolled back to.
         let checkpoint = if c.update_fetch && !c.config.update_fetch.is_empty() {
             self.checkpoint(c)
                 .await
@@ -538,7 +572,10 @@ impl Runtime {
                         }
                         None => Err("there is no web process to request it from".into()),
                     },
-                    UpdateFetch::Script(script) => self.script(c, step, script, env).await,
+                    UpdateFetch::Script(script) => {
+                        self.script(c, Step::UpdateFetch(step.clone()), script, env)
+                            .await
+                    }
                 };
                 let is_url = matches!(step, UpdateFetch::Url(_));
                 let step = Step::UpdateFetch(step.clone());
@@ -572,11 +609,10 @@ impl Runtime {
     async fn script(
         &self,
         c: &Candidate,
-        step: &UpdateFetch,
+        step: Step,
         script: &str,
         env: &BTreeMap<String, String>,
     ) -> Result<Vec<String>, String> {
-        let step = Step::UpdateFetch(step.clone());
         let log = self.sink(c, "update").map_err(|e| e.to_string())?;
         let mut cmd = crate::supervise::command(&Spec {
             name: "update".into(),

@@ -74,6 +74,12 @@ impl AppPaths {
         self.checkpoints().join(label)
     }
 
+    /// Configuration directories uploaded with `silver update --config DIR`, one per content
+    /// (`<id>/`), and `current`, naming the one the live release runs with.
+    pub fn app_configs(&self) -> PathBuf {
+        self.dir.join("app-config")
+    }
+
     /// Present while the app shows the maintenance page (`silver disable`).
     pub fn maintenance_flag(&self) -> PathBuf {
         self.dir.join("maintenance")

@@ -281,6 +281,8 @@ fn postgresql(
         ("CONFIG_PG_PASSWORD".into(), password),
         ("CONFIG_PG_HOST".into(), pg.host.clone()),
         ("CONFIG_PG_PORT".into(), pg.port.to_string()),
+        // SQLAlchemy's URL: the same, under the name Silver Lining apps read.
+        ("CONFIG_PG_SQLALCHEMY".into(), url.clone()),
         ("DATABASE_URL".into(), url),
     ])
 }

@@ -19,6 +19,7 @@
 //! | `POST /v1/apps/{app}/clear?who=W` | | [`ActivateResponse`] (after `update_fetch` ran again; NDJSON as deploy) |
 //! | `GET /v1/apps/{app}/config?show=true` | | [`ConfigView`] (values only with `show`) |
 //! | `POST /v1/apps/{app}/config` | [`ConfigChange`] | [`ConfigView`] of the new version, names only |
+//! | `POST /v1/apps/{app}/app-config` | a tar of the directory | [`AppConfigUploaded`] |
 //! | `GET /v1/apps/{app}/checkpoints` | | [`Vec<BackupInfo>`], oldest first |
 //! | `GET /v1/apps/{app}/logs?process=P&lines=N&follow=true` | | text, one line per log line |
 //! | `POST /v1/apps/{app}/run` | [`RunRequest`] | run frames (see [`RunFrame`]) |
@@ -192,6 +193,16 @@ pub struct ActivateRequest {
     /// Start it again even if it is the release already live (otherwise nothing restarts).
     #[serde(default)]
     pub restart: bool,
+    /// A configuration directory uploaded for it (`--config DIR`), by the id its upload got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_config: Option<String>,
+}
+
+/// What an upload of a configuration directory made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppConfigUploaded {
+    /// Named in [`ActivateRequest::app_config`].
+    pub id: String,
 }
 
 /// Asked before an upload: where would the app answer, and is that free?

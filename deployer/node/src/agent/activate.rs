@@ -144,6 +144,7 @@ async fn roll_back(
         // Rolling back goes to a release this app ran before.
         other_app: true,
         restart: false,
+        app_config: None,
     };
     make_current(state, app, req, Action::Rollback, progress).await
 }
@@ -188,8 +189,13 @@ pub(super) async fn make_current(
     })
     .await?;
     let config = (settings_version > 0).then_some(settings_version);
+    // A configuration directory uploaded for this deploy (`--config DIR`).
+    let app_config = match &req.app_config {
+        Some(id) => Some(uploaded_config(&state, &app, id)?),
+        None => None,
+    };
     // Asked under the lock: another activation may be about to change what is live.
-    if !req.restart {
+    if !req.restart && app_config.is_none() {
         if let Some(unchanged) = already_live(&state, &app, &id, &requested, config).await? {
             let (store, name, who) = (state.store.clone(), app.clone(), req.who.clone());
             blocking(move || {
@@ -229,11 +235,17 @@ pub(super) async fn make_current(
         Ok(mut c) => {
             c.progress = progress;
             c.settings = settings;
+            if let Some(dir) = &app_config {
+                c.app_config = Some(dir.clone());
+            }
             let (store, name, rid) = (state.store.clone(), app.clone(), id);
             let locations: Vec<String> = c.locations.iter().map(ToString::to_string).collect();
             let flip = move || {
                 store.flip(&name, &rid)?;
                 store.set_locations(&name, &locations)?;
+                if let Some(dir) = &app_config {
+                    store.set_app_config(&name, dir)?;
+                }
                 store.set_settings_current(&name, settings_version)
             };
             state
@@ -264,6 +276,20 @@ pub(super) async fn make_current(
         locations: c.locations.iter().map(ToString::to_string).collect(),
         processes: activated.processes,
     }))
+}
+
+/// The directory an upload of `--config DIR` made, by the id the upload answered.
+fn uploaded_config(
+    state: &AgentState,
+    app: &AppName,
+    id: &str,
+) -> Result<std::path::PathBuf, ApiErr> {
+    let dir = state.store.app(app).runtime().app_configs().join(id);
+    let well_formed = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !well_formed || !dir.is_dir() {
+        return Err(Error::UnknownAppConfig { id: id.to_string() }.into());
+    }
+    Ok(dir)
 }
 
 /// The answer for a release that is already current and serving, where it is asked to serve:
@@ -390,6 +416,7 @@ pub(super) fn candidate(
         progress: None,
         // The config in force; an activation may put another in (a rollback's own).
         settings: store.settings(app)?.1,
+        app_config: store.app_config(app)?,
     })
 }
 

@@ -98,8 +98,37 @@ pub(super) async fn clear(
             other_app: true,
             // The same release again, for its `update_fetch` on the empty services.
             restart: true,
+            app_config: None,
         };
         make_current(state, app, req, Action::Clear, progress).await
+    })
+    .await
+}
+
+/// A configuration directory for the app (`silver update --config DIR`), stored by content:
+/// the release that runs with it names it when activated, and an older release keeps its own.
+pub(super) async fn upload_app_config(
+    State(state): State<AgentState>,
+    App(app): App,
+    body: Body,
+) -> Result<Json<AppConfigUploaded>, ApiErr> {
+    let work = safefs::temp_dir_in(&tmp_dir(&state.store)).map_err(|e| io(&state.store, e))?;
+    let tar = work.path().join("config.tar");
+    receive(body, &tar, state.config.max_upload_bytes).await?;
+    let user = state.runtime.app_user(&app).await?;
+    let store = state.store.clone();
+    blocking(move || {
+        let bytes = std::fs::read(&tar).map_err(|e| Error::io(&tar, e))?;
+        let id = blake3::hash(&bytes).to_hex()[..16].to_string();
+        let dir = store.app(&app).runtime().app_configs();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let dst = dir.join(&id);
+        if !dst.is_dir() {
+            silver_runtime::data::untar_dir(&tar, &dst, user.as_ref())?;
+        }
+        tracing::info!(%app, id, "configuration directory uploaded");
+        drop(work);
+        Ok(Json(AppConfigUploaded { id }))
     })
     .await
 }

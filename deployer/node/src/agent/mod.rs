@@ -159,6 +159,7 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/backup", post(data::backup))
         .route("/v1/apps/{app}/restore", post(data::restore))
         .route("/v1/apps/{app}/clear", post(data::clear))
+        .route("/v1/apps/{app}/app-config", post(data::upload_app_config))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(health))

@@ -93,6 +93,32 @@ impl Store {
             .and_then(|r| r.config))
     }
 
+    /// The uploaded configuration directory (`--config DIR`) the app runs with, if any.
+    pub fn app_config(&self, app: &AppName) -> Result<Option<PathBuf>, Error> {
+        let dir = self.app(app).runtime().app_configs();
+        let path = dir.join("current");
+        match fs::read_to_string(&path) {
+            Ok(id) => Ok(Some(dir.join(id.trim())).filter(|d| d.is_dir())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Makes the uploaded configuration `dir` (under `app-config/`) the one in force.
+    pub fn set_app_config(&self, app: &AppName, dir: &std::path::Path) -> Result<(), Error> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = self.app(app).runtime().app_configs().join("current");
+        safefs::write_atomic(
+            &path,
+            format!("{name}\n").as_bytes(),
+            safefs::WriteOptions::PRIVATE,
+        )
+        .map_err(|e| Error::io(&path, e))
+    }
+
     fn settings_current(&self, app: &AppName) -> Result<u32, Error> {
         let path = self.app(app).settings_dir().join("current");
         match fs::read_to_string(&path) {
