@@ -1038,3 +1038,104 @@ fn postgis_apps_get_the_extension_and_their_geometry_survives_a_restore() {
         "home|POINT(2.35 48.85)"
     );
 }
+
+/// Silver Lining's own functional test (`tests/functional/runtest.py`), replayed: its example
+/// app names every service Silver Lining offered, and `silver update` shows its environment.
+#[test]
+#[ignore = "system tier (PostgreSQL, PostGIS, MariaDB, pouchdb-server): cargo test -- --include-ignored"]
+fn silver_linings_functional_test_app_gets_every_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cluster = Cluster::start(tmp.path());
+    let db = MariaDb::start(tmp.path());
+    let couch = PouchServer::start(tmp.path());
+    let agent = Agent::start_with_env(
+        &tmp.path().join("node"),
+        &["--postgres-url", &cluster.admin_url()],
+        &[
+            ("SILVER_MYSQL_URL", &db.admin_url()),
+            (
+                "SILVER_COUCHDB_URL",
+                &format!("http://127.0.0.1:{}", couch.port),
+            ),
+        ],
+    );
+    let app = tmp.path().join("example-app");
+    copy_fixture("silverlining-functest", &app);
+    let out = agent
+        .silver()
+        .args(["update"])
+        .arg(&app)
+        .arg("functest.example.com")
+        .output()
+        .unwrap();
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    let name = format!("s{}_functest", node_id(&agent));
+    for line in [
+        format!("env CONFIG_COUCHDB_DB={name}"),
+        format!("env CONFIG_COUCHDB_HOST=127.0.0.1:{}", couch.port),
+        "env CONFIG_FILES=".to_string(),
+        format!("env CONFIG_MYSQL_DBNAME={name}"),
+        format!("env CONFIG_MYSQL_USER={name}"),
+        "env CONFIG_MYSQL_PASSWORD=".to_string(),
+        "env CONFIG_MYSQL_HOST=127.0.0.1".to_string(),
+        format!("env CONFIG_MYSQL_PORT={}", db.port),
+        format!("env CONFIG_MYSQL_SQLALCHEMY=mysql://{name}:"),
+        format!("env CONFIG_PG_DBNAME={name}"),
+        "env CONFIG_PG_HOST=127.0.0.1".to_string(),
+        "env CONFIG_PG_PASSWORD=".to_string(),
+        format!("env CONFIG_PG_PORT={}", cluster.port),
+        format!("env CONFIG_PG_SQLALCHEMY=postgresql://{name}:"),
+        format!("env CONFIG_PG_USER={name}"),
+        "env CONFIG_WRITABLE_ROOT=".to_string(),
+        "env SILVER_CANONICAL_HOSTNAME=functest.example.com".to_string(),
+        "env SILVER_INSTANCE_NAME=functest.".to_string(),
+        "env SILVER_VERSION=silverlining/".to_string(),
+        "env SILVER_APP_NAME=functest".to_string(),
+        "env SILVER_LOGS=".to_string(),
+        "silverlining.update=True".to_string(),
+        "path='' '/update'".to_string(),
+    ] {
+        assert!(
+            said.contains(&format!("update_fetch /update | {line}")),
+            "missing {line:?} in:\n{said}"
+        );
+    }
+    let home = get(&agent.front, "functest.example.com", "/");
+    assert!(home.body.starts_with("INSTANCE=functest."), "{home:?}");
+
+    // The writable root is served publicly: per host first, then for every host.
+    sh_as_app(
+        &agent,
+        "functest",
+        "echo everyone > \"$CONFIG_WRITABLE_ROOT/shared.txt\" && mkdir -p \"$CONFIG_WRITABLE_ROOT/functest.example.com\" && echo this-host > \"$CONFIG_WRITABLE_ROOT/functest.example.com/shared.txt\" && echo only-root > \"$CONFIG_WRITABLE_ROOT/root.txt\"",
+    );
+    assert_eq!(
+        get(&agent.front, "functest.example.com", "/shared.txt").body,
+        "this-host\n"
+    );
+    assert_eq!(
+        get(&agent.front, "functest.example.com", "/root.txt").body,
+        "only-root\n"
+    );
+
+    // At a path: the app sees SCRIPT_NAME '/test'.
+    let out = agent
+        .silver()
+        .args(["update"])
+        .arg(&app)
+        .arg("functest.example.com/test")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let at_path = get(&agent.front, "functest.example.com", "/test/update");
+    assert!(
+        at_path.body.contains("path='/test' '/update'"),
+        "{at_path:?}"
+    );
+    assert!(
+        at_path.body.contains("silverlining.update=None"),
+        "a public request is not an update: {at_path:?}"
+    );
+}
