@@ -1400,3 +1400,78 @@ fn a_config_directory_is_uploaded_beside_the_artifact_required_and_checked() {
     let env = json(&get(&agent.front, "cfg.test", "/env").body);
     assert_eq!(env["SILVER_APP_CONFIG"], dir.as_str());
 }
+
+#[test]
+fn query_deactivate_and_activate_by_location_as_silver_lining_did() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    wsgi_app(&app, "site", "[variables]\nVERSION = 1\n", ECHO_APP);
+    let first = deployed(&agent, tmp.path(), &app, &["--location", "a.test"]);
+    wsgi_app(&app, "site", "[variables]\nVERSION = 2\n", ECHO_APP);
+    let second = deployed(
+        &agent,
+        tmp.path(),
+        &app,
+        &["--location", "a.test", "--location", "b.test/blog"],
+    );
+    let query = agent.silver().arg("query").output().unwrap();
+    assert_eq!(
+        stdout(&query),
+        format!(
+            "Site: site\n  site.{0}: a.test\n  site.{0}: b.test/blog\n",
+            &second[3..15]
+        )
+    );
+    // One location goes; the other keeps serving without a restart.
+    let out = agent
+        .silver()
+        .args(["deactivate", "b.test/blog"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("still answers at a.test"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(get(&agent.front, "b.test", "/blog/").status, 404);
+    assert_eq!(get(&agent.front, "a.test", "/").body, "version 2");
+    let out = agent
+        .silver()
+        .args(["deactivate", "b.test/blog"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("no app named `b.test/blog`"),
+        "{}",
+        stderr(&out)
+    );
+    // The last one: it serves nowhere, and says so.
+    let out = agent
+        .silver()
+        .args(["deactivate", "a.test"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("serves nowhere now"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(get(&agent.front, "a.test", "/").status, 404);
+    let query = agent.silver().arg("query").output().unwrap();
+    assert!(
+        stdout(&query).contains("deactivated (was a.test)"),
+        "{}",
+        stdout(&query)
+    );
+    // `activate LOCATION prev`: the previous release, where the app was.
+    let out = agent
+        .silver()
+        .args(["activate", "a.test", "prev"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(get(&agent.front, "a.test", "/").body, "version 1");
+    assert_eq!(stdout(&out).trim(), first);
+}

@@ -6,6 +6,7 @@ mod bake;
 mod checkpoints;
 mod clear;
 mod config;
+mod deactivate;
 mod deploy;
 mod fsck;
 mod inspect;
@@ -15,6 +16,7 @@ mod maintenance;
 mod node;
 mod nodes;
 mod pack;
+mod query;
 mod releases;
 mod restore;
 mod run;
@@ -79,6 +81,10 @@ pub enum Command {
     Run(run::Args),
     /// An app's config on the node (secrets, settings): set, unset, list.
     Config(config::Args),
+    /// Stop serving an app at one location (and anywhere, if it was its last).
+    Deactivate(deactivate::Args),
+    /// What a node serves: each app, its live instance and its locations.
+    Query(query::Args),
     /// Save every service's data of an app (SQL dumps, file tars) to a directory, file or ssh://.
     Backup(backup::Args),
     /// Put a backup's data back, onto the same app or another, on any node.
@@ -118,6 +124,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(args) => done(releases::gc(args)),
         Command::Logs(args) => done(logs::run(args)),
         Command::Config(args) => done(config::run(args)),
+        Command::Deactivate(args) => done(deactivate::run(args)),
+        Command::Query(args) => done(query::run(args)),
         Command::Backup(args) => done(backup::run(args)),
         Command::Restore(args) => done(restore::run(args)),
         Command::Clear(args) => done(clear::run(args)),

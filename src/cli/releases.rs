@@ -21,9 +21,11 @@ pub struct RollbackArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ActivateArgs {
-    pub app: packer::AppName,
-    /// The release: its id as printed, or a unique prefix of at least 12 hex digits.
-    pub id: packer::IdPrefix,
+    /// The app, by name or by a location it serves (or served before `silver deactivate`).
+    pub target: String,
+    /// The release: its id as printed, a unique prefix of at least 12 hex digits, or `prev`
+    /// for the previous good one (Silver Lining's `silver activate LOCATION prev`).
+    pub id: String,
     /// Take an artifact whose app.ini names another app.
     #[arg(long)]
     pub other_app: bool,
@@ -87,13 +89,21 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
 }
 
 pub fn activate(args: ActivateArgs) -> anyhow::Result<()> {
+    let id = match args.id.as_str() {
+        "prev" | "previous" => None,
+        id => Some(packer::IdPrefix::parse(id).map_err(|why| {
+            anyhow::anyhow!("`{id}` is not a release id: {why}\nhint: give an id as `silver releases APP` prints it, or `prev`")
+        })?),
+    };
     let node = args.node.connect()?;
-    let done = super::node::runtime()?.block_on(node.activate(
-        &args.app,
-        &args.id,
-        &super::node::who(),
-        args.other_app,
-    ))?;
+    let who = super::node::who();
+    let done = super::node::runtime()?.block_on(async {
+        let app = node.resolve_app(&args.target).await?;
+        match &id {
+            Some(id) => node.activate(&app, id, &who, args.other_app).await,
+            None => node.rollback(&app, None, &who).await,
+        }
+    })?;
     report(&args.node, "Activated", &done)
 }
 

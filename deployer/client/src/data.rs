@@ -126,11 +126,19 @@ impl Node {
                 l.host == wanted.host && (wanted.path == "/" || l.path == wanted.path)
             })
         };
-        let found: Vec<&AppStatus> = health
+        let mut found: Vec<&AppStatus> = health
             .apps
             .iter()
             .filter(|a| a.locations.iter().any(serves))
             .collect();
+        if found.is_empty() {
+            // An app deactivated there: `silver activate LOCATION prev` brings it back.
+            found = health
+                .apps
+                .iter()
+                .filter(|a| a.deactivated.iter().any(serves))
+                .collect();
+        }
         match found.as_slice() {
             [one] => Ok(one.name.clone()),
             _ => Err(Error::UnknownTarget {

@@ -82,6 +82,25 @@ impl Node {
         self.call(req).await
     }
 
+    /// Takes `location` from the app; with its last one gone it serves nowhere.
+    pub async fn deactivate(
+        &self,
+        app: &AppName,
+        location: &packer::appconfig::Location,
+        who: &str,
+    ) -> Result<DeactivateResponse, Error> {
+        let req = self
+            .authed(
+                self.http
+                    .post(self.endpoint(&format!("/v1/apps/{app}/deactivate"))),
+            )
+            .json(&DeactivateRequest {
+                location: location.clone(),
+                who: who.into(),
+            });
+        self.call(req).await
+    }
+
     /// Uploads a configuration directory (`--config DIR`); returns the id an activation names.
     pub async fn upload_app_config(
         &self,

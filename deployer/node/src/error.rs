@@ -85,6 +85,12 @@ pub enum Error {
     UploadTorn,
     #[error("the node's record `{}` is damaged: {why}", path.display())]
     BadRecord { path: PathBuf, why: String },
+    #[error("app `{app}` does not answer at `{location}` (it answers at: {})", if locations.is_empty() { "nowhere".to_string() } else { locations.join(", ") })]
+    NotServedThere {
+        app: AppName,
+        location: String,
+        locations: Vec<String>,
+    },
     #[error("no configuration directory `{id}` was uploaded for this app")]
     UnknownAppConfig { id: String },
     #[error("config variable `{name}` {why}")]
@@ -205,6 +211,7 @@ impl Error {
             | BadProcess { .. }
             | BadSetting { .. }
             | UnknownAppConfig { .. }
+            | NotServedThere { .. }
             | EmptyCommand => StatusCode::BAD_REQUEST,
             UnknownId { .. }
             | UnknownApp { .. }

@@ -426,6 +426,23 @@ impl Runtime {
         Ok(())
     }
 
+    /// Moves an app to `locations` without a restart; with none left it stops serving: its
+    /// route goes and its processes drain and stop, as a replaced release's do.
+    pub async fn relocate(&self, app: &AppName, locations: Vec<Location>) {
+        if !locations.is_empty() {
+            if let Some(mut route) = self.inner.routes.get(app) {
+                route.locations = locations;
+                self.inner.routes.set(app, route);
+            }
+            return;
+        }
+        self.inner.routes.remove(app);
+        let old = self.inner.live.lock().await.remove(app);
+        if let Some(old) = old {
+            drain(old, self.inner.config.clone()).await;
+        }
+    }
+
     /// Sets maintenance mode for an app's route (the caller persists it).
     pub fn set_maintenance(&self, app: &AppName, on: bool) {
         self.inner.routes.set_maintenance(app, on);

@@ -20,6 +20,7 @@
 //! | `GET /v1/apps/{app}/config?show=true` | | [`ConfigView`] (values only with `show`) |
 //! | `POST /v1/apps/{app}/config` | [`ConfigChange`] | [`ConfigView`] of the new version, names only |
 //! | `POST /v1/apps/{app}/app-config` | a tar of the directory | [`AppConfigUploaded`] |
+//! | `POST /v1/apps/{app}/deactivate` | [`DeactivateRequest`] | [`DeactivateResponse`] |
 //! | `GET /v1/apps/{app}/checkpoints` | | [`Vec<BackupInfo>`], oldest first |
 //! | `GET /v1/apps/{app}/logs?process=P&lines=N&follow=true` | | text, one line per log line |
 //! | `POST /v1/apps/{app}/run` | [`RunRequest`] | run frames (see [`RunFrame`]) |
@@ -153,6 +154,23 @@ pub struct AppStatus {
     #[serde(default)]
     pub maintenance: bool,
     #[serde(default)]
+    pub locations: Vec<String>,
+    /// The locations it had before `silver deactivate` took its last one (it serves nowhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deactivated: Vec<String>,
+}
+
+/// `silver deactivate LOCATION`: the app stops answering there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeactivateRequest {
+    pub location: Location,
+    pub who: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeactivateResponse {
+    pub app: AppName,
+    /// Where it still answers; empty: nowhere, and its processes were stopped.
     pub locations: Vec<String>,
 }
 

@@ -243,6 +243,7 @@ pub(super) async fn make_current(
             let flip = move || {
                 store.flip(&name, &rid)?;
                 store.set_locations(&name, &locations)?;
+                store.set_deactivated(&name, &[])?;
                 if let Some(dir) = &app_config {
                     store.set_app_config(&name, dir)?;
                 }
@@ -432,7 +433,9 @@ pub(super) async fn restore(state: AgentState) {
             .into_iter()
             .filter(|a| only.as_ref().is_none_or(|o| o == a))
         {
-            if let Some(id) = store.current(&app)? {
+            // A deactivated app serves nowhere until activated again.
+            let deactivated = !store.deactivated(&app).is_empty();
+            if let Some(id) = store.current(&app)?.filter(|_| !deactivated) {
                 let previous = store
                     .previous(&app)?
                     .map(|p| (p.short(), store.release_dir(&app, &p).join("static")))
@@ -484,6 +487,45 @@ pub(super) async fn maintenance(
     Ok(Json(req))
 }
 
+/// Takes one location from an app; with its last one gone it serves nowhere and its processes
+/// stop, until an activation gives its locations back (the agent does not start it on boot).
+pub(super) async fn deactivate(
+    State(state): State<AgentState>,
+    App(app): App,
+    JsonBody(req): JsonBody<DeactivateRequest>,
+) -> Result<Json<DeactivateResponse>, ApiErr> {
+    let (store, name, location) = (state.store.clone(), app.clone(), req.location.to_string());
+    let (lock, remaining) = blocking(move || {
+        if !store.app(&name).exists() {
+            return Err(Error::UnknownApp { app: name });
+        }
+        let lock = store.lock(&name, &req.who)?;
+        let stored = store.locations(&name);
+        if !stored.contains(&location) {
+            return Err(Error::NotServedThere {
+                app: name,
+                location,
+                locations: stored,
+            });
+        }
+        let remaining: Vec<String> = stored.iter().filter(|l| **l != location).cloned().collect();
+        if remaining.is_empty() {
+            store.set_deactivated(&name, &stored)?;
+        }
+        store.set_locations(&name, &remaining)?;
+        Ok((lock, remaining))
+    })
+    .await?;
+    let parsed = parse_locations(&remaining)?;
+    state.runtime.relocate(&app, parsed).await;
+    drop(lock);
+    tracing::info!(%app, location = %req.location, remaining = remaining.len(), "deactivated");
+    Ok(Json(DeactivateResponse {
+        app,
+        locations: remaining,
+    }))
+}
+
 /// Where an activation puts the app: the locations asked for, else the app's current ones, else
 /// its `default_location`, else any host (`*`).
 fn effective_locations(
@@ -498,6 +540,11 @@ fn effective_locations(
     let stored = parse_locations(&store.locations(app)).map_err(|ApiErr(e)| e)?;
     if !stored.is_empty() {
         return Ok(stored);
+    }
+    // A deactivated app gets back the locations it had.
+    let deactivated = parse_locations(&store.deactivated(app)).map_err(|ApiErr(e)| e)?;
+    if !deactivated.is_empty() {
+        return Ok(deactivated);
     }
     Ok(vec![default_location.unwrap_or(Location {
         host: "*".into(),

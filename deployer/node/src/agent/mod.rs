@@ -138,6 +138,7 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/activate", post(activate::activate))
         .route("/v1/apps/{app}/rollback", post(activate::rollback))
         .route("/v1/apps/{app}/maintenance", post(activate::maintenance))
+        .route("/v1/apps/{app}/deactivate", post(activate::deactivate))
         .route("/v1/apps/{app}/releases", get(releases))
         .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
@@ -497,6 +498,7 @@ async fn health(State(state): State<AgentState>) -> Result<Json<Health>, ApiErr>
                     running: None,
                     maintenance: store.maintenance(&name),
                     locations: store.locations(&name),
+                    deactivated: store.deactivated(&name),
                     name,
                 })
             })

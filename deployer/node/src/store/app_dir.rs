@@ -55,6 +55,9 @@ pub struct AppDir {
 pub enum List {
     Pins,
     Locations,
+    /// The locations an app had when `silver deactivate` took its last one: it serves nowhere
+    /// until activated again, which gives them back.
+    Deactivated,
 }
 
 impl AppDir {
@@ -101,6 +104,7 @@ impl AppDir {
         self.dir.join(match list {
             List::Pins => "pins",
             List::Locations => "locations",
+            List::Deactivated => "deactivated",
         })
     }
 
@@ -310,6 +314,15 @@ impl Store {
 
     pub fn set_locations(&self, app: &AppName, locations: &[String]) -> Result<(), Error> {
         self.write_list(app, List::Locations, locations)
+    }
+
+    /// The locations a deactivated app had; empty for an app that is not deactivated.
+    pub fn deactivated(&self, app: &AppName) -> Vec<String> {
+        self.read_list(app, List::Deactivated)
+    }
+
+    pub fn set_deactivated(&self, app: &AppName, locations: &[String]) -> Result<(), Error> {
+        self.write_list(app, List::Deactivated, locations)
     }
 
     /// Whether the app shows the maintenance page (`silver disable`).
