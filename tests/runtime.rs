@@ -1475,3 +1475,31 @@ fn query_deactivate_and_activate_by_location_as_silver_lining_did() {
     assert_eq!(get(&agent.front, "a.test", "/").body, "version 1");
     assert_eq!(stdout(&out).trim(), first);
 }
+
+#[test]
+fn debug_single_process_runs_one_worker_until_the_next_deploy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    wsgi_app(&app, "solo", "default_location = solo.test\n", ECHO_APP);
+    let id = deployed(&agent, tmp.path(), &app, &["--debug-single-process"]);
+    for _ in 0..5 {
+        assert_eq!(get(&agent.front, "solo.test", "/").status, 200);
+    }
+    let booted = |label: &str| {
+        let logs = agent
+            .silver()
+            .args(["logs", "solo", "-p", "web", "-n", "500"])
+            .output()
+            .unwrap();
+        stdout(&logs)
+            .lines()
+            .filter(|l| l.contains(&format!("web[{label}]")) && l.contains("Booting worker"))
+            .count()
+    };
+    assert_eq!(booted(&id[3..15]), 1);
+    // The next deploy runs the usual pool again.
+    let again = deploy(&agent, tmp.path(), &app, &["--restart"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(booted(&id[3..15]) > 1);
+}

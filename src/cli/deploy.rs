@@ -40,6 +40,10 @@ pub struct Args {
     /// it at `$SILVER_APP_CONFIG` (Silver Lining's `silver update --config DIR`).
     #[arg(long = "config", value_name = "DIR", value_parser = super::absolute_path)]
     pub app_config: Option<PathBuf>,
+    /// Run the app in one worker process, never more, until the next deploy: a debugger or a
+    /// print sees every request (Silver Lining's `--debug-single-process`).
+    #[arg(long)]
+    pub debug_single_process: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -52,6 +56,7 @@ pub struct Settings {
     pub locations: Vec<packer::appconfig::Location>,
     pub restart: bool,
     pub app_config: Option<PathBuf>,
+    pub single_process: bool,
     pub limits: packer::Limits,
 }
 
@@ -69,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect(),
         restart: args.restart,
         app_config: args.app_config.clone(),
+        single_process: args.debug_single_process,
         limits: args.limits.resolve(),
     };
     let report = super::node::runtime()?.block_on(deploy(&node, &settings))?;
@@ -113,6 +119,7 @@ pub async fn deploy(
         locations: args.locations.clone(),
         restart: args.restart,
         app_config: args.app_config.clone(),
+        single_process: args.single_process,
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));

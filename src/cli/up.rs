@@ -91,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             locations,
             restart: false,
             app_config: None,
+            single_process: false,
             limits: packer::Limits::default(),
         };
         let report = super::deploy::deploy(&node, &settings).await?;

@@ -150,6 +150,7 @@ impl Node {
                 other_app,
                 restart: false,
                 app_config: None,
+                single_process: false,
             },
         )
         .await
@@ -409,6 +410,8 @@ pub struct DeployOptions {
     pub restart: bool,
     /// A configuration directory to upload beside the artifact (`SILVER_APP_CONFIG`).
     pub app_config: Option<PathBuf>,
+    /// One web worker, never more, until the next activation.
+    pub single_process: bool,
 }
 
 /// What `silver deploy --json` prints.
@@ -546,6 +549,7 @@ async fn activate_waiting(
         other_app: opts.other_app,
         restart: opts.restart,
         app_config,
+        single_process: opts.single_process,
     };
     loop {
         match node.activate_watched(&path, &request, on_line).await {

@@ -135,6 +135,7 @@ impl Node {
             other_app: true,
             restart: true,
             app_config: None,
+            single_process: false,
         };
         self.activate_watched(&format!("/v1/apps/{app}/activate"), &request, on_line)
             .await

@@ -190,6 +190,7 @@ async fn start(runtime: &Runtime, config: &ServeConfig, generation: u32) -> Resu
         progress: None,
         settings: Default::default(),
         app_config: None,
+        single_process: false,
     };
     runtime.activate(candidate, || Ok::<(), Error>(())).await?;
     Ok(path)

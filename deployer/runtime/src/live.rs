@@ -101,6 +101,9 @@ pub struct Candidate {
     /// `SILVER_APP_CONFIG`: the configuration directory uploaded with `--config`, else the
     /// release's `config.default`.
     pub app_config: Option<PathBuf>,
+    /// `--debug-single-process`: one worker, never more, so a debugger or a print sees every
+    /// request in one place.
+    pub single_process: bool,
 }
 
 impl Candidate {
@@ -310,6 +313,9 @@ impl Runtime {
         // A virtualenv with its own gunicorn runs under its own interpreter, whatever version
         // the node's python3 is; without one, it must suit the node's gunicorn.
         gunicorn.python = launch::venv_gunicorn(&c.dir, c.user.as_ref());
+        if c.single_process {
+            gunicorn.workers = 1;
+        }
         let launches = launch::plan(&c.config, &gunicorn, &c.paths.run(), port.unwrap_or(0))
             .map_err(|e| self.failed(&c, Step::Start, e.to_string(), vec![]))?;
         let mismatch = gunicorn
@@ -672,10 +678,11 @@ impl Runtime {
     /// For a gunicorn app, a task that grows its pool while every worker is busy and shrinks it
     /// back once it idles; it ends with the release's backend.
     fn size_pool(&self, c: &Candidate, processes: &[Supervised], backend: Option<&Arc<Backend>>) {
-        let (Some(backend), Some(web), Some(_)) = (
+        let (Some(backend), Some(web), Some(_), false) = (
             backend,
             processes.iter().find(|p| p.name == "web"),
             c.config.runner.as_ref(),
+            c.single_process,
         ) else {
             return;
         };

@@ -214,6 +214,10 @@ pub struct ActivateRequest {
     /// A configuration directory uploaded for it (`--config DIR`), by the id its upload got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_config: Option<String>,
+    /// Run one web worker and never grow the pool (`--debug-single-process`), until the next
+    /// activation.
+    #[serde(default)]
+    pub single_process: bool,
 }
 
 /// What an upload of a configuration directory made.

@@ -145,6 +145,7 @@ async fn roll_back(
         other_app: true,
         restart: false,
         app_config: None,
+        single_process: false,
     };
     make_current(state, app, req, Action::Rollback, progress).await
 }
@@ -195,7 +196,7 @@ pub(super) async fn make_current(
         None => None,
     };
     // Asked under the lock: another activation may be about to change what is live.
-    if !req.restart && app_config.is_none() {
+    if !req.restart && !req.single_process && app_config.is_none() {
         if let Some(unchanged) = already_live(&state, &app, &id, &requested, config).await? {
             let (store, name, who) = (state.store.clone(), app.clone(), req.who.clone());
             blocking(move || {
@@ -234,6 +235,7 @@ pub(super) async fn make_current(
     let outcome = match candidate {
         Ok(mut c) => {
             c.progress = progress;
+            c.single_process = req.single_process;
             c.settings = settings;
             if let Some(dir) = &app_config {
                 c.app_config = Some(dir.clone());
@@ -418,6 +420,7 @@ pub(super) fn candidate(
         // The config in force; an activation may put another in (a rollback's own).
         settings: store.settings(app)?.1,
         app_config: store.app_config(app)?,
+        single_process: false,
     })
 }
 

@@ -99,6 +99,7 @@ pub(super) async fn clear(
             // The same release again, for its `update_fetch` on the empty services.
             restart: true,
             app_config: None,
+            single_process: false,
         };
         make_current(state, app, req, Action::Clear, progress).await
     })
