@@ -624,6 +624,32 @@ fn backup_restore_clear_and_a_checkpoint_that_undoes_a_failed_migration() {
             .all(|c| c["services"] == serde_json::json!(["files", "writable_root", "postgresql"])),
         "{list:?}"
     );
+    // A checkpoint goes with its release: gc removes the failed one's.
+    let gc = agent.silver().args(["gc", "--keep", "0"]).output().unwrap();
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    let listed = agent
+        .silver()
+        .args(["checkpoints", "notes", "--json"])
+        .output()
+        .unwrap();
+    let after: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(after.len(), list.len() - 1, "{after:?}");
+
+    // Onto another node, on the same PostgreSQL (its own role and database).
+    let other_node = Agent::start(
+        &tmp.path().join("node2"),
+        &["--postgres-url", &cluster.admin_url()],
+    );
+    notes_app(&other, "notes", false);
+    other_node.deployed(&tmp.path().join("cache2"), &other, &["notes2.test"]);
+    other_node
+        .silver()
+        .args(["restore"])
+        .arg(&one)
+        .arg("notes")
+        .assert()
+        .success();
+    assert_eq!(contents(&other_node, "notes"), before);
 }
 
 /// A throwaway MariaDB server on a loopback port, as Debian's `mariadb-server` runs it, with an
@@ -1138,4 +1164,91 @@ fn silver_linings_functional_test_app_gets_every_service() {
         at_path.body.contains("silverlining.update=None"),
         "a public request is not an update: {at_path:?}"
     );
+}
+
+#[test]
+#[ignore = "system tier (Redis): cargo test -- --include-ignored"]
+fn an_apps_redis_keys_survive_backup_clear_and_restore_and_no_other_key_is_touched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let agent = Agent::start(&tmp.path().join("node"), &["--redis-url", &url]);
+    let app = tmp.path().join("cache-app");
+    wsgi_app(
+        &app,
+        "cache-app",
+        "default_location = rc.test\nservice.redis =\n",
+        ECHO_APP,
+    );
+    agent.deployed(&tmp.path().join("cache"), &app, &[]);
+    let env: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(agent.root.join("apps/cache-app/run/environment.json")).unwrap(),
+    )
+    .unwrap();
+    let prefix = env["CONFIG_REDIS_PREFIX"].as_str().unwrap().to_string();
+    let cli = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(
+                script
+                    .replace("CLI", &format!("redis-cli -p {}", redis.port))
+                    .replace("P:", &prefix),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli("CLI SET P:s hello >/dev/null && CLI HSET P:h b 2 a 1 >/dev/null && CLI RPUSH P:l z y x >/dev/null \
+         && CLI SADD P:set q p >/dev/null && CLI ZADD P:z 2 two 1 one >/dev/null \
+         && printf 'bin\\377\\000' | CLI -x SET P:bin >/dev/null && CLI SET P:ttl soon EX 1000 >/dev/null \
+         && CLI SET other:key untouched >/dev/null");
+    let snapshot = || {
+        cli("CLI GET P:s; CLI HGET P:h a; CLI HGET P:h b; CLI LRANGE P:l 0 -1; CLI SMEMBERS P:set | sort; \
+             CLI ZRANGE P:z 0 -1 WITHSCORES; CLI GET P:bin | od -c | head -1; test $(CLI TTL P:ttl) -gt 900 && echo expires; CLI GET other:key")
+    };
+    let before = snapshot();
+    assert!(
+        before.contains("hello") && before.contains("untouched"),
+        "{before}"
+    );
+    let backup = tmp.path().join("b");
+    agent
+        .silver()
+        .args(["backup", "cache-app"])
+        .arg(&backup)
+        .assert()
+        .success();
+    let dump = std::fs::read_to_string(backup.join("redis.jsonl")).unwrap();
+    let keys: Vec<String> = dump
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        ["\"bin\"", "\"h\"", "\"l\"", "\"s\"", "\"set\"", "\"ttl\"", "\"z\""]
+            .map(String::from)
+            .to_vec(),
+        "{dump}"
+    );
+    assert!(!dump.contains("other"), "only the app's own keys: {dump}");
+    agent
+        .silver()
+        .args(["clear", "cache-app", "--yes"])
+        .assert()
+        .success();
+    assert_eq!(cli("CLI --scan --pattern 'P:*' | wc -l").trim(), "0");
+    assert_eq!(cli("CLI GET other:key").trim(), "untouched");
+    agent
+        .silver()
+        .args(["restore"])
+        .arg(&backup)
+        .arg("cache-app")
+        .assert()
+        .success();
+    assert_eq!(snapshot(), before);
 }

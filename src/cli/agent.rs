@@ -78,7 +78,7 @@ pub struct Args {
 pub struct ServerArgs {
     /// PostgreSQL for apps with `service.postgresql` or `service.postgis`, as an admin URL
     /// (postgresql://ADMIN@HOST:PORT/postgres) [default as root: the local cluster's `postgres`
-    /// superuser, through runuser].
+    /// superuser, through runuser; without root: the local cluster's socket, as you].
     #[arg(long, env = "SILVER_POSTGRES_URL", value_name = "URL")]
     pub postgres_url: Option<String>,
     /// Redis for apps with `service.redis`, as redis://[[USER]:ADMIN_PASSWORD@]HOST[:PORT]
@@ -137,7 +137,7 @@ impl ServerArgs {
             None if silver_runtime::supervise::running_as_root() => {
                 silver_runtime::services::Postgres::from_url(None)
             }
-            None => None,
+            None => silver_runtime::services::Postgres::local_socket(),
         };
         Ok(())
     }

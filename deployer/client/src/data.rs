@@ -21,6 +21,7 @@ const BACKUP_FILES: &[&str] = &[
     "postgresql.sql",
     "mysql.sql",
     "couchdb.jsonl",
+    "redis.jsonl",
 ];
 
 /// Where a backup is kept.

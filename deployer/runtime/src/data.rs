@@ -27,8 +27,7 @@ pub use silver_wire::api::BackupInfo;
 
 pub use crate::services::AppData;
 
-/// The kinds of data a service keeps; `redis` keeps what apps treat as a cache and is not
-/// backed up (its keys stay as they are across restores).
+/// The kinds of data a service keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Files,
@@ -36,6 +35,7 @@ enum Kind {
     Postgresql,
     Mysql,
     Couchdb,
+    Redis,
 }
 
 impl Kind {
@@ -46,6 +46,7 @@ impl Kind {
             "postgresql" | "postgis" | "postgres" => Some(Kind::Postgresql),
             "mysql" => Some(Kind::Mysql),
             "couchdb" => Some(Kind::Couchdb),
+            "redis" => Some(Kind::Redis),
             _ => None,
         }
     }
@@ -57,6 +58,7 @@ impl Kind {
             Kind::Postgresql => "postgresql",
             Kind::Mysql => "mysql",
             Kind::Couchdb => "couchdb",
+            Kind::Redis => "redis",
         }
     }
 
@@ -67,6 +69,7 @@ impl Kind {
             Kind::Postgresql => "postgresql.sql",
             Kind::Mysql => "mysql.sql",
             Kind::Couchdb => "couchdb.jsonl",
+            Kind::Redis => "redis.jsonl",
         }
     }
 }
@@ -189,6 +192,7 @@ pub fn dump(d: &AppData, release: &str, created: &str, dir: &Path) -> Result<Bac
             Kind::Postgresql => pg_dump(d, &out)?,
             Kind::Mysql => crate::mysql::dump(d.node, d.app, d.paths, d.mysql, d.user, &out)?,
             Kind::Couchdb => crate::couchdb::dump(d.node, d.app, d.couchdb, &out)?,
+            Kind::Redis => crate::redis::dump(d.node, d.app, d.redis, &out)?,
         }
     }
     let info = BackupInfo {
@@ -256,6 +260,7 @@ pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
             Kind::Couchdb => {
                 crate::couchdb::restore(d.node, d.app, d.paths, d.couchdb, Some(&file))?
             }
+            Kind::Redis => crate::redis::restore(d.node, d.app, d.redis, Some(&file))?,
         }
     }
     Ok(info)
@@ -271,6 +276,7 @@ pub fn clear(d: &AppData) -> Result<(), Error> {
             Kind::Postgresql => pg_restore(d, None)?,
             Kind::Mysql => crate::mysql::restore(d.node, d.app, d.paths, d.mysql, d.user, None)?,
             Kind::Couchdb => crate::couchdb::restore(d.node, d.app, d.paths, d.couchdb, None)?,
+            Kind::Redis => crate::redis::restore(d.node, d.app, d.redis, None)?,
         }
     }
     Ok(())
@@ -651,7 +657,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let app = AppName::parse("blog").unwrap();
         let paths = AppPaths::new(tmp.path().join("blog"));
-        let names = services(&["files", "writable_root", "redis"]);
+        let names = services(&["files", "writable_root"]);
         let d = app_data(&app, &paths, &names);
         for (path, body) in [("b.txt", "b"), ("a/z.txt", "z"), ("a/b/c.bin", "c")] {
             let file = paths.files().join(path);

@@ -194,7 +194,8 @@ impl Error {
                 "apps run unprivileged and must enter every directory above their release: `chmod o+x {}`, or put the agent's root elsewhere (default /var/lib/silver)",
                 dir.display()
             ),
-            Error::NoPostgres { .. } => "install it (apt-get install postgresql) or start the agent with --postgres-url postgresql://ADMIN@HOST:PORT/postgres".into(),
+            Error::NoPostgres { .. } => "install it (apt-get install postgresql), or name one with --postgres-url postgresql://ADMIN@HOST:PORT/postgres (or SILVER_POSTGRES_URL)".into(),
+            Error::PostgresRefused { .. } => "check the administrator's login: as root silver is the local cluster's `postgres` superuser; without root it logs in over the local socket as you (`sudo -u postgres createuser -s $USER` makes that role); or name one with --postgres-url".into(),
             Error::NoMysql { .. } | Error::MysqlRefused { .. } => "install it (apt-get install mariadb-server mariadb-client), or start the agent with --mysql-url mysql://ADMIN:PASSWORD@HOST:PORT".into(),
             Error::NoCouchdb { .. } | Error::CouchdbRefused { .. } => "run CouchDB there (or `pouchdb-server`, from npm, which speaks its API), or start the agent with --couchdb-url http://[ADMIN:PASSWORD@]HOST:PORT".into(),
             Error::NoRedis { .. } => "install it (apt-get install redis-server) or start the agent with --redis-url redis://[:ADMIN_PASSWORD@]HOST:PORT".into(),

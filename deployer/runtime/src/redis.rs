@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::Duration;
 
 use packer::AppName;
@@ -89,22 +90,12 @@ pub fn provision(
     std::fs::create_dir_all(paths.services()).map_err(|e| Error::io(&paths.services(), e))?;
     let password = safefs::load_or_create_secret(&password_file, 24)
         .map_err(|e| Error::io(&password_file, e))?;
-    let mut conn = Conn::open(redis).map_err(|source| Error::NoRedis {
-        app: app.clone(),
-        addr: redis.addr(),
-        source,
-    })?;
+    let mut conn = admin(app, redis)?;
     // Redis quotes a modifier it cannot parse: the password must not ride along.
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
         message: message.replace(&password, "***"),
     };
-    if let Some((admin, admin_password)) = &redis.admin {
-        let mut auth = vec!["AUTH"];
-        auth.extend(admin.as_deref());
-        auth.push(admin_password);
-        conn.call(&auth).map_err(refused)?;
-    }
     let keys = format!("~{user}:*");
     let channels = format!("&{user}:*");
     let secret = format!(">{password}");
@@ -163,25 +154,330 @@ impl Conn {
     /// Sends one command; Ok with a simple or integer answer, Err with Redis's error (which
     /// never repeats the command's arguments).
     fn call(&mut self, args: &[&str]) -> Result<String, String> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        match self.command(&args)? {
+            Reply::Simple(s) => Ok(s),
+            Reply::Int(n) => Ok(n.to_string()),
+            other => Err(format!("an answer silver does not expect: {other:?}")),
+        }
+    }
+
+    /// Sends one command with binary-safe arguments; its whole reply, or Redis's error.
+    fn command(&mut self, args: &[&[u8]]) -> Result<Reply, String> {
         let mut frame = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
             frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            frame.extend_from_slice(arg.as_bytes());
+            frame.extend_from_slice(arg);
             frame.extend_from_slice(b"\r\n");
         }
         let stream = self.reader.get_mut();
         stream.write_all(&frame).map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let line = line.trim_end();
-        match line.split_at(line.len().min(1)) {
-            ("+" | ":", rest) => Ok(rest.to_string()),
-            ("-", rest) => Err(rest.to_string()),
-            _ => Err(format!("an answer silver does not expect: {line:.40}")),
+        match self.reply().map_err(|e| e.to_string())? {
+            Reply::Error(e) => Err(e),
+            reply => Ok(reply),
         }
     }
+
+    /// Reads one RESP2 reply (simple, error, integer, bulk, array), recursively.
+    fn reply(&mut self) -> std::io::Result<Reply> {
+        use std::io::Read;
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line)?;
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        let bad = || std::io::Error::other(format!("an answer silver does not expect: {text:.40}"));
+        let (kind, rest) = text.split_at(text.len().min(1));
+        let number = || rest.parse::<i64>().map_err(|_| bad());
+        Ok(match kind {
+            "+" => Reply::Simple(rest.to_string()),
+            "-" => Reply::Error(rest.to_string()),
+            ":" => Reply::Int(number()?),
+            "$" if number()? < 0 => Reply::Bulk(None),
+            "$" => {
+                let mut body = vec![0; number()? as usize + 2];
+                self.reader.read_exact(&mut body)?;
+                body.truncate(body.len() - 2);
+                Reply::Bulk(Some(body))
+            }
+            "*" if number()? < 0 => Reply::Array(None),
+            "*" => Reply::Array(Some(
+                (0..number()?)
+                    .map(|_| self.reply())
+                    .collect::<Result<_, _>>()?,
+            )),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// One reply of Redis's protocol.
+#[derive(Debug)]
+enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            Reply::Bulk(Some(b)) => b,
+            Reply::Simple(s) => s.into_bytes(),
+            Reply::Int(n) => n.to_string().into_bytes(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn list(self) -> Vec<Reply> {
+        match self {
+            Reply::Array(Some(items)) => items,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A connection as the administrator.
+fn admin(app: &AppName, redis: &Redis) -> Result<Conn, Error> {
+    let mut conn = Conn::open(redis).map_err(|source| Error::NoRedis {
+        app: app.clone(),
+        addr: redis.addr(),
+        source,
+    })?;
+    if let Some((admin, admin_password)) = &redis.admin {
+        let mut auth = vec!["AUTH"];
+        auth.extend(admin.as_deref());
+        auth.push(admin_password);
+        conn.call(&auth).map_err(|message| Error::RedisRefused {
+            addr: redis.addr(),
+            message,
+        })?;
+    }
+    Ok(conn)
+}
+
+/// A value as JSON: text when it is UTF-8, else `{"hex": …}`, so binary values survive.
+fn to_json(bytes: Vec<u8>) -> serde_json::Value {
+    match String::from_utf8(bytes) {
+        Ok(text) => serde_json::Value::String(text),
+        Err(e) => serde_json::json!({ "hex": hex::encode(e.into_bytes()) }),
+    }
+}
+
+fn from_json(value: &serde_json::Value) -> Option<Vec<u8>> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone().into_bytes()),
+        serde_json::Value::Object(o) => hex::decode(o.get("hex")?.as_str()?).ok(),
+        _ => None,
+    }
+}
+
+/// The app's keys (without its prefix), sorted.
+fn keys(conn: &mut Conn, prefix: &str) -> Result<Vec<Vec<u8>>, String> {
+    let pattern = format!("{}*", prefix.replace('*', "\\*").replace('?', "\\?"));
+    let mut cursor = b"0".to_vec();
+    let mut keys = Vec::new();
+    loop {
+        let reply = conn.command(&[
+            b"SCAN",
+            &cursor,
+            b"MATCH",
+            pattern.as_bytes(),
+            b"COUNT",
+            b"1000",
+        ])?;
+        let mut parts = reply.list().into_iter();
+        cursor = parts.next().map(Reply::bytes).unwrap_or_default();
+        keys.extend(
+            parts
+                .next()
+                .map(Reply::list)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Reply::bytes),
+        );
+        if cursor == b"0" || cursor.is_empty() {
+            break;
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys
+        .into_iter()
+        .map(|k| k[prefix.len()..].to_vec())
+        .collect())
+}
+
+/// Writes the app's keys as JSON lines, by key: `key`, `type`, `value` and, for a key that
+/// expires, `ttl_ms` (the time it had left).
+pub fn dump(node: &str, app: &AppName, redis: &Redis, out: &Path) -> Result<(), Error> {
+    let prefix = format!("{}:", redis_user(node, app));
+    let refused = |message: String| Error::RedisRefused {
+        addr: redis.addr(),
+        message,
+    };
+    let mut conn = admin(app, redis)?;
+    let mut text = String::new();
+    for key in keys(&mut conn, &prefix).map_err(refused)? {
+        let full = [prefix.as_bytes(), &key].concat();
+        let kind =
+            String::from_utf8_lossy(&conn.command(&[b"TYPE", &full]).map_err(refused)?.bytes())
+                .into_owned();
+        let get = |conn: &mut Conn, args: &[&[u8]]| conn.command(args).map_err(refused);
+        let value = match kind.as_str() {
+            "string" => to_json(get(&mut conn, &[b"GET", &full])?.bytes()),
+            "list" => get(&mut conn, &[b"LRANGE", &full, b"0", b"-1"])?
+                .list()
+                .into_iter()
+                .map(|r| to_json(r.bytes()))
+                .collect(),
+            "set" => {
+                let mut members: Vec<Vec<u8>> = get(&mut conn, &[b"SMEMBERS", &full])?
+                    .list()
+                    .into_iter()
+                    .map(Reply::bytes)
+                    .collect();
+                members.sort();
+                members.into_iter().map(to_json).collect()
+            }
+            "hash" => {
+                let flat: Vec<Vec<u8>> = get(&mut conn, &[b"HGETALL", &full])?
+                    .list()
+                    .into_iter()
+                    .map(Reply::bytes)
+                    .collect();
+                let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = flat
+                    .chunks(2)
+                    .filter(|c| c.len() == 2)
+                    .map(|c| (c[0].clone(), c[1].clone()))
+                    .collect();
+                pairs.sort();
+                pairs
+                    .into_iter()
+                    .map(|(f, v)| serde_json::json!([to_json(f), to_json(v)]))
+                    .collect()
+            }
+            "zset" => {
+                let flat: Vec<Vec<u8>> =
+                    get(&mut conn, &[b"ZRANGE", &full, b"0", b"-1", b"WITHSCORES"])?
+                        .list()
+                        .into_iter()
+                        .map(Reply::bytes)
+                        .collect();
+                flat.chunks(2)
+                    .filter(|c| c.len() == 2)
+                    .map(|c| {
+                        serde_json::json!([to_json(c[0].clone()), String::from_utf8_lossy(&c[1])])
+                    })
+                    .collect()
+            }
+            other => {
+                return Err(Error::RedisRefused {
+                    addr: redis.addr(),
+                    message: format!(
+                        "key `{}` is a {other}, which silver cannot back up yet",
+                        String::from_utf8_lossy(&key)
+                    ),
+                })
+            }
+        };
+        let ttl = match get(&mut conn, &[b"PTTL", &full])? {
+            Reply::Int(ms) if ms > 0 => Some(ms),
+            _ => None,
+        };
+        let mut line = serde_json::json!({ "key": to_json(key), "type": kind, "value": value });
+        if let Some(ms) = ttl {
+            line["ttl_ms"] = ms.into();
+        }
+        text += &serde_json::to_string(&line).expect("JSON");
+        text.push('\n');
+    }
+    safefs::write_atomic(out, text.as_bytes(), safefs::WriteOptions::PRIVATE)
+        .map_err(|e| Error::io(out, e))
+}
+
+/// Deletes the app's keys, then writes those of `dump` (if any) under its own prefix.
+pub fn restore(node: &str, app: &AppName, redis: &Redis, dump: Option<&Path>) -> Result<(), Error> {
+    let prefix = format!("{}:", redis_user(node, app));
+    let refused = |message: String| Error::RedisRefused {
+        addr: redis.addr(),
+        message,
+    };
+    let lines: Vec<serde_json::Value> = match dump {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .enumerate()
+                .map(|(i, l)| {
+                    serde_json::from_str(l).map_err(|e| Error::BadBackup {
+                        path: file.to_path_buf(),
+                        why: format!("line {}: {e}", i + 1),
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+        None => vec![],
+    };
+    let mut conn = admin(app, redis)?;
+    for key in keys(&mut conn, &prefix).map_err(refused)? {
+        conn.command(&[b"DEL", &[prefix.as_bytes(), &key].concat()])
+            .map_err(refused)?;
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let bad = |why: &str| Error::BadBackup {
+            path: dump.unwrap_or(Path::new("redis.jsonl")).to_path_buf(),
+            why: format!("line {}: {why}", i + 1),
+        };
+        let key = from_json(&line["key"]).ok_or_else(|| bad("no key"))?;
+        let full = [prefix.as_bytes(), &key].concat();
+        let items = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+            v.as_array().cloned().unwrap_or_default()
+        };
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        match line["type"].as_str().unwrap_or("") {
+            "string" => args.extend([
+                b"SET".to_vec(),
+                full.clone(),
+                from_json(&line["value"]).ok_or_else(|| bad("bad value"))?,
+            ]),
+            "list" => {
+                args.extend([b"RPUSH".to_vec(), full.clone()]);
+                args.extend(items(&line["value"]).iter().filter_map(from_json));
+            }
+            "set" => {
+                args.extend([b"SADD".to_vec(), full.clone()]);
+                args.extend(items(&line["value"]).iter().filter_map(from_json));
+            }
+            "hash" => {
+                args.extend([b"HSET".to_vec(), full.clone()]);
+                for pair in items(&line["value"]) {
+                    args.extend(
+                        [from_json(&pair[0]), from_json(&pair[1])]
+                            .into_iter()
+                            .flatten(),
+                    );
+                }
+            }
+            "zset" => {
+                args.extend([b"ZADD".to_vec(), full.clone()]);
+                for pair in items(&line["value"]) {
+                    args.push(pair[1].as_str().unwrap_or("0").as_bytes().to_vec());
+                    args.extend(from_json(&pair[0]));
+                }
+            }
+            other => return Err(bad(&format!("unknown type `{other}`"))),
+        }
+        if args.len() > 2 {
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            conn.command(&refs).map_err(refused)?;
+        }
+        if let Some(ms) = line["ttl_ms"].as_i64() {
+            conn.command(&[b"PEXPIRE", &full, ms.to_string().as_bytes()])
+                .map_err(refused)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

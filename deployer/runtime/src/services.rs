@@ -53,6 +53,9 @@ pub struct Admin {
     pub password: Option<String>,
     pub database: Option<String>,
     pub sslmode: Option<String>,
+    /// The directory of the server's Unix socket, when the admin logs in there (peer login as
+    /// the invoking user) rather than over TCP.
+    pub socket: Option<String>,
 }
 
 /// Never prints the password.
@@ -67,6 +70,29 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Postgres {
+    /// The machine's own cluster, for a developer without root (`silver serve`, `silver up`):
+    /// administered over Debian's socket as the invoking user (a role of the same name, as
+    /// `createuser -s $USER` makes), apps on 127.0.0.1:5432 with their passwords. None when
+    /// there is no such socket.
+    pub fn local_socket() -> Option<Postgres> {
+        let dir = "/var/run/postgresql";
+        std::path::Path::new(dir)
+            .join(".s.PGSQL.5432")
+            .exists()
+            .then(|| Postgres {
+                psql: vec!["psql".into()],
+                admin: Some(Admin {
+                    user: None,
+                    password: None,
+                    database: Some("postgres".into()),
+                    sslmode: None,
+                    socket: Some(dir.into()),
+                }),
+                host: "127.0.0.1".into(),
+                port: 5432,
+            })
+    }
+
     /// From an admin URL (`postgresql://user[:password]@host[:port]/db[?sslmode=…]`), or the
     /// local cluster's superuser. None for a URL that is not one (the caller says so without
     /// repeating it: it may hold a password).
@@ -111,6 +137,7 @@ impl Postgres {
                 password,
                 database,
                 sslmode,
+                socket: None,
             }),
             host: url
                 .host_str()
@@ -308,7 +335,7 @@ fn psql(
     cmd.args(&pg.psql[1..])
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
     if let Some(admin) = &pg.admin {
-        cmd.env("PGHOST", &pg.host)
+        cmd.env("PGHOST", admin.socket.as_deref().unwrap_or(&pg.host))
             .env("PGPORT", pg.port.to_string());
         for (var, value) in [
             ("PGUSER", &admin.user),

@@ -32,6 +32,7 @@ const BACKUP_FILES: &[&str] = &[
     "postgresql.sql",
     "mysql.sql",
     "couchdb.jsonl",
+    "redis.jsonl",
 ];
 
 pub(super) async fn backup(
