@@ -317,6 +317,10 @@ hint: fix that line of `app.ini`; the keys are listed in the README",
 error: failed to pack `[TMP]/app`
   caused by: [TMP]/app/app.ini:3: service `mongodb` is not one silver offers
 hint: MongoDB is not offered (Debian does not ship it, and Silver Lining's own did not work); the services are files, writable_root, postgresql, postgis, mysql, couchdb, redis");
+    check(|app| std::fs::write(app.join("app.ini"), "[production]\napp_name = ok\nconfig.secret = hunter2\n").unwrap(), "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:3: `config.secret` is not a setting silver knows
+hint: the settings are config.required, config.default, config.checker, config.template; a secret belongs on the node, never in the artifact: `silver config set APP NAME=-` reads it from stdin");
     check(|app| std::fs::write(app.join("app.ini"), "[production]\napp_name = my app\n").unwrap(), "\
 error: failed to pack `[TMP]/app`
   caused by: [TMP]/app/app.ini:2: app_name `my app` is invalid: only lowercase letters, digits, `-`, `_` and `.` are allowed

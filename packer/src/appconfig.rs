@@ -129,7 +129,7 @@ impl AppConfig {
             update_fetch,
             default_location,
             services: services(ini)?,
-            config: prefixed(ini, "config."),
+            config: config(ini)?,
             processes: processes(ini)?,
             variables: variables(ini)?,
             packages: packages(ini),
@@ -262,19 +262,36 @@ fn services(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
     Ok(services)
 }
 
-/// `[production] <prefix>name = value` pairs (`service.`, `config.`), in file order.
-fn prefixed(ini: &AppIni, prefix: &str) -> Vec<(String, String)> {
+/// Silver Lining's `config.<name>` settings that silver honours.
+pub const CONFIG_SETTINGS: &[&str] = &["required", "default", "checker", "template"];
+
+/// `config.<name> = <value>`, each one silver honours. Anything else is refused when packed:
+/// `config.secret = hunter2` would otherwise ship a secret inside the artifact and do nothing.
+fn config(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
     let production = ini
         .section("production")
         .map(|s| s.entries.as_slice())
         .unwrap_or(&[]);
-    production
-        .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix(prefix)
-                .map(|name| (name.to_string(), v.value.clone()))
-        })
-        .collect()
+    let mut config = Vec::new();
+    for (key, v) in production {
+        let Some(name) = key.strip_prefix("config.") else {
+            continue;
+        };
+        if !CONFIG_SETTINGS.contains(&name) {
+            return Err(Error::UnknownConfig {
+                path: ini.path.clone(),
+                line: v.line,
+                name: name.to_string(),
+            });
+        }
+        if name == "default" {
+            check_relative(&v.value).map_err(|why| {
+                line_error(ini, v.line, format!("config.default `{}` {why}", v.value))
+            })?;
+        }
+        config.push((name.to_string(), v.value.clone()));
+    }
+    Ok(config)
 }
 
 /// `[processes]` (which may hold `web`) and `[workers]` (30loops' spelling, no `web`).

@@ -36,6 +36,12 @@ pub enum Error {
         line: usize,
         service: String,
     },
+    #[error("{}:{line}: `config.{name}` is not a setting silver knows", path.display())]
+    UnknownConfig {
+        path: PathBuf,
+        line: usize,
+        name: String,
+    },
     #[error("`{name}` is not a valid app name ({source_of_name}): {why}")]
     AppName {
         name: String,
@@ -142,6 +148,10 @@ impl Error {
             Error::UnknownService { .. } => format!(
                 "remove that line or name one of the services: {}",
                 crate::appconfig::SERVICES.join(", ")
+            ),
+            Error::UnknownConfig { .. } => format!(
+                "the settings are config.{}; a secret belongs on the node, never in the artifact: `silver config set APP NAME=-` reads it from stdin",
+                crate::appconfig::CONFIG_SETTINGS.join(", config.")
             ),
             Error::AppName { .. } => format!("set `app_name` in the `[production]` section of `app.ini` to {}", crate::names::AppName::RULES),
             Error::BadPath { .. } | Error::SpecialFile { .. } => {
