@@ -559,27 +559,16 @@ fn backup_restore_clear_and_a_checkpoint_that_undoes_a_failed_migration() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
     assert_eq!(contents(&agent, "notes"), before);
-    let cleared = agent
-        .silver()
-        .args(["clear", "notes", "--yes"])
-        .output()
-        .unwrap();
-    assert!(cleared.status.success(), "{}", stderr(&cleared));
+    let cleared = clear(&agent, "notes");
     assert!(
-        stderr(&cleared).contains("migrated"),
+        cleared.contains("migrated"),
         "update_fetch ran again: {}",
-        stderr(&cleared)
+        cleared
     );
     assert_eq!(contents(&agent, "notes"), "");
 
     // Restore puts every row and file back, and the sequence goes on from where it was.
-    agent
-        .silver()
-        .args(["restore"])
-        .arg(&one)
-        .arg("notes")
-        .assert()
-        .success();
+    restore(&agent, &one, "notes");
     assert_eq!(contents(&agent, "notes"), before);
     let next = sh_as_app(&agent, "notes", "psql -X -q -A -t \"$DATABASE_URL\" -c \"INSERT INTO notes (t) VALUES ('next') RETURNING id\"");
     assert_eq!(next.trim(), "4");
@@ -588,13 +577,7 @@ fn backup_restore_clear_and_a_checkpoint_that_undoes_a_failed_migration() {
     let other = tmp.path().join("other");
     notes_app(&other, "other", false);
     agent.deployed(&cache, &other, &["other.test"]);
-    agent
-        .silver()
-        .args(["restore"])
-        .arg(&zst)
-        .arg("other")
-        .assert()
-        .success();
+    restore(&agent, &zst, "other");
     assert_eq!(contents(&agent, "other"), before);
 
     // A migration that fails halfway: the checkpoint taken before it is restored.
@@ -642,13 +625,7 @@ fn backup_restore_clear_and_a_checkpoint_that_undoes_a_failed_migration() {
     );
     notes_app(&other, "notes", false);
     other_node.deployed(&tmp.path().join("cache2"), &other, &["notes2.test"]);
-    other_node
-        .silver()
-        .args(["restore"])
-        .arg(&one)
-        .arg("notes")
-        .assert()
-        .success();
+    restore(&other_node, &one, "notes");
     assert_eq!(contents(&other_node, "notes"), before);
 }
 
@@ -831,25 +808,10 @@ fn a_mysql_app_survives_backup_clear_and_restore() {
         std::fs::read_to_string(again.join("mysql.sql")).unwrap()
     );
 
-    let cleared = agent
-        .silver()
-        .args(["clear", "my.test", "--yes"])
-        .output()
-        .unwrap();
-    assert!(cleared.status.success(), "{}", stderr(&cleared));
-    assert!(
-        stderr(&cleared).contains("tables made"),
-        "{}",
-        stderr(&cleared)
-    );
+    let cleared = clear(&agent, "my.test");
+    assert!(cleared.contains("tables made"), "{}", cleared);
     assert_eq!(mysql_contents(&agent, "my-app"), "");
-    agent
-        .silver()
-        .args(["restore"])
-        .arg(&two)
-        .arg("my-app")
-        .assert()
-        .success();
+    restore(&agent, &two, "my-app");
     assert_eq!(mysql_contents(&agent, "my-app"), before);
     // The password stays out of the history and the logs.
     let password = env["CONFIG_MYSQL_PASSWORD"].as_str().unwrap();
@@ -973,19 +935,9 @@ fn a_couchdb_app_gets_its_database_and_its_documents_survive_backup_clear_and_re
         })
         .collect();
     assert_eq!(ids, ["alpha", "zeta"], "one document per line, by id");
-    agent
-        .silver()
-        .args(["clear", "couch-app", "--yes"])
-        .assert()
-        .success();
+    clear(&agent, "couch-app");
     assert_eq!(couch_docs(&agent).trim(), "");
-    agent
-        .silver()
-        .args(["restore"])
-        .arg(&backup)
-        .arg("couch.test")
-        .assert()
-        .success();
+    restore(&agent, &backup, "couch.test");
     assert_eq!(couch_docs(&agent).trim(), "alpha=alpha zeta=zeta");
     let again = tmp.path().join("b2");
     agent
@@ -1043,22 +995,12 @@ fn postgis_apps_get_the_extension_and_their_geometry_survives_a_restore() {
         !sql.contains("CREATE EXTENSION"),
         "the node makes extensions itself"
     );
-    agent
-        .silver()
-        .args(["clear", "geo", "--yes"])
-        .assert()
-        .success();
+    clear(&agent, "geo");
     assert_eq!(
         psql("SELECT count(*) FROM pg_tables WHERE tablename = 'places'").trim(),
         "0"
     );
-    agent
-        .silver()
-        .args(["restore"])
-        .arg(&backup)
-        .arg("geo")
-        .assert()
-        .success();
+    restore(&agent, &backup, "geo");
     assert_eq!(
         psql("SELECT name, ST_AsText(at) FROM places").trim(),
         "home|POINT(2.35 48.85)"
@@ -1236,19 +1178,32 @@ fn an_apps_redis_keys_survive_backup_clear_and_restore_and_no_other_key_is_touch
         "{dump}"
     );
     assert!(!dump.contains("other"), "only the app's own keys: {dump}");
-    agent
-        .silver()
-        .args(["clear", "cache-app", "--yes"])
-        .assert()
-        .success();
+    clear(&agent, "cache-app");
     assert_eq!(cli("CLI --scan --pattern 'P:*' | wc -l").trim(), "0");
     assert_eq!(cli("CLI GET other:key").trim(), "untouched");
-    agent
-        .silver()
-        .args(["restore"])
-        .arg(&backup)
-        .arg("cache-app")
-        .assert()
-        .success();
+    restore(&agent, &backup, "cache-app");
     assert_eq!(snapshot(), before);
+}
+
+/// `silver clear TARGET --yes`, which must succeed; what it printed (`update_fetch` output).
+fn clear(agent: &Agent, target: &str) -> String {
+    let out = agent
+        .silver()
+        .args(["clear", target, "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stderr(&out)
+}
+
+/// `silver restore BACKUP TARGET`, which must succeed.
+fn restore(agent: &Agent, backup: &Path, target: &str) {
+    let out = agent
+        .silver()
+        .arg("restore")
+        .arg(backup)
+        .arg(target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -13,17 +13,6 @@ use silver_wire::api::*;
 
 use crate::{Error, Node};
 
-/// The files a backup holds (the node refuses any other).
-const BACKUP_FILES: &[&str] = &[
-    "backup.json",
-    "files.tar",
-    "writable_root.tar",
-    "postgresql.sql",
-    "mysql.sql",
-    "couchdb.jsonl",
-    "redis.jsonl",
-];
-
 /// Where a backup is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {

@@ -159,22 +159,7 @@ pub fn restore(
     dump: Option<&Path>,
 ) -> Result<(), Error> {
     let name = couch_name(node, app);
-    let docs: Vec<serde_json::Value> = match dump {
-        Some(file) => {
-            let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .enumerate()
-                .map(|(i, l)| {
-                    serde_json::from_str(l).map_err(|e| Error::BadBackup {
-                        path: file.to_path_buf(),
-                        why: format!("line {}: {e}", i + 1),
-                    })
-                })
-                .collect::<Result<_, _>>()?
-        }
-        None => vec![],
-    };
+    let docs = crate::data::json_lines(dump)?;
     expect(
         app,
         couch,

@@ -171,6 +171,24 @@ pub fn checkpoints(paths: &AppPaths) -> Vec<BackupInfo> {
     all
 }
 
+/// A dump of one JSON value per line (`couchdb.jsonl`, `redis.jsonl`); none without a dump.
+pub(crate) fn json_lines(dump: Option<&Path>) -> Result<Vec<serde_json::Value>, Error> {
+    let Some(file) = dump else {
+        return Ok(vec![]);
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::BadBackup {
+                path: file.to_path_buf(),
+                why: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
 fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

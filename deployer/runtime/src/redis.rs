@@ -403,22 +403,7 @@ pub fn restore(node: &str, app: &AppName, redis: &Redis, dump: Option<&Path>) ->
         addr: redis.addr(),
         message,
     };
-    let lines: Vec<serde_json::Value> = match dump {
-        Some(file) => {
-            let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .enumerate()
-                .map(|(i, l)| {
-                    serde_json::from_str(l).map_err(|e| Error::BadBackup {
-                        path: file.to_path_buf(),
-                        why: format!("line {}: {e}", i + 1),
-                    })
-                })
-                .collect::<Result<_, _>>()?
-        }
-        None => vec![],
-    };
+    let lines = crate::data::json_lines(dump)?;
     let mut conn = admin(app, redis)?;
     for key in keys(&mut conn, &prefix).map_err(refused)? {
         conn.command(&[b"DEL", &[prefix.as_bytes(), &key].concat()])

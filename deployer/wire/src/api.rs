@@ -36,6 +36,17 @@ use packer::appconfig::Location;
 use packer::{AppName, IdPrefix};
 use serde::{Deserialize, Serialize};
 
+/// The files a backup may hold, and nothing else: `backup.json` and one dump per service.
+pub const BACKUP_FILES: &[&str] = &[
+    "backup.json",
+    "files.tar",
+    "writable_root.tar",
+    "postgresql.sql",
+    "mysql.sql",
+    "couchdb.jsonl",
+    "redis.jsonl",
+];
+
 /// What a backup's `backup.json` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupInfo {

@@ -23,18 +23,6 @@ use silver_runtime::data::{self, BackupInfo};
 use silver_runtime::Candidate;
 use silver_wire::api::*;
 
-/// The files a backup may hold, and nothing else: a tar that names any other is refused before
-/// a byte of it is written (a `../../etc/cron.d/x` entry, a link, a device node).
-const BACKUP_FILES: &[&str] = &[
-    data::MANIFEST,
-    "files.tar",
-    "writable_root.tar",
-    "postgresql.sql",
-    "mysql.sql",
-    "couchdb.jsonl",
-    "redis.jsonl",
-];
-
 pub(super) async fn backup(
     State(state): State<AgentState>,
     App(app): App,
@@ -240,6 +228,8 @@ fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
             .map_err(|e| bad(e.to_string()))?
             .to_string_lossy()
             .into_owned();
+        // Only the known names, as plain files: a tar that names anything else (a
+        // `../../etc/cron.d/x`, a link, a device node) is refused before a byte is written.
         let known = BACKUP_FILES.iter().find(|n| **n == name);
         let Some(known) = known.filter(|_| entry.header().entry_type().is_file()) else {
             return Err(bad(format!(
