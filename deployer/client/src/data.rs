@@ -131,6 +131,11 @@ impl Node {
         }
         match found.as_slice() {
             [one] => Ok(one.name.clone()),
+            // A name the node does not know yet (activating a release into a new app): the
+            // node answers for it.
+            [] if AppName::parse(target).is_ok() && !target.contains('/') => {
+                Ok(AppName::parse(target).expect("just parsed"))
+            }
             _ => Err(Error::UnknownTarget {
                 node: self.url().to_string(),
                 target: target.into(),
