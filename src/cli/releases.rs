@@ -25,12 +25,29 @@ pub struct ActivateArgs {
     pub target: String,
     /// The release: its id as printed, a unique prefix of at least 12 hex digits, or `prev`
     /// for the previous good one (Silver Lining's `silver activate LOCATION prev`).
-    pub id: String,
+    pub id: ReleaseRef,
     /// Take an artifact whose app.ini names another app.
     #[arg(long)]
     pub other_app: bool,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// A release as `activate` takes it: an id (prefix), or `prev`.
+#[derive(Debug, Clone)]
+pub enum ReleaseRef {
+    Previous,
+    Id(packer::IdPrefix),
+}
+
+impl std::str::FromStr for ReleaseRef {
+    type Err = String;
+    fn from_str(text: &str) -> Result<ReleaseRef, String> {
+        match text {
+            "prev" | "previous" => Ok(ReleaseRef::Previous),
+            id => id.parse().map(ReleaseRef::Id).map_err(|e| format!("{e}, or `prev`")),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,11 +106,9 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
 }
 
 pub fn activate(args: ActivateArgs) -> anyhow::Result<()> {
-    let id = match args.id.as_str() {
-        "prev" | "previous" => None,
-        id => Some(packer::IdPrefix::parse(id).map_err(|why| {
-            anyhow::anyhow!("`{id}` is not a release id: {why}\nhint: give an id as `silver releases APP` prints it, or `prev`")
-        })?),
+    let id = match args.id {
+        ReleaseRef::Previous => None,
+        ReleaseRef::Id(id) => Some(id),
     };
     let node = args.node.connect()?;
     let who = super::node::who();
