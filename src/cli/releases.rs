@@ -45,7 +45,10 @@ impl std::str::FromStr for ReleaseRef {
     fn from_str(text: &str) -> Result<ReleaseRef, String> {
         match text {
             "prev" | "previous" => Ok(ReleaseRef::Previous),
-            id => id.parse().map(ReleaseRef::Id).map_err(|e| format!("{e}, or `prev`")),
+            id => id
+                .parse()
+                .map(ReleaseRef::Id)
+                .map_err(|e| format!("{e}, or `prev`")),
         }
     }
 }
