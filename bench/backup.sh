@@ -3,7 +3,8 @@
 # run: an app with `service.postgresql` (ROWS rows) and `service.files` (50 MiB in 200 files) on
 # a real agent and a private PostgreSQL cluster on loopback.
 #   - `silver backup APP B.tar.zst` against `pg_dump | zstd` plus `tar -c files | zstd`;
-#   - `silver restore` of it against `psql < dump` into an emptied database plus `tar -x`;
+#   - `silver restore` of it (which first drops what the app made) against `psql < dump` into
+#     a new database plus `tar -x`;
 #   - whether two backups of the same data are the same bytes.
 # Usage: bench/backup.sh [ROWS] [RUNS]   (as root, after scripts/install-deps.sh bench)
 set -euo pipefail
@@ -61,8 +62,8 @@ for i in $(seq "$runs"); do
   t0=$(now); "$silver" restore "$work/b$i.tar.zst" bk > /dev/null 2>&1; t1=$(now)
   restore+=("$(echo "$t1 - $t0" | bc -l)")
   t0=$(now)
-  pg psql -X -q -d "$db" -c 'DROP TABLE t CASCADE' > /dev/null
-  zstd -dc "$work/dump$i.sql.zst" | pg psql -X -q -v ON_ERROR_STOP=1 -1 -d "$db" > /dev/null
+  pg createdb "scratch$i"
+  zstd -dc "$work/dump$i.sql.zst" | pg psql -X -q -v ON_ERROR_STOP=1 -1 -d "scratch$i" > /dev/null
   rm -rf "$work/files-restored" && mkdir "$work/files-restored"
   zstd -dc "$work/files$i.tar.zst" | tar -C "$work/files-restored" -xf -
   t1=$(now)
@@ -83,7 +84,7 @@ printf '| `silver backup bk B.tar.zst` | %.2f s (%s) |\n' "$b" "$(du -h "$work/b
 printf '| `pg_dump | zstd` + `tar | zstd` | %.2f s |\n' "$bb"
 printf '| **backup ratio** (silver / by hand) | **%.2f** |\n' "$(echo "$b / $bb" | bc -l)"
 printf '| `silver restore B.tar.zst bk` | %.2f s |\n' "$r"
-printf '| `psql < dump` into an emptied database + `tar -x` | %.2f s |\n' "$rb"
+printf '| `psql < dump` into a new database + `tar -x` | %.2f s |\n' "$rb"
 printf '| **restore ratio** (silver / by hand) | **%.2f** |\n' "$(echo "$r / $rb" | bc -l)"
 printf '| two backups of the same data are the same bytes | %s |\n' "$same"
 printf '| runs | %s (median), %s cores |\n' "$runs" "$(nproc)"
