@@ -281,36 +281,38 @@ fn a_service_silver_does_not_provide_is_refused_by_name() {
         "{said}"
     );
     assert!(said.contains("MongoDB is not offered"), "{said}");
-    // Redis named but not there: the error names the address and says what to do.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("redis://{}", dead.local_addr().unwrap());
-    drop(dead);
-    let no_redis = Agent::start(&tmp.path().join("node2"), &["--redis-url", &dead_url]);
-    let app = tmp.path().join("red");
-    wsgi_app(&app, "red", "service.redis =\n", ECHO_APP);
-    let out = no_redis.deploy(&tmp.path().join("cache"), &app, &[]);
-    assert!(!out.status.success());
-    let said = stderr(&out);
-    assert!(
-        said.contains("needs service `redis`, but the node's Redis at 127.0.0.1:"),
-        "{said}"
+    // A server named but not there: the error names the service and address and says what
+    // to do. (service, its server, agent flag, URL scheme, what the hint names)
+    let check = |service: &str, server: &str, flag: &str, scheme: &str, hint: &str| {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("{scheme}://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let node = Agent::start(
+            &tmp.path().join(format!("node-{service}")),
+            &[flag, &dead_url],
+        );
+        let app = tmp.path().join(service);
+        wsgi_app(&app, service, &format!("service.{service} =\n"), ECHO_APP);
+        let out = node.deploy(&tmp.path().join("cache"), &app, &[]);
+        assert!(!out.status.success());
+        let said = stderr(&out);
+        let expected = format!("needs service `{service}`, but the node's {server} at 127.0.0.1:");
+        assert!(said.contains(&expected), "{said}");
+        assert!(said.contains(hint), "{said}");
+    };
+    check(
+        "redis",
+        "--redis-url",
+        "redis",
+        "apt-get install redis-server",
     );
-    assert!(said.contains("apt-get install redis-server"), "{said}");
-    // CouchDB named but not there: the same.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
-    let no_couch = Agent::start(&tmp.path().join("node3"), &["--couchdb-url", &dead_url]);
-    let app = tmp.path().join("couch");
-    wsgi_app(&app, "couch", "service.couchdb =\n", ECHO_APP);
-    let out = no_couch.deploy(&tmp.path().join("cache"), &app, &[]);
-    assert!(!out.status.success());
-    let said = stderr(&out);
-    assert!(
-        said.contains("needs service `couchdb`, but the node's CouchDB at 127.0.0.1:"),
-        "{said}"
+    check(
+        "couchdb",
+        "CouchDB",
+        "--couchdb-url",
+        "http",
+        "pouchdb-server",
     );
-    assert!(said.contains("pouchdb-server"), "{said}");
 }
 
 /// A throwaway Redis on a loopback port, without persistence; stopped when dropped.
