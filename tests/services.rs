@@ -302,6 +302,7 @@ fn a_service_silver_does_not_provide_is_refused_by_name() {
     };
     check(
         "redis",
+        "Redis",
         "--redis-url",
         "redis",
         "apt-get install redis-server",
