@@ -105,6 +105,99 @@ pub fn too_open(path: &Path) -> io::Result<Option<u32>> {
     Ok((meta.is_file() && mode & 0o077 != 0).then_some(mode))
 }
 
+/// A new file, 0600 from the start, created only if nothing (not even a dangling symlink) has
+/// the name: for copies of data another user must never read (backups, dumps, checkpoints).
+///
+/// Blocks: a dump readable by other users while it is written (a mode set afterwards leaves a
+/// window), and a link planted at the name that would redirect the write (`O_EXCL`).
+pub fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A new directory, 0700 from the start (not widened by the umask later): for work trees that
+/// hold another user's data while they are built (a restore, a backup).
+///
+/// Blocks: a restore's files readable by every app while they are unpacked, or after a crash.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// What a file handed to silver as input must be, and why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotPlain {
+    /// A symlink: it would make silver (often root) read whatever it points to, such as another
+    /// app's checkpoint.
+    Symlink,
+    /// A FIFO, socket or device: reading it blocks forever or reads a disk.
+    Special,
+    /// Group or others may write it: someone else could have changed it (mode).
+    Writable(u32),
+}
+
+impl std::fmt::Display for NotPlain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotPlain::Symlink => f.write_str("it is a symbolic link"),
+            NotPlain::Special => f.write_str("it is not a regular file (a FIFO, socket or device)"),
+            NotPlain::Writable(mode) => write!(f, "other users may write it (mode {mode:04o})"),
+        }
+    }
+}
+
+/// Opens an input file the way hostile input must be: never through a symlink at its last
+/// component, never blocking on a FIFO, a regular file only, and one no other user may write.
+/// The checks are made on the open descriptor, so the file cannot be swapped between them.
+pub fn open_plain(path: &Path) -> io::Result<Result<File, NotPlain>> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        // ELOOP: the last component is a symlink, which O_NOFOLLOW refuses to open.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(Err(NotPlain::Symlink))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() || kind.is_fifo() || kind.is_socket() {
+        return Ok(Err(NotPlain::Special));
+    }
+    Ok(plain_mode(&meta).map(|()| file))
+}
+
+/// Whether a directory handed to silver as input is one: not a symlink, and no other user may
+/// write it (they could swap its files).
+pub fn check_plain_dir(path: &Path) -> io::Result<Result<(), NotPlain>> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(Err(NotPlain::Symlink));
+    }
+    if !meta.is_dir() {
+        return Ok(Err(NotPlain::Special));
+    }
+    Ok(plain_mode(&meta))
+}
+
+fn plain_mode(meta: &std::fs::Metadata) -> Result<(), NotPlain> {
+    let mode = meta.permissions().mode() & 0o7777;
+    // Sticky directories (`/tmp`) let others add names but not replace ours; still refused
+    // for a backup, whose files anyone there could have planted.
+    if mode & 0o022 != 0 {
+        return Err(NotPlain::Writable(mode));
+    }
+    Ok(())
+}
+
 /// The secret kept in `path`, or a new one of `bytes` random bytes written there 0600 if the
 /// file is missing or does not hold one of that size.
 pub fn load_or_create_secret(path: &Path, bytes: usize) -> io::Result<String> {
@@ -146,6 +239,54 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             assert_eq!(too_open(&path).unwrap(), expected, "{mode:o}");
         }
+    }
+
+    #[test]
+    fn inputs_are_plain_files_no_one_else_may_write() {
+        let dir = temp_dir("safefs-test-").unwrap();
+        let check = |name: &str, expected: Result<(), NotPlain>| {
+            let got = open_plain(&dir.path().join(name)).unwrap().map(|_| ());
+            assert_eq!(got, expected, "{name}");
+        };
+        std::fs::write(dir.path().join("ok"), "x").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("ok"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        check("ok", Ok(()));
+        std::os::unix::fs::symlink("ok", dir.path().join("link")).unwrap();
+        check("link", Err(NotPlain::Symlink));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        check("fifo", Err(NotPlain::Special));
+        std::fs::write(dir.path().join("open"), "x").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("open"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        check("open", Err(NotPlain::Writable(0o666)));
+        let private = dir.path().join("private");
+        create_private_dir(&private).unwrap();
+        assert_eq!(check_plain_dir(&private).unwrap(), Ok(()));
+        let file = private.join("f");
+        create_private(&file).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+        assert!(
+            create_private(&file).is_err(),
+            "never over an existing file"
+        );
+        assert_eq!(
+            check_plain_dir(&dir.path().join("link")).unwrap(),
+            Err(NotPlain::Symlink)
+        );
     }
 
     #[test]

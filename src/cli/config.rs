@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use anyhow::{bail, Context};
-use silver_wire::api::{ConfigChange, ConfigView, VarName};
+use silver_wire::api::{ConfigChange, ConfigView, VarName, VarValue};
 
 use super::node::NodeArgs;
 use crate::ui;
@@ -87,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// `NAME=VALUE` pairs; at most one `NAME=-`, read from stdin (one trailing newline dropped).
-fn parse_assignments(vars: &[String]) -> anyhow::Result<BTreeMap<VarName, String>> {
+fn parse_assignments(vars: &[String]) -> anyhow::Result<BTreeMap<VarName, VarValue>> {
     let mut set = BTreeMap::new();
     let mut stdin_used = false;
     for var in vars {
@@ -110,9 +110,8 @@ fn parse_assignments(vars: &[String]) -> anyhow::Result<BTreeMap<VarName, String
         } else {
             value.to_string()
         };
-        if value.contains('\0') {
-            bail!("the value of `{name}` holds a NUL byte, which no environment variable can");
-        }
+        let value =
+            VarValue::parse(value).map_err(|why| anyhow::anyhow!("the value of `{name}` {why}"))?;
         set.insert(name, value);
     }
     Ok(set)

@@ -34,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         &report.bad_artifacts,
         &report.bad_releases,
         &report.bad_current,
+        &report.mid_restore,
     ];
     for line in problems.into_iter().flatten() {
         ui::warn(line);

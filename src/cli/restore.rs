@@ -13,18 +13,30 @@ pub struct Args {
     pub backup: String,
     /// The app whose data it replaces, by name or by a location it serves.
     pub target: String,
+    /// The largest dump one backup file may unpack to, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = silver_client::RestoreLimits::default().max_entry_bytes)]
+    pub max_entry_bytes: u64,
+    /// The most a compressed backup may grow by when unpacked (past its first 64 MiB): a
+    /// decompression bomb is refused as it streams.
+    #[arg(long, value_name = "RATIO", default_value_t = silver_client::RestoreLimits::default().max_ratio)]
+    pub max_ratio: u64,
     #[command(flatten)]
     pub node: NodeArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let source = silver_client::Place::parse(&args.backup)?;
+    let limits = silver_client::RestoreLimits {
+        max_entry_bytes: args.max_entry_bytes,
+        max_ratio: args.max_ratio.max(1),
+        ..Default::default()
+    };
     let node = args.node.connect()?;
     let spinner = ui::spinner("Restoring", &args.target);
     let done = super::node::runtime()?.block_on(async {
         let app = node.resolve_app(&args.target).await?;
         let info = node
-            .restore(&app, &super::node::who(), &source)
+            .restore(&app, &super::node::who(), &source, limits)
             .await
             .with_context(|| {
                 format!("failed to restore {source} onto `{app}` on {}", node.url())

@@ -184,12 +184,13 @@ impl Node {
         app: &AppName,
         who: &str,
         source: &Place,
+        limits: RestoreLimits,
     ) -> Result<BackupInfo, Error> {
         let work = safefs::temp_dir("silver-restore").map_err(|e| io(Path::new("/tmp"), e))?;
         let (dir, tar) = (work.path().join("backup"), work.path().join("backup.tar"));
         let (source, d, t) = (source.clone(), dir.clone(), tar.clone());
         blocking(move || {
-            fetch(&source, &d)?;
+            fetch(&source, &d, limits)?;
             read_info(&d)?;
             tar_flat(&d, &t)
         })
@@ -219,7 +220,7 @@ impl Node {
             .await
     }
 
-    pub async fn checkpoints(&self, app: &AppName) -> Result<Vec<BackupInfo>, Error> {
+    pub async fn checkpoints(&self, app: &AppName) -> Result<CheckpointsView, Error> {
         let req = self.authed(
             self.http
                 .get(self.endpoint(&format!("/v1/apps/{app}/checkpoints"))),
@@ -273,10 +274,16 @@ fn keep(dir: &Path, dest: &Place) -> Result<(), Error> {
             }
             let parent = parent(path);
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            // 0700, its files 0600, from the first byte: a backup holds the app's data and
+            // passwords, and a copy a failure leaves behind must be as private.
             let fresh = safefs::temp_dir_in(parent).map_err(|e| io(parent, e))?;
             for name in names(dir) {
-                std::fs::copy(dir.join(&name), fresh.path().join(&name))
-                    .map_err(|e| io(path, e))?;
+                let from = dir.join(&name);
+                let mut src = std::fs::File::open(&from).map_err(|e| io(&from, e))?;
+                let to = fresh.path().join(&name);
+                let mut dst = safefs::create_private(&to).map_err(|e| io(&to, e))?;
+                std::io::copy(&mut src, &mut dst).map_err(|e| io(&to, e))?;
+                dst.sync_all().map_err(|e| io(&to, e))?;
             }
             let _ = std::fs::remove_dir(path);
             std::fs::rename(fresh.keep(), path).map_err(|e| io(path, e))
@@ -319,23 +326,69 @@ fn keep(dir: &Path, dest: &Place) -> Result<(), Error> {
     }
 }
 
-/// Brings the backup at `source` into a new directory `dir`.
-fn fetch(source: &Place, dir: &Path) -> Result<(), Error> {
+/// How much a backup may unpack to: a decompression bomb (a 33 KB `.tar.zst` that holds a
+/// 1 GiB dump) is refused as it streams, before it costs disk or the node's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreLimits {
+    /// The largest dump one backup file may unpack to.
+    pub max_entry_bytes: u64,
+    /// The most a compressed backup may grow by, once it is past `ratio_grace_bytes`.
+    pub max_ratio: u64,
+    /// Unpacked bytes below which no ratio is enforced (small dumps compress very well).
+    pub ratio_grace_bytes: u64,
+}
+
+impl Default for RestoreLimits {
+    fn default() -> Self {
+        RestoreLimits {
+            max_entry_bytes: 64 << 30,
+            max_ratio: 200,
+            ratio_grace_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Brings the backup at `source` into a new private directory `dir`. A local backup is read as
+/// hostile input: its path and every file in it must be a plain file or directory (a link
+/// would have silver, often root, read whatever it names: another app's checkpoint), not a
+/// FIFO (a restore would hang), and not writable by other users.
+fn fetch(source: &Place, dir: &Path, limits: RestoreLimits) -> Result<(), Error> {
+    let bad = |why: String| Error::BadBackup {
+        place: source.to_string(),
+        why,
+    };
     let bytes = match source {
         Place::Local {
             path,
             format: Format::Dir,
         } => {
-            std::fs::create_dir(dir).map_err(|e| io(dir, e))?;
-            for name in names(path) {
-                std::fs::copy(path.join(&name), dir.join(&name))
-                    .map_err(|e| io(&path.join(&name), e))?;
+            safefs::check_plain_dir(path)
+                .map_err(|e| io(path, e))?
+                .map_err(|why| bad(why.to_string()))?;
+            safefs::create_private_dir(dir).map_err(|e| io(dir, e))?;
+            for name in present(path) {
+                let from = path.join(&name);
+                let mut src = safefs::open_plain(&from)
+                    .map_err(|e| io(&from, e))?
+                    .map_err(|why| bad(format!("`{name}`: {why}")))?;
+                let to = dir.join(&name);
+                let mut dst = safefs::create_private(&to).map_err(|e| io(&to, e))?;
+                let mut bounded = (&mut src).take(limits.max_entry_bytes + 1);
+                let copied = std::io::copy(&mut bounded, &mut dst).map_err(|e| io(&from, e))?;
+                if copied > limits.max_entry_bytes {
+                    return Err(bad(format!(
+                        "`{name}` is larger than {} bytes (--max-entry-bytes)",
+                        limits.max_entry_bytes
+                    )));
+                }
             }
             return Ok(());
         }
         Place::Local { path, format } => {
-            let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
-            return unpack(Box::new(file), *format, dir, source);
+            let file = safefs::open_plain(path)
+                .map_err(|e| io(path, e))?
+                .map_err(|why| bad(why.to_string()))?;
+            return unpack(Box::new(file), *format, dir, source, limits);
         }
         Place::Ssh {
             path,
@@ -355,17 +408,89 @@ fn fetch(source: &Place, dir: &Path) -> Result<(), Error> {
         } => Format::Dir,
         Place::Ssh { format, .. } | Place::Local { format, .. } => *format,
     };
-    unpack(Box::new(std::io::Cursor::new(bytes)), format, dir, source)
+    unpack(
+        Box::new(std::io::Cursor::new(bytes)),
+        format,
+        dir,
+        source,
+        limits,
+    )
 }
 
-/// Unpacks a backup tar (compressed as `format` says) into a new `dir`: the known files only.
-fn unpack(input: Box<dyn Read>, format: Format, dir: &Path, source: &Place) -> Result<(), Error> {
-    let input: Box<dyn Read> = match format {
-        Format::TarZst => Box::new(zstd::Decoder::new(input).map_err(|e| io(dir, e))?),
-        Format::TarGz => Box::new(flate2::read::GzDecoder::new(input)),
-        Format::Dir => input,
+/// Counts the bytes read through it, for the ratio a decompressor reaches.
+struct Counted<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The decompressed stream, refused once it grows past `limits` against what was read.
+struct Bounded<R> {
+    inner: R,
+    compressed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    out: u64,
+    limits: RestoreLimits,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        let read = self
+            .compressed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        if self.out > self.limits.ratio_grace_bytes && self.out / read > self.limits.max_ratio {
+            return Err(std::io::Error::other(format!(
+                "it decompresses to over {} times its size (--max-ratio): a decompression bomb?",
+                self.limits.max_ratio
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// Unpacks a backup tar (compressed as `format` says) into a new private `dir`: the known
+/// files only, each at most `limits.max_entry_bytes`, the whole within `limits.max_ratio`.
+fn unpack(
+    input: Box<dyn Read>,
+    format: Format,
+    dir: &Path,
+    source: &Place,
+    limits: RestoreLimits,
+) -> Result<(), Error> {
+    let compressed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Counted {
+        inner: input,
+        count: compressed.clone(),
     };
-    std::fs::create_dir(dir).map_err(|e| io(dir, e))?;
+    let decoded: Box<dyn Read> = match format {
+        Format::TarZst => Box::new(zstd::Decoder::new(counted).map_err(|e| io(dir, e))?),
+        Format::TarGz => Box::new(flate2::read::GzDecoder::new(counted)),
+        Format::Dir => Box::new(counted),
+    };
+    let input = Bounded {
+        inner: decoded,
+        compressed,
+        out: 0,
+        limits: if format == Format::Dir {
+            RestoreLimits {
+                max_ratio: u64::MAX,
+                ..limits
+            }
+        } else {
+            limits
+        },
+    };
+    safefs::create_private_dir(dir).map_err(|e| io(dir, e))?;
     let mut archive = tar::Archive::new(input);
     let bad = |why: String| Error::BadBackup {
         place: source.to_string(),
@@ -390,9 +515,16 @@ fn unpack(input: Box<dyn Read>, format: Format, dir: &Path, source: &Place) -> R
         if !entry.header().entry_type().is_file() {
             return Err(bad(format!("entry `{name}` is not a plain file")));
         }
+        if entry.size() > limits.max_entry_bytes {
+            return Err(bad(format!(
+                "entry `{name}` is {} bytes, over {} (--max-entry-bytes)",
+                entry.size(),
+                limits.max_entry_bytes
+            )));
+        }
         let path = dir.join(known);
-        let mut out = std::fs::File::create_new(&path).map_err(|e| io(&path, e))?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| io(&path, e))?;
+        let mut out = safefs::create_private(&path).map_err(|e| io(&path, e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("entry `{name}`: {e}")))?;
     }
     Ok(())
 }
@@ -403,15 +535,33 @@ fn untar_flat(tar: &Path, dir: &Path) -> Result<(), Error> {
         path: tar.to_path_buf(),
         format: Format::Dir,
     };
-    unpack(Box::new(file), Format::Dir, dir, &place)
+    unpack(
+        Box::new(file),
+        Format::Dir,
+        dir,
+        &place,
+        RestoreLimits::default(),
+    )
 }
 
 fn tar_flat(dir: &Path, out: &Path) -> Result<(), Error> {
-    let mut file = std::fs::File::create(out).map_err(|e| io(out, e))?;
+    let mut file = safefs::create_private(out).map_err(|e| io(out, e))?;
     plain_tar(dir, &mut file).map_err(|e| io(out, e))
 }
 
-/// The backup files present in `dir`, in name order.
+/// The backup file names present in `dir` as any kind of entry (links and FIFOs included, so
+/// that reading them refuses them by name), in name order.
+fn present(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = BACKUP_FILES
+        .iter()
+        .filter(|n| std::fs::symlink_metadata(dir.join(n)).is_ok())
+        .map(|n| n.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The backup files present in `dir` (one silver made), in name order.
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = BACKUP_FILES
         .iter()
@@ -544,7 +694,7 @@ mod tests {
             let err = keep(&src, &place).unwrap_err();
             assert!(err.to_string().contains("already"), "{err}");
             let back = tmp.path().join(format!("{name}.back"));
-            fetch(&place, &back).unwrap();
+            fetch(&place, &back, RestoreLimits::default()).unwrap();
             assert_eq!(names(&back), ["backup.json", "postgresql.sql"]);
             assert_eq!(
                 std::fs::read_to_string(back.join("postgresql.sql")).unwrap(),

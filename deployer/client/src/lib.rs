@@ -11,7 +11,7 @@ mod settings;
 pub mod tls;
 pub mod tunnel;
 
-pub use data::{Format, Place};
+pub use data::{Format, Place, RestoreLimits};
 pub use deploy::*;
 pub use error::Error;
 

@@ -70,9 +70,9 @@ impl Couchdb {
     }
 }
 
-/// The app's database: CouchDB names are lower case, so `s<node>_<app>` lowered.
+/// The app's database: its identity's name (lower case, as CouchDB wants).
 pub fn couch_name(node: &str, app: &AppName) -> String {
-    crate::services::pg_name(node, app).to_lowercase()
+    crate::identity::Identity::of(node, app).name
 }
 
 /// Makes the app's database (and, with an administrator, its user); returns its variables.
@@ -98,7 +98,14 @@ pub fn provision(
             "_id": id, "name": name, "password": password, "roles": [], "type": "user",
         });
         // The user document is replaced as a whole: its current revision first.
-        let current = call(app, couch, Method::GET, &format!("/_users/{id}"), None)?;
+        let current = call(
+            app,
+            couch,
+            None,
+            Method::GET,
+            &format!("/_users/{id}"),
+            None,
+        )?;
         let mut doc = user_doc;
         if let (StatusCode::OK, Some(rev)) = (current.0, current.1.get("_rev")) {
             doc["_rev"] = rev.clone();
@@ -149,36 +156,192 @@ pub fn dump(node: &str, app: &AppName, couch: &Couchdb, out: &Path) -> Result<()
         .map_err(|e| Error::io(out, e))
 }
 
-/// Empties the app's database (deleted and made again), then loads `dump` (if any) with its
-/// documents' own revisions.
-pub fn restore(
-    node: &str,
-    app: &AppName,
-    paths: &AppPaths,
-    couch: &Couchdb,
-    dump: Option<&Path>,
-) -> Result<(), Error> {
-    let name = couch_name(node, app);
-    let docs = crate::data::json_lines(dump)?;
+/// Most documents, and bytes, one `_bulk_docs` request carries.
+const BATCH_DOCS: usize = 500;
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Loads `dump` (None: nothing) into a new database `<identity>-restore`, in batches, with
+/// each document's own revision. With an administrator, the documents are written as the
+/// app's own user: a `_design` document (whose `validate_doc_update` could lock the app out of
+/// its own database) goes in only if the app itself could write it, and otherwise the restore
+/// is refused, naming the document.
+pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result<(), Error> {
+    let (app, couch) = (d.app, d.couchdb);
+    let staging = crate::identity::Identity::of(d.node, app).staging("restore");
     expect(
         app,
         couch,
         Method::DELETE,
-        &format!("/{name}"),
+        &format!("/{staging}"),
         None,
         &[200, 202, 404],
     )?;
-    provision(node, app, paths, couch)?;
-    if !docs.is_empty() {
-        let body = serde_json::json!({ "docs": docs, "new_edits": false });
-        expect(
-            app,
-            couch,
-            Method::POST,
-            &format!("/{name}/_bulk_docs"),
-            Some(body),
-            &[201],
-        )?;
+    expect(
+        app,
+        couch,
+        Method::PUT,
+        &format!("/{staging}"),
+        None,
+        &[201, 202],
+    )?;
+    let login = match &couch.admin {
+        Some(_) => {
+            let env = provision(d.node, app, d.paths, couch)?;
+            let var = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            let (user, password) = (var("CONFIG_COUCHDB_USER"), var("CONFIG_COUCHDB_PASSWORD"));
+            let security = serde_json::json!({
+                "admins": { "names": [], "roles": [] },
+                "members": { "names": [user], "roles": [] },
+            });
+            expect(
+                app,
+                couch,
+                Method::PUT,
+                &format!("/{staging}/_security"),
+                Some(security),
+                &[200],
+            )?;
+            user.zip(password)
+        }
+        None => None,
+    };
+    let path = dump.unwrap_or(Path::new("couchdb.jsonl"));
+    let mut batch = Batch::default();
+    let write =
+        |docs: Vec<serde_json::Value>| bulk(app, couch, login.as_ref(), &staging, docs, path);
+    crate::data::for_each_json_line(dump, |_, doc| {
+        if let Some(full) = batch.push(doc) {
+            write(full)?;
+        }
+        Ok(())
+    })?;
+    write(batch.docs)
+}
+
+/// Swaps the staged database in: CouchDB cannot rename one, so the live database is made again
+/// (with its user and `_security` before any document) and the staged documents copied into
+/// it, then the staged one dropped. Run again after a crash, it copies again; nothing to do once
+/// the staged database is gone.
+pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
+    let (app, couch) = (d.app, d.couchdb);
+    let live = couch_name(d.node, app);
+    let staging = crate::identity::Identity::of(d.node, app).staging("restore");
+    let (status, _) = call(app, couch, None, Method::GET, &format!("/{staging}"), None)?;
+    if status != StatusCode::OK {
+        return Ok(());
+    }
+    expect(
+        app,
+        couch,
+        Method::DELETE,
+        &format!("/{live}"),
+        None,
+        &[200, 202, 404],
+    )?;
+    provision(d.node, app, d.paths, couch)?;
+    let mut startkey: Option<String> = None;
+    loop {
+        let mut page =
+            format!("/{staging}/_all_docs?include_docs=true&attachments=true&limit={BATCH_DOCS}");
+        if let Some(key) = &startkey {
+            let key = serde_json::to_string(key).expect("a string");
+            let key =
+                percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC);
+            page += &format!("&startkey={key}&skip=1");
+        }
+        let (_, rows) = expect(app, couch, Method::GET, &page, None, &[200])?;
+        let rows = rows["rows"].as_array().cloned().unwrap_or_default();
+        let Some(last) = rows.last().and_then(|r| r["id"].as_str()) else {
+            break;
+        };
+        startkey = Some(last.to_string());
+        let docs: Vec<serde_json::Value> =
+            rows.iter().filter_map(|r| r.get("doc").cloned()).collect();
+        bulk(app, couch, None, &live, docs, Path::new(&staging))?;
+    }
+    expect(
+        app,
+        couch,
+        Method::DELETE,
+        &format!("/{staging}"),
+        None,
+        &[200, 202, 404],
+    )
+    .map(|_| ())
+}
+
+/// Drops the staged database.
+pub(crate) fn discard(d: &crate::services::AppData) -> Result<(), Error> {
+    let staging = crate::identity::Identity::of(d.node, d.app).staging("restore");
+    expect(
+        d.app,
+        d.couchdb,
+        Method::DELETE,
+        &format!("/{staging}"),
+        None,
+        &[200, 202, 404],
+    )
+    .map(|_| ())
+}
+
+/// Documents gathered for one `_bulk_docs` request.
+#[derive(Default)]
+struct Batch {
+    docs: Vec<serde_json::Value>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Adds `doc`; a full batch comes back to be written.
+    fn push(&mut self, doc: serde_json::Value) -> Option<Vec<serde_json::Value>> {
+        self.bytes += doc.to_string().len();
+        self.docs.push(doc);
+        if self.docs.len() < BATCH_DOCS && self.bytes < BATCH_BYTES {
+            return None;
+        }
+        self.bytes = 0;
+        Some(std::mem::take(&mut self.docs))
+    }
+}
+
+/// Writes `docs` with their own revisions, as `login` (None: the administrator, if any); any
+/// document refused fails the whole, naming it.
+fn bulk(
+    app: &AppName,
+    couch: &Couchdb,
+    login: Option<&(String, String)>,
+    db: &str,
+    docs: Vec<serde_json::Value>,
+    source: &Path,
+) -> Result<(), Error> {
+    if docs.is_empty() {
+        return Ok(());
+    }
+    let body = serde_json::json!({ "docs": docs, "new_edits": false });
+    let path = format!("/{db}/_bulk_docs");
+    let (status, answer) = call(app, couch, login, Method::POST, &path, Some(body))?;
+    let refused = answer
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r.get("error").is_some()));
+    if let Some(row) = refused {
+        return Err(Error::BadBackup {
+            path: source.to_path_buf(),
+            why: format!(
+                "CouchDB refused document `{}` as the app's user: {} ({})",
+                row["id"].as_str().unwrap_or("?"),
+                row["error"].as_str().unwrap_or("?"),
+                row["reason"].as_str().unwrap_or(""),
+            ),
+        });
+    }
+    if status != StatusCode::CREATED {
+        return Err(Error::BadBackup {
+            path: source.to_path_buf(),
+            why: format!(
+                "CouchDB refused its documents as the app's user: {status} {}",
+                answer["reason"].as_str().unwrap_or("")
+            ),
+        });
     }
     Ok(())
 }
@@ -206,7 +369,7 @@ fn expect(
     ok: &[u16],
 ) -> Result<(StatusCode, serde_json::Value), Error> {
     let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
-    let (status, json) = call(app, couch, method, path, body)?;
+    let (status, json) = call(app, couch, None, method, path, body)?;
     if !ok.contains(&status.as_u16()) {
         let reason = json["reason"]
             .as_str()
@@ -220,10 +383,12 @@ fn expect(
     Ok((status, json))
 }
 
-/// One request to CouchDB, from the blocking threads services run on.
+/// One request to CouchDB, from the blocking threads services run on: as `login` (a user and
+/// password), else as the administrator, if one is configured.
 fn call(
     app: &AppName,
     couch: &Couchdb,
+    login: Option<&(String, String)>,
     method: Method,
     path: &str,
     body: Option<serde_json::Value>,
@@ -241,7 +406,7 @@ fn call(
             .build()
             .map_err(unreachable)?;
         let mut req = client.request(method, &url);
-        if let Some((user, password)) = &couch.admin {
+        if let Some((user, password)) = login.or(couch.admin.as_ref()) {
             req = req.basic_auth(user, Some(password));
         }
         if let Some(body) = body {

@@ -29,7 +29,7 @@ pub use crate::services::AppData;
 
 /// The kinds of data a service keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+pub(crate) enum Kind {
     Files,
     WritableRoot,
     Postgresql,
@@ -39,7 +39,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(service: &str) -> Option<Kind> {
+    pub(crate) fn of(service: &str) -> Option<Kind> {
         match service {
             "files" => Some(Kind::Files),
             "writable_root" => Some(Kind::WritableRoot),
@@ -51,7 +51,7 @@ impl Kind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Files => "files",
             Kind::WritableRoot => "writable_root",
@@ -62,7 +62,7 @@ impl Kind {
         }
     }
 
-    fn file(self) -> &'static str {
+    pub(crate) fn file(self) -> &'static str {
         match self {
             Kind::Files => "files.tar",
             Kind::WritableRoot => "writable_root.tar",
@@ -75,7 +75,7 @@ impl Kind {
 }
 
 impl AppData<'_> {
-    fn kinds(&self) -> BTreeSet<Kind> {
+    pub(crate) fn kinds(&self) -> BTreeSet<Kind> {
         self.services
             .iter()
             .filter_map(|(s, _)| Kind::of(s))
@@ -139,6 +139,18 @@ impl crate::Runtime {
         self.with_data(c, clear).await
     }
 
+    /// Finishes or undoes a restore of `c`'s app that a crash interrupted (`restore.rs`); run
+    /// before the app starts.
+    pub async fn recover(
+        &self,
+        c: &crate::Candidate,
+    ) -> Result<Option<crate::restore::Outcome>, Error> {
+        if crate::restore::pending(&c.paths).is_none() {
+            return Ok(None);
+        }
+        self.with_data(c, crate::restore::recover).await
+    }
+
     /// Takes the checkpoint of `c` (before its `update_fetch`): None when the app keeps no data.
     pub(crate) async fn checkpoint(&self, c: &crate::Candidate) -> Result<Option<PathBuf>, Error> {
         let (release, dir) = (c.release.clone(), c.paths.checkpoint(&c.label));
@@ -147,7 +159,7 @@ impl crate::Runtime {
                 return Ok(None);
             }
             let parent = d.paths.checkpoints();
-            std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+            private_dir(&parent)?;
             let fresh = safefs::temp_dir_in(&parent).map_err(|e| Error::io(&parent, e))?;
             dump(d, &release, &now_utc(), fresh.path())?;
             remove_tree(&dir)?;
@@ -171,25 +183,51 @@ pub fn checkpoints(paths: &AppPaths) -> Vec<BackupInfo> {
     all
 }
 
-/// A dump of one JSON value per line (`couchdb.jsonl`, `redis.jsonl`); none without a dump.
-pub(crate) fn json_lines(dump: Option<&Path>) -> Result<Vec<serde_json::Value>, Error> {
-    let Some(file) = dump else {
-        return Ok(vec![]);
+/// The longest line of a JSON-lines dump a restore takes: a bound on what one line costs in
+/// memory, whatever the dump's size (a 33 KB `.tar.zst` can hold a 1 GiB line).
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// Calls `each` with every JSON value of a dump of one per line (`couchdb.jsonl`,
+/// `redis.jsonl`) and its line number, streaming: one line in memory at a time, each at most
+/// [`MAX_LINE_BYTES`]. Nothing is called without a dump.
+pub(crate) fn for_each_json_line(
+    dump: Option<&Path>,
+    mut each: impl FnMut(usize, serde_json::Value) -> Result<(), Error>,
+) -> Result<(), Error> {
+    use std::io::BufRead;
+    let Some(path) = dump else {
+        return Ok(());
     };
-    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::BadBackup {
-                path: file.to_path_buf(),
-                why: format!("line {}: {e}", i + 1),
-            })
-        })
-        .collect()
+    let mut reader = std::io::BufReader::new(open_dump(path)?);
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(path, e))?;
+        if read == 0 {
+            break;
+        }
+        if line.len() > MAX_LINE_BYTES {
+            return Err(Error::BadBackup {
+                path: path.to_path_buf(),
+                why: format!("line {number} is longer than {} MiB", MAX_LINE_BYTES >> 20),
+            });
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let value = serde_json::from_slice(&line).map_err(|e| Error::BadBackup {
+            path: path.to_path_buf(),
+            why: format!("line {number}: {e}"),
+        })?;
+        each(number, value)?;
+    }
+    Ok(())
 }
 
-fn now_utc() -> String {
+pub(crate) fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -244,10 +282,27 @@ pub fn read_info(dir: &Path) -> Result<BackupInfo, Error> {
     Ok(info)
 }
 
-/// Replaces the app's data with the backup in `dir`. Every service in the backup must be one
-/// the app has, checked before anything changes; the app's other services are left as they are.
+/// Replaces the app's data with the backup in `dir`, all or nothing (`restore.rs`). Every
+/// service in the backup must be one the app has, checked before anything changes; the app's
+/// other services are left as they are.
 pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
-    let info = read_info(dir)?;
+    crate::restore::restore(d, dir)
+}
+
+/// Drops every service's data, all or nothing: the directories are emptied, the databases
+/// lose every object the app made (extensions the node installed stay).
+pub fn clear(d: &AppData) -> Result<(), Error> {
+    crate::restore::clear(d)
+}
+
+/// The kinds of data `info` holds, each one the app has and each dump a plain file no one
+/// else may write: a link in a backup directory would make the agent (root) read whatever it
+/// points to, such as another app's checkpoint, and restore it as this app's.
+pub(crate) fn kinds_of_backup(
+    d: &AppData,
+    info: &BackupInfo,
+    dir: &Path,
+) -> Result<Vec<Kind>, Error> {
     let have = d.kinds();
     let mut kinds = Vec::new();
     for service in &info.services {
@@ -258,53 +313,44 @@ pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
                 service: service.clone(),
             })?;
         let file = dir.join(kind.file());
-        if !file.is_file() {
-            return Err(Error::BadBackup {
-                path: file,
-                why: "it is missing, though backup.json lists its service".into(),
-            });
-        }
+        open_dump(&file).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::BadBackup {
+                    path: file.clone(),
+                    why: "it is missing, though backup.json lists its service".into(),
+                }
+            }
+            e => e,
+        })?;
         kinds.push(kind);
     }
-    for kind in kinds {
-        let file = dir.join(kind.file());
-        match kind {
-            Kind::Files => untar_dir(&file, &d.paths.files(), d.user)?,
-            Kind::WritableRoot => untar_dir(&file, &d.paths.writable_root(), d.user)?,
-            Kind::Postgresql => pg_restore(d, Some(&file))?,
-            Kind::Mysql => {
-                crate::mysql::restore(d.node, d.app, d.paths, d.mysql, d.user, Some(&file))?
-            }
-            Kind::Couchdb => {
-                crate::couchdb::restore(d.node, d.app, d.paths, d.couchdb, Some(&file))?
-            }
-            Kind::Redis => crate::redis::restore(d.node, d.app, d.redis, Some(&file))?,
-        }
-    }
-    Ok(info)
+    Ok(kinds)
 }
 
-/// Drops every service's data: the directories are emptied, the database loses every object
-/// the app made (extensions the node installed stay).
-pub fn clear(d: &AppData) -> Result<(), Error> {
-    for kind in d.kinds() {
-        match kind {
-            Kind::Files => replace_dir(&d.paths.files(), d.user, |_| Ok(()))?,
-            Kind::WritableRoot => replace_dir(&d.paths.writable_root(), d.user, |_| Ok(()))?,
-            Kind::Postgresql => pg_restore(d, None)?,
-            Kind::Mysql => crate::mysql::restore(d.node, d.app, d.paths, d.mysql, d.user, None)?,
-            Kind::Couchdb => crate::couchdb::restore(d.node, d.app, d.paths, d.couchdb, None)?,
-            Kind::Redis => crate::redis::restore(d.node, d.app, d.redis, None)?,
-        }
-    }
-    Ok(())
+/// Opens a dump of a backup: a regular file, not through a link, that no one else may write.
+pub(crate) fn open_dump(path: &Path) -> Result<std::fs::File, Error> {
+    safefs::open_plain(path)
+        .map_err(|e| Error::io(path, e))?
+        .map_err(|why| Error::BadBackup {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        })
+}
+
+/// A directory only the agent's user may enter (0700), made if missing and narrowed if not:
+/// checkpoints and restores in progress hold every app's data.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Writes `src` as a tar: entries in name order, owners dropped, times and modes kept. Files
 /// are opened without following links: the app owns the tree and could swap a file for a link
 /// to a root-only file between the listing and the read (a backup that leaks `/etc/shadow`).
 fn tar_dir(src: &Path, out: &Path) -> Result<(), Error> {
-    let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+    let file = safefs::create_private(out).map_err(|e| Error::io(out, e))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
     if src.is_dir() {
         for entry in walkdir::WalkDir::new(src)
@@ -356,35 +402,72 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, root: &Path, path: &Path) -> Resu
 
 /// Replaces `dst` with the tar's contents, built beside it and swapped in, so a bad archive
 /// leaves the old contents whole. Only files, directories and links inside `dst` come out, and
-/// the tree is given to `user`: for backups and for uploaded app configs (`--config DIR`).
+/// the tree is given to `user`: for uploaded app configs (`--config DIR`); a backup's trees
+/// go through `restore.rs`, which stages them with [`dir_stage`] first.
 pub fn untar_dir(tar_file: &Path, dst: &Path, user: Option<&AppUser>) -> Result<(), Error> {
-    replace_dir(dst, user, |fresh| {
-        let file = std::fs::File::open(tar_file).map_err(|e| Error::io(tar_file, e))?;
-        let mut archive = tar::Archive::new(file);
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(false);
-        for entry in archive.entries().map_err(|e| Error::io(tar_file, e))? {
-            let mut entry = entry.map_err(|e| Error::io(tar_file, e))?;
-            let name = entry
-                .path()
-                .map_err(|e| Error::io(tar_file, e))?
-                .into_owned();
-            check_entry(tar_file, &name, entry.header())?;
-            // `unpack_in` refuses `..` and absolute names and any entry whose parent resolves
-            // outside `fresh` through a link the archive made earlier (a tar that writes
-            // `link/x` after `link -> /etc` would otherwise write into /etc as root).
-            let inside = entry
-                .unpack_in(fresh)
-                .map_err(|e| Error::io(&fresh.join(&name), e))?;
-            if !inside {
-                return Err(Error::BadBackup {
-                    path: tar_file.to_path_buf(),
-                    why: format!("entry `{}` points outside its directory", name.display()),
-                });
-            }
-        }
-        Ok(())
+    build_beside(dst, user, |fresh| untar_into(tar_file, fresh))?;
+    dir_switch(dst)
+}
+
+/// Stages a restore of the directory `dst` from the tar `dump` (None: empty) as
+/// `.<name>.restoring`, private to the agent until it is whole, then the app's.
+pub(crate) fn dir_stage(
+    dst: &Path,
+    user: Option<&AppUser>,
+    dump: Option<&Path>,
+) -> Result<(), Error> {
+    build_beside(dst, user, |fresh| match dump {
+        Some(tar_file) => untar_into(tar_file, fresh),
+        None => Ok(()),
     })
+}
+
+/// Swaps a staged directory in; nothing to do when it was swapped already (it is gone).
+pub(crate) fn dir_switch(dst: &Path) -> Result<(), Error> {
+    let parent = dst.parent().expect("an app directory has a parent");
+    let (fresh, old) = (sibling(dst, "restoring"), sibling(dst, "replaced"));
+    if std::fs::symlink_metadata(&fresh).is_ok() {
+        if std::fs::symlink_metadata(dst).is_ok() {
+            remove_tree(&old)?;
+            std::fs::rename(dst, &old).map_err(|e| Error::io(dst, e))?;
+        }
+        std::fs::rename(&fresh, dst).map_err(|e| Error::io(dst, e))?;
+        safefs::sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    remove_tree(&old)
+}
+
+/// Drops a staged directory.
+pub(crate) fn dir_discard(dst: &Path) -> Result<(), Error> {
+    remove_tree(&sibling(dst, "restoring"))
+}
+
+fn untar_into(tar_file: &Path, fresh: &Path) -> Result<(), Error> {
+    let file = std::fs::File::open(tar_file).map_err(|e| Error::io(tar_file, e))?;
+    let mut archive = tar::Archive::new(file);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(false);
+    for entry in archive.entries().map_err(|e| Error::io(tar_file, e))? {
+        let mut entry = entry.map_err(|e| Error::io(tar_file, e))?;
+        let name = entry
+            .path()
+            .map_err(|e| Error::io(tar_file, e))?
+            .into_owned();
+        check_entry(tar_file, &name, entry.header())?;
+        // `unpack_in` refuses `..` and absolute names and any entry whose parent resolves
+        // outside `fresh` through a link the archive made earlier (a tar that writes
+        // `link/x` after `link -> /etc` would otherwise write into /etc as root).
+        let inside = entry
+            .unpack_in(fresh)
+            .map_err(|e| Error::io(&fresh.join(&name), e))?;
+        if !inside {
+            return Err(Error::BadBackup {
+                path: tar_file.to_path_buf(),
+                why: format!("entry `{}` points outside its directory", name.display()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Only plain files, directories and symbolic links come back from a backup: a device node
@@ -414,30 +497,28 @@ fn check_entry(tar_file: &Path, name: &Path, header: &tar::Header) -> Result<(),
     Ok(())
 }
 
-/// Fills a new directory beside `dst` with `fill`, gives it to the app, then swaps it in and
-/// removes the old one.
-fn replace_dir(
+/// Fills a new private directory beside `dst` (`.<name>.restoring`, 0700 from the start, so
+/// no other app reads what it holds, even after a crash) with `fill`, gives it to the app, and
+/// syncs it: once a restore's journal says it is staged, it survives a power cut.
+fn build_beside(
     dst: &Path,
     user: Option<&AppUser>,
     fill: impl FnOnce(&Path) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let parent = dst.parent().expect("an app directory has a parent");
     let fresh = sibling(dst, "restoring");
-    let old = sibling(dst, "replaced");
-    for leftover in [&fresh, &old] {
-        remove_tree(leftover)?;
-    }
-    std::fs::create_dir(&fresh).map_err(|e| Error::io(&fresh, e))?;
-    if let Err(e) = fill(&fresh).and_then(|()| own_tree(&fresh, user)) {
+    remove_tree(&fresh)?;
+    safefs::create_private_dir(&fresh).map_err(|e| Error::io(&fresh, e))?;
+    let built = fill(&fresh)
+        .and_then(|()| own_tree(&fresh, user))
+        .and_then(|()| {
+            let dir = std::fs::File::open(&fresh).map_err(|e| Error::io(&fresh, e))?;
+            rustix::fs::syncfs(&dir).map_err(|e| Error::io(&fresh, e.into()))
+        });
+    if let Err(e) = built {
         let _ = std::fs::remove_dir_all(&fresh);
         return Err(e);
     }
-    if dst.exists() {
-        std::fs::rename(dst, &old).map_err(|e| Error::io(dst, e))?;
-    }
-    std::fs::rename(&fresh, dst).map_err(|e| Error::io(dst, e))?;
-    safefs::sync_dir(parent).map_err(|e| Error::io(parent, e))?;
-    remove_tree(&old)
+    Ok(())
 }
 
 fn sibling(dir: &Path, what: &str) -> PathBuf {
@@ -475,7 +556,7 @@ fn pg_login(d: &AppData, program: &str) -> Result<Command, Error> {
         app: d.app.clone(),
         service: "postgresql".into(),
     })?;
-    let name = crate::services::pg_name(d.node, d.app);
+    let name = crate::identity::Identity::of(d.node, d.app).name;
     let password = crate::services::pg_password(d.paths)?;
     let mut cmd = Command::new(program);
     cmd.env_clear()
@@ -495,8 +576,12 @@ fn pg_login(d: &AppData, program: &str) -> Result<Command, Error> {
     Ok(cmd)
 }
 
+/// What a tool reads on stdin: a head written first, then a file streamed behind it (never
+/// read whole into memory: a dump may be larger than the agent's memory).
+type Input = (Vec<u8>, Option<std::fs::File>);
+
 /// Runs a tool to the end; its stdout, or `DatabaseTool` with its first error line.
-fn run_pg(mut cmd: Command, program: &str, input: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+fn run_pg(mut cmd: Command, program: &str, input: Option<Input>) -> Result<Vec<u8>, Error> {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -508,11 +593,16 @@ fn run_pg(mut cmd: Command, program: &str, input: Option<&[u8]>) -> Result<Vec<u
         program: program.into(),
         source,
     })?;
-    if let Some(input) = input {
+    if let Some((head, body)) = input {
         let mut stdin = child.stdin.take().expect("piped");
         // Written from a thread: a large restore must not wait on psql's output, nor psql on it.
-        let input = input.to_vec();
-        std::thread::spawn(move || stdin.write_all(&input));
+        std::thread::spawn(move || -> std::io::Result<()> {
+            stdin.write_all(&head)?;
+            if let Some(mut body) = body {
+                std::io::copy(&mut body, &mut stdin)?;
+            }
+            Ok(())
+        });
     }
     let out = child
         .wait_with_output()
@@ -606,22 +696,40 @@ fn pg_dump(d: &AppData, out: &Path) -> Result<(), Error> {
         .map_err(|e| Error::io(out, e))
 }
 
-/// Drops every object the app's role owns in its database, then replays `dump` (if any), all in
-/// one transaction: a dump that fails halfway leaves the database as it was.
-fn pg_restore(d: &AppData, dump: Option<&Path>) -> Result<(), Error> {
-    let mut input = Vec::new();
-    // Meta-commands (`\!` runs a shell) are refused from here on: the dump is the app's data.
-    let key = safefs::secret_hex(16).map_err(|e| Error::io(Path::new("/dev/urandom"), e))?;
-    writeln!(input, "\\restrict {key}").expect("to memory");
-    input.extend_from_slice(
-        b"SET client_min_messages = warning;\nDROP OWNED BY CURRENT_USER CASCADE;\n",
-    );
-    if let Some(dump) = dump {
-        let sql = std::fs::read(dump).map_err(|e| Error::io(dump, e))?;
-        input.extend_from_slice(&sql);
+/// Builds `<identity>-restore`, a database of the app's role's own, from `dump` (None:
+/// empty). The dump is replayed as the app's role connected to that database alone, behind a
+/// `\restrict` key: its `COMMIT`, a bad statement halfway or a crash leave the live database
+/// as it was.
+pub(crate) fn pg_stage(d: &AppData, dump: Option<&Path>) -> Result<(), Error> {
+    let pg = pg_admin(d)?;
+    let id = crate::identity::Identity::of(d.node, d.app);
+    let staging = id.staging("restore");
+    let admin = |sql: &str| crate::services::admin_psql(pg, None, sql, &[]);
+    admin(&format!(
+        "DROP DATABASE IF EXISTS \"{staging}\" WITH (FORCE)"
+    ))?;
+    admin(&format!(
+        "CREATE DATABASE \"{staging}\" OWNER \"{}\"",
+        id.name
+    ))?;
+    admin(&format!("REVOKE ALL ON DATABASE \"{staging}\" FROM PUBLIC"))?;
+    if d.services.iter().any(|(s, _)| s == "postgis") {
+        crate::services::admin_psql(
+            pg,
+            Some(&staging),
+            "CREATE EXTENSION IF NOT EXISTS postgis",
+            &[],
+        )?;
     }
+    let mut head = Vec::new();
+    // Meta-commands (`\!` runs a shell, `\connect` another database) are refused from here
+    // on: the dump is the app's data.
+    let key = safefs::secret_hex(16).map_err(|e| Error::io(Path::new("/dev/urandom"), e))?;
+    writeln!(head, "\\restrict {key}").expect("to memory");
+    head.extend_from_slice(b"SET client_min_messages = warning;\n");
+    let body = dump.map(open_dump).transpose()?;
     let mut cmd = pg_login(d, "psql")?;
-    cmd.args([
+    cmd.env("PGDATABASE", &staging).args([
         "-X",
         "-q",
         "-v",
@@ -630,7 +738,64 @@ fn pg_restore(d: &AppData, dump: Option<&Path>) -> Result<(), Error> {
         "-f",
         "-",
     ]);
-    run_pg(cmd, "psql", Some(&input)).map(|_| ())
+    run_pg(cmd, "psql", Some((head, body))).map(|_| ())
+}
+
+/// Swaps the staged database in: the live one is closed to new connections and its sessions
+/// ended, then both are renamed in one transaction, then the old one dropped. Nothing to swap
+/// when the staged one is gone (it was swapped in already).
+pub(crate) fn pg_switch(d: &AppData) -> Result<(), Error> {
+    let pg = pg_admin(d)?;
+    let id = crate::identity::Identity::of(d.node, d.app);
+    let (live, staging, old) = (&id.name, id.staging("restore"), id.staging("old"));
+    let admin = |sql: &str| crate::services::admin_psql(pg, None, sql, &[]);
+    let exists = |name: &str| -> Result<bool, Error> {
+        let found = admin(&format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+        ))?;
+        Ok(found.trim() == "1")
+    };
+    if exists(&staging)? {
+        admin(&format!("DROP DATABASE IF EXISTS \"{old}\" WITH (FORCE)"))?;
+        let swap = if exists(live)? {
+            admin(&format!(
+                "ALTER DATABASE \"{live}\" ALLOW_CONNECTIONS false"
+            ))?;
+            // Waits (up to 10 s each) until the sessions are gone: a rename needs none.
+            admin(&format!(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+                 WHERE datname = '{live}' AND pid <> pg_backend_pid()"
+            ))?;
+            format!(
+                "BEGIN; ALTER DATABASE \"{live}\" RENAME TO \"{old}\"; \
+                 ALTER DATABASE \"{staging}\" RENAME TO \"{live}\"; COMMIT;"
+            )
+        } else {
+            format!("ALTER DATABASE \"{staging}\" RENAME TO \"{live}\"")
+        };
+        admin(&swap)?;
+    }
+    admin(&format!("DROP DATABASE IF EXISTS \"{old}\" WITH (FORCE)")).map(|_| ())
+}
+
+/// Drops the staged database (and the sessions a killed restore left on it).
+pub(crate) fn pg_discard(d: &AppData) -> Result<(), Error> {
+    let pg = pg_admin(d)?;
+    let staging = crate::identity::Identity::of(d.node, d.app).staging("restore");
+    crate::services::admin_psql(
+        pg,
+        None,
+        &format!("DROP DATABASE IF EXISTS \"{staging}\" WITH (FORCE)"),
+        &[],
+    )
+    .map(|_| ())
+}
+
+fn pg_admin<'a>(d: &AppData<'a>) -> Result<&'a crate::services::Postgres, Error> {
+    d.postgres.ok_or_else(|| Error::NoPostgres {
+        app: d.app.clone(),
+        service: "postgresql".into(),
+    })
 }
 
 #[cfg(test)]

@@ -73,6 +73,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("Redis at {addr} asks for a password the agent does not have: {message}")]
+    RedisNeedsAdmin { addr: String, message: String },
+    #[error("{service} `{name}` for app `{app}` belongs to something else ({owner})")]
+    IdentityTaken {
+        app: AppName,
+        service: &'static str,
+        name: String,
+        owner: String,
+    },
     #[error("Redis at {addr} refused to provision the app's user: {message}")]
     RedisRefused { addr: String, message: String },
     #[error("`{}` is not a backup silver can restore: {why}", path.display())]
@@ -208,6 +217,12 @@ impl Error {
             Error::UserAdd { .. } => "the agent makes one system user per app with useradd, as root; check that useradd works on this node".into(),
             Error::UserTaken { name, .. } => format!(
                 "the agent never takes over a user it did not make, as that would hand the app its files; remove `{name}` (userdel) if it is unused, or run the app elsewhere"
+            ),
+            Error::RedisNeedsAdmin { addr, .. } => format!(
+                "pass the administrator's login: --redis-url redis://USER:PASSWORD@{addr} (or SILVER_REDIS_URL)"
+            ),
+            Error::IdentityTaken { name, .. } => format!(
+                "the agent never takes over what it did not make for this app; drop `{name}` if it is unused, or give this node its own server"
             ),
             Error::RoleTaken { role, .. } => format!(
                 "the agent never takes over a role it did not make; drop `{role}` if it is unused, or give this node its own PostgreSQL"

@@ -72,9 +72,9 @@ impl Mysql {
     }
 }
 
-/// The app's database and user: the same name as its PostgreSQL role (`s<node>_<app>`).
+/// The app's database and user: its identity's name, as its PostgreSQL role.
 pub fn mysql_name(node: &str, app: &AppName) -> String {
-    crate::services::pg_name(node, app)
+    crate::identity::Identity::of(node, app).name
 }
 
 /// Makes (or resets to what it must be) the app's database and user; returns its variables.
@@ -86,11 +86,12 @@ pub fn provision(
 ) -> Result<Vec<(String, String)>, Error> {
     let name = mysql_name(node, app);
     let password = password(paths)?;
+    claim(node, app, mysql, &name)?;
     let sql = format!(
-        "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;\n\
-         CREATE USER IF NOT EXISTS '{name}'@'%' IDENTIFIED BY '{password}';\n\
+        "CREATE USER IF NOT EXISTS '{name}'@'%' IDENTIFIED BY '{password}';\n\
          ALTER USER '{name}'@'%' IDENTIFIED BY '{password}';\n\
-         GRANT ALL PRIVILEGES ON `{name}`.* TO '{name}'@'%';\n"
+         GRANT ALL PRIVILEGES ON `{pattern}`.* TO '{name}'@'%';\n",
+        pattern = grant_pattern(&name),
     );
     admin(app, mysql, &sql, &password)?;
     let url = format!(
@@ -107,6 +108,42 @@ pub fn provision(
     ])
 }
 
+/// A database name as a grant's pattern: in `GRANT … ON db.*`, `_` and `%` match any
+/// character, so app `x_y`'s grant would also cover app `xzy`'s database unless escaped.
+pub(crate) fn grant_pattern(name: &str) -> String {
+    name.replace('\\', "\\\\")
+        .replace('_', "\\_")
+        .replace('%', "\\%")
+}
+
+/// Makes the app's database, marked with its owner in the schema comment; a database of that
+/// name another app, node or person made is refused, naming its owner. One an older agent made
+/// without a comment is this app's (its name is this app's identity) and gets the mark.
+fn claim(node: &str, app: &AppName, mysql: &Mysql, name: &str) -> Result<(), Error> {
+    let ours = crate::identity::Identity::owner_comment(node, app);
+    let found = admin_query(
+        app,
+        mysql,
+        &format!("SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{name}';\n"),
+    )?;
+    let sql = match found.lines().next() {
+        None => format!(
+            "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin COMMENT '{ours}';\n"
+        ),
+        Some(c) if c == ours => return Ok(()),
+        Some("") => format!("ALTER DATABASE `{name}` COMMENT '{ours}';\n"),
+        Some(other) => {
+            return Err(Error::IdentityTaken {
+                app: app.clone(),
+                service: "MariaDB database",
+                name: name.to_string(),
+                owner: other.to_string(),
+            })
+        }
+    };
+    admin(app, mysql, &sql, "")
+}
+
 /// The app's password: made once, kept in `services/mysql.password` (0600).
 fn password(paths: &AppPaths) -> Result<String, Error> {
     let dir = paths.services();
@@ -117,8 +154,17 @@ fn password(paths: &AppPaths) -> Result<String, Error> {
 
 /// Runs `sql` as the administrator (statements on stdin: they hold the app's password).
 fn admin(app: &AppName, mysql: &Mysql, sql: &str, secret: &str) -> Result<(), Error> {
+    admin_output(app, mysql, sql, secret).map(|_| ())
+}
+
+/// Runs a query as the administrator; its rows, one per line, fields apart by tabs.
+pub(crate) fn admin_query(app: &AppName, mysql: &Mysql, sql: &str) -> Result<String, Error> {
+    admin_output(app, mysql, sql, "")
+}
+
+fn admin_output(app: &AppName, mysql: &Mysql, sql: &str, secret: &str) -> Result<String, Error> {
     let mut cmd = Command::new("mariadb");
-    cmd.args(["--batch", "--skip-column-names", "--sandbox"]);
+    cmd.args(["--batch", "--skip-column-names", "--raw", "--sandbox"]);
     match &mysql.admin {
         Some((user, password)) => {
             cmd.args(["--protocol=tcp", "-h", &mysql.host, "-P"])
@@ -140,16 +186,17 @@ fn admin(app: &AppName, mysql: &Mysql, sql: &str, secret: &str) -> Result<(), Er
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().next().unwrap_or("(no message)");
         return Err(Error::MysqlRefused {
             addr: mysql.addr(),
-            message: err
-                .lines()
-                .next()
-                .unwrap_or("(no message)")
-                .replace(secret, "***"),
+            message: if secret.is_empty() {
+                line.to_string()
+            } else {
+                line.replace(secret, "***")
+            },
         });
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn run(mut cmd: Command, input: Option<&[u8]>) -> std::io::Result<std::process::Output> {
@@ -177,19 +224,13 @@ fn as_app(
     mysql: &Mysql,
     user: Option<&AppUser>,
 ) -> Result<Command, Error> {
-    let name = mysql_name(node, app);
-    let mut cmd = Command::new(program);
-    cmd.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("MYSQL_PWD", password(paths)?)
-        .args(["--protocol=tcp", "-h", &mysql.host, "-P"])
-        .arg(mysql.port.to_string())
-        .args(["-u", &name]);
-    if let Some(user) = user {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(user.uid).gid(user.gid).current_dir("/");
-    }
-    Ok(cmd)
+    Ok(client(
+        program,
+        mysql,
+        &mysql_name(node, app),
+        &password(paths)?,
+        user,
+    ))
 }
 
 /// Writes the app's database as SQL: tables by name (`mariadb-dump`'s order), rows by primary
@@ -224,44 +265,266 @@ pub fn dump(
         .map_err(|e| Error::io(out, e))
 }
 
-/// Drops every table, view and routine of the app's database, then replays `sql` (if any).
-pub fn restore(
-    node: &str,
-    app: &AppName,
-    paths: &AppPaths,
-    mysql: &Mysql,
-    user: Option<&AppUser>,
-    sql: Option<&Path>,
-) -> Result<(), Error> {
-    let name = mysql_name(node, app);
-    let mut input = String::from("SET FOREIGN_KEY_CHECKS = 0;\n");
-    let mut list = as_app("mariadb", node, app, paths, mysql, user)?;
-    list.args(["--batch", "--skip-column-names", "--sandbox", &name, "-e"])
-        .arg(
-            "SELECT CONCAT('DROP ', IF(table_type = 'VIEW', 'VIEW', 'TABLE'), ' IF EXISTS `', \
-             REPLACE(table_name, '`', '``'), '`;') FROM information_schema.tables \
-             WHERE table_schema = DATABASE() ORDER BY table_type = 'VIEW' DESC, table_name",
+/// The table that marks a staged database whole: made by the administrator after the dump
+/// replayed (a dump cannot drop it to fake a swap), and moved out by the swap itself.
+const MARKER: &str = "silver-restore-marker";
+
+/// Replays `dump` (None: nothing) into a new database `<identity>-restore` as a user made for
+/// the restore alone, whose only grant is that database: a `USE` or a qualified name in the
+/// dump reaches neither the app's live database nor another app's. The client runs as the
+/// app's Unix user, with `--sandbox`.
+pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result<(), Error> {
+    let (app, mysql) = (d.app, d.mysql);
+    let staging = crate::identity::Identity::of(d.node, app).staging("restore");
+    discard(d)?;
+    let password = safefs::secret_hex(16).map_err(|e| Error::io(Path::new("/dev/urandom"), e))?;
+    admin(
+        app,
+        mysql,
+        &format!(
+            "CREATE DATABASE `{staging}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;\n\
+             CREATE USER '{staging}'@'%' IDENTIFIED BY '{password}';\n\
+             GRANT ALL PRIVILEGES ON `{}`.* TO '{staging}'@'%';\n",
+            grant_pattern(&staging)
+        ),
+        &password,
+    )?;
+    let mut cmd = client("mariadb", mysql, &staging, &password, d.user);
+    cmd.args(["--batch", "--sandbox", &staging]);
+    let body = dump.map(crate::data::open_dump).transpose()?;
+    let done = run_streamed(cmd, body).map_err(|source| Error::NoMysql {
+        app: app.clone(),
+        addr: mysql.addr(),
+        source,
+    })?;
+    check(&done, "mariadb")?;
+    admin(
+        app,
+        mysql,
+        &format!("DROP USER '{staging}'@'%';\nCREATE TABLE `{staging}`.`{MARKER}` (done INT);\n"),
+        "",
+    )
+}
+
+/// Swaps the staged tables in with one `RENAME TABLE`, which MariaDB makes atomic (and crash
+/// safe): the live tables move to `<identity>-old`, the staged ones into the live database,
+/// the marker with them. Triggers and views cannot move between databases, so they are taken
+/// out of the staged database first (their definitions kept in `services/`, written durably)
+/// and made again in the live one after. Nothing to swap when the marker is gone.
+pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
+    let (app, mysql) = (d.app, d.mysql);
+    let id = crate::identity::Identity::of(d.node, app);
+    let (live, staging, old) = (&id.name, id.staging("restore"), id.staging("old"));
+    let objects = d.paths.services().join("mysql-restore-objects.sql");
+    let marked = admin_query(
+        app,
+        mysql,
+        &format!(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{staging}' AND TABLE_NAME = '{MARKER}';\n"
+        ),
+    )?;
+    if marked.trim() == "1" {
+        if !objects.exists() {
+            let sql = definitions(app, mysql, &staging, live)?;
+            safefs::write_atomic(&objects, sql.as_bytes(), safefs::WriteOptions::PRIVATE)
+                .map_err(|e| Error::io(&objects, e))?;
+        }
+        drop_objects(app, mysql, &staging)?;
+        drop_objects(app, mysql, live)?;
+        let tables = |db: &str| base_tables(app, mysql, db);
+        let mut moves: Vec<String> = tables(live)?
+            .iter()
+            .map(|t| format!("`{live}`.`{t}` TO `{old}`.`{t}`"))
+            .collect();
+        moves.extend(
+            tables(&staging)?
+                .iter()
+                .filter(|t| *t != MARKER)
+                .map(|t| format!("`{staging}`.`{t}` TO `{live}`.`{t}`")),
         );
-    let listed = run(list, None).map_err(|source| Error::NoMysql {
-        app: app.clone(),
-        addr: mysql.addr(),
-        source,
-    })?;
-    check(&listed, "mariadb")?;
-    input += &String::from_utf8_lossy(&listed.stdout);
-    input += "SET FOREIGN_KEY_CHECKS = 1;\n";
-    let mut bytes = input.into_bytes();
-    if let Some(sql) = sql {
-        bytes.extend(std::fs::read(sql).map_err(|e| Error::io(sql, e))?);
+        moves.push(format!("`{staging}`.`{MARKER}` TO `{old}`.`{MARKER}`"));
+        admin(
+            app,
+            mysql,
+            &format!(
+                "DROP DATABASE IF EXISTS `{old}`;\nCREATE DATABASE `{old}`;\n\
+                 CREATE DATABASE IF NOT EXISTS `{live}`;\nRENAME TABLE {};\n",
+                moves.join(", ")
+            ),
+            "",
+        )?;
     }
-    let mut cmd = as_app("mariadb", node, app, paths, mysql, user)?;
-    cmd.args(["--batch", "--sandbox", &name]);
-    let done = run(cmd, Some(&bytes)).map_err(|source| Error::NoMysql {
-        app: app.clone(),
-        addr: mysql.addr(),
-        source,
-    })?;
-    check(&done, "mariadb")
+    if let Ok(sql) = std::fs::read_to_string(&objects) {
+        drop_objects(app, mysql, live)?;
+        create_objects(app, mysql, live, &sql)?;
+        std::fs::remove_file(&objects).map_err(|e| Error::io(&objects, e))?;
+    }
+    admin(
+        app,
+        mysql,
+        &format!("DROP DATABASE IF EXISTS `{old}`;\nDROP DATABASE IF EXISTS `{staging}`;\n"),
+        "",
+    )
+}
+
+/// Drops the staged database and the user that filled it.
+pub(crate) fn discard(d: &crate::services::AppData) -> Result<(), Error> {
+    let staging = crate::identity::Identity::of(d.node, d.app).staging("restore");
+    admin(
+        d.app,
+        d.mysql,
+        &format!("DROP DATABASE IF EXISTS `{staging}`;\nDROP USER IF EXISTS '{staging}'@'%';\n"),
+        "",
+    )
+}
+
+fn base_tables(app: &AppName, mysql: &Mysql, db: &str) -> Result<Vec<String>, Error> {
+    let listed = admin_query(
+        app,
+        mysql,
+        &format!(
+            "SELECT HEX(TABLE_NAME) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = '{db}' AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;\n"
+        ),
+    )?;
+    Ok(listed.lines().map(unhex).collect())
+}
+
+/// The views and triggers of `db` as statements that make them in `live`, owned by the app's
+/// user (never the administrator: a view runs with its definer's rights). Fields come back in
+/// hex, so no newline or tab in a definition can split a row.
+fn definitions(app: &AppName, mysql: &Mysql, db: &str, live: &str) -> Result<String, Error> {
+    let definer = format!("'{live}'@'%'");
+    let mut sql = String::new();
+    let views = admin_query(
+        app,
+        mysql,
+        &format!(
+            "SELECT HEX(TABLE_NAME), HEX(VIEW_DEFINITION), SECURITY_TYPE, CHECK_OPTION \
+             FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{db}' ORDER BY TABLE_NAME;\n"
+        ),
+    )?;
+    for row in views.lines() {
+        let f: Vec<&str> = row.split('\t').collect();
+        let check = match f.get(3) {
+            Some(&"NONE") | None => String::new(),
+            Some(c) => format!(" WITH {c} CHECK OPTION"),
+        };
+        sql += &format!(
+            "CREATE DEFINER={definer} SQL SECURITY {} VIEW `{}` AS {}{check}\n\u{1e}\n",
+            f.get(2).unwrap_or(&"DEFINER"),
+            unhex(f[0]).replace('`', "``"),
+            unhex(f.get(1).unwrap_or(&"")),
+        );
+    }
+    let triggers = admin_query(
+        app,
+        mysql,
+        &format!(
+            "SELECT HEX(TRIGGER_NAME), ACTION_TIMING, EVENT_MANIPULATION, HEX(EVENT_OBJECT_TABLE), \
+             HEX(ACTION_STATEMENT) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}' \
+             ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER;\n"
+        ),
+    )?;
+    for row in triggers.lines() {
+        let f: Vec<&str> = row.split('\t').collect();
+        sql += &format!(
+            "CREATE DEFINER={definer} TRIGGER `{}` {} {} ON `{}` FOR EACH ROW {}\n\u{1e}\n",
+            unhex(f[0]).replace('`', "``"),
+            f.get(1).unwrap_or(&""),
+            f.get(2).unwrap_or(&""),
+            unhex(f.get(3).unwrap_or(&"")).replace('`', "``"),
+            unhex(f.get(4).unwrap_or(&"")),
+        );
+    }
+    // A view's stored definition names its tables with the staged database's name.
+    Ok(sql.replace(&format!("`{db}`."), &format!("`{live}`.")))
+}
+
+/// Drops every view and trigger of `db`.
+fn drop_objects(app: &AppName, mysql: &Mysql, db: &str) -> Result<(), Error> {
+    let listed = admin_query(
+        app,
+        mysql,
+        &format!(
+            "SELECT CONCAT('DROP TRIGGER IF EXISTS `{db}`.`', REPLACE(TRIGGER_NAME, '`', '``'), '`;') \
+             FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}' \
+             UNION ALL SELECT CONCAT('DROP VIEW IF EXISTS `{db}`.`', REPLACE(TABLE_NAME, '`', '``'), '`;') \
+             FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{db}';\n"
+        ),
+    )?;
+    if listed.trim().is_empty() {
+        return Ok(());
+    }
+    admin(app, mysql, &listed, "")
+}
+
+/// Makes the views and triggers `sql` holds in `live`. Views may name views: each pass makes
+/// those whose dependencies exist, until all are made or a pass makes none.
+fn create_objects(app: &AppName, mysql: &Mysql, live: &str, sql: &str) -> Result<(), Error> {
+    let mut pending: Vec<&str> = sql
+        .split("\n\u{1e}\n")
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut last = None;
+        for statement in &pending {
+            let script = format!("USE `{live}`;\nDELIMITER //silver//\n{statement}//silver//\n");
+            if let Err(e) = admin(app, mysql, &script, "") {
+                failed.push(*statement);
+                last = Some(e);
+            }
+        }
+        if failed.len() == pending.len() {
+            return Err(last.expect("a failure"));
+        }
+        pending = failed;
+    }
+    Ok(())
+}
+
+fn unhex(field: &str) -> String {
+    String::from_utf8_lossy(&hex::decode(field.trim()).unwrap_or_default()).into_owned()
+}
+
+/// The client, logged in as `user` with `password` (in `MYSQL_PWD`), run as `unix` (the app's
+/// user) when given.
+fn client(
+    program: &str,
+    mysql: &Mysql,
+    user: &str,
+    password: &str,
+    unix: Option<&AppUser>,
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("MYSQL_PWD", password)
+        .args(["--protocol=tcp", "-h", &mysql.host, "-P"])
+        .arg(mysql.port.to_string())
+        .args(["-u", user]);
+    if let Some(unix) = unix {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(unix.uid).gid(unix.gid).current_dir("/");
+    }
+    cmd
+}
+
+/// Runs `cmd` with `body` streamed to its stdin (never read whole into memory).
+fn run_streamed(
+    mut cmd: Command,
+    body: Option<std::fs::File>,
+) -> std::io::Result<std::process::Output> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || body.map(|mut b| std::io::copy(&mut b, &mut stdin)));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    Ok(out)
 }
 
 fn check(out: &std::process::Output, program: &str) -> Result<(), Error> {

@@ -74,6 +74,17 @@ impl AppPaths {
         self.checkpoints().join(label)
     }
 
+    /// The journal of a restore in progress (`restore.rs`): present from the first change to the
+    /// app's data until every service holds the restored state, so a crash is finished or undone.
+    pub fn restore_journal(&self) -> PathBuf {
+        self.dir.join("restore.json")
+    }
+
+    /// What the last restore the agent had to finish or undo after a crash came to.
+    pub fn restore_outcome(&self) -> PathBuf {
+        self.dir.join("restore-outcome.json")
+    }
+
     /// Configuration directories uploaded with `silver update --config DIR`, one per content
     /// (`<id>/`), and `current`, naming the one the live release runs with.
     pub fn app_configs(&self) -> PathBuf {

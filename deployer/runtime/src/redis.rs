@@ -22,6 +22,9 @@ pub struct Redis {
     pub port: u16,
     /// `AUTH [user] password` for the administrator, when Redis asks for one.
     pub admin: Option<(Option<String>, String)>,
+    /// Where the agent keeps the password it gave Redis's `default` user, when it found that
+    /// user open and no `admin` was given (a node; `silver serve` leaves it None).
+    pub default_secret: Option<std::path::PathBuf>,
 }
 
 /// Never prints the password.
@@ -41,6 +44,7 @@ impl Default for Redis {
             host: "127.0.0.1".into(),
             port: 6379,
             admin: None,
+            default_secret: None,
         }
     }
 }
@@ -65,6 +69,7 @@ impl Redis {
             host: url.host_str()?.to_string(),
             port: url.port().unwrap_or(6379),
             admin: password.map(|p| (user, p)),
+            default_secret: None,
         })
     }
 
@@ -75,8 +80,33 @@ impl Redis {
 
 /// The app's Redis user: `s<node>_<app>`, its keys `s<node>_<app>:*`.
 pub fn redis_user(node: &str, app: &AppName) -> String {
-    crate::services::pg_name(node, app)
+    crate::identity::Identity::of(node, app).name
 }
+
+/// What an app's user may not run beyond `-@admin -@dangerous`, each for what it crosses:
+/// - `SCAN`, `KEYS`, `RANDOMKEY`: they list every app's key names, whatever the key patterns;
+/// - `FUNCTION`, `FCALL`: functions are one library for the whole server, so one app could
+///   replace (`FUNCTION LOAD REPLACE`), read or flush another's code and have it run as the other;
+/// - `SCRIPT FLUSH`: it empties every app's script cache;
+/// - `PUBSUB`: it lists every app's channels;
+/// - `CONFIG`, `MODULE`, `ACL`, `SWAPDB`, `MOVE`, `SELECT`: server settings, other users, and
+///   other logical databases.
+const DENIED: &[&str] = &[
+    "-scan",
+    "-keys",
+    "-randomkey",
+    "-function",
+    "-fcall",
+    "-fcall_ro",
+    "-script|flush",
+    "-pubsub",
+    "-config",
+    "-module",
+    "-acl",
+    "-swapdb",
+    "-move",
+    "-select",
+];
 
 /// Makes (or resets to what it must be) the app's user; returns its variables.
 pub fn provision(
@@ -99,19 +129,24 @@ pub fn provision(
     let keys = format!("~{user}:*");
     let channels = format!("&{user}:*");
     let secret = format!(">{password}");
-    conn.call(&[
-        "ACL",
-        "SETUSER",
-        &user,
-        "reset",
-        "on",
-        &secret,
-        &keys,
-        &channels,
-        "+@all",
-        "-@admin",
-        "-@dangerous",
-    ])
+    conn.call(
+        &[
+            "ACL",
+            "SETUSER",
+            &user,
+            "reset",
+            "on",
+            &secret,
+            &keys,
+            &channels,
+            "+@all",
+            "-@admin",
+            "-@dangerous",
+        ]
+        .into_iter()
+        .chain(DENIED.iter().copied())
+        .collect::<Vec<_>>(),
+    )
     .map_err(refused)?;
     // Kept across a restart of Redis when it has somewhere to keep it (an ACL file, else its
     // config file); a Redis started without either keeps it until the next activation.
@@ -237,22 +272,58 @@ impl Reply {
     }
 }
 
-/// A connection as the administrator.
+/// A connection as the administrator: the `--redis-url` login, else the password the agent
+/// gave `default`. A `default` user that any local process may use without a password (Debian's
+/// Redis as installed) would let every app read every key, so the agent gives it a password
+/// first, kept in `default_secret` (0600), and says so.
 fn admin(app: &AppName, redis: &Redis) -> Result<Conn, Error> {
-    let mut conn = Conn::open(redis).map_err(|source| Error::NoRedis {
-        app: app.clone(),
+    let open = || {
+        Conn::open(redis).map_err(|source| Error::NoRedis {
+            app: app.clone(),
+            addr: redis.addr(),
+            source,
+        })
+    };
+    let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
-        source,
-    })?;
+        message,
+    };
+    let mut conn = open()?;
     if let Some((admin, admin_password)) = &redis.admin {
         let mut auth = vec!["AUTH"];
         auth.extend(admin.as_deref());
         auth.push(admin_password);
-        conn.call(&auth).map_err(|message| Error::RedisRefused {
-            addr: redis.addr(),
-            message,
-        })?;
+        conn.call(&auth).map_err(refused)?;
+        return Ok(conn);
     }
+    let Some(file) = &redis.default_secret else {
+        return Ok(conn);
+    };
+    if let Ok(saved) = std::fs::read_to_string(file) {
+        if conn.call(&["AUTH", "default", saved.trim()]).is_ok() {
+            return Ok(conn);
+        }
+        // A Redis restarted without its ACL file has the default user open again.
+        conn = open()?;
+    }
+    if let Err(e) = conn.call(&["ACL", "WHOAMI"]) {
+        return Err(Error::RedisNeedsAdmin {
+            addr: redis.addr(),
+            message: e,
+        });
+    }
+    let password = safefs::load_or_create_secret(file, 24).map_err(|e| Error::io(file, e))?;
+    let secret = format!(">{password}");
+    conn.call(&["ACL", "SETUSER", "default", "on", "resetpass", &secret])
+        .map_err(|m| refused(m.replace(&password, "***")))?;
+    if conn.call(&["ACL", "SAVE"]).is_err() && conn.call(&["CONFIG", "REWRITE"]).is_err() {
+        tracing::warn!(addr = %redis.addr(), "Redis has no ACL or config file: its default user's password lasts until Redis restarts");
+    }
+    tracing::warn!(
+        addr = %redis.addr(),
+        secret_file = %file.display(),
+        "Redis's default user had no password, so any local process could read every app's keys: the agent gave it one"
+    );
     Ok(conn)
 }
 
@@ -396,71 +467,138 @@ pub fn dump(node: &str, app: &AppName, redis: &Redis, out: &Path) -> Result<(), 
         .map_err(|e| Error::io(out, e))
 }
 
-/// Deletes the app's keys, then writes those of `dump` (if any) under its own prefix.
-pub fn restore(node: &str, app: &AppName, redis: &Redis, dump: Option<&Path>) -> Result<(), Error> {
-    let prefix = format!("{}:", redis_user(node, app));
+/// Writes the keys of `dump` (None: none) under the staging prefix `<identity>-restore:`, which
+/// no app's user may touch, then the marker key `<identity>-restore` that says they are whole.
+/// One line at a time: a dump is never read whole into memory.
+pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result<(), Error> {
+    let (redis, app) = (d.redis, d.app);
+    let id = crate::identity::Identity::of(d.node, app);
+    let (staging, marker) = (format!("{}:", id.staging("restore")), id.staging("restore"));
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
         message,
     };
-    let lines = crate::data::json_lines(dump)?;
     let mut conn = admin(app, redis)?;
-    for key in keys(&mut conn, &prefix).map_err(refused)? {
-        conn.command(&[b"DEL", &[prefix.as_bytes(), &key].concat()])
-            .map_err(refused)?;
-    }
-    for (i, line) in lines.iter().enumerate() {
+    delete_prefixed(&mut conn, &staging).map_err(refused)?;
+    conn.command(&[b"DEL", marker.as_bytes()])
+        .map_err(refused)?;
+    crate::data::for_each_json_line(dump, |number, line| {
         let bad = |why: &str| Error::BadBackup {
             path: dump.unwrap_or(Path::new("redis.jsonl")).to_path_buf(),
-            why: format!("line {}: {why}", i + 1),
+            why: format!("line {number}: {why}"),
         };
         let key = from_json(&line["key"]).ok_or_else(|| bad("no key"))?;
-        let full = [prefix.as_bytes(), &key].concat();
-        let items = |v: &serde_json::Value| -> Vec<serde_json::Value> {
-            v.as_array().cloned().unwrap_or_default()
-        };
-        let mut args: Vec<Vec<u8>> = Vec::new();
-        match line["type"].as_str().unwrap_or("") {
-            "string" => args.extend([
-                b"SET".to_vec(),
-                full.clone(),
-                from_json(&line["value"]).ok_or_else(|| bad("bad value"))?,
-            ]),
-            "list" => {
-                args.extend([b"RPUSH".to_vec(), full.clone()]);
-                args.extend(items(&line["value"]).iter().filter_map(from_json));
-            }
-            "set" => {
-                args.extend([b"SADD".to_vec(), full.clone()]);
-                args.extend(items(&line["value"]).iter().filter_map(from_json));
-            }
-            "hash" => {
-                args.extend([b"HSET".to_vec(), full.clone()]);
-                for pair in items(&line["value"]) {
-                    args.extend(
-                        [from_json(&pair[0]), from_json(&pair[1])]
-                            .into_iter()
-                            .flatten(),
-                    );
-                }
-            }
-            "zset" => {
-                args.extend([b"ZADD".to_vec(), full.clone()]);
-                for pair in items(&line["value"]) {
-                    args.push(pair[1].as_str().unwrap_or("0").as_bytes().to_vec());
-                    args.extend(from_json(&pair[0]));
-                }
-            }
-            other => return Err(bad(&format!("unknown type `{other}`"))),
-        }
+        let full = [staging.as_bytes(), &key].concat();
+        let args = write_command(&line, full.clone()).map_err(|why| bad(&why))?;
         if args.len() > 2 {
             let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            conn.command(&refs).map_err(refused)?;
+            conn.command(&refs).map_err(|e| bad(&e))?;
         }
         if let Some(ms) = line["ttl_ms"].as_i64() {
             conn.command(&[b"PEXPIRE", &full, ms.to_string().as_bytes()])
-                .map_err(refused)?;
+                .map_err(|e| bad(&e))?;
         }
+        Ok(())
+    })?;
+    conn.command(&[b"SET", marker.as_bytes(), b"1"])
+        .map_err(refused)
+        .map(|_| ())
+}
+
+/// The command that writes one dumped key (`SET`, `RPUSH`, `SADD`, `HSET`, `ZADD`) as `full`.
+fn write_command(line: &serde_json::Value, full: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+    let items = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v.as_array().cloned().unwrap_or_default()
+    };
+    let mut args: Vec<Vec<u8>> = Vec::new();
+    match line["type"].as_str().unwrap_or("") {
+        "string" => args.extend([
+            b"SET".to_vec(),
+            full,
+            from_json(&line["value"]).ok_or("bad value")?,
+        ]),
+        "list" => {
+            args.extend([b"RPUSH".to_vec(), full]);
+            args.extend(items(&line["value"]).iter().filter_map(from_json));
+        }
+        "set" => {
+            args.extend([b"SADD".to_vec(), full]);
+            args.extend(items(&line["value"]).iter().filter_map(from_json));
+        }
+        "hash" => {
+            args.extend([b"HSET".to_vec(), full]);
+            for pair in items(&line["value"]) {
+                args.extend(
+                    [from_json(&pair[0]), from_json(&pair[1])]
+                        .into_iter()
+                        .flatten(),
+                );
+            }
+        }
+        "zset" => {
+            args.extend([b"ZADD".to_vec(), full]);
+            for pair in items(&line["value"]) {
+                args.push(pair[1].as_str().unwrap_or("0").as_bytes().to_vec());
+                args.extend(from_json(&pair[0]));
+            }
+        }
+        other => return Err(format!("unknown type `{other}`")),
+    }
+    Ok(args)
+}
+
+/// Swaps the staged keys in, in one script, which Redis runs as one step: the app's keys are
+/// deleted, the staged ones renamed under its prefix, and the marker dropped. Without the
+/// marker there is nothing to swap (it was swapped in already).
+const SWAP: &str = r#"
+local live, staging, marker = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', marker) == 0 then return 0 end
+local function keys(prefix)
+  local found, cursor = {}, '0'
+  repeat
+    local reply = redis.call('SCAN', cursor, 'MATCH', prefix .. '*', 'COUNT', 1000)
+    cursor = reply[1]
+    for _, key in ipairs(reply[2]) do found[#found + 1] = key end
+  until cursor == '0'
+  return found
+end
+for _, key in ipairs(keys(live)) do redis.call('DEL', key) end
+for _, key in ipairs(keys(staging)) do
+  redis.call('RENAME', key, live .. string.sub(key, #staging + 1))
+end
+redis.call('DEL', marker)
+return 1
+"#;
+
+pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
+    let id = crate::identity::Identity::of(d.node, d.app);
+    let (staging, marker) = (format!("{}:", id.staging("restore")), id.staging("restore"));
+    let mut conn = admin(d.app, d.redis)?;
+    conn.call(&["EVAL", SWAP, "0", &id.redis_prefix(), &staging, &marker])
+        .map_err(|message| Error::RedisRefused {
+            addr: d.redis.addr(),
+            message,
+        })
+        .map(|_| ())
+}
+
+/// Drops the staged keys and their marker.
+pub(crate) fn discard(d: &crate::services::AppData) -> Result<(), Error> {
+    let id = crate::identity::Identity::of(d.node, d.app);
+    let (staging, marker) = (format!("{}:", id.staging("restore")), id.staging("restore"));
+    let refused = |message: String| Error::RedisRefused {
+        addr: d.redis.addr(),
+        message,
+    };
+    let mut conn = admin(d.app, d.redis)?;
+    conn.command(&[b"DEL", marker.as_bytes()])
+        .map_err(refused)?;
+    delete_prefixed(&mut conn, &staging).map_err(refused)
+}
+
+fn delete_prefixed(conn: &mut Conn, prefix: &str) -> Result<(), String> {
+    for key in keys(conn, prefix)? {
+        conn.command(&[b"DEL", &[prefix.as_bytes(), &key].concat()])?;
     }
     Ok(())
 }

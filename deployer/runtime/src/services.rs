@@ -13,6 +13,7 @@
 
 use packer::AppName;
 
+use crate::identity::Identity;
 use crate::paths::AppPaths;
 
 use crate::error::Error;
@@ -225,24 +226,6 @@ fn own_dir(dir: std::path::PathBuf, user: Option<&AppUser>) -> Result<String, Er
     Ok(dir.display().to_string())
 }
 
-/// The role and database of an app on a node: `s<node>_<app>`, within PostgreSQL's 63 bytes,
-/// a long name cut and given a hash of the whole, so two apps or two nodes never share one.
-pub fn pg_name(node: &str, app: &AppName) -> String {
-    let app_part = app.as_str().replace(['-', '.'], "_");
-    let name = format!("s{node}_{app_part}");
-    if name.len() <= 63 {
-        return name;
-    }
-    let hash = blake3::hash(app.as_str().as_bytes()).to_hex();
-    format!("s{node}_{}_{}", &app_part[..40], &hash[..8])
-}
-
-/// What the agent writes on each role it makes, and looks for before it touches one: a role
-/// another node (or a person) made is never taken over.
-fn role_comment(node: &str, app: &AppName) -> String {
-    format!("silver app {app} on node {node}")
-}
-
 fn postgresql(
     node: &str,
     app: &AppName,
@@ -250,10 +233,10 @@ fn postgresql(
     postgis: bool,
     pg: &Postgres,
 ) -> Result<Vec<(String, String)>, Error> {
-    let name = pg_name(node, app);
+    let name = Identity::of(node, app).name;
     let password = pg_password(paths)?;
-    let ours = role_comment(node, app);
-    let comment = psql(
+    let ours = Identity::owner_comment(node, app);
+    let comment = admin_psql(
         pg,
         None,
         &format!(
@@ -275,23 +258,31 @@ fn postgresql(
             })
         }
     };
-    psql(pg, None, &statement, &[&password])?;
-    let exists = psql(
+    admin_psql(pg, None, &statement, &[&password])?;
+    let exists = admin_psql(
         pg,
         None,
         &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
         &[],
     )?;
     if exists.trim() != "1" {
-        psql(
+        admin_psql(
             pg,
             None,
             &format!("CREATE DATABASE \"{name}\" OWNER \"{name}\""),
             &[],
         )?;
     }
+    // PUBLIC may connect to every new database: another app's role could then read this one's
+    // function source, view definitions and catalog, and make temp tables in it.
+    admin_psql(
+        pg,
+        None,
+        &format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC"),
+        &[],
+    )?;
     if postgis {
-        psql(
+        admin_psql(
             pg,
             Some(&name),
             "CREATE EXTENSION IF NOT EXISTS postgis",
@@ -324,7 +315,7 @@ pub(crate) fn pg_password(paths: &AppPaths) -> Result<String, Error> {
 
 /// Runs one statement as the administrator; the statement (which may hold a password) is
 /// passed on stdin, never on a command line, and each of `secrets` is blotted out of an error.
-fn psql(
+pub(crate) fn admin_psql(
     pg: &Postgres,
     database: Option<&str>,
     sql: &str,

@@ -24,20 +24,24 @@ pub enum AppUsers {
 
 /// The comment on every user the agent makes: how it knows the user is its own to use.
 pub fn comment(node: &str, app: &AppName) -> String {
-    format!("silver app {app} on node {node}")
+    crate::identity::Identity::owner_comment(node, app)
 }
 
 /// `s<first 6 of the node id>-<app>`: at most 32 characters (useradd's limit), only characters
 /// every distribution accepts in a user name, and distinct for two nodes on one host. A long or
-/// dotted app name is cut and given a hash of the whole name, so two never share a user.
+/// dotted app name is cut and given a hash of the whole name, so two never share a user: the
+/// plain form is at most 30 characters and the hashed one exactly 31, so neither is the other.
+/// Part of [`crate::identity::Identity`], the one place every app identity is named.
 pub fn user_name(node: &str, app: &AppName) -> String {
+    const PLAIN_MAX: usize = 30;
+    const HASHED_LEN: usize = 31;
     let node = &node[..node.len().min(6)];
     let plain = app
         .as_str()
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     let name = format!("s{node}-{app}");
-    if plain && name.len() <= 32 {
+    if plain && name.len() <= PLAIN_MAX {
         return name;
     }
     let kept: String = app
@@ -47,7 +51,9 @@ pub fn user_name(node: &str, app: &AppName) -> String {
         .take(14)
         .collect();
     let hash = blake3::hash(app.as_str().as_bytes()).to_hex();
-    format!("s{node}-{kept}-{}", &hash[..8])
+    let head = format!("s{node}-{kept}-");
+    let rest = HASHED_LEN - head.len();
+    format!("{head}{}", &hash[..rest])
 }
 
 /// The app's user, made now if it does not exist. A user of that name that the agent did not
@@ -55,7 +61,7 @@ pub fn user_name(node: &str, app: &AppName) -> String {
 pub fn ensure(node: &str, app: &AppName) -> Result<AppUser, Error> {
     let name = user_name(node, app);
     let wanted = comment(node, app);
-    if let Some(found) = existing(&name)? {
+    if let Some(found) = existing(&name, &wanted)? {
         return Ok(found);
     }
     let out = Command::new("useradd")
@@ -69,7 +75,7 @@ pub fn ensure(node: &str, app: &AppName) -> Result<AppUser, Error> {
             why: format!("could not run useradd: {source}"),
         })?;
     // Another activation may have made it a moment ago; `existing` then finds it.
-    if let Some(found) = existing(&name)? {
+    if let Some(found) = existing(&name, &wanted)? {
         return Ok(found);
     }
     Err(Error::UserAdd {
@@ -78,13 +84,14 @@ pub fn ensure(node: &str, app: &AppName) -> Result<AppUser, Error> {
     })
 }
 
-/// The user named `name` if it exists and is the one the agent made for this app.
-fn existing(name: &str) -> Result<Option<AppUser>, Error> {
+/// The user named `name` if it exists and is the one the agent made for this app: one made for
+/// another app, or by someone else, is refused with its comment, which names its owner.
+fn existing(name: &str, wanted: &str) -> Result<Option<AppUser>, Error> {
     let Some(user) = nix::unistd::User::from_name(name).ok().flatten() else {
         return Ok(None);
     };
     let gecos = user.gecos.to_string_lossy().into_owned();
-    if !gecos.starts_with("silver app ") {
+    if gecos != wanted {
         return Err(Error::UserTaken {
             name: name.to_string(),
             comment: gecos,
@@ -122,5 +129,6 @@ mod tests {
         let other = user_name("3f9a1c0b", &AppName::parse(&format!("{long}b")).unwrap());
         assert_ne!(one, other);
         assert!(one.len() <= 32 && other.len() <= 32);
+        assert_eq!(dotted.len(), 31);
     }
 }

@@ -60,6 +60,50 @@ pub struct BackupInfo {
     pub services: Vec<String>,
 }
 
+/// Where a restore is (`restore.json` on the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestorePhase {
+    /// Staged copies are being built: a crash undoes the restore.
+    Staging,
+    /// Every copy is staged and being swapped in: a crash finishes the restore.
+    Switching,
+}
+
+/// The journal of a restore in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreJournal {
+    pub phase: RestorePhase,
+    /// The services it replaces, by kind (`files`, `postgresql`, …).
+    pub services: Vec<String>,
+    /// What is restored: a backup of which app, taken when; or `clear`.
+    pub source: String,
+    /// UTC, RFC 3339.
+    pub started: String,
+}
+
+/// What the agent did about a restore a crash interrupted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOutcome {
+    /// `finished` (every service holds the restored data) or `undone` (every service holds
+    /// the data it had before).
+    pub outcome: String,
+    pub journal: RestoreJournal,
+    /// UTC, RFC 3339.
+    pub recovered: String,
+}
+
+/// `silver checkpoints`: the checkpoints, a restore in progress, and the last one a crash
+/// interrupted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointsView {
+    pub checkpoints: Vec<BackupInfo>,
+    #[serde(default)]
+    pub restoring: Option<RestoreJournal>,
+    #[serde(default)]
+    pub last_recovered: Option<RestoreOutcome>,
+}
+
 /// The name of a config variable (`silver config set NAME=…`): a shell variable name, and not
 /// one silver sets itself, which would silently win over it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -84,6 +128,22 @@ impl VarName {
             return Err(
                 "is set by silver itself (PORT, STATIC_URL, TEMP, TMPDIR, SILVER_*, CONFIG_*)",
             );
+        }
+        // What finds the app's programs and libraries is silver's to set: a `PATH` override
+        // breaks `silver run`, a `PYTHONPATH` one the restart, and `LD_PRELOAD` and friends
+        // load code into every process of the app (the dynamic loader's and Python's own).
+        let loader = [
+            "PATH",
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "PYTHONUSERBASE",
+            "VIRTUAL_ENV",
+        ]
+        .contains(&name)
+            || ["GLIBC_TUNABLES", "GCONV_PATH"].contains(&name)
+            || name.starts_with("LD_");
+        if loader {
+            return Err("decides which programs and libraries the app loads, which silver sets (PATH, PYTHONPATH, PYTHONHOME, PYTHONUSERBASE, VIRTUAL_ENV, LD_*, GLIBC_TUNABLES, GCONV_PATH)\nhint: ship libraries in the app's virtualenv or lib/python, and programs in its bin/");
         }
         Ok(VarName(name.to_string()))
     }
@@ -112,6 +172,56 @@ impl std::fmt::Display for VarName {
     }
 }
 
+/// The value of a config variable: at most [`VarValue::MAX_BYTES`], no NUL. Every process of
+/// the app gets it in its environment, and the kernel refuses to start one whose variable is
+/// over 128 KiB (`Argument list too long`): a bound here makes that a clear error at
+/// `silver config set` instead of a failed restart.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VarValue(String);
+
+impl VarValue {
+    pub const MAX_BYTES: usize = 64 * 1024;
+
+    pub fn parse(value: String) -> Result<VarValue, String> {
+        if value.contains('\0') {
+            return Err("holds a NUL byte, which no environment variable can".into());
+        }
+        if value.len() > Self::MAX_BYTES {
+            return Err(format!(
+                "is {} bytes, over the {} KiB a config value may hold\nhint: keep large data in a file (service.files, or `silver update --config DIR`) and put its path in the variable",
+                value.len(),
+                Self::MAX_BYTES / 1024
+            ));
+        }
+        Ok(VarValue(value))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Never prints the value: it may be a secret.
+impl std::fmt::Debug for VarValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VarValue({} bytes)", self.0.len())
+    }
+}
+
+impl TryFrom<String> for VarValue {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        VarValue::parse(value).map_err(|why| format!("a config value {why}"))
+    }
+}
+
+impl From<VarValue> for String {
+    fn from(value: VarValue) -> String {
+        value.0
+    }
+}
+
 /// An app's config on the node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigView {
@@ -128,7 +238,7 @@ pub struct ConfigView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigChange {
     #[serde(default)]
-    pub set: std::collections::BTreeMap<VarName, String>,
+    pub set: std::collections::BTreeMap<VarName, VarValue>,
     #[serde(default)]
     pub unset: Vec<VarName>,
     pub who: String,

@@ -455,8 +455,13 @@ pub(super) async fn restore(state: AgentState) {
     };
     for (c, previous) in apps {
         match c {
-            Ok(c) => {
+            Ok(mut c) => {
                 let (app, label) = (c.app.clone(), c.label.clone());
+                // A restore a crash interrupted is settled before the app reads its data.
+                if let Err(e) = recover(&state, &mut c).await {
+                    tracing::error!(%app, error = %e, "cannot settle an interrupted restore; the app is not started");
+                    continue;
+                }
                 match state.runtime.activate(c, || Ok::<(), Error>(())).await {
                     Ok(_) => tracing::info!(%app, release = label, "started"),
                     Err(e) => tracing::error!(%app, release = label, error = %e, "cannot start"),
@@ -469,6 +474,16 @@ pub(super) async fn restore(state: AgentState) {
             Err(e) => tracing::error!(error = %e, "cannot start an app"),
         }
     }
+}
+
+/// Finishes or undoes the restore of `c`'s app that a crash interrupted, if any.
+async fn recover(state: &AgentState, c: &mut Candidate) -> Result<(), Error> {
+    if silver_runtime::restore::pending(&c.paths).is_none() {
+        return Ok(());
+    }
+    c.user = state.runtime.app_user(&c.app).await?;
+    state.runtime.recover(c).await?;
+    Ok(())
 }
 
 pub(super) async fn maintenance(

@@ -31,7 +31,7 @@ pub(super) async fn backup(
     let (lock, c) = locked_current(&state, &app, &q.who).await?;
     let work = safefs::temp_dir_in(&tmp_dir(&state.store)).map_err(|e| io(&state.store, e))?;
     let dir = work.path().join("backup");
-    std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    safefs::create_private_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     let info = state.runtime.backup(&c, dir.clone()).await?;
     drop(lock);
     tracing::info!(%app, who = %q.who, services = ?info.services, "backup");
@@ -126,13 +126,18 @@ pub(super) async fn upload_app_config(
 pub(super) async fn checkpoints(
     State(state): State<AgentState>,
     App(app): App,
-) -> Result<Json<Vec<BackupInfo>>, ApiErr> {
+) -> Result<Json<CheckpointsView>, ApiErr> {
     let store = state.store.clone();
     blocking(move || {
         if !store.app(&app).exists() {
             return Err(Error::UnknownApp { app });
         }
-        Ok(Json(data::checkpoints(&store.app(&app).runtime())))
+        let paths = store.app(&app).runtime();
+        Ok(Json(CheckpointsView {
+            checkpoints: data::checkpoints(&paths),
+            restoring: silver_runtime::restore::pending(&paths),
+            last_recovered: silver_runtime::restore::last_outcome(&paths),
+        }))
     })
     .await
 }
@@ -170,9 +175,8 @@ fn io(store: &Store, e: std::io::Error) -> Error {
 
 /// Streams the request body to `path`, refusing more than `max` bytes.
 async fn receive(body: Body, path: &Path, max: u64) -> Result<(), Error> {
-    let mut file = tokio::fs::File::create(path)
-        .await
-        .map_err(|e| Error::io(path, e))?;
+    let file = safefs::create_private(path).map_err(|e| Error::io(path, e))?;
+    let mut file = tokio::fs::File::from_std(file);
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -190,7 +194,7 @@ async fn receive(body: Body, path: &Path, max: u64) -> Result<(), Error> {
 
 /// A tar of the files directly in `dir`, in name order; returns it open for reading.
 fn tar_flat(dir: &Path, out: &Path) -> Result<std::fs::File, Error> {
-    let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+    let file = safefs::create_private(out).map_err(|e| Error::io(out, e))?;
     let mut tar = tar::Builder::new(file);
     let mut names: Vec<String> = BACKUP_FILES
         .iter()
@@ -211,7 +215,7 @@ fn tar_flat(dir: &Path, out: &Path) -> Result<std::fs::File, Error> {
 
 /// Unpacks a backup tar into a new `dir`: only the known file names, as plain files.
 fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+    safefs::create_private_dir(dir).map_err(|e| Error::io(dir, e))?;
     let bad = |why: String| {
         Error::Runtime(silver_runtime::Error::BadBackup {
             path: tar_file.to_path_buf(),
@@ -238,11 +242,7 @@ fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
             )));
         };
         let path = dir.join(known);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let mut out = safefs::create_private(&path).map_err(|e| Error::io(&path, e))?;
         std::io::copy(&mut entry, &mut out).map_err(|e| Error::io(&path, e))?;
     }
     if !dir.join(data::MANIFEST).is_file() {

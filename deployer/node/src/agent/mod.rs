@@ -184,6 +184,10 @@ pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result
     };
     let store = open_store(&config)?;
     config.runtime.node_id = store.node_id()?;
+    if config.runtime.redis.admin.is_none() {
+        let secret = store.root().join("redis-default.secret");
+        config.runtime.redis.default_secret.get_or_insert(secret);
+    }
     let token = load_or_create_token(&config.token_file)?;
     let listeners = Listeners::bind(&config).await?;
     let bound = listeners.bound(&config, control_tls.is_some())?;

@@ -47,7 +47,7 @@ pub(super) async fn change(
         let set: Settings = req
             .set
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (k.to_string(), v.into_string()))
             .collect();
         let (version, settings) = store.change_settings(&app, &set, &unset, owner.as_ref())?;
         view(&store, app, version, settings, false)

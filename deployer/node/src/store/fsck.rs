@@ -26,6 +26,9 @@ pub struct Fsck {
     pub bad_current: Vec<String>,
     /// Leftovers recovery would remove (`.partial`, uploads in flight).
     pub leftovers: Vec<String>,
+    /// `app: phase since time (source)` for apps whose data is mid-restore: a crash stopped a
+    /// restore, which the agent finishes or undoes when it starts.
+    pub mid_restore: Vec<String>,
 }
 
 impl Fsck {
@@ -34,6 +37,7 @@ impl Fsck {
             && self.bad_artifacts.is_empty()
             && self.bad_releases.is_empty()
             && self.bad_current.is_empty()
+            && self.mid_restore.is_empty()
     }
 }
 
@@ -73,6 +77,19 @@ pub fn fsck(store: &Store) -> Result<Fsck, Error> {
         }
     }
     for app in store.apps()? {
+        if let Some(j) = silver_runtime::restore::pending(&store.app(&app).runtime()) {
+            let then = match j.phase {
+                silver_runtime::restore::Phase::Staging => "undone",
+                silver_runtime::restore::Phase::Switching => "finished",
+            };
+            report.mid_restore.push(format!(
+                "{app}: a restore ({}) of {} started {} is {:?}; the agent's next start leaves it {then}",
+                j.source,
+                j.services.join(", "),
+                j.started,
+                j.phase,
+            ));
+        }
         for release in read_dir(&store.app(&app).releases())? {
             let name = release.file_name().to_string_lossy().into_owned();
             if name.ends_with(".partial") {
