@@ -599,7 +599,9 @@ fn backup_restore_clear_and_a_checkpoint_that_undoes_a_failed_migration() {
         .args(["checkpoints", "notes", "--json"])
         .output()
         .unwrap();
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(view["restoring"], serde_json::Value::Null, "{view}");
+    let list = view["checkpoints"].as_array().unwrap().clone();
     assert!(list.len() >= 2, "{list:?}");
     assert!(
         list[0]["created"].as_str().unwrap().ends_with('Z'),
@@ -618,7 +620,8 @@ fn backup_restore_clear_and_a_checkpoint_that_undoes_a_failed_migration() {
         .args(["checkpoints", "notes", "--json"])
         .output()
         .unwrap();
-    let after: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let after: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let after = after["checkpoints"].as_array().unwrap();
     assert_eq!(after.len(), list.len() - 1, "{after:?}");
 
     // Onto another node, on the same PostgreSQL (its own role and database).
@@ -1131,8 +1134,12 @@ fn an_apps_redis_keys_survive_backup_clear_and_restore_and_no_other_key_is_touch
     )
     .unwrap();
     let prefix = env["CONFIG_REDIS_PREFIX"].as_str().unwrap().to_string();
+    // The server's default user was open to every local process: the agent gave it a password.
+    assert!(!redis_answers(redis.port), "the default user still needs no password");
+    let secret = std::fs::read_to_string(agent.root.join("redis-default.secret")).unwrap();
     let cli = |script: &str| {
         let out = Command::new("sh")
+            .env("REDISCLI_AUTH", secret.trim())
             .arg("-c")
             .arg(
                 script

@@ -306,7 +306,7 @@ fn admin(app: &AppName, redis: &Redis) -> Result<Conn, Error> {
         // A Redis restarted without its ACL file has the default user open again.
         conn = open()?;
     }
-    if let Err(e) = conn.call(&["ACL", "WHOAMI"]) {
+    if let Err(e) = conn.command(&[b"ACL", b"WHOAMI"]) {
         return Err(Error::RedisNeedsAdmin {
             addr: redis.addr(),
             message: e,
