@@ -4,118 +4,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::servers::*;
 use common::*;
-
-/// A throwaway PostgreSQL cluster on a loopback port: `postgres` is trusted from loopback (the
-/// agent's admin), every other role needs its password.
-struct Cluster {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-}
-
-fn as_postgres(program: &Path) -> Command {
-    if rustix_is_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(program);
-        cmd
-    } else {
-        Command::new(program)
-    }
-}
-
-fn rustix_is_root() -> bool {
-    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || std::fs::read_to_string("/proc/self/status")
-            .map(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-            })
-            .unwrap_or(false)
-}
-
-impl Cluster {
-    fn start(parent: &Path) -> Cluster {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL is installed (scripts/install-deps.sh)")
-            .map(|e| e.unwrap().path().join("bin"))
-            .max()
-            .unwrap();
-        let dir = parent.join("pg");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        if rustix_is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-            assert!(ok.success());
-        }
-        let out = as_postgres(&bin.join("initdb"))
-            .args(["-D"])
-            .arg(&dir)
-            .args([
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(
-            dir.join("pg_hba.conf"),
-            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = as_postgres(&bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&dir)
-            .args(["-w", "-l"])
-            .arg(dir.join("log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1",
-                dir.display()
-            ))
-            .arg("start")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cluster { dir, bin, port }
-    }
-
-    fn admin_url(&self) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.dir)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
 
 /// `psql` run on the node by `silver run`, in the app's environment, connecting as the app.
 fn psql_as_app(agent: &Agent, psql: &Path, url: &str, sql: &str) -> std::process::Output {
@@ -314,54 +207,6 @@ fn a_service_silver_does_not_provide_is_refused_by_name() {
         "http",
         "pouchdb-server",
     );
-}
-
-/// A throwaway Redis on a loopback port, without persistence; stopped when dropped.
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/install-deps.sh installs it)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        // Ready once it answers PING.
-        while !redis_answers(port) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server never answered"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        RedisServer { child, port }
-    }
-}
-
-fn redis_answers(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let mut buf = [0; 7];
-    conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Speaks Redis's protocol with the app's own credentials: sets its key, reads it back, then
@@ -635,106 +480,6 @@ fn backup_restore_clear_and_a_checkpoint_that_undoes_a_failed_migration() {
     assert_eq!(contents(&other_node, "notes"), before);
 }
 
-/// A throwaway MariaDB server on a loopback port, as Debian's `mariadb-server` runs it, with an
-/// administrator `admin` that logs in over TCP with a password (the agent's `--mysql-url`).
-struct MariaDb {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl MariaDb {
-    fn start(parent: &Path) -> MariaDb {
-        let dir = parent.join("mysql");
-        std::fs::create_dir_all(&dir).unwrap();
-        let user = if rustix_is_root() { "mysql" } else { "" };
-        if !user.is_empty() {
-            let ok = Command::new("chown")
-                .args(["-R", "mysql:mysql"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-            assert!(ok.success());
-        }
-        let mut install = Command::new("mariadb-install-db");
-        install
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .args(["--auth-root-authentication-method=socket", "--skip-test-db"]);
-        if !user.is_empty() {
-            install.arg(format!("--user={user}"));
-        }
-        let out = install
-            .output()
-            .expect("MariaDB is installed (scripts/install-deps.sh)");
-        assert!(
-            out.status.success(),
-            "mariadb-install-db: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let socket = dir.join("sock");
-        let mut server = Command::new("mariadbd");
-        server
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--pid-file={}", dir.join("pid").display()))
-            .arg(format!("--log-error={}", dir.join("err.log").display()))
-            .arg(format!("--port={port}"))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--skip-name-resolve",
-                "--skip-log-bin",
-            ]);
-        if !user.is_empty() {
-            server.arg(format!("--user={user}"));
-        }
-        // Its messages go to err.log (shown if it does not come up).
-        let child = server
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let db = MariaDb { child, port };
-        // Ready when the socket takes a query.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let sql = "CREATE USER admin@'127.0.0.1' IDENTIFIED BY 'adminpw'; GRANT ALL ON *.* TO admin@'127.0.0.1' WITH GRANT OPTION;";
-        loop {
-            let out = Command::new("mariadb")
-                .arg(format!("--socket={}", socket.display()))
-                .args(["-u", "root", "-e", sql])
-                .output()
-                .unwrap();
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "MariaDB did not come up: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(dir.join("err.log")).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        db
-    }
-
-    fn admin_url(&self) -> String {
-        format!("mysql://admin:adminpw@127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for MariaDb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Rows of the app's `notes` table and its file, as the app sees them.
 fn mysql_contents(agent: &Agent, app: &str) -> String {
     sh_as_app(
@@ -828,55 +573,6 @@ fn a_mysql_app_survives_backup_clear_and_restore() {
     ] {
         let text = std::fs::read_to_string(agent.root.join(file)).unwrap_or_default();
         assert!(!text.contains(password), "{file} holds the password");
-    }
-}
-
-/// `pouchdb-server` in memory on a loopback port: CouchDB's HTTP API (Debian has no CouchDB).
-struct PouchServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl PouchServer {
-    fn start(parent: &Path) -> PouchServer {
-        let dir = parent.join("couch");
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // It writes its config and log into its working directory.
-        let child = Command::new("pouchdb-server")
-            .args([
-                "--in-memory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .current_dir(&dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("pouchdb-server is installed (scripts/install-deps.sh)");
-        let server = PouchServer { child, port };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pouchdb-server did not come up"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        server
-    }
-}
-
-impl Drop for PouchServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1135,7 +831,10 @@ fn an_apps_redis_keys_survive_backup_clear_and_restore_and_no_other_key_is_touch
     .unwrap();
     let prefix = env["CONFIG_REDIS_PREFIX"].as_str().unwrap().to_string();
     // The server's default user was open to every local process: the agent gave it a password.
-    assert!(!redis_answers(redis.port), "the default user still needs no password");
+    assert!(
+        !redis_answers(redis.port),
+        "the default user still needs no password"
+    );
     let secret = std::fs::read_to_string(agent.root.join("redis-default.secret")).unwrap();
     let cli = |script: &str| {
         let out = Command::new("sh")

@@ -66,14 +66,24 @@ pub fn temp_file_in(dir: &Path, mode: u32) -> io::Result<NamedTempFile> {
 }
 
 /// A new temporary directory (under `$TMPDIR`), removed with everything in it when dropped.
+/// Private (0700), as [`temp_dir_in`].
 pub fn temp_dir(prefix: &str) -> io::Result<TempDir> {
-    tempfile::Builder::new().prefix(prefix).tempdir()
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
 }
 
 /// A new private directory inside `dir` (0700, dot-named so listings skip it), removed when
 /// dropped: for work that is renamed into place once whole, on the same file system.
+///
+/// Blocks: a work directory other users can list and read (tempfile makes directories with
+/// the umask's mode, 0755, unless told: a backup copied there was readable by every app).
 pub fn temp_dir_in(dir: &Path) -> io::Result<TempDir> {
-    tempfile::Builder::new().prefix(".tmp").tempdir_in(dir)
+    tempfile::Builder::new()
+        .prefix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
 }
 
 /// Syncs a directory, so the names just created or renamed in it survive a crash.
@@ -286,6 +296,17 @@ mod tests {
         assert_eq!(
             check_plain_dir(&dir.path().join("link")).unwrap(),
             Err(NotPlain::Symlink)
+        );
+    }
+
+    #[test]
+    fn temporary_directories_are_private() {
+        let dir = temp_dir("safefs-test-").unwrap();
+        assert_eq!(std::fs::metadata(dir.path()).unwrap().mode() & 0o777, 0o700);
+        let inner = temp_dir_in(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::metadata(inner.path()).unwrap().mode() & 0o777,
+            0o700
         );
     }
 

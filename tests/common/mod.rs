@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+pub mod servers;
+
 /// The real `silver` binary, with colors off and no inherited reproducibility knobs.
 pub fn silver() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("silver").unwrap();

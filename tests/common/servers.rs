@@ -1,0 +1,312 @@
+//! Real servers the system tier runs, each private to its test on a loopback port:
+//! PostgreSQL, MariaDB, Redis and pouchdb-server (CouchDB's API).
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A throwaway PostgreSQL cluster on a loopback port: `postgres` is trusted from loopback (the
+/// agent's admin), every other role needs its password.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+    pub port: u16,
+}
+
+pub fn as_postgres(program: &Path) -> Command {
+    if rustix_is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+pub fn rustix_is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::fs::read_to_string("/proc/self/status")
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+            })
+            .unwrap_or(false)
+}
+
+impl Cluster {
+    pub fn start(parent: &Path) -> Cluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (scripts/install-deps.sh)")
+            .map(|e| e.unwrap().path().join("bin"))
+            .max()
+            .unwrap();
+        let dir = parent.join("pg");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if rustix_is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let out = as_postgres(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&dir)
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(
+            dir.join("pg_hba.conf"),
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = as_postgres(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&dir)
+            .args(["-w", "-l"])
+            .arg(dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1",
+                dir.display()
+            ))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cluster { dir, bin, port }
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// A throwaway Redis on a loopback port, without persistence; stopped when dropped.
+pub struct RedisServer {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-deps.sh installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Ready once it answers PING.
+        while !redis_answers(port) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server never answered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        RedisServer { child, port }
+    }
+}
+
+pub fn redis_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut buf = [0; 7];
+    conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throwaway MariaDB server on a loopback port, as Debian's `mariadb-server` runs it, with an
+/// administrator `admin` that logs in over TCP with a password (the agent's `--mysql-url`).
+pub struct MariaDb {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl MariaDb {
+    pub fn start(parent: &Path) -> MariaDb {
+        let dir = parent.join("mysql");
+        std::fs::create_dir_all(&dir).unwrap();
+        let user = if rustix_is_root() { "mysql" } else { "" };
+        if !user.is_empty() {
+            let ok = Command::new("chown")
+                .args(["-R", "mysql:mysql"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let mut install = Command::new("mariadb-install-db");
+        install
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .args(["--auth-root-authentication-method=socket", "--skip-test-db"]);
+        if !user.is_empty() {
+            install.arg(format!("--user={user}"));
+        }
+        let out = install
+            .output()
+            .expect("MariaDB is installed (scripts/install-deps.sh)");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let socket = dir.join("sock");
+        let mut server = Command::new("mariadbd");
+        server
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--log-error={}", dir.join("err.log").display()))
+            .arg(format!("--port={port}"))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+            ]);
+        if !user.is_empty() {
+            server.arg(format!("--user={user}"));
+        }
+        // Its messages go to err.log (shown if it does not come up).
+        let child = server
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let db = MariaDb { child, port };
+        // Ready when the socket takes a query.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let sql = "CREATE USER admin@'127.0.0.1' IDENTIFIED BY 'adminpw'; GRANT ALL ON *.* TO admin@'127.0.0.1' WITH GRANT OPTION;";
+        loop {
+            let out = Command::new("mariadb")
+                .arg(format!("--socket={}", socket.display()))
+                .args(["-u", "root", "-e", sql])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "MariaDB did not come up: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(dir.join("err.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        db
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("mysql://admin:adminpw@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pouchdb-server` in memory on a loopback port: CouchDB's HTTP API (Debian has no CouchDB).
+pub struct PouchServer {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl PouchServer {
+    pub fn start(parent: &Path) -> PouchServer {
+        let dir = parent.join("couch");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // It writes its config and log into its working directory.
+        let child = Command::new("pouchdb-server")
+            .args([
+                "--in-memory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pouchdb-server is installed (scripts/install-deps.sh)");
+        let server = PouchServer { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pouchdb-server did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+}
+
+impl Drop for PouchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
