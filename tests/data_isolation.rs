@@ -387,10 +387,10 @@ fn hostile_backups_are_refused_whole_and_change_nothing() {
             "syntax error",
         ),
         (
-            "pg COMMIT then a drop and a bad statement",
+            "pg COMMIT, a delete, COMMIT, a bad statement",
             Box::new(|d: &Path| {
                 edit(d, "postgresql.sql", |t| {
-                    t + "COMMIT;\nDROP TABLE secrets;\nNOT SQL;\n"
+                    t + "COMMIT;\nDELETE FROM public.secrets;\nCOMMIT;\nNOT SQL;\n"
                 })
             }),
             "syntax error",

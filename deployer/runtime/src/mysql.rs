@@ -532,9 +532,15 @@ fn check(out: &std::process::Output, program: &str) -> Result<(), Error> {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
+    // The client frames a failed statement with dashes; the line that says why starts ERROR.
+    let message = err
+        .lines()
+        .find(|l| l.starts_with("ERROR"))
+        .or_else(|| err.lines().find(|l| !l.trim_start_matches('-').is_empty()))
+        .unwrap_or("(no message)");
     Err(Error::DatabaseTool {
         program: program.into(),
-        message: err.lines().next().unwrap_or("(no message)").to_string(),
+        message: message.to_string(),
     })
 }
 
