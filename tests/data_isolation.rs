@@ -607,6 +607,7 @@ fn kill_9_at_random_points_of_a_restore_leaves_every_service_old_or_new() {
     let whole = started.elapsed().as_millis() as u64;
     assert_eq!(markers(&node, "kr"), vec!["old"; 5]);
     let mut seen = std::collections::BTreeSet::new();
+    let (mut recovered, mut last_outcome) = (0, None);
     for round in 0..rounds {
         let (_, target) = &backups[round % 2 ^ 1];
         let mut client = node
@@ -624,14 +625,16 @@ fn kill_9_at_random_points_of_a_restore_leaves_every_service_old_or_new() {
         let _ = client.wait();
         // The agent settles the restore before the app starts; wait until the app is back.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let journal = node.agent.root.join("apps/kr/restore.json");
         let found = loop {
-            let (ok, _) = node.run("kr", "true");
-            if ok && !node.agent.root.join("apps/kr/restore.json").exists() {
+            let (ok, said) = node.run("kr", "true");
+            if ok && !journal.exists() {
                 break markers(&node, "kr");
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "round {round}: the app never came back"
+                "round {round} (seed {seed}): the app never came back: {said}\njournal: {:?}",
+                std::fs::read_to_string(&journal)
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         };
@@ -640,6 +643,14 @@ fn kill_9_at_random_points_of_a_restore_leaves_every_service_old_or_new() {
             "round {round} (seed {seed}): services disagree after a kill: {found:?}"
         );
         seen.insert(found[0].clone());
+        let outcome = std::fs::read_to_string(node.agent.root.join("apps/kr/restore-outcome.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|o| format!("{} {}", o["outcome"], o["recovered"]));
+        if outcome != last_outcome {
+            recovered += 1;
+            last_outcome = outcome;
+        }
         let fsck = silver()
             .args(["fsck", "--json", "--root"])
             .arg(&node.agent.root)
@@ -647,6 +658,7 @@ fn kill_9_at_random_points_of_a_restore_leaves_every_service_old_or_new() {
             .unwrap();
         assert!(fsck.status.success(), "round {round}: {}", stderr(&fsck));
     }
+    eprintln!("{recovered} of {rounds} kills landed mid-restore (the agent finished or undid it); states seen: {seen:?}");
     // And the node still restores, whole.
     let out = node
         .agent

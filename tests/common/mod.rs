@@ -163,7 +163,7 @@ impl Agent {
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(agent_log(root))
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -224,6 +224,23 @@ impl Agent {
             .env("SILVER_TOKEN", &self.token);
         cmd
     }
+}
+
+/// Where an agent's log goes: nowhere, or appended to a file in the directory
+/// `SILVER_TEST_AGENT_LOG` names (to read what an agent did in a failing test).
+fn agent_log(root: &Path) -> std::process::Stdio {
+    let Some(dir) = std::env::var_os("SILVER_TEST_AGENT_LOG") else {
+        return std::process::Stdio::null();
+    };
+    let name = root.display().to_string().replace('/', "_");
+    let path = Path::new(&dir).join(format!("{name}.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    eprintln!("agent log: {}", path.display());
+    file.into()
 }
 
 impl Drop for Agent {

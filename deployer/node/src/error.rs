@@ -34,6 +34,12 @@ pub enum Error {
     AmbiguousId { prefix: IdPrefix, count: usize },
     #[error("app `{app}` has never been deployed to this node")]
     UnknownApp { app: AppName },
+    #[error("the config of `{app}` would hold {bytes} bytes of values, over the {max} every process's environment can carry")]
+    ConfigTooLarge {
+        app: AppName,
+        bytes: usize,
+        max: usize,
+    },
     #[error("the request body is not what {route} takes: {why}")]
     BadBody { route: String, why: String },
     #[error("location `{location}` {why}")]
@@ -204,6 +210,7 @@ impl Error {
             | AmbiguousId { .. }
             | BadBody { .. }
             | BadLocation { .. }
+            | ConfigTooLarge { .. }
             | BadZstd { .. }
             | UploadInterrupted { .. }
             | UploadStalled { .. }
@@ -257,6 +264,9 @@ impl Error {
     /// What to do about it, printed on its own line.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
+            Error::ConfigTooLarge { app, .. } => format!(
+                "unset what `{app}` no longer needs (silver config unset), or keep large data in a file (service.files, or silver update --config DIR)"
+            ),
             Error::Locked { .. } => {
                 "wait for that activation to finish (deploy waits unless given --no-wait)".into()
             }

@@ -97,27 +97,7 @@ pub fn provision(
         let user_doc = serde_json::json!({
             "_id": id, "name": name, "password": password, "roles": [], "type": "user",
         });
-        // The user document is replaced as a whole: its current revision first.
-        let current = call(
-            app,
-            couch,
-            None,
-            Method::GET,
-            &format!("/_users/{id}"),
-            None,
-        )?;
-        let mut doc = user_doc;
-        if let (StatusCode::OK, Some(rev)) = (current.0, current.1.get("_rev")) {
-            doc["_rev"] = rev.clone();
-        }
-        expect(
-            app,
-            couch,
-            Method::PUT,
-            &format!("/_users/{id}"),
-            Some(doc),
-            &[201, 202],
-        )?;
+        put_user(app, couch, &id, user_doc)?;
         let security = serde_json::json!({
             "admins": { "names": [], "roles": [] },
             "members": { "names": [name], "roles": [] },
@@ -134,6 +114,35 @@ pub fn provision(
         env.push(("CONFIG_COUCHDB_PASSWORD".into(), password));
     }
     Ok(env)
+}
+
+/// Replaces the user document as a whole, with its current revision. Two provisionings at
+/// once (an activation and a `silver run`) race for the revision: the loser reads it again.
+fn put_user(
+    app: &AppName,
+    couch: &Couchdb,
+    id: &str,
+    user_doc: serde_json::Value,
+) -> Result<(), Error> {
+    let path = format!("/_users/{id}");
+    let mut tries = 0;
+    loop {
+        let current = call(app, couch, None, Method::GET, &path, None)?;
+        let mut doc = user_doc.clone();
+        if let (StatusCode::OK, Some(rev)) = (current.0, current.1.get("_rev")) {
+            doc["_rev"] = rev.clone();
+        }
+        tries += 1;
+        let ok: &[u16] = if tries < 5 {
+            &[201, 202, 409]
+        } else {
+            &[201, 202]
+        };
+        let (status, _) = expect(app, couch, Method::PUT, &path, Some(doc), ok)?;
+        if status != StatusCode::CONFLICT {
+            return Ok(());
+        }
+    }
 }
 
 /// Writes every document (attachments inline), one per line in id order, keys sorted.

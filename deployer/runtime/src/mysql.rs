@@ -549,6 +549,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grant_patterns_match_only_their_database() {
+        for (name, pattern) in [
+            ("s0a1b2c3d_x$uy", r"s0a1b2c3d\_x$uy"),
+            ("s0a1b2c3d_xzy", r"s0a1b2c3d\_xzy"),
+            ("s0a1b2c3d_a-restore", r"s0a1b2c3d\_a-restore"),
+            ("100%", r"100\%"),
+            (r"a\b", r"a\\b"),
+        ] {
+            assert_eq!(grant_pattern(name), pattern, "{name}");
+        }
+    }
+
+    #[test]
     fn admin_urls() {
         let m = Mysql::from_url("mysql://admin:s%40cret@127.0.0.1:3307").unwrap();
         assert_eq!((m.host.as_str(), m.port), ("127.0.0.1", 3307));

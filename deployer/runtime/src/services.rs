@@ -150,8 +150,12 @@ impl Postgres {
     }
 }
 
-/// Provisions every service of an app; returns their variables.
+/// Provisions every service of an app; returns their variables. One provisioning per app at a
+/// time: an activation and a `silver run` at once would race on the same role (PostgreSQL
+/// answers `tuple concurrently updated`) and the same CouchDB user document.
 pub fn provision(d: &AppData) -> Result<Vec<(String, String)>, Error> {
+    let lock = app_lock(d.app);
+    let _held = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut env = Vec::new();
     for (name, _settings) in d.services {
         match name.as_str() {
@@ -181,6 +185,17 @@ pub fn provision(d: &AppData) -> Result<Vec<(String, String)>, Error> {
         }
     }
     Ok(env)
+}
+
+/// The lock that serializes provisioning of one app within this process.
+fn app_lock(app: &AppName) -> std::sync::Arc<std::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<AppName, std::sync::Arc<std::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry(app.clone()).or_default().clone()
 }
 
 /// Silver Lining's `packages`: the node must already have them (a baked image lists them in its

@@ -558,6 +558,43 @@ pub fn utc(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_and_values() {
+        let check = |name: &str, expected: Result<(), &str>| {
+            let got = VarName::parse(name).map(|_| ());
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{name}"),
+                Err(why) => assert!(got.unwrap_err().contains(why), "{name}"),
+            }
+        };
+        check("API_KEY", Ok(()));
+        check("PATHS", Ok(()));
+        check("PORT", Err("set by silver"));
+        check("SILVER_X", Err("set by silver"));
+        for loader in [
+            "PATH",
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_AUDIT",
+            "GLIBC_TUNABLES",
+        ] {
+            check(loader, Err("programs and libraries"));
+        }
+        check("1X", Err("not a variable name"));
+        assert!(VarValue::parse("x".repeat(VarValue::MAX_BYTES)).is_ok());
+        let big = VarValue::parse("x".repeat(VarValue::MAX_BYTES + 1)).unwrap_err();
+        assert!(big.contains("64 KiB"), "{big}");
+        assert!(VarValue::parse("a\0b".into()).unwrap_err().contains("NUL"));
+        assert_eq!(
+            format!("{:?}", VarValue::parse("hunter2".into()).unwrap()),
+            "VarValue(7 bytes)"
+        );
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");

@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
+/// The most bytes an app's config values may hold together: a quarter of `ARG_MAX`, leaving
+/// room for the service variables and silver's own.
+pub const MAX_CONFIG_BYTES: usize = 512 * 1024;
+
 use packer::AppName;
 use silver_runtime::supervise::AppUser;
 
@@ -55,6 +59,16 @@ impl Store {
             settings.remove(name);
         }
         settings.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // The kernel refuses to start a process whose environment is over ARG_MAX (2 MiB with
+        // the usual 8 MiB stack), with `Argument list too long`: a restart would fail.
+        let bytes: usize = settings.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        if bytes > MAX_CONFIG_BYTES {
+            return Err(Error::ConfigTooLarge {
+                app: app.clone(),
+                bytes,
+                max: MAX_CONFIG_BYTES,
+            });
+        }
         let dir = self.app(app).settings_dir();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let version = self.settings_latest(app)?.max(current) + 1;
