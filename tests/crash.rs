@@ -6,20 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{copy_fixture, pack_dir, silver, stderr, Agent};
-
-/// A small deterministic generator: the seed is printed, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
-}
+use common::{copy_fixture, pack_dir, silver, stderr, Agent, Lcg};
 
 fn fsck(root: &Path) -> serde_json::Value {
     let out = silver()

@@ -529,19 +529,6 @@ fn zstd_bomb(path: &Path) {
     tar.finish().unwrap();
 }
 
-/// A small deterministic generator: the seed is printed, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
-}
-
 /// Enough rows, keys, documents and files that a restore takes a while, so kills land at every
 /// step of it; `value` marks every service.
 fn fill(node: &Node, app: &str, value: &str) {
@@ -609,7 +596,7 @@ fn kill_9_at_random_points_of_a_restore_leaves_every_service_old_or_new() {
     let mut seen = std::collections::BTreeSet::new();
     let (mut recovered, mut last_outcome) = (0, None);
     for round in 0..rounds {
-        let (_, target) = &backups[round % 2 ^ 1];
+        let (_, target) = &backups[(round + 1) % 2];
         let mut client = node
             .agent
             .spawn_silver()

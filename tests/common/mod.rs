@@ -226,6 +226,20 @@ impl Agent {
     }
 }
 
+/// A small deterministic generator for tests that kill at random moments: the seed is printed,
+/// so a failure can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
 /// Where an agent's log goes: nowhere, or appended to a file in the directory
 /// `SILVER_TEST_AGENT_LOG` names (to read what an agent did in a failing test).
 fn agent_log(root: &Path) -> std::process::Stdio {

@@ -98,22 +98,21 @@ pub fn provision(
             "_id": id, "name": name, "password": password, "roles": [], "type": "user",
         });
         put_user(app, couch, &id, user_doc)?;
-        let security = serde_json::json!({
-            "admins": { "names": [], "roles": [] },
-            "members": { "names": [name], "roles": [] },
-        });
-        expect(
-            app,
-            couch,
-            Method::PUT,
-            &format!("/{name}/_security"),
-            Some(security),
-            &[200],
-        )?;
+        admit_only(app, couch, &name, &name)?;
         env.push(("CONFIG_COUCHDB_USER".into(), name));
         env.push(("CONFIG_COUCHDB_PASSWORD".into(), password));
     }
     Ok(env)
+}
+
+/// Makes `user` the only member of `db` (`_security`): no other app's user may read it.
+fn admit_only(app: &AppName, couch: &Couchdb, db: &str, user: &str) -> Result<(), Error> {
+    let security = serde_json::json!({
+        "admins": { "names": [], "roles": [] },
+        "members": { "names": [user], "roles": [] },
+    });
+    let path = format!("/{db}/_security");
+    expect(app, couch, Method::PUT, &path, Some(security), &[200]).map(|_| ())
 }
 
 /// Replaces the user document as a whole, with its current revision. Two provisionings at
@@ -198,18 +197,9 @@ pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result
             let env = provision(d.node, app, d.paths, couch)?;
             let var = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
             let (user, password) = (var("CONFIG_COUCHDB_USER"), var("CONFIG_COUCHDB_PASSWORD"));
-            let security = serde_json::json!({
-                "admins": { "names": [], "roles": [] },
-                "members": { "names": [user], "roles": [] },
-            });
-            expect(
-                app,
-                couch,
-                Method::PUT,
-                &format!("/{staging}/_security"),
-                Some(security),
-                &[200],
-            )?;
+            if let Some(user) = &user {
+                admit_only(app, couch, &staging, user)?;
+            }
             user.zip(password)
         }
         None => None,

@@ -118,7 +118,7 @@ fn run(
         if let Err(e) = stage(d, *kind, dump.as_deref()) {
             discard_all(d, &kinds)?;
             remove_journal(d)?;
-            return Err(e);
+            return Err(refused_dump(*kind, dump.is_some(), e));
         }
     }
     journal.phase = Phase::Switching;
@@ -126,6 +126,18 @@ fn run(
     // From here on the restore happens: a failure is retried by `recover` at the next start.
     switch_all(d, &kinds)?;
     remove_journal(d)
+}
+
+/// A database tool that refused a dump refused bad input: said as the backup's fault (422),
+/// naming its file, not as the node's.
+fn refused_dump(kind: Kind, dumped: bool, e: Error) -> Error {
+    match e {
+        Error::DatabaseTool { program, message } if dumped => Error::BadBackup {
+            path: kind.file().into(),
+            why: format!("`{program}` refused it: {message}"),
+        },
+        e => e,
+    }
 }
 
 fn stage(d: &AppData, kind: Kind, dump: Option<&Path>) -> Result<(), Error> {
