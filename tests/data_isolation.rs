@@ -86,10 +86,11 @@ impl Node {
         )
     }
 
-    /// Kills the agent (SIGKILL) and starts it again over the same root.
-    fn kill_and_restart(&mut self) {
+    /// Kills the agent (SIGKILL), runs `while_down`, and starts it again over the same root.
+    fn kill_and_restart(&mut self, while_down: impl FnOnce(&Path)) {
         self.agent.child.kill().unwrap();
         self.agent.child.wait().unwrap();
+        while_down(&self.agent.root);
         let agent = Node::agent(self.tmp.path(), &self.urls);
         // The old handle's drop would remove the node's app users, which the node keeps.
         std::mem::forget(std::mem::replace(&mut self.agent, agent));
@@ -608,7 +609,24 @@ fn kill_9_at_random_points_of_a_restore_leaves_every_service_old_or_new() {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(rng.next(whole + 200)));
-        node.kill_and_restart();
+        node.kill_and_restart(|root| {
+            // While the agent is down, fsck names an app whose data is mid-restore.
+            let fsck = silver()
+                .args(["fsck", "--json", "--root"])
+                .arg(root)
+                .output()
+                .unwrap();
+            let report: serde_json::Value = serde_json::from_slice(&fsck.stdout).unwrap();
+            let mid = report["mid_restore"].as_array().unwrap();
+            if root.join("apps/kr/restore.json").exists() {
+                assert!(
+                    !fsck.status.success() && mid[0].as_str().unwrap().starts_with("kr: "),
+                    "{report}"
+                );
+            } else {
+                assert!(mid.is_empty(), "{report}");
+            }
+        });
         let _ = client.wait();
         // The agent settles the restore before the app starts; wait until the app is back.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);

@@ -160,7 +160,7 @@ impl Node {
             )
             .query(&[("who", who)]);
         let resp = self.send(req).await?;
-        let mut file = std::fs::File::create(&tar).map_err(|e| io(&tar, e))?;
+        let mut file = safefs::create_private(&tar).map_err(|e| io(&tar, e))?;
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.lost(e))?;
@@ -309,7 +309,7 @@ fn keep(dir: &Path, dest: &Place) -> Result<(), Error> {
             // for a backup.
             let script = match format {
                 Format::Dir => format!(
-                    "set -e; test ! -e {quoted} || test -z \"$(ls -A {quoted})\"; t={quoted}.part; rm -rf \"$t\"; mkdir -p \"$t\"; tar -x -C \"$t\" -f -; rmdir {quoted} 2>/dev/null || true; mv \"$t\" {quoted}"
+                    "set -e; umask 077; test ! -e {quoted} || test -z \"$(ls -A {quoted})\"; t={quoted}.part; rm -rf \"$t\"; mkdir -p \"$t\"; chmod 700 \"$t\"; tar -x --no-same-permissions -C \"$t\" -f -; rmdir {quoted} 2>/dev/null || true; mv \"$t\" {quoted}"
                 ),
                 _ => format!(
                     "set -e; test ! -e {quoted}; t={quoted}.part; umask 077; cat > \"$t\"; mv \"$t\" {quoted}"
