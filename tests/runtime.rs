@@ -1328,6 +1328,54 @@ fn config_on_the_node_reaches_the_app_stays_out_of_logs_and_follows_rollbacks() 
 }
 
 #[test]
+fn config_is_taken_before_the_first_deploy_and_a_rollback_to_none_brings_back_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    wsgi_app(&app, "early", "default_location = early.test\n", ECHO_APP);
+    let env = |name: &str| {
+        let env = json(&get(&agent.front, "early.test", "/env").body);
+        env[name].as_str().map(String::from)
+    };
+    // An app that needs its key to pass its health check gets it before it is ever deployed.
+    let out = agent
+        .silver()
+        .args(["config", "set", "early", "API_KEY=-"])
+        .write_stdin("k1\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("it applies at the app's first deploy"),
+        "{}",
+        stderr(&out)
+    );
+    deployed(&agent, tmp.path(), &app, &[]);
+    assert_eq!(env("API_KEY").as_deref(), Some("k1"));
+    // A release that ran with no config: a rollback to it brings back exactly that, none.
+    let bare = tmp.path().join("bare");
+    wsgi_app(&bare, "bare", "default_location = bare.test\n", ECHO_APP);
+    deployed(&agent, tmp.path(), &bare, &[]);
+    let out = agent
+        .silver()
+        .args(["config", "set", "bare", "FLAG=on", "--no-restart"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(bare.join("static/style.css"), "/* v2 */\n").unwrap();
+    deployed(&agent, tmp.path(), &bare, &[]);
+    let flag = || json(&get(&agent.front, "bare.test", "/env").body)["FLAG"].clone();
+    assert_eq!(flag(), "on");
+    let out = agent.silver().args(["rollback", "bare"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        flag(),
+        serde_json::Value::Null,
+        "the rolled-back release ran with no config"
+    );
+}
+
+#[test]
 fn a_config_directory_is_uploaded_beside_the_artifact_required_and_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::start(&tmp.path().join("node"), &[]);

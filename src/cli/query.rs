@@ -26,9 +26,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ),
             (None, None) => format!("{} (no release)", app.name),
         };
-        if app.locations.is_empty() {
-            let was = app.deactivated.join(", ");
-            crate::out!("  {instance}: deactivated (was {was})");
+        match (app.locations.is_empty(), app.deactivated.is_empty()) {
+            (true, false) => {
+                let was = app.deactivated.join(", ");
+                crate::out!("  {instance}: deactivated (was {was})");
+            }
+            (true, true) => crate::out!("  {instance}: serves nowhere (it never went live)"),
+            _ => {}
         }
         for location in &app.locations {
             let disabled = if app.maintenance { " (disabled)" } else { "" };

@@ -176,7 +176,8 @@ pub(super) async fn make_current(
     })
     .await?;
     let (lock, manifest) = locked;
-    // The config it runs with: a rollback goes back to the one its release last ran with.
+    // The config it runs with: a rollback goes back to the one its release last ran with,
+    // "none" included.
     let (store, name) = (state.store.clone(), app.clone());
     let (settings_version, settings) = blocking(move || {
         let current = store.settings(&name)?;
@@ -309,7 +310,7 @@ async fn already_live(
     }
     // A config changed since it went live needs a restart to take effect.
     let (store, name, rid) = (state.store.clone(), app.clone(), *id);
-    if blocking(move || store.settings_of(&name, &rid)).await? != config {
+    if blocking(move || store.settings_of(&name, &rid)).await? != Some(config.unwrap_or(0)) {
         return Ok(None);
     }
     let (store, name) = (state.store.clone(), app.clone());

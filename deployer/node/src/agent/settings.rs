@@ -39,9 +39,8 @@ pub(super) async fn change(
     let unset: Vec<String> = req.unset.iter().map(ToString::to_string).collect();
     tracing::info!(%app, who = %req.who, set = ?names, unset = ?unset, "config change");
     blocking(move || {
-        if !store.app(&app).exists() {
-            return Err(Error::UnknownApp { app });
-        }
+        // Config before the first deploy is taken (as Heroku and Kamal take it): an app whose
+        // health check needs an API key could not be deployed otherwise.
         // Under the app's lock: an activation reads the version in force as it starts.
         let _lock = store.lock(&app, &req.who)?;
         let set: Settings = req

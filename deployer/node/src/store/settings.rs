@@ -97,14 +97,14 @@ impl Store {
         .map_err(|e| Error::io(&path, e))
     }
 
-    /// The config version `id` last ran with, if it ever went live.
+    /// The config version `id` last ran with (0: none), if it ever went live.
     pub fn settings_of(&self, app: &AppName, id: &Id) -> Result<Option<u32>, Error> {
         Ok(self
             .history(app)?
             .iter()
             .rev()
             .find(|r| r.id == *id && r.ok)
-            .and_then(|r| r.config))
+            .map(|r| r.config.unwrap_or(0)))
     }
 
     /// The uploaded configuration directory (`--config DIR`) the app runs with, if any.
