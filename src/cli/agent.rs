@@ -210,6 +210,16 @@ fn app_users(name: Option<&str>) -> anyhow::Result<silver_runtime::users::AppUse
     Ok(AppUsers::Shared(user))
 }
 
+/// Says on stderr, at start, which runner apps may need that the node lacks: every WSGI deploy
+/// would fail on it otherwise, and the operator would learn it one deploy at a time.
+pub fn say_missing_runners() {
+    if silver_runtime::launch::find_program("gunicorn").is_none() {
+        crate::ui::warn(
+            "gunicorn is not installed: WSGI apps (a `runner` in app.ini) cannot start on this node, except from a virtualenv that ships its own\nhint: sudo apt-get install gunicorn",
+        );
+    }
+}
+
 /// Says on stderr who apps will run as, so that running without root is never a surprise.
 pub fn say_app_users(users: &silver_runtime::users::AppUsers) {
     use silver_runtime::users::AppUsers;
@@ -247,6 +257,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.front = args.http;
     config.runtime = args.runtime.resolve()?;
     say_app_users(&config.runtime.users);
+    say_missing_runners();
     let token_file = config.token_file.clone();
     super::node::runtime()?
         .block_on(silver_node::agent::serve(config, |bound| {

@@ -318,6 +318,17 @@ impl Runtime {
         }
         let launches = launch::plan(&c.config, &gunicorn, &c.paths.run(), port.unwrap_or(0))
             .map_err(|e| self.failed(&c, Step::Start, e.to_string(), vec![]))?;
+        let wsgi = launches
+            .iter()
+            .any(|l| l.argv.first() == Some(&gunicorn.program.display().to_string()));
+        if wsgi && gunicorn.python.is_none() && !gunicorn.program.is_file() {
+            let reason =
+                "this WSGI app runs under gunicorn, which this node does not have".to_string();
+            let hint = "install it on the node: `sudo apt-get install gunicorn` (or ship gunicorn in the app's virtualenv)";
+            return Err(self
+                .failed(&c, Step::Start, reason, vec![])
+                .with_cause_hint(Some(hint.into())));
+        }
         let mismatch = gunicorn
             .python
             .is_none()
