@@ -1376,6 +1376,58 @@ fn config_is_taken_before_the_first_deploy_and_a_rollback_to_none_brings_back_no
 }
 
 #[test]
+fn a_rollback_runs_no_update_fetch_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    // A migration that is not idempotent: each run appends a line.
+    let ini =
+        "default_location = mig.test\nservice.files =\nupdate_fetch = script: sh migrate.sh\n";
+    wsgi_app(&app, "mig", ini, ECHO_APP);
+    std::fs::write(
+        app.join("migrate.sh"),
+        "echo \"ran $SILVER_RELEASE\" >> \"$CONFIG_FILES/migrations\"\n",
+    )
+    .unwrap();
+    let runs = || {
+        let out = agent
+            .silver()
+            .args([
+                "run",
+                "mig",
+                "--",
+                "sh",
+                "-c",
+                "wc -l < \"$CONFIG_FILES/migrations\"",
+            ])
+            .output()
+            .unwrap();
+        stdout(&out).trim().to_string()
+    };
+    deployed(&agent, tmp.path(), &app, &[]);
+    std::fs::write(app.join("static/style.css"), "/* v2 */\n").unwrap();
+    deployed(&agent, tmp.path(), &app, &[]);
+    assert_eq!(runs(), "2");
+    let out = agent.silver().args(["rollback", "mig"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(runs(), "2", "the rollback ran update_fetch again");
+    let out = agent
+        .silver()
+        .args(["activate", "mig", "prev"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(runs(), "2", "activate prev ran update_fetch again");
+    let out = agent
+        .silver()
+        .args(["rollback", "mig", "--migrate"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(runs(), "3", "--migrate runs it");
+}
+
+#[test]
 fn a_config_directory_is_uploaded_beside_the_artifact_required_and_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::start(&tmp.path().join("node"), &[]);

@@ -15,6 +15,9 @@ pub struct RollbackArgs {
     pub app: packer::AppName,
     /// The release to go back to [default: the previous good one].
     pub id: Option<packer::IdPrefix>,
+    /// Run its `update_fetch` again (by default a rollback runs none: it ran already).
+    #[arg(long)]
+    pub migrate: bool,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -29,6 +32,10 @@ pub struct ActivateArgs {
     /// Take an artifact whose app.ini names another app.
     #[arg(long)]
     pub other_app: bool,
+    /// Run `update_fetch` even if the release ran before (by default only a release that never
+    /// went live runs it).
+    #[arg(long)]
+    pub migrate: bool,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -104,6 +111,7 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         &args.app,
         args.id.as_ref(),
         &super::node::who(),
+        args.migrate,
     ))?;
     report(&args.node, "Rolled back", &done)
 }
@@ -118,8 +126,11 @@ pub fn activate(args: ActivateArgs) -> anyhow::Result<()> {
     let done = super::node::runtime()?.block_on(async {
         let app = node.resolve_app(&args.target).await?;
         match &id {
-            Some(id) => node.activate(&app, id, &who, args.other_app).await,
-            None => node.rollback(&app, None, &who).await,
+            Some(id) => {
+                node.activate(&app, id, &who, args.other_app, args.migrate)
+                    .await
+            }
+            None => node.rollback(&app, None, &who, args.migrate).await,
         }
     })?;
     report(&args.node, "Activated", &done)

@@ -134,12 +134,14 @@ impl Node {
         .await
     }
 
+    /// Makes a staged release current; `migrate` runs its `update_fetch` even if it ran before.
     pub async fn activate(
         &self,
         app: &AppName,
         id: &IdPrefix,
         who: &str,
         other_app: bool,
+        migrate: bool,
     ) -> Result<ActivateResponse, Error> {
         self.post(
             &format!("/v1/apps/{app}/activate"),
@@ -151,22 +153,26 @@ impl Node {
                 restart: false,
                 app_config: None,
                 single_process: false,
+                migrate,
             },
         )
         .await
     }
 
+    /// Goes back to a release that ran before; `migrate` runs its `update_fetch` again.
     pub async fn rollback(
         &self,
         app: &AppName,
         id: Option<&IdPrefix>,
         who: &str,
+        migrate: bool,
     ) -> Result<ActivateResponse, Error> {
         self.post(
             &format!("/v1/apps/{app}/rollback"),
             &RollbackRequest {
                 id: id.cloned(),
                 who: who.into(),
+                migrate,
             },
         )
         .await
@@ -550,6 +556,7 @@ async fn activate_waiting(
         restart: opts.restart,
         app_config,
         single_process: opts.single_process,
+        migrate: false,
     };
     loop {
         match node.activate_watched(&path, &request, on_line).await {

@@ -136,6 +136,7 @@ impl Node {
             restart: true,
             app_config: None,
             single_process: false,
+            migrate: false,
         };
         self.activate_watched(&format!("/v1/apps/{app}/activate"), &request, on_line)
             .await

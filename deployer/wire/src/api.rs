@@ -339,6 +339,10 @@ pub struct ActivateRequest {
     /// activation.
     #[serde(default)]
     pub single_process: bool,
+    /// Run `update_fetch` even when going back to a release that already ran it (`silver
+    /// activate --migrate`); a deploy always runs it.
+    #[serde(default)]
+    pub migrate: bool,
 }
 
 /// What an upload of a configuration directory made.
@@ -370,6 +374,10 @@ pub struct RollbackRequest {
     /// Without an id: back to the previous good release.
     pub id: Option<IdPrefix>,
     pub who: String,
+    /// Run the release's `update_fetch` again (`--migrate`); a rollback runs none by default,
+    /// as Capistrano and Silver Lining's `activate prev` do: its migrations ran already.
+    #[serde(default)]
+    pub migrate: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

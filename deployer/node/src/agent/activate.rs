@@ -146,6 +146,7 @@ async fn roll_back(
         restart: false,
         app_config: None,
         single_process: false,
+        migrate: req.migrate,
     };
     make_current(state, app, req, Action::Rollback, progress).await
 }
@@ -179,15 +180,14 @@ pub(super) async fn make_current(
     // The config it runs with: a rollback goes back to the one its release last ran with,
     // "none" included.
     let (store, name) = (state.store.clone(), app.clone());
-    let (settings_version, settings) = blocking(move || {
+    let (settings_version, settings, config_ran) = blocking(move || {
         let current = store.settings(&name)?;
-        match action {
-            Action::Rollback => match store.settings_of(&name, &id)? {
-                Some(v) if v != current.0 => Ok((v, store.settings_version(&name, v)?)),
-                _ => Ok(current),
-            },
-            _ => Ok(current),
-        }
+        let ran = store.settings_of(&name, &id)?;
+        let (version, settings) = match (action, ran) {
+            (Action::Rollback, Some(v)) if v != current.0 => (v, store.settings_version(&name, v)?),
+            _ => current,
+        };
+        Ok((version, settings, ran))
     })
     .await?;
     let config = (settings_version > 0).then_some(settings_version);
@@ -232,7 +232,12 @@ pub(super) async fn make_current(
     let (lock, previous, staged_now) = staged;
     let store = state.store.clone();
     let (name, rid) = (app.clone(), id);
-    let candidate = blocking(move || candidate(&store, &name, &rid, requested, true)).await;
+    // Going back to a release that ran before (a rollback, `activate prev`) runs no
+    // `update_fetch` unless asked: its migrations ran already, against an older schema.
+    let back = matches!(action, Action::Rollback)
+        || (matches!(action, Action::Activate) && config_ran.is_some());
+    let update_fetch = !back || req.migrate;
+    let candidate = blocking(move || candidate(&store, &name, &rid, requested, update_fetch)).await;
     let outcome = match candidate {
         Ok(mut c) => {
             c.progress = progress;

@@ -89,6 +89,7 @@ pub(super) async fn clear(
             restart: true,
             app_config: None,
             single_process: false,
+            migrate: true,
         };
         make_current(state, app, req, Action::Clear, progress).await
     })
