@@ -260,8 +260,15 @@ fn a_failing_health_check_or_update_fetch_means_no_switch() {
         let out = deploy(&agent, tmp.path(), &dir, &[]);
         assert!(!out.status.success(), "a broken release was accepted");
         let err = stderr(&out);
+        // `once:` must be said exactly once, `not:` never; anything else at least once.
         for needle in expected {
-            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+            if let Some(once) = needle.strip_prefix("once:") {
+                assert_eq!(err.matches(once).count(), 1, "{once:?} not once in:\n{err}");
+            } else if let Some(absent) = needle.strip_prefix("not:") {
+                assert!(!err.contains(absent), "{absent:?} in:\n{err}");
+            } else {
+                assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+            }
         }
         // The old release never stopped serving.
         assert_eq!(get(&agent.front, "shop.test", "/").body, "version 1");
@@ -299,7 +306,9 @@ fn a_failing_health_check_or_update_fetch_means_no_switch() {
         &[
             "failed at update_fetch script: echo migrating; exit 3",
             "exited with status 3",
-            "migrating",
+            // Its output, once; not the web process's boot lines.
+            "once:migrating\n",
+            "not:its last output",
         ],
     );
     let releases = agent

@@ -416,10 +416,17 @@ impl Runtime {
         step: Step,
         reason: String,
     ) -> Error {
+        // A script that failed said why in its own output (in the reason, or streamed); the
+        // web process's boot lines would only hide it.
+        let script = matches!(
+            step,
+            Step::UpdateFetch(UpdateFetch::Script(_)) | Step::ConfigChecker(_)
+        );
         let tail = processes
             .iter()
             .find(|p| p.name == "web")
             .or(processes.first())
+            .filter(|_| !script)
             .map(Supervised::recent_output)
             .unwrap_or_default();
         for p in processes {
@@ -677,6 +684,10 @@ impl Runtime {
                 .map_err(|e| format!("could not wait for it: {e}"))?;
             if status.success() {
                 return Ok(lines);
+            }
+            // A deployer that watched saw every line as it came: said once, not again here.
+            if c.progress.is_some() {
+                return Err(describe_status(status));
             }
             let tail = &lines[lines.len().saturating_sub(20)..];
             Err(format!("{}\n{}", describe_status(status), tail.join("\n")))
