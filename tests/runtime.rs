@@ -1437,6 +1437,43 @@ fn a_rollback_runs_no_update_fetch_unless_asked() {
 }
 
 #[test]
+fn silver_run_streams_stdin_to_the_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    wsgi_app(&app, "stdin", "default_location = stdin.test\n", ECHO_APP);
+    deployed(&agent, tmp.path(), &app, &[]);
+    let run = |args: &[&str], input: Vec<u8>| {
+        let out = agent
+            .silver()
+            .args(["run", "stdin"])
+            .args(args)
+            .write_stdin(input)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    assert_eq!(run(&["--", "cat"], b"hi\n".to_vec()), "hi\n");
+    // 100 MB, streamed both ways: counted on the node, echoed back whole.
+    let big: Vec<u8> = (0..100_000_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(run(&["--", "wc", "-c"], big.clone()).trim(), "100000000");
+    let out = agent
+        .silver()
+        .args(["run", "stdin", "--", "sha256sum"])
+        .write_stdin(big.clone())
+        .output()
+        .unwrap();
+    let want = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&big))
+    };
+    assert!(stdout(&out).starts_with(&want), "{}", stdout(&out));
+    // `-n` gives it none, as `ssh -n` does.
+    assert_eq!(run(&["-n", "--", "cat"], b"not read\n".to_vec()), "");
+}
+
+#[test]
 fn a_config_directory_is_uploaded_beside_the_artifact_required_and_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::start(&tmp.path().join("node"), &[]);

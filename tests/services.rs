@@ -66,6 +66,27 @@ fn postgresql_and_files_services_are_provisioned_and_kept() {
     assert_eq!(env2["DATABASE_URL"], url.as_str());
     let count = psql_as_app(&agent, &psql, &url, "SELECT count(*) FROM notes");
     assert_eq!(stdout(&count).trim(), "1", "{}", stderr(&count));
+    // `silver run APP -- psql < dump.sql`: a 100 MB dump streamed to the node as it runs.
+    let mut dump =
+        String::from("CREATE TABLE bulk (id int, v text);\nCOPY bulk (id, v) FROM stdin;\n");
+    let row = "x".repeat(90);
+    for i in 0..1_000_000 {
+        dump += &format!("{i}\t{row}\n");
+    }
+    dump += "\\.\nSELECT count(*) FROM bulk;\n";
+    assert!(dump.len() > 95_000_000);
+    let out = agent
+        .silver()
+        .args(["run", "pg-app", "--", "sh", "-c"])
+        .arg(format!(
+            "{} -X -q -A -t -v ON_ERROR_STOP=1 \"$DATABASE_URL\"",
+            psql.display()
+        ))
+        .write_stdin(dump)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "1000000");
     // The password is not in the agent's history or in any log.
     let password = url.split(':').nth(2).unwrap().split('@').next().unwrap();
     for file in ["apps/pg-app/history.jsonl", "apps/pg-app/logs/web.log"] {

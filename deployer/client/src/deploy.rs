@@ -235,22 +235,38 @@ impl Node {
 
     /// Runs a command in the app's live release; output goes to `out` as it comes. Returns the
     /// command's exit code.
+    /// Runs `argv` in the app's live release; `stdin` (if any) streams to the command as it
+    /// runs, and its output comes back frame by frame to `out`. Returns its exit code.
     pub async fn run(
         &self,
         app: &AppName,
         argv: &[String],
         who: &str,
+        stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
         mut out: impl FnMut(RunFrame, &[u8]),
     ) -> Result<i32, Error> {
+        let json = serde_json::to_vec(&RunRequest {
+            argv: argv.to_vec(),
+            who: who.into(),
+        })
+        .expect("plain data");
+        let mut head = (json.len() as u32).to_be_bytes().to_vec();
+        head.extend_from_slice(&json);
+        let head = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(head))]);
+        let body = match stdin {
+            Some(stdin) => reqwest::Body::wrap_stream(futures_util::StreamExt::chain(
+                head,
+                tokio_util::io::ReaderStream::with_capacity(stdin, 64 << 10),
+            )),
+            None => reqwest::Body::wrap_stream(head),
+        };
         let req = self
             .authed(
                 self.http
                     .post(self.endpoint(&format!("/v1/apps/{app}/run"))),
             )
-            .json(&RunRequest {
-                argv: argv.to_vec(),
-                who: who.into(),
-            });
+            .header(reqwest::header::CONTENT_TYPE, RUN_CONTENT_TYPE)
+            .body(body);
         let mut resp = self.send(req).await?;
         let mut buf: Vec<u8> = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.lost(e))? {

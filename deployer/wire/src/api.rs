@@ -23,7 +23,7 @@
 //! | `POST /v1/apps/{app}/deactivate` | [`DeactivateRequest`] | [`DeactivateResponse`] |
 //! | `GET /v1/apps/{app}/checkpoints` | | [`Vec<BackupInfo>`], oldest first |
 //! | `GET /v1/apps/{app}/logs?process=P&lines=N&follow=true` | | text, one line per log line |
-//! | `POST /v1/apps/{app}/run` | [`RunRequest`] | run frames (see [`RunFrame`]) |
+//! | `POST /v1/apps/{app}/run` | [`RunRequest`], or its head then stdin ([`RUN_CONTENT_TYPE`]) | run frames (see [`RunFrame`]) |
 //!
 //! A manifest or an object stream may be sent with `Content-Encoding: zstd`. A manifest may also
 //! be a zstd delta against a manifest the node has: `X-Silver-Base: b3:<id>` names it (412 if the
@@ -412,6 +412,14 @@ pub struct RunRequest {
     pub argv: Vec<String>,
     pub who: String,
 }
+
+/// The content type of a `silver run` request whose body streams the command's stdin: the
+/// request as JSON behind its 4-byte big-endian length, then the stdin bytes to their end. (A
+/// plain `application/json` body is the request alone, with no stdin.)
+pub const RUN_CONTENT_TYPE: &str = "application/x-silver-run";
+
+/// The largest request head a `silver run` body may start with.
+pub const MAX_RUN_HEAD: usize = 1 << 20;
 
 /// `silver run`'s answer is a stream of frames: a kind byte, a 4-byte big-endian length, then
 /// that many bytes. The last frame is `Exit`, holding the exit code as 4 bytes (128 + signal

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use super::activate::candidate;
-use super::extract::{App, JsonBody};
+use super::extract::App;
 use super::{blocking, AgentState, ApiErr};
 use crate::error::Error;
 use silver_runtime::logs;
@@ -105,8 +105,11 @@ fn log_files(
 pub(super) async fn run(
     State(state): State<AgentState>,
     App(app): App,
-    JsonBody(req): JsonBody<RunRequest>,
+    headers: axum::http::HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiErr> {
+    let mut body = body.into_data_stream();
+    let (req, first) = run_head(&headers, &mut body).await?;
     if req.argv.is_empty() {
         return Err(Error::EmptyCommand.into());
     }
@@ -135,12 +138,15 @@ pub(super) async fn run(
         },
     };
     let mut cmd = silver_runtime::supervise::command(&spec);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| Error::CannotRun {
         app: app.clone(),
         program: req.argv[0].clone(),
         source,
     })?;
+    tokio::spawn(feed(child.stdin.take(), first, body));
     let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
     let out = pump(child.stdout.take(), RunFrame::Stdout, tx.clone());
     let err = pump(child.stderr.take(), RunFrame::Stderr, tx.clone());
@@ -157,6 +163,72 @@ pub(super) async fn run(
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
         .map(|b| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(b)));
     Ok(Response::new(Body::from_stream(stream)))
+}
+
+/// The request a run body starts with, and the stdin bytes that came with it: a streamed body
+/// (`RUN_CONTENT_TYPE`) is its head, then stdin; a JSON one is the request alone.
+async fn run_head(
+    headers: &axum::http::HeaderMap,
+    body: &mut axum::body::BodyDataStream,
+) -> Result<(RunRequest, Vec<u8>), ApiErr> {
+    let bad = |why: String| {
+        ApiErr(Error::BadBody {
+            route: "POST /v1/apps/{app}/run".into(),
+            why,
+        })
+    };
+    let streamed = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == silver_wire::api::RUN_CONTENT_TYPE.as_bytes());
+    let mut buf: Vec<u8> = Vec::new();
+    // Bytes until the head is whole: a JSON body to its end; a streamed one to its length.
+    let wanted = |buf: &[u8]| -> Option<usize> {
+        let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+        Some(4 + len)
+    };
+    loop {
+        if streamed && wanted(&buf).is_some_and(|w| buf.len() >= w) {
+            break;
+        }
+        if buf.len() > silver_wire::api::MAX_RUN_HEAD + 4 {
+            return Err(bad(format!(
+                "its request is over {} bytes",
+                silver_wire::api::MAX_RUN_HEAD
+            )));
+        }
+        match body.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(e)) => return Err(bad(e.to_string())),
+            None if streamed => return Err(bad("it ended before its request".into())),
+            None => break,
+        }
+    }
+    let (json, rest) = match wanted(&buf).filter(|_| streamed) {
+        Some(end) => (&buf[4..end], buf[end..].to_vec()),
+        None => (&buf[..], Vec::new()),
+    };
+    let req = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    Ok((req, rest))
+}
+
+/// Writes what the client streams to the command's stdin, then closes it (EOF). A command that
+/// stops reading ends the copy; a client that stops sending closes stdin.
+async fn feed(
+    stdin: Option<tokio::process::ChildStdin>,
+    first: Vec<u8>,
+    mut body: axum::body::BodyDataStream,
+) {
+    use tokio::io::AsyncWriteExt;
+    let Some(mut stdin) = stdin else { return };
+    if stdin.write_all(&first).await.is_err() {
+        return;
+    }
+    while let Some(Ok(chunk)) = body.next().await {
+        if stdin.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = stdin.shutdown().await;
 }
 
 fn pump(
