@@ -1473,6 +1473,105 @@ fn silver_run_streams_stdin_to_the_command() {
     assert_eq!(run(&["-n", "--", "cat"], b"not read\n".to_vec()), "");
 }
 
+/// Appends `n` from `POST /write?n=` to a file of the app's; `GET /writes` reads it back.
+const WRITES_APP: &str = r#"
+import os
+
+def application(environ, start_response):
+    path = os.path.join(os.environ["CONFIG_FILES"], "writes")
+    if environ["REQUEST_METHOD"] == "POST":
+        n = environ.get("QUERY_STRING", "").partition("=")[2]
+        with open(path, "a") as f:
+            f.write(n + "\n")
+        body = "ok " + n
+    else:
+        body = open(path).read() if os.path.exists(path) else ""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+"#;
+
+#[test]
+fn writes_wait_while_a_migration_runs_and_none_is_lost_to_its_restore() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    wsgi_app(
+        &app,
+        "hold",
+        "default_location = hold.test\nservice.files =\n",
+        WRITES_APP,
+    );
+    deployed(&agent, tmp.path(), &app, &[]);
+    assert_eq!(
+        request(&agent.front, "POST", "hold.test", "/write?n=before", "").body,
+        "ok before"
+    );
+    // The next release's migration waits for `go`, then fails: its checkpoint is restored.
+    let ini =
+        "default_location = hold.test\nservice.files =\nupdate_fetch = script: sh migrate.sh\n";
+    wsgi_app(&app, "hold", ini, WRITES_APP);
+    std::fs::write(
+        app.join("migrate.sh"),
+        "touch \"$CONFIG_FILES/migrating\"\nwhile [ ! -e \"$CONFIG_FILES/go\" ]; do sleep 0.05; done\necho 'a bug'; exit 1\n",
+    )
+    .unwrap();
+    let deploy = agent
+        .spawn_silver()
+        .env("SILVER_CACHE_DIR", tmp.path().join("cache"))
+        .arg("deploy")
+        .arg(&app)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let files = agent.root.join("apps/hold/files");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !files.join("migrating").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Writes sent while it runs wait at the front door; reads go on being served.
+    let addr = agent.front.trim_start_matches("http://").to_string();
+    let mut writes: Vec<std::net::TcpStream> = (0..5)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            let head = format!("POST /write?n=during{i} HTTP/1.1\r\nHost: hold.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(get(&agent.front, "hold.test", "/writes").body, "before\n");
+    std::fs::write(files.join("go"), "").unwrap();
+    let out = deploy.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the failing migration was deployed");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restored from the checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each held write then went to the release that serves, after the restore: all kept.
+    for (i, s) in writes.iter_mut().enumerate() {
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "write {i}: {answer}");
+        assert!(
+            answer.contains(&format!("ok during{i}")),
+            "write {i}: {answer}"
+        );
+    }
+    let kept = get(&agent.front, "hold.test", "/writes").body;
+    for i in 0..5 {
+        assert!(
+            kept.contains(&format!("during{i}\n")),
+            "write {i} was lost: {kept}"
+        );
+    }
+}
+
 #[test]
 fn a_config_directory_is_uploaded_beside_the_artifact_required_and_checked() {
     let tmp = tempfile::tempdir().unwrap();

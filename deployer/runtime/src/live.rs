@@ -19,7 +19,7 @@ use crate::error::{Error, Step};
 use crate::launch::{self, Gunicorn};
 use crate::logs::{LogSink, Rotation};
 use crate::paths::AppPaths;
-use crate::router::{AppRoute, Backend, Routes};
+use crate::router::{AppRoute, Backend, Routes, WriteHold};
 use crate::supervise::{AppUser, Spec, Supervised};
 
 /// How the node runs apps.
@@ -351,6 +351,10 @@ impl Runtime {
         let processes = self.start_processes(&c, &launches, &env)?;
         let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p))));
         let checked = self.check(&c, &processes, backend.as_deref(), &env).await;
+        let (checked, hold) = match checked {
+            Ok((output, hold)) => (Ok(output), hold),
+            Err(failure) => (Err(failure), None),
+        };
         let flipped = match checked {
             Ok(output) => tokio::task::spawn_blocking(flip)
                 .await
@@ -368,6 +372,8 @@ impl Runtime {
         }
         let names = processes.iter().map(|p| p.name.clone()).collect();
         let replaced = self.switch(&c, processes, backend).await;
+        // Held writes go on now, to the release that serves.
+        drop(hold);
         tracing::info!(
             port,
             replaced = replaced.as_deref().unwrap_or("-"),
@@ -518,7 +524,7 @@ impl Runtime {
         processes: &[Supervised],
         backend: Option<&Backend>,
         env: &BTreeMap<String, String>,
-    ) -> Result<Vec<String>, (Step, String)> {
+    ) -> Result<(Vec<String>, Option<WriteHold>), (Step, String)> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -552,8 +558,23 @@ impl Runtime {
                 .await
                 .map_err(|reason| (step, format!("it refused the configuration: {reason}")))?;
         }
-        // 3. A checkpoint of the app's data, which a failed migration is rolled back to.
-        let checkpoint = if c.update_fetch && !c.config.update_fetch.is_empty() {
+        // 3. A checkpoint of the app's data, which a failed migration is rolled back to. From
+        // here until the switch (or the restore), writes wait at the front door: none the old
+        // release acknowledged is undone by a restore.
+        let migrates = c.update_fetch && !c.config.update_fetch.is_empty();
+        let keeps_data = c
+            .config
+            .services
+            .iter()
+            .any(|(s, _)| crate::data::Kind::of(s).is_some());
+        let hold = match migrates && keeps_data {
+            true => {
+                let drain = Duration::from_secs(c.config.request_timeout_secs + 1);
+                Some(self.inner.routes.hold_writes(&c.app, drain).await)
+            }
+            false => None,
+        };
+        let checkpoint = if migrates {
             self.checkpoint(c)
                 .await
                 .map_err(|e| (Step::Checkpoint, error_chain(&e)))?
@@ -581,7 +602,7 @@ impl Runtime {
                 };
                 Err((step, format!("{reason}\n{back}")))
             }
-            (migrated, _) => migrated,
+            (migrated, _) => migrated.map(|output| (output, hold)),
         }
     }
 

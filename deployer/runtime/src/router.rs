@@ -104,6 +104,42 @@ pub struct AppRoute {
 #[derive(Clone, Default)]
 pub struct Routes {
     table: Arc<RwLock<Arc<HashMap<AppName, AppRoute>>>>,
+    /// Per app, whether requests that may write go on to it now (`hold_writes`).
+    gates: Arc<std::sync::Mutex<HashMap<AppName, Gate>>>,
+}
+
+/// Whether an app's writes may go on, and how many are in flight.
+#[derive(Clone)]
+struct Gate {
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+    writes: Arc<AtomicUsize>,
+}
+
+/// While `update_fetch` runs, requests that may write (not GET, HEAD, OPTIONS or TRACE) wait at
+/// the front door: one the old release acknowledged could otherwise be undone when a failed
+/// migration's checkpoint is restored. They go on when this is dropped: to the new release
+/// after the switch, or to the old one after the restore. One held past [`HOLD_LIMIT`] gets a
+/// 503 with `Retry-After`, which its client sees.
+pub struct WriteHold {
+    gate: Gate,
+}
+
+impl Drop for WriteHold {
+    fn drop(&mut self) {
+        self.gate.open.send_replace(true);
+    }
+}
+
+/// How long a write waits at the front door for an update to end, before a 503.
+pub const HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Counts a write in flight while it lives.
+struct Writing(Arc<AtomicUsize>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Routes {
@@ -185,6 +221,42 @@ impl Routes {
             }
         }
         best.map(|(_, app, route, prefix)| (app.clone(), route.clone(), prefix.to_string()))
+    }
+
+    /// Holds the app's writes at the front door (see [`WriteHold`]), once those already in
+    /// flight have finished (or `drain` has passed: the router answers them 504 by then).
+    pub async fn hold_writes(&self, app: &AppName, drain: std::time::Duration) -> WriteHold {
+        let gate = self.gate(app);
+        gate.open.send_replace(false);
+        let deadline = tokio::time::Instant::now() + drain;
+        while gate.writes.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        WriteHold { gate }
+    }
+
+    fn gate(&self, app: &AppName) -> Gate {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates
+            .entry(app.clone())
+            .or_insert_with(|| Gate {
+                open: Arc::new(tokio::sync::watch::Sender::new(true)),
+                writes: Arc::default(),
+            })
+            .clone()
+    }
+
+    /// Waits while the app's writes are held; false past [`HOLD_LIMIT`]. Then counts the write
+    /// in flight until the guard drops.
+    async fn admit_write(&self, app: &AppName) -> Option<Writing> {
+        let gate = self.gate(app);
+        let mut open = gate.open.subscribe();
+        let waited = tokio::time::timeout(HOLD_LIMIT, open.wait_for(|o| *o)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            return None;
+        }
+        gate.writes.fetch_add(1, Ordering::SeqCst);
+        Some(Writing(gate.writes))
     }
 
     fn snapshot(&self) -> Arc<HashMap<AppName, AppRoute>> {
@@ -303,6 +375,28 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
             return resp;
         }
     }
+    // A write waits while the app's update runs; then the table may name another release.
+    let (route, _writing) = if is_safe(&request) {
+        (route, None)
+    } else {
+        let Some(writing) = front.routes.admit_write(&app).await else {
+            let mut resp = page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Updating",
+                &format!(
+                    "<code>{}</code> is being updated and takes no changes until it is done. Please try again soon.",
+                    escape(app.as_str())
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            return resp;
+        };
+        match front.routes.resolve(&host, &path) {
+            Some((_, route, _)) => (route, Some(writing)),
+            None => (route, Some(writing)),
+        }
+    };
     match route.backend {
         Some(backend) => {
             let deadline = route.request_timeout;
@@ -359,6 +453,13 @@ fn request_host(request: &Request) -> String {
         .map(str::to_string)
         .or_else(|| request.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default()
+}
+
+/// A method that changes nothing (RFC 9110 §9.2.1): never held during an update.
+fn is_safe(request: &Request) -> bool {
+    use axum::http::Method;
+    let method = request.method();
+    [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE].contains(method)
 }
 
 fn is_read(request: &Request) -> bool {
