@@ -124,6 +124,24 @@ fn deploy_and_releases_over_ssh() {
     let out = run(&["releases", "hello", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(r#""state":"active""#));
+    // `silver run` streams stdin through the tunnel too: 10 MB in, counted on the node.
+    let out = common::silver()
+        .args([
+            "run",
+            "hello",
+            "--node",
+            "ssh://silver-node",
+            "--agent-addr",
+            &agent_addr,
+        ])
+        .args(["--", "wc", "-c"])
+        .env("SILVER_SSH", &ssh)
+        .env("SILVER_TOKEN", &agent.token)
+        .write_stdin(vec![b'x'; 10_000_000])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10000000");
     // A host ssh cannot reach is a clear error naming the node.
     let out = common::silver()
         .args(["releases", "hello", "--node", "ssh://nobody@127.0.0.1:1"])

@@ -128,6 +128,17 @@ fn deploy_over_tls_with_a_trusted_certificate() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(agent.root.join("apps/hello/current").exists());
+    // `silver run` streams stdin over TLS too: 10 MB in, counted on the node.
+    let out = agent
+        .silver()
+        .args(["run", "hello", "--ca-cert"])
+        .arg(tmp.path().join("ca.pem"))
+        .args(["--", "wc", "-c"])
+        .write_stdin(vec![b'x'; 10_000_000])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10000000");
 }
 
 #[test]
