@@ -162,3 +162,72 @@ fn deploy_and_releases_over_ssh() {
         stderr(&out)
     );
 }
+
+#[test]
+#[ignore = "system tier (sshd): cargo test -- --include-ignored"]
+fn backups_kept_and_fetched_over_ssh_are_private_and_whole() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sshd = start_sshd(&tmp.path().join("ssh"));
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("app");
+    common::wsgi_app(
+        &app,
+        "kept",
+        "default_location = kept.test\nservice.files =\n",
+        common::ECHO_APP,
+    );
+    agent.deployed(&tmp.path().join("cache"), &app, &[]);
+    let ssh = format!("ssh -F {}", sshd.config.display());
+    let silver = |args: &[&str]| {
+        let out = agent
+            .silver()
+            .args(args)
+            .env("SILVER_SSH", &ssh)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    silver(&[
+        "run",
+        "kept",
+        "-n",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > \"$CONFIG_FILES/a.txt\"",
+    ]);
+    let far = tmp.path().join("far");
+    std::fs::create_dir(&far).unwrap();
+    for name in ["b.tar.zst", "bdir"] {
+        let place = format!("ssh://silver-node{}/{name}", far.display());
+        silver(&["backup", "kept", &place]);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let kept = far.join(name);
+        if kept.is_dir() {
+            assert_eq!(mode(&kept), 0o700, "{name}");
+            for f in std::fs::read_dir(&kept).unwrap().flatten() {
+                assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+            }
+        } else {
+            assert_eq!(mode(&kept), 0o600, "{name}");
+        }
+        silver(&["clear", "kept", "--yes"]);
+        silver(&["restore", &place, "kept"]);
+        let out = agent
+            .silver()
+            .args([
+                "run",
+                "kept",
+                "-n",
+                "--",
+                "sh",
+                "-c",
+                "cat \"$CONFIG_FILES/a.txt\"",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{name}");
+    }
+}

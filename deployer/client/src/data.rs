@@ -394,27 +394,13 @@ fn fetch(source: &Place, dir: &Path, limits: RestoreLimits) -> Result<(), Error>
             path,
             format: Format::Dir,
             ..
-        } => ssh(
-            source,
-            &format!("cd {} && tar -c -f - .", quote(path)),
-            None,
-        )?,
-        Place::Ssh { path, .. } => ssh(source, &format!("cat {}", quote(path)), None)?,
+        } => (format!("cd {} && tar -c -f - .", quote(path)), Format::Dir),
+        Place::Ssh { path, format, .. } => (format!("cat {}", quote(path)), *format),
     };
-    let format = match source {
-        Place::Ssh {
-            format: Format::Dir,
-            ..
-        } => Format::Dir,
-        Place::Ssh { format, .. } | Place::Local { format, .. } => *format,
-    };
-    unpack(
-        Box::new(std::io::Cursor::new(bytes)),
-        format,
-        dir,
-        source,
-        limits,
-    )
+    let (script, format) = bytes;
+    ssh_with(source, &script, None, |stdout| {
+        unpack(Box::new(stdout), format, dir, source, limits)
+    })
 }
 
 /// Counts the bytes read through it, for the ratio a decompressor reaches.
@@ -460,8 +446,8 @@ impl<R: Read> Read for Bounded<R> {
 
 /// Unpacks a backup tar (compressed as `format` says) into a new private `dir`: the known
 /// files only, each at most `limits.max_entry_bytes`, the whole within `limits.max_ratio`.
-fn unpack(
-    input: Box<dyn Read>,
+fn unpack<'a>(
+    input: Box<dyn Read + 'a>,
     format: Format,
     dir: &Path,
     source: &Place,
@@ -472,7 +458,7 @@ fn unpack(
         inner: input,
         count: compressed.clone(),
     };
-    let decoded: Box<dyn Read> = match format {
+    let decoded: Box<dyn Read + 'a> = match format {
         Format::TarZst => Box::new(zstd::Decoder::new(counted).map_err(|e| io(dir, e))?),
         Format::TarGz => Box::new(flate2::read::GzDecoder::new(counted)),
         Format::Dir => Box::new(counted),
@@ -615,6 +601,26 @@ fn quote(text: &str) -> String {
 /// Runs `script` on the place's host over ssh (`$SILVER_SSH`, default `ssh`), with `input` on
 /// its stdin; returns its stdout.
 fn ssh(place: &Place, script: &str, input: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    ssh_with(place, script, input, |stdout| {
+        stdout
+            .read_to_end(&mut out)
+            .map(|_| ())
+            .map_err(|e| io(Path::new(&place.to_string()), e))
+    })?;
+    Ok(out)
+}
+
+/// Runs `script` on the place's host over ssh (`$SILVER_SSH`, default `ssh`), with `input` on
+/// its stdin, and hands its stdout to `read` as it streams (a backup fetched this way is never
+/// whole in memory). What `read` refused wins (its refusal cut the stream, which then fails
+/// ssh too); else an ssh failure is the error.
+fn ssh_with(
+    place: &Place,
+    script: &str,
+    input: Option<&[u8]>,
+    read: impl FnOnce(&mut dyn Read) -> Result<(), Error>,
+) -> Result<(), Error> {
     let Place::Ssh {
         destination, port, ..
     } = place
@@ -642,18 +648,27 @@ fn ssh(place: &Place, script: &str, input: Option<&[u8]>) -> Result<Vec<u8>, Err
     let mut stdin = child.stdin.take().expect("piped");
     let input = input.map(<[u8]>::to_vec);
     let writer = std::thread::spawn(move || input.map(|i| stdin.write_all(&i)));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| io(Path::new(&url), e))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = (&mut stderr).take(64 << 10).read_to_end(&mut text);
+        text
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let read = read(&mut stdout);
+    // What `read` left unread (it stopped at an error) must not keep ssh blocked on a pipe.
+    drop(stdout);
+    let status = child.wait().map_err(|e| io(Path::new(&url), e))?;
     let _ = writer.join();
-    if !out.status.success() {
+    let stderr = errors.join().unwrap_or_default();
+    if !status.success() && read.is_ok() {
         return Err(Error::Ssh {
             url,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            status: status.to_string(),
+            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
         });
     }
-    Ok(out.stdout)
+    read
 }
 
 #[cfg(test)]
