@@ -291,6 +291,66 @@ fn no_app_reads_writes_lists_or_replaces_another_apps_data() {
     for file in std::fs::read_dir(&backup).unwrap().flatten() {
         assert_eq!(mode(&file.path()), 0o600, "{}", file.path().display());
     }
+    // A database, user or prefix of an app's name that someone else made is refused, naming
+    // its owner: never taken over.
+    let id = std::fs::read_to_string(root.join("node-id")).unwrap();
+    let redis_port = node.urls[2].rsplit(':').next().unwrap().to_string();
+    let secret = std::fs::read_to_string(root.join("redis-default.secret")).unwrap();
+    let planted = Command::new("redis-cli")
+        .args(["-p", &redis_port, "SET"])
+        .arg(format!("s{}_planted-owner", id.trim()))
+        .arg("made by hand")
+        .env("REDISCLI_AUTH", secret.trim())
+        .output()
+        .unwrap();
+    assert!(planted.status.success());
+    let mysql = node.urls[1]
+        .trim_start_matches("mysql://admin:adminpw@127.0.0.1:")
+        .to_string();
+    let planted = Command::new("mariadb")
+        .args([
+            "--protocol=tcp",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &mysql,
+            "-u",
+            "admin",
+            "-e",
+        ])
+        .arg(format!(
+            "CREATE DATABASE `s{}_planted$ud` COMMENT 'made by hand'",
+            id.trim()
+        ))
+        .env("MYSQL_PWD", "adminpw")
+        .output()
+        .unwrap();
+    assert!(
+        planted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&planted.stderr)
+    );
+    for (app, service, what) in [
+        ("planted", "redis", "Redis user"),
+        ("planted_d", "mysql", "MariaDB database"),
+    ] {
+        let dir = node.tmp.path().join(app);
+        let ini = format!(
+            "default_location = {}.test\nservice.{service} =\n",
+            app.replace('_', "-")
+        );
+        wsgi_app(&dir, app, &ini, ECHO_APP);
+        let out = node.agent.deploy(&node.tmp.path().join("cache"), &dir, &[]);
+        assert!(
+            !out.status.success(),
+            "{app} took over what someone else made"
+        );
+        let said = stderr(&out);
+        assert!(
+            said.contains(what) && said.contains("belongs to something else (made by hand)"),
+            "{said}"
+        );
+    }
     let archive = node.tmp.path().join("xzy.tar.zst");
     node.backup("xzy", &archive);
     assert_eq!(

@@ -94,8 +94,10 @@ pub fn provision(
         let file = dir.join("couchdb.password");
         let password = safefs::load_or_create_secret(&file, 16).map_err(|e| Error::io(&file, e))?;
         let id = format!("org.couchdb.user:{name}");
+        let owner = crate::identity::Identity::owner_comment(node, app);
         let user_doc = serde_json::json!({
             "_id": id, "name": name, "password": password, "roles": [], "type": "user",
+            "silver_owner": owner,
         });
         put_user(app, couch, &id, user_doc)?;
         admit_only(app, couch, &name, &name)?;
@@ -129,6 +131,17 @@ fn put_user(
         let current = call(app, couch, None, Method::GET, &path, None)?;
         let mut doc = user_doc.clone();
         if let (StatusCode::OK, Some(rev)) = (current.0, current.1.get("_rev")) {
+            // A user another app, node or person made is never taken over (one an older agent
+            // made, with no mark, is this app's: its name is this app's identity).
+            let owner = current.1["silver_owner"].as_str().unwrap_or_default();
+            if !owner.is_empty() && owner != user_doc["silver_owner"] {
+                return Err(Error::IdentityTaken {
+                    app: app.clone(),
+                    service: "CouchDB user",
+                    name: id.to_string(),
+                    owner: owner.to_string(),
+                });
+            }
             doc["_rev"] = rev.clone();
         }
         tries += 1;

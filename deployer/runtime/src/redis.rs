@@ -126,6 +126,7 @@ pub fn provision(
         addr: redis.addr(),
         message: message.replace(&password, "***"),
     };
+    claim(&mut conn, node, app, &user, redis)?;
     let keys = format!("~{user}:*");
     let channels = format!("&{user}:*");
     let secret = format!(">{password}");
@@ -163,6 +164,37 @@ pub fn provision(
         ("CONFIG_REDIS_DB".into(), "0".into()),
         ("REDIS_URL".into(), url),
     ])
+}
+
+/// Marks the app's user and prefix as its own in the key `<identity>-owner`, which no app's
+/// user may touch (identities hold no `-`); a user another app, node or person claimed is
+/// refused, naming its owner, as PostgreSQL roles are.
+fn claim(
+    conn: &mut Conn,
+    node: &str,
+    app: &AppName,
+    user: &str,
+    redis: &Redis,
+) -> Result<(), Error> {
+    let refused = |message: String| Error::RedisRefused {
+        addr: redis.addr(),
+        message,
+    };
+    let ours = crate::identity::Identity::owner_comment(node, app);
+    let key = format!("{user}-owner");
+    conn.command(&[b"SET", key.as_bytes(), ours.as_bytes(), b"NX"])
+        .map_err(refused)?;
+    let owner = conn.command(&[b"GET", key.as_bytes()]).map_err(refused)?;
+    let owner = String::from_utf8_lossy(&owner.bytes()).into_owned();
+    if owner == ours {
+        return Ok(());
+    }
+    Err(Error::IdentityTaken {
+        app: app.clone(),
+        service: "Redis user",
+        name: user.to_string(),
+        owner,
+    })
 }
 
 /// One connection speaking RESP, Redis's protocol.
