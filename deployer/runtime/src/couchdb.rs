@@ -189,14 +189,7 @@ const BATCH_BYTES: usize = 8 << 20;
 pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result<(), Error> {
     let (app, couch) = (d.app, d.couchdb);
     let staging = crate::identity::Identity::of(d.node, app).staging("restore");
-    expect(
-        app,
-        couch,
-        Method::DELETE,
-        &format!("/{staging}"),
-        None,
-        &[200, 202, 404],
-    )?;
+    drop_db(app, couch, &staging)?;
     expect(
         app,
         couch,
@@ -242,14 +235,7 @@ pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
     if status != StatusCode::OK {
         return Ok(());
     }
-    expect(
-        app,
-        couch,
-        Method::DELETE,
-        &format!("/{live}"),
-        None,
-        &[200, 202, 404],
-    )?;
+    drop_db(app, couch, &live)?;
     provision(d.node, app, d.paths, couch)?;
     let mut startkey: Option<String> = None;
     loop {
@@ -271,29 +257,13 @@ pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
             rows.iter().filter_map(|r| r.get("doc").cloned()).collect();
         bulk(app, couch, None, &live, docs, Path::new(&staging))?;
     }
-    expect(
-        app,
-        couch,
-        Method::DELETE,
-        &format!("/{staging}"),
-        None,
-        &[200, 202, 404],
-    )
-    .map(|_| ())
+    drop_db(app, couch, &staging)
 }
 
 /// Drops the staged database.
 pub(crate) fn discard(d: &crate::services::AppData) -> Result<(), Error> {
     let staging = crate::identity::Identity::of(d.node, d.app).staging("restore");
-    expect(
-        d.app,
-        d.couchdb,
-        Method::DELETE,
-        &format!("/{staging}"),
-        None,
-        &[200, 202, 404],
-    )
-    .map(|_| ())
+    drop_db(d.app, d.couchdb, &staging)
 }
 
 /// Documents gathered for one `_bulk_docs` request.
@@ -356,6 +326,12 @@ fn bulk(
         });
     }
     Ok(())
+}
+
+/// Deletes a database, if there is one.
+fn drop_db(app: &AppName, couch: &Couchdb, name: &str) -> Result<(), Error> {
+    let path = format!("/{name}");
+    expect(app, couch, Method::DELETE, &path, None, &[200, 202, 404]).map(|_| ())
 }
 
 fn create_db(app: &AppName, couch: &Couchdb, name: &str) -> Result<(), Error> {

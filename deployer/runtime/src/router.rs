@@ -350,17 +350,8 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
         );
     };
     if route.maintenance {
-        let mut resp = page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Down for maintenance",
-            &format!(
-                "<code>{}</code> is down for maintenance. Please try again soon.",
-                escape(app.as_str())
-            ),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
-        return resp;
+        let why = "is down for maintenance. Please try again soon.";
+        return unavailable(&app, "Down for maintenance", why, "120");
     }
     let rest = match prefix.as_str() {
         "/" => path.as_str(),
@@ -380,17 +371,9 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
         (route, None)
     } else {
         let Some(writing) = front.routes.admit_write(&app).await else {
-            let mut resp = page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Updating",
-                &format!(
-                    "<code>{}</code> is being updated and takes no changes until it is done. Please try again soon.",
-                    escape(app.as_str())
-                ),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-            return resp;
+            let why =
+                "is being updated and takes no changes until it is done. Please try again soon.";
+            return unavailable(&app, "Updating", why, "30");
         };
         match front.routes.resolve(&host, &path) {
             Some((_, route, _)) => (route, Some(writing)),
@@ -824,6 +807,15 @@ impl http_body::Body for Watched {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A 503 that names the app, says why, and when to try again (`Retry-After`, seconds).
+fn unavailable(app: &AppName, title: &str, why: &str, retry_after: &'static str) -> Response {
+    let message = format!("<code>{}</code> {why}", escape(app.as_str()));
+    let mut resp = page(StatusCode::SERVICE_UNAVAILABLE, title, &message);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
+    resp
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {
