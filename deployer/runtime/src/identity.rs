@@ -34,7 +34,7 @@ impl Identity {
     pub fn of(node: &str, app: &AppName) -> Identity {
         Identity {
             name: server_name(node, app),
-            unix_user: crate::users::user_name(node, app),
+            unix_user: unix_user(node, app),
         }
     }
 
@@ -53,6 +53,34 @@ impl Identity {
     pub fn owner_comment(node: &str, app: &AppName) -> String {
         format!("silver app {app} on node {node}")
     }
+}
+
+/// `s<first 6 of the node id>-<app>`: at most 32 characters (useradd's limit), only characters
+/// every distribution accepts in a user name, and distinct for two nodes on one host. A long or
+/// dotted app name is cut and given a hash of the whole name, so two never share a user: the
+/// plain form is at most 30 characters and the hashed one exactly 31, so neither is the other.
+fn unix_user(node: &str, app: &AppName) -> String {
+    const PLAIN_MAX: usize = 30;
+    const HASHED_LEN: usize = 31;
+    let node = &node[..node.len().min(6)];
+    let plain = app
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let name = format!("s{node}-{app}");
+    if plain && name.len() <= PLAIN_MAX {
+        return name;
+    }
+    let kept: String = app
+        .as_str()
+        .chars()
+        .map(|c| if c == '.' { '_' } else { c })
+        .take(14)
+        .collect();
+    let hash = blake3::hash(app.as_str().as_bytes()).to_hex();
+    let head = format!("s{node}-{kept}-");
+    let rest = HASHED_LEN - head.len();
+    format!("{head}{}", &hash[..rest])
 }
 
 fn server_name(node: &str, app: &AppName) -> String {

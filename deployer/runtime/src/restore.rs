@@ -59,6 +59,32 @@ pub fn last_outcome(paths: &crate::AppPaths) -> Option<Outcome> {
     serde_json::from_slice(&text).ok()
 }
 
+/// The runtime's side: restores, clears and recoveries of a live app's data.
+impl crate::Runtime {
+    /// Replaces the data of `c`'s app with the backup in `dir`.
+    pub async fn restore(
+        &self,
+        c: &crate::Candidate,
+        dir: std::path::PathBuf,
+    ) -> Result<BackupInfo, Error> {
+        self.with_data(c, move |d| restore(d, &dir)).await
+    }
+
+    /// Drops the data of `c`'s app.
+    pub async fn clear(&self, c: &crate::Candidate) -> Result<(), Error> {
+        self.with_data(c, clear).await
+    }
+
+    /// Finishes or undoes a restore of `c`'s app that a crash interrupted; run before the app
+    /// starts.
+    pub async fn recover(&self, c: &crate::Candidate) -> Result<Option<Outcome>, Error> {
+        if pending(&c.paths).is_none() {
+            return Ok(None);
+        }
+        self.with_data(c, recover).await
+    }
+}
+
 /// Finishes or undoes a restore a crash interrupted; None when there was none.
 pub fn recover(d: &AppData) -> Result<Option<Outcome>, Error> {
     let Some(journal) = pending(d.paths) else {
@@ -204,5 +230,188 @@ fn remove_journal(d: &AppData) -> Result<(), Error> {
             let dir = d.paths.dir();
             safefs::sync_dir(dir).map_err(|e| Error::io(dir, e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{dump, MANIFEST};
+    use crate::paths::AppPaths;
+    use packer::AppName;
+    use std::path::Path;
+
+    static REDIS: std::sync::LazyLock<crate::redis::Redis> =
+        std::sync::LazyLock::new(Default::default);
+    static COUCHDB: std::sync::LazyLock<crate::couchdb::Couchdb> =
+        std::sync::LazyLock::new(Default::default);
+    static MYSQL: std::sync::LazyLock<crate::mysql::Mysql> =
+        std::sync::LazyLock::new(Default::default);
+
+    fn app_data<'a>(
+        app: &'a AppName,
+        paths: &'a AppPaths,
+        services: &'a [(String, String)],
+    ) -> AppData<'a> {
+        AppData {
+            node: "0a1b2c3d",
+            app,
+            paths,
+            services,
+            user: None,
+            postgres: None,
+            redis: &REDIS,
+            mysql: &MYSQL,
+            couchdb: &COUCHDB,
+        }
+    }
+
+    fn services(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), String::new()))
+            .collect()
+    }
+
+    #[test]
+    fn files_round_trip_and_the_same_data_dumps_to_the_same_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = AppName::parse("blog").unwrap();
+        let paths = AppPaths::new(tmp.path().join("blog"));
+        let names = services(&["files", "writable_root"]);
+        let d = app_data(&app, &paths, &names);
+        for (path, body) in [("b.txt", "b"), ("a/z.txt", "z"), ("a/b/c.bin", "c")] {
+            let file = paths.files().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, body).unwrap();
+        }
+        std::os::unix::fs::symlink("b.txt", paths.files().join("link")).unwrap();
+        std::fs::create_dir_all(paths.writable_root().join("example.com")).unwrap();
+        std::fs::write(paths.writable_root().join("example.com/robots.txt"), "no").unwrap();
+        let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+        for dir in [&one, &two] {
+            std::fs::create_dir(dir).unwrap();
+            let info = dump(&d, "b3:aa", "2026-11-30T00:00:00Z", dir).unwrap();
+            assert_eq!(info.services, ["files", "writable_root"]);
+        }
+        for file in ["files.tar", "writable_root.tar", MANIFEST] {
+            assert_eq!(
+                std::fs::read(one.join(file)).unwrap(),
+                std::fs::read(two.join(file)).unwrap(),
+                "{file}"
+            );
+        }
+        // Onto another app, whose data is replaced.
+        let other = AppName::parse("shop").unwrap();
+        let other_paths = AppPaths::new(tmp.path().join("shop"));
+        let d2 = app_data(&other, &other_paths, &names);
+        std::fs::create_dir_all(other_paths.files()).unwrap();
+        std::fs::write(other_paths.files().join("stale"), "x").unwrap();
+        restore(&d2, &one).unwrap();
+        assert!(!other_paths.files().join("stale").exists());
+        assert_eq!(
+            std::fs::read_to_string(other_paths.files().join("a/b/c.bin")).unwrap(),
+            "c"
+        );
+        assert_eq!(
+            std::fs::read_link(other_paths.files().join("link")).unwrap(),
+            Path::new("b.txt")
+        );
+        assert_eq!(
+            std::fs::read_to_string(other_paths.writable_root().join("example.com/robots.txt"))
+                .unwrap(),
+            "no"
+        );
+        clear(&d2).unwrap();
+        assert_eq!(std::fs::read_dir(other_paths.files()).unwrap().count(), 0);
+        // An app without the service cannot take the backup, and nothing changed.
+        let only_files = services(&["files"]);
+        let d3 = app_data(&other, &other_paths, &only_files);
+        let err = restore(&d3, &one).unwrap_err();
+        assert!(err.to_string().contains("service `writable_root`"), "{err}");
+    }
+
+    /// A tar as a backup's `files.tar`: (name, kind, mode, link target).
+    fn check(entries: &[(&str, tar::EntryType, u32, &str)], expected: &str) {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = AppName::parse("blog").unwrap();
+        let paths = AppPaths::new(tmp.path().join("blog"));
+        let names = services(&["files"]);
+        let d = app_data(&app, &paths, &names);
+        std::fs::create_dir_all(paths.files()).unwrap();
+        std::fs::write(paths.files().join("kept"), "old").unwrap();
+        let backup = tmp.path().join("backup");
+        std::fs::create_dir(&backup).unwrap();
+        let info = BackupInfo {
+            format: 1,
+            app: app.clone(),
+            release: "b3:aa".into(),
+            created: "2026-11-30T00:00:00Z".into(),
+            services: vec!["files".into()],
+        };
+        std::fs::write(backup.join(MANIFEST), serde_json::to_vec(&info).unwrap()).unwrap();
+        let mut tar = tar::Builder::new(std::fs::File::create(backup.join("files.tar")).unwrap());
+        for (name, kind, mode, target) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            h.set_size(if *kind == tar::EntryType::Regular {
+                1
+            } else {
+                0
+            });
+            // Raw names: the builder's own checks would refuse the hostile ones.
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            if !target.is_empty() {
+                h.set_link_name(target).unwrap();
+            }
+            h.set_cksum();
+            let body: &[u8] = if *kind == tar::EntryType::Regular {
+                b"x"
+            } else {
+                b""
+            };
+            tar.append(&h, body).unwrap();
+        }
+        tar.finish().unwrap();
+        drop(tar);
+        let got = restore(&d, &backup)
+            .map(|_| ())
+            .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)));
+        match got {
+            Ok(()) => assert_eq!(expected, "ok"),
+            Err(e) => {
+                assert!(e.contains(expected), "{e}");
+                // Nothing was lost: the old files are whole.
+                assert_eq!(
+                    std::fs::read_to_string(paths.files().join("kept")).unwrap(),
+                    "old"
+                );
+            }
+        }
+        assert!(!tmp.path().join("blog/.files.restoring").exists());
+    }
+
+    #[test]
+    fn hostile_backups_are_refused_and_leave_the_data_whole() {
+        use tar::EntryType::*;
+        check(&[("a.txt", Regular, 0o644, "")], "ok");
+        // A device node would hand the app a raw disk.
+        check(&[("sda", Block, 0o666, "")], "is a Block");
+        // A hard link ties a restored name to a file outside the tree.
+        check(&[("shadow", Link, 0o644, "/etc/shadow")], "is a Link");
+        // Set-id bits: the app runs the file as someone else.
+        check(&[("su", Regular, 0o4755, "")], "set-id");
+        // Climbing out by name, or through a link the archive made first.
+        check(&[("../escape", Regular, 0o644, "")], "points outside");
+        check(
+            &[
+                ("etc", Symlink, 0o777, "/etc"),
+                ("etc/passwd", Regular, 0o644, ""),
+            ],
+            "unpack outside",
+        );
+        check(&[("/abs", Regular, 0o644, "")], "ok");
     }
 }
