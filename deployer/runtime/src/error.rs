@@ -75,6 +75,12 @@ pub enum Error {
     },
     #[error("Redis at {addr} asks for a password the agent does not have: {message}")]
     RedisNeedsAdmin { addr: String, message: String },
+    #[error("the restore of `{app}` is committed, but not every service has switched to it yet")]
+    RestoreUnfinished {
+        app: AppName,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("{service} `{name}` for app `{app}` belongs to something else ({owner})")]
     IdentityTaken {
         app: AppName,
@@ -218,6 +224,7 @@ impl Error {
             Error::UserTaken { name, .. } => format!(
                 "the agent never takes over a user it did not make, as that would hand the app its files; remove `{name}` (userdel) if it is unused, or run the app elsewhere"
             ),
+            Error::RestoreUnfinished { .. } => "the agent finishes it when it next starts, or before the next restore of the app (`silver checkpoints APP` shows it in progress); fix the cause above, then restart the agent".into(),
             Error::RedisNeedsAdmin { addr, .. } => format!(
                 "pass the administrator's login: --redis-url redis://USER:PASSWORD@{addr} (or SILVER_REDIS_URL)"
             ),

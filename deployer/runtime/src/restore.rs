@@ -149,8 +149,12 @@ fn run(
     }
     journal.phase = Phase::Switching;
     write_journal(d, &journal)?;
-    // From here on the restore happens: a failure is retried by `recover` at the next start.
-    switch_all(d, &kinds)?;
+    // From here on the restore happens: a failure is retried by `recover` at the next start
+    // (or before the next restore), and the error says so.
+    switch_all(d, &kinds).map_err(|source| Error::RestoreUnfinished {
+        app: d.app.clone(),
+        source: Box::new(source),
+    })?;
     remove_journal(d)
 }
 
