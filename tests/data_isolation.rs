@@ -148,7 +148,7 @@ impl Node {
                 r#"set -e
 PG -c "CREATE TABLE IF NOT EXISTS secrets (v text); DELETE FROM secrets; INSERT INTO secrets VALUES ('{value}')"
 PG -c "CREATE OR REPLACE FUNCTION leak() RETURNS text LANGUAGE sql AS 'SELECT ''{value}-fn'''"
-MY "$CONFIG_MYSQL_DBNAME" -e "CREATE TABLE IF NOT EXISTS secrets (v text); DELETE FROM secrets; INSERT INTO secrets VALUES ('{value}')"
+MY "$CONFIG_MYSQL_DBNAME" -e "CREATE TABLE IF NOT EXISTS secrets (v text); DELETE FROM secrets; INSERT INTO secrets VALUES ('{value}'); CREATE OR REPLACE VIEW secrets_v AS SELECT v FROM secrets; CREATE TABLE IF NOT EXISTS audit (n int); CREATE TRIGGER IF NOT EXISTS secrets_t AFTER INSERT ON secrets FOR EACH ROW INSERT INTO audit VALUES (1)"
 RC SET "${{CONFIG_REDIS_PREFIX}}secret" '{value}' >/dev/null
 rev=$(CU "http://$CONFIG_COUCHDB_HOST/$CONFIG_COUCHDB_DB/secret" | sed -n 's/.*"_rev":"\([^"]*\)".*/\1/p')
 body="{{\"v\": \"{value}\"${{rev:+, \"_rev\": \"$rev\"}}}}"
@@ -165,7 +165,7 @@ echo '{value}' > "$CONFIG_FILES/secret.txt"
             app,
             r#"set -e
 echo "pg: $(PG -c 'SELECT v FROM secrets ORDER BY v' | tr '\n' ' ') $(PG -c 'SELECT leak()')"
-echo "mysql: $(MY "$CONFIG_MYSQL_DBNAME" -e 'SELECT v FROM secrets ORDER BY v' | tr '\n' ' ')"
+echo "mysql: $(MY "$CONFIG_MYSQL_DBNAME" -e 'SELECT v FROM secrets_v ORDER BY v' | tr '\n' ' ')$(MY "$CONFIG_MYSQL_DBNAME" -e 'SHOW TRIGGERS' | cut -f1 | tr '\n' ' ')"
 echo "redis: $(RC GET "${CONFIG_REDIS_PREFIX}secret")"
 echo "couch: $(CU "http://$CONFIG_COUCHDB_HOST/$CONFIG_COUCHDB_DB/secret" | sed -n 's/.*"v":"\([^"]*\)".*/\1/p')"
 echo "files: $(cat "$CONFIG_FILES/secret.txt")"
@@ -217,7 +217,7 @@ fn no_app_reads_writes_lists_or_replaces_another_apps_data() {
         assert_eq!(
             node.snapshot(app),
             format!(
-                "pg: SECRET-OF-{app}  SECRET-OF-{app}-fn\nmysql: SECRET-OF-{app} \nredis: SECRET-OF-{app}\ncouch: SECRET-OF-{app}\nfiles: SECRET-OF-{app}\n"
+                "pg: SECRET-OF-{app}  SECRET-OF-{app}-fn\nmysql: SECRET-OF-{app} secrets_t \nredis: SECRET-OF-{app}\ncouch: SECRET-OF-{app}\nfiles: SECRET-OF-{app}\n"
             ),
             "{app}'s own data, after the other apps came"
         );
