@@ -274,15 +274,30 @@ fn prepare(config: &BootConfig, dir: &Path, image: &Path) -> Result<QemuInputs, 
     })
 }
 
+/// Whether an HTTP server answers on the loopback `port`: a plain request over a `TcpStream`
+/// (the builder has no HTTP client, design §7), with a Host no app claims, and the first bytes
+/// of any answer (404 or an app's page) are enough.
+fn answers_http(port: u16, timeout: Duration) -> bool {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let request = b"GET / HTTP/1.1\r\nHost: health.invalid\r\nConnection: close\r\n\r\n";
+    let mut head = [0u8; 5];
+    stream.write_all(request).is_ok() && stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
 /// Waits until the node's front door answers HTTP; stops a node that does not come up in time
 /// and says why, with the serial console's tail.
 fn wait_until_up(config: &BootConfig, info: &NodeInfo) -> Result<(), Error> {
     let deadline = Instant::now() + config.timeout;
-    let front = format!("http://127.0.0.1:{}/", info.http_port);
     loop {
         // QEMU accepts forwarded connections before the guest listens, then closes them: only
         // an HTTP answer counts.
-        if silver_client::answers_http(&front, Duration::from_secs(5)) {
+        if answers_http(info.http_port, Duration::from_secs(5)) {
             return Ok(());
         }
         let alive = info.pid.is_some_and(pid_alive);
