@@ -4,89 +4,33 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{copy_fixture, silver, stderr, Agent};
 
-fn openssl(args: &[&str], dir: &Path) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl (scripts/install-deps.sh installs it)");
-    assert!(ok.success(), "openssl {args:?}");
-}
-
-/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`cert.pem`, `key.pem`).
+/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`cert.pem`, `key.pem`),
+/// made with rcgen (no `openssl` needed in the fast tier).
 fn certificates(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"],
-            &ec[..],
-            &[
-                "-days",
-                "2",
-                "-subj",
-                "/CN=silver-test-ca",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        ]
-        .concat(),
-        dir,
-    );
-    openssl(
-        &[
-            &["req"],
-            &ec[..],
-            &[
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-            ],
-        ]
-        .concat(),
-        dir,
-    );
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "cert.pem",
-        ],
-        dir,
-    );
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "silver-test-ca");
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    let key = dir.join("key.pem");
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 #[test]
