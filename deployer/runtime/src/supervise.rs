@@ -407,8 +407,13 @@ mod tests {
         while p.recent_output().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let pid = p.handle().pid().expect("it runs");
         let t = Instant::now();
         p.stop(Duration::from_millis(300)).await;
         assert!(t.elapsed() < Duration::from_secs(5));
+        // The outcome, not only the time: the process that ignored SIGTERM is gone (its pid no
+        // longer answers signal 0).
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+        assert!(!alive, "pid {pid} still runs after stop");
     }
 }
