@@ -1,5 +1,6 @@
 //! Every control route, sent hostile app names and ids in process (`app(state)` and tower's
-//! `oneshot`, no socket): each must answer 4xx and leave the store exactly as it was.
+//! `oneshot`, no socket): each must answer 4xx and leave the store exactly as it was. The
+//! `{app}` routes are checked against the router's own source, so a new one cannot be missed.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -79,7 +80,48 @@ fn app_routes(app: &str) -> Vec<(Method, String, &'static str)> {
             format!("/v1/apps/{app}/run"),
             r#"{"argv":["id"],"who":"t@test"}"#,
         ),
+        (Method::POST, format!("/v1/apps/{app}/preflight"), "{}"),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/deactivate"),
+            r#"{"location":"a.test","who":"t@test"}"#,
+        ),
+        (Method::GET, format!("/v1/apps/{app}/checkpoints"), ""),
+        (Method::GET, format!("/v1/apps/{app}/config"), ""),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/config"),
+            r#"{"set":{"A":"1"},"who":"t@test"}"#,
+        ),
+        (Method::POST, format!("/v1/apps/{app}/backup?who=t"), ""),
+        (Method::POST, format!("/v1/apps/{app}/restore?who=t"), ""),
+        (Method::POST, format!("/v1/apps/{app}/clear?who=t"), ""),
+        (Method::POST, format!("/v1/apps/{app}/app-config"), ""),
     ]
+}
+
+/// The `{app}` routes the agent's router declares, read from its source: a route added there
+/// and not to `app_routes` fails `every_app_route_is_attacked`.
+fn declared_app_routes() -> std::collections::BTreeSet<String> {
+    let source = include_str!("../src/agent/mod.rs");
+    source
+        .split(".route(")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').nth(1))
+        .filter(|path| path.starts_with("/v1/apps/{app}/"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn every_app_route_is_attacked() {
+    let tested: std::collections::BTreeSet<String> = app_routes("{app}")
+        .into_iter()
+        .map(|(_, uri, _)| uri.split('?').next().unwrap().to_string())
+        .collect();
+    let declared = declared_app_routes();
+    assert!(declared.len() >= 16, "{declared:?}");
+    assert_eq!(tested, declared, "app_routes must list every {{app}} route");
 }
 
 fn long_name() -> String {
