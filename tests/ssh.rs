@@ -180,6 +180,7 @@ fn backups_kept_and_fetched_over_ssh_are_private_and_whole() {
     );
     agent.deployed(&tmp.path().join("cache"), &app, &[]);
     let ssh = format!("ssh -F {}", sshd.config.display());
+    // Runs `silver ARGS` through the ssh config, which must succeed; its stdout.
     let silver = |args: &[&str]| {
         let out = agent
             .silver()
@@ -188,16 +189,10 @@ fn backups_kept_and_fetched_over_ssh_are_private_and_whole() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    silver(&[
-        "run",
-        "kept",
-        "-n",
-        "--",
-        "sh",
-        "-c",
-        "echo kept > \"$CONFIG_FILES/a.txt\"",
-    ]);
+    let in_app = |script: &str| silver(&["run", "kept", "-n", "--", "sh", "-c", script]);
+    in_app("echo kept > \"$CONFIG_FILES/a.txt\"");
     let far = tmp.path().join("far");
     std::fs::create_dir(&far).unwrap();
     for name in ["b.tar.zst", "bdir"] {
@@ -215,19 +210,6 @@ fn backups_kept_and_fetched_over_ssh_are_private_and_whole() {
         }
         silver(&["clear", "kept", "--yes"]);
         silver(&["restore", &place, "kept"]);
-        let out = agent
-            .silver()
-            .args([
-                "run",
-                "kept",
-                "-n",
-                "--",
-                "sh",
-                "-c",
-                "cat \"$CONFIG_FILES/a.txt\"",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{name}");
+        assert_eq!(in_app("cat \"$CONFIG_FILES/a.txt\""), "kept\n", "{name}");
     }
 }
