@@ -43,6 +43,7 @@ pub struct LockInfo {
 /// releases/<hex>/   materialized releases          current       symlink to the live one
 /// history.jsonl     every activation and failure   lock          who is activating
 /// pins, locations   one item per line              lock.stale    a dead agent's lock
+///                                                  lock.guard    flocked while a lock is taken
 /// logs/ run/ data/ cache/ files/ services/ maintenance   the app's own state (`AppPaths`)
 /// ```
 #[derive(Debug, Clone)]
@@ -373,6 +374,11 @@ impl Store {
     pub fn lock(&self, app: &AppName, holder: &str) -> Result<AppLock, Error> {
         mkdir_p(self.app(app).path())?;
         let path = self.app(app).lock();
+        // Taking, judging and marking a lock happen under one flock, released when `_guard`
+        // drops. Blocks two races between agents' requests: a lock read between its creation
+        // and its content's write looked empty, so stale, and was taken from a live holder;
+        // and two takers of one stale lock each renamed away the lock the other had just made.
+        let _guard = self.lock_guard(app)?;
         for _ in 0..3 {
             let info = LockInfo {
                 holder: holder.into(),
@@ -411,6 +417,21 @@ impl Store {
             holder: "(contended)".into(),
             since: now(),
         })
+    }
+
+    /// `lock.guard`, flocked: held only while a lock is taken, never across an activation.
+    fn lock_guard(&self, app: &AppName) -> Result<fs::File, Error> {
+        let path = self.app(app).dir.join("lock.guard");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io(&path, e.into()))?;
+        Ok(file)
     }
 
     pub(super) fn read_lock(&self, app: &AppName) -> Option<LockInfo> {
@@ -472,5 +493,41 @@ impl Drop for AppLock {
         if let Some(path) = self.path.take() {
             let _ = fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Threads of one agent take one app's lock over and over: never two at once, and never a
+    /// take-over (a lock caught between its creation and its content once read as stale).
+    #[test]
+    fn one_holder_at_a_time_under_contention() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), Limits::default()).unwrap();
+        let app: AppName = "hello".parse().unwrap();
+        let (held, taken) = (AtomicBool::new(false), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (store, app, held, taken) = (&store, &app, &held, &taken);
+                s.spawn(move || {
+                    while taken.load(Ordering::SeqCst) < 400 {
+                        let Ok(lock) = store.lock(app, &format!("t{t}")) else {
+                            continue;
+                        };
+                        assert!(!held.swap(true, Ordering::SeqCst), "two holders at once");
+                        taken.fetch_add(1, Ordering::SeqCst);
+                        held.store(false, Ordering::SeqCst);
+                        drop(lock);
+                    }
+                });
+            }
+        });
+        assert!(
+            !store.app(&app).lock_stale().exists(),
+            "a live lock was taken over"
+        );
     }
 }
