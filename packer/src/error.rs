@@ -20,34 +20,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("`{}` is missing: every app has an `app.ini` at its root", path.display())]
-    NoAppIni { path: PathBuf },
-    #[error("`{}` is not an app directory: it does not exist or is not a directory", path.display())]
-    NoAppDir { path: PathBuf },
-    #[error("{}:{line}: {message}", path.display())]
-    AppIni {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{}:{line}: service `{service}` is not one silver offers", path.display())]
-    UnknownService {
-        path: PathBuf,
-        line: usize,
-        service: String,
-    },
-    #[error("{}:{line}: `config.{name}` is not a setting silver knows", path.display())]
-    UnknownConfig {
-        path: PathBuf,
-        line: usize,
-        name: String,
-    },
-    #[error("`{name}` is not a valid app name ({source_of_name}): {why}")]
-    AppName {
-        name: String,
-        source_of_name: String,
-        why: crate::names::NameRule,
-    },
+    /// `app.ini` is missing or wrong (the types crate reads it).
+    #[error(transparent)]
+    Config(#[from] silver_types::Error),
     #[error("cannot pack `{path}`: {problem}")]
     BadPath { path: String, problem: PathProblem },
     #[error("cannot pack `{path}`: it is a {kind}; an artifact holds only files, directories and symlinks")]
@@ -138,22 +113,7 @@ impl Error {
     /// A one-line suggestion of what to do, printed on its own line under the error.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
-            Error::NoAppDir { .. } => "give the directory that holds the app's `app.ini`".into(),
-            Error::NoAppIni { .. } => "create `app.ini` with a `[production]` section, e.g. `app_name = myapp`".into(),
-            Error::AppIni { .. } => "fix that line of `app.ini`; the keys are listed in the README".into(),
-            Error::UnknownService { service, .. } if service == "mongodb" => format!(
-                "MongoDB is not offered (Debian does not ship it, and Silver Lining's own did not work); the services are {}",
-                crate::appconfig::SERVICES.join(", ")
-            ),
-            Error::UnknownService { .. } => format!(
-                "remove that line or name one of the services: {}",
-                crate::appconfig::SERVICES.join(", ")
-            ),
-            Error::UnknownConfig { .. } => format!(
-                "the settings are config.{}; a secret belongs on the node, never in the artifact: `silver config set APP NAME=-` reads it from stdin",
-                crate::appconfig::CONFIG_SETTINGS.join(", config.")
-            ),
-            Error::AppName { .. } => format!("set `app_name` in the `[production]` section of `app.ini` to {}", crate::names::AppName::RULES),
+            Error::Config(e) => return e.hint(),
             Error::BadPath { .. } | Error::SpecialFile { .. } => {
                 "rename or remove it, or add it to `.silverignore`".into()
             }

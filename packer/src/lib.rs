@@ -9,13 +9,10 @@
 // The manifest's format is documented with real tab characters, as it is written.
 #![allow(clippy::tabs_in_doc_comments)]
 
-pub mod appconfig;
-pub mod appini;
 pub mod archive;
 mod error;
 pub mod limits;
 pub mod manifest;
-pub mod names;
 mod ordered;
 mod pack;
 pub mod path;
@@ -27,7 +24,6 @@ pub mod walk;
 pub use error::{Error, Refusal};
 pub use limits::Limits;
 pub use manifest::{Entry, Hash, Id, Kind, Manifest};
-pub use names::{AppName, IdPrefix};
 pub use pack::{pack, PackConfig, PackReport};
 pub use read::{
     read_manifest, read_with, staging_path, unpack, verify, ReadConfig, Verified, Visitor,

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use serde::Serialize;
 use sha2::Digest;
 
-use crate::appini::{self, AppIni};
+use silver_types::appini::{self, AppIni};
 use crate::archive::TarWriter;
 use crate::error::Error;
 use crate::limits::Limits;
@@ -69,7 +69,7 @@ fn cores() -> usize {
 #[derive(Debug, Clone, Serialize)]
 pub struct PackReport {
     pub id: String,
-    pub app: crate::AppName,
+    pub app: silver_types::AppName,
     pub archive: PathBuf,
     pub archive_sha256: String,
     pub files: usize,
@@ -105,7 +105,7 @@ pub fn pack(
     let _guard = span.enter();
     let ini = AppIni::load(app_dir)?;
     // The runtime's settings are checked now, so a bad value fails the pack, not the deploy.
-    crate::appconfig::AppConfig::from_ini(&ini)?;
+    silver_types::appconfig::AppConfig::from_ini(&ini)?;
     check_runner(app_dir, &ini)?;
     let app = appini::app_name(app_dir, &ini)?;
     let roots = source_roots(app_dir)?;
@@ -187,10 +187,12 @@ fn check_runner(app_dir: &Path, ini: &AppIni) -> Result<(), Error> {
     let Some(v) = ini.production("runner") else {
         return Ok(());
     };
-    let err = |message: String| Error::AppIni {
-        path: ini.path.clone(),
-        line: v.line,
-        message,
+    let err = |message: String| {
+        Error::from(silver_types::Error::AppIni {
+            path: ini.path.clone(),
+            line: v.line,
+            message,
+        })
     };
     let path = app_dir.join(&v.value);
     match std::fs::metadata(&path) {

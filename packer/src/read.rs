@@ -681,7 +681,7 @@ fn tar_refusal(e: io::Error) -> Refusal {
 
 fn app_name_from_ini(bytes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let ini = crate::appini::AppIni::parse(text, Path::new("app.ini")).ok()?;
+    let ini = silver_types::appini::AppIni::parse(text, Path::new("app.ini")).ok()?;
     ini.production("app_name").map(|v| v.value.clone())
 }
 

@@ -46,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Asks on the terminal; without one (a script), only --yes clears.
-fn confirmed(app: &packer::AppName, node: &str) -> anyhow::Result<bool> {
+fn confirmed(app: &silver_types::AppName, node: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         anyhow::bail!(
             "`silver clear` drops every row and file of `{app}` and asks first, but stdin is not a terminal\nhint: give --yes to clear without asking"

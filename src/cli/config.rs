@@ -23,7 +23,7 @@ pub enum ConfigCommand {
     /// Set variables: `NAME=VALUE`, or `NAME=-` to read the value from stdin (keeps a secret
     /// off the command line and out of shell history).
     Set {
-        app: packer::AppName,
+        app: silver_types::AppName,
         #[arg(required = true, value_name = "NAME=VALUE")]
         vars: Vec<String>,
         #[command(flatten)]
@@ -31,7 +31,7 @@ pub enum ConfigCommand {
     },
     /// Remove variables.
     Unset {
-        app: packer::AppName,
+        app: silver_types::AppName,
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         #[command(flatten)]
@@ -39,7 +39,7 @@ pub enum ConfigCommand {
     },
     /// List the variable names (values only with --show).
     List {
-        app: packer::AppName,
+        app: silver_types::AppName,
         /// Print the values too.
         #[arg(long)]
         show: bool,
@@ -117,7 +117,7 @@ fn parse_assignments(vars: &[String]) -> anyhow::Result<BTreeMap<VarName, VarVal
     Ok(set)
 }
 
-fn apply(app: &packer::AppName, req: ConfigChange, args: &ChangeArgs) -> anyhow::Result<()> {
+fn apply(app: &silver_types::AppName, req: ConfigChange, args: &ChangeArgs) -> anyhow::Result<()> {
     let node = args.node.connect()?;
     let runtime = super::node::runtime()?;
     let view = runtime
@@ -135,7 +135,7 @@ fn apply(app: &packer::AppName, req: ConfigChange, args: &ChangeArgs) -> anyhow:
     );
     match (&view.current, args.no_restart) {
         (Some(current), false) => {
-            let id = packer::IdPrefix::parse(current)
+            let id = silver_types::IdPrefix::parse(current)
                 .with_context(|| format!("the node named a bad release id `{current}`"))?;
             let on_line = |line: &str| ui::status("Update", line);
             runtime
@@ -163,7 +163,7 @@ fn apply(app: &packer::AppName, req: ConfigChange, args: &ChangeArgs) -> anyhow:
     Ok(())
 }
 
-fn list(app: &packer::AppName, show: bool, args: &NodeArgs) -> anyhow::Result<()> {
+fn list(app: &silver_types::AppName, show: bool, args: &NodeArgs) -> anyhow::Result<()> {
     let node = args.connect()?;
     let view: ConfigView = super::node::runtime()?
         .block_on(node.config(app, show))

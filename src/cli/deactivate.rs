@@ -10,7 +10,7 @@ use crate::ui;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// `host[/path]`, as the app's locations were given.
-    pub location: packer::appconfig::Location,
+    pub location: silver_types::appconfig::Location,
     #[command(flatten)]
     pub node: NodeArgs,
 }

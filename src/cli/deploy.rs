@@ -19,12 +19,12 @@ pub struct Args {
     /// Where the app answers, as Silver Lining's `silver update DIR LOCATION` took it: the same
     /// as one `--location`.
     #[arg(value_name = "LOCATION")]
-    pub location: Option<packer::appconfig::Location>,
+    pub location: Option<silver_types::appconfig::Location>,
     #[command(flatten)]
     pub node: NodeArgs,
     /// The app to deploy as [default: from app.ini, or the artifact's file name].
     #[arg(long)]
-    pub app: Option<packer::AppName>,
+    pub app: Option<silver_types::AppName>,
     /// Fail at once if another activation of the app is under way.
     #[arg(long)]
     pub no_wait: bool,
@@ -32,7 +32,7 @@ pub struct Args {
     /// Repeat for several; by default the app keeps its locations (first time: app.ini's
     /// `default_location`, else any host).
     #[arg(long = "location", value_name = "HOST[/PATH]")]
-    pub locations: Vec<packer::appconfig::Location>,
+    pub locations: Vec<silver_types::appconfig::Location>,
     /// Restart the release even if it is the one already live (by default nothing restarts).
     #[arg(long)]
     pub restart: bool,
@@ -51,9 +51,9 @@ pub struct Args {
 /// What to deploy, resolved from the flags (also built by `silver up`).
 pub struct Settings {
     pub source: PathBuf,
-    pub app: Option<packer::AppName>,
+    pub app: Option<silver_types::AppName>,
     pub no_wait: bool,
-    pub locations: Vec<packer::appconfig::Location>,
+    pub locations: Vec<silver_types::appconfig::Location>,
     pub restart: bool,
     pub app_config: Option<PathBuf>,
     pub single_process: bool,
@@ -175,7 +175,7 @@ pub async fn deploy(
 fn resolve_archive(
     args: &Settings,
     limits: &packer::Limits,
-) -> anyhow::Result<(PathBuf, Option<packer::AppName>, Option<safefs::TempDir>)> {
+) -> anyhow::Result<(PathBuf, Option<silver_types::AppName>, Option<safefs::TempDir>)> {
     let source = &args.source;
     let meta = std::fs::metadata(source).with_context(|| {
         format!(
@@ -214,11 +214,11 @@ fn cache_dir() -> Option<PathBuf> {
 }
 
 /// `<app>-<id12>.silver`, as `silver pack` names artifacts.
-fn app_from_file_name(archive: &std::path::Path) -> Option<packer::AppName> {
+fn app_from_file_name(archive: &std::path::Path) -> Option<silver_types::AppName> {
     let name = archive.file_name()?.to_str()?.strip_suffix(".silver")?;
     let (app, id12) = name.rsplit_once('-')?;
     if id12.len() != 12 {
         return None;
     }
-    packer::AppName::parse(app).ok()
+    silver_types::AppName::parse(app).ok()
 }

@@ -9,7 +9,7 @@ use super::node::NodeArgs;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app.
-    pub app: packer::AppName,
+    pub app: silver_types::AppName,
     #[command(flatten)]
     pub node: NodeArgs,
     /// Only this process (`web`, a worker's name, or `update` for update_fetch scripts).

@@ -8,7 +8,7 @@ use crate::ui;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app.
-    pub app: packer::AppName,
+    pub app: silver_types::AppName,
     #[command(flatten)]
     pub node: NodeArgs,
 }

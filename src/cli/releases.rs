@@ -5,16 +5,16 @@ use crate::ui;
 
 #[derive(Debug, clap::Args)]
 pub struct ReleasesArgs {
-    pub app: packer::AppName,
+    pub app: silver_types::AppName,
     #[command(flatten)]
     pub node: NodeArgs,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
-    pub app: packer::AppName,
+    pub app: silver_types::AppName,
     /// The release to go back to [default: the previous good one].
-    pub id: Option<packer::IdPrefix>,
+    pub id: Option<silver_types::IdPrefix>,
     /// Run its `update_fetch` again (by default a rollback runs none: it ran already).
     #[arg(long)]
     pub migrate: bool,
@@ -44,7 +44,7 @@ pub struct ActivateArgs {
 #[derive(Debug, Clone)]
 pub enum ReleaseRef {
     Previous,
-    Id(packer::IdPrefix),
+    Id(silver_types::IdPrefix),
 }
 
 impl std::str::FromStr for ReleaseRef {
@@ -62,8 +62,8 @@ impl std::str::FromStr for ReleaseRef {
 
 #[derive(Debug, clap::Args)]
 pub struct PinArgs {
-    pub app: packer::AppName,
-    pub id: packer::IdPrefix,
+    pub app: silver_types::AppName,
+    pub id: silver_types::IdPrefix,
     #[command(flatten)]
     pub node: NodeArgs,
 }

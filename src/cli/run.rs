@@ -11,7 +11,7 @@ use super::node::NodeArgs;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app.
-    pub app: packer::AppName,
+    pub app: silver_types::AppName,
     /// Give the command no stdin (as `ssh -n`): for a loop that reads its own stdin.
     #[arg(short = 'n', long)]
     pub no_stdin: bool,

@@ -34,10 +34,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.app_dir.display()
         )
     })?;
-    let ini = packer::appini::AppIni::load(&app_dir)
+    let ini = silver_types::appini::AppIni::load(&app_dir)
         .with_context(|| format!("failed to read `{}`", app_dir.join("app.ini").display()))?;
-    let app = packer::appini::app_name(&app_dir, &ini)?;
-    let config = packer::appconfig::AppConfig::from_ini(&ini)?;
+    let app = silver_types::appini::app_name(&app_dir, &ini)?;
+    let config = silver_types::appconfig::AppConfig::from_ini(&ini)?;
     super::up::require_gunicorn(&config, false)?;
     let mut runtime = silver_runtime::RuntimeConfig {
         log_to_terminal: true,

@@ -1,7 +1,7 @@
 //! `silver up`: the whole job on one machine. Packs the app, starts an embedded node (agent and
 //! front door) over a directory, deploys to it, and serves until interrupted.
 
-use packer::appconfig::Location;
+use silver_types::appconfig::Location;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,13 +35,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let ini = packer::appini::AppIni::load(&args.app_dir).with_context(|| {
+    let ini = silver_types::appini::AppIni::load(&args.app_dir).with_context(|| {
         format!(
             "failed to read `{}`",
             args.app_dir.join("app.ini").display()
         )
     })?;
-    let config = packer::appconfig::AppConfig::from_ini(&ini)?;
+    let config = silver_types::appconfig::AppConfig::from_ini(&ini)?;
     require_gunicorn(&config, true)?;
     let root = match &args.root {
         Some(root) => root.clone(),
@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let locations = locations(&args, &path);
     let mut agent = agent_config(&args, &root)?;
     // A root used before may hold other apps: `silver up` serves the one it was given.
-    let app = packer::appini::app_name(&args.app_dir, &ini)?;
+    let app = silver_types::appini::app_name(&args.app_dir, &ini)?;
     say_other_apps(&root, &app);
     agent.only = Some(app);
     let rt = super::node::runtime()?;
@@ -157,7 +157,7 @@ fn default_root() -> anyhow::Result<PathBuf> {
 /// WSGI apps run under the system's gunicorn. `up` installs it from the distribution's
 /// packages when missing (saying so); `serve` says how.
 pub fn require_gunicorn(
-    config: &packer::appconfig::AppConfig,
+    config: &silver_types::appconfig::AppConfig,
     install: bool,
 ) -> anyhow::Result<()> {
     let wsgi = config.runner.is_some() && !config.processes.iter().any(|p| p.web);
@@ -193,7 +193,7 @@ pub fn require_gunicorn(
 }
 
 /// Names the other apps a reused root holds, which `silver up` leaves stopped.
-fn say_other_apps(root: &std::path::Path, app: &packer::AppName) {
+fn say_other_apps(root: &std::path::Path, app: &silver_types::AppName) {
     let mut others: Vec<String> = std::fs::read_dir(root.join("apps"))
         .map(|dir| {
             dir.flatten()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use futures_util::StreamExt;
-use packer::AppName;
+use silver_types::AppName;
 use silver_wire::api::*;
 
 use crate::{Error, Node};
@@ -109,10 +109,10 @@ impl Node {
         if let Some(app) = health.apps.iter().find(|a| a.name.as_str() == target) {
             return Ok(app.name.clone());
         }
-        let wanted = packer::appconfig::Location::parse(target).ok();
+        let wanted = silver_types::appconfig::Location::parse(target).ok();
         let serves = |l: &String| {
             let Some(wanted) = &wanted else { return false };
-            packer::appconfig::Location::parse(l).is_ok_and(|l| {
+            silver_types::appconfig::Location::parse(l).is_ok_and(|l| {
                 l.host == wanted.host && (wanted.path == "/" || l.path == wanted.path)
             })
         };

@@ -4,14 +4,15 @@
 //! in one request, records the manifest, then asks for activation (waiting on the app's lock
 //! unless told not to).
 
-use packer::appconfig::Location;
+use silver_types::appconfig::Location;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use packer::{AppName, Entry, Hash, IdPrefix, Kind, Limits, Manifest, Progress, ReadConfig};
+use packer::{Entry, Hash, Kind, Limits, Manifest, Progress, ReadConfig};
+use silver_types::{AppName, IdPrefix};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -427,7 +428,7 @@ pub struct DeployOptions {
     /// Where manifests sent before are kept, as delta bases for the next deploy.
     pub cache_dir: Option<PathBuf>,
     /// `host[/path]` where the app should answer; empty keeps what the node has.
-    pub locations: Vec<packer::appconfig::Location>,
+    pub locations: Vec<silver_types::appconfig::Location>,
     /// Restart the release even if it is already live.
     pub restart: bool,
     /// A configuration directory to upload beside the artifact (`SILVER_APP_CONFIG`).
@@ -648,8 +649,8 @@ fn packed_default_location(archive: &Path, limits: &Limits) -> Option<Location> 
     };
     let _ = packer::read_with(archive, &config, &mut visitor);
     let text = String::from_utf8(visitor.bytes).ok()?;
-    let ini = packer::appini::AppIni::parse(&text, Path::new("app.ini")).ok()?;
-    packer::appconfig::AppConfig::from_ini(&ini)
+    let ini = silver_types::appini::AppIni::parse(&text, Path::new("app.ini")).ok()?;
+    silver_types::appconfig::AppConfig::from_ini(&ini)
         .ok()?
         .default_location
 }

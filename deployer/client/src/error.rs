@@ -66,7 +66,7 @@ pub enum Error {
     NoExitCode { node: String },
     #[error("app `{app}` is being activated by {holder} (since {})", silver_wire::api::utc(*since))]
     Locked {
-        app: packer::AppName,
+        app: silver_types::AppName,
         holder: String,
         since: u64,
     },

@@ -1,7 +1,7 @@
 //! `silver config` against a node: an app's config (secrets and settings kept on the node), and
 //! the health-gated restart that brings a new version to the live release.
 
-use packer::AppName;
+use silver_types::AppName;
 use silver_wire::api::*;
 
 use crate::{Error, Node};
@@ -86,7 +86,7 @@ impl Node {
     pub async fn deactivate(
         &self,
         app: &AppName,
-        location: &packer::appconfig::Location,
+        location: &silver_types::appconfig::Location,
         who: &str,
     ) -> Result<DeactivateResponse, Error> {
         let req = self
@@ -124,7 +124,7 @@ impl Node {
     pub async fn restart(
         &self,
         app: &AppName,
-        id: &packer::IdPrefix,
+        id: &silver_types::IdPrefix,
         who: &str,
         on_line: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ActivateResponse, Error> {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
 use packer::manifest::ManifestProblem;
-use packer::{AppName, Id, IdPrefix};
+use packer::Id;
+use silver_types::{AppName, IdPrefix};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,12 +22,12 @@ pub enum Error {
     #[error("`{name}` is not an app name: {rule}")]
     BadAppName {
         name: String,
-        rule: packer::names::NameRule,
+        rule: silver_types::names::NameRule,
     },
     #[error("`{given}` is not an artifact id: {rule}")]
     BadId {
         given: String,
-        rule: packer::names::IdRule,
+        rule: silver_types::names::IdRule,
     },
     #[error("no artifact on this node has an id starting with {prefix}")]
     UnknownId { prefix: IdPrefix },
@@ -191,6 +192,8 @@ pub enum Error {
     Runtime(#[from] silver_runtime::Error),
     #[error(transparent)]
     Artifact(#[from] packer::Error),
+    #[error(transparent)]
+    AppConfig(#[from] silver_types::Error),
 }
 
 impl Error {
@@ -237,7 +240,8 @@ impl Error {
             | SizeMismatch { .. }
             | UploadTorn
             | OtherApp { .. }
-            | Artifact(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | Artifact(_)
+            | AppConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Runtime(silver_runtime::Error::Activation { .. })
             | Runtime(silver_runtime::Error::LocationTaken { .. })
             | Runtime(silver_runtime::Error::NotPython { .. })
@@ -320,6 +324,7 @@ impl Error {
             ),
             Error::Runtime(e) => return e.hint(),
             Error::Artifact(e) => return e.hint(),
+            Error::AppConfig(e) => return e.hint(),
             _ => return None,
         })
     }

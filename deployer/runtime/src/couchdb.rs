@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use packer::AppName;
+use silver_types::AppName;
 use reqwest::{Method, StatusCode};
 
 use crate::error::Error;

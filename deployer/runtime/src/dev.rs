@@ -4,12 +4,12 @@
 //! Nothing is packed and nothing is written into the app directory: the app's data, logs and
 //! caches go to a state directory outside it.
 
-use packer::AppName;
+use silver_types::AppName;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use packer::appconfig::Location;
+use silver_types::appconfig::Location;
 
 use crate::error::Error;
 use crate::live::{release_config, Candidate, Runtime, RuntimeConfig};

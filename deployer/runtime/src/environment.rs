@@ -1,11 +1,11 @@
 //! The environment every process of an app gets, and `silver run` too (design §5), and the two
 //! files that hand it to scripts: `environment.json` and `environment.conf`.
 
-use packer::AppName;
+use silver_types::AppName;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use packer::appconfig::AppConfig;
+use silver_types::appconfig::AppConfig;
 
 use crate::error::Error;
 use crate::supervise::AppUser;
@@ -110,7 +110,7 @@ mod tests {
     use super::*;
 
     fn config(ini: &str) -> AppConfig {
-        let ini = packer::appini::AppIni::parse(ini, Path::new("app.ini")).unwrap();
+        let ini = silver_types::appini::AppIni::parse(ini, Path::new("app.ini")).unwrap();
         AppConfig::from_ini(&ini).unwrap()
     }
 

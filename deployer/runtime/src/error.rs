@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use packer::AppName;
+use silver_types::AppName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -125,7 +125,7 @@ pub enum Error {
         source: tokio::task::JoinError,
     },
     #[error(transparent)]
-    AppConfig(#[from] packer::Error),
+    AppConfig(#[from] silver_types::Error),
     #[error(
         "release {release} of `{app}` failed at {step}: {reason}{}",
         tail(log_tail)
@@ -152,13 +152,13 @@ pub enum Step {
     HealthCheck,
     ConfigChecker(String),
     Checkpoint,
-    UpdateFetch(packer::appconfig::UpdateFetch),
+    UpdateFetch(silver_types::appconfig::UpdateFetch),
     Flip,
 }
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use packer::appconfig::UpdateFetch;
+        use silver_types::appconfig::UpdateFetch;
         match self {
             Step::ProvisionServices => f.write_str("provision services"),
             Step::Start => f.write_str("start"),

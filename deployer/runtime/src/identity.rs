@@ -13,7 +13,7 @@
 //! Staging copies built during a restore are named `<identity>-<what>`: no identity holds a
 //! `-`, so a staging name is never another app's identity.
 
-use packer::AppName;
+use silver_types::AppName;
 
 /// Every name an app has on the node's servers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use packer::appconfig::AppConfig;
+use silver_types::appconfig::AppConfig;
 
 use crate::error::Error;
 
@@ -245,7 +245,7 @@ mod tests {
     use super::*;
 
     fn check(ini: &str, expected: &[(&str, bool, &str)]) {
-        let ini = packer::appini::AppIni::parse(ini, Path::new("app.ini")).unwrap();
+        let ini = silver_types::appini::AppIni::parse(ini, Path::new("app.ini")).unwrap();
         let config = AppConfig::from_ini(&ini).unwrap();
         let g = Gunicorn {
             program: "/usr/bin/gunicorn".into(),

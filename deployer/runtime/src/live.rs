@@ -5,14 +5,14 @@
 //! The store is not touched here: the caller passes the flip as a closure, so `silver serve`
 //! (which has no store) reloads through the same steps.
 
-use packer::AppName;
+use silver_types::AppName;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use packer::appconfig::{AppConfig, Location, UpdateFetch};
+use silver_types::appconfig::{AppConfig, Location, UpdateFetch};
 
 use crate::environment::{environment, write_environment, EnvContext};
 use crate::error::{Error, Step};
@@ -1178,9 +1178,9 @@ fn describe_status(status: std::process::ExitStatus) -> String {
 /// Reads a release's `app.ini` into settings; a release without one is a static site.
 pub fn release_config(dir: &Path) -> Result<AppConfig, Error> {
     let ini = if dir.join("app.ini").is_file() {
-        packer::appini::AppIni::load(dir)?
+        silver_types::appini::AppIni::load(dir)?
     } else {
-        packer::appini::AppIni::parse("", &dir.join("app.ini"))?
+        silver_types::appini::AppIni::parse("", &dir.join("app.ini"))?
     };
     Ok(AppConfig::from_ini(&ini)?)
 }

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use packer::AppName;
+use silver_types::AppName;
 
 use crate::error::Error;
 use crate::paths::AppPaths;

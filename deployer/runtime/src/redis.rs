@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use packer::AppName;
+use silver_types::AppName;
 
 use crate::error::Error;
 use crate::paths::AppPaths;

@@ -242,7 +242,7 @@ mod tests {
     use super::*;
     use crate::data::{dump, MANIFEST};
     use crate::paths::AppPaths;
-    use packer::AppName;
+    use silver_types::AppName;
     use std::path::Path;
 
     static REDIS: std::sync::LazyLock<crate::redis::Redis> =

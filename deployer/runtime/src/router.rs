@@ -6,7 +6,7 @@
 //! `SCRIPT_NAME` (through `X-Silver-Script-Name`, which clients cannot send). The table is swapped
 //! whole, so a request sees one consistent version of it: that swap is the moment traffic moves.
 
-use packer::AppName;
+use silver_types::AppName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use axum::Router;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use packer::appconfig::Location;
+use silver_types::appconfig::Location;
 use tower::ServiceExt;
 
 /// A web process the router sends requests to; counts the requests it is serving so the old

@@ -11,7 +11,7 @@
 //!
 //! Any other service is refused by name, before anything starts.
 
-use packer::AppName;
+use silver_types::AppName;
 
 use crate::identity::Identity;
 use crate::paths::AppPaths;

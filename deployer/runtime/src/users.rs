@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use packer::AppName;
+use silver_types::AppName;
 
 use crate::error::Error;
 use crate::supervise::AppUser;

@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use packer::appconfig::Location;
-use packer::{AppName, Id};
+use silver_types::appconfig::Location;
+use packer::Id;
+use silver_types::AppName;
 
 use super::extract::{App, JsonBody};
 use super::{blocking, error_chain, AgentState, ApiErr};
@@ -352,7 +353,7 @@ fn check_packed_as(store: &Store, manifest: &packer::Manifest, app: &AppName) ->
     };
     let path = store.object_path(&hash);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let ini = packer::appini::AppIni::parse(&text, std::path::Path::new("app.ini"))?;
+    let ini = silver_types::appini::AppIni::parse(&text, std::path::Path::new("app.ini"))?;
     let Some(packed) = ini.production("app_name") else {
         return Ok(());
     };

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use packer::AppName;
+use silver_types::AppName;
 use tokio::io::AsyncWriteExt;
 
 use super::activate::{candidate, make_current, watched};

@@ -5,7 +5,8 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use packer::{AppName, Id, IdPrefix};
+use packer::Id;
+use silver_types::{AppName, IdPrefix};
 use serde::de::DeserializeOwned;
 
 use super::ApiErr;
@@ -48,7 +49,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ArtifactId {
         prefix.full().map(ArtifactId).ok_or_else(|| {
             ApiErr(Error::BadId {
                 given: raw,
-                rule: packer::names::IdRule::TooShort,
+                rule: silver_types::names::IdRule::TooShort,
             })
         })
     }

@@ -24,7 +24,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use packer::{AppName, Limits};
+use packer::Limits;
+use silver_types::AppName;
 
 use crate::error::Error;
 use crate::store::{self, Store};

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use packer::AppName;
+use silver_types::AppName;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;

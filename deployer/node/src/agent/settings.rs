@@ -3,7 +3,7 @@
 
 use axum::extract::{Query, State};
 use axum::Json;
-use packer::AppName;
+use silver_types::AppName;
 
 use super::extract::{App, JsonBody};
 use super::{blocking, AgentState, ApiErr};

@@ -323,7 +323,7 @@ fn artifact_header(headers: &HeaderMap) -> Result<Id, Error> {
         .ok_or(Error::NoArtifactHeader)?;
     Id::parse(value).ok_or_else(|| Error::BadId {
         given: value.to_string(),
-        rule: packer::names::IdRule::TooShort,
+        rule: silver_types::names::IdRule::TooShort,
     })
 }
 
@@ -395,12 +395,12 @@ fn decode_manifest(
     let dictionary = match base {
         None => Vec::new(),
         Some(base) => {
-            let id = packer::IdPrefix::parse(base)
+            let id = silver_types::IdPrefix::parse(base)
                 .ok()
                 .and_then(|p| p.full())
                 .ok_or_else(|| Error::BadId {
                     given: base.to_string(),
-                    rule: packer::names::IdRule::TooShort,
+                    rule: silver_types::names::IdRule::TooShort,
                 })?;
             store
                 .manifest_bytes(&id)

@@ -7,7 +7,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use packer::{AppName, Id, Kind, Manifest};
+use packer::{Id, Kind, Manifest};
+use silver_types::AppName;
 use serde::{Deserialize, Serialize};
 
 use super::*;

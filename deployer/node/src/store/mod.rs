@@ -19,7 +19,8 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use packer::{AppName, Hash, Id, IdPrefix, Limits};
+use packer::{Hash, Id, Limits};
+use silver_types::{AppName, IdPrefix};
 use serde::Serialize;
 
 use crate::error::Error;
@@ -162,10 +163,10 @@ impl Store {
             .filter_map(|e| Hash::from_hex(e.file_name().to_str()?).map(Id))
             .collect();
         prefix.resolve(&ids).map_err(|why| match why {
-            packer::names::Unresolved::Unknown => Error::UnknownId {
+            silver_types::names::Unresolved::Unknown => Error::UnknownId {
                 prefix: prefix.clone(),
             },
-            packer::names::Unresolved::Ambiguous(count) => Error::AmbiguousId {
+            silver_types::names::Unresolved::Ambiguous(count) => Error::AmbiguousId {
                 prefix: prefix.clone(),
                 count,
             },

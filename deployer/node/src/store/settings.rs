@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// room for the service variables and silver's own.
 pub const MAX_CONFIG_BYTES: usize = 512 * 1024;
 
-use packer::AppName;
+use silver_types::AppName;
 use silver_runtime::supervise::AppUser;
 
 use super::*;

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::manifest::{Hash, Id};
+use crate::id::{ArtifactId as Id, Hash};
 
 /// The name of an app. It becomes a directory on the node (`apps/<name>/`), a file name, a
 /// database role and a Unix user suffix, so the rules are those all four accept.

@@ -1,0 +1,67 @@
+//! The types crate's one error: `app.ini` read and checked, each error naming its file and line.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{}` is missing: every app has an `app.ini` at its root", path.display())]
+    NoAppIni { path: PathBuf },
+    #[error("`{}` is not an app directory: it does not exist or is not a directory", path.display())]
+    NoAppDir { path: PathBuf },
+    #[error("{}:{line}: {message}", path.display())]
+    AppIni {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}:{line}: service `{service}` is not one silver offers", path.display())]
+    UnknownService {
+        path: PathBuf,
+        line: usize,
+        service: String,
+    },
+    #[error("{}:{line}: `config.{name}` is not a setting silver knows", path.display())]
+    UnknownConfig {
+        path: PathBuf,
+        line: usize,
+        name: String,
+    },
+    #[error("`{name}` is not a valid app name ({source_of_name}): {why}")]
+    AppName {
+        name: String,
+        source_of_name: String,
+        why: crate::names::NameRule,
+    },
+}
+
+impl Error {
+    /// A one-line suggestion of what to do, printed on its own line under the error.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::NoAppDir { .. } => "give the directory that holds the app's `app.ini`".into(),
+            Error::NoAppIni { .. } => "create `app.ini` with a `[production]` section, e.g. `app_name = myapp`".into(),
+            Error::AppIni { .. } => "fix that line of `app.ini`; the keys are listed in the README".into(),
+            Error::UnknownService { service, .. } if service == "mongodb" => format!(
+                "MongoDB is not offered (Debian does not ship it, and Silver Lining's own did not work); the services are {}",
+                crate::ServiceKind::names().join(", ")
+            ),
+            Error::UnknownService { .. } => format!(
+                "remove that line or name one of the services: {}",
+                crate::ServiceKind::names().join(", ")
+            ),
+            Error::UnknownConfig { .. } => format!(
+                "the settings are config.{}; a secret belongs on the node, never in the artifact: `silver config set APP NAME=-` reads it from stdin",
+                crate::appconfig::CONFIG_SETTINGS.join(", config.")
+            ),
+            Error::AppName { .. } => format!("set `app_name` in the `[production]` section of `app.ini` to {}", crate::names::AppName::RULES),
+            Error::Read { .. } => return None,
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! silver's domain types, parsed where they enter (CLI, HTTP, files read back) and then passed
+//! around as types: app names, artifact ids and prefixes, locations, services, config variables,
+//! and `app.ini` read as an [`AppConfig`]. The artifact format (`packer`), the wire protocol and
+//! the runtime all use these; this crate uses none of them, and has no network code.
+
+#![allow(clippy::result_large_err)]
+
+pub mod appconfig;
+pub mod appini;
+mod error;
+pub mod id;
+pub mod names;
+mod service;
+pub mod vars;
+
+pub use appconfig::{AppConfig, Location, Process, UpdateFetch};
+pub use appini::AppIni;
+pub use error::Error;
+pub use id::{ArtifactId, Hash};
+pub use names::{AppName, IdPrefix};
+pub use service::ServiceKind;
+pub use vars::{VarName, VarValue};

@@ -1,0 +1,97 @@
+//! The services a node provides: one list, which every part that handles services matches on.
+
+/// A service an app asks for with `service.<name> =` in app.ini.
+///
+/// Adding one is adding a variant here; every `match` over it (the runtime's service registry,
+/// the wire's views) then fails to compile until it handles the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceKind {
+    Files,
+    WritableRoot,
+    Postgresql,
+    Postgis,
+    Mysql,
+    Couchdb,
+    Redis,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 7] = [
+        ServiceKind::Files,
+        ServiceKind::WritableRoot,
+        ServiceKind::Postgresql,
+        ServiceKind::Postgis,
+        ServiceKind::Mysql,
+        ServiceKind::Couchdb,
+        ServiceKind::Redis,
+    ];
+
+    /// The name in app.ini, backups and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Files => "files",
+            ServiceKind::WritableRoot => "writable_root",
+            ServiceKind::Postgresql => "postgresql",
+            ServiceKind::Postgis => "postgis",
+            ServiceKind::Mysql => "mysql",
+            ServiceKind::Couchdb => "couchdb",
+            ServiceKind::Redis => "redis",
+        }
+    }
+
+    /// The service called `name`; `postgres` is read as `postgresql`, as Silver Lining did.
+    pub fn parse(name: &str) -> Option<ServiceKind> {
+        let name = if name == "postgres" { "postgresql" } else { name };
+        ServiceKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Every service's name, in the order of [`ServiceKind::ALL`].
+    pub fn names() -> Vec<&'static str> {
+        ServiceKind::ALL.iter().map(|k| k.name()).collect()
+    }
+}
+
+impl std::fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ServiceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ServiceKind, String> {
+        ServiceKind::parse(s).ok_or_else(|| {
+            format!(
+                "`{s}` is not a service silver offers ({})",
+                ServiceKind::names().join(", ")
+            )
+        })
+    }
+}
+
+impl serde::Serialize for ServiceKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ServiceKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ServiceKind, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_back_to_its_kind() {
+        for kind in ServiceKind::ALL {
+            assert_eq!(ServiceKind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(ServiceKind::parse("postgres"), Some(ServiceKind::Postgresql));
+        assert_eq!(ServiceKind::parse("mongodb"), None);
+    }
+}
