@@ -87,7 +87,6 @@ pub struct Manifest {
     pub id: Id,
 }
 
-
 /// Why a manifest is not acceptable, with the line (1-based) it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestProblem {

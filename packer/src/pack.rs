@@ -17,7 +17,6 @@ use std::sync::mpsc;
 use serde::Serialize;
 use sha2::Digest;
 
-use silver_types::appini::{self, AppIni};
 use crate::archive::TarWriter;
 use crate::error::Error;
 use crate::limits::Limits;
@@ -26,6 +25,7 @@ use crate::ordered::{self, PoolConfig};
 use crate::relocate::{self, Fixup, Roots};
 use crate::walk::{self, SourceKind, WalkConfig};
 use crate::Progress;
+use silver_types::appini::{self, AppIni};
 
 /// Everything `pack` needs to know, resolved by the caller from flags, config and environment.
 #[derive(Debug, Clone)]

@@ -117,17 +117,18 @@ pub struct ServerArgs {
 impl ServerArgs {
     pub fn apply(&self, config: &mut silver_runtime::RuntimeConfig) -> anyhow::Result<()> {
         // The URL is not repeated: it may hold the administrator's password.
-        config.redis = silver_runtime::redis::Redis::from_url(&self.redis_url)
+        config.servers.redis = silver_runtime::services::redis::Redis::from_url(&self.redis_url)
             .context("--redis-url is not a redis://[[user]:password@]host[:port] URL")?;
         // The URL is not repeated: it may hold the administrator's password.
-        config.couchdb = silver_runtime::couchdb::Couchdb::from_url(&self.couchdb_url)
-            .context("--couchdb-url is not an http://[admin:password@]host[:port] URL")?;
+        config.servers.couchdb =
+            silver_runtime::services::couchdb::Couchdb::from_url(&self.couchdb_url)
+                .context("--couchdb-url is not an http://[admin:password@]host[:port] URL")?;
         if let Some(url) = &self.mysql_url {
             // The URL is not repeated: it may hold the administrator's password.
-            config.mysql = silver_runtime::mysql::Mysql::from_url(url)
+            config.servers.mysql = silver_runtime::services::mysql::Mysql::from_url(url)
                 .context("--mysql-url is not a mysql://user[:password]@host[:port] URL")?;
         }
-        config.postgres = match &self.postgres_url {
+        config.servers.postgres = match &self.postgres_url {
             Some(url) => Some(
                 // The URL is not repeated: it may hold the administrator's password.
                 silver_runtime::services::Postgres::from_url(Some(url)).context(

@@ -175,7 +175,11 @@ pub async fn deploy(
 fn resolve_archive(
     args: &Settings,
     limits: &packer::Limits,
-) -> anyhow::Result<(PathBuf, Option<silver_types::AppName>, Option<safefs::TempDir>)> {
+) -> anyhow::Result<(
+    PathBuf,
+    Option<silver_types::AppName>,
+    Option<safefs::TempDir>,
+)> {
     let source = &args.source;
     let meta = std::fs::metadata(source).with_context(|| {
         format!(

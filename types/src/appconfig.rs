@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::appini::{AppIni, Value};
 use crate::error::Error;
+use crate::ServiceKind;
 
 /// The runtime's view of an app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,7 +35,7 @@ pub struct AppConfig {
     pub update_fetch: Vec<UpdateFetch>,
     pub default_location: Option<Location>,
     /// `service.<name> = <settings>`.
-    pub services: Vec<(String, String)>,
+    pub services: Vec<(ServiceKind, String)>,
     /// `config.<name> = <value>`.
     pub config: Vec<(String, String)>,
     pub processes: Vec<Process>,
@@ -221,21 +222,9 @@ fn whole_number(
         })
 }
 
-/// The services a node provides (`service.<name>` in app.ini); `postgres` is read as
-/// `postgresql`.
-pub const SERVICES: &[&str] = &[
-    "files",
-    "writable_root",
-    "postgresql",
-    "postgis",
-    "mysql",
-    "couchdb",
-    "redis",
-];
-
 /// `service.<name> = <settings>`, each a service silver offers: one it does not is refused when
 /// the app is packed, naming its line, not when a node first tries to provision it.
-fn services(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
+fn services(ini: &AppIni) -> Result<Vec<(ServiceKind, String)>, Error> {
     let production = ini
         .section("production")
         .map(|s| s.entries.as_slice())
@@ -245,19 +234,12 @@ fn services(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
         let Some(name) = key.strip_prefix("service.") else {
             continue;
         };
-        let name = if name == "postgres" {
-            "postgresql"
-        } else {
-            name
-        };
-        if !SERVICES.contains(&name) {
-            return Err(Error::UnknownService {
-                path: ini.path.clone(),
-                line: v.line,
-                service: name.to_string(),
-            });
-        }
-        services.push((name.to_string(), v.value.clone()));
+        let kind = ServiceKind::parse(name).ok_or_else(|| Error::UnknownService {
+            path: ini.path.clone(),
+            line: v.line,
+            service: name.to_string(),
+        })?;
+        services.push((kind, v.value.clone()));
     }
     Ok(services)
 }
@@ -282,6 +264,7 @@ fn config(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
                 path: ini.path.clone(),
                 line: v.line,
                 name: name.to_string(),
+                known: CONFIG_SETTINGS,
             });
         }
         if name == "default" {

@@ -32,6 +32,8 @@ pub enum Error {
         path: PathBuf,
         line: usize,
         name: String,
+        /// The settings silver honours, for the hint.
+        known: &'static [&'static str],
     },
     #[error("`{name}` is not a valid app name ({source_of_name}): {why}")]
     AppName {
@@ -56,9 +58,9 @@ impl Error {
                 "remove that line or name one of the services: {}",
                 crate::ServiceKind::names().join(", ")
             ),
-            Error::UnknownConfig { .. } => format!(
+            Error::UnknownConfig { known, .. } => format!(
                 "the settings are config.{}; a secret belongs on the node, never in the artifact: `silver config set APP NAME=-` reads it from stdin",
-                crate::appconfig::CONFIG_SETTINGS.join(", config.")
+                known.join(", config.")
             ),
             Error::AppName { .. } => format!("set `app_name` in the `[production]` section of `app.ini` to {}", crate::names::AppName::RULES),
             Error::Read { .. } => return None,

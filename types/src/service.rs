@@ -41,7 +41,11 @@ impl ServiceKind {
 
     /// The service called `name`; `postgres` is read as `postgresql`, as Silver Lining did.
     pub fn parse(name: &str) -> Option<ServiceKind> {
-        let name = if name == "postgres" { "postgresql" } else { name };
+        let name = if name == "postgres" {
+            "postgresql"
+        } else {
+            name
+        };
         ServiceKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
@@ -91,7 +95,10 @@ mod tests {
         for kind in ServiceKind::ALL {
             assert_eq!(ServiceKind::parse(kind.name()), Some(kind));
         }
-        assert_eq!(ServiceKind::parse("postgres"), Some(ServiceKind::Postgresql));
+        assert_eq!(
+            ServiceKind::parse("postgres"),
+            Some(ServiceKind::Postgresql)
+        );
         assert_eq!(ServiceKind::parse("mongodb"), None);
     }
 }

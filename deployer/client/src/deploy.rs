@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use packer::{Entry, Hash, Kind, Limits, Manifest, Progress, ReadConfig};
-use silver_types::{AppName, IdPrefix};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use silver_types::{AppName, IdPrefix};
 
 use crate::error::Error;
 use silver_wire::api::*;

@@ -30,7 +30,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
     if chain.is_empty() {
         return Err(bad(cert, "no certificate in it".into()));
     }
-    crate::agent::check_private(key)?;
+    check_private(key)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| bad(key, format!("no usable private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -73,5 +73,17 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
+    }
+}
+
+/// Refuses a token or key file other users can read or change (see `safefs::too_open`).
+pub(crate) fn check_private(path: &std::path::Path) -> Result<(), Error> {
+    match safefs::too_open(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(Error::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        }),
+        Err(e) => Err(Error::io(path, e)),
     }
 }

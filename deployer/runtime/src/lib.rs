@@ -6,7 +6,6 @@
 
 #![allow(clippy::result_large_err)]
 
-pub mod couchdb;
 pub mod data;
 pub mod dev;
 pub mod environment;
@@ -16,9 +15,7 @@ pub mod identity;
 pub mod launch;
 mod live;
 pub mod logs;
-pub mod mysql;
 pub mod paths;
-pub mod redis;
 pub mod restore;
 pub mod router;
 pub mod services;

@@ -42,14 +42,8 @@ pub struct RuntimeConfig {
     /// content; wrong for `silver serve`, where an edit within the same second and of the same
     /// size would look unchanged to Python and run stale code.
     pub bytecode_cache: bool,
-    /// The node's PostgreSQL, for apps that name `service.postgresql` or `service.postgis`.
-    pub postgres: Option<crate::services::Postgres>,
-    /// The node's Redis, for apps that name `service.redis`.
-    pub redis: crate::redis::Redis,
-    /// The node's MariaDB, for apps that name `service.mysql`.
-    pub mysql: crate::mysql::Mysql,
-    /// The node's CouchDB HTTP API, for apps that name `service.couchdb`.
-    pub couchdb: crate::couchdb::Couchdb,
+    /// The servers behind the app's services (PostgreSQL, MariaDB, Redis, CouchDB).
+    pub servers: crate::services::Servers,
     /// Limits on the front door's public connections.
     pub front: crate::front_door::FrontConfig,
 }
@@ -65,10 +59,7 @@ impl Default for RuntimeConfig {
             rotation: Rotation::default(),
             log_to_terminal: false,
             bytecode_cache: true,
-            postgres: None,
-            redis: Default::default(),
-            mysql: Default::default(),
-            couchdb: Default::default(),
+            servers: Default::default(),
             front: Default::default(),
         }
     }
@@ -192,6 +183,8 @@ pub struct Runtime {
 
 struct Inner {
     config: RuntimeConfig,
+    /// Every service, over `config.servers`: made once.
+    registry: crate::services::Registry,
     routes: Routes,
     live: tokio::sync::Mutex<HashMap<AppName, Live>>,
     sinks: Mutex<HashMap<(AppName, String), LogSink>>,
@@ -220,6 +213,7 @@ impl Runtime {
         crate::supervise::allow_default_priority();
         Runtime {
             inner: Arc::new(Inner {
+                registry: crate::services::Registry::new(&config.servers),
                 config,
                 routes,
                 live: Default::default(),
@@ -449,7 +443,7 @@ impl Runtime {
         let packages = c.config.packages.clone();
         c.services = self
             .with_data(c, move |d| {
-                crate::services::check_packages(d.app, &packages)?;
+                crate::services::check_packages(d.tenant.app, &packages)?;
                 crate::services::provision(d)
             })
             .await?;
@@ -562,11 +556,7 @@ impl Runtime {
         // here until the switch (or the restore), writes wait at the front door: none the old
         // release acknowledged is undone by a restore.
         let migrates = c.update_fetch && !c.config.update_fetch.is_empty();
-        let keeps_data = c
-            .config
-            .services
-            .iter()
-            .any(|(s, _)| crate::data::Kind::of(s).is_some());
+        let keeps_data = !c.config.services.is_empty();
         let hold = match migrates && keeps_data {
             true => {
                 let drain = Duration::from_secs(c.config.request_timeout_secs + 1);
@@ -769,7 +759,7 @@ impl Runtime {
                     .config
                     .services
                     .iter()
-                    .any(|(name, _)| name == "writable_root")
+                    .any(|(kind, _)| *kind == silver_types::ServiceKind::WritableRoot)
                     .then(|| c.paths.writable_root()),
             },
         );
@@ -803,7 +793,7 @@ impl Runtime {
             // The app's own state: its user alone may enter (an earlier agent may have made
             // these for a shared user, so ownership is set every time).
             if let Some(user) = &c.user {
-                own_private_dir(&dir, user)?;
+                crate::supervise::own_private_dir(&dir, user)?;
             }
         }
         let shim = format!("{}.py", launch::WSGI_SHIM_MODULE);
@@ -1134,14 +1124,6 @@ fn venv_mismatch(release: &Path) -> Option<String> {
     ))
 }
 
-/// Gives `dir` to `user`, mode 0700: another app's user cannot list, read or write it.
-pub(crate) fn own_private_dir(dir: &Path, user: &AppUser) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
-        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| Error::io(dir, e))
-}
-
 /// Apps run as an unprivileged user, who must be able to walk down to the release.
 fn check_reachable(dir: &Path, user: &AppUser) -> Result<(), Error> {
     match crate::supervise::first_blocked(dir, user) {
@@ -1183,4 +1165,95 @@ pub fn release_config(dir: &Path) -> Result<AppConfig, Error> {
         silver_types::appini::AppIni::parse("", &dir.join("app.ini"))?
     };
     Ok(AppConfig::from_ini(&ini)?)
+}
+
+/// An app's data: backups, checkpoints, restores and clears, each on a blocking thread with
+/// the app's services, user and servers.
+impl Runtime {
+    /// Runs `job` on a blocking thread over the data of `c`'s app.
+    pub(crate) async fn with_data<T: Send + 'static>(
+        &self,
+        c: &Candidate,
+        job: impl FnOnce(&crate::services::AppData) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let user = match &c.user {
+            Some(user) => Some(user.clone()),
+            None => self.app_user(&c.app).await?,
+        };
+        let inner = self.inner.clone();
+        let (app, paths, services) = (c.app.clone(), c.paths.clone(), c.config.services.clone());
+        tokio::task::spawn_blocking(move || {
+            let tenant = crate::services::Tenant {
+                node: &inner.config.node_id,
+                app: &app,
+                paths: &paths,
+                user: user.as_ref(),
+            };
+            job(&crate::services::AppData {
+                tenant,
+                services: &services,
+                registry: &inner.registry,
+            })
+        })
+        .await
+        .map_err(|source| Error::Worker {
+            doing: "handling the app's data",
+            source,
+        })?
+    }
+
+    /// Dumps the data of `c`'s app into `dir` (made, empty).
+    pub async fn backup(
+        &self,
+        c: &Candidate,
+        dir: PathBuf,
+    ) -> Result<crate::data::BackupInfo, Error> {
+        let release = c.release.clone();
+        self.with_data(c, move |d| {
+            crate::data::dump(d, &release, &crate::data::now_utc(), &dir)
+        })
+        .await
+    }
+
+    /// Takes the checkpoint of `c` (before its `update_fetch`): None when the app keeps no data.
+    pub(crate) async fn checkpoint(&self, c: &Candidate) -> Result<Option<PathBuf>, Error> {
+        let (release, dir) = (c.release.clone(), c.paths.checkpoint(&c.label));
+        self.with_data(c, move |d| {
+            if !d.has_data() {
+                return Ok(None);
+            }
+            let parent = d.tenant.paths.checkpoints();
+            crate::data::private_dir(&parent)?;
+            let fresh = safefs::temp_dir_in(&parent).map_err(|e| Error::io(&parent, e))?;
+            crate::data::dump(d, &release, &crate::data::now_utc(), fresh.path())?;
+            crate::data::remove_tree(&dir)?;
+            std::fs::rename(fresh.keep(), &dir).map_err(|e| Error::io(&dir, e))?;
+            Ok(Some(dir))
+        })
+        .await
+    }
+
+    /// Replaces the data of `c`'s app with the backup in `dir`.
+    pub async fn restore(
+        &self,
+        c: &Candidate,
+        dir: std::path::PathBuf,
+    ) -> Result<crate::data::BackupInfo, Error> {
+        self.with_data(c, move |d| crate::restore::restore(d, &dir))
+            .await
+    }
+
+    /// Drops the data of `c`'s app.
+    pub async fn clear(&self, c: &Candidate) -> Result<(), Error> {
+        self.with_data(c, crate::restore::clear).await
+    }
+
+    /// Finishes or undoes a restore of `c`'s app that a crash interrupted; run before the app
+    /// starts.
+    pub async fn recover(&self, c: &Candidate) -> Result<Option<crate::restore::Outcome>, Error> {
+        if crate::restore::pending(&c.paths).is_none() {
+            return Ok(None);
+        }
+        self.with_data(c, crate::restore::recover).await
+    }
 }

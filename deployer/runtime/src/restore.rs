@@ -19,7 +19,9 @@
 
 use std::path::Path;
 
-use crate::data::{BackupInfo, Kind};
+use silver_types::ServiceKind as Kind;
+
+use crate::data::BackupInfo;
 use crate::error::Error;
 use crate::services::AppData;
 
@@ -34,7 +36,7 @@ pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
     let source = format!("backup of `{}` taken {}", info.app, info.created);
     let staged: Vec<(Kind, Option<std::path::PathBuf>)> = kinds
         .into_iter()
-        .map(|k| (k, Some(dir.join(k.file()))))
+        .map(|k| (k, Some(dir.join(d.service(k).dump_file()))))
         .collect();
     run(d, &source, &staged)?;
     Ok(info)
@@ -43,7 +45,7 @@ pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
 /// Empties every service of the app, all or nothing.
 pub fn clear(d: &AppData) -> Result<(), Error> {
     let staged: Vec<(Kind, Option<std::path::PathBuf>)> =
-        d.kinds().into_iter().map(|k| (k, None)).collect();
+        d.data_kinds().into_iter().map(|k| (k, None)).collect();
     run(d, "clear", &staged)
 }
 
@@ -59,41 +61,15 @@ pub fn last_outcome(paths: &crate::AppPaths) -> Option<Outcome> {
     serde_json::from_slice(&text).ok()
 }
 
-/// The runtime's side: restores, clears and recoveries of a live app's data.
-impl crate::Runtime {
-    /// Replaces the data of `c`'s app with the backup in `dir`.
-    pub async fn restore(
-        &self,
-        c: &crate::Candidate,
-        dir: std::path::PathBuf,
-    ) -> Result<BackupInfo, Error> {
-        self.with_data(c, move |d| restore(d, &dir)).await
-    }
-
-    /// Drops the data of `c`'s app.
-    pub async fn clear(&self, c: &crate::Candidate) -> Result<(), Error> {
-        self.with_data(c, clear).await
-    }
-
-    /// Finishes or undoes a restore of `c`'s app that a crash interrupted; run before the app
-    /// starts.
-    pub async fn recover(&self, c: &crate::Candidate) -> Result<Option<Outcome>, Error> {
-        if pending(&c.paths).is_none() {
-            return Ok(None);
-        }
-        self.with_data(c, recover).await
-    }
-}
-
 /// Finishes or undoes a restore a crash interrupted; None when there was none.
 pub fn recover(d: &AppData) -> Result<Option<Outcome>, Error> {
-    let Some(journal) = pending(d.paths) else {
+    let Some(journal) = pending(d.tenant.paths) else {
         return Ok(None);
     };
     let kinds: Vec<Kind> = journal
         .services
         .iter()
-        .filter_map(|s| Kind::of(s))
+        .filter_map(|s| d.kind_of_data(s))
         .collect();
     let outcome = match journal.phase {
         Phase::Staging => {
@@ -110,13 +86,13 @@ pub fn recover(d: &AppData) -> Result<Option<Outcome>, Error> {
         journal,
         recovered: crate::data::now_utc(),
     };
-    let path = d.paths.restore_outcome();
+    let path = d.tenant.paths.restore_outcome();
     let json = serde_json::to_vec_pretty(&outcome).expect("plain data");
     safefs::write_atomic(&path, &json, safefs::WriteOptions::PRIVATE)
         .map_err(|e| Error::io(&path, e))?;
     remove_journal(d)?;
     tracing::warn!(
-        app = %d.app,
+        app = %d.tenant.app,
         outcome = %outcome.outcome,
         source = %outcome.journal.source,
         started = %outcome.journal.started,
@@ -135,7 +111,10 @@ fn run(
     let kinds: Vec<Kind> = staged.iter().map(|(k, _)| *k).collect();
     let mut journal = Journal {
         phase: Phase::Staging,
-        services: kinds.iter().map(|k| k.name().to_string()).collect(),
+        services: kinds
+            .iter()
+            .map(|k| d.service(*k).data_name().to_string())
+            .collect(),
         source: source.to_string(),
         started: crate::data::now_utc(),
     };
@@ -144,7 +123,11 @@ fn run(
         if let Err(e) = stage(d, *kind, dump.as_deref()) {
             discard_all(d, &kinds)?;
             remove_journal(d)?;
-            return Err(refused_dump(*kind, dump.is_some(), e));
+            return Err(refused_dump(
+                d.service(*kind).dump_file(),
+                dump.is_some(),
+                e,
+            ));
         }
     }
     journal.phase = Phase::Switching;
@@ -152,7 +135,7 @@ fn run(
     // From here on the restore happens: a failure is retried by `recover` at the next start
     // (or before the next restore), and the error says so.
     switch_all(d, &kinds).map_err(|source| Error::RestoreUnfinished {
-        app: d.app.clone(),
+        app: d.tenant.app.clone(),
         source: Box::new(source),
     })?;
     remove_journal(d)
@@ -160,10 +143,10 @@ fn run(
 
 /// A database tool that refused a dump refused bad input: said as the backup's fault (422),
 /// naming its file, not as the node's.
-fn refused_dump(kind: Kind, dumped: bool, e: Error) -> Error {
+fn refused_dump(file: &str, dumped: bool, e: Error) -> Error {
     match e {
         Error::DatabaseTool { program, message } if dumped => Error::BadBackup {
-            path: kind.file().into(),
+            path: file.into(),
             why: format!("`{program}` refused it: {message}"),
         },
         e => e,
@@ -171,36 +154,15 @@ fn refused_dump(kind: Kind, dumped: bool, e: Error) -> Error {
 }
 
 fn stage(d: &AppData, kind: Kind, dump: Option<&Path>) -> Result<(), Error> {
-    match kind {
-        Kind::Files => crate::data::dir_stage(&d.paths.files(), d.user, dump),
-        Kind::WritableRoot => crate::data::dir_stage(&d.paths.writable_root(), d.user, dump),
-        Kind::Postgresql => crate::data::pg_stage(d, dump),
-        Kind::Mysql => crate::mysql::stage(d, dump),
-        Kind::Couchdb => crate::couchdb::stage(d, dump),
-        Kind::Redis => crate::redis::stage(d, dump),
-    }
+    d.service(kind).stage(&d.tenant, dump)
 }
 
 fn switch(d: &AppData, kind: Kind) -> Result<(), Error> {
-    match kind {
-        Kind::Files => crate::data::dir_switch(&d.paths.files()),
-        Kind::WritableRoot => crate::data::dir_switch(&d.paths.writable_root()),
-        Kind::Postgresql => crate::data::pg_switch(d),
-        Kind::Mysql => crate::mysql::switch(d),
-        Kind::Couchdb => crate::couchdb::switch(d),
-        Kind::Redis => crate::redis::switch(d),
-    }
+    d.service(kind).switch(&d.tenant)
 }
 
 fn discard(d: &AppData, kind: Kind) -> Result<(), Error> {
-    match kind {
-        Kind::Files => crate::data::dir_discard(&d.paths.files()),
-        Kind::WritableRoot => crate::data::dir_discard(&d.paths.writable_root()),
-        Kind::Postgresql => crate::data::pg_discard(d),
-        Kind::Mysql => crate::mysql::discard(d),
-        Kind::Couchdb => crate::couchdb::discard(d),
-        Kind::Redis => crate::redis::discard(d),
-    }
+    d.service(kind).discard(&d.tenant)
 }
 
 /// Swaps every staged copy in, then provisions the credentials again: a dump may have changed
@@ -220,18 +182,18 @@ fn discard_all(d: &AppData, kinds: &[Kind]) -> Result<(), Error> {
 }
 
 fn write_journal(d: &AppData, journal: &Journal) -> Result<(), Error> {
-    let path = d.paths.restore_journal();
+    let path = d.tenant.paths.restore_journal();
     let json = serde_json::to_vec_pretty(journal).expect("plain data");
     safefs::write_atomic(&path, &json, safefs::WriteOptions::PRIVATE)
         .map_err(|e| Error::io(&path, e))
 }
 
 fn remove_journal(d: &AppData) -> Result<(), Error> {
-    let path = d.paths.restore_journal();
+    let path = d.tenant.paths.restore_journal();
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
         _ => {
-            let dir = d.paths.dir();
+            let dir = d.tenant.paths.dir();
             safefs::sync_dir(dir).map_err(|e| Error::io(dir, e))
         }
     }
@@ -245,35 +207,31 @@ mod tests {
     use silver_types::AppName;
     use std::path::Path;
 
-    static REDIS: std::sync::LazyLock<crate::redis::Redis> =
-        std::sync::LazyLock::new(Default::default);
-    static COUCHDB: std::sync::LazyLock<crate::couchdb::Couchdb> =
-        std::sync::LazyLock::new(Default::default);
-    static MYSQL: std::sync::LazyLock<crate::mysql::Mysql> =
-        std::sync::LazyLock::new(Default::default);
+    static REGISTRY: std::sync::LazyLock<crate::services::Registry> =
+        std::sync::LazyLock::new(|| crate::services::Registry::new(&Default::default()));
 
     fn app_data<'a>(
         app: &'a AppName,
         paths: &'a AppPaths,
-        services: &'a [(String, String)],
+        services: &'a [(Kind, String)],
     ) -> AppData<'a> {
-        AppData {
+        let tenant = crate::services::Tenant {
             node: "0a1b2c3d",
             app,
             paths,
-            services,
             user: None,
-            postgres: None,
-            redis: &REDIS,
-            mysql: &MYSQL,
-            couchdb: &COUCHDB,
+        };
+        AppData {
+            tenant,
+            services,
+            registry: &REGISTRY,
         }
     }
 
-    fn services(names: &[&str]) -> Vec<(String, String)> {
+    fn services(names: &[&str]) -> Vec<(Kind, String)> {
         names
             .iter()
-            .map(|n| (n.to_string(), String::new()))
+            .map(|n| (Kind::parse(n).unwrap(), String::new()))
             .collect()
     }
 

@@ -355,6 +355,14 @@ pub fn allow_default_priority() {
     }
 }
 
+/// Gives `dir` to `user`, mode 0700: another app's user cannot list, read or write it.
+pub(crate) fn own_private_dir(dir: &Path, user: &AppUser) -> Result<(), crate::error::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| crate::error::Error::io(dir, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

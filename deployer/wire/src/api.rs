@@ -32,9 +32,9 @@
 //! Errors are [`ApiError`] with a status: 401 no or wrong credential, 404 unknown app or release,
 //! 409 lock held, 413 too large, 422 refused input, 507 not enough free space.
 
-pub use silver_types::{VarName, VarValue};
-use silver_types::{AppName, IdPrefix, Location};
 use serde::{Deserialize, Serialize};
+use silver_types::{AppName, IdPrefix, Location};
+pub use silver_types::{VarName, VarValue};
 
 /// The files a backup may hold, and nothing else: `backup.json` and one dump per service.
 pub const BACKUP_FILES: &[&str] = &[
@@ -103,7 +103,6 @@ pub struct CheckpointsView {
     #[serde(default)]
     pub last_recovered: Option<RestoreOutcome>,
 }
-
 
 /// An app's config on the node.
 #[derive(Debug, Clone, Serialize, Deserialize)]

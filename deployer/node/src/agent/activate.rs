@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use silver_types::appconfig::Location;
 use packer::Id;
+use silver_types::appconfig::Location;
 use silver_types::AppName;
 
 use super::extract::{App, JsonBody};

@@ -6,8 +6,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use packer::Id;
-use silver_types::{AppName, IdPrefix};
 use serde::de::DeserializeOwned;
+use silver_types::{AppName, IdPrefix};
 
 use super::ApiErr;
 use crate::error::Error;

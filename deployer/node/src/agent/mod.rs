@@ -185,9 +185,14 @@ pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result
     };
     let store = open_store(&config)?;
     config.runtime.node_id = store.node_id()?;
-    if config.runtime.redis.admin.is_none() {
+    if config.runtime.servers.redis.admin.is_none() {
         let secret = store.root().join("redis-default.secret");
-        config.runtime.redis.default_secret.get_or_insert(secret);
+        config
+            .runtime
+            .servers
+            .redis
+            .default_secret
+            .get_or_insert(secret);
     }
     let token = load_or_create_token(&config.token_file)?;
     let listeners = Listeners::bind(&config).await?;
@@ -359,24 +364,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-/// Refuses a token or key file other users can read or change (see `safefs::too_open`).
-pub(crate) fn check_private(path: &std::path::Path) -> Result<(), Error> {
-    match safefs::too_open(path) {
-        Ok(None) => Ok(()),
-        Ok(Some(mode)) => Err(Error::TooOpen {
-            path: path.to_path_buf(),
-            mode,
-        }),
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
 fn load_or_create_token(path: &std::path::Path) -> Result<String, Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => {
-            check_private(path)?;
+            crate::tls::check_private(path)?;
             return Ok(t.trim().to_string());
         }
         Ok(_) => {

@@ -7,8 +7,8 @@ use std::process::Stdio;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use silver_types::AppName;
 use serde::Deserialize;
+use silver_types::AppName;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 

@@ -8,8 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use packer::{Id, Kind, Manifest};
-use silver_types::AppName;
 use serde::{Deserialize, Serialize};
+use silver_types::AppName;
 
 use super::*;
 use crate::error::Error;

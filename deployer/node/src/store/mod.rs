@@ -20,8 +20,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use packer::{Hash, Id, Limits};
-use silver_types::{AppName, IdPrefix};
 use serde::Serialize;
+use silver_types::{AppName, IdPrefix};
 
 use crate::error::Error;
 

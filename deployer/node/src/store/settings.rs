@@ -11,8 +11,8 @@ use std::path::PathBuf;
 /// room for the service variables and silver's own.
 pub const MAX_CONFIG_BYTES: usize = 512 * 1024;
 
-use silver_types::AppName;
 use silver_runtime::supervise::AppUser;
+use silver_types::AppName;
 
 use super::*;
 use crate::error::Error;

@@ -9,9 +9,10 @@
 
 use std::path::Path;
 
-use silver_types::AppName;
 use reqwest::{Method, StatusCode};
+use silver_types::AppName;
 
+use super::service::{Service, Tenant};
 use crate::error::Error;
 use crate::paths::AppPaths;
 
@@ -73,6 +74,30 @@ impl Couchdb {
 /// The app's database: its identity's name (lower case, as CouchDB wants).
 pub fn couch_name(node: &str, app: &AppName) -> String {
     crate::identity::Identity::of(node, app).name
+}
+
+impl Service for Couchdb {
+    fn data_name(&self) -> &'static str {
+        "couchdb"
+    }
+    fn dump_file(&self) -> &'static str {
+        "couchdb.jsonl"
+    }
+    fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error> {
+        provision(t.node, t.app, t.paths, self)
+    }
+    fn dump(&self, t: &Tenant, out: &Path) -> Result<(), Error> {
+        dump(t.node, t.app, self, out)
+    }
+    fn stage(&self, t: &Tenant, dump: Option<&Path>) -> Result<(), Error> {
+        stage(t, self, dump)
+    }
+    fn switch(&self, t: &Tenant) -> Result<(), Error> {
+        switch(t, self)
+    }
+    fn discard(&self, t: &Tenant) -> Result<(), Error> {
+        discard(t, self)
+    }
 }
 
 /// Makes the app's database (and, with an administrator, its user); returns its variables.
@@ -186,8 +211,8 @@ const BATCH_BYTES: usize = 8 << 20;
 /// app's own user: a `_design` document (whose `validate_doc_update` could lock the app out of
 /// its own database) goes in only if the app itself could write it, and otherwise the restore
 /// is refused, naming the document.
-pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result<(), Error> {
-    let (app, couch) = (d.app, d.couchdb);
+fn stage(d: &Tenant, couch: &Couchdb, dump: Option<&Path>) -> Result<(), Error> {
+    let app = d.app;
     let staging = crate::identity::Identity::of(d.node, app).staging("restore");
     drop_db(app, couch, &staging)?;
     expect(
@@ -214,7 +239,7 @@ pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result
     let mut batch = Batch::default();
     let write =
         |docs: Vec<serde_json::Value>| bulk(app, couch, login.as_ref(), &staging, docs, path);
-    crate::data::for_each_json_line(dump, |_, doc| {
+    super::dumps::for_each_json_line(dump, |_, doc| {
         if let Some(full) = batch.push(doc) {
             write(full)?;
         }
@@ -227,8 +252,8 @@ pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result
 /// (with its user and `_security` before any document) and the staged documents copied into
 /// it, then the staged one dropped. Run again after a crash, it copies again; nothing to do once
 /// the staged database is gone.
-pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
-    let (app, couch) = (d.app, d.couchdb);
+fn switch(d: &Tenant, couch: &Couchdb) -> Result<(), Error> {
+    let app = d.app;
     let live = couch_name(d.node, app);
     let staging = crate::identity::Identity::of(d.node, app).staging("restore");
     let (status, _) = call(app, couch, None, Method::GET, &format!("/{staging}"), None)?;
@@ -261,9 +286,9 @@ pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
 }
 
 /// Drops the staged database.
-pub(crate) fn discard(d: &crate::services::AppData) -> Result<(), Error> {
+fn discard(d: &Tenant, couch: &Couchdb) -> Result<(), Error> {
     let staging = crate::identity::Identity::of(d.node, d.app).staging("restore");
-    drop_db(d.app, d.couchdb, &staging)
+    drop_db(d.app, couch, &staging)
 }
 
 /// Documents gathered for one `_bulk_docs` request.

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use silver_types::AppName;
 
+use super::service::{Service, Tenant};
 use crate::error::Error;
 use crate::paths::AppPaths;
 use crate::supervise::AppUser;
@@ -75,6 +76,30 @@ impl Mysql {
 /// The app's database and user: its identity's name, as its PostgreSQL role.
 pub fn mysql_name(node: &str, app: &AppName) -> String {
     crate::identity::Identity::of(node, app).name
+}
+
+impl Service for Mysql {
+    fn data_name(&self) -> &'static str {
+        "mysql"
+    }
+    fn dump_file(&self) -> &'static str {
+        "mysql.sql"
+    }
+    fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error> {
+        provision(t.node, t.app, t.paths, self)
+    }
+    fn dump(&self, t: &Tenant, out: &Path) -> Result<(), Error> {
+        dump(t.node, t.app, t.paths, self, t.user, out)
+    }
+    fn stage(&self, t: &Tenant, dump: Option<&Path>) -> Result<(), Error> {
+        stage(t, self, dump)
+    }
+    fn switch(&self, t: &Tenant) -> Result<(), Error> {
+        switch(t, self)
+    }
+    fn discard(&self, t: &Tenant) -> Result<(), Error> {
+        discard(t, self)
+    }
 }
 
 /// Makes (or resets to what it must be) the app's database and user; returns its variables.
@@ -273,10 +298,10 @@ const MARKER: &str = "silver-restore-marker";
 /// the restore alone, whose only grant is that database: a `USE` or a qualified name in the
 /// dump reaches neither the app's live database nor another app's. The client runs as the
 /// app's Unix user, with `--sandbox`.
-pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result<(), Error> {
-    let (app, mysql) = (d.app, d.mysql);
+fn stage(d: &Tenant, mysql: &Mysql, dump: Option<&Path>) -> Result<(), Error> {
+    let app = d.app;
     let staging = crate::identity::Identity::of(d.node, app).staging("restore");
-    discard(d)?;
+    discard(d, mysql)?;
     let password = safefs::secret_hex(16).map_err(|e| Error::io(Path::new("/dev/urandom"), e))?;
     admin(
         app,
@@ -291,7 +316,7 @@ pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result
     )?;
     let mut cmd = client("mariadb", mysql, &staging, &password, d.user);
     cmd.args(["--batch", "--sandbox", &staging]);
-    let body = dump.map(crate::data::open_dump).transpose()?;
+    let body = dump.map(super::dumps::open_dump).transpose()?;
     let done = run_streamed(cmd, body).map_err(|source| Error::NoMysql {
         app: app.clone(),
         addr: mysql.addr(),
@@ -311,8 +336,8 @@ pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result
 /// the marker with them. Triggers and views cannot move between databases, so they are taken
 /// out of the staged database first (their definitions kept in `services/`, written durably)
 /// and made again in the live one after. Nothing to swap when the marker is gone.
-pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
-    let (app, mysql) = (d.app, d.mysql);
+fn switch(d: &Tenant, mysql: &Mysql) -> Result<(), Error> {
+    let app = d.app;
     let id = crate::identity::Identity::of(d.node, app);
     let (live, staging, old) = (&id.name, id.staging("restore"), id.staging("old"));
     let objects = d.paths.services().join("mysql-restore-objects.sql");
@@ -368,11 +393,11 @@ pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
 }
 
 /// Drops the staged database and the user that filled it.
-pub(crate) fn discard(d: &crate::services::AppData) -> Result<(), Error> {
+fn discard(d: &Tenant, mysql: &Mysql) -> Result<(), Error> {
     let staging = crate::identity::Identity::of(d.node, d.app).staging("restore");
     admin(
         d.app,
-        d.mysql,
+        mysql,
         &format!("DROP DATABASE IF EXISTS `{staging}`;\nDROP USER IF EXISTS '{staging}'@'%';\n"),
         "",
     )

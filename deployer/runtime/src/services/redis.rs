@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use silver_types::AppName;
 
+use super::service::{Service, Tenant};
 use crate::error::Error;
 use crate::paths::AppPaths;
 
@@ -107,6 +108,30 @@ const DENIED: &[&str] = &[
     "-move",
     "-select",
 ];
+
+impl Service for Redis {
+    fn data_name(&self) -> &'static str {
+        "redis"
+    }
+    fn dump_file(&self) -> &'static str {
+        "redis.jsonl"
+    }
+    fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error> {
+        provision(t.node, t.app, t.paths, self)
+    }
+    fn dump(&self, t: &Tenant, out: &Path) -> Result<(), Error> {
+        dump(t.node, t.app, self, out)
+    }
+    fn stage(&self, t: &Tenant, dump: Option<&Path>) -> Result<(), Error> {
+        stage(t, self, dump)
+    }
+    fn switch(&self, t: &Tenant) -> Result<(), Error> {
+        switch(t, self)
+    }
+    fn discard(&self, t: &Tenant) -> Result<(), Error> {
+        discard(t, self)
+    }
+}
 
 /// Makes (or resets to what it must be) the app's user; returns its variables.
 pub fn provision(
@@ -502,8 +527,8 @@ pub fn dump(node: &str, app: &AppName, redis: &Redis, out: &Path) -> Result<(), 
 /// Writes the keys of `dump` (None: none) under the staging prefix `<identity>-restore:`, which
 /// no app's user may touch, then the marker key `<identity>-restore` that says they are whole.
 /// One line at a time: a dump is never read whole into memory.
-pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result<(), Error> {
-    let (redis, app) = (d.redis, d.app);
+fn stage(d: &Tenant, redis: &Redis, dump: Option<&Path>) -> Result<(), Error> {
+    let app = d.app;
     let id = crate::identity::Identity::of(d.node, app);
     let (staging, marker) = (format!("{}:", id.staging("restore")), id.staging("restore"));
     let refused = |message: String| Error::RedisRefused {
@@ -514,7 +539,7 @@ pub(crate) fn stage(d: &crate::services::AppData, dump: Option<&Path>) -> Result
     delete_prefixed(&mut conn, &staging).map_err(refused)?;
     conn.command(&[b"DEL", marker.as_bytes()])
         .map_err(refused)?;
-    crate::data::for_each_json_line(dump, |number, line| {
+    super::dumps::for_each_json_line(dump, |number, line| {
         let bad = |why: &str| Error::BadBackup {
             path: dump.unwrap_or(Path::new("redis.jsonl")).to_path_buf(),
             why: format!("line {number}: {why}"),
@@ -602,27 +627,27 @@ redis.call('DEL', marker)
 return 1
 "#;
 
-pub(crate) fn switch(d: &crate::services::AppData) -> Result<(), Error> {
+fn switch(d: &Tenant, redis: &Redis) -> Result<(), Error> {
     let id = crate::identity::Identity::of(d.node, d.app);
     let (staging, marker) = (format!("{}:", id.staging("restore")), id.staging("restore"));
-    let mut conn = admin(d.app, d.redis)?;
+    let mut conn = admin(d.app, redis)?;
     conn.call(&["EVAL", SWAP, "0", &id.redis_prefix(), &staging, &marker])
         .map_err(|message| Error::RedisRefused {
-            addr: d.redis.addr(),
+            addr: redis.addr(),
             message,
         })
         .map(|_| ())
 }
 
 /// Drops the staged keys and their marker.
-pub(crate) fn discard(d: &crate::services::AppData) -> Result<(), Error> {
+fn discard(d: &Tenant, redis: &Redis) -> Result<(), Error> {
     let id = crate::identity::Identity::of(d.node, d.app);
     let (staging, marker) = (format!("{}:", id.staging("restore")), id.staging("restore"));
     let refused = |message: String| Error::RedisRefused {
-        addr: d.redis.addr(),
+        addr: redis.addr(),
         message,
     };
-    let mut conn = admin(d.app, d.redis)?;
+    let mut conn = admin(d.app, redis)?;
     conn.command(&[b"DEL", marker.as_bytes()])
         .map_err(refused)?;
     delete_prefixed(&mut conn, &staging).map_err(refused)
