@@ -16,6 +16,7 @@ pub mod manifest;
 mod ordered;
 mod pack;
 pub mod path;
+mod progress;
 mod read;
 pub mod relocate;
 pub mod venv;
@@ -25,25 +26,8 @@ pub use error::{Error, Refusal};
 pub use limits::Limits;
 pub use manifest::{Entry, Hash, Id, Kind, Manifest};
 pub use pack::{pack, PackConfig, PackReport};
+pub use progress::{NoProgress, Progress};
 pub use read::{
     read_manifest, read_with, staging_path, unpack, verify, ReadConfig, Verified, Visitor,
 };
 pub use walk::WalkConfig;
-
-/// Progress of a long phase, in bytes. The binary draws bars; the library only counts.
-pub trait Progress: Sync {
-    fn start(&self, phase: &str, total_bytes: u64);
-    fn advance(&self, bytes: u64);
-    fn finish(&self);
-    /// A line of what the far end is doing (a node's `update_fetch` output), shown as it comes.
-    fn note(&self, _line: &str) {}
-}
-
-/// Progress that goes nowhere (tests, `--json` without a terminal).
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn finish(&self) {}
-}

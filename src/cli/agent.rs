@@ -12,14 +12,14 @@ use super::limits::LimitArgs;
 pub struct Args {
     /// The store: objects, artifacts, apps (default in production: /var/lib/silver).
     #[arg(long, value_name = "DIR")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub root: PathBuf,
     /// Where the control API listens: loopback, or any address with --tls-cert and --tls-key.
     #[arg(long, default_value = "127.0.0.1:7330", value_name = "ADDR")]
     pub listen: SocketAddr,
     /// The credential file; created with a new random token if missing [default: ROOT/token].
     #[arg(long, value_name = "FILE")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM); with --tls-key, serves https and may listen beyond loopback.
     #[arg(
@@ -28,7 +28,7 @@ pub struct Args {
         value_name = "FILE",
         requires = "tls_key"
     )]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
     #[arg(
@@ -37,7 +37,7 @@ pub struct Args {
         value_name = "FILE",
         requires = "tls_cert"
     )]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub tls_key: Option<PathBuf>,
     /// A second control listener, https only, for remote clients; --listen then stays
     /// plaintext on loopback for SSH tunnels. Needs --tls-cert and --tls-key.

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     );
     if args.node.json {
-        super::print_json(&info)?;
+        super::common::print_json(&info)?;
     }
     Ok(())
 }

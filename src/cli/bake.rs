@@ -9,15 +9,15 @@ use crate::ui;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The recipe, e.g. image-recipes/debian-bookworm.toml.
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub recipe: PathBuf,
     /// Where the outputs go [default: dist/<image name>].
     #[arg(short, long, value_name = "DIR")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub out: Option<PathBuf>,
     /// The step cache [default: $XDG_CACHE_HOME/silver/bake, else ~/.cache/silver/bake].
     #[arg(long, value_name = "DIR")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub cache: Option<PathBuf>,
     /// Say, for each step, why it was or was not reused.
     #[arg(long)]
@@ -98,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if args.json {
-        super::print_json(&report)?;
+        super::common::print_json(&report)?;
     }
     Ok(())
 }
@@ -125,6 +125,6 @@ fn differences(
 }
 
 fn default_cache() -> anyhow::Result<PathBuf> {
-    super::xdg_dir(super::Xdg::Cache, "bake")
+    super::common::xdg_dir(super::common::Xdg::Cache, "bake")
         .context("neither XDG_CACHE_HOME nor HOME is set; pass --cache DIR")
 }

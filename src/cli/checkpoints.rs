@@ -16,7 +16,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let node = args.node.connect()?;
     let view = super::node::runtime()?.block_on(node.checkpoints(&args.app))?;
     if args.node.json {
-        return super::print_json(&view);
+        return super::common::print_json(&view);
     }
     if let Some(j) = &view.restoring {
         ui::warn(format!(

@@ -158,7 +158,7 @@ fn apply(app: &silver_types::AppName, req: ConfigChange, args: &ChangeArgs) -> a
         (None, _) => ui::status("Stored", "it applies at the app's first deploy"),
     }
     if args.node.json {
-        super::print_json(&view)?;
+        super::common::print_json(&view)?;
     }
     Ok(())
 }
@@ -169,7 +169,7 @@ fn list(app: &silver_types::AppName, show: bool, args: &NodeArgs) -> anyhow::Res
         .block_on(node.config(app, show))
         .with_context(|| format!("failed to read the config of `{app}` on {}", node.url()))?;
     if args.json {
-        return super::print_json(&view);
+        return super::common::print_json(&view);
     }
     if view.vars.is_empty() {
         ui::status("None", format!("{app} has no config on {}", node.url()));

@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         format!("{} at {}: it {said}", done.app, args.location),
     );
     if args.node.json {
-        super::print_json(&done)?;
+        super::common::print_json(&done)?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::ui;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A `.silver` artifact, or an app directory to pack first.
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub source: PathBuf,
     /// Where the app answers, as Silver Lining's `silver update DIR LOCATION` took it: the same
     /// as one `--location`.
@@ -38,7 +38,7 @@ pub struct Args {
     pub restart: bool,
     /// A configuration directory uploaded beside the artifact, never inside it; the app finds
     /// it at `$SILVER_APP_CONFIG` (Silver Lining's `silver update --config DIR`).
-    #[arg(long = "config", value_name = "DIR", value_parser = super::absolute_path)]
+    #[arg(long = "config", value_name = "DIR", value_parser = super::common::absolute_path)]
     pub app_config: Option<PathBuf>,
     /// Run the app in one worker process, never more, until the next deploy: a debugger or a
     /// print sees every request (Silver Lining's `--debug-single-process`).
@@ -79,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let report = super::node::runtime()?.block_on(deploy(&node, &settings))?;
     if args.node.json {
-        super::print_json(&report)?;
+        super::common::print_json(&report)?;
     } else {
         crate::out!("{}", report.id);
     }
@@ -214,7 +214,7 @@ fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SILVER_CACHE_DIR") {
         return Some(PathBuf::from(dir));
     }
-    super::xdg_dir(super::Xdg::Cache, "manifests")
+    super::common::xdg_dir(super::common::Xdg::Cache, "manifests")
 }
 
 /// `<app>-<id12>.silver`, as `silver pack` names artifacts.

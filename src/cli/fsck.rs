@@ -10,7 +10,7 @@ use crate::ui;
 pub struct Args {
     /// The agent's store.
     #[arg(long, value_name = "DIR")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub root: PathBuf,
     /// Print the report as one JSON object.
     #[arg(long)]
@@ -27,7 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let report = silver_node::store::fsck(&store)
         .with_context(|| format!("failed to check `{}`", args.root.display()))?;
     if args.json {
-        super::print_json(&report)?;
+        super::common::print_json(&report)?;
     }
     let problems = [
         &report.corrupt_objects,

@@ -11,7 +11,7 @@ use super::limits::ReadArgs;
 pub struct Args {
     /// One or more artifacts.
     #[arg(required = true)]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub archives: Vec<PathBuf>,
     /// Print one JSON object per artifact, one per line, with every entry.
     #[arg(long)]
@@ -26,7 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let v = packer::verify(archive, &config)
             .with_context(|| format!("cannot inspect `{}`", archive.display()))?;
         if args.json {
-            super::print_json(&v)?;
+            super::common::print_json(&v)?;
             continue;
         }
         if i > 0 {

@@ -25,7 +25,7 @@ pub fn run(args: Args, maintenance: bool) -> anyhow::Result<()> {
             )
         })?;
     if args.node.json {
-        super::print_json(
+        super::common::print_json(
             &serde_json::json!({ "app": args.app, "maintenance": state.maintenance }),
         )?;
     }

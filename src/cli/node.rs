@@ -20,7 +20,7 @@ pub struct NodeArgs {
     pub agent_addr: String,
     /// With https://: a CA certificate (PEM) to trust, e.g. a node's self-signed one.
     #[arg(long, env = "SILVER_CA_CERT", value_name = "FILE")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub ca_cert: Option<PathBuf>,
     /// With ssh:// and no token here: the agent's token file on the node, read over ssh.
     #[arg(
@@ -32,7 +32,7 @@ pub struct NodeArgs {
     pub remote_token_file: String,
     /// A file holding the agent's token (else SILVER_TOKEN; with ssh://, else read on the node).
     #[arg(long, value_name = "FILE")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub token_file: Option<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]

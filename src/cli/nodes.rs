@@ -15,7 +15,7 @@ pub struct Args {
     /// Where local nodes keep their state [default: $XDG_DATA_HOME/silver/nodes, else
     /// ~/.local/share/silver/nodes].
     #[arg(long, global = true, env = "SILVER_NODES_DIR", value_name = "DIR")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub nodes_dir: Option<PathBuf>,
     /// Print JSON on stdout.
     #[arg(long, global = true)]
@@ -38,14 +38,14 @@ pub enum NodeCommand {
 #[derive(Debug, clap::Args)]
 pub struct BootArgs {
     /// The image: a `silver bake` output directory.
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub image: PathBuf,
     /// The node's name, also its hostname.
     #[arg(long)]
     pub name: String,
     /// The public key authorized for root [default: ~/.ssh/id_ed25519.pub, else id_rsa.pub].
     #[arg(long, value_name = "FILE")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub ssh_key: Option<PathBuf>,
     /// SSH is forwarded to 127.0.0.1:P, the front door to P+1 and the agent's TLS port to P+2.
     #[arg(long, default_value_t = 2222, value_name = "P")]
@@ -108,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         NodeCommand::List => {
             let nodes = vm::list(&nodes_dir);
             if args.json {
-                return super::print_json(&nodes);
+                return super::common::print_json(&nodes);
             }
             for n in &nodes {
                 let state = if n.running { "running" } else { "stopped" };
@@ -133,7 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn print(info: &vm::NodeInfo, json: bool) -> anyhow::Result<()> {
     if json {
-        super::print_json(info)
+        super::common::print_json(info)
     } else {
         crate::out!("{}", info.node_url);
         Ok(())
@@ -163,6 +163,6 @@ fn read_key(given: Option<&PathBuf>) -> anyhow::Result<String> {
 }
 
 pub fn default_nodes_dir() -> anyhow::Result<PathBuf> {
-    super::xdg_dir(super::Xdg::Data, "nodes")
+    super::common::xdg_dir(super::common::Xdg::Data, "nodes")
         .context("neither XDG_DATA_HOME nor HOME is set; pass --nodes-dir DIR")
 }

@@ -12,11 +12,11 @@ use crate::ui;
 pub struct Args {
     /// The app directory (with `app.ini` at its root).
     #[arg(default_value = ".")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub app_dir: PathBuf,
     /// Where to write `<app>-<id12>.silver`.
     #[arg(short = 'o', long = "out-dir", default_value = ".")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub out_dir: PathBuf,
     /// Print one JSON object (id, app, archive, sizes, fixups, warnings) instead of the id.
     #[arg(long)]
@@ -59,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     );
     if args.json {
-        super::print_json(&report)?;
+        super::common::print_json(&report)?;
     } else {
         crate::out!("{}", report.id);
     }

@@ -13,7 +13,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let node = args.node.connect()?;
     let health = super::node::runtime()?.block_on(node.health())?;
     if args.node.json {
-        return super::print_json(&health.apps);
+        return super::common::print_json(&health.apps);
     }
     for app in &health.apps {
         crate::out!("Site: {}", app.name);

@@ -81,7 +81,7 @@ pub fn releases(args: ReleasesArgs) -> anyhow::Result<()> {
     let node = args.node.connect()?;
     let list = super::node::runtime()?.block_on(node.releases(&args.app))?;
     if args.node.json {
-        return super::print_json(&list);
+        return super::common::print_json(&list);
     }
     for r in &list {
         let state = serde_json::to_value(r.state)?
@@ -151,7 +151,7 @@ fn report(
         ),
     );
     if node.json {
-        super::print_json(done)
+        super::common::print_json(done)
     } else {
         crate::out!("{}", done.id);
         Ok(())
@@ -173,7 +173,7 @@ pub fn gc(args: GcArgs) -> anyhow::Result<()> {
         ),
     );
     if args.node.json {
-        super::print_json(&report)?;
+        super::common::print_json(&report)?;
     }
     Ok(())
 }
@@ -187,7 +187,7 @@ pub fn pin(args: PinArgs, pinned: bool) -> anyhow::Result<()> {
         format!("{} {}", args.app, args.id),
     );
     if args.node.json {
-        super::print_json(&pins)?;
+        super::common::print_json(&pins)?;
     }
     Ok(())
 }

@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     );
     if args.node.json {
-        super::print_json(&serde_json::json!({ "app": app, "backup": info }))?;
+        super::common::print_json(&serde_json::json!({ "app": app, "backup": info }))?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::ui;
 pub struct Args {
     /// The app directory (with its app.ini).
     #[arg(default_value = ".")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub app_dir: PathBuf,
     /// The port to serve on (loopback).
     #[arg(long, short, default_value_t = 8080)]
@@ -52,7 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The app's local data (logs, `service.files`) lives in the user's XDG data directory, kept
     // between runs; never under a guessable name in the shared /tmp.
     let _tmp;
-    let state_dir = match super::xdg_dir(super::Xdg::Data, &format!("serve/{app}")) {
+    let state_dir = match super::common::xdg_dir(super::common::Xdg::Data, &format!("serve/{app}"))
+    {
         Some(dir) => dir,
         None => {
             _tmp = safefs::temp_dir("silver-serve-").context("failed to make a state directory")?;

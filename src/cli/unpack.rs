@@ -9,10 +9,10 @@ use crate::ui;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub archive: PathBuf,
     /// A directory that does not exist yet; staging happens in `DEST.partial` beside it.
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub dest: PathBuf,
     /// Print one JSON object on success.
     #[arg(long)]
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     if args.json {
         let value = serde_json::json!({ "id": verified.id, "dest": args.dest, "files": verified.files, "content_bytes": verified.content_bytes });
-        super::print_json(&value)?;
+        super::common::print_json(&value)?;
     } else {
         crate::out!("{}", verified.id);
     }

@@ -15,11 +15,11 @@ use crate::ui;
 pub struct Args {
     /// The app directory (with its app.ini).
     #[arg(default_value = ".")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub app_dir: PathBuf,
     /// The local node's store [default: /var/lib/silver as root, else ~/.local/share/silver/node].
     #[arg(long, value_name = "DIR")]
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub root: Option<PathBuf>,
     /// The front door's port on loopback.
     #[arg(long, short, default_value_t = 8080)]
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let report = super::deploy::deploy(&node, &settings).await?;
         let url = format!("http://127.0.0.1:{}{path}", bound.front.port());
         if args.json {
-            super::print_json(&serde_json::json!({
+            super::common::print_json(&serde_json::json!({
                 "url": url, "app": report.app, "id": report.id, "root": root,
             }))?;
         } else if !std::io::stdout().is_terminal() {
@@ -150,7 +150,7 @@ fn default_root() -> anyhow::Result<PathBuf> {
     if silver_runtime::supervise::running_as_root() {
         return Ok(PathBuf::from("/var/lib/silver"));
     }
-    super::xdg_dir(super::Xdg::Data, "node")
+    super::common::xdg_dir(super::common::Xdg::Data, "node")
         .context("neither XDG_DATA_HOME nor HOME is set; pass --root DIR")
 }
 

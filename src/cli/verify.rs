@@ -9,7 +9,7 @@ use crate::ui;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(value_parser = super::absolute_path)]
+    #[arg(value_parser = super::common::absolute_path)]
     pub archive: PathBuf,
     /// Print one JSON object on success.
     #[arg(long)]
@@ -31,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     );
     if args.json {
-        super::print_json(&serde_json::json!({
+        super::common::print_json(&serde_json::json!({
             "ok": true,
             "id": verified.id,
             "app": verified.app,
