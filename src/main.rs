@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // `up` and `serve` run a node in this process: its warnings repeat what the command says
     // itself (a failed deploy's reason), so only errors show unless -v asks for more.
-    let interactive = matches!(cli.command, cli::Command::Up(_) | cli::Command::Serve(_));
+    let interactive = cli.command.runs_a_node();
     ui::init_logging(cli.verbose, if interactive { "error" } else { "warn" });
     match cli::run(cli) {
         Ok(code) => code,

@@ -76,46 +76,35 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain().skip(1) {
         anstream::eprintln!("  {DIM}caused by:{DIM:#} {cause}");
     }
-    let find =
-        |f: &dyn Fn(&(dyn std::error::Error + 'static)) -> Option<String>| err.chain().find_map(f);
-    let hint = find(&|e| {
-        e.downcast_ref::<silver_client::Error>()
-            .and_then(|e| e.hint())
-    })
-    .or_else(|| {
-        find(&|e| {
-            e.downcast_ref::<silver_node::Error>()
-                .and_then(|e| e.hint())
-        })
-    })
-    .or_else(|| {
-        find(&|e| {
-            e.downcast_ref::<silver_runtime::Error>()
-                .and_then(|e| e.hint())
-        })
-    })
-    .or_else(|| find(&|e| e.downcast_ref::<packer::Error>().and_then(|e| e.hint())))
-    .or_else(|| find(&|e| e.downcast_ref::<builder::Error>().and_then(|e| e.hint())));
-    // The client and node wrap artifact errors transparently, so they are not in the chain.
-    let packer_err = err.chain().find_map(|e| {
-        e.downcast_ref::<packer::Error>()
-            .or(match e.downcast_ref::<silver_client::Error>() {
-                Some(silver_client::Error::Artifact(p)) => Some(p),
-                _ => None,
-            })
-            .or(match e.downcast_ref::<silver_node::Error>() {
-                Some(silver_node::Error::Artifact(p)) => Some(p),
-                _ => None,
-            })
-    });
-    if let Some(hint) = hint {
+    let hinted = || err.chain().filter_map(as_hint);
+    if let Some(hint) = hinted().find_map(|e| e.hint()) {
         anstream::eprintln!("{HINT}hint{HINT:#}: {hint}");
     }
-    let refused = matches!(
-        packer_err,
-        Some(packer::Error::Refused { .. } | packer::Error::IdMismatch { .. })
-    );
+    let refused = hinted().any(|e| e.refused());
     ExitCode::from(if refused { EXIT_REFUSED } else { 1 })
+}
+
+/// A library error of silver's, as the trait they all implement: the one place that lists them.
+fn as_hint<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e dyn silver_types::Hint> {
+    type Known =
+        for<'a> fn(&'a (dyn std::error::Error + 'static)) -> Option<&'a dyn silver_types::Hint>;
+    fn try_as<'a, E: silver_types::Hint + 'static>(
+        e: &'a (dyn std::error::Error + 'static),
+    ) -> Option<&'a dyn silver_types::Hint> {
+        e.downcast_ref::<E>().map(|e| e as &dyn silver_types::Hint)
+    }
+    let known: &[Known] = &[
+        try_as::<silver_client::Error>,
+        #[cfg(feature = "node")]
+        try_as::<silver_node::Error>,
+        #[cfg(feature = "node")]
+        try_as::<silver_runtime::Error>,
+        try_as::<packer::Error>,
+        try_as::<silver_types::Error>,
+        #[cfg(feature = "bake")]
+        try_as::<builder::Error>,
+    ];
+    known.iter().find_map(|f| f(e))
 }
 
 /// A byte-counting progress bar for the library's phases; invisible when stderr is not a terminal.

@@ -50,3 +50,9 @@ impl Error {
         }
     }
 }
+
+impl silver_types::Hint for Error {
+    fn hint(&self) -> Option<String> {
+        Error::hint(self)
+    }
+}

@@ -18,6 +18,7 @@ pub fn xdg_dir(kind: Xdg, sub: &str) -> Option<std::path::PathBuf> {
 #[derive(Debug, Clone, Copy)]
 pub enum Xdg {
     Cache,
+    #[cfg_attr(not(feature = "bake"), allow(dead_code))]
     Data,
 }
 

@@ -1,7 +1,9 @@
 //! The command line: one file per subcommand, each resolving its flags into a library config.
 
+#[cfg(feature = "node")]
 mod agent;
 mod backup;
+#[cfg(feature = "bake")]
 mod bake;
 mod checkpoints;
 mod clear;
@@ -9,20 +11,24 @@ pub mod common;
 mod config;
 mod deactivate;
 mod deploy;
+#[cfg(feature = "node")]
 mod fsck;
 mod inspect;
 mod limits;
 mod logs;
 mod maintenance;
 mod node;
+#[cfg(feature = "bake")]
 mod nodes;
 mod pack;
 mod query;
 mod releases;
 mod restore;
 mod run;
+#[cfg(feature = "node")]
 mod serve;
 mod unpack;
+#[cfg(feature = "node")]
 mod up;
 mod verify;
 
@@ -57,6 +63,7 @@ pub enum Command {
     Verify(verify::Args),
     /// Extract an artifact into a new directory, refusing anything hostile.
     Unpack(unpack::Args),
+    #[cfg(feature = "node")]
     /// Run the node agent over a store directory.
     Agent(agent::Args),
     /// Upload what the node lacks and make the release current (`update` is Silver Lining's name).
@@ -74,6 +81,7 @@ pub enum Command {
     Unpin(releases::PinArgs),
     /// Remove old releases and unused objects from a node.
     Gc(releases::GcArgs),
+    #[cfg(feature = "node")]
     /// Re-hash every object of a node's store and check every release against its manifest.
     Fsck(fsck::Args),
     /// Show an app's logs on a node (all processes, or one), and follow them.
@@ -98,14 +106,29 @@ pub enum Command {
     Disable(maintenance::Args),
     /// Serve the app again after `disable`.
     Enable(maintenance::Args),
+    #[cfg(feature = "node")]
     /// Serve an app directory locally like a node would, reloading when files change.
     Serve(serve::Args),
+    #[cfg(feature = "node")]
     /// Pack, start a local node under a directory, deploy, and serve: the whole job on one machine.
     Up(up::Args),
+    #[cfg(feature = "bake")]
     /// Bake a node image from a recipe (needs root and mmdebstrap).
     Bake(bake::Args),
+    #[cfg(feature = "bake")]
     /// Boot baked images as local nodes in QEMU; list and stop them.
     Node(nodes::Args),
+}
+
+impl Command {
+    /// Whether the command runs a node in this process (`up`, `serve`).
+    pub fn runs_a_node(&self) -> bool {
+        match self {
+            #[cfg(feature = "node")]
+            Command::Up(_) | Command::Serve(_) => true,
+            _ => false,
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -115,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => done(inspect::run(args)),
         Command::Verify(args) => done(verify::run(args)),
         Command::Unpack(args) => done(unpack::run(args)),
+        #[cfg(feature = "node")]
         Command::Agent(args) => done(agent::run(args)),
         Command::Deploy(args) => done(deploy::run(args)),
         Command::Releases(args) => done(releases::releases(args)),
@@ -133,11 +157,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkpoints(args) => done(checkpoints::run(args)),
         Command::Disable(args) => done(maintenance::run(args, true)),
         Command::Enable(args) => done(maintenance::run(args, false)),
+        #[cfg(feature = "node")]
         Command::Serve(args) => done(serve::run(args)),
+        #[cfg(feature = "node")]
         Command::Up(args) => done(up::run(args)),
+        #[cfg(feature = "bake")]
         Command::Bake(args) => done(bake::run(args)),
+        #[cfg(feature = "bake")]
         Command::Node(args) => done(nodes::run(args)),
         // These report through their exit code: fsck its findings, run the command's.
+        #[cfg(feature = "node")]
         Command::Fsck(args) => fsck::run(args),
         Command::Run(args) => run::run(args),
     }

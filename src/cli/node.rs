@@ -75,7 +75,17 @@ impl NodeArgs {
         Ok(silver_client::Node::connect(&config)?)
     }
 
+    /// A local node by name: needs the `bake` feature, which boots them.
+    #[cfg(not(feature = "bake"))]
+    fn connect_local(&self) -> anyhow::Result<silver_client::Node> {
+        anyhow::bail!(
+            "`{}` is not a URL, and this silver was built without `bake`, which knows local nodes\nhint: use ssh://user@host or https://host:port",
+            self.node
+        )
+    }
+
     /// A local node by name: its agent's TLS port, its CA and its token, from its state.
+    #[cfg(feature = "bake")]
     fn connect_local(&self) -> anyhow::Result<silver_client::Node> {
         let nodes_dir = match std::env::var_os("SILVER_NODES_DIR") {
             Some(dir) => PathBuf::from(dir),

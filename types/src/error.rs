@@ -67,3 +67,9 @@ impl Error {
         })
     }
 }
+
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
+        Error::hint(self)
+    }
+}

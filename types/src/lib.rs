@@ -8,6 +8,7 @@
 pub mod appconfig;
 pub mod appini;
 mod error;
+mod hint;
 pub mod id;
 pub mod names;
 mod service;
@@ -16,6 +17,7 @@ pub mod vars;
 pub use appconfig::{AppConfig, Location, Process, UpdateFetch};
 pub use appini::AppIni;
 pub use error::Error;
+pub use hint::Hint;
 pub use id::{ArtifactId, Hash};
 pub use names::{AppName, IdPrefix};
 pub use service::ServiceKind;

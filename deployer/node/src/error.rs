@@ -329,3 +329,12 @@ impl Error {
         })
     }
 }
+
+impl silver_types::Hint for Error {
+    fn hint(&self) -> Option<String> {
+        Error::hint(self)
+    }
+    fn refused(&self) -> bool {
+        matches!(self, Error::Artifact(e) if silver_types::Hint::refused(e))
+    }
+}
