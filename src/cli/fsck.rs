@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     anyhow::ensure!(
-        args.root.join("objects").is_dir(),
+        silver_node::store::Layout::new(&args.root).is_store(),
         "`{}` is not an agent's store (no objects/)",
         args.root.display()
     );

@@ -113,10 +113,8 @@ fn serve_failure(e: &silver_runtime::Error, served_before: bool) -> anyhow::Erro
     } else {
         "nothing serves until it starts"
     };
-    let hint = match e {
-        silver_runtime::Error::Activation { cause_hint, .. } => cause_hint.clone(),
-        other => other.hint(),
-    }
-    .unwrap_or_else(|| "fix it and save: `silver serve` tries again on every change".into());
+    let hint = e
+        .cause_hint()
+        .unwrap_or_else(|| "fix it and save: `silver serve` tries again on every change".into());
     anyhow::anyhow!("{e}\nhint: {hint}").context(format!("the app did not start; {state}"))
 }

@@ -78,8 +78,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "Node",
             format!("{} (control on {})", root.display(), bound.control),
         );
-        let token = std::fs::read_to_string(root.join("token"))
-            .with_context(|| format!("failed to read `{}`", root.join("token").display()))?;
+        let token_file = silver_node::store::Layout::new(&root).token();
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("failed to read `{}`", token_file.display()))?;
         let node = silver_client::Node::connect(&silver_client::NodeConfig::new(
             &format!("http://{}", bound.control),
             Some(token.trim().to_string()),
@@ -194,7 +195,7 @@ pub fn require_gunicorn(
 
 /// Names the other apps a reused root holds, which `silver up` leaves stopped.
 fn say_other_apps(root: &std::path::Path, app: &silver_types::AppName) {
-    let mut others: Vec<String> = std::fs::read_dir(root.join("apps"))
+    let mut others: Vec<String> = std::fs::read_dir(silver_node::store::Layout::new(root).apps())
         .map(|dir| {
             dir.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -245,7 +245,6 @@ impl Error {
             Runtime(silver_runtime::Error::Activation { .. })
             | Runtime(silver_runtime::Error::LocationTaken { .. })
             | Runtime(silver_runtime::Error::NotPython { .. })
-            | Runtime(silver_runtime::Error::UnknownService { .. })
             | Runtime(silver_runtime::Error::NoPostgres { .. })
             | Runtime(silver_runtime::Error::MissingPackages { .. })
             | Runtime(silver_runtime::Error::BadBackup { .. })

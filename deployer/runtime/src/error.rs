@@ -49,8 +49,6 @@ pub enum Error {
     },
     #[error("app `{app}` needs service `{service}`, but this node has no PostgreSQL")]
     NoPostgres { app: AppName, service: String },
-    #[error("app `{app}` needs service `{service}`, which this node does not provide yet")]
-    UnknownService { app: AppName, service: String },
     #[error("app `{app}` needs packages this node lacks: {}", missing.join(", "))]
     MissingPackages { app: AppName, missing: Vec<String> },
     #[error("cannot run `{program}` to reach PostgreSQL")]
@@ -127,21 +125,88 @@ pub enum Error {
     #[error(transparent)]
     AppConfig(#[from] silver_types::Error),
     #[error(
-        "release {release} of `{app}` failed at {step}: {reason}{}",
+        "release {release} of `{app}` failed at {}: {}{}",
+        .failure.step,
+        .failure.cause,
         tail(log_tail)
     )]
     Activation {
         app: AppName,
         release: String,
-        step: Step,
-        reason: String,
+        failure: Failure,
         /// The last lines the new process wrote.
         log_tail: Vec<String>,
         /// Whether an earlier release of the app still serves (false on a first deploy).
         previous_serves: bool,
-        /// What to do about the cause, when it says (a service that could not be provisioned).
-        cause_hint: Option<String>,
     },
+}
+
+/// Why an activation stopped: the step, and its cause kept whole (its own causes and hint).
+#[derive(Debug)]
+pub struct Failure {
+    pub step: Step,
+    pub cause: Cause,
+}
+
+impl Failure {
+    pub fn new(step: Step, cause: impl Into<Cause>) -> Failure {
+        Failure {
+            step,
+            cause: cause.into(),
+        }
+    }
+}
+
+/// What stopped a step.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// One of the runtime's own errors (a service that could not be provisioned, a checkpoint
+    /// that could not be taken): told with its causes, and its hint is the failure's.
+    #[error("{}", chain(.0))]
+    Error(Box<Error>),
+    /// What the app or its script did, in the words a deployer reads: how a process ended, what
+    /// a request answered (status and the start of its body), a script's last lines.
+    #[error("{0}")]
+    App(String),
+    /// A check before the app starts, which it would otherwise fail in a way that never names
+    /// its cause; with what to do.
+    #[error("{reason}")]
+    Refused { reason: String, hint: &'static str },
+    /// The caller's flip (the node's `current`), in its own words.
+    #[error("{0}")]
+    Flip(String),
+    /// A failure after which the checkpoint taken before `update_fetch` was put back (or could
+    /// not be): the first failure, then what became of the data.
+    #[error("{first}\n{restore}")]
+    RolledBack { first: Box<Cause>, restore: String },
+}
+
+impl Cause {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Cause::Error(e) => e.hint(),
+            Cause::Refused { hint, .. } => Some(hint.to_string()),
+            Cause::RolledBack { first, .. } => first.hint(),
+            Cause::App(_) | Cause::Flip(_) => None,
+        }
+    }
+}
+
+impl From<Error> for Cause {
+    fn from(e: Error) -> Cause {
+        Cause::Error(Box::new(e))
+    }
+}
+
+/// An error and its causes on one line (`a: b: c`), as a deployer reads it.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// Where an activation stopped, in the order a release goes through them.
@@ -185,12 +250,13 @@ fn tail(lines: &[String]) -> String {
 }
 
 impl Error {
-    /// An activation failure that carries its cause's hint too.
-    pub fn with_cause_hint(mut self, hint: Option<String>) -> Error {
-        if let Error::Activation { cause_hint, .. } = &mut self {
-            *cause_hint = hint;
+    /// What to do about the cause of an activation failure alone (`silver serve` says the
+    /// rest itself).
+    pub fn cause_hint(&self) -> Option<String> {
+        match self {
+            Error::Activation { failure, .. } => failure.cause.hint(),
+            other => other.hint(),
         }
-        self
     }
 
     pub fn io(path: &Path, source: io::Error) -> Error {
@@ -215,7 +281,6 @@ impl Error {
             Error::NoCouchdb { .. } | Error::CouchdbRefused { .. } => "run CouchDB there (or `pouchdb-server`, from npm, which speaks its API), or start the agent with --couchdb-url http://[ADMIN:PASSWORD@]HOST:PORT".into(),
             Error::NoRedis { .. } => "install it (apt-get install redis-server) or start the agent with --redis-url redis://[:ADMIN_PASSWORD@]HOST:PORT".into(),
             Error::RedisRefused { .. } => "the agent needs Redis 6 or later (ACLs) and an administrator's login: --redis-url redis://USER:PASSWORD@HOST:PORT".into(),
-            Error::UnknownService { .. } => "this node provides `files`, `writable_root`, `postgresql`, `postgis`, `mysql`, `couchdb` and `redis`".into(),
             Error::MissingPackages { missing, .. } => format!(
                 "add them to the node's image recipe, or install them (apt-get install {})",
                 missing.join(" ")
@@ -243,7 +308,7 @@ impl Error {
             Error::Activation {
                 app,
                 previous_serves,
-                cause_hint,
+                failure,
                 ..
             } => {
                 let state = if *previous_serves {
@@ -251,7 +316,7 @@ impl Error {
                 } else {
                     format!("no earlier release of `{app}` serves, so nothing does; see `silver logs {app}`")
                 };
-                match cause_hint {
+                match failure.cause.hint() {
                     Some(cause) => format!("{cause}\nhint: {state}"),
                     None => state,
                 }

@@ -6,6 +6,7 @@
 
 #![allow(clippy::result_large_err)]
 
+mod activation;
 pub mod data;
 pub mod dev;
 pub mod environment;
@@ -23,6 +24,6 @@ pub mod supervise;
 pub mod users;
 mod writable;
 
-pub use error::{Error, Step};
+pub use error::{chain as error_chain, Cause, Error, Failure, Step};
 pub use live::*;
 pub use paths::AppPaths;

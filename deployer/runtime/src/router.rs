@@ -31,7 +31,9 @@ use tower::ServiceExt;
 #[derive(Debug)]
 pub struct Backend {
     pub addr: SocketAddr,
-    in_flight: AtomicUsize,
+    /// Requests in flight, watched: a drain waits for zero and the pool sizer for a change,
+    /// instead of polling.
+    in_flight: tokio::sync::watch::Sender<usize>,
     /// When each request in flight started, by a number of its own.
     started: std::sync::Mutex<HashMap<u64, std::time::Instant>>,
     next: std::sync::atomic::AtomicU64,
@@ -41,14 +43,19 @@ impl Backend {
     pub fn new(addr: SocketAddr) -> Arc<Backend> {
         Arc::new(Backend {
             addr,
-            in_flight: AtomicUsize::new(0),
+            in_flight: tokio::sync::watch::Sender::new(0),
             started: Default::default(),
             next: Default::default(),
         })
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+        *self.in_flight.borrow()
+    }
+
+    /// The count of requests in flight, as it changes; closed when the backend is dropped.
+    pub fn watch_in_flight(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.in_flight.subscribe()
     }
 
     /// Requests in flight for longer than `age`: the workers they hold are stuck, not busy.
@@ -58,7 +65,7 @@ impl Backend {
     }
 
     fn enter(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.send_modify(|n| *n += 1);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.started
             .lock()
@@ -73,7 +80,7 @@ struct InFlight(Arc<Backend>, u64);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.in_flight.send_modify(|n| *n -= 1);
         self.0
             .started
             .lock()

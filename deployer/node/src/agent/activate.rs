@@ -370,8 +370,13 @@ fn check_packed_as(store: &Store, manifest: &packer::Manifest, app: &AppName) ->
 /// The history keeps the step and reason, not the log tail.
 fn short_reason(e: &Error) -> String {
     match e {
-        Error::Runtime(silver_runtime::Error::Activation { step, reason, .. }) => {
-            format!("{step}: {}", reason.lines().next().unwrap_or_default())
+        Error::Runtime(silver_runtime::Error::Activation { failure, .. }) => {
+            let reason = failure.cause.to_string();
+            format!(
+                "{}: {}",
+                failure.step,
+                reason.lines().next().unwrap_or_default()
+            )
         }
         other => error_chain(other),
     }

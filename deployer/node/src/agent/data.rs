@@ -167,7 +167,7 @@ async fn locked_current(
 
 /// Uploads in flight live here; the store empties it on start, so a crash leaves nothing.
 fn tmp_dir(store: &Store) -> PathBuf {
-    store.root().join("objects/tmp")
+    store.layout().objects_tmp()
 }
 
 fn io(store: &Store, e: std::io::Error) -> Error {

@@ -69,7 +69,7 @@ pub struct AgentConfig {
 impl AgentConfig {
     pub fn new(root: PathBuf) -> AgentConfig {
         AgentConfig {
-            token_file: root.join("token"),
+            token_file: crate::store::Layout::new(&root).token(),
             root,
             listen: SocketAddr::from(([127, 0, 0, 1], 7330)),
             limits: Limits::default(),
@@ -186,7 +186,7 @@ pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result
     let store = open_store(&config)?;
     config.runtime.node_id = store.node_id()?;
     if config.runtime.servers.redis.admin.is_none() {
-        let secret = store.root().join("redis-default.secret");
+        let secret = store.layout().redis_default_secret();
         config
             .runtime
             .servers
@@ -451,15 +451,9 @@ fn error_body(e: &Error) -> ApiError {
     }
 }
 
-fn error_chain(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+/// An error and its causes on one line, as the history and the API answer tell it.
+pub(crate) fn error_chain(e: &Error) -> String {
+    silver_runtime::error_chain(e)
 }
 
 fn api_error(status: StatusCode, message: &str, hint: Option<&str>) -> Response {

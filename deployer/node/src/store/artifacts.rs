@@ -115,7 +115,7 @@ impl Store {
     /// Pending manifests untouched for longer than `grace`: uploads that were abandoned.
     pub fn stale_pending(&self, grace: std::time::Duration) -> Result<Vec<PathBuf>, Error> {
         let mut stale = Vec::new();
-        for entry in read_dir(&self.root.join("artifacts"))? {
+        for entry in read_dir(&self.layout.artifacts())? {
             let path = entry.path();
             let pending = path.extension().is_some_and(|e| e == "pending");
             let old = fs::metadata(&path)
@@ -156,7 +156,7 @@ impl Store {
     }
 
     pub(super) fn artifact_path(&self, id: &Id) -> PathBuf {
-        self.root.join("artifacts").join(id.0.to_hex())
+        self.layout.artifact(&id.0.to_hex())
     }
 }
 

@@ -45,7 +45,7 @@ impl Fsck {
 /// manifest, and every app's `current`. Reads only.
 pub fn fsck(store: &Store) -> Result<Fsck, Error> {
     let mut report = Fsck::default();
-    for shard in read_dir(&store.root.join("objects"))? {
+    for shard in read_dir(&store.layout.objects())? {
         for object in read_dir(&shard.path())? {
             let name = object.file_name().to_string_lossy().into_owned();
             if shard.file_name() == "tmp" {
@@ -66,7 +66,7 @@ pub fn fsck(store: &Store) -> Result<Fsck, Error> {
             }
         }
     }
-    for artifact in read_dir(&store.root.join("artifacts"))? {
+    for artifact in read_dir(&store.layout.artifacts())? {
         let name = artifact.file_name().to_string_lossy().into_owned();
         if name.ends_with(".partial") {
             report.leftovers.push(artifact.path().display().to_string());

@@ -48,7 +48,7 @@ pub fn gc(store: &Store, keep: usize, grace: std::time::Duration) -> Result<GcRe
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().map_or(true, |age| age < grace))
     };
-    for entry in read_dir(&store.root.join("artifacts"))? {
+    for entry in read_dir(&store.layout.artifacts())? {
         let name = entry.file_name().to_string_lossy().into_owned();
         // A deploy in progress has sent its manifest (maybe still `.pending`) but not yet
         // activated it: spare young ones, as with objects.
@@ -66,7 +66,7 @@ pub fn gc(store: &Store, keep: usize, grace: std::time::Duration) -> Result<GcRe
             }
         }
     }
-    for shard in read_dir(&store.root.join("objects"))? {
+    for shard in read_dir(&store.layout.objects())? {
         if shard.file_name() == "tmp" {
             continue;
         }

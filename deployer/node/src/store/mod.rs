@@ -29,19 +29,21 @@ mod app_dir;
 mod artifacts;
 mod fsck;
 mod gc;
+mod layout;
 mod objects;
 mod settings;
 
 pub use app_dir::{AppDir, AppLock, List, LockInfo, Record};
 pub use fsck::{fsck, Fsck};
 pub use gc::gc;
+pub use layout::Layout;
 pub use objects::{ObjectWriter, Pending};
 pub use settings::Settings;
 
 /// An open store. Cheap to clone: it is a root path and settings.
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    layout: Layout,
     pub limits: Limits,
     /// Identifies this agent process, so locks left by an earlier one are known to be stale.
     instance: String,
@@ -57,8 +59,8 @@ pub struct Recovery {
 
 impl Store {
     pub fn open(root: &Path, limits: Limits) -> Result<Store, Error> {
-        for dir in ["objects/tmp", "artifacts", "apps"] {
-            let path = root.join(dir);
+        let layout = Layout::new(root);
+        for path in [layout.objects_tmp(), layout.artifacts(), layout.apps()] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
@@ -67,20 +69,24 @@ impl Store {
         }
         let instance = format!("{}-{}", std::process::id(), now());
         Ok(Store {
-            root: root.to_path_buf(),
+            layout,
             limits,
             instance,
         })
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.layout.root()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// This node's id: 8 hex digits made once and kept in `node-id` (0600). App users and
     /// service credentials carry it, so two nodes on one host never share them.
     pub fn node_id(&self) -> Result<String, Error> {
-        let path = self.root.join("node-id");
+        let path = self.layout.node_id();
         safefs::load_or_create_secret(&path, 4).map_err(|e| Error::io(&path, e))
     }
 
@@ -88,7 +94,7 @@ impl Store {
     /// agents stale, and check that every app's `current` names a complete release.
     pub fn recover(&self) -> Result<Recovery, Error> {
         let mut recovery = Recovery::default();
-        for dir in [self.root.join("objects/tmp"), self.root.join("artifacts")] {
+        for dir in [self.layout.objects_tmp(), self.layout.artifacts()] {
             for entry in read_dir(&dir)? {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 // `.silver-*`: a temp file of `safefs` whose rename a crash interrupted.
@@ -137,7 +143,7 @@ impl Store {
     /// The apps with a directory here. A directory whose name is not an app name was not
     /// made by an agent; it is skipped (and logged), never followed.
     pub fn apps(&self) -> Result<Vec<AppName>, Error> {
-        let mut apps: Vec<AppName> = read_dir(&self.root.join("apps"))?
+        let mut apps: Vec<AppName> = read_dir(&self.layout.apps())?
             .into_iter()
             .filter(|e| e.path().is_dir())
             .filter_map(|e| {
@@ -158,7 +164,7 @@ impl Store {
         if let Some(id) = prefix.full() {
             return Ok(id);
         }
-        let ids: Vec<Id> = read_dir(&self.root.join("artifacts"))?
+        let ids: Vec<Id> = read_dir(&self.layout.artifacts())?
             .into_iter()
             .filter_map(|e| Hash::from_hex(e.file_name().to_str()?).map(Id))
             .collect();
@@ -175,9 +181,7 @@ impl Store {
 
     /// The app's directory on this node; the only way to a path under `apps/<app>/`.
     pub fn app(&self, app: &AppName) -> AppDir {
-        AppDir {
-            dir: self.root.join("apps").join(app),
-        }
+        self.layout.app(app)
     }
 }
 

@@ -16,7 +16,7 @@ impl Store {
 
     pub fn object_path(&self, hash: &Hash) -> PathBuf {
         let hex = hash.to_hex();
-        self.root.join("objects").join(&hex[..2]).join(&hex[2..])
+        self.layout.object(&hex)
     }
 
     pub fn has_object(&self, hash: &Hash) -> bool {
@@ -25,7 +25,7 @@ impl Store {
 
     /// Starts receiving one object; its bytes are hashed as they arrive.
     pub fn object_writer(&self) -> Result<ObjectWriter, Error> {
-        let (file, path) = temp_file(&self.root.join("objects/tmp"))?;
+        let (file, path) = temp_file(&self.layout.objects_tmp())?;
         Ok(ObjectWriter {
             file,
             path,
@@ -36,7 +36,8 @@ impl Store {
 
     /// Bytes free for unprivileged use on the store's file system.
     pub fn free_bytes(&self) -> Result<u64, Error> {
-        let stat = rustix::fs::statvfs(&self.root).map_err(|e| Error::io(&self.root, e.into()))?;
+        let stat =
+            rustix::fs::statvfs(self.root()).map_err(|e| Error::io(self.root(), e.into()))?;
         Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
@@ -47,7 +48,7 @@ impl Store {
         if twin.is_file() {
             return Ok(twin);
         }
-        let (mut file, tmp) = temp_file(&self.root.join("objects/tmp"))?;
+        let (mut file, tmp) = temp_file(&self.layout.objects_tmp())?;
         let mut src = File::open(&object).map_err(|e| Error::io(&object, e))?;
         io::copy(&mut src, &mut file).map_err(|e| Error::io(&tmp, e))?;
         file.set_permissions(fs::Permissions::from_mode(0o555))
@@ -70,7 +71,7 @@ impl Store {
     /// then each renamed to its name, then one more `syncfs` for the renames. An object never
     /// appears under its name before its content is on disk, and there is no fsync per file.
     pub fn commit(&self, batch: Vec<Pending>) -> Result<(), Error> {
-        let tmp = self.root.join("objects/tmp");
+        let tmp = self.layout.objects_tmp();
         let result = (|| {
             let dir = File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
             rustix::fs::syncfs(&dir).map_err(|e| Error::io(&tmp, e.into()))?;

@@ -1,0 +1,126 @@
+//! Starting a candidate's processes beside the live ones, after the checks that would make
+//! them fail in a way the deployer could not read (no gunicorn, a virtualenv for another
+//! Python, a missing configuration directory).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::candidate::Candidate;
+use crate::error::{Cause, Error, Failure, Step};
+use crate::launch::{self, Gunicorn};
+use crate::logs::LogSink;
+use crate::supervise::{Spec, Supervised};
+
+/// What to run for `c` and the port its web process will listen on, or why it cannot start on
+/// this node. Blocking: it asks the node's `python3` its version.
+pub fn plan(
+    c: &Candidate,
+    mut gunicorn: Gunicorn,
+) -> Result<(Vec<launch::Launch>, Option<u16>), Failure> {
+    let has_web = c.config.runner.is_some() || c.config.processes.iter().any(|p| p.web);
+    let port = match has_web {
+        true => {
+            Some(free_port().map_err(|e| Failure::new(Step::Start, Error::io(c.paths.dir(), e)))?)
+        }
+        false => None,
+    };
+    // gunicorn's own timeout is the backstop behind the shim's watchdog.
+    gunicorn.timeout_secs = c.config.request_timeout_secs + 5;
+    // A virtualenv with its own gunicorn runs under its own interpreter, whatever version
+    // the node's python3 is; without one, it must suit the node's gunicorn.
+    gunicorn.python = launch::venv_gunicorn(&c.dir, c.user.as_ref());
+    if c.single_process {
+        gunicorn.workers = 1;
+    }
+    let launches = launch::plan(&c.config, &gunicorn, &c.paths.run(), port.unwrap_or(0))
+        .map_err(|e| Failure::new(Step::Start, e))?;
+    let refused = |reason: String, hint: &'static str| {
+        Err(Failure::new(Step::Start, Cause::Refused { reason, hint }))
+    };
+    let program = gunicorn.program.display().to_string();
+    let wsgi = launches.iter().any(|l| l.argv.first() == Some(&program));
+    if wsgi && gunicorn.python.is_none() && !gunicorn.program.is_file() {
+        return refused(
+            "this WSGI app runs under gunicorn, which this node does not have".into(),
+            "install it on the node: `sudo apt-get install gunicorn` (or ship gunicorn in the app's virtualenv)",
+        );
+    }
+    if let Some(reason) = gunicorn
+        .python
+        .is_none()
+        .then(|| venv_mismatch(&c.dir))
+        .flatten()
+    {
+        return refused(
+            reason,
+            "build the virtualenv with the node's python3 (`python3 -m venv`), install gunicorn into it (then its own Python serves it, if the node has that Python), or leave it out with .silverignore and vendor its packages into lib/python",
+        );
+    }
+    if c.config.config_required() && !c.app_config().is_some_and(|d| d.is_dir()) {
+        return refused(
+            "the app requires a configuration directory (`config.required`), and none was given".into(),
+            "deploy with `--config DIR` (Silver Lining's `silver update --config DIR`), or give the app a `config.default` directory",
+        );
+    }
+    Ok((launches, port))
+}
+
+/// Starts the release's processes beside whatever serves now; only `web` gets `PORT`.
+pub fn start_processes(
+    c: &Candidate,
+    launches: &[launch::Launch],
+    env: &BTreeMap<String, String>,
+    sink: impl Fn(&str) -> Result<LogSink, Error>,
+) -> Result<Vec<Supervised>, Error> {
+    let mut processes = Vec::new();
+    for l in launches {
+        let mut env = env.clone();
+        if !l.web {
+            env.remove("PORT");
+        }
+        processes.push(Supervised::start(Spec {
+            name: l.name.clone(),
+            release: c.label.clone(),
+            argv: l.argv.clone(),
+            env,
+            cwd: c.dir.clone(),
+            user: c.user.clone(),
+            log: sink(&l.name)?,
+        }));
+    }
+    Ok(processes)
+}
+
+/// A port nobody listens on right now. The app binds it a moment later; the window is small
+/// and a collision shows up as a failed health check, never as traffic to the wrong process.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Why the release's virtualenv cannot run here: it was made for another Python version than
+/// the node's `python3` (its packages would be silently skipped, and the app would fail later
+/// with `ModuleNotFoundError`).
+pub fn venv_mismatch(release: &Path) -> Option<String> {
+    let venv = packer::venv::find(release)?;
+    let wanted = venv.python()?;
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .ok()?;
+    let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if node.is_empty() || node == wanted {
+        return None;
+    }
+    let name = venv
+        .dir
+        .strip_prefix(release)
+        .unwrap_or(&venv.dir)
+        .display()
+        .to_string();
+    Some(format!(
+        "virtualenv `{name}` was made for Python {wanted} by {}/python, but this node's python3 is {node}",
+        venv.home.as_deref().unwrap_or("?"),
+    ))
+}
