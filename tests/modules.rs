@@ -93,7 +93,7 @@ fn module_files(src: &Path) -> BTreeMap<String, String> {
     for entry in walkdir::WalkDir::new(src) {
         let entry = entry.unwrap();
         let path = entry.path();
-        if path.extension().is_none_or(|e| e != "rs") {
+        if path.extension() != Some(std::ffi::OsStr::new("rs")) {
             continue;
         }
         let rel: PathBuf = path.strip_prefix(src).unwrap().with_extension("");

@@ -773,8 +773,13 @@ fn run(mut cmd: Command, what: &str) -> Result<(), Error> {
     })
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// `text` as one POSIX sh word (the `shlex` crate).
+fn shell_quote(text: &str) -> String {
+    // NUL ends a C string: no shell word holds one, so none is kept (none reaches here from
+    // the CLI, and config values refuse it).
+    shlex::try_quote(&text.replace('\0', ""))
+        .expect("only NUL fails to quote")
+        .into_owned()
 }
 
 fn mkdir(dir: &Path) -> Result<(), Error> {

@@ -593,9 +593,13 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// Single quotes for the remote shell.
+/// `text` as one word for the remote shell (the `shlex` crate, as the runtime quotes).
 fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+    // NUL ends a C string: no shell word holds one, so none is kept (none reaches here from
+    // the CLI, and config values refuse it).
+    shlex::try_quote(&text.replace('\0', ""))
+        .expect("only NUL fails to quote")
+        .into_owned()
 }
 
 /// Runs `script` on the place's host over ssh (`$SILVER_SSH`, default `ssh`), with `input` on

@@ -44,10 +44,7 @@ pub(crate) fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // `2026-11-30 10:49:35 UTC` as RFC 3339, which sorts as text and every tool reads.
-    silver_wire::api::utc(secs)
-        .replacen(' ', "T", 1)
-        .replace(" UTC", "Z")
+    silver_wire::api::rfc3339(secs)
 }
 
 /// Writes every service's dump and `backup.json` into `dir` (made, empty, by the caller).

@@ -100,9 +100,13 @@ pub fn write_environment(
     Ok(())
 }
 
-/// Single quotes, with each `'` written as `'\''`: safe for any value in POSIX sh.
-pub(crate) fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
+/// `value` as one POSIX sh word (the `shlex` crate, as the client and builder quote).
+pub(crate) fn shell_quote(text: &str) -> String {
+    // NUL ends a C string: no shell word holds one, so none is kept (none reaches here from
+    // the CLI, and config values refuse it).
+    shlex::try_quote(&text.replace('\0', ""))
+        .expect("only NUL fails to quote")
+        .into_owned()
 }
 
 #[cfg(test)]

@@ -123,13 +123,7 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 
 /// `2026-11-22T06:15:31.123Z`: sortable, and the same on every node.
 pub fn timestamp() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let date = silver_wire::api::utc(now.as_secs());
-    // `utc` gives `YYYY-MM-DD HH:MM:SS UTC`.
-    let (day, time) = date.split_at(10);
-    format!("{day}T{}.{:03}Z", &time[1..9], now.subsec_millis())
+    silver_wire::api::now_millis()
 }
 
 /// The last `lines` lines across `(process, file)` pairs (current files only), merged by their

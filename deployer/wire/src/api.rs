@@ -433,25 +433,35 @@ pub struct ApiError {
     pub since: Option<u64>,
 }
 
-/// Unix seconds as `2026-11-22 05:13:14 UTC` (days-to-civil, Howard Hinnant's algorithm).
+/// Unix seconds as `2026-11-22 05:13:14 UTC`, as messages and listings show a time.
 pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    datetime(secs).format(format).expect("a UTC time formats")
+}
+
+/// Unix seconds as RFC 3339 (`2026-11-22T05:13:14Z`), as files record a time: it sorts as
+/// text and every tool reads it.
+pub fn rfc3339(secs: u64) -> String {
+    let format = time::format_description::well_known::Rfc3339;
+    datetime(secs).format(&format).expect("a UTC time formats")
+}
+
+/// Now, to the millisecond, as log lines start: `2026-11-22T06:15:31.123Z`.
+pub fn now_millis() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(format)
+        .expect("a UTC time formats")
+}
+
+fn datetime(secs: u64) -> time::OffsetDateTime {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -498,5 +508,11 @@ mod tests {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(super::utc(1_795_324_394), "2026-11-22 05:13:14 UTC");
         assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::rfc3339(1_795_324_394), "2026-11-22T05:13:14Z");
+        let now = super::now_millis();
+        assert_eq!(
+            (now.len(), &now[10..11], &now[19..20], &now[23..]),
+            (24, "T", ".", "Z")
+        );
     }
 }

@@ -49,20 +49,11 @@ impl Couchdb {
     /// From `http://[ADMIN:PASSWORD@]HOST[:PORT]`; None for anything else (the caller says so
     /// without repeating it: it may hold a password).
     pub fn from_url(url: &str) -> Option<Couchdb> {
-        let url = url::Url::parse(url).ok()?;
-        if url.scheme() != "http" {
-            return None;
-        }
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let admin = url.password().map(|p| (decode(url.username()), decode(p)));
+        let url = super::AdminUrl::parse(url, &["http"])?;
         Some(Couchdb {
-            host: url.host_str()?.to_string(),
-            port: url.port().unwrap_or(5984),
-            admin,
+            host: url.host?,
+            port: url.port.unwrap_or(5984),
+            admin: url.password.map(|p| (url.user.unwrap_or_default(), p)),
         })
     }
 

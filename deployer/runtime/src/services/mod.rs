@@ -10,6 +10,7 @@
 //! Adding a service: a variant of `silver_types::ServiceKind`, a file here implementing
 //! [`Service`], and its arm in [`Registry::new`]; the compiler names every other place.
 
+mod admin_url;
 pub mod couchdb;
 pub mod dumps;
 pub mod files;
@@ -24,6 +25,7 @@ use silver_types::{AppName, ServiceKind};
 
 use crate::error::Error;
 
+pub use admin_url::AdminUrl;
 pub use postgresql::Postgres;
 pub use service::{Service, Tenant};
 

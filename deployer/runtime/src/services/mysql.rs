@@ -51,20 +51,11 @@ impl Mysql {
     /// From `mysql://user[:password]@host[:port]`; None for anything else (the caller says so
     /// without repeating it: it may hold a password).
     pub fn from_url(url: &str) -> Option<Mysql> {
-        let url = url::Url::parse(url).ok()?;
-        if !matches!(url.scheme(), "mysql" | "mariadb") {
-            return None;
-        }
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let user = Some(url.username()).filter(|u| !u.is_empty()).map(decode)?;
+        let url = super::AdminUrl::parse(url, &["mysql", "mariadb"])?;
         Some(Mysql {
-            host: url.host_str()?.to_string(),
-            port: url.port().unwrap_or(3306),
-            admin: Some((user, url.password().map(decode))),
+            host: url.host?,
+            port: url.port.unwrap_or(3306),
+            admin: Some((url.user?, url.password)),
         })
     }
 

@@ -137,44 +137,19 @@ impl Postgres {
                 port: 5432,
             });
         };
-        let url = url::Url::parse(url).ok()?;
-        if !matches!(url.scheme(), "postgresql" | "postgres") {
-            return None;
-        }
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .ok()
-                .map(|s| s.into_owned())
-        };
-        let user = Some(url.username())
-            .filter(|u| !u.is_empty())
-            .and_then(decode);
-        let password = url.password().and_then(decode);
-        let database = url
-            .path()
-            .strip_prefix('/')
-            .filter(|d| !d.is_empty())
-            .and_then(decode);
-        let sslmode = url
-            .query_pairs()
-            .find(|(k, _)| k == "sslmode")
-            .map(|(_, v)| v.into_owned());
+        let url = super::AdminUrl::parse(url, &["postgresql", "postgres"])?;
+        let sslmode = url.query("sslmode").map(String::from);
         Some(Postgres {
             psql: vec!["psql".into()],
             admin: Some(Admin {
-                user,
-                password,
-                database,
+                user: url.user,
+                password: url.password,
+                database: url.database,
                 sslmode,
                 socket: None,
             }),
-            host: url
-                .host_str()
-                .filter(|h| !h.is_empty())
-                .unwrap_or("127.0.0.1")
-                .to_string(),
-            port: url.port().unwrap_or(5432),
+            host: url.host.unwrap_or_else(|| "127.0.0.1".into()),
+            port: url.port.unwrap_or(5432),
         })
     }
 }

@@ -54,22 +54,11 @@ impl Redis {
     /// From `redis://[[user]:password@]host[:port]`; None for anything else (the caller says so
     /// without repeating it: it may hold a password).
     pub fn from_url(url: &str) -> Option<Redis> {
-        let url = url::Url::parse(url).ok()?;
-        if url.scheme() != "redis" {
-            return None;
-        }
-        let password = url.password().map(|p| {
-            percent_encoding::percent_decode_str(p)
-                .decode_utf8_lossy()
-                .into_owned()
-        });
-        let user = Some(url.username())
-            .filter(|u| !u.is_empty())
-            .map(String::from);
+        let url = super::AdminUrl::parse(url, &["redis"])?;
         Some(Redis {
-            host: url.host_str()?.to_string(),
-            port: url.port().unwrap_or(6379),
-            admin: password.map(|p| (user, p)),
+            host: url.host?,
+            port: url.port.unwrap_or(6379),
+            admin: url.password.map(|p| (url.user, p)),
             default_secret: None,
         })
     }
