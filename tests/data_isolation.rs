@@ -689,20 +689,18 @@ fn kill_9_at_random_points_of_a_restore_leaves_every_service_old_or_new() {
         });
         let _ = client.wait();
         // The agent settles the restore before the app starts; wait until the app is back.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let journal = node.agent.root.join("apps/kr/restore.json");
-        let found = loop {
+        let what = format!("round {round} (seed {seed}): the app comes back");
+        let found = eventually(std::time::Duration::from_secs(120), &what, || {
             let (ok, said) = node.run("kr", "true");
-            if ok && !journal.exists() {
-                break markers(&node, "kr");
+            match ok && !journal.exists() {
+                true => Ok(markers(&node, "kr")),
+                false => Err(format!(
+                    "{said}\njournal: {:?}",
+                    std::fs::read_to_string(&journal)
+                )),
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round} (seed {seed}): the app never came back: {said}\njournal: {:?}",
-                std::fs::read_to_string(&journal)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        };
+        });
         assert!(
             found.iter().all(|m| m == &found[0]) && ["old", "new"].contains(&found[0].as_str()),
             "round {round} (seed {seed}): services disagree after a kill: {found:?}"

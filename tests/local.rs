@@ -85,18 +85,17 @@ fn stop(mut child: Child) {
 }
 
 fn wait_for(front: &str, path: &str, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = get(front, "localhost", path);
-        if got.body == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "wanted {expected:?}, got {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(30),
+        &format!("{path} answers {expected:?}"),
+        || {
+            let got = get(front, "localhost", path);
+            match got.body == expected {
+                true => Ok(()),
+                false => Err(format!("{got:?}")),
+            }
+        },
+    )
 }
 
 fn versioned_app(dir: &Path, version: &str) {

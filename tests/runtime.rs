@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -450,8 +450,7 @@ fn maintenance_logs_and_run() {
     assert_eq!(get(&agent.front, "blog.test", "/").body, "version 1");
 
     get(&agent.front, "blog.test", "/logged-request");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let logs = loop {
+    let logs = eventually(Duration::from_secs(10), "the request is logged", || {
         let out = agent
             .silver()
             .args(["logs", "blog", "--process", "web", "-n", "50"])
@@ -459,11 +458,11 @@ fn maintenance_logs_and_run() {
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         let text = stdout(&out);
-        if text.contains("GET /logged-request") || Instant::now() > deadline {
-            break text;
+        match text.contains("GET /logged-request") {
+            true => Ok(text),
+            false => Err(text),
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     assert!(logs.contains("GET /logged-request"), "{logs}");
     assert!(logs.contains(" web["), "{logs}");
     let missing = agent
@@ -540,14 +539,13 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
     let before = get(&agent.front, "own.test", "/").body;
     assert!(before.starts_with("pid "), "{before}");
     let _ = std::panic::catch_unwind(|| get(&agent.front, "own.test", "/crash"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let after = loop {
+    let after = eventually(Duration::from_secs(20), "the app serves again", || {
         let got = get(&agent.front, "own.test", "/");
-        if got.status == 200 || Instant::now() > deadline {
-            break got.body;
+        match got.status == 200 {
+            true => Ok(got.body),
+            false => Err(format!("{got:?}")),
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     assert!(
         after.starts_with("pid ") && after != before,
         "{before} then {after}"
@@ -704,15 +702,13 @@ fn a_restarted_agent_brings_its_apps_back() {
     agent.child.wait().unwrap();
     drop(agent);
     let agent = Agent::start(&root, &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), "the app is back", || {
         let got = get(&agent.front, "back.test", "/");
-        if got.body == "version 1" {
-            break;
+        match got.body == "version 1" {
+            true => Ok(()),
+            false => Err(format!("{got:?}")),
         }
-        assert!(Instant::now() < deadline, "not back: {got:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     // The release the live one replaced keeps its versioned assets across the restart.
     let old = get(
         &agent.front,
@@ -1000,20 +996,22 @@ fn abandon(front: &str, host: &str, path: &str) {
 
 /// The app's logs once they contain `needle` (within a minute).
 fn wait_for_log(agent: &Agent, app: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let logs = agent
-            .silver()
-            .args(["logs", app, "-n", "500"])
-            .output()
-            .unwrap();
-        let text = stdout(&logs);
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(60),
+        &format!("{needle:?} in the logs"),
+        || {
+            let logs = agent
+                .silver()
+                .args(["logs", app, "-n", "500"])
+                .output()
+                .unwrap();
+            let text = stdout(&logs);
+            match text.contains(needle) {
+                true => Ok(text),
+                false => Err(text),
+            }
+        },
+    )
 }
 
 /// `/hold` says it holds (a file `held-<pid>` in the app's home, its `data/`), then waits until
@@ -1047,7 +1045,6 @@ fn the_pool_grows_while_workers_are_held_and_shrinks_back() {
     // Once both are held, each by a worker of its own (the second one only if the pool grew),
     // the app still answers.
     let data = agent.root.join("apps/pool/data");
-    let deadline = Instant::now() + Duration::from_secs(60);
     let held_now = || {
         std::fs::read_dir(&data)
             .unwrap()
@@ -1060,38 +1057,38 @@ fn the_pool_grows_while_workers_are_held_and_shrinks_back() {
             })
             .count()
     };
-    while held_now() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the pool never held both requests"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the pool holds both requests",
+        || match held_now() {
+            2.. => Ok(()),
+            n => Err(format!("{n} held")),
+        },
+    );
     assert_eq!(get(&agent.front, "pool.test", "/").body, "done");
     std::fs::write(agent.root.join("apps/pool/data/release"), "").unwrap();
     for h in held {
         assert_eq!(h.join().unwrap(), "done");
     }
     // Idle again, it shrinks back to its base (said in the web log).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let logs = agent
-            .silver()
-            .args(["logs", "pool", "-n", "100"])
-            .output()
-            .unwrap();
-        let text = stdout(&logs);
-        if text.contains("web pool grows to 2 workers")
-            && text.contains("web pool shrinks to 1 workers")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no growth and shrink in:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the pool grows and shrinks",
+        || {
+            let logs = agent
+                .silver()
+                .args(["logs", "pool", "-n", "100"])
+                .output()
+                .unwrap();
+            let text = stdout(&logs);
+            let both = text.contains("web pool grows to 2 workers")
+                && text.contains("web pool shrinks to 1 workers");
+            match both {
+                true => Ok(()),
+                false => Err(text),
+            }
+        },
+    );
 }
 
 /// A Silver Lining app: `silversupport` imports, its environment variables, the internal-request
@@ -1526,14 +1523,14 @@ fn writes_wait_while_a_migration_runs_and_none_is_lost_to_its_restore() {
         .spawn()
         .unwrap();
     let files = agent.root.join("apps/hold/files");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !files.join("migrating").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the migration never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the migration starts",
+        || match files.join("migrating").exists() {
+            true => Ok(()),
+            false => Err("no `migrating` file".into()),
+        },
+    );
     // Writes sent while it runs wait at the front door; reads go on being served.
     let addr = agent.front.trim_start_matches("http://").to_string();
     let mut writes: Vec<std::net::TcpStream> = (0..5)

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{copy_fixture, stderr, Agent};
 
@@ -68,11 +68,11 @@ fn start_sshd(dir: &Path) -> Sshd {
         .stderr(Stdio::null())
         .spawn()
         .expect("sshd (Debian's openssh-server; scripts/install-deps.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sshd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::eventually(Duration::from_secs(10), "sshd listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
     Sshd {
         child,
         config: dir.join("config"),

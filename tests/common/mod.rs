@@ -6,6 +6,26 @@ use std::process::Output;
 
 pub mod servers;
 
+/// Polls `check` every tenth of a second until it gives `Ok`, for at most `within`; then fails
+/// the test naming `what` and the last thing `check` said. The one way tests wait for
+/// something nothing tells them about (a server that comes up, a line in a log).
+pub fn eventually<T>(
+    within: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {} s; last: {last}", within.as_secs())
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
 /// The real `silver` binary, with colors off and no inherited reproducibility knobs.
 pub fn silver() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("silver").unwrap();

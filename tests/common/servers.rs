@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// A throwaway PostgreSQL cluster on a loopback port: `postgres` is trusted from loopback (the
 /// agent's admin), every other role needs its password.
@@ -133,15 +134,15 @@ impl RedisServer {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (scripts/install-deps.sh installs it)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         // Ready once it answers PING.
-        while !redis_answers(port) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server never answered"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        super::eventually(
+            Duration::from_secs(30),
+            "redis-server answers",
+            || match redis_answers(port) {
+                true => Ok(()),
+                false => Err("no PONG".into()),
+            },
+        );
         RedisServer { child, port }
     }
 }
@@ -228,25 +229,22 @@ impl MariaDb {
             .unwrap();
         let db = MariaDb { child, port };
         // Ready when the socket takes a query.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let sql = "CREATE USER admin@'127.0.0.1' IDENTIFIED BY 'adminpw'; GRANT ALL ON *.* TO admin@'127.0.0.1' WITH GRANT OPTION;";
-        loop {
+        super::eventually(Duration::from_secs(60), "MariaDB takes a query", || {
             let out = Command::new("mariadb")
                 .arg(format!("--socket={}", socket.display()))
                 .args(["-u", "root", "-e", sql])
                 .output()
                 .unwrap();
-            if out.status.success() {
-                break;
+            match out.status.success() {
+                true => Ok(()),
+                false => Err(format!(
+                    "{}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    std::fs::read_to_string(dir.join("err.log")).unwrap_or_default()
+                )),
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "MariaDB did not come up: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(dir.join("err.log")).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        });
         db
     }
 
@@ -292,14 +290,11 @@ impl PouchServer {
             .spawn()
             .expect("pouchdb-server is installed (scripts/install-deps.sh)");
         let server = PouchServer { child, port };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pouchdb-server did not come up"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        super::eventually(Duration::from_secs(60), "pouchdb-server listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
         server
     }
 }

@@ -17,11 +17,28 @@ use crate::error::Error;
 use crate::paths::AppPaths;
 
 /// How the agent reaches CouchDB.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Couchdb {
     pub host: String,
     pub port: u16,
     pub admin: Option<(String, String)>,
+    /// One HTTP client for every request (its connection pool), made with the settings.
+    client: reqwest::Client,
+}
+
+/// The one client: no proxy (the server is the node's own), and a bound on each request.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(300))
+        .build()
+        .expect("a client with no TLS settings builds")
+}
+
+impl PartialEq for Couchdb {
+    fn eq(&self, other: &Couchdb) -> bool {
+        (&self.host, self.port, &self.admin) == (&other.host, other.port, &other.admin)
+    }
 }
 
 /// Never prints the password.
@@ -41,6 +58,7 @@ impl Default for Couchdb {
             host: "127.0.0.1".into(),
             port: 5984,
             admin: None,
+            client: http_client(),
         }
     }
 }
@@ -54,6 +72,7 @@ impl Couchdb {
             host: url.host?,
             port: url.port.unwrap_or(5984),
             admin: url.password.map(|p| (url.user.unwrap_or_default(), p)),
+            client: http_client(),
         })
     }
 
@@ -404,12 +423,7 @@ fn call(
         source: std::io::Error::other(e.without_url()),
     };
     let work = async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(std::time::Duration::from_secs(300))
-            .build()
-            .map_err(unreachable)?;
-        let mut req = client.request(method, &url);
+        let mut req = couch.client.request(method, &url);
         if let Some((user, password)) = login.or(couch.admin.as_ref()) {
             req = req.basic_auth(user, Some(password));
         }
@@ -421,14 +435,22 @@ fn call(
         let json = resp.json().await.unwrap_or(serde_json::Value::Null);
         Ok((status, json))
     };
+    // Services run on the runtime's blocking threads, which may wait on its reactor; a caller
+    // outside any runtime (a test, a tool) gets one of its own, made once.
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.block_on(work),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
+        Err(_) => own_runtime().block_on(work),
+    }
+}
+
+fn own_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::io(Path::new("tokio"), e))?
-            .block_on(work),
-    }
+            .expect("a current-thread runtime builds")
+    })
 }
 
 #[cfg(test)]

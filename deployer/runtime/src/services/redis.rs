@@ -5,8 +5,6 @@
 //! app's password travels in the protocol, never on a command line or in the environment of a
 //! tool.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -211,25 +209,25 @@ fn claim(
     })
 }
 
-/// One connection speaking RESP, Redis's protocol.
+/// One connection to Redis, through the `redis` crate (its parser, its bounds): commands go
+/// as binary-safe arguments, never through a shell or a command line.
 struct Conn {
-    reader: BufReader<TcpStream>,
+    inner: redis::Connection,
 }
 
 impl Conn {
     fn open(redis: &Redis) -> std::io::Result<Conn> {
-        use std::net::ToSocketAddrs;
-        let addr = redis
-            .addr()
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Conn {
-            reader: BufReader::new(stream),
-        })
+        let timeout = Duration::from_secs(10);
+        let client = redis::Client::open((redis.host.as_str(), redis.port))
+            .map_err(std::io::Error::other)?;
+        let inner = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .map_err(std::io::Error::other)?;
+        inner
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| inner.set_write_timeout(Some(timeout)))
+            .map_err(std::io::Error::other)?;
+        Ok(Conn { inner })
     }
 
     /// Sends one command; Ok with a simple or integer answer, Err with Redis's error (which
@@ -245,59 +243,52 @@ impl Conn {
 
     /// Sends one command with binary-safe arguments; its whole reply, or Redis's error.
     fn command(&mut self, args: &[&[u8]]) -> Result<Reply, String> {
-        let mut frame = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            frame.extend_from_slice(arg);
-            frame.extend_from_slice(b"\r\n");
+        let Some((name, rest)) = args.split_first() else {
+            return Err("no command".into());
+        };
+        let mut cmd = redis::cmd(&String::from_utf8_lossy(name));
+        for arg in rest {
+            cmd.arg(*arg);
         }
-        let stream = self.reader.get_mut();
-        stream.write_all(&frame).map_err(|e| e.to_string())?;
-        match self.reply().map_err(|e| e.to_string())? {
-            Reply::Error(e) => Err(e),
-            reply => Ok(reply),
-        }
-    }
-
-    /// Reads one RESP2 reply (simple, error, integer, bulk, array), recursively.
-    fn reply(&mut self) -> std::io::Result<Reply> {
-        use std::io::Read;
-        let mut line = Vec::new();
-        self.reader.read_until(b'\n', &mut line)?;
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        let bad = || std::io::Error::other(format!("an answer silver does not expect: {text:.40}"));
-        let (kind, rest) = text.split_at(text.len().min(1));
-        let number = || rest.parse::<i64>().map_err(|_| bad());
-        Ok(match kind {
-            "+" => Reply::Simple(rest.to_string()),
-            "-" => Reply::Error(rest.to_string()),
-            ":" => Reply::Int(number()?),
-            "$" if number()? < 0 => Reply::Bulk(None),
-            "$" => {
-                let mut body = vec![0; number()? as usize + 2];
-                self.reader.read_exact(&mut body)?;
-                body.truncate(body.len() - 2);
-                Reply::Bulk(Some(body))
-            }
-            "*" if number()? < 0 => Reply::Array(None),
-            "*" => Reply::Array(Some(
-                (0..number()?)
-                    .map(|_| self.reply())
-                    .collect::<Result<_, _>>()?,
-            )),
-            _ => return Err(bad()),
-        })
+        let value: redis::Value = cmd.query(&mut self.inner).map_err(|e| e.to_string())?;
+        Ok(Reply::from(value))
     }
 }
 
-/// One reply of Redis's protocol.
+/// One reply of Redis's protocol, as the agent reads them.
 #[derive(Debug)]
 enum Reply {
     Simple(String),
-    Error(String),
     Int(i64),
     Bulk(Option<Vec<u8>>),
     Array(Option<Vec<Reply>>),
+}
+
+impl From<redis::Value> for Reply {
+    fn from(value: redis::Value) -> Reply {
+        use redis::Value;
+        match value {
+            Value::Nil => Reply::Bulk(None),
+            Value::Int(n) => Reply::Int(n),
+            Value::BulkString(bytes) => Reply::Bulk(Some(bytes)),
+            Value::SimpleString(s) => Reply::Simple(s),
+            Value::Okay => Reply::Simple("OK".into()),
+            Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
+                Reply::Array(Some(items.into_iter().map(Reply::from).collect()))
+            }
+            Value::Map(pairs) => Reply::Array(Some(
+                pairs
+                    .into_iter()
+                    .flat_map(|(k, v)| [Reply::from(k), Reply::from(v)])
+                    .collect(),
+            )),
+            Value::Double(d) => Reply::Simple(d.to_string()),
+            Value::Boolean(b) => Reply::Int(i64::from(b)),
+            Value::VerbatimString { text, .. } => Reply::Bulk(Some(text.into_bytes())),
+            Value::BigNumber(n) => Reply::Simple(n.to_string()),
+            other => Reply::Simple(format!("{other:?}")),
+        }
+    }
 }
 
 impl Reply {
