@@ -18,7 +18,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let node = args.node.connect()?;
     let done = super::node::runtime()?.block_on(async {
-        let app = node.resolve_app(&args.location.to_string()).await?;
+        let app = node.app_at(&args.location).await?;
         node.deactivate(&app, &args.location, &super::node::who())
             .await
             .with_context(|| {

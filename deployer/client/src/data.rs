@@ -110,37 +110,30 @@ impl Node {
             return Ok(app.name.clone());
         }
         let wanted = silver_types::appconfig::Location::parse(target).ok();
-        let serves = |l: &String| {
-            let Some(wanted) = &wanted else { return false };
-            silver_types::appconfig::Location::parse(l).is_ok_and(|l| {
-                l.host == wanted.host && (wanted.path == "/" || l.path == wanted.path)
-            })
-        };
-        let mut found: Vec<&AppStatus> = health
-            .apps
-            .iter()
-            .filter(|a| a.locations.iter().any(serves))
-            .collect();
-        if found.is_empty() {
-            // An app deactivated there: `silver activate LOCATION prev` brings it back.
-            found = health
-                .apps
-                .iter()
-                .filter(|a| a.deactivated.iter().any(serves))
-                .collect();
-        }
-        match found.as_slice() {
-            [one] => Ok(one.name.clone()),
+        match (
+            serving(&health.apps, wanted.as_ref()),
+            AppName::parse(target),
+        ) {
+            (Some(app), _) => Ok(app),
             // A name the node does not know yet (activating a release into a new app): the
             // node answers for it.
-            [] if AppName::parse(target).is_ok() && !target.contains('/') => {
-                Ok(AppName::parse(target).expect("just parsed"))
-            }
-            _ => Err(Error::UnknownTarget {
-                node: self.url().to_string(),
-                target: target.into(),
-                apps: health.apps.iter().map(|a| a.name.to_string()).collect(),
-            }),
+            (None, Ok(name)) if !target.contains('/') => Ok(name),
+            _ => Err(self.unknown_target(target, &health.apps)),
+        }
+    }
+
+    /// The app that serves at `location` (or did, until deactivated there); never a name.
+    pub async fn app_at(&self, location: &silver_types::Location) -> Result<AppName, Error> {
+        let health = self.health().await?;
+        serving(&health.apps, Some(location))
+            .ok_or_else(|| self.unknown_target(&location.to_string(), &health.apps))
+    }
+
+    fn unknown_target(&self, target: &str, apps: &[AppStatus]) -> Error {
+        Error::UnknownTarget {
+            node: self.url().to_string(),
+            target: target.into(),
+            apps: apps.iter().map(|a| a.name.to_string()).collect(),
         }
     }
 
@@ -171,7 +164,7 @@ impl Node {
         blocking(move || {
             let dir = work.path().join("backup");
             untar_flat(&tar, &dir)?;
-            let info = read_info(&dir)?;
+            let info = read_info(&dir, &dest)?;
             keep(&dir, &dest)?;
             Ok(info)
         })
@@ -191,7 +184,7 @@ impl Node {
         let (source, d, t) = (source.clone(), dir.clone(), tar.clone());
         blocking(move || {
             fetch(&source, &d, limits)?;
-            read_info(&d)?;
+            read_info(&d, &source)?;
             tar_flat(&d, &t)
         })
         .await?;
@@ -246,13 +239,23 @@ fn io(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
-fn read_info(dir: &Path) -> Result<BackupInfo, Error> {
+/// The `backup.json` of a backup copied into `dir` from `place`; its errors name the place,
+/// never the work directory it was copied to.
+fn read_info(dir: &Path, place: &Place) -> Result<BackupInfo, Error> {
     let path = dir.join("backup.json");
-    let text = std::fs::read(&path).map_err(|e| io(&path, e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::BadBackup {
-        place: path.display().to_string(),
-        why: e.to_string(),
-    })
+    let bad = |why: String| Error::BadBackup {
+        place: place.to_string(),
+        why,
+    };
+    let text = match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(bad(
+                "it holds no `backup.json`, so it is not what `silver backup` wrote".into(),
+            ))
+        }
+        read => read.map_err(|e| io(&path, e))?,
+    };
+    serde_json::from_slice(&text).map_err(|e| bad(format!("`backup.json`: {e}")))
 }
 
 /// Keeps the backup directory `dir` at `dest`, whole or not at all.
@@ -673,6 +676,31 @@ fn ssh_with(
         });
     }
     read
+}
+
+/// The one app among `apps` that serves at `wanted` (a host alone matches any of its paths),
+/// else the one deactivated there (`silver activate LOCATION prev` brings it back).
+fn serving(apps: &[AppStatus], wanted: Option<&silver_types::Location>) -> Option<AppName> {
+    let wanted = wanted?;
+    let serves = |l: &String| {
+        silver_types::Location::parse(l)
+            .is_ok_and(|l| l.host == wanted.host && (wanted.path == "/" || l.path == wanted.path))
+    };
+    let live: Vec<&AppStatus> = apps
+        .iter()
+        .filter(|a| a.locations.iter().any(serves))
+        .collect();
+    let found = match live.is_empty() {
+        true => apps
+            .iter()
+            .filter(|a| a.deactivated.iter().any(serves))
+            .collect(),
+        false => live,
+    };
+    match found.as_slice() {
+        [one] => Some(one.name.clone()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,271 @@
+//! What each subcommand says to a person: its main success and its most common error, run
+//! against a real agent on loopback and kept as one transcript (an inline insta snapshot with
+//! filters for what changes from run to run: temp paths, ids, ports, times, users, sizes).
+//! A change to any message shows up here as a diff to review.
+
+mod common;
+
+use common::*;
+
+/// One step of the transcript: the arguments, and what goes to its stdin.
+struct Step {
+    args: Vec<String>,
+    stdin: Option<&'static str>,
+}
+
+fn step(args: &[&str]) -> Step {
+    Step {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        stdin: None,
+    }
+}
+
+/// Runs every step in `dir` against `agent`, and writes each as `$ silver ARGS`, its stderr,
+/// its stdout and its exit code.
+fn transcript(agent: &Agent, dir: &std::path::Path, steps: &[Step]) -> String {
+    let mut text = String::new();
+    for s in steps {
+        let mut cmd = agent.silver();
+        cmd.current_dir(dir)
+            .env("SILVER_CACHE_DIR", dir.join("cache"))
+            .args(&s.args);
+        if let Some(input) = s.stdin {
+            cmd.write_stdin(input);
+        }
+        let out = cmd.output().unwrap();
+        text += &format!("$ silver {}\n", s.args.join(" "));
+        for line in stderr(&out).lines().chain(stdout(&out).lines()) {
+            text += &format!("{line}\n");
+        }
+        text += &format!("[exit {}]\n", out.status.code().unwrap_or(-1));
+    }
+    text
+}
+
+/// What changes from run to run, replaced by placeholders.
+fn filters(tmp: &std::path::Path) -> Vec<(String, String)> {
+    [
+        (regex_lite::escape(tmp.to_str().unwrap()), "[TMP]"),
+        (r"b3:[0-9a-f]{64}".into(), "[ID]"),
+        (r"\b[0-9a-f]{12}\b".into(), "[ID12]"),
+        (r"127\.0\.0\.1:\d+".into(), "127.0.0.1:[PORT]"),
+        (
+            r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?( UTC|Z)?".into(),
+            "[TIME]",
+        ),
+        (r"\b\w+@[\w.-]+\b".into(), "[WHO]"),
+        (r"\d+(\.\d+)? (B|KiB|MiB)\b".into(), "[SIZE]"),
+        (r"\b\d+(\.\d+)?(ms|s)\b".into(), "[DURATION]"),
+        (r"\bpid \d+".into(), "pid [PID]"),
+    ]
+    .into_iter()
+    .map(|(re, to)| (re, to.to_string()))
+    .collect()
+}
+
+fn redacted(text: &str, tmp: &std::path::Path) -> String {
+    filters(tmp).iter().fold(text.to_string(), |acc, (re, to)| {
+        regex_lite::Regex::new(re)
+            .unwrap()
+            .replace_all(&acc, to.as_str())
+            .into_owned()
+    })
+}
+
+#[test]
+fn every_node_subcommand_says_what_it_did_or_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    // Two versions of the sample app; paths are relative to the directory the steps run in.
+    for (dir, version) in [("v1", "1"), ("v2", "2")] {
+        copy_fixture("hello-wsgi", &tmp.path().join(dir));
+        std::fs::write(tmp.path().join(dir).join("version.txt"), version).unwrap();
+    }
+    let (v1, _) = pack_dir(&tmp.path().join("v1"), &tmp.path().join("dist"));
+    let v1 = &v1[3..15];
+    let steps = [
+        step(&["pack", "v1", "-o", "dist"]),
+        step(&["pack", "nowhere"]),
+        step(&["inspect", "dist/no-such.silver"]),
+        step(&["verify", "dist/no-such.silver"]),
+        step(&["deploy", "v1"]),
+        step(&["deploy", "v2"]),
+        step(&["deploy", "no-such-dir"]),
+        step(&["releases", "hello"]),
+        step(&["releases", "nosuch"]),
+        step(&["rollback", "hello"]),
+        step(&["rollback", "nosuch"]),
+        step(&["activate", "hello", v1]),
+        step(&["activate", "hello", "000000000000"]),
+        step(&["pin", "hello", v1]),
+        step(&["pin", "hello", "000000000000"]),
+        step(&["unpin", "hello", v1]),
+        step(&["gc"]),
+        step(&["query"]),
+        step(&["logs", "nosuch"]),
+        step(&["run", "hello", "--", "echo", "hi"]),
+        step(&["run", "nosuch", "--", "true"]),
+        Step {
+            stdin: Some("hi"),
+            ..step(&["config", "set", "hello", "GREETING=-"])
+        },
+        step(&["config", "set", "hello", "PATH=/tmp"]),
+        step(&["config", "list", "hello"]),
+        step(&["disable", "hello"]),
+        step(&["enable", "hello"]),
+        step(&["backup", "hello", "backup"]),
+        step(&["backup", "hello", "backup"]),
+        step(&["restore", "backup", "hello"]),
+        step(&["restore", "v1", "hello"]),
+        step(&["checkpoints", "hello"]),
+        step(&["clear", "hello", "--yes"]),
+        step(&["clear", "hello"]),
+        step(&["deactivate", "nowhere.test"]),
+        step(&["deactivate", "hello.localhost"]),
+    ];
+    let text = transcript(&agent, tmp.path(), &steps);
+    insta::assert_snapshot!(redacted(&text, tmp.path()), @r#"
+    $ silver pack v1 -o dist
+          Packed hello [ID] (6 files, [SIZE] -> [SIZE], 0 fixups) into [TMP]/dist/hello-[ID12].silver
+    [ID]
+    [exit 0]
+    $ silver pack nowhere
+    error: failed to pack `[TMP]/nowhere`
+      caused by: `[TMP]/nowhere` is not an app directory: it does not exist or is not a directory
+    hint: give the directory that holds the app's `app.ini`
+    [exit 1]
+    $ silver inspect dist/no-such.silver
+    error: cannot inspect `[TMP]/dist/no-such.silver`
+      caused by: failed to read `[TMP]/dist/no-such.silver`
+      caused by: No such file or directory (os error 2)
+    [exit 1]
+    $ silver verify dist/no-such.silver
+    error: `[TMP]/dist/no-such.silver` did not verify
+      caused by: failed to read `[TMP]/dist/no-such.silver`
+      caused by: No such file or directory (os error 2)
+    [exit 1]
+    $ silver deploy v1
+          Packed hello [ID]
+          Update update_fetch /update | updated
+        Deployed hello [ID] to http://127.0.0.1:[PORT] ([SIZE] sent, 6 objects sent, 0 already there)
+         Serving at hello.localhost (processes: web)
+    [ID]
+    [exit 0]
+    $ silver deploy v2
+          Packed hello [ID]
+          Update update_fetch /update | updated
+        Deployed hello [ID] to http://127.0.0.1:[PORT] ([SIZE] sent, 1 object sent, 5 already there)
+         Serving at hello.localhost (processes: web)
+    [ID]
+    [exit 0]
+    $ silver deploy no-such-dir
+    error: `[TMP]/no-such-dir` is neither an app directory nor a .silver artifact
+      caused by: No such file or directory (os error 2)
+    [exit 1]
+    $ silver releases hello
+    active    [ID]  [TIME]  [WHO]
+    previous  [ID]  [TIME]  [WHO]
+    [exit 0]
+    $ silver releases nosuch
+    error: node http://127.0.0.1:[PORT] answered 404: app `nosuch` has never been deployed to this node
+    hint: deploy it first: `silver deploy APP_DIR --node URL`
+    [exit 1]
+    $ silver rollback hello
+     Rolled back hello: [ID] is live (before: [ID])
+    [ID]
+    [exit 0]
+    $ silver rollback nosuch
+    error: node http://127.0.0.1:[PORT] answered 404: app `nosuch` has never been deployed to this node
+    hint: deploy it first: `silver deploy APP_DIR --node URL`
+    [exit 1]
+    $ silver activate hello [ID12]
+       Activated hello: [ID] is live (before: [ID])
+    [ID]
+    [exit 0]
+    $ silver activate hello [ID12]
+    error: node http://127.0.0.1:[PORT] answered 404: no artifact on this node has an id starting with b3:[ID12]
+    hint: `silver releases APP` lists the releases this node has
+    [exit 1]
+    $ silver pin hello [ID12]
+          Pinned hello b3:[ID12]
+    [exit 0]
+    $ silver pin hello [ID12]
+    error: node http://127.0.0.1:[PORT] answered 404: no artifact on this node has an id starting with b3:[ID12]
+    hint: `silver releases APP` lists the releases this node has
+    [exit 1]
+    $ silver unpin hello [ID12]
+        Unpinned hello b3:[ID12]
+    [exit 0]
+    $ silver gc
+           Freed [SIZE] in 0 objects
+    [exit 0]
+    $ silver query
+    Site: hello
+      hello.[ID12]: hello.localhost
+    [exit 0]
+    $ silver logs nosuch
+    error: failed to read the logs of `nosuch` on http://127.0.0.1:[PORT]
+      caused by: node http://127.0.0.1:[PORT] answered 404: app `nosuch` has no logs on this node
+    hint: deploy it first: `silver deploy APP_DIR --node URL`
+    [exit 1]
+    $ silver run hello -- echo hi
+    hi
+    [exit 0]
+    $ silver run nosuch -- true
+    error: failed to run `true` in `nosuch` on http://127.0.0.1:[PORT]
+      caused by: node http://127.0.0.1:[PORT] answered 404: app `nosuch` has no current release on this node
+    hint: deploy it first: `silver deploy APP_DIR --node URL`
+    [exit 1]
+    $ silver config set hello GREETING=-
+          Config hello v1: GREETING set
+       Restarted hello runs with config v1
+    [exit 0]
+    $ silver config set hello PATH=/tmp
+    error: config variable `PATH` decides which programs and libraries the app loads, which silver sets (PATH, PYTHONPATH, PYTHONHOME, PYTHONUSERBASE, VIRTUAL_ENV, LD_*, GLIBC_TUNABLES, GCONV_PATH)
+    hint: ship libraries in the app's virtualenv or lib/python, and programs in its bin/
+    [exit 1]
+    $ silver config list hello
+    GREETING
+    [exit 0]
+    $ silver disable hello
+        Disabled hello shows the maintenance page (503)
+    [exit 0]
+    $ silver enable hello
+         Enabled hello serves again
+    [exit 0]
+    $ silver backup hello backup
+       Backed up hello (release [ID12], [TIME]) to backup: no service data
+    [exit 0]
+    $ silver backup hello backup
+    error: failed to back up `hello` on http://127.0.0.1:[PORT] to backup
+      caused by: `backup` already exists; a backup never overwrites one
+    hint: choose a new name (a date in it helps), or remove the old one first
+    [exit 1]
+    $ silver restore backup hello
+        Restored hello from the backup of hello (release [ID12], [TIME]): no service data
+    [exit 0]
+    $ silver restore v1 hello
+    error: failed to restore v1 onto `hello` on http://127.0.0.1:[PORT]
+      caused by: `v1` is not a backup silver can restore: it holds no `backup.json`, so it is not what `silver backup` wrote
+    hint: give the directory or file `silver backup` wrote, unchanged
+    [exit 1]
+    $ silver checkpoints hello
+            None hello has no checkpoints (they are taken before update_fetch, for apps with data services)
+    [exit 0]
+    $ silver clear hello --yes
+          Update update_fetch /update | updated
+         Cleared hello: its data was dropped and update_fetch ran again on [ID]
+    [exit 0]
+    $ silver clear hello
+    error: `silver clear` drops every row and file of `hello` and asks first, but stdin is not a terminal
+    hint: give --yes to clear without asking
+    [exit 1]
+    $ silver deactivate nowhere.test
+    error: node http://127.0.0.1:[PORT] has no app named `nowhere.test` and no single app serving that location
+    hint: name one of its apps (hello) or a location exactly as `silver deploy` printed it
+    [exit 1]
+    $ silver deactivate hello.localhost
+     Deactivated hello at hello.localhost: it serves nowhere now; its processes stopped
+    [exit 0]
+    "#);
+}
