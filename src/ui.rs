@@ -70,6 +70,50 @@ pub fn warn(message: impl std::fmt::Display) {
     anstream::eprintln!("{WARN}warning{WARN:#}: {message}");
 }
 
+/// A message of the binary's own and what to do about it: shown as the error, and the hint on
+/// its own line (never `\nhint:` inside a message, which would skip the hint's style).
+#[derive(Debug)]
+pub struct Hinted {
+    message: String,
+    hint: String,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hinted {}
+
+impl silver_types::Hint for Hinted {
+    fn hint(&self) -> Option<String> {
+        Some(self.hint.clone())
+    }
+}
+
+/// An error of the binary's own, with its hint.
+pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
+}
+
+/// A warning and, on its own line, what to do.
+#[cfg_attr(not(feature = "node"), allow(dead_code))]
+pub fn warn_with_hint(message: impl std::fmt::Display, hint: &str) {
+    warn(message);
+    print_hint(hint);
+}
+
+/// Each line of `hint` on its own `hint:` line.
+fn print_hint(hint: &str) {
+    for line in hint.lines() {
+        anstream::eprintln!("{HINT}hint{HINT:#}: {line}");
+    }
+}
+
 /// Prints an error with its causes and, on its own line, the hint; returns the exit code.
 pub fn report_error(err: &anyhow::Error) -> ExitCode {
     anstream::eprintln!("{ERROR}error{ERROR:#}: {err}");
@@ -78,7 +122,7 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
     }
     let hinted = || err.chain().filter_map(as_hint);
     if let Some(hint) = hinted().find_map(|e| e.hint()) {
-        anstream::eprintln!("{HINT}hint{HINT:#}: {hint}");
+        print_hint(&hint);
     }
     let refused = hinted().any(|e| e.refused());
     ExitCode::from(if refused { EXIT_REFUSED } else { 1 })
@@ -94,6 +138,7 @@ fn as_hint<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e dyn silve
         e.downcast_ref::<E>().map(|e| e as &dyn silver_types::Hint)
     }
     let known: &[Known] = &[
+        try_as::<Hinted>,
         try_as::<silver_client::Error>,
         #[cfg(feature = "node")]
         try_as::<silver_node::Error>,

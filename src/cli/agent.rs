@@ -215,8 +215,9 @@ fn app_users(name: Option<&str>) -> anyhow::Result<silver_runtime::users::AppUse
 /// would fail on it otherwise, and the operator would learn it one deploy at a time.
 pub fn say_missing_runners() {
     if silver_runtime::launch::find_program("gunicorn").is_none() {
-        crate::ui::warn(
-            "gunicorn is not installed: WSGI apps (a `runner` in app.ini) cannot start on this node, except from a virtualenv that ships its own\nhint: sudo apt-get install gunicorn",
+        crate::ui::warn_with_hint(
+            "gunicorn is not installed: WSGI apps (a `runner` in app.ini) cannot start on this node, except from a virtualenv that ships its own",
+            "sudo apt-get install gunicorn",
         );
     }
 }

@@ -85,12 +85,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let differ = differences(&report.manifest, &again.manifest);
         if !differ.is_empty() {
             let disks_only = again.manifest.rootfs_sha256 == report.manifest.rootfs_sha256;
-            let hint = if disks_only {
-                "\nhint: the root filesystem is reproducible; byte-identical disk images need mke2fs 1.47.1 or later (scripts/install-deps.sh installs it on Debian 12)"
-            } else {
-                ""
-            };
-            anyhow::bail!("the image is not reproducible: {}{hint}", differ.join("; "));
+            let message = format!("the image is not reproducible: {}", differ.join("; "));
+            if disks_only {
+                return Err(ui::hinted(message, "the root filesystem is reproducible; byte-identical disk images need mke2fs 1.47.1 or later (scripts/install-deps.sh installs it on Debian 12)"));
+            }
+            anyhow::bail!(message);
         }
         ui::status(
             "Verified",

@@ -24,9 +24,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = super::node::runtime()?;
     let app = runtime.block_on(node.resolve_app(&args.target))?;
     if !args.yes && !confirmed(&app, node.url())? {
-        anyhow::bail!(
-            "not cleared: `{app}` keeps its data\nhint: give --yes to clear without asking"
-        );
+        return Err(ui::hinted(
+            format!("not cleared: `{app}` keeps its data"),
+            "give --yes to clear without asking",
+        ));
     }
     let on_line = |line: &str| ui::status("Update", line);
     let done = runtime
@@ -48,9 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Asks on the terminal; without one (a script), only --yes clears.
 fn confirmed(app: &silver_types::AppName, node: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "`silver clear` drops every row and file of `{app}` and asks first, but stdin is not a terminal\nhint: give --yes to clear without asking"
-        );
+        return Err(ui::hinted(
+            format!("`silver clear` drops every row and file of `{app}` and asks first, but stdin is not a terminal"),
+            "give --yes to clear without asking",
+        ));
     }
     eprint!(
         "Drop every database row and file of `{app}` on {node}? Type the app's name to confirm: "

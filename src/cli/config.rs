@@ -72,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let unset = names
                 .iter()
                 .map(|n| {
-                    VarName::parse(n).map_err(|why| anyhow::anyhow!("config variable `{n}` {why}"))
+                    VarName::parse(n).map_err(|why| refused(format!("config variable `{n}`"), why))
                 })
                 .collect::<anyhow::Result<_>>()?;
             let req = ConfigChange {
@@ -93,10 +93,13 @@ fn parse_assignments(vars: &[String]) -> anyhow::Result<BTreeMap<VarName, VarVal
     for var in vars {
         let Some((name, value)) = var.split_once('=') else {
             // The argument may be a bare secret typed by mistake: never echo it.
-            bail!("a `silver config set` argument has no `=`\nhint: write NAME=VALUE, or NAME=- to read the value from stdin");
+            return Err(crate::ui::hinted(
+                "a `silver config set` argument has no `=`",
+                "write NAME=VALUE, or NAME=- to read the value from stdin",
+            ));
         };
         let name = VarName::parse(name)
-            .map_err(|why| anyhow::anyhow!("config variable `{name}` {why}"))?;
+            .map_err(|why| refused(format!("config variable `{name}`"), why))?;
         let value = if value == "-" {
             if stdin_used {
                 bail!("only one variable can read its value from stdin (`{name}=-`)");
@@ -111,7 +114,7 @@ fn parse_assignments(vars: &[String]) -> anyhow::Result<BTreeMap<VarName, VarVal
             value.to_string()
         };
         let value =
-            VarValue::parse(value).map_err(|why| anyhow::anyhow!("the value of `{name}` {why}"))?;
+            VarValue::parse(value).map_err(|why| refused(format!("the value of `{name}`"), why))?;
         set.insert(name, value);
     }
     Ok(set)
@@ -181,4 +184,14 @@ fn list(app: &silver_types::AppName, show: bool, args: &NodeArgs) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// `subject` refused for `why`, with its hint when it has one.
+fn refused(subject: String, why: silver_types::VarProblem) -> anyhow::Error {
+    use silver_types::Hint;
+    let message = format!("{subject} {why}");
+    match why.hint() {
+        Some(hint) => crate::ui::hinted(message, hint),
+        None => anyhow::anyhow!(message),
+    }
 }

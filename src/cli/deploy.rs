@@ -102,10 +102,13 @@ pub async fn deploy(
         }
         (Some(app), _) => app.clone(),
         (None, Some(app)) => app,
-        (None, None) => app_from_file_name(&archive).with_context(|| {
-            format!(
-                "cannot tell which app `{}` is: its name is not `<app>-<id12>.silver`\nhint: pass --app NAME",
-                archive.display()
+        (None, None) => app_from_file_name(&archive).ok_or_else(|| {
+            crate::ui::hinted(
+                format!(
+                    "cannot tell which app `{}` is: its name is not `<app>-<id12>.silver`",
+                    archive.display()
+                ),
+                "pass --app NAME",
             )
         })?,
     };

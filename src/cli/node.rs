@@ -44,11 +44,13 @@ fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
     if let Some(mode) = safefs::too_open(path)
         .with_context(|| format!("failed to read the token file `{}`", path.display()))?
     {
-        anyhow::bail!(
-            "the token file `{}` is mode {mode:04o}: other users can read or change it\nhint: `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
+        return Err(crate::ui::hinted(
+            format!(
+                "the token file `{}` is mode {mode:04o}: other users can read or change it",
+                path.display()
+            ),
+            format!("`chmod 600 {}`", path.display()),
+        ));
     }
     std::fs::read_to_string(path)
         .with_context(|| format!("failed to read the token file `{}`", path.display()))
@@ -78,10 +80,13 @@ impl NodeArgs {
     /// A local node by name: needs the `bake` feature, which boots them.
     #[cfg(not(feature = "bake"))]
     fn connect_local(&self) -> anyhow::Result<silver_client::Node> {
-        anyhow::bail!(
-            "`{}` is not a URL, and this silver was built without `bake`, which knows local nodes\nhint: use ssh://user@host or https://host:port",
-            self.node
-        )
+        Err(crate::ui::hinted(
+            format!(
+                "`{}` is not a URL, and this silver was built without `bake`, which knows local nodes",
+                self.node
+            ),
+            "use ssh://user@host or https://host:port",
+        ))
     }
 
     /// A local node by name: its agent's TLS port, its CA and its token, from its state.
@@ -92,18 +97,23 @@ impl NodeArgs {
             None => super::nodes::default_nodes_dir()?,
         };
         let Some(info) = builder::vm::find(&nodes_dir, &self.node) else {
-            anyhow::bail!(
-                "`{}` is neither a URL nor a local node in `{}`\nhint: use ssh://user@host, https://host:port, or a name from `silver node list`",
-                self.node,
-                nodes_dir.display()
-            );
+            return Err(crate::ui::hinted(
+                format!(
+                    "`{}` is neither a URL nor a local node in `{}`",
+                    self.node,
+                    nodes_dir.display()
+                ),
+                "use ssh://user@host, https://host:port, or a name from `silver node list`",
+            ));
         };
         if info.agent_url.is_empty() {
-            anyhow::bail!(
-                "local node `{}` was booted by an older silver, without a TLS control port\nhint: use --node {}",
-                info.name,
-                info.node_url
-            );
+            return Err(crate::ui::hinted(
+                format!(
+                    "local node `{}` was booted by an older silver, without a TLS control port",
+                    info.name
+                ),
+                format!("use --node {}", info.node_url),
+            ));
         }
         let token = std::fs::read_to_string(&info.token_file).with_context(|| {
             format!(

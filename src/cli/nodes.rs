@@ -156,10 +156,14 @@ fn read_key(given: Option<&PathBuf>) -> anyhow::Result<String> {
             return Ok(key.trim().to_string());
         }
     }
-    anyhow::bail!(
-        "no SSH public key to authorize on the node (looked for {})\nhint: pass --ssh-key FILE, or make one with ssh-keygen -t ed25519",
-        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
-    )
+    let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    Err(crate::ui::hinted(
+        format!(
+            "no SSH public key to authorize on the node (looked for {})",
+            looked.join(", ")
+        ),
+        "pass --ssh-key FILE, or make one with ssh-keygen -t ed25519",
+    ))
 }
 
 pub fn default_nodes_dir() -> anyhow::Result<PathBuf> {

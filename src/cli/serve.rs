@@ -116,5 +116,5 @@ fn serve_failure(e: &silver_runtime::Error, served_before: bool) -> anyhow::Erro
     let hint = e
         .cause_hint()
         .unwrap_or_else(|| "fix it and save: `silver serve` tries again on every change".into());
-    anyhow::anyhow!("{e}\nhint: {hint}").context(format!("the app did not start; {state}"))
+    crate::ui::hinted(e.to_string(), hint).context(format!("the app did not start; {state}"))
 }

@@ -166,9 +166,10 @@ pub fn require_gunicorn(
         return Ok(());
     }
     if !install {
-        anyhow::bail!(
-            "this app runs under gunicorn, which is not installed\nhint: sudo apt-get install gunicorn"
-        );
+        return Err(ui::hinted(
+            "this app runs under gunicorn, which is not installed",
+            "sudo apt-get install gunicorn",
+        ));
     }
     let sudo = !silver_runtime::supervise::running_as_root();
     ui::status(
@@ -188,7 +189,10 @@ pub fn require_gunicorn(
         .status()
         .context("failed to run apt-get")?;
     if !status.success() || silver_runtime::launch::find_program("gunicorn").is_none() {
-        anyhow::bail!("could not install gunicorn ({status})\nhint: sudo apt-get update && sudo apt-get install gunicorn");
+        return Err(crate::ui::hinted(
+            format!("could not install gunicorn ({status})"),
+            "sudo apt-get update && sudo apt-get install gunicorn",
+        ));
     }
     Ok(())
 }

@@ -21,4 +21,4 @@ pub use hint::Hint;
 pub use id::{ArtifactId, Hash};
 pub use names::{AppName, IdPrefix};
 pub use service::ServiceKind;
-pub use vars::{VarName, VarValue};
+pub use vars::{VarName, VarProblem, VarValue};

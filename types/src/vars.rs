@@ -3,6 +3,32 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Why a config variable's name or value is refused; said after its subject ("config
+/// variable `PATH` …"), with what to do as its hint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VarProblem {
+    #[error("is not a variable name: letters, digits and `_`, not starting with a digit")]
+    NotAName,
+    #[error("is set by silver itself (PORT, STATIC_URL, TEMP, TMPDIR, SILVER_*, CONFIG_*)")]
+    Reserved,
+    #[error("decides which programs and libraries the app loads, which silver sets (PATH, PYTHONPATH, PYTHONHOME, PYTHONUSERBASE, VIRTUAL_ENV, LD_*, GLIBC_TUNABLES, GCONV_PATH)")]
+    Loader,
+    #[error("holds a NUL byte, which no environment variable can")]
+    Nul,
+    #[error("is {bytes} bytes, over the {max_kib} KiB a config value may hold")]
+    TooLarge { bytes: usize, max_kib: usize },
+}
+
+impl crate::hint::Hint for VarProblem {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            VarProblem::Loader => "ship libraries in the app's virtualenv or lib/python, and programs in its bin/",
+            VarProblem::TooLarge { .. } => "keep large data in a file (service.files, or `silver update --config DIR`) and put its path in the variable",
+            _ => return None,
+        }.into())
+    }
+}
+
 /// The name of a config variable (`silver config set NAME=…`): a shell variable name, and not
 /// one silver sets itself, which would silently win over it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -10,23 +36,19 @@ use serde::{Deserialize, Serialize};
 pub struct VarName(String);
 
 impl VarName {
-    pub fn parse(name: &str) -> Result<VarName, &'static str> {
+    pub fn parse(name: &str) -> Result<VarName, VarProblem> {
         let mut chars = name.chars();
         let first_ok = chars
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
         if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || name.len() > 255 {
-            return Err(
-                "is not a variable name: letters, digits and `_`, not starting with a digit",
-            );
+            return Err(VarProblem::NotAName);
         }
         let reserved = ["PORT", "STATIC_URL", "TEMP", "TMPDIR"].contains(&name)
             || name.starts_with("SILVER_")
             || name.starts_with("CONFIG_");
         if reserved {
-            return Err(
-                "is set by silver itself (PORT, STATIC_URL, TEMP, TMPDIR, SILVER_*, CONFIG_*)",
-            );
+            return Err(VarProblem::Reserved);
         }
         // What finds the app's programs and libraries is silver's to set: a `PATH` override
         // breaks `silver run`, a `PYTHONPATH` one the restart, and `LD_PRELOAD` and friends
@@ -42,7 +64,7 @@ impl VarName {
             || ["GLIBC_TUNABLES", "GCONV_PATH"].contains(&name)
             || name.starts_with("LD_");
         if loader {
-            return Err("decides which programs and libraries the app loads, which silver sets (PATH, PYTHONPATH, PYTHONHOME, PYTHONUSERBASE, VIRTUAL_ENV, LD_*, GLIBC_TUNABLES, GCONV_PATH)\nhint: ship libraries in the app's virtualenv or lib/python, and programs in its bin/");
+            return Err(VarProblem::Loader);
         }
         Ok(VarName(name.to_string()))
     }
@@ -82,16 +104,15 @@ pub struct VarValue(String);
 impl VarValue {
     pub const MAX_BYTES: usize = 64 * 1024;
 
-    pub fn parse(value: String) -> Result<VarValue, String> {
+    pub fn parse(value: String) -> Result<VarValue, VarProblem> {
         if value.contains('\0') {
-            return Err("holds a NUL byte, which no environment variable can".into());
+            return Err(VarProblem::Nul);
         }
         if value.len() > Self::MAX_BYTES {
-            return Err(format!(
-                "is {} bytes, over the {} KiB a config value may hold\nhint: keep large data in a file (service.files, or `silver update --config DIR`) and put its path in the variable",
-                value.len(),
-                Self::MAX_BYTES / 1024
-            ));
+            return Err(VarProblem::TooLarge {
+                bytes: value.len(),
+                max_kib: Self::MAX_BYTES / 1024,
+            });
         }
         Ok(VarValue(value))
     }

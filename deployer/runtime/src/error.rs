@@ -317,7 +317,8 @@ impl Error {
                     format!("no earlier release of `{app}` serves, so nothing does; see `silver logs {app}`")
                 };
                 match failure.cause.hint() {
-                    Some(cause) => format!("{cause}\nhint: {state}"),
+                    // Two hints, one per line: the CLI shows each on its own.
+                    Some(cause) => format!("{cause}\n{state}"),
                     None => state,
                 }
             }

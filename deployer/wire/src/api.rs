@@ -34,7 +34,7 @@
 
 use serde::{Deserialize, Serialize};
 use silver_types::{AppName, IdPrefix, Location};
-pub use silver_types::{VarName, VarValue};
+pub use silver_types::{VarName, VarProblem, VarValue};
 
 /// The files a backup may hold, and nothing else: `backup.json` and one dump per service.
 pub const BACKUP_FILES: &[&str] = &[
@@ -474,7 +474,7 @@ mod tests {
             let got = VarName::parse(name).map(|_| ());
             match expected {
                 Ok(()) => assert_eq!(got, Ok(()), "{name}"),
-                Err(why) => assert!(got.unwrap_err().contains(why), "{name}"),
+                Err(why) => assert!(got.unwrap_err().to_string().contains(why), "{name}"),
             }
         };
         check("API_KEY", Ok(()));
@@ -495,8 +495,11 @@ mod tests {
         check("1X", Err("not a variable name"));
         assert!(VarValue::parse("x".repeat(VarValue::MAX_BYTES)).is_ok());
         let big = VarValue::parse("x".repeat(VarValue::MAX_BYTES + 1)).unwrap_err();
-        assert!(big.contains("64 KiB"), "{big}");
-        assert!(VarValue::parse("a\0b".into()).unwrap_err().contains("NUL"));
+        assert!(big.to_string().contains("64 KiB"), "{big}");
+        assert!(VarValue::parse("a\0b".into())
+            .unwrap_err()
+            .to_string()
+            .contains("NUL"));
         assert_eq!(
             format!("{:?}", VarValue::parse("hunter2".into()).unwrap()),
             "VarValue(7 bytes)"
