@@ -167,7 +167,7 @@ pub async fn deploy(
         };
         ui::status(
             "Serving",
-            format!("at {} ({processes})", report.locations.join(", ")),
+            format!("at {} ({processes})", join(&report.locations)),
         );
     }
     Ok(report)
@@ -228,4 +228,10 @@ fn app_from_file_name(archive: &std::path::Path) -> Option<silver_types::AppName
         return None;
     }
     silver_types::AppName::parse(app).ok()
+}
+
+/// Locations as a person reads a list of them.
+fn join(locations: &[silver_types::Location]) -> String {
+    let texts: Vec<String> = locations.iter().map(ToString::to_string).collect();
+    texts.join(", ")
 }

@@ -147,7 +147,7 @@ fn report(
             "{}: {} is live (before: {})",
             done.app,
             done.id,
-            done.previous.as_deref().unwrap_or("none")
+            done.previous.map_or("none".into(), |p| p.to_string())
         ),
     );
     if node.json {

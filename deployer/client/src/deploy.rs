@@ -441,9 +441,9 @@ pub struct DeployOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeployReport {
     pub app: AppName,
-    pub id: String,
+    pub id: silver_types::ArtifactId,
     pub node: String,
-    pub previous: Option<String>,
+    pub previous: Option<silver_types::ArtifactId>,
     /// The release was already live: nothing was restarted.
     pub unchanged: bool,
     /// What `update_fetch` printed, each line `<step> | <line>`.
@@ -456,7 +456,7 @@ pub struct DeployReport {
     pub objects_sent: usize,
     pub objects_skipped: usize,
     /// Where the app now answers on the node's front door.
-    pub locations: Vec<String>,
+    pub locations: Vec<silver_types::Location>,
     /// The processes running for the release.
     pub processes: Vec<String>,
     pub phases_ms: Phases,

@@ -33,7 +33,7 @@
 //! 409 lock held, 413 too large, 422 refused input, 507 not enough free space.
 
 use serde::{Deserialize, Serialize};
-use silver_types::{AppName, IdPrefix, Location};
+use silver_types::{AppName, ArtifactId, IdPrefix, Location};
 pub use silver_types::{VarName, VarProblem, VarValue};
 
 /// The files a backup may hold, and nothing else: `backup.json` and one dump per service.
@@ -265,8 +265,8 @@ pub struct RollbackRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActivateResponse {
     pub app: AppName,
-    pub id: String,
-    pub previous: Option<String>,
+    pub id: ArtifactId,
+    pub previous: Option<ArtifactId>,
     /// True when the release was already live and nothing was restarted.
     #[serde(default)]
     pub unchanged: bool,
@@ -276,7 +276,7 @@ pub struct ActivateResponse {
     /// False when the release was already staged.
     pub staged_now: bool,
     #[serde(default)]
-    pub locations: Vec<String>,
+    pub locations: Vec<Location>,
     /// The processes now running for it.
     #[serde(default)]
     pub processes: Vec<String>,

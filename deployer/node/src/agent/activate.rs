@@ -212,7 +212,7 @@ pub(super) async fn make_current(
     let store = state.store.clone();
     let (name, rid, who) = (app.clone(), id, req.who.clone());
     let staged = blocking(move || {
-        let previous = store.current(&name)?.map(|p| p.to_string());
+        let previous = store.current(&name)?;
         match store.stage(&name, &manifest) {
             Ok(staged_now) => Ok((lock, previous, staged_now)),
             Err(e) => {
@@ -278,12 +278,12 @@ pub(super) async fn make_current(
     let (c, activated) = outcome?;
     Ok(Json(ActivateResponse {
         app,
-        id: id.to_string(),
+        id,
         previous,
         unchanged: false,
         update_output: activated.update_output,
         staged_now,
-        locations: c.locations.iter().map(ToString::to_string).collect(),
+        locations: c.locations.clone(),
         processes: activated.processes,
     }))
 }
@@ -330,12 +330,12 @@ async fn already_live(
     }
     Ok(Some(ActivateResponse {
         app: app.clone(),
-        id: id.to_string(),
-        previous: Some(id.to_string()),
+        id: *id,
+        previous: Some(*id),
         unchanged: true,
         update_output: vec![],
         staged_now: false,
-        locations: stored.iter().map(ToString::to_string).collect(),
+        locations: stored.clone(),
         processes: state.runtime.live_processes(app).await,
     }))
 }
