@@ -117,6 +117,10 @@ impl VarValue {
         Ok(VarValue(value))
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn into_string(self) -> String {
         self.0
     }

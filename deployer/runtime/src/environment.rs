@@ -31,7 +31,7 @@ pub struct EnvContext<'a> {
     /// The app's temporary directory (`TEMP`, `TMPDIR`), emptied on every update.
     pub tmp: &'a Path,
     /// The node's config for the app (`silver config set`): its secrets, never in the artifact.
-    pub settings: &'a BTreeMap<String, String>,
+    pub settings: &'a BTreeMap<silver_types::VarName, silver_types::VarValue>,
 }
 
 /// `SILVER_VERSION`: Silver Lining's `silverlining/…` on a node, `devel/…` under `silver serve`
@@ -48,7 +48,11 @@ pub fn environment(config: &AppConfig, ctx: &EnvContext) -> BTreeMap<String, Str
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.extend(ctx.services.iter().cloned());
     env.extend(config.variables.iter().cloned());
-    env.extend(ctx.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(
+        ctx.settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_str().to_string())),
+    );
     env.insert("SILVER_APP_NAME".into(), ctx.app.to_string());
     env.insert("SILVER_RELEASE".into(), ctx.release.into());
     env.insert("SILVER_CANONICAL_HOSTNAME".into(), ctx.hostname.into());
@@ -136,9 +140,12 @@ mod tests {
             services: &services,
             label: "abababababab",
             tmp: Path::new("/var/lib/silver/apps/blog/tmp"),
-            settings: &[("MODE".to_string(), "config".to_string())]
-                .into_iter()
-                .collect(),
+            settings: &[(
+                silver_types::VarName::parse("MODE").unwrap(),
+                silver_types::VarValue::parse("config".into()).unwrap(),
+            )]
+            .into_iter()
+            .collect(),
         };
         let env = environment(
             &config("[production]\n[variables]\nMODE = app\nPORT = 1\nGreeting = it's\n"),

@@ -130,11 +130,11 @@ impl Supervised {
     }
 
     /// How many times it has exited, and how the last time went.
-    pub fn exits(&self) -> (u32, Option<String>) {
-        (
-            self.shared.exits.load(Ordering::SeqCst),
-            self.shared.last_exit.lock().unwrap().clone(),
-        )
+    pub fn exits(&self) -> Exits {
+        Exits {
+            count: self.shared.exits.load(Ordering::SeqCst),
+            last: self.shared.last_exit.lock().unwrap().clone(),
+        }
     }
 
     /// A handle that can signal the running process (not its group), whichever run it is.
@@ -363,6 +363,15 @@ pub(crate) fn own_private_dir(dir: &Path, user: &AppUser) -> Result<(), crate::e
         .map_err(|e| crate::error::Error::io(dir, e))
 }
 
+/// How a supervised process has ended so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exits {
+    /// How many times it exited (each followed by a restart, while supervised).
+    pub count: u32,
+    /// How the last exit went (`exited with status 3`, `was killed by signal 9`).
+    pub last: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,7 +398,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(p.starts() >= 2, "restarted after the crash");
-        assert_eq!(p.exits().1.as_deref(), Some("exited with status 3"));
+        assert_eq!(p.exits().last.as_deref(), Some("exited with status 3"));
         assert_eq!(p.recent_output().first().map(String::as_str), Some("up"));
         p.stop(Duration::from_secs(1)).await;
         let text = std::fs::read_to_string(dir.path().join("w.log")).unwrap();

@@ -36,18 +36,14 @@ pub(super) async fn change(
     let owner = state.runtime.app_user(&app).await?;
     let store = state.store.clone();
     let names: Vec<String> = req.set.keys().map(ToString::to_string).collect();
-    let unset: Vec<String> = req.unset.iter().map(ToString::to_string).collect();
+    let unset = req.unset.clone();
     tracing::info!(%app, who = %req.who, set = ?names, unset = ?unset, "config change");
     blocking(move || {
         // Config before the first deploy is taken (as Heroku and Kamal take it): an app whose
         // health check needs an API key could not be deployed otherwise.
         // Under the app's lock: an activation reads the version in force as it starts.
         let _lock = store.lock(&app, &req.who)?;
-        let set: Settings = req
-            .set
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.into_string()))
-            .collect();
+        let set: Settings = req.set;
         let (version, settings) = store.change_settings(&app, &set, &unset, owner.as_ref())?;
         view(&store, app, version, settings, false)
     })
@@ -64,8 +60,7 @@ fn view(
 ) -> Result<ConfigView, Error> {
     let vars = settings
         .into_iter()
-        // Names were checked on the way in; one that no longer parses is still listed.
-        .filter_map(|(k, v)| VarName::parse(&k).ok().map(|k| (k, show.then_some(v))))
+        .map(|(k, v)| (k, show.then(|| v.into_string())))
         .collect();
     Ok(ConfigView {
         current: store.current(&app)?.map(|id| id.to_string()),

@@ -12,13 +12,13 @@ use std::path::PathBuf;
 pub const MAX_CONFIG_BYTES: usize = 512 * 1024;
 
 use silver_runtime::supervise::AppUser;
-use silver_types::AppName;
+use silver_types::{AppName, VarName, VarValue};
 
 use super::*;
 use crate::error::Error;
 
-/// A config: variable name to value.
-pub type Settings = BTreeMap<String, String>;
+/// A config: variable name to value, both checked (`VarName`, `VarValue`).
+pub type Settings = BTreeMap<VarName, VarValue>;
 
 impl AppDir {
     pub fn settings_dir(&self) -> PathBuf {
@@ -40,10 +40,25 @@ impl Store {
         }
         let path = self.app(app).settings_dir().join(format!("{version}.json"));
         let text = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&text).map_err(|e| Error::BadRecord {
-            path,
-            why: e.to_string(),
-        })
+        let raw: BTreeMap<String, String> =
+            serde_json::from_slice(&text).map_err(|e| Error::BadRecord {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        // Parsed as they are read back: a variable an older agent took and this one refuses
+        // (a name silver now sets itself) is left out, and said, rather than failing the app.
+        Ok(raw
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let parsed = VarName::parse(&name)
+                    .ok()
+                    .zip(VarValue::parse(value).ok());
+                if parsed.is_none() {
+                    tracing::warn!(%app, variable = %name, path = %path.display(), "config variable refused; left out");
+                }
+                parsed
+            })
+            .collect())
     }
 
     /// Writes a new version: the one in force with `set` applied and `unset` removed.
@@ -51,7 +66,7 @@ impl Store {
         &self,
         app: &AppName,
         set: &Settings,
-        unset: &[String],
+        unset: &[VarName],
         owner: Option<&AppUser>,
     ) -> Result<(u32, Settings), Error> {
         let (current, mut settings) = self.settings(app)?;
@@ -61,7 +76,10 @@ impl Store {
         settings.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
         // The kernel refuses to start a process whose environment is over ARG_MAX (2 MiB with
         // the usual 8 MiB stack), with `Argument list too long`: a restart would fail.
-        let bytes: usize = settings.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let bytes: usize = settings
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.as_str().len() + 2)
+            .sum();
         if bytes > MAX_CONFIG_BYTES {
             return Err(Error::ConfigTooLarge {
                 app: app.clone(),

@@ -36,7 +36,7 @@ pub struct Candidate {
     /// Where `update_fetch` output goes as it comes (`<step> | <line>`), besides the log.
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// The node's config for the app (`silver config`), as of this activation.
-    pub settings: BTreeMap<String, String>,
+    pub settings: BTreeMap<silver_types::VarName, silver_types::VarValue>,
     /// `SILVER_APP_CONFIG`: the configuration directory uploaded with `--config`, else the
     /// release's `config.default`.
     pub app_config: Option<PathBuf>,

@@ -37,7 +37,8 @@ pub async fn wait_for(
     let deadline = Instant::now() + timeout;
     let web = processes.iter().find(|p| p.name == "web");
     loop {
-        if let Some((_, Some(how))) = web.map(Supervised::exits).filter(|e| e.0 > 0) {
+        let exits = web.map(Supervised::exits).filter(|e| e.count > 0);
+        if let Some(how) = exits.and_then(|e| e.last) {
             return Err(format!(
                 "the web process {how} before it answered GET {}",
                 probe.path
@@ -112,11 +113,11 @@ pub async fn fetch(
 /// A release with no web process: its workers must at least stay up for a moment.
 pub async fn stays_up(processes: &[Supervised]) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    match processes.iter().find(|p| p.exits().0 > 0) {
+    match processes.iter().find(|p| p.exits().count > 0) {
         Some(p) => Err(format!(
             "process `{}` {}",
             p.name,
-            p.exits().1.unwrap_or_default()
+            p.exits().last.unwrap_or_default()
         )),
         None => Ok(()),
     }
