@@ -3,6 +3,8 @@
 //!
 //! Each helper names in a comment the failure or attack it blocks.
 
+pub mod flat_tar;
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -479,43 +479,15 @@ fn unpack<'a>(
             limits
         },
     };
-    safefs::create_private_dir(dir).map_err(|e| io(dir, e))?;
-    let mut archive = tar::Archive::new(input);
-    let bad = |why: String| Error::BadBackup {
+    let refused = safefs::flat_tar::read(input, dir, BACKUP_FILES, limits.max_entry_bytes)
+        .map_err(|e| io(dir, e))?;
+    refused.map_err(|why| Error::BadBackup {
         place: source.to_string(),
-        why,
-    };
-    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-        if entry.header().entry_type().is_dir() {
-            continue;
-        }
-        let name = entry
-            .path()
-            .map_err(|e| bad(e.to_string()))?
-            .to_string_lossy()
-            .into_owned();
-        let name = name.trim_start_matches("./");
-        let Some(known) = BACKUP_FILES.iter().find(|n| **n == name) else {
-            return Err(bad(format!(
-                "entry `{name}` is not one of the files a backup holds"
-            )));
-        };
-        if !entry.header().entry_type().is_file() {
-            return Err(bad(format!("entry `{name}` is not a plain file")));
-        }
-        if entry.size() > limits.max_entry_bytes {
-            return Err(bad(format!(
-                "entry `{name}` is {} bytes, over {} (--max-entry-bytes)",
-                entry.size(),
-                limits.max_entry_bytes
-            )));
-        }
-        let path = dir.join(known);
-        let mut out = safefs::create_private(&path).map_err(|e| io(&path, e))?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("entry `{name}`: {e}")))?;
-    }
-    Ok(())
+        why: match why {
+            safefs::flat_tar::Refused::TooLarge { .. } => format!("{why} (--max-entry-bytes)"),
+            why => why.to_string(),
+        },
+    })
 }
 
 fn untar_flat(tar: &Path, dir: &Path) -> Result<(), Error> {
@@ -561,16 +533,9 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The backup as the node reads it and `silver backup` keeps it (`safefs::flat_tar`).
 fn plain_tar(dir: &Path, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut tar = tar::Builder::new(out);
-    for name in names(dir) {
-        let mut file = std::fs::File::open(dir.join(&name))?;
-        let mut header = tar::Header::new_gnu();
-        header.set_metadata_in_mode(&file.metadata()?, tar::HeaderMode::Deterministic);
-        header.set_mode(0o600);
-        tar.append_data(&mut header, &name, &mut file)?;
-    }
-    tar.finish()
+    safefs::flat_tar::write(dir, BACKUP_FILES, out)
 }
 
 fn compressed_tar(dir: &Path, format: Format, out: &mut dyn Write) -> std::io::Result<()> {

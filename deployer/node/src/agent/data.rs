@@ -193,30 +193,19 @@ async fn receive(body: Body, path: &Path, max: u64) -> Result<(), Error> {
     file.flush().await.map_err(|e| Error::io(path, e))
 }
 
-/// A tar of the files directly in `dir`, in name order; returns it open for reading.
+/// A tar of the backup files in `dir` (`safefs::flat_tar`, as the client writes them);
+/// returns it open for reading.
 fn tar_flat(dir: &Path, out: &Path) -> Result<std::fs::File, Error> {
     let file = safefs::create_private(out).map_err(|e| Error::io(out, e))?;
-    let mut tar = tar::Builder::new(file);
-    let mut names: Vec<String> = BACKUP_FILES
-        .iter()
-        .filter(|n| dir.join(n).is_file())
-        .map(|n| n.to_string())
-        .collect();
-    names.sort();
-    for name in names {
-        let path = dir.join(&name);
-        tar.append_path_with_name(&path, &name)
-            .map_err(|e| Error::io(&path, e))?;
-    }
-    tar.into_inner()
-        .and_then(|f| f.sync_all())
+    safefs::flat_tar::write(dir, BACKUP_FILES, &file)
+        .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(out, e))?;
     std::fs::File::open(out).map_err(|e| Error::io(out, e))
 }
 
-/// Unpacks a backup tar into a new `dir`: only the known file names, as plain files.
+/// Unpacks a backup tar into a new `dir`: only the known file names, as plain files
+/// (`safefs::flat_tar`, as the client reads them).
 fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
-    safefs::create_private_dir(dir).map_err(|e| Error::io(dir, e))?;
     let bad = |why: String| {
         Error::Runtime(silver_runtime::Error::BadBackup {
             path: tar_file.to_path_buf(),
@@ -224,28 +213,9 @@ fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
         })
     };
     let file = std::fs::File::open(tar_file).map_err(|e| Error::io(tar_file, e))?;
-    let mut archive = tar::Archive::new(file);
-    let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-        let name = entry
-            .path()
-            .map_err(|e| bad(e.to_string()))?
-            .to_string_lossy()
-            .into_owned();
-        // Only the known names, as plain files: a tar that names anything else (a
-        // `../../etc/cron.d/x`, a link, a device node) is refused before a byte is written.
-        let known = BACKUP_FILES.iter().find(|n| **n == name);
-        let Some(known) = known.filter(|_| entry.header().entry_type().is_file()) else {
-            return Err(bad(format!(
-                "entry `{name}` is not one of the files a backup holds ({})",
-                BACKUP_FILES.join(", ")
-            )));
-        };
-        let path = dir.join(known);
-        let mut out = safefs::create_private(&path).map_err(|e| Error::io(&path, e))?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| Error::io(&path, e))?;
-    }
+    safefs::flat_tar::read(file, dir, BACKUP_FILES, u64::MAX)
+        .map_err(|e| Error::io(dir, e))?
+        .map_err(|refused| bad(refused.to_string()))?;
     if !dir.join(data::MANIFEST).is_file() {
         return Err(bad(format!("it has no `{}`", data::MANIFEST)));
     }
