@@ -37,8 +37,14 @@ pub enum Error {
         dir: PathBuf,
         mode: u32,
     },
-    #[error("cannot make the app's user `{name}`: {why}")]
-    UserAdd { name: String, why: String },
+    #[error("cannot run useradd to make the app's user `{name}`")]
+    UserAdd {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("useradd refused to make the app's user `{name}`: {message}")]
+    UserAddRefused { name: String, message: String },
     #[error("user `{name}` exists but the agent did not make it (its comment is `{comment}`)")]
     UserTaken { name: String, comment: String },
     #[error("PostgreSQL role `{role}` for app `{app}` exists but this node did not make it (its comment is `{comment}`)")]
@@ -285,7 +291,7 @@ impl Error {
                 "add them to the node's image recipe, or install them (apt-get install {})",
                 missing.join(" ")
             ),
-            Error::UserAdd { .. } => "the agent makes one system user per app with useradd, as root; check that useradd works on this node".into(),
+            Error::UserAdd { .. } | Error::UserAddRefused { .. } => "the agent makes one system user per app with useradd, as root; check that useradd works on this node".into(),
             Error::UserTaken { name, .. } => format!(
                 "the agent never takes over a user it did not make, as that would hand the app its files; remove `{name}` (userdel) if it is unused, or run the app elsewhere"
             ),

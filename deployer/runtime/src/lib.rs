@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 mod activation;
+mod command;
 pub mod data;
 pub mod dev;
 pub mod environment;

@@ -41,23 +41,24 @@ pub fn ensure(node: &str, app: &AppName) -> Result<AppUser, Error> {
     if let Some(found) = existing(&name, &wanted)? {
         return Ok(found);
     }
-    let out = Command::new("useradd")
+    let mut useradd = Command::new("useradd");
+    useradd
         .args(["--system", "--user-group", "--no-create-home"])
         .args(["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"])
         .args(["--comment", &wanted])
-        .arg(&name)
-        .output()
+        .arg(&name);
+    let out = crate::command::run(useradd, crate::command::Stdin::Null, crate::command::ADMIN)
         .map_err(|source| Error::UserAdd {
             name: name.clone(),
-            why: format!("could not run useradd: {source}"),
+            source,
         })?;
     // Another activation may have made it a moment ago; `existing` then finds it.
     if let Some(found) = existing(&name, &wanted)? {
         return Ok(found);
     }
-    Err(Error::UserAdd {
+    Err(Error::UserAddRefused {
         name,
-        why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        message: crate::command::error_line(&out.stderr, &[]),
     })
 }
 

@@ -105,10 +105,10 @@ pub fn free_port() -> std::io::Result<u16> {
 pub fn venv_mismatch(release: &Path) -> Option<String> {
     let venv = packer::venv::find(release)?;
     let wanted = venv.python()?;
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        .output()
-        .ok()?;
+    let mut python = std::process::Command::new("python3");
+    python.args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]);
+    let out =
+        crate::command::run(python, crate::command::Stdin::Null, crate::command::ADMIN).ok()?;
     let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if node.is_empty() || node == wanted {
         return None;

@@ -146,10 +146,11 @@ pub fn check_packages(app: &AppName, packages: &[String]) -> Result<(), Error> {
     if packages.is_empty() {
         return Ok(());
     }
-    let Ok(out) = std::process::Command::new("dpkg-query")
+    let mut query = std::process::Command::new("dpkg-query");
+    query
         .args(["-W", "-f", "${Package} ${db:Status-Status}\n"])
-        .args(packages)
-        .output()
+        .args(packages);
+    let Ok(out) = crate::command::run(query, crate::command::Stdin::Null, crate::command::ADMIN)
     else {
         tracing::warn!(%app, "no dpkg-query: cannot check the app's packages");
         return Ok(());

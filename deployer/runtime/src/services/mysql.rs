@@ -7,11 +7,12 @@
 //! client in `MYSQL_PWD`, which only the agent's user can read, never as an argument.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use silver_types::AppName;
 
 use super::service::{Service, Tenant};
+use crate::command::{self, Stdin};
 use crate::error::Error;
 use crate::paths::AppPaths;
 use crate::supervise::AppUser;
@@ -195,38 +196,19 @@ fn admin_output(app: &AppName, mysql: &Mysql, sql: &str, secret: &str) -> Result
             cmd.args(["--protocol=socket", "-u", "root"]);
         }
     }
-    let out = run(cmd, Some(sql.as_bytes())).map_err(|source| Error::NoMysql {
+    let stdin = Stdin::Bytes(sql.as_bytes().to_vec());
+    let out = command::run(cmd, stdin, command::ADMIN).map_err(|source| Error::NoMysql {
         app: app.clone(),
         addr: mysql.addr(),
         source,
     })?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err.lines().next().unwrap_or("(no message)");
         return Err(Error::MysqlRefused {
             addr: mysql.addr(),
-            message: if secret.is_empty() {
-                line.to_string()
-            } else {
-                line.replace(secret, "***")
-            },
+            message: command::error_line(&out.stderr, &[secret]),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn run(mut cmd: Command, input: Option<&[u8]>) -> std::io::Result<std::process::Output> {
-    use std::io::Write;
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let input = input.map(<[u8]>::to_vec);
-    let writer = std::thread::spawn(move || input.map(|i| stdin.write_all(&i)));
-    let out = child.wait_with_output()?;
-    let _ = writer.join();
-    Ok(out)
 }
 
 /// A client logged in as the app, run as the app's user: it reads what the app wrote (and a
@@ -271,7 +253,7 @@ pub fn dump(
         "--no-tablespaces",
     ])
     .arg(mysql_name(node, app));
-    let done = run(cmd, None).map_err(|source| Error::NoMysql {
+    let done = command::run(cmd, Stdin::Null, command::DATA).map_err(|source| Error::NoMysql {
         app: app.clone(),
         addr: mysql.addr(),
         source,
@@ -308,10 +290,12 @@ fn stage(d: &Tenant, mysql: &Mysql, dump: Option<&Path>) -> Result<(), Error> {
     let mut cmd = client("mariadb", mysql, &staging, &password, d.user);
     cmd.args(["--batch", "--sandbox", &staging]);
     let body = dump.map(super::dumps::open_dump).transpose()?;
-    let done = run_streamed(cmd, body).map_err(|source| Error::NoMysql {
-        app: app.clone(),
-        addr: mysql.addr(),
-        source,
+    let done = command::run(cmd, without_definers(body), command::DATA).map_err(|source| {
+        Error::NoMysql {
+            app: app.clone(),
+            addr: mysql.addr(),
+            source,
+        }
     })?;
     check(&done, "mariadb")?;
     admin(
@@ -527,34 +511,22 @@ fn client(
     cmd
 }
 
-/// Runs `cmd` with `body` streamed to its stdin line by line (never read whole into memory),
-/// each line without its `DEFINER=` clauses.
-fn run_streamed(
-    mut cmd: Command,
-    body: Option<std::fs::File>,
-) -> std::io::Result<std::process::Output> {
+/// `body` for a client's stdin, streamed line by line (never read whole into memory), each
+/// line without its `DEFINER=` clauses.
+fn without_definers(body: Option<std::fs::File>) -> Stdin {
     use std::io::{BufRead, Write};
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let stdin = child.stdin.take().expect("piped");
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        let Some(body) = body else { return Ok(()) };
-        let (mut reader, mut stdin) = (
-            std::io::BufReader::new(body),
-            std::io::BufWriter::new(stdin),
-        );
+    let Some(body) = body else {
+        return Stdin::Null;
+    };
+    Stdin::Stream(Box::new(move |pipe| {
+        let (mut reader, mut pipe) = (std::io::BufReader::new(body), std::io::BufWriter::new(pipe));
         let mut line = Vec::new();
         while reader.read_until(b'\n', &mut line)? > 0 {
-            stdin.write_all(&strip_definers(&line))?;
+            pipe.write_all(&strip_definers(&line))?;
             line.clear();
         }
-        stdin.flush()
-    });
-    let out = child.wait_with_output()?;
-    let _ = writer.join();
-    Ok(out)
+        pipe.flush()
+    }))
 }
 
 /// `line` without its ``DEFINER=`user`@`host` `` clauses. `mariadb-dump` names the app's user

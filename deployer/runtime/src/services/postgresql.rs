@@ -6,11 +6,12 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use silver_types::AppName;
 
 use super::service::{Service, Tenant};
+use crate::command::{self, Stdin};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::paths::AppPaths;
@@ -249,8 +250,7 @@ pub(crate) fn admin_psql(
     sql: &str,
     secrets: &[&str],
 ) -> Result<String, Error> {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new(&pg.psql[0]);
+    let mut cmd = Command::new(&pg.psql[0]);
     cmd.args(&pg.psql[1..])
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
     if let Some(admin) = &pg.admin {
@@ -271,31 +271,18 @@ pub(crate) fn admin_psql(
     if let Some(db) = database {
         cmd.args(["-d", db]);
     }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|source| Error::NoPsql {
+    let stdin = Stdin::Bytes(sql.as_bytes().to_vec());
+    let out = command::run(cmd, stdin, command::ADMIN).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::NoPsql {
             program: pg.psql[0].clone(),
             source,
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(sql.as_bytes())
-        .map_err(|source| Error::PostgresPipe { source })?;
-    let out = child
-        .wait_with_output()
-        .map_err(|source| Error::PostgresPipe { source })?;
+        },
+        _ => Error::PostgresPipe { source },
+    })?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let mut message = err.lines().next().unwrap_or("(no message)").to_string();
-        for secret in secrets {
-            message = message.replace(secret, "***");
-        }
-        return Err(Error::PostgresRefused { message });
+        return Err(Error::PostgresRefused {
+            message: command::error_line(&out.stderr, secrets),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -328,43 +315,29 @@ fn pg_login(s: &Postgresql, d: &Tenant, program: &str) -> Result<Command, Error>
 /// read whole into memory: a dump may be larger than the agent's memory).
 type Input = (Vec<u8>, Option<std::fs::File>);
 
-/// Runs a tool to the end; its stdout, or `DatabaseTool` with its first error line.
-fn run_pg(mut cmd: Command, program: &str, input: Option<Input>) -> Result<Vec<u8>, Error> {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| Error::NoPsql {
-        program: program.into(),
-        source,
-    })?;
-    if let Some((head, body)) = input {
-        let mut stdin = child.stdin.take().expect("piped");
-        // Written from a thread: a large restore must not wait on psql's output, nor psql on it.
-        std::thread::spawn(move || -> std::io::Result<()> {
-            stdin.write_all(&head)?;
+/// Runs a tool to the end; its stdout, or `DatabaseTool` with its error line.
+fn run_pg(cmd: Command, program: &str, input: Option<Input>) -> Result<Vec<u8>, Error> {
+    let stdin = match input {
+        None => Stdin::Null,
+        Some((head, body)) => Stdin::Stream(Box::new(move |pipe| {
+            pipe.write_all(&head)?;
             if let Some(mut body) = body {
-                std::io::copy(&mut body, &mut stdin)?;
+                std::io::copy(&mut body, pipe)?;
             }
             Ok(())
-        });
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| Error::PostgresPipe { source })?;
+        })),
+    };
+    let out = command::run(cmd, stdin, command::DATA).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::NoPsql {
+            program: program.into(),
+            source,
+        },
+        _ => Error::PostgresPipe { source },
+    })?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let message = err
-            .lines()
-            .find(|l| l.contains("ERROR") || l.contains("error") || l.contains("FATAL"))
-            .or(err.lines().next())
-            .unwrap_or("(no message)");
         return Err(Error::DatabaseTool {
             program: program.into(),
-            message: message.to_string(),
+            message: command::error_line(&out.stderr, &[]),
         });
     }
     Ok(out.stdout)
