@@ -81,11 +81,6 @@ impl Couchdb {
     }
 }
 
-/// The app's database: its identity's name (lower case, as CouchDB wants).
-pub fn couch_name(node: &str, app: &AppName) -> String {
-    crate::identity::Identity::of(node, app).name
-}
-
 impl Service for Couchdb {
     fn data_name(&self) -> &'static str {
         "couchdb"
@@ -117,7 +112,7 @@ pub fn provision(
     paths: &AppPaths,
     couch: &Couchdb,
 ) -> Result<Vec<(String, String)>, Error> {
-    let name = couch_name(node, app);
+    let name = crate::identity::Identity::of(node, app).name;
     create_db(app, couch, &name)?;
     let mut env = vec![
         ("CONFIG_COUCHDB_DB".to_string(), name.clone()),
@@ -194,7 +189,7 @@ fn put_user(
 
 /// Writes every document (attachments inline), one per line in id order, keys sorted.
 pub fn dump(node: &str, app: &AppName, couch: &Couchdb, out: &Path) -> Result<(), Error> {
-    let name = couch_name(node, app);
+    let name = crate::identity::Identity::of(node, app).name;
     let path = format!("/{name}/_all_docs?include_docs=true&attachments=true");
     let (_, all) = expect(app, couch, Method::GET, &path, None, &[200])?;
     let mut docs: Vec<&serde_json::Value> = all["rows"]
@@ -264,7 +259,7 @@ fn stage(d: &Tenant, couch: &Couchdb, dump: Option<&Path>) -> Result<(), Error> 
 /// the staged database is gone.
 fn switch(d: &Tenant, couch: &Couchdb) -> Result<(), Error> {
     let app = d.app;
-    let live = couch_name(d.node, app);
+    let live = crate::identity::Identity::of(d.node, app).name;
     let staging = crate::identity::Identity::of(d.node, app).staging("restore");
     let (status, _) = call(app, couch, None, Method::GET, &format!("/{staging}"), None)?;
     if status != StatusCode::OK {

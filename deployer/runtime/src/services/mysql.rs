@@ -65,11 +65,6 @@ impl Mysql {
     }
 }
 
-/// The app's database and user: its identity's name, as its PostgreSQL role.
-pub fn mysql_name(node: &str, app: &AppName) -> String {
-    crate::identity::Identity::of(node, app).name
-}
-
 impl Service for Mysql {
     fn data_name(&self) -> &'static str {
         "mysql"
@@ -101,7 +96,7 @@ pub fn provision(
     paths: &AppPaths,
     mysql: &Mysql,
 ) -> Result<Vec<(String, String)>, Error> {
-    let name = mysql_name(node, app);
+    let name = crate::identity::Identity::of(node, app).name;
     let password = password(paths)?;
     claim(node, app, mysql, &name)?;
     let sql = format!(
@@ -225,7 +220,7 @@ fn as_app(
     Ok(client(
         program,
         mysql,
-        &mysql_name(node, app),
+        &crate::identity::Identity::of(node, app).name,
         &password(paths)?,
         user,
     ))
@@ -252,7 +247,7 @@ pub fn dump(
         "--skip-lock-tables",
         "--no-tablespaces",
     ])
-    .arg(mysql_name(node, app));
+    .arg(crate::identity::Identity::of(node, app).name);
     let done = command::run(cmd, Stdin::Null, command::DATA).map_err(|source| Error::NoMysql {
         app: app.clone(),
         addr: mysql.addr(),

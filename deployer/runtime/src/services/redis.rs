@@ -66,11 +66,6 @@ impl Redis {
     }
 }
 
-/// The app's Redis user: `s<node>_<app>`, its keys `s<node>_<app>:*`.
-pub fn redis_user(node: &str, app: &AppName) -> String {
-    crate::identity::Identity::of(node, app).name
-}
-
 /// What an app's user may not run beyond `-@admin -@dangerous`, each for what it crosses:
 /// - `SCAN`, `KEYS`, `RANDOMKEY`: they list every app's key names, whatever the key patterns;
 /// - `FUNCTION`, `FCALL`: functions are one library for the whole server, so one app could
@@ -127,7 +122,7 @@ pub fn provision(
     paths: &AppPaths,
     redis: &Redis,
 ) -> Result<Vec<(String, String)>, Error> {
-    let user = redis_user(node, app);
+    let user = crate::identity::Identity::of(node, app).name;
     let password_file = paths.services().join("redis.password");
     std::fs::create_dir_all(paths.services()).map_err(|e| Error::io(&paths.services(), e))?;
     let password = safefs::load_or_create_secret(&password_file, 24)
@@ -419,7 +414,7 @@ fn keys(conn: &mut Conn, prefix: &str) -> Result<Vec<Vec<u8>>, String> {
 /// Writes the app's keys as JSON lines, by key: `key`, `type`, `value` and, for a key that
 /// expires, `ttl_ms` (the time it had left).
 pub fn dump(node: &str, app: &AppName, redis: &Redis, out: &Path) -> Result<(), Error> {
-    let prefix = format!("{}:", redis_user(node, app));
+    let prefix = format!("{}:", crate::identity::Identity::of(node, app).name);
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
         message,
