@@ -54,7 +54,8 @@ impl Store {
         file.set_permissions(fs::Permissions::from_mode(0o555))
             .map_err(|e| Error::io(&tmp, e))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, &twin).map_err(|e| Error::io(&twin, e))?;
+        // Another stage (of another app) may have made the twin meanwhile: it stays.
+        place(&tmp, &twin)?;
         Ok(twin)
     }
 }
@@ -78,7 +79,7 @@ impl Store {
             for pending in &batch {
                 let dest = self.object_path(&pending.hash);
                 mkdir_p(dest.parent().expect("objects are sharded"))?;
-                fs::rename(&pending.path, &dest).map_err(|e| Error::io(&dest, e))?;
+                place(&pending.path, &dest)?;
             }
             rustix::fs::syncfs(&dir).map_err(|e| Error::io(&tmp, e.into()))
         })();
@@ -95,6 +96,23 @@ impl Store {
         for pending in batch {
             let _ = fs::remove_file(pending.path);
         }
+    }
+}
+
+/// Moves a verified object to its name, unless an object of that name (so of that content)
+/// is there already: then the copy goes.
+///
+/// Blocks a race between two uploads of one object and a release being staged from it: a
+/// rename over the object would leave the old inode with no name, and a `link(2)` that had
+/// looked it up fails with ENOENT (seen as a deploy failing at stage under load).
+fn place(pending: &std::path::Path, dest: &std::path::Path) -> Result<(), Error> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, pending, CWD, dest, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => {
+            fs::remove_file(pending).map_err(|e| Error::io(pending, e))
+        }
+        Err(e) => Err(Error::io(dest, e.into())),
     }
 }
 
@@ -138,5 +156,38 @@ impl ObjectWriter {
 
     pub fn abandon(self) {
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One object uploaded again and again (as by concurrent deploys of releases that share it)
+    /// while a release is staged from it: every link finds it.
+    #[test]
+    fn an_object_committed_again_never_breaks_a_link_to_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store"), packer::Limits::default()).unwrap();
+        let bytes = b"body { color: black }\n";
+        let hash = Hash::from(blake3::hash(bytes));
+        let upload = || {
+            let mut writer = store.object_writer().unwrap();
+            writer.write(bytes).unwrap();
+            store.commit(vec![writer.finish(&hash).unwrap()]).unwrap();
+        };
+        upload();
+        let links = tmp.path().join("links");
+        std::fs::create_dir(&links).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| (0..300).for_each(|_| upload()));
+            s.spawn(|| {
+                for i in 0..3000 {
+                    let target = links.join(i.to_string());
+                    std::fs::hard_link(store.object_path(&hash), &target).unwrap();
+                    std::fs::remove_file(&target).unwrap();
+                }
+            });
+        });
     }
 }
