@@ -20,13 +20,15 @@ fn step(args: &[&str]) -> Step {
     }
 }
 
-/// Runs every step in `dir` against `agent`, and writes each as `$ silver ARGS`, its stderr,
-/// its stdout and its exit code.
-fn transcript(agent: &Agent, dir: &std::path::Path, steps: &[Step]) -> String {
+/// Runs every step in `dir` (against `agent`, if any), and writes each as `$ silver ARGS`, its
+/// stderr, its stdout and its exit code.
+fn transcript(agent: Option<&Agent>, dir: &std::path::Path, steps: &[Step]) -> String {
     let mut text = String::new();
     for s in steps {
-        let mut cmd = agent.silver();
+        let mut cmd = agent.map_or_else(silver, Agent::silver);
         cmd.current_dir(dir)
+            .env("SILVER_NODES_DIR", dir.join("nodes"))
+            .env("HOME", dir)
             .env("SILVER_CACHE_DIR", dir.join("cache"))
             .args(&s.args);
         if let Some(input) = s.stdin {
@@ -57,6 +59,9 @@ fn filters(tmp: &std::path::Path) -> Vec<(String, String)> {
         (r"\d+(\.\d+)? (B|KiB|MiB)\b".into(), "[SIZE]"),
         (r"\b\d+(\.\d+)?(ms|s)\b".into(), "[DURATION]"),
         (r"\bpid \d+".into(), "pid [PID]"),
+        (r"\b[0-9a-f]{64}\b".into(), "[SHA256]"),
+        // Who apps run as depends on whether the tests run as root.
+        (r"(?m)^ +Apps .*$".into(), "[WHO APPS RUN AS]"),
     ]
     .into_iter()
     .map(|(re, to)| (re, to.to_string()))
@@ -123,7 +128,7 @@ fn every_node_subcommand_says_what_it_did_or_what_to_do() {
         step(&["deactivate", "nowhere.test"]),
         step(&["deactivate", "hello.localhost"]),
     ];
-    let text = transcript(&agent, tmp.path(), &steps);
+    let text = transcript(Some(&agent), tmp.path(), &steps);
     insta::assert_snapshot!(redacted(&text, tmp.path()), @r#"
     $ silver pack v1 -o dist
           Packed hello [ID] (6 files, [SIZE] -> [SIZE], 0 fixups) into [TMP]/dist/hello-[ID12].silver
@@ -267,5 +272,104 @@ fn every_node_subcommand_says_what_it_did_or_what_to_do() {
     $ silver deactivate hello.localhost
      Deactivated hello at hello.localhost: it serves nowhere now; its processes stopped
     [exit 0]
+    "#);
+}
+
+#[test]
+fn every_local_subcommand_says_what_it_did_or_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_fixture("hello-wsgi", &tmp.path().join("hello"));
+    let (id, archive) = pack_dir(&tmp.path().join("hello"), &tmp.path().join("dist"));
+    let archive = archive.to_str().unwrap().to_string();
+    // An empty store for fsck, and one whose token any user may read, which the agent refuses.
+    for dir in ["store/objects/tmp", "store/artifacts", "store/apps", "open"] {
+        std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
+    }
+    std::fs::write(tmp.path().join("open/token"), "secret").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(tmp.path().join("open/token"), mode).unwrap();
+    let wrong = format!("b3:{}", "0".repeat(64));
+    let steps = [
+        step(&["inspect", &archive]),
+        step(&["verify", &archive, "--id", &id]),
+        step(&["verify", &archive, "--id", &wrong]),
+        step(&["unpack", &archive, "out"]),
+        step(&["unpack", &archive, "out"]),
+        step(&["fsck", "--root", "store"]),
+        step(&["fsck", "--root", "nowhere"]),
+        step(&["agent", "--root", "open", "--listen", "127.0.0.1:0"]),
+        step(&["serve", "nowhere"]),
+        step(&["up", "nowhere"]),
+        step(&["bake", "no-such-recipe.toml"]),
+        step(&["node", "list"]),
+        step(&["node", "boot", "no-such-image", "--name", "n1"]),
+    ];
+    let text = transcript(None, tmp.path(), &steps);
+    insta::assert_snapshot!(redacted(&text, tmp.path()), @r#"
+    $ silver inspect [TMP]/dist/hello-[ID12].silver
+    format    silver-manifest 1
+    app       hello
+    id        [ID]
+    archive   1429 bytes, sha256 [SHA256]
+    content   1628 bytes in 5 files
+    entries   5 (0 symlinks, 0 empty directories)
+    fixups    0
+
+    file  0644         16  .silverignore
+    file  0644        183  app.ini
+    file  0644       1260  app.py
+    file  0644        135  lib/python/greeting/__init__.py
+    file  0644         34  static/css/site.css
+    [exit 0]
+    $ silver verify [TMP]/dist/hello-[ID12].silver --id [ID]
+        Verified [ID] (5 files, [SIZE])
+    [ID]
+    [exit 0]
+    $ silver verify [TMP]/dist/hello-[ID12].silver --id [ID]
+    error: `[TMP]/dist/hello-[ID12].silver` did not verify
+      caused by: artifact `[TMP]/dist/hello-[ID12].silver` is [ID], not [ID]
+    hint: the archive is not the artifact you named; check the id you were given
+    [exit 3]
+    $ silver unpack [TMP]/dist/hello-[ID12].silver out
+        Unpacked [ID] (5 files) into [TMP]/out
+    [ID]
+    [exit 0]
+    $ silver unpack [TMP]/dist/hello-[ID12].silver out
+    error: failed to unpack `[TMP]/dist/hello-[ID12].silver`
+      caused by: `[TMP]/out` already exists
+    hint: choose a new destination; unpack never writes into an existing directory
+    [exit 1]
+    $ silver fsck --root store
+         Checked 0 objects, 0 releases
+    [exit 0]
+    $ silver fsck --root nowhere
+    error: `[TMP]/nowhere` is not an agent's store (no objects/)
+    [exit 1]
+    $ silver agent --root open --listen 127.0.0.1:[PORT]
+    [WHO APPS RUN AS]
+    error: the agent over `[TMP]/open` stopped
+      caused by: `[TMP]/open/token` is mode 0644: other users can read or change it
+    hint: it guards access to the node: `chmod 600 [TMP]/open/token` (and keep it owned by the agent's user)
+    [exit 1]
+    $ silver serve nowhere
+    error: failed to open the app directory `[TMP]/nowhere`
+      caused by: No such file or directory (os error 2)
+    [exit 1]
+    $ silver up nowhere
+    error: failed to read `[TMP]/nowhere/app.ini`
+      caused by: `[TMP]/nowhere` is not an app directory: it does not exist or is not a directory
+    hint: give the directory that holds the app's `app.ini`
+    [exit 1]
+    $ silver bake no-such-recipe.toml
+    error: cannot read the recipe `[TMP]/no-such-recipe.toml`
+      caused by: No such file or directory (os error 2)
+    [exit 1]
+    $ silver node list
+    [exit 0]
+    $ silver node boot no-such-image --name n1
+    error: no SSH public key to authorize on the node (looked for [TMP]/.ssh/id_ed25519.pub, [TMP]/.ssh/id_rsa.pub)
+    hint: pass --ssh-key FILE, or make one with ssh-keygen -t ed25519
+    [exit 1]
     "#);
 }
