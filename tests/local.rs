@@ -75,13 +75,15 @@ fn stop(mut child: Child) {
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // It stops on SIGTERM, draining first; a test that waited longer would hide a hang.
+    eventually(
+        Duration::from_secs(20),
+        "it exits on SIGTERM",
+        || match child.try_wait().unwrap() {
+            Some(_) => Ok(()),
+            None => Err("still running".into()),
+        },
+    );
 }
 
 fn wait_for(front: &str, path: &str, expected: &str) {

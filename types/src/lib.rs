@@ -11,6 +11,7 @@ mod error;
 mod hint;
 pub mod id;
 pub mod names;
+mod said;
 mod service;
 pub mod vars;
 
@@ -20,5 +21,6 @@ pub use error::Error;
 pub use hint::Hint;
 pub use id::{ArtifactId, Hash};
 pub use names::{AppName, IdPrefix};
+pub use said::Said;
 pub use service::ServiceKind;
 pub use vars::{VarName, VarProblem, VarValue};

@@ -63,18 +63,14 @@ pub fn run(mut cmd: Command, stdin: Stdin, deadline: Duration) -> io::Result<Out
 }
 
 /// The line of a tool's stderr that says what failed (the first that names an error, else the
-/// first), with each of `secrets` replaced by `***`.
-pub fn error_line(stderr: &[u8], secrets: &[&str]) -> String {
+/// first), with each of `secrets` blotted out.
+pub fn error_line(stderr: &[u8], secrets: &[&str]) -> silver_types::Said {
     let text = String::from_utf8_lossy(stderr);
     let line = text
         .lines()
         .find(|l| l.contains("ERROR") || l.contains("error") || l.contains("FATAL"))
-        .or(text.lines().next())
-        .unwrap_or("(no message)");
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(line.to_string(), |line, secret| line.replace(secret, "***"))
+        .unwrap_or(&text);
+    silver_types::Said::new(line, secrets)
 }
 
 #[cfg(test)]
@@ -93,7 +89,7 @@ mod tests {
         let out = run(sh, Stdin::Null, ADMIN).unwrap();
         assert_eq!(out.status.code(), Some(3));
         assert_eq!(
-            error_line(&out.stderr, &["hunter2"]),
+            error_line(&out.stderr, &["hunter2"]).as_str(),
             "ERROR: bad password ***"
         );
     }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use silver_types::AppName;
+use silver_types::{AppName, Said};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,7 +44,7 @@ pub enum Error {
         source: io::Error,
     },
     #[error("useradd refused to make the app's user `{name}`: {message}")]
-    UserAddRefused { name: String, message: String },
+    UserAddRefused { name: String, message: Said },
     #[error("user `{name}` exists but the agent did not make it (its comment is `{comment}`)")]
     UserTaken { name: String, comment: String },
     #[error("PostgreSQL role `{role}` for app `{app}` exists but this node did not make it (its comment is `{comment}`)")]
@@ -69,7 +69,7 @@ pub enum Error {
         source: io::Error,
     },
     #[error("PostgreSQL refused to provision the app's database: {message}")]
-    PostgresRefused { message: String },
+    PostgresRefused { message: Said },
     #[error("app `{app}` needs service `redis`, but the node's Redis at {addr} does not answer")]
     NoRedis {
         app: AppName,
@@ -78,7 +78,7 @@ pub enum Error {
         source: io::Error,
     },
     #[error("Redis at {addr} asks for a password the agent does not have: {message}")]
-    RedisNeedsAdmin { addr: String, message: String },
+    RedisNeedsAdmin { addr: String, message: Said },
     #[error("the restore of `{app}` is committed, but not every service has switched to it yet")]
     RestoreUnfinished {
         app: AppName,
@@ -92,14 +92,20 @@ pub enum Error {
         name: String,
         owner: String,
     },
+    #[error("key `{key}` of app `{app}` is a Redis {kind}, which silver cannot back up yet")]
+    RedisKeyKind {
+        app: AppName,
+        key: String,
+        kind: String,
+    },
     #[error("Redis at {addr} refused to provision the app's user: {message}")]
-    RedisRefused { addr: String, message: String },
+    RedisRefused { addr: String, message: Said },
     #[error("`{}` is not a backup silver can restore: {why}", path.display())]
     BadBackup { path: PathBuf, why: String },
     #[error("the backup holds data of service `{service}`, which app `{app}` does not have")]
     BackupServiceMissing { app: AppName, service: String },
     #[error("`{program}` failed on the app's database: {message}")]
-    DatabaseTool { program: String, message: String },
+    DatabaseTool { program: String, message: Said },
     #[error(
         "app `{app}` needs service `mysql`, but the node's MariaDB at {addr} cannot be reached"
     )]
@@ -119,9 +125,9 @@ pub enum Error {
         source: io::Error,
     },
     #[error("CouchDB at {addr} refused: {message}")]
-    CouchdbRefused { addr: String, message: String },
+    CouchdbRefused { addr: String, message: Said },
     #[error("MariaDB at {addr} refused to provision the app's database: {message}")]
-    MysqlRefused { addr: String, message: String },
+    MysqlRefused { addr: String, message: Said },
     #[error("a runtime worker stopped while {doing}")]
     Worker {
         doing: &'static str,

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use reqwest::{Method, StatusCode};
-use silver_types::AppName;
+use silver_types::{AppName, Said};
 
 use super::service::{Service, Tenant};
 use crate::error::Error;
@@ -395,7 +395,7 @@ fn expect(
             .unwrap_or("");
         return Err(Error::CouchdbRefused {
             addr: couch.addr(),
-            message: format!("{what} answered {status}: {reason}"),
+            message: Said::new(&format!("{what} answered {status}: {reason}"), &[]),
         });
     }
     Ok((status, json))

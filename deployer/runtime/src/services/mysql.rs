@@ -589,7 +589,7 @@ fn check(out: &std::process::Output, program: &str) -> Result<(), Error> {
         .unwrap_or("(no message)");
     Err(Error::DatabaseTool {
         program: program.into(),
-        message: message.to_string(),
+        message: silver_types::Said::new(message, &[]),
     })
 }
 

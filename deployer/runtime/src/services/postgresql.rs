@@ -399,7 +399,10 @@ fn pg_dump(s: &Postgresql, d: &Tenant, out: &Path) -> Result<(), Error> {
             .split_once('\u{1f}')
             .ok_or_else(|| Error::DatabaseTool {
                 program: "psql".into(),
-                message: format!("unexpected table listing `{line}`"),
+                message: silver_types::Said::new(
+                    &format!("unexpected table listing `{line}`"),
+                    &[],
+                ),
             })?;
         let rows = psql(
             s,

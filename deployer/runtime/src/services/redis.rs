@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use silver_types::AppName;
+use silver_types::{AppName, Said};
 
 use super::service::{Service, Tenant};
 use crate::error::Error;
@@ -131,7 +131,7 @@ pub fn provision(
     // Redis quotes a modifier it cannot parse: the password must not ride along.
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
-        message: message.replace(&password, "***"),
+        message: Said::new(&message, &[&password]),
     };
     claim(&mut conn, node, app, &user, redis)?;
     let keys = format!("~{user}:*");
@@ -185,7 +185,7 @@ fn claim(
 ) -> Result<(), Error> {
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
-        message,
+        message: Said::new(&message, &[]),
     };
     let ours = crate::identity::Identity::owner_comment(node, app);
     let key = format!("{user}-owner");
@@ -318,7 +318,7 @@ fn admin(app: &AppName, redis: &Redis) -> Result<Conn, Error> {
     };
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
-        message,
+        message: Said::new(&message, &[]),
     };
     let mut conn = open()?;
     if let Some((admin, admin_password)) = &redis.admin {
@@ -341,7 +341,7 @@ fn admin(app: &AppName, redis: &Redis) -> Result<Conn, Error> {
     if let Err(e) = conn.command(&[b"ACL", b"WHOAMI"]) {
         return Err(Error::RedisNeedsAdmin {
             addr: redis.addr(),
-            message: e,
+            message: Said::new(&e, &[]),
         });
     }
     let password = safefs::load_or_create_secret(file, 24).map_err(|e| Error::io(file, e))?;
@@ -417,7 +417,7 @@ pub fn dump(node: &str, app: &AppName, redis: &Redis, out: &Path) -> Result<(), 
     let prefix = format!("{}:", crate::identity::Identity::of(node, app).name);
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
-        message,
+        message: Said::new(&message, &[]),
     };
     let mut conn = admin(app, redis)?;
     let mut text = String::new();
@@ -475,12 +475,10 @@ pub fn dump(node: &str, app: &AppName, redis: &Redis, out: &Path) -> Result<(), 
                     .collect()
             }
             other => {
-                return Err(Error::RedisRefused {
-                    addr: redis.addr(),
-                    message: format!(
-                        "key `{}` is a {other}, which silver cannot back up yet",
-                        String::from_utf8_lossy(&key)
-                    ),
+                return Err(Error::RedisKeyKind {
+                    app: app.clone(),
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    kind: other.to_string(),
                 })
             }
         };
@@ -508,7 +506,7 @@ fn stage(d: &Tenant, redis: &Redis, dump: Option<&Path>) -> Result<(), Error> {
     let (staging, marker) = (format!("{}:", id.staging("restore")), id.staging("restore"));
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
-        message,
+        message: Said::new(&message, &[]),
     };
     let mut conn = admin(app, redis)?;
     delete_prefixed(&mut conn, &staging).map_err(refused)?;
@@ -609,7 +607,7 @@ fn switch(d: &Tenant, redis: &Redis) -> Result<(), Error> {
     conn.call(&["EVAL", SWAP, "0", &id.redis_prefix(), &staging, &marker])
         .map_err(|message| Error::RedisRefused {
             addr: redis.addr(),
-            message,
+            message: Said::new(&message, &[]),
         })
         .map(|_| ())
 }
@@ -620,7 +618,7 @@ fn discard(d: &Tenant, redis: &Redis) -> Result<(), Error> {
     let (staging, marker) = (format!("{}:", id.staging("restore")), id.staging("restore"));
     let refused = |message: String| Error::RedisRefused {
         addr: redis.addr(),
-        message,
+        message: Said::new(&message, &[]),
     };
     let mut conn = admin(d.app, redis)?;
     conn.command(&[b"DEL", marker.as_bytes()])
