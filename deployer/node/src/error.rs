@@ -42,7 +42,10 @@ pub enum Error {
         max: usize,
     },
     #[error("the request body is not what {route} takes: {why}")]
-    BadBody { route: String, why: String },
+    BadBody {
+        route: String,
+        why: silver_types::Said,
+    },
     #[error("location `{location}` {why}")]
     BadLocation { location: String, why: &'static str },
     // ---- artifacts and objects ----
@@ -80,7 +83,7 @@ pub enum Error {
     },
     // ---- uploads ----
     #[error("the upload was interrupted: {why}")]
-    UploadInterrupted { why: String },
+    UploadInterrupted { why: silver_types::Said },
     #[error("the upload stalled for {secs} s")]
     UploadStalled { secs: u64 },
     #[error("the upload stream is corrupt")]
@@ -91,7 +94,10 @@ pub enum Error {
     #[error("the upload ended in the middle of an object")]
     UploadTorn,
     #[error("the node's record `{}` is damaged: {why}", path.display())]
-    BadRecord { path: PathBuf, why: String },
+    BadRecord {
+        path: PathBuf,
+        why: silver_types::Said,
+    },
     #[error("app `{app}` does not answer at `{location}` (it answers at: {})", if locations.is_empty() { "nowhere".to_string() } else { locations.join(", ") })]
     NotServedThere {
         app: AppName,
@@ -170,7 +176,10 @@ pub enum Error {
     #[error("refusing to listen on {addr} without TLS: the control API never takes plaintext remote control")]
     PlaintextRemote { addr: SocketAddr },
     #[error("TLS file `{}`: {why}", path.display())]
-    BadTls { path: PathBuf, why: String },
+    BadTls {
+        path: PathBuf,
+        why: silver_types::Said,
+    },
     #[error("token file `{}` is empty", path.display())]
     EmptyToken { path: PathBuf },
     #[error("`{}` is mode {mode:04o}: other users can read or change it", path.display())]

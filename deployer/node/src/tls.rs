@@ -21,7 +21,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
     let bad = |path: &Path, why: String| Error::BadTls {
         path: path.to_path_buf(),
-        why,
+        why: silver_types::Said::new(&why, &[]),
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| bad(cert, e.to_string()))?

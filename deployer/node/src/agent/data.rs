@@ -181,7 +181,9 @@ async fn receive(body: Body, path: &Path, max: u64) -> Result<(), Error> {
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::UploadInterrupted { why: e.to_string() })?;
+        let chunk = chunk.map_err(|e| Error::UploadInterrupted {
+            why: silver_types::Said::new(&e.to_string(), &[]),
+        })?;
         total += chunk.len() as u64;
         if total > max {
             return Err(Error::UploadTooLarge { bytes: total, max });

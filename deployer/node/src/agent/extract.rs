@@ -69,7 +69,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .map_err(|e: JsonRejection| {
                 ApiErr(Error::BadBody {
                     route,
-                    why: e.body_text(),
+                    why: silver_types::Said::new(&e.body_text(), &[]),
                 })
             })
     }
@@ -78,6 +78,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 fn bad_path(parts: &Parts, why: String) -> ApiErr {
     ApiErr(Error::BadBody {
         route: parts.uri.path().to_string(),
-        why,
+        why: silver_types::Said::new(&why, &[]),
     })
 }

@@ -174,7 +174,7 @@ async fn run_head(
     let bad = |why: String| {
         ApiErr(Error::BadBody {
             route: "POST /v1/apps/{app}/run".into(),
-            why,
+            why: silver_types::Said::new(&why, &[]),
         })
     };
     let streamed = headers

@@ -154,7 +154,10 @@ pub(super) async fn put_objects(
             Ok(Some(Err(e))) => {
                 drop(tx);
                 let _ = worker.await;
-                return Err(Error::UploadInterrupted { why: e.to_string() }.into());
+                return Err(Error::UploadInterrupted {
+                    why: silver_types::Said::new(&e.to_string(), &[]),
+                }
+                .into());
             }
             Err(_) => {
                 drop(tx);

@@ -43,7 +43,7 @@ impl Store {
         let raw: BTreeMap<String, String> =
             serde_json::from_slice(&text).map_err(|e| Error::BadRecord {
                 path: path.clone(),
-                why: e.to_string(),
+                why: silver_types::Said::new(&e.to_string(), &[]),
             })?;
         // Parsed as they are read back: a variable an older agent took and this one refuses
         // (a name silver now sets itself) is left out, and said, rather than failing the app.
@@ -156,7 +156,10 @@ impl Store {
         match fs::read_to_string(&path) {
             Ok(text) => text.trim().parse().map_err(|_| Error::BadRecord {
                 path,
-                why: format!("`{}` is not a version number", text.trim()),
+                why: silver_types::Said::new(
+                    &format!("`{}` is not a version number", text.trim()),
+                    &[],
+                ),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(Error::io(&path, e)),
