@@ -39,6 +39,27 @@ impl ServiceKind {
         }
     }
 
+    /// The name its data goes by in a backup's `backup.json` and a restore's journal:
+    /// `postgis` keeps `postgresql`'s (the same database, with an extension).
+    pub fn data_name(self) -> &'static str {
+        match self {
+            ServiceKind::Postgis => ServiceKind::Postgresql.name(),
+            kind => kind.name(),
+        }
+    }
+
+    /// The file its data takes in a backup.
+    pub fn dump_file(self) -> &'static str {
+        match self {
+            ServiceKind::Files => "files.tar",
+            ServiceKind::WritableRoot => "writable_root.tar",
+            ServiceKind::Postgresql | ServiceKind::Postgis => "postgresql.sql",
+            ServiceKind::Mysql => "mysql.sql",
+            ServiceKind::Couchdb => "couchdb.jsonl",
+            ServiceKind::Redis => "redis.jsonl",
+        }
+    }
+
     /// The service called `name`; `postgres` is read as `postgresql`, as Silver Lining did.
     pub fn parse(name: &str) -> Option<ServiceKind> {
         let name = if name == "postgres" {

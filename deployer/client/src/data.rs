@@ -479,7 +479,7 @@ fn unpack<'a>(
             limits
         },
     };
-    let refused = safefs::flat_tar::read(input, dir, BACKUP_FILES, limits.max_entry_bytes)
+    let refused = safefs::flat_tar::read(input, dir, &BACKUP_FILES, limits.max_entry_bytes)
         .map_err(|e| io(dir, e))?;
     refused.map_err(|why| Error::BadBackup {
         place: source.to_string(),
@@ -535,7 +535,7 @@ fn names(dir: &Path) -> Vec<String> {
 
 /// The backup as the node reads it and `silver backup` keeps it (`safefs::flat_tar`).
 fn plain_tar(dir: &Path, out: &mut dyn Write) -> std::io::Result<()> {
-    safefs::flat_tar::write(dir, BACKUP_FILES, out)
+    safefs::flat_tar::write(dir, &BACKUP_FILES, out)
 }
 
 fn compressed_tar(dir: &Path, format: Format, out: &mut dyn Write) -> std::io::Result<()> {

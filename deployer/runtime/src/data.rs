@@ -52,17 +52,14 @@ pub fn dump(d: &AppData, release: &str, created: &str, dir: &Path) -> Result<Bac
     let kinds = d.data_kinds();
     for kind in &kinds {
         let service = d.service(*kind);
-        service.dump(&d.tenant, &dir.join(service.dump_file()))?;
+        service.dump(&d.tenant, &dir.join(kind.dump_file()))?;
     }
     let info = BackupInfo {
         format: 1,
         app: d.tenant.app.clone(),
         release: release.to_string(),
         created: created.to_string(),
-        services: kinds
-            .iter()
-            .map(|k| d.service(*k).data_name().to_string())
-            .collect(),
+        services: kinds.iter().map(|k| k.data_name().to_string()).collect(),
     };
     let path = dir.join(MANIFEST);
     let json = serde_json::to_vec_pretty(&info).expect("plain data");
@@ -104,7 +101,7 @@ pub(crate) fn kinds_of_backup(
                 app: d.tenant.app.clone(),
                 service: service.clone(),
             })?;
-        let file = dir.join(d.service(kind).dump_file());
+        let file = dir.join(kind.dump_file());
         crate::services::dumps::open_dump(&file).map_err(|e| match e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Error::BadBackup {

@@ -36,7 +36,7 @@ pub fn restore(d: &AppData, dir: &Path) -> Result<BackupInfo, Error> {
     let source = format!("backup of `{}` taken {}", info.app, info.created);
     let staged: Vec<(Kind, Option<std::path::PathBuf>)> = kinds
         .into_iter()
-        .map(|k| (k, Some(dir.join(d.service(k).dump_file()))))
+        .map(|k| (k, Some(dir.join(k.dump_file()))))
         .collect();
     run(d, &source, &staged)?;
     Ok(info)
@@ -111,10 +111,7 @@ fn run(
     let kinds: Vec<Kind> = staged.iter().map(|(k, _)| *k).collect();
     let mut journal = Journal {
         phase: Phase::Staging,
-        services: kinds
-            .iter()
-            .map(|k| d.service(*k).data_name().to_string())
-            .collect(),
+        services: kinds.iter().map(|k| k.data_name().to_string()).collect(),
         source: source.to_string(),
         started: crate::data::now_utc(),
     };
@@ -123,11 +120,7 @@ fn run(
         if let Err(e) = stage(d, *kind, dump.as_deref()) {
             discard_all(d, &kinds)?;
             remove_journal(d)?;
-            return Err(refused_dump(
-                d.service(*kind).dump_file(),
-                dump.is_some(),
-                e,
-            ));
+            return Err(refused_dump(kind.dump_file(), dump.is_some(), e));
         }
     }
     journal.phase = Phase::Switching;

@@ -36,16 +36,17 @@ use serde::{Deserialize, Serialize};
 use silver_types::{AppName, ArtifactId, IdPrefix, Location};
 pub use silver_types::{VarName, VarProblem, VarValue};
 
-/// The files a backup may hold, and nothing else: `backup.json` and one dump per service.
-pub const BACKUP_FILES: &[&str] = &[
-    "backup.json",
-    "files.tar",
-    "writable_root.tar",
-    "postgresql.sql",
-    "mysql.sql",
-    "couchdb.jsonl",
-    "redis.jsonl",
-];
+/// The files a backup may hold, and nothing else: `backup.json` and one dump per service
+/// (`ServiceKind::dump_file`, so a new service's dump travels without another list to edit).
+pub static BACKUP_FILES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut files = vec!["backup.json"];
+    for kind in silver_types::ServiceKind::ALL {
+        if !files.contains(&kind.dump_file()) {
+            files.push(kind.dump_file());
+        }
+    }
+    files
+});
 
 /// What a backup's `backup.json` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -199,7 +199,7 @@ async fn receive(body: Body, path: &Path, max: u64) -> Result<(), Error> {
 /// returns it open for reading.
 fn tar_flat(dir: &Path, out: &Path) -> Result<std::fs::File, Error> {
     let file = safefs::create_private(out).map_err(|e| Error::io(out, e))?;
-    safefs::flat_tar::write(dir, BACKUP_FILES, &file)
+    safefs::flat_tar::write(dir, &BACKUP_FILES, &file)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(out, e))?;
     std::fs::File::open(out).map_err(|e| Error::io(out, e))
@@ -215,7 +215,7 @@ fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
         })
     };
     let file = std::fs::File::open(tar_file).map_err(|e| Error::io(tar_file, e))?;
-    safefs::flat_tar::read(file, dir, BACKUP_FILES, u64::MAX)
+    safefs::flat_tar::read(file, dir, &BACKUP_FILES, u64::MAX)
         .map_err(|e| Error::io(dir, e))?
         .map_err(|refused| bad(refused.to_string()))?;
     if !dir.join(data::MANIFEST).is_file() {

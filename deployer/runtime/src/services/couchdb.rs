@@ -82,12 +82,6 @@ impl Couchdb {
 }
 
 impl Service for Couchdb {
-    fn data_name(&self) -> &'static str {
-        "couchdb"
-    }
-    fn dump_file(&self) -> &'static str {
-        "couchdb.jsonl"
-    }
     fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error> {
         provision(t.node, t.app, t.paths, self)
     }

@@ -26,18 +26,6 @@ impl Dir {
 }
 
 impl Service for Dir {
-    fn data_name(&self) -> &'static str {
-        match self {
-            Dir::Files => "files",
-            Dir::WritableRoot => "writable_root",
-        }
-    }
-    fn dump_file(&self) -> &'static str {
-        match self {
-            Dir::Files => "files.tar",
-            Dir::WritableRoot => "writable_root.tar",
-        }
-    }
     fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error> {
         let var = match self {
             Dir::Files => "CONFIG_FILES",

@@ -90,7 +90,7 @@ impl AppData<'_> {
     pub fn data_kinds(&self) -> Vec<ServiceKind> {
         let mut by_name: BTreeMap<&str, ServiceKind> = BTreeMap::new();
         for (kind, _) in self.services {
-            let name = self.registry.get(*kind).data_name();
+            let name = kind.data_name();
             let slot = by_name.entry(name).or_insert(*kind);
             *slot = (*slot).max(*kind);
         }
@@ -103,7 +103,7 @@ impl AppData<'_> {
     pub fn kind_of_data(&self, name: &str) -> Option<ServiceKind> {
         self.data_kinds()
             .into_iter()
-            .find(|k| self.registry.get(*k).data_name() == name)
+            .find(|k| k.data_name() == name)
     }
 
     /// Whether the app keeps any data a checkpoint would hold.
@@ -199,13 +199,19 @@ mod tests {
         );
     }
 
-    /// Every kind has its service, whose data name is a kind's name.
+    /// Every kind has its service, its data name is a kind's name, and its dump is a file a
+    /// backup carries.
     #[test]
     fn the_registry_serves_every_kind() {
         let registry = Registry::new(&Servers::default());
         for kind in ServiceKind::ALL {
-            let name = registry.get(kind).data_name();
+            let _ = registry.get(kind);
+            let name = kind.data_name();
             assert!(ServiceKind::parse(name).is_some(), "{kind}: {name}");
+            assert!(
+                silver_wire::api::BACKUP_FILES.contains(&kind.dump_file()),
+                "{kind}"
+            );
         }
     }
 

@@ -66,12 +66,6 @@ impl Mysql {
 }
 
 impl Service for Mysql {
-    fn data_name(&self) -> &'static str {
-        "mysql"
-    }
-    fn dump_file(&self) -> &'static str {
-        "mysql.sql"
-    }
     fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error> {
         provision(t.node, t.app, t.paths, self)
     }

@@ -41,12 +41,6 @@ impl Postgresql {
 }
 
 impl Service for Postgresql {
-    fn data_name(&self) -> &'static str {
-        "postgresql"
-    }
-    fn dump_file(&self) -> &'static str {
-        "postgresql.sql"
-    }
     fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error> {
         postgresql(t.node, t.app, t.paths, self.postgis, self.server(t.app)?)
     }

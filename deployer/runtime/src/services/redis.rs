@@ -92,12 +92,6 @@ const DENIED: &[&str] = &[
 ];
 
 impl Service for Redis {
-    fn data_name(&self) -> &'static str {
-        "redis"
-    }
-    fn dump_file(&self) -> &'static str {
-        "redis.jsonl"
-    }
     fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error> {
         provision(t.node, t.app, t.paths, self)
     }

@@ -15,11 +15,6 @@ use crate::supervise::AppUser;
 /// interrupted stage is undone by `discard`. Each of the three may run again after a crash
 /// (`restore.rs` journals which ran), so each is idempotent.
 pub trait Service: Send + Sync + std::fmt::Debug {
-    /// The name its data goes by in a backup's `backup.json` and a restore's journal
-    /// (`postgis` keeps `postgresql`'s).
-    fn data_name(&self) -> &'static str;
-    /// The file its data takes in a backup.
-    fn dump_file(&self) -> &'static str;
     /// Makes the app's share of the service (idempotent) and returns its environment
     /// variables (`CONFIG_*`, `DATABASE_URL`, …).
     fn provision(&self, t: &Tenant) -> Result<Vec<(String, String)>, Error>;
