@@ -754,9 +754,9 @@ fn serde_json_like(m: &ImageManifest) -> String {
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<(), Error> {
-    let out = cmd.output().map_err(|e| Error::Tool {
+    let out = cmd.output().map_err(|source| Error::Spawn {
         tool: what.into(),
-        message: format!("could not start: {e}"),
+        source,
     })?;
     if out.status.success() {
         return Ok(());
@@ -765,10 +765,13 @@ fn run(mut cmd: Command, what: &str) -> Result<(), Error> {
     let tail: Vec<&str> = err.lines().rev().take(15).collect();
     Err(Error::Tool {
         tool: what.into(),
-        message: format!(
-            "{}\n  {}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+        message: silver_types::Said::whole(
+            &format!(
+                "{}\n  {}",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+            ),
+            &[],
         ),
     })
 }

@@ -13,16 +13,32 @@ pub enum Error {
     /// TOML syntax, an unknown field or a value of the wrong type (toml names the field and
     /// its line).
     #[error("`{}` is not a valid recipe: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        path: PathBuf,
+        message: silver_types::Said,
+    },
     #[error("I/O error on `{}`", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// An external tool could not be started at all (not installed, not executable).
+    #[error("cannot start {tool}")]
+    Spawn {
+        tool: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The mirror's package resolution listed nothing to install.
+    #[error("{tool} resolved no packages (is this mmdebstrap's --verbose output?)")]
+    NothingResolved { tool: String },
     /// An external tool (mmdebstrap, tar, mke2fs, qemu-img) failed; its last output follows.
     #[error("{tool} failed: {message}")]
-    Tool { tool: String, message: String },
+    Tool {
+        tool: String,
+        message: silver_types::Said,
+    },
     /// A value of the right type that makes no sense.
     #[error("`{}`: `{field}` {message}", path.display())]
     Invalid {
@@ -46,7 +62,11 @@ impl Error {
                 "baking needs root, mmdebstrap and the mirror: sudo apt-get install mmdebstrap"
                     .into(),
             ),
-            Error::Read { .. } | Error::Io { .. } | Error::Tool { .. } => None,
+            Error::Read { .. }
+            | Error::Io { .. }
+            | Error::Tool { .. }
+            | Error::Spawn { .. }
+            | Error::NothingResolved { .. } => None,
         }
     }
 }

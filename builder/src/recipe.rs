@@ -175,7 +175,7 @@ impl Recipe {
     pub fn parse(text: &str, path: &Path) -> Result<Recipe, Error> {
         let recipe: Recipe = toml::from_str(text).map_err(|e| Error::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim().replace('\n', "\n  "),
+            message: silver_types::Said::whole(&e.to_string().trim().replace('\n', "\n  "), &[]),
         })?;
         recipe.check(path)?;
         Ok(recipe)

@@ -19,9 +19,9 @@ pub fn resolve(recipe: &Recipe) -> Result<Vec<String>, Error> {
     cmd.arg(&recipe.image.suite)
         .arg("/dev/null")
         .arg(&recipe.image.mirror);
-    let out = cmd.output().map_err(|e| Error::Tool {
+    let out = cmd.output().map_err(|source| Error::Spawn {
         tool: "mmdebstrap --simulate".into(),
-        message: format!("could not start: {e}"),
+        source,
     })?;
     // apt's simulation report goes to stderr with mmdebstrap's own messages.
     let report = String::from_utf8_lossy(&out.stderr);
@@ -29,18 +29,20 @@ pub fn resolve(recipe: &Recipe) -> Result<Vec<String>, Error> {
         let tail: Vec<&str> = report.lines().rev().take(10).collect();
         return Err(Error::Tool {
             tool: "mmdebstrap --simulate".into(),
-            message: format!(
-                "{}\n  {}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+            message: silver_types::Said::whole(
+                &format!(
+                    "{}\n  {}",
+                    out.status,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                ),
+                &[],
             ),
         });
     }
     let packages = parse_simulation(&report);
     if packages.is_empty() {
-        return Err(Error::Tool {
+        return Err(Error::NothingResolved {
             tool: "mmdebstrap --simulate".into(),
-            message: "it resolved no packages (is this mmdebstrap's --verbose output?)".into(),
         });
     }
     Ok(packages)

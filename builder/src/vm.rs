@@ -584,7 +584,7 @@ fn run(mut cmd: Command, what: &str) -> Result<(), Error> {
 fn tool(tool: &str, message: String) -> Error {
     Error::Tool {
         tool: tool.into(),
-        message,
+        message: silver_types::Said::whole(&message, &[]),
     }
 }
 

@@ -23,6 +23,18 @@ impl Said {
         Said(blotted)
     }
 
+    /// All of `text` (a log tail, a parser's report with its context), each of `secrets`
+    /// blotted out.
+    pub fn whole(text: &str, secrets: &[&str]) -> Said {
+        let blotted = secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(text.trim_end().to_string(), |text, secret| {
+                text.replace(secret, "***")
+            });
+        Said(blotted)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

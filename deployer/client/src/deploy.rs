@@ -368,7 +368,7 @@ impl Node {
             Some(e) => Error::Api {
                 node: self.base.clone(),
                 status,
-                message: e.error,
+                message: silver_types::Said::whole(&e.error, &[]),
                 hint: e.hint,
             },
             None => Error::NotAnAgent {

@@ -57,7 +57,8 @@ pub enum Error {
     Api {
         node: String,
         status: u16,
-        message: String,
+        /// The node's own words (with a failed activation's log tail).
+        message: silver_types::Said,
         hint: Option<String>,
     },
     #[error(
