@@ -24,6 +24,16 @@ impl AppDir {
     pub fn settings_dir(&self) -> PathBuf {
         self.path().join("config")
     }
+
+    /// `config/current`: the version in force.
+    pub fn settings_current(&self) -> PathBuf {
+        self.settings_dir().join("current")
+    }
+
+    /// `app-config/current`: the uploaded configuration directory in force.
+    pub fn app_config_current(&self) -> PathBuf {
+        self.runtime().app_configs().join("current")
+    }
 }
 
 impl Store {
@@ -106,7 +116,7 @@ impl Store {
     pub fn set_settings_current(&self, app: &AppName, version: u32) -> Result<(), Error> {
         let dir = self.app(app).settings_dir();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join("current");
+        let path = self.app(app).settings_current();
         safefs::write_atomic(
             &path,
             format!("{version}\n").as_bytes(),
@@ -128,7 +138,7 @@ impl Store {
     /// The uploaded configuration directory (`--config DIR`) the app runs with, if any.
     pub fn app_config(&self, app: &AppName) -> Result<Option<PathBuf>, Error> {
         let dir = self.app(app).runtime().app_configs();
-        let path = dir.join("current");
+        let path = self.app(app).app_config_current();
         match fs::read_to_string(&path) {
             Ok(id) => Ok(Some(dir.join(id.trim())).filter(|d| d.is_dir())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -142,7 +152,7 @@ impl Store {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let path = self.app(app).runtime().app_configs().join("current");
+        let path = self.app(app).app_config_current();
         safefs::write_atomic(
             &path,
             format!("{name}\n").as_bytes(),
@@ -152,7 +162,7 @@ impl Store {
     }
 
     fn settings_current(&self, app: &AppName) -> Result<u32, Error> {
-        let path = self.app(app).settings_dir().join("current");
+        let path = self.app(app).settings_current();
         match fs::read_to_string(&path) {
             Ok(text) => text.trim().parse().map_err(|_| Error::BadRecord {
                 path,
