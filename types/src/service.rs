@@ -1,44 +1,44 @@
 //! The services a node provides: one list, which every part that handles services matches on.
 
-/// A service an app asks for with `service.<name> =` in app.ini.
-///
-/// Adding one is adding a variant here; every `match` over it (the runtime's service registry,
-/// the wire's views) then fails to compile until it handles the new one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ServiceKind {
-    Files,
-    WritableRoot,
-    Postgresql,
-    Postgis,
-    Mysql,
-    Couchdb,
-    Redis,
+/// The services, each with its name in app.ini, backups and messages: the one list, from
+/// which the enum, [`ServiceKind::ALL`] and [`ServiceKind::name`] are all made, so none can
+/// miss a service the others have.
+macro_rules! service_kinds {
+    ($($variant:ident => $name:literal,)*) => {
+        /// A service an app asks for with `service.<name> =` in app.ini.
+        ///
+        /// Adding one is adding a line to this list; every `match` over it (the runtime's
+        /// service registry, `dump_file`) then fails to compile until it handles the new one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum ServiceKind {
+            $($variant,)*
+        }
+
+        impl ServiceKind {
+            /// Every service, in the order of the list.
+            pub const ALL: &'static [ServiceKind] = &[$(ServiceKind::$variant,)*];
+
+            /// The name in app.ini, backups and messages.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ServiceKind::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+service_kinds! {
+    Files => "files",
+    WritableRoot => "writable_root",
+    Postgresql => "postgresql",
+    Postgis => "postgis",
+    Mysql => "mysql",
+    Couchdb => "couchdb",
+    Redis => "redis",
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 7] = [
-        ServiceKind::Files,
-        ServiceKind::WritableRoot,
-        ServiceKind::Postgresql,
-        ServiceKind::Postgis,
-        ServiceKind::Mysql,
-        ServiceKind::Couchdb,
-        ServiceKind::Redis,
-    ];
-
-    /// The name in app.ini, backups and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServiceKind::Files => "files",
-            ServiceKind::WritableRoot => "writable_root",
-            ServiceKind::Postgresql => "postgresql",
-            ServiceKind::Postgis => "postgis",
-            ServiceKind::Mysql => "mysql",
-            ServiceKind::Couchdb => "couchdb",
-            ServiceKind::Redis => "redis",
-        }
-    }
-
     /// The name its data goes by in a backup's `backup.json` and a restore's journal:
     /// `postgis` keeps `postgresql`'s (the same database, with an extension).
     pub fn data_name(self) -> &'static str {
@@ -67,7 +67,7 @@ impl ServiceKind {
         } else {
             name
         };
-        ServiceKind::ALL.into_iter().find(|k| k.name() == name)
+        ServiceKind::ALL.iter().copied().find(|k| k.name() == name)
     }
 
     /// Every service's name, in the order of [`ServiceKind::ALL`].
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn every_name_parses_back_to_its_kind() {
-        for kind in ServiceKind::ALL {
+        for &kind in ServiceKind::ALL {
             assert_eq!(ServiceKind::parse(kind.name()), Some(kind));
         }
         assert_eq!(

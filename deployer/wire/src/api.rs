@@ -40,7 +40,7 @@ pub use silver_types::{VarName, VarProblem, VarValue};
 /// (`ServiceKind::dump_file`, so a new service's dump travels without another list to edit).
 pub static BACKUP_FILES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
     let mut files = vec!["backup.json"];
-    for kind in silver_types::ServiceKind::ALL {
+    for kind in silver_types::ServiceKind::ALL.iter().copied() {
         if !files.contains(&kind.dump_file()) {
             files.push(kind.dump_file());
         }

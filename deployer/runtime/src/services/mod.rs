@@ -66,7 +66,7 @@ impl Registry {
             }
         };
         Registry {
-            services: ServiceKind::ALL.into_iter().map(|k| (k, make(k))).collect(),
+            services: ServiceKind::ALL.iter().map(|&k| (k, make(k))).collect(),
         }
     }
 
@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn the_registry_serves_every_kind() {
         let registry = Registry::new(&Servers::default());
-        for kind in ServiceKind::ALL {
+        for &kind in ServiceKind::ALL {
             let _ = registry.get(kind);
             let name = kind.data_name();
             assert!(ServiceKind::parse(name).is_some(), "{kind}: {name}");
