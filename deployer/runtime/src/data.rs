@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use crate::error::Error;
+use crate::error::{BackupProblem, Error};
 use crate::paths::AppPaths;
 use silver_types::ServiceKind;
 
@@ -74,12 +74,14 @@ pub fn read_info(dir: &Path) -> Result<BackupInfo, Error> {
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let info: BackupInfo = serde_json::from_slice(&text).map_err(|e| Error::BadBackup {
         path: path.clone(),
-        why: e.to_string(),
+        why: BackupProblem::Manifest(silver_types::Said::new(&e.to_string(), &[])),
     })?;
     if info.format != 1 {
         return Err(Error::BadBackup {
             path,
-            why: format!("format {} is newer than this node knows (1)", info.format),
+            why: BackupProblem::Newer {
+                format: info.format,
+            },
         });
     }
     Ok(info)
@@ -106,7 +108,7 @@ pub(crate) fn kinds_of_backup(
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Error::BadBackup {
                     path: file.clone(),
-                    why: "it is missing, though backup.json lists its service".into(),
+                    why: BackupProblem::Missing,
                 }
             }
             e => e,

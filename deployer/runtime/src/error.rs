@@ -101,7 +101,7 @@ pub enum Error {
     #[error("Redis at {addr} refused to provision the app's user: {message}")]
     RedisRefused { addr: String, message: Said },
     #[error("`{}` is not a backup silver can restore: {why}", path.display())]
-    BadBackup { path: PathBuf, why: String },
+    BadBackup { path: PathBuf, why: BackupProblem },
     #[error("the backup holds data of service `{service}`, which app `{app}` does not have")]
     BackupServiceMissing { app: AppName, service: String },
     #[error("`{program}` failed on the app's database: {message}")]
@@ -151,6 +151,38 @@ pub enum Error {
         /// Whether an earlier release of the app still serves (false on a first deploy).
         previous_serves: bool,
     },
+}
+
+/// Why a backup (or one of its files) is refused: each is one kind of hostile or damaged input.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupProblem {
+    #[error("entry `{entry}` points outside its directory")]
+    Outside { entry: String },
+    #[error("entry `{entry}` is a {kind}, and only files, directories and links are restored")]
+    EntryKind { entry: String, kind: String },
+    #[error("entry `{entry}` has set-id or sticky bits")]
+    SetId { entry: String },
+    #[error("line {line} is longer than {max_mib} MiB")]
+    LineTooLong { line: usize, max_mib: usize },
+    #[error("line {line}: {said}")]
+    Line { line: usize, said: Said },
+    #[error("{0}")]
+    NotPlain(safefs::NotPlain),
+    /// `backup.json` does not parse.
+    #[error("{0}")]
+    Manifest(Said),
+    #[error("format {format} is newer than this node knows (1)")]
+    Newer { format: u32 },
+    #[error("it is missing, though backup.json lists its service")]
+    Missing,
+    /// The tar a backup travelled in holds what no backup does.
+    #[error("{0}")]
+    Tar(safefs::flat_tar::Refused),
+    #[error("it has no `backup.json`")]
+    NoManifest,
+    /// A database refused what the dump holds (its own words).
+    #[error("`{program}` refused it: {said}")]
+    Refused { program: String, said: Said },
 }
 
 /// Why an activation stopped: the step, and its cause kept whole (its own causes and hint).

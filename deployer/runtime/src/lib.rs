@@ -25,6 +25,6 @@ pub mod supervise;
 pub mod users;
 mod writable;
 
-pub use error::{chain as error_chain, Cause, Error, Failure, Step};
+pub use error::{chain as error_chain, BackupProblem, Cause, Error, Failure, Step};
 pub use live::*;
 pub use paths::AppPaths;

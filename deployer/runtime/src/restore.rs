@@ -140,7 +140,10 @@ fn refused_dump(file: &str, dumped: bool, e: Error) -> Error {
     match e {
         Error::DatabaseTool { program, message } if dumped => Error::BadBackup {
             path: file.into(),
-            why: format!("`{program}` refused it: {message}"),
+            why: crate::error::BackupProblem::Refused {
+                program,
+                said: message,
+            },
         },
         e => e,
     }

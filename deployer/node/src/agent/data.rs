@@ -208,7 +208,7 @@ fn tar_flat(dir: &Path, out: &Path) -> Result<std::fs::File, Error> {
 /// Unpacks a backup tar into a new `dir`: only the known file names, as plain files
 /// (`safefs::flat_tar`, as the client reads them).
 fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
-    let bad = |why: String| {
+    let bad = |why: silver_runtime::BackupProblem| {
         Error::Runtime(silver_runtime::Error::BadBackup {
             path: tar_file.to_path_buf(),
             why,
@@ -217,9 +217,9 @@ fn untar_flat(tar_file: &Path, dir: &Path) -> Result<(), Error> {
     let file = std::fs::File::open(tar_file).map_err(|e| Error::io(tar_file, e))?;
     safefs::flat_tar::read(file, dir, &BACKUP_FILES, u64::MAX)
         .map_err(|e| Error::io(dir, e))?
-        .map_err(|refused| bad(refused.to_string()))?;
+        .map_err(|refused| bad(silver_runtime::BackupProblem::Tar(refused)))?;
     if !dir.join(data::MANIFEST).is_file() {
-        return Err(bad(format!("it has no `{}`", data::MANIFEST)));
+        return Err(bad(silver_runtime::BackupProblem::NoManifest));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use silver_types::{AppName, Said};
 
 use super::service::{Service, Tenant};
-use crate::error::Error;
+use crate::error::{BackupProblem, Error};
 use crate::paths::AppPaths;
 
 /// How the agent reaches CouchDB.
@@ -332,21 +332,33 @@ fn bulk(
     if let Some(row) = refused {
         return Err(Error::BadBackup {
             path: source.to_path_buf(),
-            why: format!(
-                "CouchDB refused document `{}` as the app's user: {} ({})",
-                row["id"].as_str().unwrap_or("?"),
-                row["error"].as_str().unwrap_or("?"),
-                row["reason"].as_str().unwrap_or(""),
-            ),
+            why: BackupProblem::Refused {
+                program: "CouchDB".into(),
+                said: Said::new(
+                    &format!(
+                        "document `{}` as the app's user: {} ({})",
+                        row["id"].as_str().unwrap_or("?"),
+                        row["error"].as_str().unwrap_or("?"),
+                        row["reason"].as_str().unwrap_or(""),
+                    ),
+                    &[],
+                ),
+            },
         });
     }
     if status != StatusCode::CREATED {
         return Err(Error::BadBackup {
             path: source.to_path_buf(),
-            why: format!(
-                "CouchDB refused its documents as the app's user: {status} {}",
-                answer["reason"].as_str().unwrap_or("")
-            ),
+            why: BackupProblem::Refused {
+                program: "CouchDB".into(),
+                said: Said::new(
+                    &format!(
+                        "its documents as the app's user: {status} {}",
+                        answer["reason"].as_str().unwrap_or("")
+                    ),
+                    &[],
+                ),
+            },
         });
     }
     Ok(())

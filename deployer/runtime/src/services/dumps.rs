@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::error::Error;
+use crate::error::{BackupProblem, Error};
 
 /// The longest line of a JSON-lines dump a restore takes: a bound on what one line costs in
 /// memory, whatever the dump's size (a 33 KB `.tar.zst` can hold a 1 GiB line).
@@ -34,7 +34,10 @@ pub fn for_each_json_line(
         if line.len() > MAX_LINE_BYTES {
             return Err(Error::BadBackup {
                 path: path.to_path_buf(),
-                why: format!("line {number} is longer than {} MiB", MAX_LINE_BYTES >> 20),
+                why: BackupProblem::LineTooLong {
+                    line: number,
+                    max_mib: MAX_LINE_BYTES >> 20,
+                },
             });
         }
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -42,7 +45,10 @@ pub fn for_each_json_line(
         }
         let value = serde_json::from_slice(&line).map_err(|e| Error::BadBackup {
             path: path.to_path_buf(),
-            why: format!("line {number}: {e}"),
+            why: BackupProblem::Line {
+                line: number,
+                said: silver_types::Said::new(&e.to_string(), &[]),
+            },
         })?;
         each(number, value)?;
     }
@@ -55,7 +61,7 @@ pub fn open_dump(path: &Path) -> Result<std::fs::File, Error> {
         .map_err(|e| Error::io(path, e))?
         .map_err(|why| Error::BadBackup {
             path: path.to_path_buf(),
-            why: why.to_string(),
+            why: BackupProblem::NotPlain(why),
         })
 }
 

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::service::{Service, Tenant};
-use crate::error::Error;
+use crate::error::{BackupProblem, Error};
 use crate::supervise::AppUser;
 
 /// Which of the app's directories.
@@ -169,7 +169,9 @@ fn untar_into(tar_file: &Path, fresh: &Path) -> Result<(), Error> {
         if !inside {
             return Err(Error::BadBackup {
                 path: tar_file.to_path_buf(),
-                why: format!("entry `{}` points outside its directory", name.display()),
+                why: BackupProblem::Outside {
+                    entry: name.display().to_string(),
+                },
             });
         }
     }
@@ -187,17 +189,19 @@ fn check_entry(tar_file: &Path, name: &Path, header: &tar::Header) -> Result<(),
     ) {
         return Err(Error::BadBackup {
             path: tar_file.to_path_buf(),
-            why: format!(
-                "entry `{}` is a {kind:?}, and only files, directories and links are restored",
-                name.display()
-            ),
+            why: BackupProblem::EntryKind {
+                entry: name.display().to_string(),
+                kind: format!("{kind:?}"),
+            },
         });
     }
     // Set-id bits would let the app run a restored file as root's group or another user.
     if header.mode().unwrap_or(0) & 0o7000 != 0 {
         return Err(Error::BadBackup {
             path: tar_file.to_path_buf(),
-            why: format!("entry `{}` has set-id or sticky bits", name.display()),
+            why: BackupProblem::SetId {
+                entry: name.display().to_string(),
+            },
         });
     }
     Ok(())

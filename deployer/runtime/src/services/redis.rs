@@ -11,7 +11,7 @@ use std::time::Duration;
 use silver_types::{AppName, Said};
 
 use super::service::{Service, Tenant};
-use crate::error::Error;
+use crate::error::{BackupProblem, Error};
 use crate::paths::AppPaths;
 
 /// How the agent reaches Redis as an administrator (`--redis-url`).
@@ -509,7 +509,10 @@ fn stage(d: &Tenant, redis: &Redis, dump: Option<&Path>) -> Result<(), Error> {
     super::dumps::for_each_json_line(dump, |number, line| {
         let bad = |why: &str| Error::BadBackup {
             path: dump.unwrap_or(Path::new("redis.jsonl")).to_path_buf(),
-            why: format!("line {number}: {why}"),
+            why: BackupProblem::Line {
+                line: number,
+                said: Said::new(why, &[]),
+            },
         };
         let key = from_json(&line["key"]).ok_or_else(|| bad("no key"))?;
         let full = [staging.as_bytes(), &key].concat();
