@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use silver_types::AppName;
 use silver_wire::api::*;
 
+use crate::error::BackupProblem;
 use crate::{Error, Node};
 
 /// Where a backup is kept.
@@ -243,19 +244,22 @@ fn io(path: &Path, source: std::io::Error) -> Error {
 /// never the work directory it was copied to.
 fn read_info(dir: &Path, place: &Place) -> Result<BackupInfo, Error> {
     let path = dir.join("backup.json");
-    let bad = |why: String| Error::BadBackup {
+    let bad = |why: BackupProblem| Error::BadBackup {
         place: place.to_string(),
         why,
     };
     let text = match std::fs::read(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(bad(
-                "it holds no `backup.json`, so it is not what `silver backup` wrote".into(),
-            ))
+            return Err(bad(BackupProblem::NoManifest))
         }
         read => read.map_err(|e| io(&path, e))?,
     };
-    serde_json::from_slice(&text).map_err(|e| bad(format!("`backup.json`: {e}")))
+    serde_json::from_slice(&text).map_err(|e| {
+        bad(BackupProblem::Manifest(silver_types::Said::new(
+            &e.to_string(),
+            &[],
+        )))
+    })
 }
 
 /// Keeps the backup directory `dir` at `dest`, whole or not at all.
@@ -356,9 +360,15 @@ impl Default for RestoreLimits {
 /// would have silver, often root, read whatever it names: another app's checkpoint), not a
 /// FIFO (a restore would hang), and not writable by other users.
 fn fetch(source: &Place, dir: &Path, limits: RestoreLimits) -> Result<(), Error> {
-    let bad = |why: String| Error::BadBackup {
+    let bad = |why: BackupProblem| Error::BadBackup {
         place: source.to_string(),
         why,
+    };
+    let not_plain = |file: Option<&str>, why| {
+        bad(BackupProblem::NotPlain {
+            file: file.map(String::from),
+            why,
+        })
     };
     let bytes = match source {
         Place::Local {
@@ -367,22 +377,22 @@ fn fetch(source: &Place, dir: &Path, limits: RestoreLimits) -> Result<(), Error>
         } => {
             safefs::check_plain_dir(path)
                 .map_err(|e| io(path, e))?
-                .map_err(|why| bad(why.to_string()))?;
+                .map_err(|why| not_plain(None, why))?;
             safefs::create_private_dir(dir).map_err(|e| io(dir, e))?;
             for name in present(path) {
                 let from = path.join(&name);
                 let mut src = safefs::open_plain(&from)
                     .map_err(|e| io(&from, e))?
-                    .map_err(|why| bad(format!("`{name}`: {why}")))?;
+                    .map_err(|why| not_plain(Some(&name), why))?;
                 let to = dir.join(&name);
                 let mut dst = safefs::create_private(&to).map_err(|e| io(&to, e))?;
                 let mut bounded = (&mut src).take(limits.max_entry_bytes + 1);
                 let copied = std::io::copy(&mut bounded, &mut dst).map_err(|e| io(&from, e))?;
                 if copied > limits.max_entry_bytes {
-                    return Err(bad(format!(
-                        "`{name}` is larger than {} bytes (--max-entry-bytes)",
-                        limits.max_entry_bytes
-                    )));
+                    return Err(bad(BackupProblem::TooLarge {
+                        file: name,
+                        max: limits.max_entry_bytes,
+                    }));
                 }
             }
             return Ok(());
@@ -390,7 +400,7 @@ fn fetch(source: &Place, dir: &Path, limits: RestoreLimits) -> Result<(), Error>
         Place::Local { path, format } => {
             let file = safefs::open_plain(path)
                 .map_err(|e| io(path, e))?
-                .map_err(|why| bad(why.to_string()))?;
+                .map_err(|why| not_plain(None, why))?;
             return unpack(Box::new(file), *format, dir, source, limits);
         }
         Place::Ssh {
@@ -484,8 +494,10 @@ fn unpack<'a>(
     refused.map_err(|why| Error::BadBackup {
         place: source.to_string(),
         why: match why {
-            safefs::flat_tar::Refused::TooLarge { .. } => format!("{why} (--max-entry-bytes)"),
-            why => why.to_string(),
+            safefs::flat_tar::Refused::TooLarge { name, max, .. } => {
+                BackupProblem::TooLarge { file: name, max }
+            }
+            why => BackupProblem::Tar(why),
         },
     })
 }

@@ -86,11 +86,31 @@ pub enum Error {
     #[error("`{place}` is not a backup place: {why}")]
     BadPlace { place: String, why: &'static str },
     #[error("`{place}` is not a backup silver can restore: {why}")]
-    BadBackup { place: String, why: String },
+    BadBackup { place: String, why: BackupProblem },
     #[error("`{place}` already exists; a backup never overwrites one")]
     PlaceTaken { place: String },
     #[error("a deploy worker stopped: {what}")]
     Worker { what: String },
+}
+
+/// Why what was given as a backup is refused, before a byte of it reaches a node.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupProblem {
+    /// The place itself, or one of its files, is a link, a FIFO or writable by others.
+    #[error("{}{why}", file.as_ref().map(|f| format!("`{f}`: ")).unwrap_or_default())]
+    NotPlain {
+        file: Option<String>,
+        why: safefs::NotPlain,
+    },
+    #[error("`{file}` is larger than {max} bytes (--max-entry-bytes)")]
+    TooLarge { file: String, max: u64 },
+    /// Its tar holds what no backup does, or the stream broke (a bomb past --max-ratio).
+    #[error("{0}")]
+    Tar(safefs::flat_tar::Refused),
+    #[error("it holds no `backup.json`, so it is not what `silver backup` wrote")]
+    NoManifest,
+    #[error("`backup.json`: {0}")]
+    Manifest(silver_types::Said),
 }
 
 impl Error {

@@ -13,4 +13,4 @@ pub mod tunnel;
 
 pub use data::{Format, Place, RestoreLimits};
 pub use deploy::*;
-pub use error::Error;
+pub use error::{BackupProblem, Error};

@@ -201,6 +201,32 @@ impl Failure {
     }
 }
 
+/// Why a release is not started at all on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartRefusal {
+    #[error("this WSGI app runs under gunicorn, which this node does not have")]
+    NoGunicorn,
+    #[error("virtualenv `{venv}` was made for Python {wanted} by {home}/python, but this node's python3 is {node}")]
+    VenvMismatch {
+        venv: String,
+        wanted: String,
+        home: String,
+        node: String,
+    },
+    #[error("the app requires a configuration directory (`config.required`), and none was given")]
+    NoConfig,
+}
+
+impl StartRefusal {
+    fn hint(&self) -> &'static str {
+        match self {
+            StartRefusal::NoGunicorn => "install it on the node: `sudo apt-get install gunicorn` (or ship gunicorn in the app's virtualenv)",
+            StartRefusal::VenvMismatch { .. } => "build the virtualenv with the node's python3 (`python3 -m venv`), install gunicorn into it (then its own Python serves it, if the node has that Python), or leave it out with .silverignore and vendor its packages into lib/python",
+            StartRefusal::NoConfig => "deploy with `--config DIR` (Silver Lining's `silver update --config DIR`), or give the app a `config.default` directory",
+        }
+    }
+}
+
 /// What stopped a step.
 #[derive(Debug, thiserror::Error)]
 pub enum Cause {
@@ -213,9 +239,9 @@ pub enum Cause {
     #[error("{0}")]
     App(String),
     /// A check before the app starts, which it would otherwise fail in a way that never names
-    /// its cause; with what to do.
-    #[error("{reason}")]
-    Refused { reason: String, hint: &'static str },
+    /// its cause.
+    #[error("{0}")]
+    Refused(StartRefusal),
     /// The caller's flip (the node's `current`), in its own words.
     #[error("{0}")]
     Flip(String),
@@ -229,7 +255,7 @@ impl Cause {
     fn hint(&self) -> Option<String> {
         match self {
             Cause::Error(e) => e.hint(),
-            Cause::Refused { hint, .. } => Some(hint.to_string()),
+            Cause::Refused(refusal) => Some(refusal.hint().into()),
             Cause::RolledBack { first, .. } => first.hint(),
             Cause::App(_) | Cause::Flip(_) => None,
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::candidate::Candidate;
-use crate::error::{Cause, Error, Failure, Step};
+use crate::error::{Cause, Error, Failure, StartRefusal, Step};
 use crate::launch::{self, Gunicorn};
 use crate::logs::LogSink;
 use crate::supervise::{Spec, Supervised};
@@ -34,33 +34,22 @@ pub fn plan(
     }
     let launches = launch::plan(&c.config, &gunicorn, &c.paths.run(), port.unwrap_or(0))
         .map_err(|e| Failure::new(Step::Start, e))?;
-    let refused = |reason: String, hint: &'static str| {
-        Err(Failure::new(Step::Start, Cause::Refused { reason, hint }))
-    };
+    let refused = |refusal| Err(Failure::new(Step::Start, Cause::Refused(refusal)));
     let program = gunicorn.program.display().to_string();
     let wsgi = launches.iter().any(|l| l.argv.first() == Some(&program));
     if wsgi && gunicorn.python.is_none() && !gunicorn.program.is_file() {
-        return refused(
-            "this WSGI app runs under gunicorn, which this node does not have".into(),
-            "install it on the node: `sudo apt-get install gunicorn` (or ship gunicorn in the app's virtualenv)",
-        );
+        return refused(StartRefusal::NoGunicorn);
     }
-    if let Some(reason) = gunicorn
+    if let Some(mismatch) = gunicorn
         .python
         .is_none()
         .then(|| venv_mismatch(&c.dir))
         .flatten()
     {
-        return refused(
-            reason,
-            "build the virtualenv with the node's python3 (`python3 -m venv`), install gunicorn into it (then its own Python serves it, if the node has that Python), or leave it out with .silverignore and vendor its packages into lib/python",
-        );
+        return refused(mismatch);
     }
     if c.config.config_required() && !c.app_config().is_some_and(|d| d.is_dir()) {
-        return refused(
-            "the app requires a configuration directory (`config.required`), and none was given".into(),
-            "deploy with `--config DIR` (Silver Lining's `silver update --config DIR`), or give the app a `config.default` directory",
-        );
+        return refused(StartRefusal::NoConfig);
     }
     Ok((launches, port))
 }
@@ -102,7 +91,7 @@ pub fn free_port() -> std::io::Result<u16> {
 /// Why the release's virtualenv cannot run here: it was made for another Python version than
 /// the node's `python3` (its packages would be silently skipped, and the app would fail later
 /// with `ModuleNotFoundError`).
-pub fn venv_mismatch(release: &Path) -> Option<String> {
+pub fn venv_mismatch(release: &Path) -> Option<StartRefusal> {
     let venv = packer::venv::find(release)?;
     let wanted = venv.python()?;
     let mut python = std::process::Command::new("python3");
@@ -119,8 +108,10 @@ pub fn venv_mismatch(release: &Path) -> Option<String> {
         .unwrap_or(&venv.dir)
         .display()
         .to_string();
-    Some(format!(
-        "virtualenv `{name}` was made for Python {wanted} by {}/python, but this node's python3 is {node}",
-        venv.home.as_deref().unwrap_or("?"),
-    ))
+    Some(StartRefusal::VenvMismatch {
+        venv: name,
+        wanted,
+        home: venv.home.as_deref().unwrap_or("?").to_string(),
+        node,
+    })
 }
