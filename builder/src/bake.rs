@@ -761,19 +761,7 @@ fn run(mut cmd: Command, what: &str) -> Result<(), Error> {
     if out.status.success() {
         return Ok(());
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = err.lines().rev().take(15).collect();
-    Err(Error::Tool {
-        tool: what.into(),
-        message: silver_types::Said::whole(
-            &format!(
-                "{}\n  {}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
-            ),
-            &[],
-        ),
-    })
+    Err(Error::tool_failed(what, &out, 15))
 }
 
 /// `text` as one POSIX sh word (the `shlex` crate).

@@ -49,6 +49,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// A tool that ran and failed: its exit status and the last `lines` lines of its stderr.
+    pub(crate) fn tool_failed(tool: &str, out: &std::process::Output, lines: usize) -> Error {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(lines).collect();
+        let text = format!(
+            "{}\n  {}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+        );
+        Error::Tool {
+            tool: tool.into(),
+            message: silver_types::Said::whole(&text, &[]),
+        }
+    }
+}
+
+impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Parse { .. } | Error::Invalid { .. } => Some(

@@ -26,18 +26,7 @@ pub fn resolve(recipe: &Recipe) -> Result<Vec<String>, Error> {
     // apt's simulation report goes to stderr with mmdebstrap's own messages.
     let report = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        let tail: Vec<&str> = report.lines().rev().take(10).collect();
-        return Err(Error::Tool {
-            tool: "mmdebstrap --simulate".into(),
-            message: silver_types::Said::whole(
-                &format!(
-                    "{}\n  {}",
-                    out.status,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
-                ),
-                &[],
-            ),
-        });
+        return Err(Error::tool_failed("mmdebstrap --simulate", &out, 10));
     }
     let packages = parse_simulation(&report);
     if packages.is_empty() {
