@@ -673,7 +673,9 @@ fn disk_outputs(
                 return Err(Error::Invalid {
                     path: PathBuf::from(&recipe.image.name),
                     field: "packages.include".into(),
-                    message: format!("gives the image no /boot/{prefix}*: add a kernel package (linux-image-amd64 on Debian)"),
+                    problem: crate::error::FieldProblem::NoKernel {
+                        prefix: prefix.to_string(),
+                    },
                 });
             };
             let dest = out.join(name);

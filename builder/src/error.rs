@@ -40,12 +40,38 @@ pub enum Error {
         message: silver_types::Said,
     },
     /// A value of the right type that makes no sense.
-    #[error("`{}`: `{field}` {message}", path.display())]
+    #[error("`{}`: `{field}` {problem}", path.display())]
     Invalid {
         path: PathBuf,
         field: String,
-        message: String,
+        problem: FieldProblem,
     },
+}
+
+/// Why a recipe's field is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldProblem {
+    /// A value that breaks the rule of its field.
+    #[error("`{value}` {rule}")]
+    Value { value: String, rule: &'static str },
+    #[error("is `{value}`; it must be {allowed}")]
+    NotOneOf {
+        value: String,
+        allowed: &'static str,
+    },
+    #[error("is empty; choose from {formats:?}")]
+    NoFormats { formats: &'static [&'static str] },
+    #[error("has `{format}`; the formats are {formats:?}")]
+    UnknownFormat {
+        format: String,
+        formats: &'static [&'static str],
+    },
+    #[error("give exactly one of `content` and `source`")]
+    ContentOrSource,
+    #[error(
+        "gives the image no /boot/{prefix}*: add a kernel package (linux-image-amd64 on Debian)"
+    )]
+    NoKernel { prefix: String },
 }
 
 impl Error {

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, FieldProblem};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,10 +202,10 @@ impl Recipe {
             check_agent(&self.agent),
         ];
         match checks.into_iter().find_map(Result::err) {
-            Some(Invalid { field, message }) => Err(Error::Invalid {
+            Some(Invalid { field, problem }) => Err(Error::Invalid {
                 path: path.to_path_buf(),
                 field,
-                message,
+                problem,
             }),
             None => Ok(()),
         }
@@ -215,75 +215,79 @@ impl Recipe {
 /// A field that fails its check, and why.
 struct Invalid {
     field: String,
-    message: String,
+    problem: FieldProblem,
 }
 
-fn invalid(field: &str, message: String) -> Invalid {
+fn invalid(field: &str, problem: FieldProblem) -> Invalid {
     Invalid {
         field: field.into(),
-        message,
+        problem,
     }
+}
+
+/// ``field: `value` rule``: a value that breaks the rule of its field.
+fn breaks(field: &str, value: &str, rule: &'static str) -> Invalid {
+    let value = value.to_string();
+    invalid(field, FieldProblem::Value { value, rule })
 }
 
 fn check_image(image: &Image) -> Result<(), Invalid> {
     if !matches!(image.distribution.as_str(), "debian" | "ubuntu") {
         return Err(invalid(
             "image.distribution",
-            format!(
-                "is `{}`; it must be `debian` or `ubuntu`",
-                image.distribution
-            ),
+            FieldProblem::NotOneOf {
+                value: image.distribution.clone(),
+                allowed: "`debian` or `ubuntu`",
+            },
         ));
     }
     if !matches!(image.architecture.as_str(), "amd64" | "arm64") {
         return Err(invalid(
             "image.architecture",
-            format!("is `{}`; it must be `amd64` or `arm64`", image.architecture),
+            FieldProblem::NotOneOf {
+                value: image.architecture.clone(),
+                allowed: "`amd64` or `arm64`",
+            },
         ));
     }
     if !is_name(&image.name) {
-        return Err(invalid(
+        return Err(breaks(
             "image.name",
-            format!(
-                "`{}` may hold only letters, digits, `-`, `_` and `.`",
-                image.name
-            ),
+            &image.name,
+            "may hold only letters, digits, `-`, `_` and `.`",
         ));
     }
     if !is_name(&image.suite) {
-        return Err(invalid(
-            "image.suite",
-            format!("`{}` is not a suite name", image.suite),
-        ));
+        return Err(breaks("image.suite", &image.suite, "is not a suite name"));
     }
     if !(image.mirror.starts_with("http://") || image.mirror.starts_with("https://")) {
-        return Err(invalid(
+        return Err(breaks(
             "image.mirror",
-            format!("`{}` must be an http:// or https:// URL", image.mirror),
+            &image.mirror,
+            "must be an http:// or https:// URL",
         ));
     }
     if !image.keyring.starts_with('/') {
-        return Err(invalid(
+        return Err(breaks(
             "image.keyring",
-            format!("`{}` must be an absolute path to a keyring", image.keyring),
+            &image.keyring,
+            "must be an absolute path to a keyring",
         ));
     }
     match parse_size(&image.disk_size) {
         Some(n) if n >= 512 << 20 => {}
         _ => {
-            return Err(invalid(
+            return Err(breaks(
                 "image.disk_size",
-                format!(
-                    "`{}` must be a size of at least 512M, like `4G` or `2048M`",
-                    image.disk_size
-                ),
+                &image.disk_size,
+                "must be a size of at least 512M, like `4G` or `2048M`",
             ))
         }
     }
     if image.formats.is_empty() {
         return Err(invalid(
             "image.formats",
-            format!("is empty; choose from {FORMATS:?}"),
+            FieldProblem::NoFormats { formats: FORMATS },
         ));
     }
     if let Some(f) = image
@@ -293,7 +297,10 @@ fn check_image(image: &Image) -> Result<(), Invalid> {
     {
         return Err(invalid(
             "image.formats",
-            format!("has `{f}`; the formats are {FORMATS:?}"),
+            FieldProblem::UnknownFormat {
+                format: f.clone(),
+                formats: FORMATS,
+            },
         ));
     }
     Ok(())
@@ -301,9 +308,10 @@ fn check_image(image: &Image) -> Result<(), Invalid> {
 
 fn check_packages(packages: &Packages) -> Result<(), Invalid> {
     if let Some(p) = packages.include.iter().find(|p| !is_package(p)) {
-        return Err(invalid(
+        return Err(breaks(
             "packages.include",
-            format!("`{p}` is not a Debian package name"),
+            p,
+            "is not a Debian package name",
         ));
     }
     Ok(())
@@ -313,24 +321,21 @@ fn check_files(files: &[File]) -> Result<(), Invalid> {
     for (i, f) in files.iter().enumerate() {
         let field = |name: &str| format!("files[{i}].{name}");
         if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
-            return Err(invalid(
+            return Err(breaks(
                 &field("path"),
-                format!("`{}` must be an absolute path with no `..`", f.path),
+                &f.path,
+                "must be an absolute path with no `..`",
             ));
         }
         match (&f.content, &f.source) {
             (Some(_), None) | (None, Some(_)) => {}
-            _ => {
-                return Err(invalid(
-                    &field("content"),
-                    "give exactly one of `content` and `source`".into(),
-                ))
-            }
+            _ => return Err(invalid(&field("content"), FieldProblem::ContentOrSource)),
         }
         if u32::from_str_radix(&f.mode, 8).map_or(true, |m| m > 0o7777) {
-            return Err(invalid(
+            return Err(breaks(
                 &field("mode"),
-                format!("`{}` must be an octal mode like `0644`", f.mode),
+                &f.mode,
+                "must be an octal mode like `0644`",
             ));
         }
         let owner_ok = f
@@ -338,10 +343,7 @@ fn check_files(files: &[File]) -> Result<(), Invalid> {
             .split_once(':')
             .is_some_and(|(u, g)| is_name(u) && is_name(g));
         if !owner_ok {
-            return Err(invalid(
-                &field("owner"),
-                format!("`{}` must be `user:group`", f.owner),
-            ));
+            return Err(breaks(&field("owner"), &f.owner, "must be `user:group`"));
         }
     }
     Ok(())
@@ -350,9 +352,10 @@ fn check_files(files: &[File]) -> Result<(), Invalid> {
 fn check_users(users: &[User]) -> Result<(), Invalid> {
     for (i, u) in users.iter().enumerate() {
         if !is_name(&u.name) || u.name.starts_with(['-', '.']) {
-            return Err(invalid(
+            return Err(breaks(
                 &format!("users[{i}].name"),
-                format!("`{}` is not a user name", u.name),
+                &u.name,
+                "is not a user name",
             ));
         }
     }
@@ -365,10 +368,7 @@ fn check_services(services: &Services) -> Result<(), Invalid> {
         .iter()
         .find(|s| !is_name(s.trim_end_matches(".service")) && !s.contains('@'))
     {
-        return Err(invalid(
-            "services.enable",
-            format!("`{s}` is not a systemd unit name"),
-        ));
+        return Err(breaks("services.enable", s, "is not a systemd unit name"));
     }
     Ok(())
 }
@@ -380,16 +380,18 @@ fn check_agent(agent: &Agent) -> Result<(), Invalid> {
         ("agent.http", &agent.http),
     ] {
         if value.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
+            return Err(breaks(
                 field,
-                format!("`{value}` must be an address like 127.0.0.1:7330"),
+                value,
+                "must be an address like 127.0.0.1:7330",
             ));
         }
     }
     if !agent.root.starts_with('/') {
-        return Err(invalid(
+        return Err(breaks(
             "agent.root",
-            format!("`{}` must be an absolute path", agent.root),
+            &agent.root,
+            "must be an absolute path",
         ));
     }
     Ok(())

@@ -187,32 +187,28 @@ fn check_runner(app_dir: &Path, ini: &AppIni) -> Result<(), Error> {
     let Some(v) = ini.production("runner") else {
         return Ok(());
     };
-    let err = |message: String| {
+    let err = |rule: &'static str| {
         Error::from(silver_types::Error::AppIni {
             path: ini.path.clone(),
             line: v.line,
-            message,
+            problem: silver_types::IniProblem::value(
+                "runner",
+                &v.value,
+                silver_types::Rule::Fixed(rule),
+            ),
         })
     };
     let path = app_dir.join(&v.value);
     match std::fs::metadata(&path) {
-        Err(_) => {
-            return Err(err(format!(
-                "runner `{}` does not exist in the app",
-                v.value
-            )))
-        }
-        Ok(m) if !m.is_file() => return Err(err(format!("runner `{}` is not a file", v.value))),
+        Err(_) => return Err(err("does not exist in the app")),
+        Ok(m) if !m.is_file() => return Err(err("is not a file")),
         Ok(_) => {}
     }
     let python = ini
         .production("platform")
         .is_none_or(|p| matches!(p.value.as_str(), "python" | "wsgi"));
     if python && !v.value.ends_with(".py") {
-        return Err(err(format!(
-            "runner `{}` is not a Python file: a runner is a WSGI `.py` file exposing `application` (other programs go in [processes])",
-            v.value
-        )));
+        return Err(err("is not a Python file: a runner is a WSGI `.py` file exposing `application` (other programs go in [processes])"));
     }
     Ok(())
 }

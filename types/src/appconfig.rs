@@ -24,7 +24,7 @@
 use serde::Serialize;
 
 use crate::appini::{AppIni, Value};
-use crate::error::Error;
+use crate::error::{Error, IniProblem, Rule};
 use crate::ServiceKind;
 
 /// The runtime's view of an app.
@@ -101,13 +101,18 @@ pub struct Process {
 impl AppConfig {
     /// Reads and checks the settings; every invalid value is an error naming its line.
     pub fn from_ini(ini: &AppIni) -> Result<AppConfig, Error> {
-        let err = |line: usize, message: String| line_error(ini, line, message);
+        let err = |line: usize, problem: IniProblem| line_error(ini, line, problem);
         let get = |key: &str| ini.production(key);
         let runner = get("runner")
             .map(|v| {
                 check_relative(&v.value)
                     .map(|()| v.value.clone())
-                    .map_err(|why| err(v.line, format!("runner `{}` {why}", v.value)))
+                    .map_err(|why| {
+                        err(
+                            v.line,
+                            IniProblem::value("runner", &v.value, Rule::Fixed(why)),
+                        )
+                    })
             })
             .transpose()?;
         let platform = get("platform").map_or_else(|| "python".to_string(), |v| v.value.clone());
@@ -117,8 +122,12 @@ impl AppConfig {
         };
         let default_location = get("default_location")
             .map(|v| {
-                Location::parse(&v.value)
-                    .map_err(|why| err(v.line, format!("default_location `{}` {why}", v.value)))
+                Location::parse(&v.value).map_err(|why| {
+                    err(
+                        v.line,
+                        IniProblem::value("default_location", &v.value, Rule::Fixed(why)),
+                    )
+                })
             })
             .transpose()?;
         let (health_check, health_below, health_timeout_secs) = health(ini)?;
@@ -143,11 +152,11 @@ impl AppConfig {
     }
 }
 
-fn line_error(ini: &AppIni, line: usize, message: String) -> Error {
+fn line_error(ini: &AppIni, line: usize, problem: IniProblem) -> Error {
     Error::AppIni {
         path: ini.path.clone(),
         line,
-        message,
+        problem,
     }
 }
 
@@ -155,7 +164,7 @@ fn line_error(ini: &AppIni, line: usize, message: String) -> Error {
 /// only proves the app is not broken; 400 for a path the app names for the purpose), and
 /// `health_timeout` in seconds (default 30).
 fn health(ini: &AppIni) -> Result<(String, u16, u64), Error> {
-    let err = |line: usize, message: String| line_error(ini, line, message);
+    let err = |line: usize, problem: IniProblem| line_error(ini, line, problem);
     let get = |key: &str| ini.production(key);
     let (health_check, health_below) = match get("health_check") {
         Some(v) if v.value.starts_with('/') && !v.value.contains(char::is_whitespace) => {
@@ -164,9 +173,10 @@ fn health(ini: &AppIni) -> Result<(String, u16, u64), Error> {
         Some(v) => {
             return Err(err(
                 v.line,
-                format!(
-                    "health_check `{}` must be a URL path starting with `/`",
-                    v.value
+                IniProblem::value(
+                    "health_check",
+                    &v.value,
+                    Rule::Fixed("must be a URL path starting with `/`"),
                 ),
             ))
         }
@@ -181,9 +191,14 @@ fn health(ini: &AppIni) -> Result<(String, u16, u64), Error> {
             .ok_or_else(|| {
                 err(
                     v.line,
-                    format!(
-                        "health_timeout `{}` must be a whole number of seconds from 1 to 3600",
-                        v.value
+                    IniProblem::value(
+                        "health_timeout",
+                        &v.value,
+                        Rule::Range {
+                            unit: "seconds",
+                            min: 1,
+                            max: 3600,
+                        },
                     ),
                 )
             })?,
@@ -199,7 +214,7 @@ fn whole_number(
     key: &str,
     default: u64,
     range: std::ops::RangeInclusive<u64>,
-    unit: &str,
+    unit: &'static str,
 ) -> Result<u64, Error> {
     let Some(v) = ini.production(key) else {
         return Ok(default);
@@ -209,16 +224,12 @@ fn whole_number(
         .ok()
         .filter(|n| range.contains(n))
         .ok_or_else(|| {
-            line_error(
-                ini,
-                v.line,
-                format!(
-                    "{key} `{}` must be a whole number of {unit} from {} to {}",
-                    v.value,
-                    range.start(),
-                    range.end()
-                ),
-            )
+            let rule = Rule::Range {
+                unit,
+                min: *range.start(),
+                max: *range.end(),
+            };
+            line_error(ini, v.line, IniProblem::value(key, &v.value, rule))
         })
 }
 
@@ -269,7 +280,11 @@ fn config(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
         }
         if name == "default" {
             check_relative(&v.value).map_err(|why| {
-                line_error(ini, v.line, format!("config.default `{}` {why}", v.value))
+                line_error(
+                    ini,
+                    v.line,
+                    IniProblem::value("config.default", &v.value, Rule::Fixed(why)),
+                )
             })?;
         }
         config.push((name.to_string(), v.value.clone()));
@@ -279,7 +294,7 @@ fn config(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
 
 /// `[processes]` (which may hold `web`) and `[workers]` (30loops' spelling, no `web`).
 fn processes(ini: &AppIni) -> Result<Vec<Process>, Error> {
-    let err = |line: usize, message: String| line_error(ini, line, message);
+    let err = |line: usize, problem: IniProblem| line_error(ini, line, problem);
     let mut processes: Vec<Process> = Vec::new();
     // `[processes]` may hold `web`; `[workers]` holds only workers (30loops' spelling).
     let sections = ["processes", "workers"]
@@ -291,21 +306,15 @@ fn processes(ini: &AppIni) -> Result<Vec<Process>, Error> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(err(
-                    v.line,
-                    format!("process name `{name}` may hold only letters, digits, `-` and `_`"),
-                ));
+                return Err(err(v.line, IniProblem::ProcessName { name: name.clone() }));
             }
             if v.value.is_empty() {
-                return Err(err(v.line, format!("process `{name}` has no command")));
+                return Err(err(v.line, IniProblem::NoCommand { name: name.clone() }));
             }
             if processes.iter().any(|p| &p.name == name)
                 || (name == "web" && section_name == "workers")
             {
-                return Err(err(
-                    v.line,
-                    format!("process `{name}` is defined twice (or `web` under [workers])"),
-                ));
+                return Err(err(v.line, IniProblem::Twice { name: name.clone() }));
             }
             processes.push(Process {
                 name: name.clone(),
@@ -332,7 +341,7 @@ fn packages(ini: &AppIni) -> Vec<String> {
 
 /// `[variables]`, with names in the case they were written in.
 fn variables(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
-    let err = |line: usize, message: String| line_error(ini, line, message);
+    let err = |line: usize, problem: IniProblem| line_error(ini, line, problem);
     let mut variables = Vec::new();
     if let Some(section) = ini.section("variables") {
         for (_, v) in &section.entries {
@@ -344,10 +353,7 @@ fn variables(ini: &AppIni) -> Result<Vec<(String, String)>, Error> {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(err(
-                    v.line,
-                    format!("variable name `{key}` is not a valid environment variable name"),
-                ));
+                return Err(err(v.line, IniProblem::VariableName { name: key }));
             }
             variables.push((key, v.value.clone()));
         }
@@ -359,7 +365,7 @@ fn original_key(ini: &AppIni, value: &Value) -> String {
     ini.raw_key(value.line).unwrap_or_default()
 }
 
-fn parse_update_fetch(v: &Value) -> Result<Vec<UpdateFetch>, (usize, String)> {
+fn parse_update_fetch(v: &Value) -> Result<Vec<UpdateFetch>, (usize, IniProblem)> {
     v.value
         .lines()
         .enumerate()
@@ -369,13 +375,14 @@ fn parse_update_fetch(v: &Value) -> Result<Vec<UpdateFetch>, (usize, String)> {
             if let Some(script) = line.strip_prefix("script:") {
                 let script = script.trim();
                 if script.is_empty() {
-                    return Err((v.line + i, "`script:` needs a command".to_string()));
+                    return Err((v.line + i, IniProblem::NoScript));
                 }
                 Ok(UpdateFetch::Script(script.to_string()))
             } else if line.starts_with('/') {
                 Ok(UpdateFetch::Url(line.to_string()))
             } else {
-                Err((v.line + i, format!("update_fetch `{line}` is neither a URL path (`/…`) nor `script: <command>`")))
+                let rule = Rule::Fixed("is neither a URL path (`/…`) nor `script: <command>`");
+                Err((v.line + i, IniProblem::value("update_fetch", line, rule)))
             }
         })
         .collect()

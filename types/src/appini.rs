@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, IniProblem, Rule};
 
 /// One `key = value` with the line it started on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,17 +95,17 @@ impl AppIni {
             Error::AppIni {
                 path: path.clone(),
                 line,
-                message: "not valid UTF-8".into(),
+                problem: IniProblem::NotUtf8,
             }
         })?;
         AppIni::parse(&text, &path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<AppIni, Error> {
-        let err = |line: usize, message: String| Error::AppIni {
+        let err = |line: usize, problem: IniProblem| Error::AppIni {
             path: path.to_path_buf(),
             line,
-            message,
+            problem,
         };
         let mut sections: Vec<Section> = Vec::new();
         let mut raw_keys = Vec::new();
@@ -119,7 +119,7 @@ impl AppIni {
                 // A continuation line extends the previous value, as in configparser.
                 let Some((_, value)) = sections.last_mut().and_then(|s| s.entries.last_mut())
                 else {
-                    return Err(err(line, "indented line with no key above it".into()));
+                    return Err(err(line, IniProblem::NoKeyAbove));
                 };
                 value.value.push('\n');
                 value.value.push_str(trimmed);
@@ -127,7 +127,12 @@ impl AppIni {
             }
             if let Some(rest) = trimmed.strip_prefix('[') {
                 let name = rest.strip_suffix(']').ok_or_else(|| {
-                    err(line, format!("`{trimmed}`: a section header ends with `]`"))
+                    err(
+                        line,
+                        IniProblem::Unclosed {
+                            text: trimmed.into(),
+                        },
+                    )
                 })?;
                 sections.push(Section {
                     name: name.trim().to_string(),
@@ -137,14 +142,24 @@ impl AppIni {
                 continue;
             }
             let Some(section) = sections.last_mut() else {
-                return Err(err(line, format!("`{trimmed}` comes before any `[section]` header; start the file with `[production]`")));
+                return Err(err(
+                    line,
+                    IniProblem::BeforeSection {
+                        text: trimmed.into(),
+                    },
+                ));
             };
-            let split = trimmed
-                .find(['=', ':'])
-                .ok_or_else(|| err(line, format!("`{trimmed}` is not `key = value`")))?;
+            let split = trimmed.find(['=', ':']).ok_or_else(|| {
+                err(
+                    line,
+                    IniProblem::NotKeyValue {
+                        text: trimmed.into(),
+                    },
+                )
+            })?;
             let key = trimmed[..split].trim();
             if key.is_empty() {
-                return Err(err(line, "a key is missing before `=`".into()));
+                return Err(err(line, IniProblem::NoKey));
             }
             let value = trimmed[split + 1..].trim().to_string();
             raw_keys.push((line, key.to_string()));
@@ -216,7 +231,7 @@ impl AppIni {
             AppName::parse(&v.value).map_err(|why| Error::AppIni {
                 path: self.path.clone(),
                 line: v.line,
-                message: format!("app_name `{}` is invalid: {why}", v.value),
+                problem: IniProblem::value("app_name", &v.value, Rule::Name(why)),
             })?;
         }
         if let Some(v) = self.production("platform") {
@@ -227,9 +242,10 @@ impl AppIni {
                 return Err(Error::AppIni {
                     path: self.path.clone(),
                     line: v.line,
-                    message: format!(
-                        "platform `{}` is not one of python, php, wsgi, static, process",
-                        v.value
+                    problem: IniProblem::value(
+                        "platform",
+                        &v.value,
+                        Rule::Fixed("is not one of python, php, wsgi, static, process"),
                     ),
                 });
             }

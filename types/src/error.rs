@@ -15,11 +15,11 @@ pub enum Error {
     NoAppIni { path: PathBuf },
     #[error("`{}` is not an app directory: it does not exist or is not a directory", path.display())]
     NoAppDir { path: PathBuf },
-    #[error("{}:{line}: {message}", path.display())]
+    #[error("{}:{line}: {problem}", path.display())]
     AppIni {
         path: PathBuf,
         line: usize,
-        message: String,
+        problem: IniProblem,
     },
     #[error("{}:{line}: service `{service}` is not one silver offers", path.display())]
     UnknownService {
@@ -41,6 +41,68 @@ pub enum Error {
         source_of_name: String,
         why: crate::names::NameRule,
     },
+}
+
+/// What is wrong with one line of `app.ini`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IniProblem {
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    #[error("indented line with no key above it")]
+    NoKeyAbove,
+    #[error("`{text}`: a section header ends with `]`")]
+    Unclosed { text: String },
+    #[error("`{text}` comes before any `[section]` header; start the file with `[production]`")]
+    BeforeSection { text: String },
+    #[error("`{text}` is not `key = value`")]
+    NotKeyValue { text: String },
+    #[error("a key is missing before `=`")]
+    NoKey,
+    /// A value that breaks a rule of its key: said as ``key `value` rule``.
+    #[error("{key} `{value}` {rule}")]
+    Value {
+        key: String,
+        value: String,
+        rule: Rule,
+    },
+    #[error("process name `{name}` may hold only letters, digits, `-` and `_`")]
+    ProcessName { name: String },
+    #[error("process `{name}` has no command")]
+    NoCommand { name: String },
+    #[error("process `{name}` is defined twice (or `web` under [workers])")]
+    Twice { name: String },
+    #[error("variable name `{name}` is not a valid environment variable name")]
+    VariableName { name: String },
+    #[error("`script:` needs a command")]
+    NoScript,
+}
+
+/// The rule a value of `app.ini` breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rule {
+    /// One of the fixed rules, in words (a path that must stay inside the app, a location's
+    /// form, the platforms there are).
+    #[error("{0}")]
+    Fixed(&'static str),
+    #[error("is invalid: {0}")]
+    Name(crate::names::NameRule),
+    #[error("must be a whole number of {unit} from {min} to {max}")]
+    Range {
+        unit: &'static str,
+        min: u64,
+        max: u64,
+    },
+}
+
+impl IniProblem {
+    /// ``key `value` rule``, for a value `rule` refuses.
+    pub fn value(key: &str, value: &str, rule: Rule) -> IniProblem {
+        IniProblem::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            rule,
+        }
+    }
 }
 
 impl Error {

@@ -17,7 +17,7 @@ pub mod vars;
 
 pub use appconfig::{AppConfig, Location, Process, UpdateFetch};
 pub use appini::AppIni;
-pub use error::Error;
+pub use error::{Error, IniProblem, Rule};
 pub use hint::Hint;
 pub use id::{ArtifactId, Hash};
 pub use names::{AppName, IdPrefix};
