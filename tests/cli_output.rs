@@ -266,8 +266,8 @@ fn every_node_subcommand_says_what_it_did_or_what_to_do() {
     hint: give --yes to clear without asking
     [exit 1]
     $ silver deactivate nowhere.test
-    error: node http://127.0.0.1:[PORT] has no app named `nowhere.test` and no single app serving that location
-    hint: name one of its apps (hello) or a location exactly as `silver deploy` printed it
+    error: no app on node http://127.0.0.1:[PORT] serves `nowhere.test`
+    hint: its apps serve at hello.localhost; give one of those, as `silver query` lists them
     [exit 1]
     $ silver deactivate hello.localhost
      Deactivated hello at hello.localhost: it serves nowhere now; its processes stopped

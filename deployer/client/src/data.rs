@@ -126,8 +126,15 @@ impl Node {
     /// The app that serves at `location` (or did, until deactivated there); never a name.
     pub async fn app_at(&self, location: &silver_types::Location) -> Result<AppName, Error> {
         let health = self.health().await?;
-        serving(&health.apps, Some(location))
-            .ok_or_else(|| self.unknown_target(&location.to_string(), &health.apps))
+        serving(&health.apps, Some(location)).ok_or_else(|| Error::NothingServes {
+            node: self.url().to_string(),
+            location: location.clone(),
+            served: health
+                .apps
+                .iter()
+                .flat_map(|a| a.locations.iter().cloned())
+                .collect(),
+        })
     }
 
     fn unknown_target(&self, target: &str, apps: &[AppStatus]) -> Error {

@@ -75,6 +75,14 @@ pub enum Error {
     Busy { holder: String, since: u64 },
     #[error(transparent)]
     Artifact(#[from] packer::Error),
+    /// No app serves (or was deactivated) at a location that can only be a location.
+    #[error("no app on node {node} serves `{location}`")]
+    NothingServes {
+        node: String,
+        location: silver_types::Location,
+        /// Every location the node's apps serve, for the hint.
+        served: Vec<String>,
+    },
     #[error("node {node} has no app named `{target}` and no single app serving that location")]
     UnknownTarget {
         node: String,
@@ -153,6 +161,8 @@ impl Error {
                     .into()
             }
             Error::RemoteToken { .. } => "set SILVER_TOKEN or --token-file".into(),
+            Error::NothingServes { served, .. } if served.is_empty() => "the node serves nothing yet: `silver deploy` an app first".into(),
+            Error::NothingServes { served, .. } => format!("its apps serve at {}; give one of those, as `silver query` lists them", served.join(", ")),
             Error::UnknownTarget { apps, .. } if apps.is_empty() => "the node has no apps yet: `silver deploy` one first".into(),
             Error::UnknownTarget { apps, .. } => format!("name one of its apps ({}) or a location exactly as `silver deploy` printed it", apps.join(", ")),
             Error::BadPlace { .. } => "give a directory, a .tar.zst or .tar.gz file, or ssh://[user@]host[:port]/path".into(),
