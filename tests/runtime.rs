@@ -1685,7 +1685,7 @@ fn query_deactivate_and_activate_by_location_as_silver_lining_did() {
         .output()
         .unwrap();
     assert!(
-        stderr(&out).contains("no app named `b.test/blog`"),
+        stderr(&out).contains("serves `b.test/blog`") && stderr(&out).contains("a.test"),
         "{}",
         stderr(&out)
     );
