@@ -326,40 +326,30 @@ fn bulk(
     let body = serde_json::json!({ "docs": docs, "new_edits": false });
     let path = format!("/{db}/_bulk_docs");
     let (status, answer) = call(app, couch, login, Method::POST, &path, Some(body))?;
-    let refused = answer
+    // CouchDB refused what the backup holds: the backup's fault, in CouchDB's words.
+    let refused = |said: String| Error::BadBackup {
+        path: source.to_path_buf(),
+        why: BackupProblem::Refused {
+            program: "CouchDB".into(),
+            said: Said::new(&said, &[]),
+        },
+    };
+    let row = answer
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r.get("error").is_some()));
-    if let Some(row) = refused {
-        return Err(Error::BadBackup {
-            path: source.to_path_buf(),
-            why: BackupProblem::Refused {
-                program: "CouchDB".into(),
-                said: Said::new(
-                    &format!(
-                        "document `{}` as the app's user: {} ({})",
-                        row["id"].as_str().unwrap_or("?"),
-                        row["error"].as_str().unwrap_or("?"),
-                        row["reason"].as_str().unwrap_or(""),
-                    ),
-                    &[],
-                ),
-            },
-        });
+    if let Some(row) = row {
+        return Err(refused(format!(
+            "document `{}` as the app's user: {} ({})",
+            row["id"].as_str().unwrap_or("?"),
+            row["error"].as_str().unwrap_or("?"),
+            row["reason"].as_str().unwrap_or(""),
+        )));
     }
     if status != StatusCode::CREATED {
-        return Err(Error::BadBackup {
-            path: source.to_path_buf(),
-            why: BackupProblem::Refused {
-                program: "CouchDB".into(),
-                said: Said::new(
-                    &format!(
-                        "its documents as the app's user: {status} {}",
-                        answer["reason"].as_str().unwrap_or("")
-                    ),
-                    &[],
-                ),
-            },
-        });
+        return Err(refused(format!(
+            "its documents as the app's user: {status} {}",
+            answer["reason"].as_str().unwrap_or("")
+        )));
     }
     Ok(())
 }
