@@ -15,6 +15,8 @@ packages=(
   redis-server                                                   # service.redis
   postgresql-postgis                                             # service.postgis
   mariadb-server mariadb-client                                  # service.mysql
+  docker-registry skopeo                                         # artifacts through a registry
+  minisign                                                       # checks silver's signatures
 )
 if [ "${1:-}" = bench ]; then
   packages+=(bc time rsync)
@@ -39,6 +41,9 @@ checks=(
   "postgresql-postgis|ls /usr/share/postgresql/*/extension/postgis.control"
   "mariadb-server|mariadbd --version"
   "mariadb-client|mariadb-dump --version"
+  "docker-registry|docker-registry --version"
+  "skopeo|skopeo --version"
+  "minisign|minisign -v"
 )
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

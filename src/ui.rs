@@ -140,6 +140,7 @@ fn as_hint<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e dyn silve
     let known: &[Known] = &[
         try_as::<Hinted>,
         try_as::<silver_client::Error>,
+        try_as::<silver_registry::Error>,
         #[cfg(feature = "node")]
         try_as::<silver_node::Error>,
         #[cfg(feature = "node")]

@@ -87,4 +87,9 @@ fn packer_and_builder_speak_no_http_and_the_client_builds_no_node() {
         &["silver-node", "silver-runtime", "builder"],
     );
     check("silver-wire", HTTP);
+    // The registry client is shared by the CI side and the node: it never pulls in either.
+    check(
+        "silver-registry",
+        &["silver-node", "silver-runtime", "silver-client", "builder"],
+    );
 }

@@ -25,7 +25,7 @@ pub mod walk;
 pub use error::{Error, Refusal};
 pub use limits::Limits;
 pub use manifest::{Entry, Hash, Id, Kind, Manifest};
-pub use pack::{pack, PackConfig, PackReport};
+pub use pack::{pack, write_archive, PackConfig, PackReport};
 pub use progress::{NoProgress, Progress};
 pub use read::{
     read_manifest, read_with, staging_path, unpack, verify, ReadConfig, Verified, Visitor,

@@ -248,6 +248,17 @@ impl Manifest {
         self.entries.iter().map(Entry::size).sum()
     }
 
+    /// The distinct file contents, in manifest order, each at its first path: what an upload
+    /// sends and what registry packs hold, once each.
+    pub fn distinct_objects(&self) -> Vec<(Hash, u64)> {
+        let mut seen = std::collections::HashSet::new();
+        self.entries
+            .iter()
+            .filter_map(|e| e.kind.content_hash().map(|h| (h, e.size())))
+            .filter(|(h, _)| seen.insert(*h))
+            .collect()
+    }
+
     pub fn file_count(&self) -> usize {
         self.entries
             .iter()

@@ -431,6 +431,34 @@ fn finish_archive<W: Write>(
     finished
 }
 
+/// Writes the archive of a manifest whose file contents already exist elsewhere (a pulled
+/// artifact's objects): the same two frames `pack` writes, so its reader and its limits apply.
+/// `content` opens a file's verified bytes by hash. The pack report's note is not in the
+/// manifest, so it is not restored; the id is the manifest's and does not change.
+pub fn write_archive<W: Write>(
+    manifest: &Manifest,
+    mut out: W,
+    config: &PackConfig,
+    mut content: impl FnMut(&crate::Hash) -> io::Result<File>,
+) -> Result<W, Error> {
+    (|| -> io::Result<W> {
+        let member = crate::archive::manifest_member(&manifest.bytes, None, config.mtime)?;
+        let mut head = zstd::Encoder::new(&mut out, MANIFEST_LEVEL)?;
+        head.include_checksum(true)?;
+        head.write_all(&member)?;
+        head.finish()?;
+        let mut tar = TarWriter::new(content_encoder(out, config)?, config.mtime);
+        for entry in &manifest.entries {
+            match entry.kind.content_hash() {
+                Some(hash) => tar.entry(entry, content(&hash)?.take(entry.size()))?,
+                None => tar.entry(entry, io::empty())?,
+            }
+        }
+        tar.finish()?.finish()
+    })()
+    .map_err(archive_write_err)
+}
+
 /// The zstd settings of the content frame: level 3, with a 4 MiB window (the level-3 default
 /// is 2 MiB) to find repeats between files, and 4 MiB jobs so every core stays busy. Bigger
 /// windows or hash tables compressed better but cost more time than they saved on two cores;

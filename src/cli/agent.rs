@@ -63,6 +63,10 @@ pub struct Args {
     /// Seconds gc spares objects that no release uses yet (a deploy in progress uploads first).
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub gc_grace: u64,
+    /// A registry (`host[:port]`) the node may pull from over plain HTTP although it is not on
+    /// loopback. Pull credentials are in `<root>/registry-auth.json` (Docker's format, 0600).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
     /// Where the front door, the apps' public HTTP, listens (a node uses 0.0.0.0:80).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub http: SocketAddr,
@@ -253,6 +257,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.request_timeout = Duration::from_secs(args.request_timeout);
     config.max_upload_bytes = args.max_upload_bytes;
     config.gc_grace = Duration::from_secs(args.gc_grace);
+    config.insecure_registries = args.insecure_registries.clone();
     config.free_space_margin = args.min_free_bytes;
     config.tls = args.tls_cert.zip(args.tls_key);
     config.tls_listen = args.tls_listen;

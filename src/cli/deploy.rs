@@ -13,9 +13,16 @@ use crate::ui;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A `.silver` artifact, or an app directory to pack first.
-    #[arg(value_parser = super::common::absolute_path)]
-    pub source: PathBuf,
+    /// A `.silver` artifact, an app directory to pack first, `REGISTRY/REPO@sha256:…` (the
+    /// node pulls it from the registry), or `b3:<id>` with --registry.
+    #[arg(value_parser = Source::parse, value_name = "SOURCE")]
+    pub source: Source,
+    /// The repository a `b3:<id>` SOURCE was pushed to (`REGISTRY/REPO`): its `b3-<id>` tag
+    /// names the digest the node pulls.
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    pub registry: Option<silver_registry::Reference>,
+    #[command(flatten)]
+    pub registries: super::push::RegistryArgs,
     /// Where the app answers, as Silver Lining's `silver update DIR LOCATION` took it: the same
     /// as one `--location`.
     #[arg(value_name = "LOCATION")]
@@ -60,10 +67,39 @@ pub struct Settings {
     pub limits: packer::Limits,
 }
 
+/// What `silver deploy` was given to deploy.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Path(PathBuf),
+    Registry(silver_registry::Reference),
+    Id(silver_types::IdPrefix),
+}
+
+impl Source {
+    fn parse(given: &str) -> Result<Source, String> {
+        if given.starts_with("b3:") {
+            return silver_types::IdPrefix::parse(given)
+                .map(Source::Id)
+                .map_err(|e| e.to_string());
+        }
+        // A path never holds `@sha256:`; a reference always does (a tag alone can move).
+        if given.contains("@sha256:") || given.contains("@sha512:") {
+            return silver_registry::Reference::parse(given)
+                .map(Source::Registry)
+                .map_err(|e| e.to_string());
+        }
+        super::common::absolute_path(given).map(Source::Path)
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let node = args.node.connect()?;
+    let source = match &args.source {
+        Source::Path(path) => path.clone(),
+        _ => return run_pulled(args, &node),
+    };
     let settings = Settings {
-        source: args.source.clone(),
+        source,
         app: args.app.clone(),
         no_wait: args.no_wait,
         locations: args
@@ -84,6 +120,97 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         crate::out!("{}", report.id);
     }
     Ok(())
+}
+
+/// The node pulls the artifact from a registry, then activates it.
+fn run_pulled(args: Args, node: &silver_client::Node) -> anyhow::Result<()> {
+    let config = args.registries.resolve();
+    let runtime = super::node::runtime()?;
+    let reference = match (&args.source, &args.registry) {
+        (Source::Registry(r), _) => r.clone(),
+        (Source::Id(id), Some(repo)) => runtime.block_on(super::push::find_id(repo, id, &config))?,
+        (Source::Id(_), None) => {
+            return Err(ui::hinted(
+                "a b3: id names no registry to pull it from",
+                "add --registry REGISTRY/REPO (where `silver push` sent it), or give REGISTRY/REPO@sha256:…",
+            ))
+        }
+        (Source::Path(_), _) => unreachable!("paths deploy by upload"),
+    };
+    let report = runtime.block_on(deploy_pulled(node, &reference, &args))?;
+    if args.node.json {
+        super::common::print_json(&report)?;
+    } else {
+        crate::out!("{}", report.id);
+    }
+    Ok(())
+}
+
+async fn deploy_pulled(
+    node: &silver_client::Node,
+    reference: &silver_registry::Reference,
+    args: &Args,
+) -> anyhow::Result<silver_client::DeployReport> {
+    ui::status("Pulling", format!("{reference} on {}", node.url()));
+    let pulled = node
+        .pull(&reference.to_string())
+        .await
+        .with_context(|| format!("{} failed to pull {reference}", node.url()))?;
+    ui::status(
+        "Pulled",
+        format!(
+            "{} ({} of {} packs, {} fetched)",
+            pulled.id,
+            pulled.packs_fetched,
+            pulled.packs_total,
+            ui::bytes(pulled.bytes_fetched)
+        ),
+    );
+    let app = match (&args.app, &pulled.app) {
+        (Some(app), _) => app.clone(),
+        (None, Some(app)) => app.clone(),
+        (None, None) => {
+            return Err(ui::hinted(
+                format!("{reference}'s app.ini names no app_name"),
+                "pass --app NAME",
+            ))
+        }
+    };
+    let opts = silver_client::DeployOptions {
+        other_app: args.app.is_some(),
+        app: app.clone(),
+        who: super::node::who(),
+        no_wait: args.no_wait,
+        limits: args.limits.resolve(),
+        cache_dir: None,
+        locations: args
+            .location
+            .iter()
+            .chain(&args.locations)
+            .cloned()
+            .collect(),
+        restart: args.restart,
+        app_config: args.app_config.clone(),
+        single_process: args.debug_single_process,
+    };
+    let progress: Arc<dyn packer::Progress + Send + Sync> =
+        Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
+    let report = silver_client::activate_pulled(node, pulled, &opts, progress, |holder, since| {
+        ui::status(
+            "Waiting",
+            format!(
+                "for the lock on `{app}`, held by {holder} since {}",
+                ui::utc(since)
+            ),
+        );
+    })
+    .await
+    .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
+    ui::status(
+        "Deployed",
+        format!("{} {} to {}", report.app, report.id, report.node),
+    );
+    Ok(report)
 }
 
 /// Packs if needed, deploys, and says what happened on stderr.
@@ -175,7 +302,7 @@ pub async fn deploy(
 
 /// The artifact to send: the given file, or a fresh pack of the given directory (into a temp
 /// directory that lives as long as the returned guard).
-fn resolve_archive(
+pub(super) fn resolve_archive(
     args: &Settings,
     limits: &packer::Limits,
 ) -> anyhow::Result<(

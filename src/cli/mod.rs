@@ -21,6 +21,8 @@ mod node;
 #[cfg(feature = "bake")]
 mod nodes;
 mod pack;
+mod pull;
+mod push;
 mod query;
 mod releases;
 mod restore;
@@ -59,6 +61,8 @@ pub enum Command {
     Pack(pack::Args),
     /// Show an artifact's header, app, id, entries, sizes and fixups (verifying it on the way).
     Inspect(inspect::Args),
+    Push(push::Args),
+    Pull(pull::Args),
     /// Check every byte of an artifact; exit 0 only if it is complete, valid (and the id given).
     Verify(verify::Args),
     /// Extract an artifact into a new directory, refusing anything hostile.
@@ -136,6 +140,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Pack(args) => done(pack::run(args)),
         Command::Inspect(args) => done(inspect::run(args)),
+        Command::Push(args) => done(push::run(args)),
+        Command::Pull(args) => done(pull::run(args)),
         Command::Verify(args) => done(verify::run(args)),
         Command::Unpack(args) => done(unpack::run(args)),
         #[cfg(feature = "node")]

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+pub mod registry;
 pub mod servers;
 
 /// Polls `check` every tenth of a second until it gives `Ok`, for at most `within`; then fails

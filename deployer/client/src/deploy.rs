@@ -195,6 +195,14 @@ impl Node {
         .await
     }
 
+    /// Has the node fetch `reference` (`REGISTRY/REPO@DIGEST`) from its registry.
+    pub async fn pull(&self, reference: &str) -> Result<PullResponse, Error> {
+        let request = PullRequest {
+            reference: reference.to_string(),
+        };
+        self.post("/v1/pull", &request).await
+    }
+
     pub async fn gc(&self, keep: usize) -> Result<GcReport, Error> {
         self.post("/v1/gc", &GcRequest { keep }).await
     }
@@ -460,6 +468,9 @@ pub struct DeployReport {
     /// The processes running for the release.
     pub processes: Vec<String>,
     pub phases_ms: Phases,
+    /// What the node fetched from the registry, when it pulled the artifact itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<PullResponse>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -491,7 +502,7 @@ pub async fn deploy(
             .await
             .map_err(join_err)??
     };
-    let objects = distinct_objects(&manifest);
+    let objects = manifest.distinct_objects();
     preflight(node, archive, opts).await?;
     let (sent_manifest, base, missing) =
         send_manifest(node, &manifest, &opts.app, opts.cache_dir.as_deref()).await?;
@@ -531,7 +542,8 @@ pub async fn deploy(
         None => None,
     };
     let on_line = |line: &str| progress.note(line);
-    let activated = activate_waiting(node, &manifest, opts, app_config, on_wait, &on_line).await?;
+    let activated =
+        activate_waiting(node, manifest.id, opts, app_config, on_wait, &on_line).await?;
     phases.activate = t.elapsed().as_millis();
     if let Some(dir) = &opts.cache_dir {
         cache_manifest(dir, &manifest);
@@ -551,6 +563,45 @@ pub async fn deploy(
         locations: activated.locations,
         processes: activated.processes,
         phases_ms: phases,
+        pulled: None,
+    })
+}
+
+/// Deploys an artifact the node has just pulled from a registry ([`Node::pull`]): nothing
+/// goes through this machine but the request.
+pub async fn activate_pulled(
+    node: &Node,
+    pulled: PullResponse,
+    opts: &DeployOptions,
+    progress: Arc<dyn Progress + Send + Sync>,
+    on_wait: impl Fn(&str, u64),
+) -> Result<DeployReport, Error> {
+    let t = Instant::now();
+    let app_config = match &opts.app_config {
+        Some(dir) => Some(node.upload_app_config(&opts.app, dir).await?),
+        None => None,
+    };
+    let on_line = |line: &str| progress.note(line);
+    let activated = activate_waiting(node, pulled.id, opts, app_config, on_wait, &on_line).await?;
+    Ok(DeployReport {
+        app: opts.app.clone(),
+        id: activated.id,
+        node: node.base.clone(),
+        previous: activated.previous,
+        unchanged: activated.unchanged,
+        update_output: activated.update_output,
+        bytes_sent: 0,
+        manifest_bytes_sent: 0,
+        manifest_base: None,
+        objects_sent: 0,
+        objects_skipped: 0,
+        locations: activated.locations,
+        processes: activated.processes,
+        phases_ms: Phases {
+            activate: t.elapsed().as_millis(),
+            ..Phases::default()
+        },
+        pulled: Some(pulled),
     })
 }
 
@@ -558,7 +609,7 @@ pub async fn deploy(
 /// says who (`on_wait`) and asks again, unless `no_wait`.
 async fn activate_waiting(
     node: &Node,
-    manifest: &Manifest,
+    id: packer::Id,
     opts: &DeployOptions,
     app_config: Option<String>,
     on_wait: impl Fn(&str, u64),
@@ -566,7 +617,7 @@ async fn activate_waiting(
 ) -> Result<ActivateResponse, Error> {
     let path = format!("/v1/apps/{}/deploy", opts.app);
     let request = ActivateRequest {
-        id: manifest.id.into(),
+        id: id.into(),
         who: opts.who.clone(),
         locations: opts.locations.clone(),
         other_app: opts.other_app,
@@ -736,16 +787,6 @@ fn cache_manifest(dir: &Path, manifest: &Manifest) {
 }
 
 /// Each distinct content once, with its size, in manifest order.
-fn distinct_objects(manifest: &Manifest) -> Vec<(Hash, u64)> {
-    let mut seen = HashSet::new();
-    manifest
-        .entries
-        .iter()
-        .filter_map(|e| e.kind.content_hash().map(|h| (h, e.size())))
-        .filter(|(h, _)| seen.insert(*h))
-        .collect()
-}
-
 /// Streams the missing objects out of the archive (verifying all of it), zstd-compressed, as one
 /// request body. Returns the compressed bytes sent.
 #[allow(clippy::too_many_arguments)]

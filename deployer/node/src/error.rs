@@ -203,6 +203,10 @@ pub enum Error {
     Artifact(#[from] packer::Error),
     #[error(transparent)]
     AppConfig(#[from] silver_types::Error),
+    #[error(transparent)]
+    Registry(#[from] silver_registry::Error),
+    #[error("no pack of {reference} holds {missing} of the files its manifest names")]
+    PullIncomplete { reference: String, missing: usize },
 }
 
 impl Error {
@@ -268,6 +272,13 @@ impl Error {
                 StatusCode::INSUFFICIENT_STORAGE
             }
             BaseMissing { .. } | NotExpected { .. } => StatusCode::PRECONDITION_FAILED,
+            Registry(
+                silver_registry::Error::BadReference { .. }
+                | silver_registry::Error::BadDigest { .. }
+                | silver_registry::Error::NoDigest { .. },
+            ) => StatusCode::BAD_REQUEST,
+            // The registry, not the node, failed or served bad bytes: a gateway's error.
+            Registry(_) | PullIncomplete { .. } => StatusCode::BAD_GATEWAY,
             NoArtifactHeader => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -333,6 +344,10 @@ impl Error {
             Error::Runtime(e) => return e.hint(),
             Error::Artifact(e) => return e.hint(),
             Error::AppConfig(e) => return e.hint(),
+            Error::Registry(silver_registry::Error::Unauthorized { registry, .. }) => format!(
+                "put credentials for {registry} in the node's registry-auth.json (Docker's format, mode 0600)"
+            ),
+            Error::Registry(e) => return silver_types::Hint::hint(e),
             _ => return None,
         })
     }

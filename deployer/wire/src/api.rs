@@ -6,6 +6,7 @@
 //! | `PUT /v1/artifacts/{id}` | manifest (see below) | [`ArtifactResponse`]: what is missing |
 //! | `POST /v1/objects` | object frames (see `wire`), may be zstd; `X-Silver-Artifact: b3:<id>` | [`StoredResponse`] |
 //! | `POST /v1/artifacts/{id}/commit` | | [`ArtifactResponse`] |
+//! | `POST /v1/pull` | [`PullRequest`] | [`PullResponse`]: the node fetched the artifact from a registry |
 //! | `POST /v1/apps/{app}/preflight` | [`PreflightRequest`] | [`PreflightResponse`] (422 if a location is taken) |
 //! | `POST /v1/apps/{app}/deploy` | [`ActivateRequest`] | [`ActivateResponse`] |
 //! | `POST /v1/apps/{app}/activate` | [`ActivateRequest`] | [`ActivateResponse`] |
@@ -197,6 +198,26 @@ pub struct ArtifactResponse {
     pub entries: usize,
     /// BLAKE3 hex of the objects the node still lacks (none once committed).
     pub missing: Vec<String>,
+}
+
+/// Fetch an artifact from an OCI registry into the node's store (only the packs holding files
+/// it lacks), verifying every blob's digest and every file's BLAKE3.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// `REGISTRY/REPO@sha256:…`: by digest, since a tag can move. The node parses it.
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullResponse {
+    pub id: ArtifactId,
+    /// The app its app.ini names, if it names one.
+    pub app: Option<AppName>,
+    pub packs_total: usize,
+    pub packs_fetched: usize,
+    /// Bytes fetched from the registry: manifests, parts and packs.
+    pub bytes_fetched: u64,
+    pub objects_stored: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -343,28 +343,35 @@ async fn already_live(
 /// An artifact whose app.ini names another app is refused before anything is touched: deploying
 /// `blog` over `shop` by a slip would hand shop's data and locations to blog's code.
 fn check_packed_as(store: &Store, manifest: &packer::Manifest, app: &AppName) -> Result<(), Error> {
+    match packed_app(store, manifest)? {
+        Some(packed) if packed != app.as_str() => Err(Error::OtherApp {
+            app: app.clone(),
+            packed,
+            id: manifest.id,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The app an artifact's app.ini names (`app_name`), read from the store's objects.
+pub(super) fn packed_app(
+    store: &Store,
+    manifest: &packer::Manifest,
+) -> Result<Option<String>, Error> {
     let Some(hash) = manifest
         .entries
         .iter()
         .find(|e| e.path == "app.ini")
         .and_then(|e| e.kind.content_hash())
     else {
-        return Ok(());
+        return Ok(None);
     };
     let path = store.object_path(&hash);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let ini = silver_types::appini::AppIni::parse(&text, std::path::Path::new("app.ini"))?;
-    let Some(packed) = ini.production("app_name") else {
-        return Ok(());
-    };
-    if packed.value == app.as_str() {
-        return Ok(());
-    }
-    Err(Error::OtherApp {
-        app: app.clone(),
-        packed: packed.value.clone(),
-        id: manifest.id,
-    })
+    Ok(ini
+        .production("app_name")
+        .map(|packed| packed.value.clone()))
 }
 
 /// The history keeps the step and reason, not the log tail.

@@ -10,6 +10,7 @@ mod activate;
 mod data;
 pub mod extract;
 mod ops;
+mod pull;
 mod settings;
 mod upload;
 
@@ -61,6 +62,8 @@ pub struct AgentConfig {
     pub gc_grace: Duration,
     /// Where the front door (the apps' public HTTP traffic) listens.
     pub front: SocketAddr,
+    /// Registries the node may pull from over plain HTTP off loopback (`host[:port]`).
+    pub insecure_registries: Vec<String>,
     /// Start only this app's current release at start-up (`silver up`), not every app's.
     pub only: Option<AppName>,
     pub runtime: RuntimeConfig,
@@ -82,6 +85,7 @@ impl AgentConfig {
             tls_listen: None,
             front: SocketAddr::from(([127, 0, 0, 1], 8080)),
             only: None,
+            insecure_registries: Vec::new(),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -134,6 +138,7 @@ pub fn app(state: AgentState) -> Router {
             )),
         )
         .route("/v1/artifacts/{id}/commit", post(upload::commit_artifact))
+        .route("/v1/pull", post(pull::pull))
         .route("/v1/apps/{app}/preflight", post(activate::preflight))
         .route("/v1/apps/{app}/deploy", post(activate::deploy))
         .route("/v1/apps/{app}/activate", post(activate::activate))

@@ -40,7 +40,7 @@ impl Reservations {
     /// Reserves `claims` for `id` if they fit in `free` beside every other live reservation,
     /// keeping `margin` spare. The check and the reservation are one step: of two uploads that
     /// cannot both fit, exactly one gets the space and the other a 507.
-    fn reserve(
+    pub(super) fn reserve(
         &self,
         id: Id,
         claims: HashMap<Hash, u64>,
@@ -73,7 +73,7 @@ impl Reservations {
     }
 
     /// The sizes claimed for an artifact's missing objects, if its upload is expected.
-    fn claims(&self, id: &Id) -> Option<Arc<HashMap<Hash, u64>>> {
+    pub(super) fn claims(&self, id: &Id) -> Option<Arc<HashMap<Hash, u64>>> {
         let mut all = self.inner.lock().expect("reservations are never poisoned");
         let r = all.get_mut(id)?;
         r.touched = Instant::now();
@@ -81,7 +81,7 @@ impl Reservations {
     }
 
     /// Bytes now on disk no longer need reserving.
-    fn stored(&self, id: &Id, bytes: u64) {
+    pub(super) fn stored(&self, id: &Id, bytes: u64) {
         let mut all = self.inner.lock().expect("reservations are never poisoned");
         if let Some(r) = all.get_mut(id) {
             r.bytes = r.bytes.saturating_sub(bytes);
@@ -89,7 +89,7 @@ impl Reservations {
         }
     }
 
-    fn release(&self, id: &Id) {
+    pub(super) fn release(&self, id: &Id) {
         self.inner
             .lock()
             .expect("reservations are never poisoned")
@@ -212,7 +212,7 @@ enum Sink {
 
 /// Splits the body into frames and stores each object. Returns what was stored, or the error
 /// with the bytes stored before it (kept: they are verified, and a retry skips them).
-fn ingest(
+pub(super) fn ingest(
     store: &Store,
     body: &mut dyn std::io::Read,
     max: u64,
@@ -371,7 +371,10 @@ pub(super) async fn put_artifact(
 }
 
 /// The whole upload, frames included, must fit the cap on one request.
-fn check_upload(config: &super::AgentConfig, claims: &HashMap<Hash, u64>) -> Result<(), Error> {
+pub(super) fn check_upload(
+    config: &super::AgentConfig,
+    claims: &HashMap<Hash, u64>,
+) -> Result<(), Error> {
     let needed: u64 = claims.values().sum();
     let upload =
         needed.saturating_add(claims.len() as u64 * silver_wire::frames::FRAME_HEADER as u64);

@@ -5,7 +5,8 @@
 //! ```text
 //! objects/<2 hex>/<62 hex>   content-addressed files      objects/tmp/   uploads in progress
 //! artifacts/<64 hex>         committed manifests          apps/<app>/    AppDir
-//! token   node-id   redis-default.secret                  (0600)
+//! token   node-id   redis-default.secret   registry-auth.json   (0600)
+//! registry/parts/<sha256 hex>   manifest parts pulled before
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,17 @@ impl Layout {
 
     pub fn artifact(&self, hex: &str) -> PathBuf {
         self.artifacts().join(hex)
+    }
+
+    /// Registry credentials for pulls, in Docker's format (0600, the agent's alone).
+    pub fn registry_auth(&self) -> PathBuf {
+        self.root.join("registry-auth.json")
+    }
+
+    /// Manifest parts fetched from registries, by sha256: a node pulling the next release of
+    /// an app fetches only the parts that changed.
+    pub fn registry_parts(&self) -> PathBuf {
+        self.root.join("registry/parts")
     }
 
     pub fn apps(&self) -> PathBuf {

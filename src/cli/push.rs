@@ -1,0 +1,128 @@
+//! `silver push ARTIFACT|APP_DIR REGISTRY/REPO[:TAG]`: an artifact into an OCI registry, as
+//! parts and packs, sending only the blobs the registry lacks.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use silver_registry::{Reference, RegistryConfig};
+
+use super::limits::LimitArgs;
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A `.silver` artifact, or an app directory to pack first.
+    #[arg(value_parser = super::common::absolute_path)]
+    pub source: PathBuf,
+    /// `REGISTRY/REPO[:TAG]`, e.g. `127.0.0.1:5000/shop:staging` or `ghcr.io/team/shop`.
+    pub reference: Reference,
+    /// Print the push report (reference, digest, id, blobs and bytes sent) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registries: RegistryArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// How to reach registries, shared by push, pull and deploy.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// A registry (`host[:port]`) to reach over plain HTTP although it is not on loopback.
+    /// Credentials come from `REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` or
+    /// `~/.docker/config.json`, never from the command line.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure: Vec<String>,
+}
+
+impl RegistryArgs {
+    pub fn resolve(&self) -> RegistryConfig {
+        RegistryConfig {
+            insecure: self.insecure.clone(),
+            ..RegistryConfig::default()
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let limits = args.limits.resolve();
+    let settings = super::deploy::Settings {
+        source: args.source.clone(),
+        app: None,
+        no_wait: false,
+        locations: vec![],
+        restart: false,
+        app_config: None,
+        single_process: false,
+        limits: limits.clone(),
+    };
+    let (archive, _, _tmp) = super::deploy::resolve_archive(&settings, &limits)?;
+    let progress: Arc<dyn packer::Progress + Send + Sync> =
+        Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
+    let config = args.registries.resolve();
+    let report = super::node::runtime()?
+        .block_on(silver_registry::push::push(
+            &archive,
+            &args.reference,
+            &config,
+            &limits,
+            progress,
+        ))
+        .with_context(|| {
+            format!(
+                "failed to push `{}` to {}",
+                archive.display(),
+                args.reference
+            )
+        })?;
+    ui::status(
+        "Pushed",
+        format!(
+            "{} as {} ({} of {} blobs sent, {}; tags {})",
+            report.id,
+            report.reference,
+            report.blobs_sent,
+            report.blobs_sent + report.blobs_skipped,
+            ui::bytes(report.bytes_sent),
+            report.tags.join(", ")
+        ),
+    );
+    if args.json {
+        super::common::print_json(&report)?;
+    } else {
+        crate::out!("{}", report.reference);
+    }
+    Ok(())
+}
+
+/// The digest a `b3:` id was pushed under in `repo`, from its `b3-<id>` tag.
+pub async fn find_id(
+    repo: &Reference,
+    id: &silver_types::IdPrefix,
+    config: &RegistryConfig,
+) -> anyhow::Result<Reference> {
+    let Some(id) = id.full() else {
+        return Err(ui::hinted(
+            format!("`{id}` is a prefix: a registry is searched by the whole id"),
+            "give all 64 hex digits, as `silver push --json` prints them",
+        ));
+    };
+    let tagged = Reference {
+        tag: Some(silver_registry::push::id_tag(&id)),
+        digest: None,
+        ..repo.clone()
+    };
+    let registry = silver_registry::Registry::connect(&tagged, config)?;
+    let (_, digest) = registry.manifest(&tagged).await.with_context(|| {
+        format!(
+            "{id} was not found in {repo} (as tag {})",
+            tagged.tag.as_deref().unwrap_or("")
+        )
+    })?;
+    Ok(Reference {
+        tag: None,
+        ..repo.at(digest)
+    })
+}
