@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, value_name = "REGISTRY/REPO")]
     pub registry: Option<silver_registry::Reference>,
     #[command(flatten)]
-    pub registries: super::push::RegistryArgs,
+    pub registries: super::registry::RegistryArgs,
     /// Where the app answers, as Silver Lining's `silver update DIR LOCATION` took it: the same
     /// as one `--location`.
     #[arg(value_name = "LOCATION")]
@@ -128,7 +128,7 @@ fn run_pulled(args: Args, node: &silver_client::Node) -> anyhow::Result<()> {
     let runtime = super::node::runtime()?;
     let reference = match (&args.source, &args.registry) {
         (Source::Registry(r), _) => r.clone(),
-        (Source::Id(id), Some(repo)) => runtime.block_on(super::push::find_id(repo, id, &config))?,
+        (Source::Id(id), Some(repo)) => runtime.block_on(super::registry::find_id(repo, id, &config))?,
         (Source::Id(_), None) => {
             return Err(ui::hinted(
                 "a b3: id names no registry to pull it from",

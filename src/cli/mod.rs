@@ -24,6 +24,7 @@ mod pack;
 mod pull;
 mod push;
 mod query;
+mod registry;
 mod releases;
 mod restore;
 mod run;

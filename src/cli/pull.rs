@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub registries: super::push::RegistryArgs,
+    pub registries: super::registry::RegistryArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
