@@ -141,6 +141,7 @@ fn as_hint<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e dyn silve
         try_as::<Hinted>,
         try_as::<silver_client::Error>,
         try_as::<silver_registry::Error>,
+        try_as::<silver_trust::Error>,
         #[cfg(feature = "node")]
         try_as::<silver_node::Error>,
         #[cfg(feature = "node")]

@@ -23,6 +23,8 @@ pub struct Args {
     pub registry: Option<silver_registry::Reference>,
     #[command(flatten)]
     pub registries: super::registry::RegistryArgs,
+    #[command(flatten)]
+    pub records: super::records::RecordArgs,
     /// Where the app answers, as Silver Lining's `silver update DIR LOCATION` took it: the same
     /// as one `--location`.
     #[arg(value_name = "LOCATION")]
@@ -65,6 +67,8 @@ pub struct Settings {
     pub app_config: Option<PathBuf>,
     pub single_process: bool,
     pub limits: packer::Limits,
+    /// Signed records for a node with a trust policy.
+    pub records: Vec<silver_types::SignedRecord>,
 }
 
 /// What `silver deploy` was given to deploy.
@@ -112,6 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         app_config: args.app_config.clone(),
         single_process: args.debug_single_process,
         limits: args.limits.resolve(),
+        records: args.records.load()?,
     };
     let report = super::node::runtime()?.block_on(deploy(&node, &settings))?;
     if args.node.json {
@@ -192,6 +197,7 @@ async fn deploy_pulled(
         restart: args.restart,
         app_config: args.app_config.clone(),
         single_process: args.debug_single_process,
+        records: args.records.load()?,
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
@@ -250,6 +256,7 @@ pub async fn deploy(
         restart: args.restart,
         app_config: args.app_config.clone(),
         single_process: args.single_process,
+        records: args.records.clone(),
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));

@@ -14,6 +14,7 @@ mod deploy;
 #[cfg(feature = "node")]
 mod fsck;
 mod inspect;
+mod key;
 mod limits;
 mod logs;
 mod maintenance;
@@ -21,15 +22,18 @@ mod node;
 #[cfg(feature = "bake")]
 mod nodes;
 mod pack;
+mod promote;
 mod pull;
 mod push;
 mod query;
+mod records;
 mod registry;
 mod releases;
 mod restore;
 mod run;
 #[cfg(feature = "node")]
 mod serve;
+mod sign;
 mod unpack;
 #[cfg(feature = "node")]
 mod up;
@@ -64,6 +68,9 @@ pub enum Command {
     Inspect(inspect::Args),
     Push(push::Args),
     Pull(pull::Args),
+    Key(key::Args),
+    Sign(sign::Args),
+    Promote(promote::Args),
     /// Check every byte of an artifact; exit 0 only if it is complete, valid (and the id given).
     Verify(verify::Args),
     /// Extract an artifact into a new directory, refusing anything hostile.
@@ -143,6 +150,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => done(inspect::run(args)),
         Command::Push(args) => done(push::run(args)),
         Command::Pull(args) => done(pull::run(args)),
+        Command::Key(args) => done(key::run(args)),
+        Command::Sign(args) => done(sign::run(args)),
+        Command::Promote(args) => done(promote::run(args)),
         Command::Verify(args) => done(verify::run(args)),
         Command::Unpack(args) => done(unpack::run(args)),
         #[cfg(feature = "node")]

@@ -38,6 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         app_config: None,
         single_process: false,
         limits: limits.clone(),
+        records: vec![],
     };
     let (archive, _, _tmp) = super::deploy::resolve_archive(&settings, &limits)?;
     let progress: Arc<dyn packer::Progress + Send + Sync> =

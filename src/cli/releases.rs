@@ -19,6 +19,8 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub migrate: bool,
     #[command(flatten)]
+    pub records: super::records::RecordArgs,
+    #[command(flatten)]
     pub node: NodeArgs,
 }
 
@@ -36,6 +38,8 @@ pub struct ActivateArgs {
     /// went live runs it).
     #[arg(long)]
     pub migrate: bool,
+    #[command(flatten)]
+    pub records: super::records::RecordArgs,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -93,6 +97,11 @@ pub fn releases(args: ReleasesArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(|r| format!("  ({r})"))
             .unwrap_or_default();
+        let provenance: String = [("built by", &r.built_by), ("promoted by", &r.promoted_by)]
+            .iter()
+            .filter_map(|(what, who)| who.as_ref().map(|w| format!("  {what} {w}")))
+            .collect();
+        let reason = format!("{provenance}{reason}");
         crate::out!(
             "{:<8}  {}  {}  {}{}",
             state,
@@ -112,6 +121,7 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         args.id.as_ref(),
         &super::node::who(),
         args.migrate,
+        args.records.load()?,
     ))?;
     report(&args.node, "Rolled back", &done)
 }
@@ -123,14 +133,15 @@ pub fn activate(args: ActivateArgs) -> anyhow::Result<()> {
     };
     let node = args.node.connect()?;
     let who = super::node::who();
+    let records = args.records.load()?;
     let done = super::node::runtime()?.block_on(async {
         let app = node.resolve_app(&args.target).await?;
         match &id {
             Some(id) => {
-                node.activate(&app, id, &who, args.other_app, args.migrate)
+                node.activate(&app, id, &who, args.other_app, args.migrate, records)
                     .await
             }
-            None => node.rollback(&app, None, &who, args.migrate).await,
+            None => node.rollback(&app, None, &who, args.migrate, records).await,
         }
     })?;
     report(&args.node, "Activated", &done)

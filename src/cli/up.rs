@@ -94,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             app_config: None,
             single_process: false,
             limits: packer::Limits::default(),
+            records: vec![],
         };
         let report = super::deploy::deploy(&node, &settings).await?;
         let url = format!("http://127.0.0.1:{}{path}", bound.front.port());

@@ -22,5 +22,13 @@ pub use hint::Hint;
 pub use id::{ArtifactId, Hash};
 pub use names::{AppName, IdPrefix};
 pub use said::Said;
+
+/// A signed record as it travels and is kept: the statement's exact bytes (JSON) and its
+/// minisign signatures, each a `.minisig` file's text. `silver-trust` reads and checks them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignedRecord {
+    pub statement: String,
+    pub signatures: Vec<String>,
+}
 pub use service::ServiceKind;
 pub use vars::{VarName, VarProblem, VarValue};

@@ -143,6 +143,7 @@ impl Node {
         who: &str,
         other_app: bool,
         migrate: bool,
+        records: Vec<silver_types::SignedRecord>,
     ) -> Result<ActivateResponse, Error> {
         self.post(
             &format!("/v1/apps/{app}/activate"),
@@ -155,6 +156,7 @@ impl Node {
                 app_config: None,
                 single_process: false,
                 migrate,
+                records,
             },
         )
         .await
@@ -167,6 +169,7 @@ impl Node {
         id: Option<&IdPrefix>,
         who: &str,
         migrate: bool,
+        records: Vec<silver_types::SignedRecord>,
     ) -> Result<ActivateResponse, Error> {
         self.post(
             &format!("/v1/apps/{app}/rollback"),
@@ -174,6 +177,7 @@ impl Node {
                 id: id.cloned(),
                 who: who.into(),
                 migrate,
+                records,
             },
         )
         .await
@@ -443,6 +447,8 @@ pub struct DeployOptions {
     pub app_config: Option<PathBuf>,
     /// One web worker, never more, until the next activation.
     pub single_process: bool,
+    /// Signed build and promotion records, for a node with a trust policy.
+    pub records: Vec<silver_types::SignedRecord>,
 }
 
 /// What `silver deploy --json` prints.
@@ -625,6 +631,7 @@ async fn activate_waiting(
         app_config,
         single_process: opts.single_process,
         migrate: false,
+        records: opts.records.clone(),
     };
     loop {
         match node.activate_watched(&path, &request, on_line).await {

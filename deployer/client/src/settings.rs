@@ -137,6 +137,7 @@ impl Node {
             app_config: None,
             single_process: false,
             migrate: false,
+            records: vec![],
         };
         self.activate_watched(&format!("/v1/apps/{app}/activate"), &request, on_line)
             .await

@@ -205,6 +205,8 @@ pub enum Error {
     AppConfig(#[from] silver_types::Error),
     #[error(transparent)]
     Registry(#[from] silver_registry::Error),
+    #[error(transparent)]
+    Trust(#[from] silver_trust::Error),
     #[error("no pack of {reference} holds {missing} of the files its manifest names")]
     PullIncomplete { reference: String, missing: usize },
 }
@@ -277,6 +279,9 @@ impl Error {
                 | silver_registry::Error::BadDigest { .. }
                 | silver_registry::Error::NoDigest { .. },
             ) => StatusCode::BAD_REQUEST,
+            Trust(silver_trust::Error::Io { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            Trust(silver_trust::Error::BadPolicy { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            Trust(_) => StatusCode::FORBIDDEN,
             // The registry, not the node, failed or served bad bytes: a gateway's error.
             Registry(_) | PullIncomplete { .. } => StatusCode::BAD_GATEWAY,
             NoArtifactHeader => StatusCode::BAD_REQUEST,
@@ -348,6 +353,7 @@ impl Error {
                 "put credentials for {registry} in the node's registry-auth.json (Docker's format, mode 0600)"
             ),
             Error::Registry(e) => return silver_types::Hint::hint(e),
+            Error::Trust(e) => return silver_types::Hint::hint(e),
             _ => return None,
         })
     }

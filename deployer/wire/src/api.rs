@@ -34,7 +34,7 @@
 //! 409 lock held, 413 too large, 422 refused input, 507 not enough free space.
 
 use serde::{Deserialize, Serialize};
-use silver_types::{AppName, ArtifactId, IdPrefix, Location};
+use silver_types::{AppName, ArtifactId, IdPrefix, Location, SignedRecord};
 pub use silver_types::{VarName, VarProblem, VarValue};
 
 /// The files a backup may hold, and nothing else: `backup.json` and one dump per service
@@ -247,6 +247,10 @@ pub struct ActivateRequest {
     /// activate --migrate`); a deploy always runs it.
     #[serde(default)]
     pub migrate: bool,
+    /// Signed build and promotion records: a node with a trust policy activates nothing
+    /// without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<SignedRecord>,
 }
 
 /// What an upload of a configuration directory made.
@@ -282,6 +286,9 @@ pub struct RollbackRequest {
     /// as Capistrano and Silver Lining's `activate prev` do: its migrations ran already.
     #[serde(default)]
     pub migrate: bool,
+    /// Under a trust policy, a rollback is a new promotion of the old id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<SignedRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -395,6 +402,13 @@ pub struct Release {
     /// The config version (`silver config`) it last ran with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<u32>,
+    /// Who built it, from its signed build record (`ci@runner, commit abc123`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_by: Option<String>,
+    /// Who promoted it, from the last signed promotion the node took (`alice to production,
+    /// sequence 7`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

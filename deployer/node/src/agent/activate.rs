@@ -148,6 +148,7 @@ async fn roll_back(
         app_config: None,
         single_process: false,
         migrate: req.migrate,
+        records: req.records,
     };
     make_current(state, app, req, Action::Rollback, progress).await
 }
@@ -166,6 +167,7 @@ pub(super) async fn make_current(
     let id = blocking(move || store.resolve(&prefix)).await?;
     let store = state.store.clone();
     let (name, rid, who, other_app) = (app.clone(), id, req.who.clone(), req.other_app);
+    let (records, restart) = (req.records.clone(), req.restart);
     let span = tracing::info_span!("activate", app = %app, id = %id, %action);
     let locked = blocking(move || {
         let _enter = span.enter();
@@ -174,10 +176,20 @@ pub(super) async fn make_current(
         if !other_app {
             check_packed_as(&store, &manifest, &name)?;
         }
-        Ok((store.lock(&name, &who)?, manifest))
+        let lock = store.lock(&name, &who)?;
+        // Under the lock, so two activations cannot both take the same promotion. `clear`
+        // and a restart of the live release (a config change) start no new code: it was let
+        // through already, and an expired promotion never stops a running release.
+        let running_again =
+            action == Action::Clear || (restart && store.current(&name)? == Some(rid));
+        let kept = match running_again {
+            true => None,
+            false => store.check_records(&name, &rid, &records)?,
+        };
+        Ok((lock, manifest, kept))
     })
     .await?;
-    let (lock, manifest) = locked;
+    let (lock, manifest, kept) = locked;
     // The config it runs with: a rollback goes back to the one its release last ran with,
     // "none" included.
     let (store, name) = (state.store.clone(), app.clone());
@@ -272,6 +284,10 @@ pub(super) async fn make_current(
     let result = outcome.as_ref().map(|_| ()).map_err(short_reason);
     blocking(move || {
         let _lock = lock;
+        // A failed activation takes no sequence: the same promotion may be tried again.
+        if let (Ok(()), Some(kept)) = (&result, &kept) {
+            store.take_records(&name, kept)?;
+        }
         record(&store, &name, &rid, action, &who, result, config)
     })
     .await?;

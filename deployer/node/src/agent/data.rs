@@ -90,6 +90,7 @@ pub(super) async fn clear(
             app_config: None,
             single_process: false,
             migrate: true,
+            records: vec![],
         };
         make_current(state, app, req, Action::Clear, progress).await
     })

@@ -43,6 +43,7 @@ pub struct LockInfo {
 /// ```text
 /// releases/<hex>/   materialized releases          current       symlink to the live one
 /// history.jsonl     every activation and failure   lock          who is activating
+/// records.jsonl     signed records taken           sequences.json  highest promotion taken
 /// pins, locations   one item per line              lock.stale    a dead agent's lock
 ///                                                  lock.guard    flocked while a lock is taken
 /// logs/ run/ data/ cache/ files/ services/ maintenance   the app's own state (`AppPaths`)
@@ -96,6 +97,16 @@ impl AppDir {
 
     pub fn lock(&self) -> PathBuf {
         self.dir.join("lock")
+    }
+
+    /// The signed records of every activation the trust policy let through.
+    pub fn records(&self) -> PathBuf {
+        self.dir.join("records.jsonl")
+    }
+
+    /// The highest promotion sequence taken, per environment.
+    pub fn sequences(&self) -> PathBuf {
+        self.dir.join("sequences.json")
     }
 
     pub fn lock_stale(&self) -> PathBuf {
@@ -199,32 +210,11 @@ impl Store {
     // ---- history ----
 
     pub fn record(&self, app: &AppName, record: &Record) -> Result<(), Error> {
-        let path = self.app(app).history();
-        let mut line = serde_json::to_vec(record).expect("records serialize");
-        line.push(b'\n');
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        file.write_all(&line)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io(&path, e))
+        append_line(&self.app(app).history(), record)
     }
 
     pub fn history(&self, app: &AppName) -> Result<Vec<Record>, Error> {
-        let path = self.app(app).history();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        // A torn last line (a crash mid-append) is skipped, not fatal.
-        Ok(text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect())
+        read_lines(&self.app(app).history())
     }
 
     /// Every release of an app with its state, newest first.
@@ -232,6 +222,7 @@ impl Store {
         let history = self.history(app)?;
         let current = self.current(app)?;
         let previous = previous_good(&history, current.as_ref());
+        let provenance = self.provenance(app)?;
         let mut ids: Vec<Id> = read_dir(&self.app(app).releases())?
             .into_iter()
             .filter_map(|e| {
@@ -266,7 +257,10 @@ impl Store {
                 } else {
                     ReleaseState::Staged
                 };
+                let (built_by, promoted_by) = provenance.get(&id).cloned().unwrap_or_default();
                 Release {
+                    built_by,
+                    promoted_by,
                     config: last.and_then(|r| r.config),
                     time: last.map_or(0, |r| r.time),
                     who: last.map(|r| r.who.clone()).unwrap_or_default(),
@@ -495,6 +489,34 @@ impl Drop for AppLock {
             let _ = fs::remove_file(path);
         }
     }
+}
+
+/// Appends one JSON line, durably (0600: an app's history is the agent's).
+pub(super) fn append_line(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    let mut line = serde_json::to_vec(value).expect("records serialize");
+    line.push(b'\n');
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(&line)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Reads JSON lines; a torn last line (a crash mid-append) is skipped, not fatal.
+pub(super) fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, Error> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 #[cfg(test)]

@@ -55,6 +55,12 @@ impl Layout {
         self.artifacts().join(hex)
     }
 
+    /// The node's trust policy (`silver trust`): with one, nothing activates without signed
+    /// build and promotion records.
+    pub fn trust_policy(&self) -> PathBuf {
+        self.root.join("trust.toml")
+    }
+
     /// Registry credentials for pulls, in Docker's format (0600, the agent's alone).
     pub fn registry_auth(&self) -> PathBuf {
         self.root.join("registry-auth.json")

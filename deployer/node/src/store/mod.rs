@@ -32,6 +32,7 @@ mod gc;
 mod layout;
 mod objects;
 mod settings;
+mod trust;
 
 pub use app_dir::{AppDir, AppLock, List, LockInfo, Record};
 pub use fsck::{fsck, Fsck};
@@ -39,6 +40,7 @@ pub use gc::gc;
 pub use layout::Layout;
 pub use objects::{ObjectWriter, Pending};
 pub use settings::Settings;
+pub use trust::Kept;
 
 /// An open store. Cheap to clone: it is a root path and settings.
 #[derive(Debug, Clone)]
