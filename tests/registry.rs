@@ -60,14 +60,22 @@ fn push_pull_and_other_clients_read_it() {
     .unwrap();
     assert_eq!(raw["artifactType"], "application/vnd.silver.artifact.v1");
     assert_eq!(raw["annotations"]["dev.silver.artifact.id"], id.as_str());
-    let config = skopeo(&[
-        "inspect",
-        "--config",
-        "--raw",
-        "--tls-verify=false",
-        &docker,
-    ]);
-    assert!(config.starts_with("silver-manifest"), "{config}");
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--config",
+            "--raw",
+            "--tls-verify=false",
+            &docker,
+        ])
+        .output()
+        .unwrap();
+    let config = zstd::decode_all(out.stdout.as_slice()).unwrap();
+    assert!(
+        config.starts_with(b"silver-manifest"),
+        "{}",
+        String::from_utf8_lossy(&config)
+    );
     let copy = format!("docker://{}/mirror/hello:v1", registry.addr);
     skopeo(&[
         "copy",
@@ -195,7 +203,7 @@ fn a_node_pulls_only_the_packs_it_lacks_and_deploys() {
     for i in 0..400 {
         std::fs::write(
             app.join(format!("static/f{i:03}.txt")),
-            format!("file {i}\n").repeat(50),
+            format!("file {i}\n").repeat(1500),
         )
         .unwrap();
     }

@@ -4,7 +4,6 @@
 //! feeds the packs it needs into its store.
 
 use std::io::Read;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -79,7 +78,7 @@ pub async fn open(
         reference: reference.to_string(),
         why: format!("its manifest is refused: {e}"),
     })?;
-    let packs = assign(reference, &manifest, packs)?;
+    let packs = assign(reference, &image, &manifest, packs)?;
     Ok(Remote {
         reference: reference.clone(),
         digest,
@@ -265,29 +264,41 @@ fn decompress(
     Ok(out)
 }
 
+/// Which files each pack holds: the manifest's distinct files split by the packing rule the
+/// image manifest names, which must give exactly as many packs as it lists.
 fn assign(
     reference: &Reference,
+    image: &ImageManifest,
     manifest: &Manifest,
     packs: Vec<&Descriptor>,
 ) -> Result<Vec<Pack>, Error> {
-    let objects = manifest.distinct_objects();
-    let counts: Option<Vec<u64>> = packs
-        .iter()
-        .map(|d| d.annotations.get(layout::OBJECTS_ANNOTATION)?.parse().ok())
-        .collect();
-    let ranges: Option<Vec<Range<usize>>> =
-        counts.and_then(|c| layout::assign_packs(objects.len(), &c));
-    let ranges = ranges.ok_or_else(|| Error::BadLayout {
+    let bad = |why: String| Error::BadLayout {
         reference: reference.to_string(),
-        why: format!(
-            "its packs' `{}` counts do not add up to the {} distinct files of its manifest",
-            layout::OBJECTS_ANNOTATION,
-            objects.len()
-        ),
-    })?;
+        why,
+    };
+    let packing = image
+        .annotations
+        .get(layout::PACKING_ANNOTATION)
+        .map(String::as_str);
+    if packing != Some(layout::PACKING) {
+        return Err(bad(format!(
+            "it was packed by rule {}, and this silver knows rule {}",
+            packing.unwrap_or("(none)"),
+            layout::PACKING
+        )));
+    }
+    let objects = manifest.distinct_objects();
+    let groups = layout::pack_groups(&objects);
+    if groups.len() != packs.len() {
+        return Err(bad(format!(
+            "it lists {} packs where its manifest splits into {}",
+            packs.len(),
+            groups.len()
+        )));
+    }
     Ok(packs
         .into_iter()
-        .zip(ranges)
+        .zip(groups)
         .map(|(d, r)| Pack {
             descriptor: d.clone(),
             objects: objects[r].to_vec(),

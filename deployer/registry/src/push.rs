@@ -75,7 +75,7 @@ pub async fn push(
         .collect();
     let config_blob = Blob::memory(
         layout::CONFIG_TYPE,
-        manifest.bytes.clone(),
+        layout::compress_part(&manifest.bytes),
         Default::default(),
     );
     let (part_count, pack_count) = (parts.len(), packs.len());
@@ -288,14 +288,13 @@ impl PackWriter {
             bytes,
         } = sink;
         file.flush().map_err(|e| Error::io(&path, e))?;
-        let count = self.groups[self.group].len();
         use sha2::Digest as _;
         self.blobs.push(Blob {
             descriptor: Descriptor {
                 media_type: layout::PACK_TYPE.into(),
                 digest: Digest::from_sha256(hasher.finalize().into()),
                 size: bytes,
-                annotations: [(layout::OBJECTS_ANNOTATION.to_string(), count.to_string())].into(),
+                annotations: Default::default(),
             },
             source: Source::File(path),
         });
