@@ -297,3 +297,76 @@ fn minisign_verifies_silvers_signatures_and_silver_takes_minisigns() {
     let out = deploy(&agent, &archive, &[&build, &promotion]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn keys_rotate_only_by_a_policy_the_old_root_keys_signed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = Keys::new(&tmp.path().join("keys"), &["ci", "ops", "root", "next"]);
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let policy = |promote: &str| {
+        format!(
+            "environment = \"production\"\n[build]\nkeys = [\"{}\"]\n[promote]\nkeys = [\"{}\"]\n[root]\nkeys = [\"{}\"]\n",
+            keys.public("ci"),
+            keys.public(promote),
+            keys.public("root")
+        )
+    };
+    let installed = agent.root.join("trust.toml");
+    std::fs::write(&installed, policy("ops")).unwrap();
+    std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let show = || agent.silver().args(["trust", "show"]).output().unwrap();
+    refused(&show(), "writable by others");
+    std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = show();
+    assert!(
+        out.status.success() && stdout(&out).contains("environment production"),
+        "{}",
+        stderr(&out)
+    );
+
+    let new_policy = tmp.path().join("new-trust.toml");
+    std::fs::write(&new_policy, policy("next")).unwrap();
+    let rotate = || {
+        agent
+            .silver()
+            .args(["trust", "rotate"])
+            .arg(&new_policy)
+            .output()
+            .unwrap()
+    };
+    refused(
+        &rotate(),
+        "must be signed by 1 of the current policy's `root` keys; it has 0",
+    );
+    let key_sign = |key: &str| {
+        let out = silver()
+            .args(["key", "sign"])
+            .arg(&new_policy)
+            .arg("--key")
+            .arg(keys.secret(key))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    key_sign("ops");
+    refused(&rotate(), "does not name for root");
+    std::fs::remove_file(format!("{}.minisig", new_policy.display())).unwrap();
+    key_sign("root");
+    let out = rotate();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The new promote key is the one that counts now.
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let (v1, archive) = pack_dir(&app, &tmp.path().join("out"));
+    let build = sign(&archive, &keys, "ci");
+    let old = promote(tmp.path(), &keys, "ops", "hello", "production", &v1, 1);
+    refused(
+        &deploy(&agent, &archive, &[&build, &old]),
+        "does not name for promote",
+    );
+    let new = promote(tmp.path(), &keys, "next", "hello", "production", &v1, 2);
+    let out = deploy(&agent, &archive, &[&build, &new]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

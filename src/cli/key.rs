@@ -26,10 +26,51 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Sign any file (a record as a co-signer, a new trust policy as its root): writes
+    /// FILE.minisig, or FILE.minisig.N when that is taken. `minisign -Vm FILE` checks it.
+    Sign {
+        #[arg(value_parser = super::common::absolute_path)]
+        file: PathBuf,
+        #[arg(long, value_parser = super::common::absolute_path)]
+        key: PathBuf,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let KeyCommand::New { name, dir, json } = args.command;
+    match args.command {
+        KeyCommand::New { name, dir, json } => new(name, dir, json),
+        KeyCommand::Sign { file, key } => sign(&file, &key),
+    }
+}
+
+fn sign(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("failed to read `{}`", file.display()))?;
+    let secret = silver_trust::keys::read_secret(key)?;
+    let comment = format!(
+        "silver signature of {}",
+        file.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("a file")
+    );
+    let signature = silver_trust::records::sign_text(&text, &comment, &secret)?;
+    let base = format!("{}.minisig", file.display());
+    let path = std::iter::once(PathBuf::from(&base))
+        .chain((2..).map(|n| PathBuf::from(format!("{base}.{n}"))))
+        .find(|p| !p.exists())
+        .expect("an unused name exists");
+    let opts = safefs::WriteOptions {
+        mode: 0o644,
+        ..safefs::WriteOptions::PRIVATE
+    };
+    safefs::write_atomic(&path, signature.as_bytes(), opts)
+        .with_context(|| format!("failed to write `{}`", path.display()))?;
+    ui::status("Signed", format!("{} ({})", file.display(), path.display()));
+    crate::out!("{}", path.display());
+    Ok(())
+}
+
+fn new(name: String, dir: PathBuf, json: bool) -> anyhow::Result<()> {
     let valid = !name.is_empty()
         && name
             .bytes()

@@ -34,6 +34,7 @@ mod run;
 #[cfg(feature = "node")]
 mod serve;
 mod sign;
+mod trust;
 mod unpack;
 #[cfg(feature = "node")]
 mod up;
@@ -71,6 +72,7 @@ pub enum Command {
     Key(key::Args),
     Sign(sign::Args),
     Promote(promote::Args),
+    Trust(trust::Args),
     /// Check every byte of an artifact; exit 0 only if it is complete, valid (and the id given).
     Verify(verify::Args),
     /// Extract an artifact into a new directory, refusing anything hostile.
@@ -153,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(args) => done(key::run(args)),
         Command::Sign(args) => done(sign::run(args)),
         Command::Promote(args) => done(promote::run(args)),
+        Command::Trust(args) => done(trust::run(args)),
         Command::Verify(args) => done(verify::run(args)),
         Command::Unpack(args) => done(unpack::run(args)),
         #[cfg(feature = "node")]

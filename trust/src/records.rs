@@ -90,15 +90,20 @@ fn short(id: &ArtifactId) -> String {
 
 /// Signs a record's bytes; returns the `.minisig` text.
 pub fn sign(statement: &Statement, text: &str, key: &SecretKey) -> Result<String, Error> {
+    sign_text(text, &statement.trusted_comment(), key)
+}
+
+/// Signs any text (a record, a new trust policy) with `comment` as the trusted comment.
+pub fn sign_text(text: &str, comment: &str, key: &SecretKey) -> Result<String, Error> {
     let boxed = minisign::sign(
         None,
         key,
         text.as_bytes(),
-        Some(&statement.trusted_comment()),
+        Some(comment),
         Some("signature from a silver key"),
     )
     .map_err(|e| Error::BadRecord {
-        record: statement.describe(),
+        record: comment.into(),
         why: e.to_string(),
     })?;
     Ok(boxed.into_string())

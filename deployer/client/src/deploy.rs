@@ -207,6 +207,17 @@ impl Node {
         self.post("/v1/pull", &request).await
     }
 
+    /// The node's trust policy (`Error::Api` with 404 when it has none).
+    pub async fn trust(&self) -> Result<TrustView, Error> {
+        let req = self.authed(self.http.get(self.endpoint("/v1/trust")));
+        self.call(req).await
+    }
+
+    /// Replaces the node's trust policy with one its current root role signed.
+    pub async fn rotate_trust(&self, rotation: &TrustRotation) -> Result<TrustView, Error> {
+        self.post("/v1/trust", rotation).await
+    }
+
     pub async fn gc(&self, keep: usize) -> Result<GcReport, Error> {
         self.post("/v1/gc", &GcRequest { keep }).await
     }

@@ -207,6 +207,10 @@ pub enum Error {
     Registry(#[from] silver_registry::Error),
     #[error(transparent)]
     Trust(#[from] silver_trust::Error),
+    #[error("the trust policy {} is writable by others (mode {mode:o}): nothing activates until it is not", path.display())]
+    PolicyWritable { path: PathBuf, mode: u32 },
+    #[error("this node has no trust policy")]
+    NoTrustPolicy,
     #[error("no pack of {reference} holds {missing} of the files its manifest names")]
     PullIncomplete { reference: String, missing: usize },
 }
@@ -246,7 +250,8 @@ impl Error {
             | NoCurrent { .. }
             | ReleaseMissing { .. }
             | NoLog { .. }
-            | NoLogs { .. } => StatusCode::NOT_FOUND,
+            | NoLogs { .. }
+            | NoTrustPolicy => StatusCode::NOT_FOUND,
             BadManifest { .. }
             | ManifestIdMismatch { .. }
             | ObjectsMissing { .. }
@@ -354,6 +359,8 @@ impl Error {
             ),
             Error::Registry(e) => return silver_types::Hint::hint(e),
             Error::Trust(e) => return silver_types::Hint::hint(e),
+            Error::PolicyWritable { path, .. } => format!("chmod 644 {}", path.display()),
+            Error::NoTrustPolicy => "install the first policy on the node itself: <root>/trust.toml (see ARCHITECTURE.md, \"Trust\")".into(),
             _ => return None,
         })
     }

@@ -14,6 +14,8 @@
 //! | `GET /v1/apps/{app}/releases` | | [`Vec<Release>`] |
 //! | `POST /v1/apps/{app}/pins` | [`PinRequest`] | [`Vec<String>`]: the pinned ids |
 //! | `POST /v1/gc` | [`GcRequest`] | [`GcReport`] |
+//! | `GET /v1/trust` | | [`TrustView`] (404 without a policy) |
+//! | `POST /v1/trust` | [`TrustRotation`] | [`TrustView`] of the new policy |
 //! | `POST /v1/apps/{app}/maintenance` | [`MaintenanceRequest`] | [`MaintenanceRequest`] |
 //! | `POST /v1/apps/{app}/backup?who=W` | | a tar: `backup.json` ([`BackupInfo`]) and one dump per service |
 //! | `POST /v1/apps/{app}/restore?who=W` | that tar | [`BackupInfo`] of the backup restored |
@@ -425,6 +427,29 @@ pub struct PinRequest {
     pub id: IdPrefix,
     /// True to pin (gc keeps it), false to unpin.
     pub pinned: bool,
+}
+
+/// A node's trust policy, by key ids (as `minisign` prints them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustView {
+    pub environment: String,
+    /// `build`, `promote`, `root`: each role's key ids and threshold.
+    pub roles: std::collections::BTreeMap<String, TrustRole>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustRole {
+    pub keys: Vec<String>,
+    pub threshold: usize,
+}
+
+/// A new trust policy (the text of a `trust.toml`) and signatures over it by the current
+/// policy's root role (or, without one, its promote role).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustRotation {
+    pub policy: String,
+    pub signatures: Vec<String>,
+    pub who: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

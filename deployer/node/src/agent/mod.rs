@@ -12,6 +12,7 @@ pub mod extract;
 mod ops;
 mod pull;
 mod settings;
+mod trust;
 mod upload;
 
 use std::net::SocketAddr;
@@ -148,6 +149,7 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/releases", get(releases))
         .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
+        .route("/v1/trust", get(trust::show).post(trust::rotate))
         .route("/v1/apps/{app}/checkpoints", get(data::checkpoints))
         .route(
             "/v1/apps/{app}/config",

@@ -24,7 +24,18 @@ pub struct Kept {
 
 impl Store {
     pub fn trust_policy(&self) -> Result<Option<Policy>, Error> {
-        Ok(Policy::read(&self.layout.trust_policy())?)
+        let path = self.layout.trust_policy();
+        // A policy others may write is no policy: an app's user could name its own keys.
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.permissions().mode() & 0o022 != 0 {
+                return Err(Error::PolicyWritable {
+                    path,
+                    mode: meta.permissions().mode() & 0o777,
+                });
+            }
+        }
+        Ok(Policy::read(&path)?)
     }
 
     /// Checks `given` (and the records kept from earlier activations of `id`) against the
