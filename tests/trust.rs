@@ -370,3 +370,79 @@ fn keys_rotate_only_by_a_policy_the_old_root_keys_signed() {
     let out = deploy(&agent, &archive, &[&build, &new]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+#[ignore = "system tier (docker-registry): cargo test -- --include-ignored"]
+fn records_kept_beside_the_artifact_in_a_registry_travel_with_a_pull() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = common::registry::DockerRegistry::start(&tmp.path().join("registry"), None);
+    let keys = Keys::new(&tmp.path().join("keys"), &["ci", "ops"]);
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let (id, archive) = pack_dir(&app, &tmp.path().join("out"));
+    let build = sign(&archive, &keys, "ci");
+    let repo = format!("{}/hello", registry.addr);
+    let out = silver()
+        .arg("push")
+        .arg(&archive)
+        .arg(format!("{repo}:v1"))
+        .arg("--record")
+        .arg(&build)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reference = stdout(&out).trim().to_string();
+
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    std::fs::write(
+        agent.root.join("trust.toml"),
+        format!(
+            "environment = \"production\"\n[build]\nkeys = [\"{}\"]\n[promote]\nkeys = [\"{}\"]\n",
+            keys.public("ci"),
+            keys.public("ops")
+        ),
+    )
+    .unwrap();
+    let deploy_ref = || {
+        agent
+            .silver()
+            .args(["deploy", &reference])
+            .output()
+            .unwrap()
+    };
+    refused(&deploy_ref(), "no promotion record");
+    for (env, seq) in [("staging", 1), ("production", 2), ("production", 3)] {
+        let out = silver()
+            .current_dir(tmp.path())
+            .args([
+                "promote",
+                "hello",
+                env,
+                &id,
+                "--sequence",
+                &seq.to_string(),
+                "--registry",
+                &repo,
+                "--key",
+            ])
+            .arg(keys.secret("ops"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = deploy_ref();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = agent
+        .silver()
+        .args(["releases", "hello", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        list[0]["promoted_by"]
+            .as_str()
+            .unwrap()
+            .ends_with("to production, sequence 3"),
+        "{list}"
+    );
+}

@@ -142,7 +142,9 @@ fn run_pulled(args: Args, node: &silver_client::Node) -> anyhow::Result<()> {
         }
         (Source::Path(_), _) => unreachable!("paths deploy by upload"),
     };
-    let report = runtime.block_on(deploy_pulled(node, &reference, &args))?;
+    let mut records = args.records.load()?;
+    records.extend(runtime.block_on(super::registry::fetch_records(&reference, &config))?);
+    let report = runtime.block_on(deploy_pulled(node, &reference, &args, records))?;
     if args.node.json {
         super::common::print_json(&report)?;
     } else {
@@ -155,6 +157,7 @@ async fn deploy_pulled(
     node: &silver_client::Node,
     reference: &silver_registry::Reference,
     args: &Args,
+    records: Vec<silver_types::SignedRecord>,
 ) -> anyhow::Result<silver_client::DeployReport> {
     ui::status("Pulling", format!("{reference} on {}", node.url()));
     let pulled = node
@@ -197,7 +200,7 @@ async fn deploy_pulled(
         restart: args.restart,
         app_config: args.app_config.clone(),
         single_process: args.debug_single_process,
-        records: args.records.load()?,
+        records,
     };
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));

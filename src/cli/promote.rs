@@ -32,6 +32,12 @@ pub struct Args {
     /// Print the record's path, its signature's path and the record as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also keep the record beside the artifact in this repository (`REGISTRY/REPO`, where
+    /// `silver push` sent it), so nodes deploying it from there get it.
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    pub registry: Option<silver_registry::Reference>,
+    #[command(flatten)]
+    pub registries: super::registry::RegistryArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -66,6 +72,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let written = super::sign::write_signed(&statement, &key, &out)?;
     ui::status("Promoted", statement.describe());
+    if let Some(repo) = &args.registry {
+        let config = args.registries.resolve();
+        let record = super::records::load(&written.record)?;
+        let runtime = super::node::runtime()?;
+        let prefix = silver_types::IdPrefix::from(args.id);
+        let pushed = runtime.block_on(super::registry::find_id(repo, &prefix, &config))?;
+        let held =
+            runtime.block_on(super::registry::append_records(&pushed, &[record], &config))?;
+        ui::status(
+            "Recorded",
+            format!("{held} signed record(s) beside {pushed}"),
+        );
+    }
     super::sign::print(&written, args.json)
 }
 

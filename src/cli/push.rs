@@ -23,6 +23,10 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub registries: super::registry::RegistryArgs,
+    /// Signed records to keep beside the artifact in the registry (at the tag
+    /// `sha256-<hex>.records`): nodes deploying it by digest get them with it.
+    #[command(flatten)]
+    pub records: super::records::RecordArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -44,7 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let progress: Arc<dyn packer::Progress + Send + Sync> =
         Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
     let config = args.registries.resolve();
-    let report = super::node::runtime()?
+    let records = args.records.load()?;
+    let runtime = super::node::runtime()?;
+    let report = runtime
         .block_on(silver_registry::push::push(
             &archive,
             &args.reference,
@@ -71,6 +77,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.tags.join(", ")
         ),
     );
+    if !records.is_empty() {
+        let pushed: silver_registry::Reference = report.reference.parse()?;
+        let held = runtime.block_on(super::registry::append_records(&pushed, &records, &config))?;
+        ui::status(
+            "Recorded",
+            format!("{held} signed record(s) beside {}", report.reference),
+        );
+    }
     if args.json {
         super::common::print_json(&report)?;
     } else {

@@ -53,3 +53,26 @@ pub async fn find_id(
         ..repo.at(digest)
     })
 }
+
+/// Adds signed records beside an artifact in its registry; returns how many it holds.
+pub async fn append_records(
+    reference: &Reference,
+    records: &[silver_types::SignedRecord],
+    config: &RegistryConfig,
+) -> anyhow::Result<usize> {
+    let registry = silver_registry::Registry::connect(reference, config)?;
+    silver_registry::records::append(&registry, reference, records)
+        .await
+        .with_context(|| format!("failed to keep records beside {reference}"))
+}
+
+/// The signed records kept beside an artifact in its registry.
+pub async fn fetch_records(
+    reference: &Reference,
+    config: &RegistryConfig,
+) -> anyhow::Result<Vec<silver_types::SignedRecord>> {
+    let registry = silver_registry::Registry::connect(reference, config)?;
+    silver_registry::records::fetch(&registry, reference)
+        .await
+        .with_context(|| format!("failed to read the records beside {reference}"))
+}

@@ -185,6 +185,8 @@ impl Policy {
         given: &[SignedRecord],
         all: &[(Statement, &SignedRecord)],
     ) -> Result<(Promotion, SignedRecord), Error> {
+        // Of several valid promotions (a registry keeps every one made), the newest counts.
+        let mut best: Option<(Promotion, SignedRecord)> = None;
         let mut first_error = None;
         for (statement, record) in all.iter().take(given.len()) {
             let Statement::Promotion(p) = statement else {
@@ -198,9 +200,15 @@ impl Policy {
                 .and_then(|()| unexpired(&name, &p.expires, req.now))
                 .and_then(|()| above(&name, p.sequence, req.seen));
             match checked {
-                Ok(()) => return Ok((p.clone(), (*record).clone())),
+                Ok(()) if best.as_ref().is_none_or(|(b, _)| b.sequence < p.sequence) => {
+                    best = Some((p.clone(), (*record).clone()))
+                }
+                Ok(()) => {}
                 Err(e) => first_error = first_error.or(Some(e)),
             }
+        }
+        if let Some(best) = best {
+            return Ok(best);
         }
         Err(first_error.unwrap_or_else(|| Error::NoPromotion {
             app: req.app.to_string(),

@@ -162,12 +162,29 @@ impl Registry {
 
     /// The manifest at `target`, and its digest, checked when `target` is one.
     pub async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, Digest), Error> {
+        self.manifest_if_any(reference).await?.ok_or_else(|| {
+            self.refused(
+                &format!("send the manifest {reference}"),
+                404,
+                Some("it has no such manifest"),
+            )
+        })
+    }
+
+    /// As [`Registry::manifest`], or None when the registry has none there.
+    pub async fn manifest_if_any(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<(Vec<u8>, Digest)>, Error> {
         let url = self.url(&format!("manifests/{}", reference.target()));
         let resp = self
             .send("send the manifest", false, || {
                 Ok(self.http.get(&url).header("accept", OCI_MANIFEST))
             })
             .await?;
+        if resp.status() == 404 {
+            return Ok(None);
+        }
         let resp = expect(self, resp, 200, &format!("send the manifest {reference}")).await?;
         let bytes = read_capped(resp, MAX_MANIFEST_BYTES, reference, "the manifest").await?;
         let digest = match &reference.digest {
@@ -187,7 +204,36 @@ impl Registry {
             }
             None => Digest::sha256(&bytes),
         };
-        Ok((bytes, digest))
+        Ok(Some((bytes, digest)))
+    }
+
+    /// A small blob, whole, checked against its digest.
+    pub async fn blob_bytes(
+        &self,
+        digest: &Digest,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let resp = self.blob(digest).await?;
+        let reference = Reference {
+            registry: self.name.clone(),
+            repository: self.repository.clone(),
+            tag: None,
+            digest: Some(digest.clone()),
+        };
+        let bytes = read_capped(resp, limit, &reference, what).await?;
+        let mut h = digest.hasher();
+        h.update(&bytes);
+        let actual = h.finish();
+        if actual != *digest {
+            return Err(Error::DigestMismatch {
+                reference: reference.to_string(),
+                what: what.into(),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
     }
 
     fn url(&self, path: &str) -> String {
@@ -320,7 +366,7 @@ impl Registry {
         Ok(format!("Bearer {token}"))
     }
 
-    fn refused(&self, doing: &str, status: u16, said: Option<&str>) -> Error {
+    pub(crate) fn refused(&self, doing: &str, status: u16, said: Option<&str>) -> Error {
         let secrets = self
             .credentials
             .as_ref()

@@ -10,6 +10,7 @@ pub mod http;
 pub mod layout;
 pub mod pull;
 pub mod push;
+pub mod records;
 pub mod reference;
 
 pub use error::Error;
