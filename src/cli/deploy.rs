@@ -80,7 +80,7 @@ pub enum Source {
 }
 
 impl Source {
-    fn parse(given: &str) -> Result<Source, String> {
+    pub(super) fn parse(given: &str) -> Result<Source, String> {
         if given.starts_with("b3:") {
             return silver_types::IdPrefix::parse(given)
                 .map(Source::Id)

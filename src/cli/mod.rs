@@ -11,6 +11,7 @@ pub mod common;
 mod config;
 mod deactivate;
 mod deploy;
+mod fleet;
 #[cfg(feature = "node")]
 mod fsck;
 mod inspect;
@@ -73,6 +74,7 @@ pub enum Command {
     Sign(sign::Args),
     Promote(promote::Args),
     Trust(trust::Args),
+    Fleet(fleet::Args),
     /// Check every byte of an artifact; exit 0 only if it is complete, valid (and the id given).
     Verify(verify::Args),
     /// Extract an artifact into a new directory, refusing anything hostile.
@@ -189,5 +191,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "node")]
         Command::Fsck(args) => fsck::run(args),
         Command::Run(args) => run::run(args),
+        Command::Fleet(args) => fleet::run(args),
     }
 }

@@ -40,7 +40,7 @@ pub struct NodeArgs {
 }
 
 /// A token file other users can read hands them the node; refuse it, as ssh refuses a key.
-fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+pub(super) fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
     if let Some(mode) = safefs::too_open(path)
         .with_context(|| format!("failed to read the token file `{}`", path.display()))?
     {

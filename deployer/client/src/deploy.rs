@@ -333,7 +333,7 @@ impl Node {
         }
     }
 
-    async fn post<T: DeserializeOwned>(
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
         body: &impl Serialize,
@@ -511,47 +511,9 @@ pub async fn deploy(
     progress: Arc<dyn Progress + Send + Sync>,
     on_wait: impl Fn(&str, u64),
 ) -> Result<DeployReport, Error> {
-    let mut phases = Phases::default();
-    let t = Instant::now();
-    let manifest = {
-        let (archive, limits) = (archive.to_path_buf(), opts.limits.clone());
-        tokio::task::spawn_blocking(move || packer::read_manifest(&archive, &limits))
-            .await
-            .map_err(join_err)??
-    };
-    let objects = manifest.distinct_objects();
     preflight(node, archive, opts).await?;
-    let (sent_manifest, base, missing) =
-        send_manifest(node, &manifest, &opts.app, opts.cache_dir.as_deref()).await?;
-    let missing: HashSet<Hash> = missing.iter().filter_map(|h| Hash::from_hex(h)).collect();
-    phases.manifest = t.elapsed().as_millis();
-
-    let t = Instant::now();
-    let mut bytes_sent = sent_manifest;
-    if !missing.is_empty() {
-        let total: u64 = objects
-            .iter()
-            .filter(|(h, _)| missing.contains(h))
-            .map(|(_, s)| s)
-            .sum();
-        bytes_sent += upload(
-            node,
-            archive,
-            &manifest.id,
-            &missing,
-            total,
-            &opts.limits,
-            progress.clone(),
-        )
-        .await?;
-    }
-    phases.upload = t.elapsed().as_millis();
-
-    let t = Instant::now();
-    let _: ArtifactResponse = node
-        .post(&format!("/v1/artifacts/{}/commit", manifest.id), &())
-        .await?;
-    phases.commit = t.elapsed().as_millis();
+    let sent = send_artifact(node, archive, opts, progress.clone()).await?;
+    let (manifest, mut phases) = (sent.manifest, sent.phases);
 
     let t = Instant::now();
     let app_config = match &opts.app_config {
@@ -572,15 +534,85 @@ pub async fn deploy(
         previous: activated.previous,
         unchanged: activated.unchanged,
         update_output: activated.update_output,
+        bytes_sent: sent.bytes_sent,
+        manifest_bytes_sent: sent.manifest_bytes_sent,
+        manifest_base: sent.manifest_base,
+        objects_sent: sent.objects_sent,
+        objects_skipped: sent.objects_skipped,
+        locations: activated.locations,
+        processes: activated.processes,
+        phases_ms: phases,
+        pulled: None,
+    })
+}
+
+/// What sending an artifact to a node moved.
+pub struct Sent {
+    pub manifest: Manifest,
+    pub bytes_sent: u64,
+    pub manifest_bytes_sent: u64,
+    pub manifest_base: Option<String>,
+    pub objects_sent: usize,
+    pub objects_skipped: usize,
+    pub phases: Phases,
+}
+
+/// Puts `archive` in the node's store: the manifest (a delta when this machine kept the
+/// node's current one), the objects it lacks, then the commit. Activates nothing.
+pub async fn send_artifact(
+    node: &Node,
+    archive: &Path,
+    opts: &DeployOptions,
+    progress: Arc<dyn Progress + Send + Sync>,
+) -> Result<Sent, Error> {
+    let mut phases = Phases::default();
+    let t = Instant::now();
+    let manifest = {
+        let (archive, limits) = (archive.to_path_buf(), opts.limits.clone());
+        tokio::task::spawn_blocking(move || packer::read_manifest(&archive, &limits))
+            .await
+            .map_err(join_err)??
+    };
+    let objects = manifest.distinct_objects();
+    let (sent_manifest, base, missing) =
+        send_manifest(node, &manifest, &opts.app, opts.cache_dir.as_deref()).await?;
+    let missing: HashSet<Hash> = missing.iter().filter_map(|h| Hash::from_hex(h)).collect();
+    phases.manifest = t.elapsed().as_millis();
+
+    let t = Instant::now();
+    let mut bytes_sent = sent_manifest;
+    if !missing.is_empty() {
+        let total: u64 = objects
+            .iter()
+            .filter(|(h, _)| missing.contains(h))
+            .map(|(_, s)| s)
+            .sum();
+        bytes_sent += upload(
+            node,
+            archive,
+            &manifest.id,
+            &missing,
+            total,
+            &opts.limits,
+            progress,
+        )
+        .await?;
+    }
+    phases.upload = t.elapsed().as_millis();
+
+    let t = Instant::now();
+    let _: ArtifactResponse = node
+        .post(&format!("/v1/artifacts/{}/commit", manifest.id), &())
+        .await?;
+    phases.commit = t.elapsed().as_millis();
+    Ok(Sent {
         bytes_sent,
         manifest_bytes_sent: sent_manifest,
         manifest_base: base,
         objects_sent: missing.len(),
         objects_skipped: objects.len() - missing.len(),
-        locations: activated.locations,
-        processes: activated.processes,
-        phases_ms: phases,
-        pulled: None,
+        manifest,
+        phases,
     })
 }
 

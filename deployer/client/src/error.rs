@@ -41,6 +41,14 @@ pub enum Error {
         token_file: String,
         stderr: String,
     },
+    #[error("{} line {line}: {why}", path.display())]
+    Inventory {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error("the rollout is not valid: {why}")]
+    Rollout { why: String },
     #[error("no token was given for node {node}")]
     NoToken { node: String },
     #[error("node {node} did not accept the credential")]
@@ -182,4 +190,16 @@ impl silver_types::Hint for Error {
     fn refused(&self) -> bool {
         matches!(self, Error::Artifact(e) if silver_types::Hint::refused(e))
     }
+}
+
+/// An error and its causes, one line: what a fleet's per-host table shows.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

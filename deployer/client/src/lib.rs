@@ -7,10 +7,11 @@
 mod data;
 mod deploy;
 mod error;
+pub mod fleet;
 mod settings;
 pub mod tls;
 pub mod tunnel;
 
 pub use data::{Format, Place, RestoreLimits};
 pub use deploy::*;
-pub use error::{BackupProblem, Error};
+pub use error::{chain as error_chain, BackupProblem, Error};

@@ -209,6 +209,17 @@ pub enum Error {
     Trust(#[from] silver_trust::Error),
     #[error("the trust policy {} is writable by others (mode {mode:o}): nothing activates until it is not", path.display())]
     PolicyWritable { path: PathBuf, mode: u32 },
+    #[error("`{app}` is held by fleet deploy {deploy}")]
+    FleetBusy { app: AppName, deploy: String },
+    #[error("`{app}` has no fleet deploy on this node")]
+    NoFleetDeploy { app: AppName },
+    #[error("fleet deploy {deploy} of `{app}` is {phase:?} here, not {wanted}")]
+    FleetPhase {
+        app: AppName,
+        deploy: String,
+        phase: silver_wire::api::FleetPhase,
+        wanted: &'static str,
+    },
     #[error("this node has no trust policy")]
     NoTrustPolicy,
     #[error("no pack of {reference} holds {missing} of the files its manifest names")]
@@ -251,7 +262,8 @@ impl Error {
             | ReleaseMissing { .. }
             | NoLog { .. }
             | NoLogs { .. }
-            | NoTrustPolicy => StatusCode::NOT_FOUND,
+            | NoTrustPolicy
+            | NoFleetDeploy { .. } => StatusCode::NOT_FOUND,
             BadManifest { .. }
             | ManifestIdMismatch { .. }
             | ObjectsMissing { .. }
@@ -273,7 +285,7 @@ impl Error {
             UploadTooLarge { .. } | ObjectTooLarge { .. } | ManifestTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            Locked { .. } => StatusCode::CONFLICT,
+            Locked { .. } | FleetBusy { .. } | FleetPhase { .. } => StatusCode::CONFLICT,
             NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
                 StatusCode::INSUFFICIENT_STORAGE

@@ -97,6 +97,27 @@ fn app_routes(app: &str) -> Vec<(Method, String, &'static str)> {
         (Method::POST, format!("/v1/apps/{app}/restore?who=t"), ""),
         (Method::POST, format!("/v1/apps/{app}/clear?who=t"), ""),
         (Method::POST, format!("/v1/apps/{app}/app-config"), ""),
+        (Method::GET, format!("/v1/apps/{app}/fleet"), ""),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/fleet/prepare"),
+            r#"{"deploy":"d","id":"b3:0123456789ab","who":"t@test","migrate":true,"confirm_within_secs":5}"#,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/fleet/commit"),
+            r#"{"deploy":"d","who":"t@test"}"#,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/fleet/confirm"),
+            r#"{"deploy":"d","who":"t@test"}"#,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/fleet/abort"),
+            r#"{"deploy":"d","who":"t@test"}"#,
+        ),
     ]
 }
 

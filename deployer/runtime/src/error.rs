@@ -9,6 +9,10 @@ use silver_types::{AppName, Said};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("`{app}` has no release prepared by a fleet deploy on this node")]
+    NotPrepared { app: AppName },
+    #[error("cannot put `{app}` back on its previous release: {why}")]
+    Revert { app: AppName, why: String },
     #[error("I/O error on `{}`", path.display())]
     Io {
         path: PathBuf,

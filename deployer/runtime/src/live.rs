@@ -79,7 +79,49 @@ struct Inner {
     registry: crate::services::Registry,
     routes: Routes,
     live: tokio::sync::Mutex<HashMap<AppName, Live>>,
+    /// Fleet deploys: releases started and checked, waiting for their commit.
+    prepared: tokio::sync::Mutex<HashMap<AppName, Started>>,
+    /// Fleet deploys: the release a commit replaced, still running with its route, until the
+    /// deploy is confirmed (then it drains) or reverted (then it serves again at once).
+    standby: tokio::sync::Mutex<HashMap<AppName, Standby>>,
     sinks: Mutex<HashMap<(AppName, String), LogSink>>,
+}
+
+/// A release started and checked beside the live one, before its flip.
+struct Started {
+    c: Candidate,
+    processes: Vec<Supervised>,
+    backend: Option<Arc<Backend>>,
+    port: Option<u16>,
+    env: BTreeMap<String, String>,
+    update_output: Vec<String>,
+    hold: Option<WriteHold>,
+}
+
+/// A release a fleet commit replaced, still running: its route, and the release that replaced
+/// it (whose checkpoint a revert puts back if it migrated).
+struct Standby {
+    /// None for an app's first release: a revert takes its route away.
+    old: Option<(Live, crate::router::AppRoute)>,
+    new: Candidate,
+}
+
+/// What a revert undid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reverted {
+    /// A prepared release was stopped; nothing had moved.
+    Discarded,
+    /// Traffic went back to the release still running beside.
+    SwitchedBack,
+    /// There was nothing to undo.
+    Nothing,
+}
+
+/// What a switch does with the release it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Old {
+    Drain,
+    Keep,
 }
 
 struct Live {
@@ -109,6 +151,8 @@ impl Runtime {
                 config,
                 routes,
                 live: Default::default(),
+                prepared: Default::default(),
+                standby: Default::default(),
                 sinks: Default::default(),
             }),
         }
@@ -174,6 +218,13 @@ impl Runtime {
         c: Candidate,
         flip: impl FnOnce() -> Result<(), E> + Send + 'static,
     ) -> Result<Activated, Error> {
+        let started = self.start_checked(c).await?;
+        self.finish(started, flip, Old::Drain).await
+    }
+
+    /// Stages, provisions, starts and checks a candidate beside the live release: everything
+    /// before the flip. On failure its processes are stopped and nothing users see changed.
+    async fn start_checked(&self, c: Candidate) -> Result<Started, Error> {
         if let Some((location, other)) = self.location_taken(&c.app, &c.locations) {
             return Err(Error::LocationTaken {
                 location: location.to_string(),
@@ -197,19 +248,45 @@ impl Runtime {
         let env = c.env(port, self.inner.config.bytecode_cache);
         let processes = start::start_processes(&c, &launches, &env, |name| self.sink(&c, name))?;
         let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p))));
-        let checked = self.check(&c, &processes, backend.as_deref(), &env).await;
-        let flipped = match checked {
-            Ok(checked) => match tokio::task::spawn_blocking(flip).await {
-                Ok(Ok(())) => Ok(checked),
-                Ok(Err(e)) => Err(Failure::new(Step::Flip, Cause::Flip(e.to_string()))),
-                Err(e) => Err(Failure::new(Step::Flip, Cause::Flip(e.to_string()))),
-            },
-            Err(failure) => Err(failure),
+        match self.check(&c, &processes, backend.as_deref(), &env).await {
+            Ok((update_output, hold)) => Ok(Started {
+                c,
+                processes,
+                backend,
+                port,
+                env,
+                update_output,
+                hold,
+            }),
+            Err(failure) => Err(self.abandon(&c, processes, failure).await),
+        }
+    }
+
+    /// Flips, moves traffic to the started release, and drains the old one or keeps it
+    /// running beside (`Old::Keep`, a fleet's commit: the revert is a route change).
+    async fn finish<E: std::fmt::Display + Send + 'static>(
+        &self,
+        started: Started,
+        flip: impl FnOnce() -> Result<(), E> + Send + 'static,
+        old: Old,
+    ) -> Result<Activated, Error> {
+        let Started {
+            c,
+            processes,
+            backend,
+            port,
+            env,
+            update_output,
+            hold,
+        } = started;
+        let flipped = match tokio::task::spawn_blocking(flip).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::new(Step::Flip, Cause::Flip(e.to_string()))),
+            Err(e) => Err(Failure::new(Step::Flip, Cause::Flip(e.to_string()))),
         };
-        let (update_output, hold) = match flipped {
-            Ok(done) => done,
-            Err(failure) => return Err(self.abandon(&c, processes, failure).await),
-        };
+        if let Err(failure) = flipped {
+            return Err(self.abandon(&c, processes, failure).await);
+        }
         let (run, user, written) = (c.paths.run(), c.user.clone(), env.clone());
         let wrote = blocking("writing the environment", move || {
             write_environment(&run, &written, user.as_ref())
@@ -219,7 +296,7 @@ impl Runtime {
             tracing::warn!(error = %e, "cannot write environment.json");
         }
         let names = processes.iter().map(|p| p.name.clone()).collect();
-        let replaced = self.switch(&c, processes, backend).await;
+        let replaced = self.switch(&c, processes, backend, old).await;
         // Held writes go on now, to the release that serves.
         drop(hold);
         tracing::info!(
@@ -455,16 +532,19 @@ impl Runtime {
         tokio::spawn(pool.run());
     }
 
-    /// Moves traffic: the new route replaces the old in one step, then the old release drains.
+    /// Moves traffic: the new route replaces the old in one step, then the old release drains
+    /// (or, kept, waits beside it with the route it had).
     async fn switch(
         &self,
         c: &Candidate,
         processes: Vec<Supervised>,
         backend: Option<Arc<Backend>>,
+        keep: Old,
     ) -> Option<String> {
         self.size_pool(c, &processes, backend.as_ref());
         let mut live = self.inner.live.lock().await;
         let old = live.remove(&c.app);
+        let old_route = self.inner.routes.get(&c.app);
         let previous = old
             .as_ref()
             .filter(|o| o.label != c.label)
@@ -483,10 +563,30 @@ impl Runtime {
             },
         );
         drop(live);
-        let old = old?;
-        let label = old.label.clone();
-        tokio::spawn(old.drain(self.graces()));
-        Some(label)
+        let label = old.as_ref().map(|o| o.label.clone());
+        match keep {
+            Old::Keep => {
+                let standby = Standby {
+                    old: old.zip(old_route),
+                    new: c.clone(),
+                };
+                let stale = self
+                    .inner
+                    .standby
+                    .lock()
+                    .await
+                    .insert(c.app.clone(), standby);
+                if let Some((stale, _)) = stale.and_then(|s| s.old) {
+                    tokio::spawn(stale.drain(self.graces()));
+                }
+            }
+            Old::Drain => {
+                if let Some(old) = old {
+                    tokio::spawn(old.drain(self.graces()));
+                }
+            }
+        }
+        label
     }
 
     fn graces(&self) -> switch::Graces {
@@ -643,5 +743,143 @@ impl Runtime {
             return Ok(None);
         }
         self.with_data(c, crate::restore::recover).await
+    }
+}
+
+/// Two-phase activation, for fleet deploys (design §9): `prepare` starts and checks a release
+/// beside the live one and stops before the flip; `commit` flips and moves traffic but keeps
+/// the old release running; `confirm` drains it; `revert` undoes either step at once. The
+/// caller holds the app's lock from prepare to confirm or revert.
+impl Runtime {
+    /// Starts and checks `c` beside the live release, with no traffic; returns what
+    /// `update_fetch` printed. Writes held for `update_fetch` go on at the end of it: in a
+    /// fleet, the old release keeps serving on the migrated data until the commit.
+    pub async fn prepare(&self, c: Candidate) -> Result<Vec<String>, Error> {
+        let app = c.app.clone();
+        let mut started = self.start_checked(c).await?;
+        drop(started.hold.take());
+        let output = started.update_output.clone();
+        let stale = self.inner.prepared.lock().await.insert(app, started);
+        if let Some(stale) = stale {
+            self.stop_started(stale).await;
+        }
+        Ok(output)
+    }
+
+    /// Flips (the caller's `flip`) and moves traffic to the prepared release; the one it
+    /// replaces keeps running until `confirm` or `revert`.
+    pub async fn commit<E: std::fmt::Display + Send + 'static>(
+        &self,
+        app: &AppName,
+        flip: impl FnOnce() -> Result<(), E> + Send + 'static,
+    ) -> Result<Activated, Error> {
+        let started = self.inner.prepared.lock().await.remove(app);
+        let started = started.ok_or_else(|| Error::NotPrepared { app: app.clone() })?;
+        self.finish(started, flip, Old::Keep).await
+    }
+
+    /// The deploy is confirmed: the release it replaced drains and stops.
+    pub async fn confirm(&self, app: &AppName) {
+        let standby = self.inner.standby.lock().await.remove(app);
+        if let Some((old, _)) = standby.and_then(|s| s.old) {
+            tokio::spawn(old.drain(self.graces()));
+        }
+    }
+
+    /// Undoes a prepare (the prepared release stops) or a commit (`flip_back` puts the
+    /// caller's `current` back, traffic goes back to the release still running, the new one
+    /// drains). A release that ran `update_fetch` has its checkpoint put back.
+    pub async fn revert<E: std::fmt::Display + Send + 'static>(
+        &self,
+        app: &AppName,
+        flip_back: impl FnOnce() -> Result<(), E> + Send + 'static,
+    ) -> Result<Reverted, Error> {
+        let prepared = self.inner.prepared.lock().await.remove(app);
+        if let Some(started) = prepared {
+            let c = started.c.clone();
+            self.stop_started(started).await;
+            self.put_back_checkpoint(&c).await;
+            return Ok(Reverted::Discarded);
+        }
+        let standby = self.inner.standby.lock().await.remove(app);
+        let Some(standby) = standby else {
+            return Ok(Reverted::Nothing);
+        };
+        let flipped = tokio::task::spawn_blocking(flip_back)
+            .await
+            .map_err(|source| Error::Worker {
+                doing: "flipping back",
+                source,
+            })?;
+        if let Err(e) = flipped {
+            // `current` could not go back: traffic stays where `current` says.
+            self.inner.standby.lock().await.insert(app.clone(), standby);
+            return Err(Error::Revert {
+                app: app.clone(),
+                why: e.to_string(),
+            });
+        }
+        let Standby { old, new } = standby;
+        let mut live = self.inner.live.lock().await;
+        let replaced = match old {
+            Some((old, route)) => {
+                self.inner.routes.set(app, route);
+                live.insert(app.clone(), old)
+            }
+            None => {
+                self.inner.routes.remove(app);
+                live.remove(app)
+            }
+        };
+        drop(live);
+        if let Some(replaced) = replaced {
+            tokio::spawn(replaced.drain(self.graces()));
+        }
+        self.put_back_checkpoint(&new).await;
+        tracing::warn!(%app, release = %new.label, "reverted: the previous release serves again");
+        Ok(Reverted::SwitchedBack)
+    }
+
+    /// The answers so far of the live release and of the one kept beside it (fleet observe).
+    pub async fn release_stats(
+        &self,
+        app: &AppName,
+    ) -> (Option<crate::router::Stats>, Option<crate::router::Stats>) {
+        let live = self.inner.live.lock().await;
+        let new = live
+            .get(app)
+            .and_then(|l| l.backend.as_ref())
+            .map(|b| b.stats());
+        drop(live);
+        let standby = self.inner.standby.lock().await;
+        let old = standby
+            .get(app)
+            .and_then(|s| s.old.as_ref())
+            .and_then(|(l, _)| l.backend.as_ref())
+            .map(|b| b.stats());
+        (new, old)
+    }
+
+    async fn stop_started(&self, started: Started) {
+        let grace = self.inner.config.stop_grace;
+        let stops = started.processes.into_iter().map(|p| p.stop(grace));
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// After a revert of a release that ran `update_fetch`: its checkpoint goes back.
+    async fn put_back_checkpoint(&self, c: &Candidate) {
+        let migrated = c.update_fetch && !c.config.update_fetch.is_empty();
+        let dir = c.paths.checkpoint(&c.label);
+        if !migrated || !dir.is_dir() {
+            return;
+        }
+        match self.restore(c, dir.clone()).await {
+            Ok(_) => {
+                tracing::warn!(app = %c.app, checkpoint = %dir.display(), "the checkpoint taken before update_fetch was put back")
+            }
+            Err(e) => {
+                tracing::error!(app = %c.app, error = %crate::error::chain(&e), checkpoint = %dir.display(), "cannot put the checkpoint back")
+            }
+        }
     }
 }

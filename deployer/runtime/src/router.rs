@@ -37,6 +37,81 @@ pub struct Backend {
     /// When each request in flight started, by a number of its own.
     started: std::sync::Mutex<HashMap<u64, std::time::Instant>>,
     next: std::sync::atomic::AtomicU64,
+    /// What its answers were: how many, how many 5xx, how long to their headers.
+    stats: std::sync::Mutex<Stats>,
+}
+
+/// Latency buckets, by upper bound in milliseconds; the last is everything slower.
+const BUCKETS_MS: [u64; 16] = [
+    1,
+    2,
+    5,
+    10,
+    20,
+    50,
+    100,
+    200,
+    300,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    30_000,
+    u64::MAX,
+];
+
+/// A backend's answers so far: counts and a latency histogram, enough for an error rate and a
+/// p99 that a fleet deploy compares between the new release and the one it replaced.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub requests: u64,
+    pub server_errors: u64,
+    buckets: [u64; BUCKETS_MS.len()],
+}
+
+impl Stats {
+    fn record(&mut self, status: u16, elapsed: std::time::Duration) {
+        self.requests += 1;
+        if status >= 500 {
+            self.server_errors += 1;
+        }
+        let ms = elapsed.as_millis() as u64;
+        let i = BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(BUCKETS_MS.len() - 1);
+        self.buckets[i] += 1;
+    }
+
+    /// The upper bound of the bucket holding the 99th percentile (None before any request).
+    pub fn p99_ms(&self) -> Option<u64> {
+        if self.requests == 0 {
+            return None;
+        }
+        let rank = self.requests - self.requests / 100;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(BUCKETS_MS[i]);
+            }
+        }
+        BUCKETS_MS.last().copied()
+    }
+
+    /// What happened between `earlier` and `self` (both of one backend).
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        let mut buckets = self.buckets;
+        for (b, e) in buckets.iter_mut().zip(earlier.buckets) {
+            *b = b.saturating_sub(e);
+        }
+        Stats {
+            requests: self.requests.saturating_sub(earlier.requests),
+            server_errors: self.server_errors.saturating_sub(earlier.server_errors),
+            buckets,
+        }
+    }
 }
 
 impl Backend {
@@ -46,7 +121,19 @@ impl Backend {
             in_flight: tokio::sync::watch::Sender::new(0),
             started: Default::default(),
             next: Default::default(),
+            stats: Default::default(),
         })
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, status: StatusCode, elapsed: std::time::Duration) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(status.as_u16(), elapsed);
     }
 
     pub fn in_flight(&self) -> usize {
@@ -533,7 +620,22 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
+/// Sends the request to the backend and counts its answer (status, time to headers).
 async fn proxy(
+    client: &Client<HttpConnector, Body>,
+    request: Request,
+    backend: Arc<Backend>,
+    host: &str,
+    prefix: &str,
+    deadline: Option<std::time::Duration>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = answer(client, request, backend.clone(), host, prefix, deadline).await;
+    backend.record(response.status(), started.elapsed());
+    response
+}
+
+async fn answer(
     client: &Client<HttpConnector, Body>,
     mut request: Request,
     backend: Arc<Backend>,

@@ -14,6 +14,11 @@
 //! | `GET /v1/apps/{app}/releases` | | [`Vec<Release>`] |
 //! | `POST /v1/apps/{app}/pins` | [`PinRequest`] | [`Vec<String>`]: the pinned ids |
 //! | `POST /v1/gc` | [`GcRequest`] | [`GcReport`] |
+//! | `POST /v1/apps/{app}/fleet/prepare` | [`FleetPrepare`] | [`FleetStatus`]: started and checked beside the live release, no traffic |
+//! | `POST /v1/apps/{app}/fleet/commit` | [`FleetStep`] | [`FleetStatus`]: flipped; the old release keeps running |
+//! | `POST /v1/apps/{app}/fleet/confirm` | [`FleetStep`] | [`FleetStatus`]: the old release drains |
+//! | `POST /v1/apps/{app}/fleet/abort` | [`FleetStep`] | [`FleetStatus`]: back on the old release |
+//! | `GET /v1/apps/{app}/fleet` | | [`FleetStatus`] of the last fleet deploy (404: none) |
 //! | `GET /v1/trust` | | [`TrustView`] (404 without a policy) |
 //! | `POST /v1/trust` | [`TrustRotation`] | [`TrustView`] of the new policy |
 //! | `POST /v1/apps/{app}/maintenance` | [`MaintenanceRequest`] | [`MaintenanceRequest`] |
@@ -427,6 +432,80 @@ pub struct PinRequest {
     pub id: IdPrefix,
     /// True to pin (gc keeps it), false to unpin.
     pub pinned: bool,
+}
+
+/// A fleet deploy's first phase on one node: stage, provision, start beside the live release
+/// and health-check it, with no traffic. The app stays locked by the deploy until it is
+/// confirmed or aborted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetPrepare {
+    /// The fleet deploy's id, the same on every node.
+    pub deploy: String,
+    pub id: IdPrefix,
+    pub who: String,
+    #[serde(default)]
+    pub locations: Vec<Location>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<SignedRecord>,
+    /// Run `update_fetch` here (one node per shared database does: "migrate once").
+    pub migrate: bool,
+    /// Once committed, revert by itself unless confirmed within this many seconds.
+    pub confirm_within_secs: u64,
+}
+
+/// Commit, confirm or abort a fleet deploy on one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetStep {
+    pub deploy: String,
+    pub who: String,
+    /// Why (an abort's reason, kept in the history).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetPhase {
+    Prepared,
+    Committed,
+    Confirmed,
+    /// Undone before or after the commit: the previous release serves.
+    Aborted,
+}
+
+/// One node's part of a fleet deploy, as its durable record (`apps/<app>/fleet.json`) says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub app: AppName,
+    pub deploy: String,
+    pub phase: FleetPhase,
+    pub id: ArtifactId,
+    pub previous: Option<ArtifactId>,
+    pub who: String,
+    /// Unix milliseconds of the flip, once committed.
+    #[serde(default)]
+    pub committed_ms: Option<u64>,
+    /// Unix seconds by which a committed deploy must be confirmed, or it reverts by itself.
+    #[serde(default)]
+    pub deadline: Option<u64>,
+    /// Why it was aborted.
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub update_output: Vec<String>,
+    /// The answers of the new release since its commit, and of the release it replaced.
+    #[serde(default)]
+    pub new: Option<ReleaseStats>,
+    #[serde(default)]
+    pub old: Option<ReleaseStats>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseStats {
+    pub requests: u64,
+    pub server_errors: u64,
+    /// The upper bound of the latency bucket holding the 99th percentile.
+    pub p99_ms: Option<u64>,
 }
 
 /// A node's trust policy, by key ids (as `minisign` prints them).

@@ -358,7 +358,11 @@ async fn already_live(
 
 /// An artifact whose app.ini names another app is refused before anything is touched: deploying
 /// `blog` over `shop` by a slip would hand shop's data and locations to blog's code.
-fn check_packed_as(store: &Store, manifest: &packer::Manifest, app: &AppName) -> Result<(), Error> {
+pub(super) fn check_packed_as(
+    store: &Store,
+    manifest: &packer::Manifest,
+    app: &AppName,
+) -> Result<(), Error> {
     match packed_app(store, manifest)? {
         Some(packed) if packed != app.as_str() => Err(Error::OtherApp {
             app: app.clone(),
@@ -391,7 +395,7 @@ pub(super) fn packed_app(
 }
 
 /// The history keeps the step and reason, not the log tail.
-fn short_reason(e: &Error) -> String {
+pub(super) fn short_reason(e: &Error) -> String {
     match e {
         Error::Runtime(silver_runtime::Error::Activation { failure, .. }) => {
             let reason = failure.cause.to_string();
@@ -405,7 +409,7 @@ fn short_reason(e: &Error) -> String {
     }
 }
 
-fn record(
+pub(super) fn record(
     store: &Store,
     app: &AppName,
     id: &Id,

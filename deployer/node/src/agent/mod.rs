@@ -9,6 +9,7 @@
 mod activate;
 mod data;
 pub mod extract;
+mod fleet;
 mod ops;
 mod pull;
 mod settings;
@@ -101,6 +102,8 @@ pub struct AgentState {
     front: Arc<std::sync::OnceLock<SocketAddr>>,
     /// Disk space promised to uploads under way.
     reservations: upload::Reservations,
+    /// Fleet deploys under way, by app.
+    fleet: fleet::Slots,
 }
 
 impl AgentState {
@@ -112,6 +115,7 @@ impl AgentState {
             config: Arc::new(config),
             front: Default::default(),
             reservations: Default::default(),
+            fleet: Default::default(),
         }
     }
 }
@@ -147,6 +151,11 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/maintenance", post(activate::maintenance))
         .route("/v1/apps/{app}/deactivate", post(activate::deactivate))
         .route("/v1/apps/{app}/releases", get(releases))
+        .route("/v1/apps/{app}/fleet", get(fleet::status))
+        .route("/v1/apps/{app}/fleet/prepare", post(fleet::prepare))
+        .route("/v1/apps/{app}/fleet/commit", post(fleet::commit))
+        .route("/v1/apps/{app}/fleet/confirm", post(fleet::confirm))
+        .route("/v1/apps/{app}/fleet/abort", post(fleet::abort))
         .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
         .route("/v1/trust", get(trust::show).post(trust::rotate))
@@ -204,6 +213,14 @@ pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result
     let token = load_or_create_token(&config.token_file)?;
     let listeners = Listeners::bind(&config).await?;
     let bound = listeners.bound(&config, control_tls.is_some())?;
+    // Before any app starts: a fleet deploy this node committed and never confirmed is undone.
+    let recovering = store.clone();
+    tokio::task::spawn_blocking(move || fleet::recover(&recovering))
+        .await
+        .map_err(|source| Error::Worker {
+            doing: "undoing unconfirmed fleet deploys",
+            source,
+        })?;
     let state = AgentState::new(store, &token, config.clone());
     let _ = state.front.set(bound.front);
     ready(bound);

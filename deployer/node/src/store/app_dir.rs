@@ -104,6 +104,11 @@ impl AppDir {
         self.dir.join("records.jsonl")
     }
 
+    /// The last fleet deploy's phase on this node (`FleetStatus`).
+    pub fn fleet(&self) -> PathBuf {
+        self.dir.join("fleet.json")
+    }
+
     /// The highest promotion sequence taken, per environment.
     pub fn sequences(&self) -> PathBuf {
         self.dir.join("sequences.json")
@@ -205,6 +210,17 @@ impl Store {
         std::os::unix::fs::symlink(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
         fs::rename(&tmp, dir.current()).map_err(|e| Error::io(dir.path(), e))?;
         sync_dir(dir.path())
+    }
+
+    /// Takes `current` away (a fleet revert of an app's first release): the app serves
+    /// nothing, as before it was deployed.
+    pub fn unflip(&self, app: &AppName) -> Result<(), Error> {
+        let dir = self.app(app);
+        match fs::remove_file(dir.current()) {
+            Ok(()) => sync_dir(dir.path()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&dir.current(), e)),
+        }
     }
 
     // ---- history ----
