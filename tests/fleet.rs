@@ -399,3 +399,120 @@ fn a_node_killed_during_the_commit_comes_back_on_the_old_release_and_the_others_
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["phase"], "aborted", "{status}");
 }
+
+#[test]
+fn an_aborted_fleet_deploy_puts_back_the_data_its_migration_changed() {
+    let fleet = Fleet::start(2, "observe = 1\nconfirm_within = 60\n");
+    let migrating = |dir: &Path, version: &str| {
+        app(dir, version);
+        let ini = std::fs::read_to_string(dir.join("app.ini")).unwrap();
+        std::fs::write(
+            dir.join("app.ini"),
+            format!("{ini}service.files =\nupdate_fetch = script: echo {version} > \"$CONFIG_FILES/schema\"\n"),
+        )
+        .unwrap();
+    };
+    let v1 = fleet.tmp.path().join("v1");
+    migrating(&v1, "one");
+    let (ok, report, err) = fleet.deploy(&v1);
+    assert!(ok, "{err}\n{report}");
+    let schema = |i: usize| {
+        std::fs::read_to_string(fleet.agents[i].root.join("apps/fleet/files/schema"))
+            .unwrap_or_default()
+    };
+    // Migrations run once: on the first host alone.
+    assert_eq!((schema(0).as_str(), schema(1).as_str()), ("one\n", ""));
+
+    // The second host cannot start the new release; the first already migrated for it.
+    let out = fleet.agents[1]
+        .silver()
+        .args(["config", "set", "fleet", "BROKEN=1"])
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("is stored"), "{}", stderr(&out));
+    let v2 = fleet.tmp.path().join("v2");
+    migrating(&v2, "two");
+    let (ok, report, _) = fleet.deploy(&v2);
+    assert!(!ok && report["outcome"] == "aborted", "{report}");
+    assert_eq!(
+        schema(0),
+        "one\n",
+        "the checkpoint taken before update_fetch was not put back"
+    );
+    assert!(
+        all(&fleet.versions(), "version one"),
+        "{:?}",
+        fleet.versions()
+    );
+}
+
+#[test]
+fn any_client_resumes_a_deploy_whose_coordinator_died_between_batches() {
+    let fleet = Fleet::start(
+        2,
+        "batch = 1\nwait = 120\nobserve = 1\nconfirm_within = 300\n",
+    );
+    let v1 = fleet.tmp.path().join("v1");
+    app(&v1, "one");
+    let quick = fleet.inventory.with_file_name("quick.toml");
+    let text = std::fs::read_to_string(&fleet.inventory)
+        .unwrap()
+        .replace("wait = 120", "wait = 0");
+    std::fs::write(&quick, text).unwrap();
+    let out = fleet
+        .silver()
+        .arg("deploy")
+        .arg(&v1)
+        .args(["--env", "production", "--inventory"])
+        .arg(&quick)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v2 = fleet.tmp.path().join("v2");
+    app(&v2, "two");
+    let mut coordinator = fleet
+        .silver()
+        .arg("deploy")
+        .arg(&v2)
+        .args(["--env", "production", "--inventory"])
+        .arg(&fleet.inventory)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(60), "the first batch committed", || {
+        let p = fleet.phases();
+        if p == ["committed", "prepared"] {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        }
+    });
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    // Another client sees where it stopped, and finishes it.
+    let out = fleet
+        .silver()
+        .args(["status", "fleet", "--env", "production", "--inventory"])
+        .arg(&quick)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("committed") && table.contains("prepared"),
+        "{table}"
+    );
+    let out = fleet
+        .silver()
+        .args(["resume", "fleet", "--env", "production", "--inventory"])
+        .arg(&quick)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(all(&fleet.phases(), "confirmed"), "{:?}", fleet.phases());
+    assert!(
+        all(&fleet.versions(), "version two"),
+        "{:?}",
+        fleet.versions()
+    );
+}

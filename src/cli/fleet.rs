@@ -132,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                 artifact,
                 id: None,
                 options: options(&app, limits, records),
-                rollout: env.rollout.clone(),
+                rollout: env.rollout(),
             };
             ui::status(
                 "Deploying",
@@ -217,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                 artifact: Artifact::Registry(String::new()),
                 id: None,
                 options: options(&app, packer::Limits::default(), vec![]),
-                rollout: env.rollout.clone(),
+                rollout: env.rollout(),
             };
             let report = FleetReport {
                 deploy,

@@ -95,7 +95,7 @@ impl Policy {
         let file: PolicyFile = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map_or(0, |s| text[..s.start].lines().count().max(1));
+                .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
             bad(line, e.message().to_string())
         })?;
         let role = |name: &str, r: RoleFile| -> Result<Role, Error> {

@@ -31,6 +31,9 @@ pub struct Inventory {
     pub environments: std::collections::BTreeMap<String, Environment>,
 }
 
+/// An environment: its hosts, where their token comes from, and how a deploy rolls out over
+/// them. The rollout's keys sit in the environment's own table, each where its line is named
+/// when it is wrong.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
@@ -41,8 +44,47 @@ pub struct Environment {
     /// An environment variable holding the agents' token, for hosts that name none.
     #[serde(default)]
     pub token_env: Option<String>,
-    #[serde(flatten)]
-    pub rollout: Rollout,
+    /// Hosts flipped at once: `N` or `"N%"` (default `"100%"`: every router in one window).
+    #[serde(default = "all", deserialize_with = "number_or_text")]
+    pub batch: String,
+    /// Seconds between batches.
+    #[serde(default)]
+    pub wait: u64,
+    /// Seconds the new release is watched after the last flip before it is confirmed.
+    #[serde(default = "sixty")]
+    pub observe: u64,
+    /// Seconds a committed node waits for its confirmation before it reverts by itself.
+    #[serde(default)]
+    pub confirm_within: Option<u64>,
+    /// Abort when the new release's 5xx share is this much above the old one's (0.01: one
+    /// percentage point).
+    #[serde(default = "one_percent")]
+    pub max_5xx_increase: f64,
+    /// Abort when the new release's p99 is over this many times the old one's.
+    #[serde(default = "two")]
+    pub max_p99_factor: f64,
+    /// Requests a node's new release must have answered before its numbers count.
+    #[serde(default = "twenty")]
+    pub min_requests: u64,
+    /// `once`: `update_fetch` runs on the first host only (the hosts share their database);
+    /// `each`: on every host (each has its own).
+    #[serde(default)]
+    pub migrate: Migrate,
+}
+
+impl Environment {
+    pub fn rollout(&self) -> Rollout {
+        Rollout {
+            batch: self.batch.clone(),
+            wait: self.wait,
+            observe: self.observe,
+            confirm_within: self.confirm_within,
+            max_5xx_increase: self.max_5xx_increase,
+            max_p99_factor: self.max_p99_factor,
+            min_requests: self.min_requests,
+            migrate: self.migrate,
+        }
+    }
 }
 
 /// A host: its agent's URL, or a table with the URL and its own token file.
@@ -72,35 +114,26 @@ impl Host {
     }
 }
 
-/// How a deploy rolls out over the hosts.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// How a deploy rolls out over the hosts (the environment's keys of the same names).
+#[derive(Debug, Clone, Serialize)]
 pub struct Rollout {
-    /// Hosts flipped at once: `N` or `N%` (default `100%`: every router in one window).
-    #[serde(default = "all")]
+    /// Hosts flipped at once: `N` or `"N%"` (default `"100%"`: every router in one window).
     pub batch: String,
     /// Seconds between batches.
-    #[serde(default)]
     pub wait: u64,
     /// Seconds the new release is watched after the last flip before it is confirmed.
-    #[serde(default = "sixty")]
     pub observe: u64,
     /// Seconds a committed node waits for its confirmation before it reverts by itself.
-    #[serde(default)]
     pub confirm_within: Option<u64>,
     /// Abort when the new release's 5xx share is this much above the old one's (0.01: one
     /// percentage point).
-    #[serde(default = "one_percent")]
     pub max_5xx_increase: f64,
     /// Abort when the new release's p99 is over this many times the old one's.
-    #[serde(default = "two")]
     pub max_p99_factor: f64,
     /// Requests a node's new release must have answered before its numbers count.
-    #[serde(default = "twenty")]
     pub min_requests: u64,
     /// `once`: `update_fetch` runs on the first host only (the hosts share their database);
     /// `each`: on every host (each has its own).
-    #[serde(default)]
     pub migrate: Migrate,
 }
 
@@ -110,6 +143,20 @@ pub enum Migrate {
     #[default]
     Once,
     Each,
+}
+
+/// `batch = 2` and `batch = "2"` both mean two hosts.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Number(n) => n.to_string(),
+        Either::Text(t) => t,
+    })
 }
 
 fn all() -> String {
@@ -133,7 +180,7 @@ impl Inventory {
         toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map_or(0, |s| text[..s.start].lines().count().max(1));
+                .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
             Error::Inventory {
                 path: path.to_path_buf(),
                 line,
@@ -664,8 +711,7 @@ mod tests {
         Inventory::parse("[environments.p]\nhosts = [\"http://a\"]\n", Path::new("f"))
             .unwrap()
             .environments["p"]
-            .rollout
-            .clone()
+            .rollout()
     }
 
     #[test]
@@ -691,17 +737,20 @@ mod tests {
 
     #[test]
     fn inventories_are_refused_naming_the_line() {
-        let e = Inventory::parse(
-            "[environments.p]\nhosts = [\"http://a\"]\nbatchh = 2\n",
-            Path::new("fleet.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let parse = |text: &str| Inventory::parse(text, Path::new("fleet.toml"));
+        let e = parse("[environments.p]\nhosts = [\"http://a\"]\nbatchh = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains("fleet.toml") && e.contains("line 1") || e.contains("line 3"),
+            e.contains("fleet.toml line 3") && e.contains("batchh"),
             "{e}"
         );
-        assert!(e.contains("batchh"), "{e}");
+        let e = parse("[environments.p]\nhosts = [\"http://a\"]\nobserve = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fleet.toml line 3"), "{e}");
+        let ok = parse("[environments.p]\nhosts = [\"http://a\"]\nbatch = 2\n").unwrap();
+        assert_eq!(ok.environments["p"].rollout().batch, "2");
     }
 
     #[test]
