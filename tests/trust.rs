@@ -446,3 +446,68 @@ fn records_kept_beside_the_artifact_in_a_registry_travel_with_a_pull() {
         "{list}"
     );
 }
+
+#[test]
+fn an_expired_promotion_activates_nothing_and_never_stops_the_running_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = Keys::new(&tmp.path().join("keys"), &["ci", "ops"]);
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    std::fs::write(
+        agent.root.join("trust.toml"),
+        format!(
+            "environment = \"production\"\n[build]\nkeys = [\"{}\"]\n[promote]\nkeys = [\"{}\"]\n",
+            keys.public("ci"),
+            keys.public("ops")
+        ),
+    )
+    .unwrap();
+    let app = tmp.path().join("hello");
+    copy_fixture("hello-wsgi", &app);
+    let (v1, archive1) = pack_dir(&app, &tmp.path().join("out1"));
+    let build1 = sign(&archive1, &keys, "ci");
+    let p1 = promote(tmp.path(), &keys, "ops", "hello", "production", &v1, 1);
+    let out = deploy(&agent, &archive1, &[&build1, &p1]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A promotion whose expiry has passed (held back by a freeze attack), signed by the right
+    // key: written by hand, as an attacker replaying an old one would hold it.
+    std::fs::write(app.join("extra.txt"), "v2\n").unwrap();
+    let (v2, archive2) = pack_dir(&app, &tmp.path().join("out2"));
+    let build2 = sign(&archive2, &keys, "ci");
+    let expired = tmp.path().join("expired.json");
+    std::fs::write(
+        &expired,
+        format!(
+            "{{\n  \"kind\": \"promotion\",\n  \"app\": \"hello\",\n  \"environment\": \"production\",\n  \"id\": \"{v2}\",\n  \"sequence\": 2,\n  \"expires\": \"2026-01-01T00:00:00Z\",\n  \"promoted_at\": \"2025-12-01T00:00:00Z\",\n  \"promoted_by\": \"ops@laptop\"\n}}\n"
+        ),
+    )
+    .unwrap();
+    let out = silver()
+        .args(["key", "sign"])
+        .arg(&expired)
+        .arg("--key")
+        .arg(keys.secret("ops"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    refused(
+        &deploy(&agent, &archive2, &[&build2, &expired]),
+        "expired at 2026-01-01T00:00:00Z",
+    );
+    // The release that runs keeps running, and restarts with a config change.
+    assert_eq!(
+        std::fs::read_link(agent.root.join("apps/hello/current"))
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        &v1[3..]
+    );
+    let out = agent
+        .silver()
+        .args(["config", "set", "hello", "GREETING=hi"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -142,8 +142,7 @@ fn run_pulled(args: Args, node: &silver_client::Node) -> anyhow::Result<()> {
         }
         (Source::Path(_), _) => unreachable!("paths deploy by upload"),
     };
-    let mut records = args.records.load()?;
-    records.extend(runtime.block_on(super::registry::fetch_records(&reference, &config))?);
+    let records = args.records.load()?;
     let report = runtime.block_on(deploy_pulled(node, &reference, &args, records))?;
     if args.node.json {
         super::common::print_json(&report)?;
@@ -157,7 +156,7 @@ async fn deploy_pulled(
     node: &silver_client::Node,
     reference: &silver_registry::Reference,
     args: &Args,
-    records: Vec<silver_types::SignedRecord>,
+    mut records: Vec<silver_types::SignedRecord>,
 ) -> anyhow::Result<silver_client::DeployReport> {
     ui::status("Pulling", format!("{reference} on {}", node.url()));
     let pulled = node
@@ -174,6 +173,8 @@ async fn deploy_pulled(
             ui::bytes(pulled.bytes_fetched)
         ),
     );
+    // The records the node read beside the artifact travel back with the activation.
+    records.extend(pulled.records.iter().cloned());
     let app = match (&args.app, &pulled.app) {
         (Some(app), _) => app.clone(),
         (None, Some(app)) => app.clone(),

@@ -98,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             let limits = limits.resolve();
             let config = registries.resolve();
             let runtime = super::node::runtime()?;
-            let mut records = records.load()?;
+            let records = records.load()?;
             let (artifact, packed_app, _tmp) = match (&source, &registry) {
                 (Source::Path(path), _) => {
                     let settings = settings(path.clone(), &limits);
@@ -119,11 +119,6 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                     ))
                 }
             };
-            if let Artifact::Registry(r) = &artifact {
-                records.extend(
-                    runtime.block_on(super::registry::fetch_records(&r.parse()?, &config))?,
-                );
-            }
             let app = app
                 .or(packed_app)
                 .ok_or_else(|| ui::hinted("cannot tell which app this is", "pass --app NAME"))?;

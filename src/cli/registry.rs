@@ -65,14 +65,3 @@ pub async fn append_records(
         .await
         .with_context(|| format!("failed to keep records beside {reference}"))
 }
-
-/// The signed records kept beside an artifact in its registry.
-pub async fn fetch_records(
-    reference: &Reference,
-    config: &RegistryConfig,
-) -> anyhow::Result<Vec<silver_types::SignedRecord>> {
-    let registry = silver_registry::Registry::connect(reference, config)?;
-    silver_registry::records::fetch(&registry, reference)
-        .await
-        .with_context(|| format!("failed to read the records beside {reference}"))
-}

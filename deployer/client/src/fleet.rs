@@ -383,6 +383,7 @@ async fn prepare_one(
     migrate: bool,
     on_event: &OnEvent,
 ) -> Result<FleetStatus, Error> {
+    let mut records = plan.options.records.clone();
     let id: IdPrefix = match (&plan.artifact, &plan.id) {
         (Artifact::Archive(path), _) => {
             let progress = Arc::new(packer::NoProgress);
@@ -399,6 +400,7 @@ async fn prepare_one(
                 node.url(),
                 &format!("pulled {} ({} bytes)", pulled.id, pulled.bytes_fetched),
             );
+            records.extend(pulled.records);
             pulled.id.into()
         }
     };
@@ -407,7 +409,7 @@ async fn prepare_one(
         id,
         who: plan.options.who.clone(),
         locations: plan.options.locations.clone(),
-        records: plan.options.records.clone(),
+        records,
         migrate,
         confirm_within_secs: plan.rollout.confirm_within(),
     };

@@ -225,6 +225,10 @@ pub struct PullResponse {
     /// Bytes fetched from the registry: manifests, parts and packs.
     pub bytes_fetched: u64,
     pub objects_stored: u64,
+    /// The signed records kept beside the artifact in the registry, read with the node's own
+    /// credentials: the deployer sends them back with the activation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<SignedRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -54,7 +54,15 @@ async fn pull_artifact(state: &AgentState, reference: &Reference) -> Result<Pull
     let manifest = blocking(move || store.commit_manifest(&id)).await?;
     let store = state.store.clone();
     let app = blocking(move || super::activate::packed_app(&store, &manifest)).await?;
-    tracing::info!(%id, packs_fetched, bytes_fetched, "pulled");
+    // Records are needed only under a trust policy, which names what is missing if they are.
+    let records = match silver_registry::records::fetch(&registry, reference).await {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the records beside the artifact");
+            vec![]
+        }
+    };
+    tracing::info!(%id, packs_fetched, bytes_fetched, records = records.len(), "pulled");
     Ok(PullResponse {
         id,
         app: app.and_then(|a| silver_types::AppName::parse(&a).ok()),
@@ -62,6 +70,7 @@ async fn pull_artifact(state: &AgentState, reference: &Reference) -> Result<Pull
         packs_fetched,
         bytes_fetched: remote.bytes_fetched + bytes_fetched,
         objects_stored,
+        records,
     })
 }
 
