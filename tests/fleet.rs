@@ -90,6 +90,55 @@ impl Fleet {
         (out.status.success(), report, stderr(&out))
     }
 
+    /// Deploys the first release with `observe = 1` and no other change to the rollout, so a
+    /// test's own rollout applies only to the deploy it is about.
+    fn first_release(&self, version: &str) {
+        let dir = self.tmp.path().join(format!("first-{version}"));
+        app(&dir, version);
+        let text = std::fs::read_to_string(&self.inventory).unwrap();
+        let rollout = regex_lite::Regex::new(r"(?m)^(observe|wait|confirm_within) = \d+$").unwrap();
+        let quick = self.inventory.with_file_name("quick.toml");
+        std::fs::write(
+            &quick,
+            rollout.replace_all(&text, "").to_string() + "observe = 1\n",
+        )
+        .unwrap();
+        let out = self
+            .silver()
+            .arg("deploy")
+            .arg(&dir)
+            .args(["--env", "production", "--inventory"])
+            .arg(&quick)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// A coordinator running `silver fleet deploy DIR` in the background.
+    fn spawn_deploy(&self, dir: &Path) -> std::process::Child {
+        self.silver()
+            .arg("deploy")
+            .arg(dir)
+            .args(["--env", "production", "--json", "--inventory"])
+            .arg(&self.inventory)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until every node reports `phases` (one per node, in order).
+    fn wait_for_phases(&self, what: &str, phases: &[&str]) {
+        eventually(Duration::from_secs(60), what, || {
+            let p = self.phases();
+            if p == phases {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            }
+        });
+    }
+
     fn versions(&self) -> Vec<String> {
         self.agents
             .iter()
@@ -204,22 +253,10 @@ fn a_fleet_deploy_prepares_everywhere_then_flips_together_and_a_bad_node_stops_i
 #[test]
 fn five_hundreds_during_observe_revert_the_whole_fleet() {
     let fleet = Fleet::start(2, "observe = 20\nconfirm_within = 60\nmin_requests = 5\n");
-    let v1 = fleet.tmp.path().join("v1");
-    app(&v1, "one");
-    assert!(fleet.deploy(&v1).0);
+    fleet.first_release("one");
     let bad = fleet.tmp.path().join("bad");
     app(&bad, "bad");
-    let mut coordinator = fleet
-        .silver()
-        .args(["deploy"])
-        .arg(&bad)
-        .args(["--env", "production", "--json", "--inventory"])
-        .arg(&fleet.inventory)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Traffic while it observes: the new release answers 500.
+    let mut coordinator = fleet.spawn_deploy(&bad);
     eventually(
         Duration::from_secs(60),
         "the fleet committed and answers 500",
@@ -232,6 +269,7 @@ fn five_hundreds_during_observe_revert_the_whole_fleet() {
             }
         },
     );
+    // Traffic while it observes: the new release answers 500.
     let done = eventually(Duration::from_secs(60), "the coordinator aborts", || {
         for _ in 0..10 {
             for a in &fleet.agents {
@@ -261,43 +299,11 @@ fn five_hundreds_during_observe_revert_the_whole_fleet() {
 #[test]
 fn a_coordinator_killed_after_the_commit_leaves_every_node_to_revert_by_itself() {
     let fleet = Fleet::start(3, "observe = 300\nconfirm_within = 4\n");
-    let v1 = fleet.tmp.path().join("v1");
-    app(&v1, "one");
-    let quick = fleet.inventory.with_file_name("quick.toml");
-    let text = std::fs::read_to_string(&fleet.inventory).unwrap().replace(
-        "observe = 300\nconfirm_within = 4",
-        "observe = 1\nconfirm_within = 60",
-    );
-    std::fs::write(&quick, text).unwrap();
-    let out = fleet
-        .silver()
-        .arg("deploy")
-        .arg(&v1)
-        .args(["--env", "production", "--inventory"])
-        .arg(&quick)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    fleet.first_release("one");
     let v2 = fleet.tmp.path().join("v2");
     app(&v2, "two");
-    let mut coordinator = fleet
-        .silver()
-        .arg("deploy")
-        .arg(&v2)
-        .args(["--env", "production", "--inventory"])
-        .arg(&fleet.inventory)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(Duration::from_secs(60), "every node committed", || {
-        let p = fleet.phases();
-        if all(&p, "committed") {
-            Ok(())
-        } else {
-            Err(format!("{p:?}"))
-        }
-    });
+    let mut coordinator = fleet.spawn_deploy(&v2);
+    fleet.wait_for_phases("every node committed", &["committed"; 3]);
     assert!(all(&fleet.versions(), "version two"));
     coordinator.kill().unwrap(); // SIGKILL: no abort is sent
     coordinator.wait().unwrap();
@@ -323,42 +329,11 @@ fn a_coordinator_killed_after_the_commit_leaves_every_node_to_revert_by_itself()
 #[test]
 fn a_node_killed_during_the_commit_comes_back_on_the_old_release_and_the_others_revert() {
     let mut fleet = Fleet::start(3, "observe = 300\nconfirm_within = 120\n");
-    let v1 = fleet.tmp.path().join("v1");
-    app(&v1, "one");
-    let quick = fleet.inventory.with_file_name("quick.toml");
-    let text = std::fs::read_to_string(&fleet.inventory)
-        .unwrap()
-        .replace("observe = 300", "observe = 1");
-    std::fs::write(&quick, text).unwrap();
-    let out = fleet
-        .silver()
-        .arg("deploy")
-        .arg(&v1)
-        .args(["--env", "production", "--inventory"])
-        .arg(&quick)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    fleet.first_release("one");
     let v2 = fleet.tmp.path().join("v2");
     app(&v2, "two");
-    let coordinator = fleet
-        .silver()
-        .arg("deploy")
-        .arg(&v2)
-        .args(["--env", "production", "--json", "--inventory"])
-        .arg(&fleet.inventory)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    eventually(Duration::from_secs(60), "every node committed", || {
-        let p = fleet.phases();
-        if all(&p, "committed") {
-            Ok(())
-        } else {
-            Err(format!("{p:?}"))
-        }
-    });
+    let coordinator = fleet.spawn_deploy(&v2);
+    fleet.wait_for_phases("every node committed", &["committed"; 3]);
     // kill -9 one agent while the deploy is committed and unconfirmed.
     let mut victim = fleet.agents.remove(1);
     let root = victim.root.clone();
@@ -452,45 +427,15 @@ fn any_client_resumes_a_deploy_whose_coordinator_died_between_batches() {
         2,
         "batch = 1\nwait = 120\nobserve = 1\nconfirm_within = 300\n",
     );
-    let v1 = fleet.tmp.path().join("v1");
-    app(&v1, "one");
-    let quick = fleet.inventory.with_file_name("quick.toml");
-    let text = std::fs::read_to_string(&fleet.inventory)
-        .unwrap()
-        .replace("wait = 120", "wait = 0");
-    std::fs::write(&quick, text).unwrap();
-    let out = fleet
-        .silver()
-        .arg("deploy")
-        .arg(&v1)
-        .args(["--env", "production", "--inventory"])
-        .arg(&quick)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    fleet.first_release("one");
     let v2 = fleet.tmp.path().join("v2");
     app(&v2, "two");
-    let mut coordinator = fleet
-        .silver()
-        .arg("deploy")
-        .arg(&v2)
-        .args(["--env", "production", "--inventory"])
-        .arg(&fleet.inventory)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(Duration::from_secs(60), "the first batch committed", || {
-        let p = fleet.phases();
-        if p == ["committed", "prepared"] {
-            Ok(())
-        } else {
-            Err(format!("{p:?}"))
-        }
-    });
+    let mut coordinator = fleet.spawn_deploy(&v2);
+    fleet.wait_for_phases("the first batch committed", &["committed", "prepared"]);
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
     // Another client sees where it stopped, and finishes it.
+    let quick = fleet.inventory.with_file_name("quick.toml");
     let out = fleet
         .silver()
         .args(["status", "fleet", "--env", "production", "--inventory"])

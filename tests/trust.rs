@@ -39,6 +39,19 @@ impl Keys {
     }
 }
 
+/// A trust policy for `production`: CI's key builds, `promoter` (of `promoters`) promotes.
+fn install_policy(agent: &Agent, keys: &Keys, promoters: &Keys, promoter: &str) {
+    std::fs::write(
+        agent.root.join("trust.toml"),
+        format!(
+            "environment = \"production\"\n[build]\nkeys = [\"{}\"]\n[promote]\nkeys = [\"{}\"]\n",
+            keys.public("ci"),
+            promoters.public(promoter)
+        ),
+    )
+    .unwrap();
+}
+
 fn sign(archive: &Path, keys: &Keys, key: &str) -> PathBuf {
     let out = silver()
         .args(["sign"])
@@ -101,15 +114,7 @@ fn a_node_with_a_trust_policy_activates_only_signed_promoted_releases() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = Keys::new(&tmp.path().join("keys"), &["ci", "ops", "stranger"]);
     let agent = Agent::start(&tmp.path().join("node"), &[]);
-    std::fs::write(
-        agent.root.join("trust.toml"),
-        format!(
-            "environment = \"production\"\n[build]\nkeys = [\"{}\"]\n[promote]\nkeys = [\"{}\"]\n",
-            keys.public("ci"),
-            keys.public("ops")
-        ),
-    )
-    .unwrap();
+    install_policy(&agent, &keys, &keys, "ops");
     let app = tmp.path().join("hello");
     copy_fixture("hello-wsgi", &app);
     let (v1, archive1) = pack_dir(&app, &tmp.path().join("out1"));
@@ -285,15 +290,7 @@ fn minisign_verifies_silvers_signatures_and_silver_takes_minisigns() {
     );
 
     let agent = Agent::start(&tmp.path().join("node"), &[]);
-    std::fs::write(
-        agent.root.join("trust.toml"),
-        format!(
-            "environment = \"production\"\n[build]\nkeys = [\"{}\"]\n[promote]\nkeys = [\"{}\"]\n",
-            keys.public("ci"),
-            ms_keys.public("ops")
-        ),
-    )
-    .unwrap();
+    install_policy(&agent, &keys, &ms_keys, "ops");
     let out = deploy(&agent, &archive, &[&build, &promotion]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -394,15 +391,7 @@ fn records_kept_beside_the_artifact_in_a_registry_travel_with_a_pull() {
     let reference = stdout(&out).trim().to_string();
 
     let agent = Agent::start(&tmp.path().join("node"), &[]);
-    std::fs::write(
-        agent.root.join("trust.toml"),
-        format!(
-            "environment = \"production\"\n[build]\nkeys = [\"{}\"]\n[promote]\nkeys = [\"{}\"]\n",
-            keys.public("ci"),
-            keys.public("ops")
-        ),
-    )
-    .unwrap();
+    install_policy(&agent, &keys, &keys, "ops");
     let deploy_ref = || {
         agent
             .silver()
@@ -452,15 +441,7 @@ fn an_expired_promotion_activates_nothing_and_never_stops_the_running_release() 
     let tmp = tempfile::tempdir().unwrap();
     let keys = Keys::new(&tmp.path().join("keys"), &["ci", "ops"]);
     let agent = Agent::start(&tmp.path().join("node"), &[]);
-    std::fs::write(
-        agent.root.join("trust.toml"),
-        format!(
-            "environment = \"production\"\n[build]\nkeys = [\"{}\"]\n[promote]\nkeys = [\"{}\"]\n",
-            keys.public("ci"),
-            keys.public("ops")
-        ),
-    )
-    .unwrap();
+    install_policy(&agent, &keys, &keys, "ops");
     let app = tmp.path().join("hello");
     copy_fixture("hello-wsgi", &app);
     let (v1, archive1) = pack_dir(&app, &tmp.path().join("out1"));

@@ -203,19 +203,9 @@ async fn deploy_pulled(
         single_process: args.debug_single_process,
         records,
     };
-    let progress: Arc<dyn packer::Progress + Send + Sync> =
-        Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
-    let report = silver_client::activate_pulled(node, pulled, &opts, progress, |holder, since| {
-        ui::status(
-            "Waiting",
-            format!(
-                "for the lock on `{app}`, held by {holder} since {}",
-                ui::utc(since)
-            ),
-        );
-    })
-    .await
-    .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
+    let report = silver_client::activate_pulled(node, pulled, &opts, bar(), waiting(&app))
+        .await
+        .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
     ui::status(
         "Deployed",
         format!("{} {} to {}", report.app, report.id, report.node),
@@ -262,19 +252,9 @@ pub async fn deploy(
         single_process: args.single_process,
         records: args.records.clone(),
     };
-    let progress: Arc<dyn packer::Progress + Send + Sync> =
-        Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()));
-    let report = silver_client::deploy(node, &archive, &opts, progress, |holder, since| {
-        ui::status(
-            "Waiting",
-            format!(
-                "for the lock on `{app}`, held by {holder} since {}",
-                ui::utc(since)
-            ),
-        );
-    })
-    .await
-    .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
+    let report = silver_client::deploy(node, &archive, &opts, bar(), waiting(&app))
+        .await
+        .with_context(|| format!("failed to deploy `{app}` to {}", node.url()))?;
     if report.unchanged {
         ui::status(
             "Unchanged",
@@ -348,6 +328,24 @@ pub(super) fn resolve_archive(
     }
     ui::status("Packed", format!("{} {}", report.app, report.id));
     Ok((report.archive, Some(report.app), Some(tmp)))
+}
+
+/// A byte-counting bar on stderr (hidden when it is not a terminal).
+fn bar() -> Arc<dyn packer::Progress + Send + Sync> {
+    Arc::new(ui::Bar::new(!std::io::stderr().is_terminal()))
+}
+
+/// Says who holds the app's lock while a deploy waits for it.
+fn waiting(app: &silver_types::AppName) -> impl Fn(&str, u64) + '_ {
+    move |holder, since| {
+        ui::status(
+            "Waiting",
+            format!(
+                "for the lock on `{app}`, held by {holder} since {}",
+                ui::utc(since)
+            ),
+        )
+    }
 }
 
 /// Where deployed manifests are kept as delta bases: `SILVER_CACHE_DIR`, else the XDG cache.
