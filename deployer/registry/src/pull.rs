@@ -200,6 +200,12 @@ async fn part_bytes(
     // A cached part is checked again: a corrupt cache is refetched, never trusted.
     if let Some(blob) = cached.as_deref().and_then(|p| std::fs::read(p).ok()) {
         if checks(&blob, d) {
+            // Marked as used, so the node's gc keeps the parts its pulls still reuse.
+            let now = std::time::SystemTime::now();
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(cached.as_deref().expect("read from it"))
+                .and_then(|f| f.set_modified(now));
             return Ok((decompress(reference, d, &blob, limits)?, 0));
         }
     }
@@ -221,19 +227,23 @@ async fn part_bytes(
         });
     }
     if let Some(path) = &cached {
-        let _ = safefs_write(path, &blob);
+        // A cache: a part that cannot be kept is fetched again next time.
+        let kept = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                let options = safefs::WriteOptions {
+                    durability: safefs::Durability::Atomic,
+                    ..safefs::WriteOptions::PRIVATE
+                };
+                safefs::write_atomic(path, &blob, options)
+            });
+        if let Err(e) = kept {
+            tracing::debug!(path = %path.display(), error = %e, "cannot cache a manifest part");
+        }
     }
     let got = blob.len() as u64;
     Ok((decompress(reference, d, &blob, limits)?, got))
-}
-
-fn safefs_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 fn checks(blob: &[u8], d: &Descriptor) -> bool {

@@ -87,5 +87,37 @@ pub fn gc(store: &Store, keep: usize, grace: std::time::Duration) -> Result<GcRe
             }
         }
     }
+    // Manifest parts pulled from registries only spare a pull a few KB each: those no pull
+    // used within the grace go (a pull marks what it reuses), so the cache stays bounded.
+    for part in read_dir(&store.layout.registry_parts())? {
+        if !young(&part) {
+            remove_any(&part.path())?;
+        }
+    }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_manifest_parts_go_once_no_pull_used_them_within_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), packer::Limits::default()).unwrap();
+        let parts = store.layout().registry_parts();
+        fs::create_dir_all(&parts).unwrap();
+        let (old, used) = (parts.join("a".repeat(64)), parts.join("b".repeat(64)));
+        fs::write(&old, b"old").unwrap();
+        fs::write(&used, b"used").unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        gc(&store, 5, std::time::Duration::from_secs(3600)).unwrap();
+        assert!(!old.exists() && used.exists());
+    }
 }
