@@ -763,6 +763,7 @@ mod tests {
             phase: FleetPhase::Committed,
             id: silver_types::ArtifactId::parse(&format!("b3:{}", "a".repeat(64))).unwrap(),
             previous: None,
+            previous_locations: vec![],
             who: "w".into(),
             committed_ms: None,
             deadline: None,

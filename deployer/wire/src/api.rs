@@ -485,6 +485,10 @@ pub struct FleetStatus {
     pub phase: FleetPhase,
     pub id: ArtifactId,
     pub previous: Option<ArtifactId>,
+    /// Where the app answered before: a revert (or a restart that undoes the commit) puts
+    /// these back.
+    #[serde(default)]
+    pub previous_locations: Vec<String>,
     pub who: String,
     /// Unix milliseconds of the flip, once committed.
     #[serde(default)]

@@ -33,6 +33,10 @@ pub struct Slot {
     kept: Option<Kept>,
     /// Seconds a commit may wait for its confirmation.
     within: u64,
+    /// Where the prepared release answers: the app's locations once it is committed.
+    locations: Vec<String>,
+    /// The app's locations before: a revert puts them back.
+    previous_locations: Vec<String>,
     timer: Option<tokio::task::AbortHandle>,
 }
 
@@ -55,24 +59,27 @@ pub(super) async fn prepare(
     }
     let (store, name, req2) = (state.store.clone(), app.clone(), req.clone());
     let holder = format!("fleet deploy {} by {}", req.deploy, req.who);
-    let (lock, id, previous, kept, c) = blocking(move || {
+    let (lock, id, previous, kept, c, previous_locations) = blocking(move || {
         let id = store.resolve(&req2.id)?;
         let manifest = store.manifest(&id)?;
         check_packed_as(&store, &manifest, &name)?;
         let lock = store.lock(&name, &holder)?;
         let kept = store.check_records(&name, &id, &req2.records)?;
         let previous = store.current(&name)?;
+        let previous_locations = store.locations(&name);
         store.stage(&name, &manifest)?;
         let c = candidate(&store, &name, &id, req2.locations.clone(), req2.migrate)?;
-        Ok((lock, id, previous, kept, c))
+        Ok((lock, id, previous, kept, c, previous_locations))
     })
     .await?;
+    let locations: Vec<String> = c.locations.iter().map(ToString::to_string).collect();
     let mut status = FleetStatus {
         app: app.clone(),
         deploy: req.deploy.clone(),
         phase: FleetPhase::Prepared,
         id,
         previous,
+        previous_locations: previous_locations.clone(),
         who: req.who.clone(),
         committed_ms: None,
         deadline: None,
@@ -108,6 +115,8 @@ pub(super) async fn prepare(
             _lock: lock,
             kept,
             within: req.confirm_within_secs,
+            locations,
+            previous_locations,
             timer: None,
         },
     );
@@ -125,10 +134,11 @@ pub(super) async fn commit(
         return Ok(Json(slot.status.clone()));
     }
     let (store, name, id) = (state.store.clone(), app.clone(), slot.status.id);
-    let locations: Vec<String> = Vec::new();
+    let locations = slot.locations.clone();
     let flip = move || -> Result<(), Error> {
         store.flip(&name, &id)?;
-        store.set_deactivated(&name, &locations)
+        store.set_locations(&name, &locations)?;
+        store.set_deactivated(&name, &[])
     };
     state
         .runtime
@@ -251,7 +261,9 @@ async fn revert(
         timer.abort();
     }
     let (store, name, previous) = (state.store.clone(), app.clone(), slot.status.previous);
+    let locations = slot.previous_locations.clone();
     let flip_back = move || -> Result<(), Error> {
+        store.set_locations(&name, &locations)?;
         match previous {
             Some(previous) => store.flip(&name, &previous),
             None => store.unflip(&name),
@@ -313,10 +325,12 @@ pub(super) fn recover(store: &Store) {
             continue;
         };
         let undone = match status.phase {
-            FleetPhase::Committed => match status.previous {
-                Some(previous) => store.flip(&app, &previous),
-                None => store.unflip(&app),
-            },
+            FleetPhase::Committed => store
+                .set_locations(&app, &status.previous_locations)
+                .and_then(|()| match status.previous {
+                    Some(previous) => store.flip(&app, &previous),
+                    None => store.unflip(&app),
+                }),
             FleetPhase::Prepared => Ok(()),
             FleetPhase::Confirmed | FleetPhase::Aborted => continue,
         };
