@@ -461,3 +461,54 @@ fn any_client_resumes_a_deploy_whose_coordinator_died_between_batches() {
         fleet.versions()
     );
 }
+
+#[test]
+fn any_client_aborts_a_deploy_whose_coordinator_died() {
+    let fleet = Fleet::start(
+        2,
+        "batch = 1\nwait = 120\nobserve = 1\nconfirm_within = 300\n",
+    );
+    fleet.first_release("one");
+    let v2 = fleet.tmp.path().join("v2");
+    app(&v2, "two");
+    let mut coordinator = fleet.spawn_deploy(&v2);
+    fleet.wait_for_phases("the first batch committed", &["committed", "prepared"]);
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    assert_eq!(fleet.versions(), ["version two", "version one"]);
+    let out = fleet
+        .silver()
+        .args([
+            "abort",
+            "fleet",
+            "--env",
+            "production",
+            "--json",
+            "--inventory",
+        ])
+        .arg(&fleet.inventory)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"]["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["aborted", "aborted"], "{rows}");
+    assert!(
+        all(&fleet.versions(), "version one"),
+        "{:?}",
+        fleet.versions()
+    );
+    // The node's own lock went with the deploy: a plain deploy goes through.
+    let out = fleet.agents[0]
+        .silver()
+        .arg("deploy")
+        .arg(&v2)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -144,36 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         FleetCommand::Status { app, fleet } => {
             let (_, nodes) = connect(&fleet)?;
             let statuses = super::node::runtime()?.block_on(fleet::statuses(&nodes, &app));
-            let rows: Vec<serde_json::Value> = nodes
-                .iter()
-                .zip(statuses)
-                .map(|(n, s)| match s {
-                    Ok(s) => serde_json::json!({"host": n.url(), "status": s}),
-                    Err(e) => serde_json::json!({"host": n.url(), "error": silver_client::error_chain(&e)}),
-                })
-                .collect();
-            if fleet.json {
-                super::common::print_json(&rows)?;
-            } else {
-                for row in &rows {
-                    let s = &row["status"];
-                    match s.is_null() {
-                        true => crate::out!(
-                            "{:<28} -           {}",
-                            row["host"].as_str().unwrap_or(""),
-                            row["error"].as_str().unwrap_or("")
-                        ),
-                        false => crate::out!(
-                            "{:<28} {:<11} {}  {}  {}",
-                            row["host"].as_str().unwrap_or(""),
-                            s["phase"].as_str().unwrap_or(""),
-                            s["deploy"].as_str().unwrap_or(""),
-                            s["id"].as_str().unwrap_or(""),
-                            s["reason"].as_str().unwrap_or("")
-                        ),
-                    }
-                }
-            }
+            print_statuses(&fleet, &nodes, statuses)?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         FleetCommand::Abort {
@@ -192,16 +163,13 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             let results = runtime.block_on(fleet::abort_everywhere(
                 &nodes, &app, &deploy, &who, &reason,
             ));
-            for (n, r) in nodes.iter().zip(results) {
-                match r {
-                    Ok(s) => ui::status(
-                        "Aborted",
-                        format!("{} on {}: {:?}", s.deploy, n.url(), s.phase),
-                    ),
-                    Err(e) => ui::warn(format!("{}: {}", n.url(), silver_client::error_chain(&e))),
-                }
-            }
-            Ok(std::process::ExitCode::SUCCESS)
+            let failed = results.iter().any(Result::is_err);
+            print_statuses(&fleet, &nodes, results)?;
+            ui::status("Aborted", format!("fleet deploy {deploy} of {app}"));
+            Ok(match failed {
+                true => std::process::ExitCode::from(1),
+                false => std::process::ExitCode::SUCCESS,
+            })
         }
         FleetCommand::Resume { app, fleet } => {
             let (env, nodes) = connect(&fleet)?;
@@ -237,6 +205,46 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             finish(&fleet, &report)
         }
     }
+}
+
+/// Each host's fleet status as a table (host, phase, deploy, release, who, reason), or JSON.
+fn print_statuses(
+    fleet: &FleetArgs,
+    nodes: &[silver_client::Node],
+    statuses: Vec<Result<silver_wire::api::FleetStatus, silver_client::Error>>,
+) -> anyhow::Result<()> {
+    let rows: Vec<serde_json::Value> = nodes
+        .iter()
+        .zip(statuses)
+        .map(|(n, s)| match s {
+            Ok(s) => serde_json::json!({"host": n.url(), "status": s}),
+            Err(e) => serde_json::json!({"host": n.url(), "error": silver_client::error_chain(&e)}),
+        })
+        .collect();
+    if fleet.json {
+        return super::common::print_json(&rows);
+    }
+    for row in &rows {
+        let host = row["host"].as_str().unwrap_or("");
+        let s = &row["status"];
+        if s.is_null() {
+            crate::out!(
+                "{host:<28} -          {}",
+                row["error"].as_str().unwrap_or("")
+            );
+            continue;
+        }
+        let text = |key: &str| s[key].as_str().unwrap_or("").to_string();
+        crate::out!(
+            "{host:<28} {:<10} {}  {}  {}  {}",
+            text("phase"),
+            text("deploy"),
+            text("id"),
+            text("who"),
+            text("reason")
+        );
+    }
+    Ok(())
 }
 
 /// The deploy the hosts hold open (prepared or committed); every host must agree.
