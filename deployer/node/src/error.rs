@@ -211,6 +211,8 @@ pub enum Error {
     PolicyWritable { path: PathBuf, mode: u32 },
     #[error("`{app}` is held by fleet deploy {deploy}")]
     FleetBusy { app: AppName, deploy: String },
+    #[error("`{app}` is being prepared by fleet deploy {deploy}: ask again when it is prepared")]
+    FleetPreparing { app: AppName, deploy: String },
     #[error("`{app}` has no fleet deploy on this node")]
     NoFleetDeploy { app: AppName },
     #[error("fleet deploy {deploy} of `{app}` is {phase:?} here, not {wanted}")]
@@ -285,7 +287,9 @@ impl Error {
             UploadTooLarge { .. } | ObjectTooLarge { .. } | ManifestTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            Locked { .. } | FleetBusy { .. } | FleetPhase { .. } => StatusCode::CONFLICT,
+            Locked { .. } | FleetBusy { .. } | FleetPreparing { .. } | FleetPhase { .. } => {
+                StatusCode::CONFLICT
+            }
             NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
                 StatusCode::INSUFFICIENT_STORAGE

@@ -24,7 +24,14 @@ use crate::store::{AppLock, Kept, Store};
 use silver_wire::api::*;
 
 /// The fleet deploys under way on this node, by app.
-pub type Slots = Arc<tokio::sync::Mutex<HashMap<AppName, Slot>>>;
+pub type Slots = Arc<tokio::sync::Mutex<HashMap<AppName, Entry>>>;
+
+/// An app's fleet deploy on this node: being prepared (the map is not held while a release
+/// starts, so other apps and other questions go on), or prepared and holding the app's lock.
+pub enum Entry {
+    Preparing { deploy: String },
+    Ready(Box<Slot>),
+}
 
 /// One app's fleet deploy in progress: it holds the app's lock.
 pub struct Slot {
@@ -45,18 +52,47 @@ pub(super) async fn prepare(
     App(app): App,
     JsonBody(req): JsonBody<FleetPrepare>,
 ) -> Result<Json<FleetStatus>, ApiErr> {
-    let mut slots = state.fleet.lock().await;
-    if let Some(slot) = slots.get(&app) {
-        // A coordinator resuming the same deploy gets its answer again; another waits.
-        if slot.status.deploy == req.deploy {
-            return Ok(Json(slot.status.clone()));
+    {
+        let mut slots = state.fleet.lock().await;
+        match slots.get(&app) {
+            // A coordinator resuming the same deploy gets its answer again; another waits.
+            Some(Entry::Ready(slot)) if slot.status.deploy == req.deploy => {
+                return Ok(Json(slot.status.clone()))
+            }
+            Some(entry) => return Err(busy(&app, entry).into()),
+            None => {
+                let deploy = req.deploy.clone();
+                slots.insert(app.clone(), Entry::Preparing { deploy });
+            }
         }
-        return Err(Error::FleetBusy {
-            app,
-            deploy: slot.status.deploy.clone(),
-        }
-        .into());
     }
+    // In a task of its own, which settles the map: a coordinator that hangs up mid-prepare
+    // cannot leave the app marked as preparing.
+    let task = tokio::spawn(async move {
+        let prepared = start(&state, &app, &req).await;
+        let mut slots = state.fleet.lock().await;
+        match prepared {
+            Ok(slot) => {
+                let status = slot.status.clone();
+                slots.insert(app, Entry::Ready(Box::new(slot)));
+                Ok(status)
+            }
+            Err(e) => {
+                slots.remove(&app);
+                Err(e)
+            }
+        }
+    });
+    let status = task.await.map_err(|source| Error::Worker {
+        doing: "preparing a fleet deploy",
+        source,
+    })??;
+    Ok(Json(status))
+}
+
+/// Locks the app for the deploy, checks its records, stages and starts the release beside
+/// the live one; on failure records why and lets the lock go.
+async fn start(state: &AgentState, app: &AppName, req: &FleetPrepare) -> Result<Slot, Error> {
     let (store, name, req2) = (state.store.clone(), app.clone(), req.clone());
     let holder = format!("fleet deploy {} by {}", req.deploy, req.who);
     let (lock, id, previous, kept, c, previous_locations) = blocking(move || {
@@ -71,7 +107,8 @@ pub(super) async fn prepare(
         let c = candidate(&store, &name, &id, req2.locations.clone(), req2.migrate)?;
         Ok((lock, id, previous, kept, c, previous_locations))
     })
-    .await?;
+    .await
+    .map_err(|ApiErr(e)| e)?;
     let locations: Vec<String> = c.locations.iter().map(ToString::to_string).collect();
     let mut status = FleetStatus {
         app: app.clone(),
@@ -102,25 +139,22 @@ pub(super) async fn prepare(
                 let _lock = lock;
                 record(&store, &name, &id, Action::Deploy, &who, Err(reason), None)
             })
-            .await?;
-            return Err(e.into());
+            .await
+            .map_err(|ApiErr(e)| e)?;
+            return Err(e);
         }
     }
     save(&state.store, &status).await?;
     tracing::info!(%app, deploy = %req.deploy, %id, "fleet: prepared");
-    slots.insert(
-        app,
-        Slot {
-            status: status.clone(),
-            _lock: lock,
-            kept,
-            within: req.confirm_within_secs,
-            locations,
-            previous_locations,
-            timer: None,
-        },
-    );
-    Ok(Json(status))
+    Ok(Slot {
+        status,
+        _lock: lock,
+        kept,
+        within: req.confirm_within_secs,
+        locations,
+        previous_locations,
+        timer: None,
+    })
 }
 
 pub(super) async fn commit(
@@ -172,7 +206,9 @@ pub(super) async fn confirm(
         }
         .into());
     }
-    let slot = slots.remove(&app).expect("found above");
+    let Some(Entry::Ready(slot)) = slots.remove(&app) else {
+        unreachable!("slot_of found it ready")
+    };
     if let Some(timer) = &slot.timer {
         timer.abort();
     }
@@ -225,7 +261,8 @@ pub(super) async fn status(
 ) -> Result<Json<FleetStatus>, ApiErr> {
     let slots = state.fleet.lock().await;
     let mut status = match slots.get(&app) {
-        Some(slot) => slot.status.clone(),
+        Some(Entry::Ready(slot)) => slot.status.clone(),
+        Some(entry) => return Err(busy(&app, entry).into()),
         None => {
             drop(slots);
             let (store, name) = (state.store.clone(), app.clone());
@@ -251,7 +288,9 @@ async fn revert(
 ) -> Result<FleetStatus, Error> {
     let mut slots = state.fleet.lock().await;
     slot_of(&mut slots, app, deploy)?;
-    let slot = slots.remove(app).expect("found above");
+    let Some(Entry::Ready(slot)) = slots.remove(app) else {
+        unreachable!("slot_of found it ready")
+    };
     // Not the timer itself, when it is the one reverting: aborting it would cancel this.
     if let Some(timer) = slot
         .timer
@@ -356,17 +395,32 @@ pub(super) fn recover(store: &Store) {
 }
 
 fn slot_of<'a>(
-    slots: &'a mut HashMap<AppName, Slot>,
+    slots: &'a mut HashMap<AppName, Entry>,
     app: &AppName,
     deploy: &str,
 ) -> Result<&'a mut Slot, Error> {
+    match slots.get(app) {
+        Some(Entry::Ready(slot)) if slot.status.deploy == deploy => {}
+        Some(entry) => return Err(busy(app, entry)),
+        None => return Err(Error::NoFleetDeploy { app: app.clone() }),
+    }
     match slots.get_mut(app) {
-        Some(slot) if slot.status.deploy == deploy => Ok(slot),
-        Some(slot) => Err(Error::FleetBusy {
+        Some(Entry::Ready(slot)) => Ok(slot),
+        _ => unreachable!("checked above"),
+    }
+}
+
+/// Why an app's entry refuses another deploy's step (or any step while it prepares).
+fn busy(app: &AppName, entry: &Entry) -> Error {
+    match entry {
+        Entry::Preparing { deploy } => Error::FleetPreparing {
+            app: app.clone(),
+            deploy: deploy.clone(),
+        },
+        Entry::Ready(slot) => Error::FleetBusy {
             app: app.clone(),
             deploy: slot.status.deploy.clone(),
-        }),
-        None => Err(Error::NoFleetDeploy { app: app.clone() }),
+        },
     }
 }
 
