@@ -41,6 +41,13 @@ push2=$("$silver" push "$v2" "$repo:v2" --json 2>/dev/null)
 ref2=$(echo "$push2" | field '["reference"]')
 read -r up1 down1 < "$work/count"
 push_up=$((up1 - up0)) push_down=$((down1 - down0))
+# The same change pushed to a moving tag (`main`), as CI on a branch does: the last push there
+# names the blobs the registry has, so most need no HEAD.
+"$silver" push "$v1" "127.0.0.1:$proxy_port/bench-main:main" > /dev/null 2>&1
+read -r up4 down4 < "$work/count"
+"$silver" push "$v2" "127.0.0.1:$proxy_port/bench-main:main" > /dev/null 2>&1
+read -r up5 down5 < "$work/count"
+tag_up=$((up5 - up4)) tag_down=$((down5 - down4))
 
 mkdir -p "$work/node"
 "$silver" agent --root "$work/node" --listen 127.0.0.1:0 --http 127.0.0.1:0 > "$work/addr" 2>/dev/null & pids+=($!)
@@ -65,4 +72,5 @@ printf '| node pull of the change, both directions (packs fetched %s) | %s (%s u
 printf '| `rsync -az` of the change, both directions | %s (%s sent, %s received) |\n' "$rsync_total" "$rsync_sent" "$rsync_recv"
 printf '| **pull ratio** (node pull / rsync) | **%.3f** |\n' "$(echo "($pull_up + $pull_down) / $rsync_total" | bc -l)"
 printf '| fresh CI runner push of the change, both directions | %s (%s up, %s down; %s blobs sent) |\n' "$((push_up + push_down))" "$push_up" "$push_down" "$(echo "$push2" | field '["blobs_sent"]')"
+printf '| fresh CI runner push of the change to a moving tag, both directions | %s (%s up, %s down) |\n' "$((tag_up + tag_down))" "$tag_up" "$tag_down"
 printf '| layers | %s parts + %s packs |\n' "$(echo "$push1" | field '["parts"]')" "$(echo "$push1" | field '["packs"]')"

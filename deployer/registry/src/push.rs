@@ -88,7 +88,9 @@ pub async fn push(
     );
     let mut all = layers;
     all.push(config_blob);
-    let (sent, bytes_sent) = send_missing(&registry, all.iter(), progress).await?;
+    let known = known_blobs(&registry, reference).await;
+    let unknown = all.iter().filter(|b| !known.contains(&b.descriptor.digest));
+    let (sent, bytes_sent) = send_missing(&registry, unknown, progress).await?;
 
     let body = serde_json::to_vec(&image).expect("a manifest serializes");
     let mut tags = Vec::new();
@@ -151,6 +153,35 @@ impl Blob {
             }
         }
     }
+}
+
+/// The blobs the manifest now at `reference`'s tag names (CI pushing to a moving tag, such as
+/// `main`, finds the last push there): a registry keeps every blob a stored manifest names, so
+/// these need no HEAD each. Nothing when there is no tag or nothing at it.
+async fn known_blobs(
+    registry: &Registry,
+    reference: &Reference,
+) -> std::collections::HashSet<Digest> {
+    let Some(tag) = &reference.tag else {
+        return Default::default();
+    };
+    let at_tag = Reference {
+        tag: Some(tag.clone()),
+        digest: None,
+        ..reference.clone()
+    };
+    let Ok(Some((bytes, _))) = registry.manifest_if_any(&at_tag).await else {
+        return Default::default();
+    };
+    let Ok(image) = serde_json::from_slice::<ImageManifest>(&bytes) else {
+        return Default::default();
+    };
+    image
+        .layers
+        .into_iter()
+        .chain([image.config])
+        .map(|d| d.digest)
+        .collect()
 }
 
 /// Sends each blob the registry lacks (several at once); returns how many and their bytes.
