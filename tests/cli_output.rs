@@ -59,6 +59,8 @@ fn filters(tmp: &std::path::Path) -> Vec<(String, String)> {
         (r"\d+(\.\d+)? (B|KiB|MiB)\b".into(), "[SIZE]"),
         (r"\b\d+(\.\d+)?(ms|s)\b".into(), "[DURATION]"),
         (r"\bpid \d+".into(), "pid [PID]"),
+        (r"\b[0-9A-F]{16}\b".into(), "[KEY ID]"),
+        (r"\bRW[A-Za-z0-9+/]{54}\b".into(), "[PUBLIC KEY]"),
         (r"\b[0-9a-f]{64}\b".into(), "[SHA256]"),
         // Who apps run as depends on whether the tests run as root.
         (r"(?m)^ +Apps .*$".into(), "[WHO APPS RUN AS]"),
@@ -370,6 +372,176 @@ fn every_local_subcommand_says_what_it_did_or_what_to_do() {
     $ silver node boot no-such-image --name n1
     error: no SSH public key to authorize on the node (looked for [TMP]/.ssh/id_ed25519.pub, [TMP]/.ssh/id_rsa.pub)
     hint: pass --ssh-key FILE, or make one with ssh-keygen -t ed25519
+    [exit 1]
+    "#);
+}
+
+#[test]
+fn every_release_subcommand_says_what_it_did_or_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    copy_fixture("hello-wsgi", &tmp.path().join("v1"));
+    let (id, archive) = pack_dir(&tmp.path().join("v1"), &tmp.path().join("dist"));
+    let archive = format!("dist/{}", archive.file_name().unwrap().to_str().unwrap());
+    std::fs::write(
+        tmp.path().join("typo.toml"),
+        "[environments.production]\nhosts = [\"http://127.0.0.1:9\"]\nobserve = \"soon\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("fleet.toml"),
+        "[environments.production]\nhosts = [\"http://127.0.0.1:9\"]\n",
+    )
+    .unwrap();
+    let steps_before_policy = [
+        step(&["key", "new", "ci"]),
+        step(&["key", "new", "ci"]),
+        step(&["sign", &archive, "--key", "ci.key"]),
+        step(&["sign", &archive, "--key", "no-such.key"]),
+        step(&[
+            "promote",
+            "hello",
+            "production",
+            &id,
+            "--key",
+            "ci.key",
+            "--sequence",
+            "7",
+        ]),
+        step(&[
+            "promote",
+            "hello",
+            "production",
+            "b3:0123456789ab",
+            "--key",
+            "ci.key",
+        ]),
+        step(&["push", "v1", "library/hello"]),
+        step(&["pull", "127.0.0.1:9/hello:v1"]),
+        step(&["trust", "show"]),
+        step(&[
+            "fleet",
+            "deploy",
+            "v1",
+            "--env",
+            "production",
+            "--inventory",
+            "typo.toml",
+        ]),
+        step(&[
+            "fleet",
+            "status",
+            "hello",
+            "--env",
+            "staging",
+            "--inventory",
+            "fleet.toml",
+        ]),
+    ];
+    let mut text = transcript(Some(&agent), tmp.path(), &steps_before_policy);
+    let public = std::fs::read_to_string(tmp.path().join("ci.pub")).unwrap();
+    let key = public.lines().nth(1).unwrap();
+    std::fs::write(
+        agent.root.join("trust.toml"),
+        format!("environment = \"production\"\n[build]\nkeys = [\"{key}\"]\n[promote]\nkeys = [\"{key}\"]\n"),
+    )
+    .unwrap();
+    let build = format!("{archive}.build.json");
+    let steps = [
+        step(&["trust", "show"]),
+        step(&["deploy", &archive]),
+        step(&["deploy", &archive, "--record", &build]),
+        step(&[
+            "deploy",
+            &archive,
+            "--record",
+            &build,
+            "--record",
+            "promote-hello-production-7.json",
+        ]),
+        step(&[
+            "deploy",
+            &archive,
+            "--record",
+            &build,
+            "--record",
+            "promote-hello-production-7.json",
+        ]),
+    ];
+    text += &transcript(Some(&agent), tmp.path(), &steps);
+    insta::assert_snapshot!(redacted(&text, tmp.path()), @r#"
+    $ silver key new ci
+         Created key [KEY ID] ([TMP]/ci.pub and [TMP]/ci.key)
+    [PUBLIC KEY]
+    [exit 0]
+    $ silver key new ci
+    error: `[TMP]/ci.pub` exists: a key is never overwritten
+    hint: choose another name, or move the old key away first
+    [exit 1]
+    $ silver sign dist/hello-[ID12].silver --key ci.key
+          Signed the build record of hello b3:[ID12]
+    [TMP]/dist/hello-[ID12].silver.build.json
+    [exit 0]
+    $ silver sign dist/hello-[ID12].silver --key no-such.key
+    error: cannot read `[TMP]/no-such.key`
+      caused by: No such file or directory (os error 2)
+    hint: give the path of a key or record that exists (`silver key new NAME` makes a key pair)
+    [exit 1]
+    $ silver promote hello production [ID] --key ci.key --sequence 7
+        Promoted the promotion of hello b3:[ID12] to production (sequence 7)
+    [TMP]/promote-hello-production-7.json
+    [exit 0]
+    $ silver promote hello production b3:[ID12] --key ci.key
+    error: invalid value 'b3:[ID12]' for '<ID>': `b3:[ID12]` is not a whole artifact id: write b3: and 64 hex digits, as `silver pack` prints it
+
+    For more information, try '--help'.
+    [exit 2]
+    $ silver push v1 library/hello
+    error: invalid value 'library/hello' for '<REFERENCE>': `library/hello` is not a registry reference: its first part is not a registry host (it needs a dot, a port or `localhost`): write REGISTRY/REPO, e.g. ghcr.io/team/myapp
+
+    For more information, try '--help'.
+    [exit 2]
+    $ silver pull 127.0.0.1:[PORT]/hello:v1
+    error: 127.0.0.1:[PORT]/hello:v1 names no digest: a tag can move
+    hint: pull by digest, as `silver push` prints it: REGISTRY/[WHO]:…
+    [exit 1]
+    $ silver trust show
+    error: node http://127.0.0.1:[PORT] answered 404: this node has no trust policy
+    hint: install the first policy on the node itself, as <root>/trust.toml (README: "Signed build and promotion records")
+    [exit 1]
+    $ silver fleet deploy v1 --env production --inventory typo.toml
+    error: [TMP]/typo.toml line 3: invalid type: string "soon", expected u64
+    hint: an inventory's keys are listed in the README, under "Fleets"
+    [exit 1]
+    $ silver fleet status hello --env staging --inventory fleet.toml
+    error: [TMP]/fleet.toml has no environment `staging` (it has: production)
+    hint: add [environments.staging] to it, or name one it has with --env
+    [exit 1]
+    $ silver trust show
+    environment production
+    build    1 of [KEY ID]
+    promote  1 of [KEY ID]
+    [exit 0]
+    $ silver deploy dist/hello-[ID12].silver
+    error: failed to deploy `hello` to http://127.0.0.1:[PORT]
+      caused by: node http://127.0.0.1:[PORT] answered 403: no build record for [ID] of `hello`: the trust policy wants one signed by the build role
+    hint: send the build record with --record FILE (`silver sign` wrote it beside the artifact)
+    [exit 1]
+    $ silver deploy dist/hello-[ID12].silver --record dist/hello-[ID12].silver.build.json
+    error: failed to deploy `hello` to http://127.0.0.1:[PORT]
+      caused by: node http://127.0.0.1:[PORT] answered 403: no promotion record for [ID] of `hello` to `production`: the trust policy wants one
+    hint: promote it (`silver promote APP ENV ID`) and send the record with --record FILE
+    [exit 1]
+    $ silver deploy dist/hello-[ID12].silver --record dist/hello-[ID12].silver.build.json --record promote-hello-production-7.json
+          Update update_fetch /update | updated
+        Deployed hello [ID] to http://127.0.0.1:[PORT] ([SIZE] sent, 0 objects sent, 5 already there)
+         Serving at hello.localhost (processes: web)
+    [ID]
+    [exit 0]
+    $ silver deploy dist/hello-[ID12].silver --record dist/hello-[ID12].silver.build.json --record promote-hello-production-7.json
+    error: failed to deploy `hello` to http://127.0.0.1:[PORT]
+      caused by: node http://127.0.0.1:[PORT] answered 403: the promotion of hello b3:[ID12] to production (sequence 7) has sequence 7, at or below 7, the highest this node has taken for it: a replay or a downgrade
+    hint: promote again: `silver promote` gives a new record a higher sequence number
     [exit 1]
     "#);
 }

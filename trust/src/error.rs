@@ -76,7 +76,7 @@ pub enum Error {
     },
     #[error("a new trust policy must be signed by {need} of the current policy's `root` keys; it has {have}")]
     RotationUnsigned { have: usize, need: usize },
-    #[error("{}: {source}", path.display())]
+    #[error("cannot read `{}`", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -105,6 +105,9 @@ impl silver_types::Hint for Error {
             Error::OtherEnvironment { node_env, .. } => format!("promote the artifact to `{node_env}` for this node"),
             Error::NoBuildRecord { .. } => "send the build record with --record FILE (`silver sign` wrote it beside the artifact)".into(),
             Error::NoPromotion { .. } => "promote it (`silver promote APP ENV ID`) and send the record with --record FILE".into(),
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                "give the path of a key or record that exists (`silver key new NAME` makes a key pair)".into()
+            }
             _ => return None,
         })
     }

@@ -47,6 +47,12 @@ pub enum Error {
         line: usize,
         why: String,
     },
+    #[error("{} has no environment `{environment}` (it has: {known})", path.display())]
+    NoEnvironment {
+        path: PathBuf,
+        environment: String,
+        known: String,
+    },
     #[error("the rollout is not valid: {why}")]
     Rollout { why: String },
     #[error("no token was given for node {node}")]
@@ -140,6 +146,12 @@ impl Error {
     /// What to do about it, printed on its own line.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
+            Error::Inventory { .. } | Error::Rollout { .. } => {
+                "an inventory's keys are listed in the README, under \"Fleets\"".into()
+            }
+            Error::NoEnvironment { environment, .. } => {
+                format!("add [environments.{environment}] to it, or name one it has with --env")
+            }
             Error::Locked { .. } | Error::Busy { .. } => {
                 "wait for that activation to finish (deploy waits unless given --no-wait)".into()
             }

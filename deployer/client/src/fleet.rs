@@ -190,18 +190,18 @@ impl Inventory {
     }
 
     pub fn environment(&self, name: &str, path: &Path) -> Result<&Environment, Error> {
-        self.environments.get(name).ok_or_else(|| Error::Inventory {
-            path: path.to_path_buf(),
-            line: 0,
-            why: format!(
-                "it has no environment `{name}` (it has: {})",
-                self.environments
+        self.environments
+            .get(name)
+            .ok_or_else(|| Error::NoEnvironment {
+                path: path.to_path_buf(),
+                environment: name.to_string(),
+                known: self
+                    .environments
                     .keys()
                     .cloned()
                     .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
+                    .join(", "),
+            })
     }
 }
 

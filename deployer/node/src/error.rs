@@ -376,7 +376,7 @@ impl Error {
             Error::Registry(e) => return silver_types::Hint::hint(e),
             Error::Trust(e) => return silver_types::Hint::hint(e),
             Error::PolicyWritable { path, .. } => format!("chmod 644 {}", path.display()),
-            Error::NoTrustPolicy => "install the first policy on the node itself: <root>/trust.toml (see ARCHITECTURE.md, \"Trust\")".into(),
+            Error::NoTrustPolicy => "install the first policy on the node itself, as <root>/trust.toml (README: \"Signed build and promotion records\")".into(),
             _ => return None,
         })
     }

@@ -66,7 +66,7 @@ pub enum Error {
     },
     #[error("{reference} names no digest: pull and deploy take REGISTRY/REPO@sha256:…, since a tag can move")]
     NoDigest { reference: String },
-    #[error("{}: {source}", path.display())]
+    #[error("I/O error on `{}`", path.display())]
     Io {
         path: PathBuf,
         #[source]
