@@ -60,7 +60,7 @@ fn filters(tmp: &std::path::Path) -> Vec<(String, String)> {
         (r"\b\d+(\.\d+)?(ms|s)\b".into(), "[DURATION]"),
         (r"\bpid \d+".into(), "pid [PID]"),
         (r"\b[0-9A-F]{16}\b".into(), "[KEY ID]"),
-        (r"\bRW[A-Za-z0-9+/]{54}\b".into(), "[PUBLIC KEY]"),
+        (r"\bRW[A-Za-z0-9+/]{54}".into(), "[PUBLIC KEY]"),
         (r"\b[0-9a-f]{64}\b".into(), "[SHA256]"),
         // Who apps run as depends on whether the tests run as root.
         (r"(?m)^ +Apps .*$".into(), "[WHO APPS RUN AS]"),
