@@ -132,17 +132,21 @@ pub struct Rollout {
     pub max_p99_factor: f64,
     /// Requests a node's new release must have answered before its numbers count.
     pub min_requests: u64,
-    /// `once`: `update_fetch` runs on the first host only (the hosts share their database);
-    /// `each`: on every host (each has its own).
+    /// Where `update_fetch` runs (see [`Migrate`]).
     pub migrate: Migrate,
 }
 
+/// Where a fleet deploy runs `update_fetch`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Migrate {
+    /// On every host, each with its checkpoint: the services silver provisions are each
+    /// node's own (a database is named for its node, even on a shared PostgreSQL server).
     #[default]
-    Once,
     Each,
+    /// On the first host only, before the others prepare: the hosts share the database the
+    /// migrations change (one the app reaches through its config, outside silver's services).
+    Once,
 }
 
 /// `batch = 2` and `batch = "2"` both mean two hosts.
