@@ -422,8 +422,9 @@ fn an_aborted_fleet_deploy_puts_back_the_data_its_migration_changed() {
     );
 }
 
-#[test]
-fn any_client_resumes_a_deploy_whose_coordinator_died_between_batches() {
+/// Two hosts on their first release; a deploy of the second, one host per batch with a long
+/// wait between, whose coordinator is SIGKILLed once the first batch committed.
+fn coordinator_killed_between_batches() -> (Fleet, PathBuf) {
     let fleet = Fleet::start(
         2,
         "batch = 1\nwait = 120\nobserve = 1\nconfirm_within = 300\n",
@@ -435,6 +436,12 @@ fn any_client_resumes_a_deploy_whose_coordinator_died_between_batches() {
     fleet.wait_for_phases("the first batch committed", &["committed", "prepared"]);
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
+    (fleet, v2)
+}
+
+#[test]
+fn any_client_resumes_a_deploy_whose_coordinator_died_between_batches() {
+    let (fleet, _) = coordinator_killed_between_batches();
     // Another client sees where it stopped, and finishes it.
     let quick = fleet.inventory.with_file_name("quick.toml");
     let out = fleet
@@ -465,17 +472,7 @@ fn any_client_resumes_a_deploy_whose_coordinator_died_between_batches() {
 
 #[test]
 fn any_client_aborts_a_deploy_whose_coordinator_died() {
-    let fleet = Fleet::start(
-        2,
-        "batch = 1\nwait = 120\nobserve = 1\nconfirm_within = 300\n",
-    );
-    fleet.first_release("one");
-    let v2 = fleet.tmp.path().join("v2");
-    app(&v2, "two");
-    let mut coordinator = fleet.spawn_deploy(&v2);
-    fleet.wait_for_phases("the first batch committed", &["committed", "prepared"]);
-    coordinator.kill().unwrap();
-    coordinator.wait().unwrap();
+    let (fleet, v2) = coordinator_killed_between_batches();
     assert_eq!(fleet.versions(), ["version two", "version one"]);
     let out = fleet
         .silver()
