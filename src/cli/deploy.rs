@@ -71,6 +71,17 @@ pub struct Settings {
     pub records: Vec<silver_types::SignedRecord>,
 }
 
+impl Args {
+    /// `LOCATION` (Silver Lining's second argument) and every `--location`.
+    fn all_locations(&self) -> Vec<silver_types::appconfig::Location> {
+        self.location
+            .iter()
+            .chain(&self.locations)
+            .cloned()
+            .collect()
+    }
+}
+
 /// What `silver deploy` was given to deploy.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -106,12 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         source,
         app: args.app.clone(),
         no_wait: args.no_wait,
-        locations: args
-            .location
-            .iter()
-            .chain(&args.locations)
-            .cloned()
-            .collect(),
+        locations: args.all_locations(),
         restart: args.restart,
         app_config: args.app_config.clone(),
         single_process: args.debug_single_process,
@@ -192,12 +198,7 @@ async fn deploy_pulled(
         no_wait: args.no_wait,
         limits: args.limits.resolve(),
         cache_dir: None,
-        locations: args
-            .location
-            .iter()
-            .chain(&args.locations)
-            .cloned()
-            .collect(),
+        locations: args.all_locations(),
         restart: args.restart,
         app_config: args.app_config.clone(),
         single_process: args.debug_single_process,

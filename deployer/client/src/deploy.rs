@@ -516,34 +516,73 @@ pub async fn deploy(
     let (manifest, mut phases) = (sent.manifest, sent.phases);
 
     let t = Instant::now();
+    let activated = activate_configured(node, manifest.id, opts, progress, on_wait).await?;
+    phases.activate = t.elapsed().as_millis();
+    if let Some(dir) = &opts.cache_dir {
+        cache_manifest(dir, &manifest);
+    }
+    let upload = Upload {
+        bytes_sent: sent.bytes_sent,
+        manifest_bytes_sent: sent.manifest_bytes_sent,
+        manifest_base: sent.manifest_base,
+        objects_sent: sent.objects_sent,
+        objects_skipped: sent.objects_skipped,
+    };
+    Ok(report(node, opts, activated, upload, phases, None))
+}
+
+/// What an upload moved (nothing when the node pulled the artifact itself).
+#[derive(Default)]
+struct Upload {
+    bytes_sent: u64,
+    manifest_bytes_sent: u64,
+    manifest_base: Option<String>,
+    objects_sent: usize,
+    objects_skipped: usize,
+}
+
+/// Uploads the `--config` directory if one was given, then activates `id`, waiting on the
+/// app's lock and showing `update_fetch`'s lines as they come.
+async fn activate_configured(
+    node: &Node,
+    id: packer::Id,
+    opts: &DeployOptions,
+    progress: Arc<dyn Progress + Send + Sync>,
+    on_wait: impl Fn(&str, u64),
+) -> Result<ActivateResponse, Error> {
     let app_config = match &opts.app_config {
         Some(dir) => Some(node.upload_app_config(&opts.app, dir).await?),
         None => None,
     };
     let on_line = |line: &str| progress.note(line);
-    let activated =
-        activate_waiting(node, manifest.id, opts, app_config, on_wait, &on_line).await?;
-    phases.activate = t.elapsed().as_millis();
-    if let Some(dir) = &opts.cache_dir {
-        cache_manifest(dir, &manifest);
-    }
-    Ok(DeployReport {
+    activate_waiting(node, id, opts, app_config, on_wait, &on_line).await
+}
+
+fn report(
+    node: &Node,
+    opts: &DeployOptions,
+    activated: ActivateResponse,
+    upload: Upload,
+    phases: Phases,
+    pulled: Option<PullResponse>,
+) -> DeployReport {
+    DeployReport {
         app: opts.app.clone(),
         id: activated.id,
         node: node.base.clone(),
         previous: activated.previous,
         unchanged: activated.unchanged,
         update_output: activated.update_output,
-        bytes_sent: sent.bytes_sent,
-        manifest_bytes_sent: sent.manifest_bytes_sent,
-        manifest_base: sent.manifest_base,
-        objects_sent: sent.objects_sent,
-        objects_skipped: sent.objects_skipped,
+        bytes_sent: upload.bytes_sent,
+        manifest_bytes_sent: upload.manifest_bytes_sent,
+        manifest_base: upload.manifest_base,
+        objects_sent: upload.objects_sent,
+        objects_skipped: upload.objects_skipped,
         locations: activated.locations,
         processes: activated.processes,
         phases_ms: phases,
-        pulled: None,
-    })
+        pulled,
+    }
 }
 
 /// What sending an artifact to a node moved.
@@ -626,32 +665,19 @@ pub async fn activate_pulled(
     on_wait: impl Fn(&str, u64),
 ) -> Result<DeployReport, Error> {
     let t = Instant::now();
-    let app_config = match &opts.app_config {
-        Some(dir) => Some(node.upload_app_config(&opts.app, dir).await?),
-        None => None,
+    let activated = activate_configured(node, pulled.id, opts, progress, on_wait).await?;
+    let phases = Phases {
+        activate: t.elapsed().as_millis(),
+        ..Phases::default()
     };
-    let on_line = |line: &str| progress.note(line);
-    let activated = activate_waiting(node, pulled.id, opts, app_config, on_wait, &on_line).await?;
-    Ok(DeployReport {
-        app: opts.app.clone(),
-        id: activated.id,
-        node: node.base.clone(),
-        previous: activated.previous,
-        unchanged: activated.unchanged,
-        update_output: activated.update_output,
-        bytes_sent: 0,
-        manifest_bytes_sent: 0,
-        manifest_base: None,
-        objects_sent: 0,
-        objects_skipped: 0,
-        locations: activated.locations,
-        processes: activated.processes,
-        phases_ms: Phases {
-            activate: t.elapsed().as_millis(),
-            ..Phases::default()
-        },
-        pulled: Some(pulled),
-    })
+    Ok(report(
+        node,
+        opts,
+        activated,
+        Upload::default(),
+        phases,
+        Some(pulled),
+    ))
 }
 
 /// Asks the node to make the release current; while another activation holds the app's lock,
