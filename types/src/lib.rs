@@ -21,7 +21,7 @@ pub use error::{Error, IniProblem, Rule};
 pub use hint::Hint;
 pub use id::{ArtifactId, Hash};
 pub use names::{AppName, IdPrefix};
-pub use said::Said;
+pub use said::{error_chain, Said};
 
 /// A signed record as it travels and is kept: the statement's exact bytes (JSON) and its
 /// minisign signatures, each a `.minisig` file's text. `silver-trust` reads and checks them.

@@ -205,13 +205,4 @@ impl silver_types::Hint for Error {
 }
 
 /// An error and its causes, one line: what a fleet's per-host table shows.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use silver_types::error_chain as chain;

@@ -273,15 +273,7 @@ impl From<Error> for Cause {
 }
 
 /// An error and its causes on one line (`a: b: c`), as a deployer reads it.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
-}
+pub use silver_types::error_chain as chain;
 
 /// Where an activation stopped, in the order a release goes through them.
 #[derive(Debug, Clone, PartialEq, Eq)]
