@@ -17,9 +17,10 @@ packages=(
   mariadb-server mariadb-client                                  # service.mysql
   docker-registry skopeo                                         # artifacts through a registry
   minisign                                                       # checks silver's signatures
+  pebble                                                         # a test ACME CA (HTTPS tests)
 )
 if [ "${1:-}" = bench ]; then
-  packages+=(bc time rsync)
+  packages+=(bc time rsync nginx-light caddy)                    # TLS load beside nginx and Caddy
 fi
 # Each tool the tests run, with the command that proves it works, and the package it comes from.
 checks=(
@@ -44,6 +45,8 @@ checks=(
   "docker-registry|docker-registry --version"
   "skopeo|skopeo --version"
   "minisign|minisign -v"
+  "pebble|pebble -h 2>&1 | grep -q -- -dnsserver"
+  "pebble|pebble-challtestsrv -h 2>&1 | grep -q -- -tlsalpn01"
 )
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -140,6 +140,29 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new().mode(0o700).create(path)
 }
 
+/// `path` as a directory only its owner may enter, whether or not it was there: made 0700 if
+/// missing, narrowed to 0700 if wider.
+///
+/// Blocks: keys kept under a directory other users can list, and a symlink or file planted
+/// where the directory belongs (refused, never followed).
+pub fn ensure_private_dir(path: &Path) -> io::Result<()> {
+    match create_private_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        done => return done,
+    }
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "it exists and is not a directory",
+        ));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// What a file handed to silver as input must be, and why not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotPlain {

@@ -71,9 +71,55 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub http: SocketAddr,
     #[command(flatten)]
+    pub https: HttpsArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// HTTPS at the front door, and where its certificates come from.
+#[derive(Debug, clap::Args)]
+pub struct HttpsArgs {
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) here too (a node uses 0.0.0.0:443), with the
+    /// operator's certificates (`silver certs add`) and ACME's for every other host.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+    /// The ACME directory certificates come from.
+    #[arg(long, value_name = "URL", default_value = silver_acme::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// Trust this CA root (PEM) for the ACME directory's own HTTPS (a test CA, like Pebble's).
+    #[arg(long, value_name = "FILE")]
+    #[arg(value_parser = super::common::absolute_path)]
+    pub acme_ca_root: Option<PathBuf>,
+    /// The contact address the CA writes to about expiring certificates.
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// The challenge a host is tried with first; after a failure the other is tried.
+    #[arg(long, value_name = "TYPE", default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
+    pub acme_challenge: String,
+    /// Seconds before the first retry of a failed order; each further failure doubles it, up
+    /// to a day.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub acme_retry: u64,
+    /// Serve only the operator's certificates: order none from ACME.
+    #[arg(long)]
+    pub no_acme: bool,
+}
+
+impl HttpsArgs {
+    fn acme(&self) -> Option<silver_node::certs::AcmeSettings> {
+        (self.https.is_some() && !self.no_acme).then(|| silver_node::certs::AcmeSettings {
+            config: silver_acme::AcmeConfig {
+                directory: self.acme_directory.clone(),
+                ca_root: self.acme_ca_root.clone(),
+                email: self.acme_email.clone(),
+            },
+            first: silver_acme::Challenge::parse(&self.acme_challenge)
+                .expect("clap allows only the two"),
+            retry_base: Duration::from_secs(self.acme_retry.max(1)),
+        })
+    }
 }
 
 /// The servers the node's services live on; shared with `silver serve`, which provisions the
@@ -262,6 +308,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.tls = args.tls_cert.zip(args.tls_key);
     config.tls_listen = args.tls_listen;
     config.front = args.http;
+    config.https = args.https.https;
+    config.acme = args.https.acme();
     config.runtime = args.runtime.resolve()?;
     say_app_users(&config.runtime.users);
     say_missing_runners();
@@ -274,8 +322,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let remote = bound
                 .remote
                 .map_or(String::new(), |r| format!("\nhttps://{r}"));
+            let https = bound
+                .https
+                .map_or(String::new(), |h| format!("\nhttps://{h}"));
             let addresses = format!(
-                "{scheme}://{}\nhttp://{}{remote}\n",
+                "{scheme}://{}\nhttp://{}{https}{remote}\n",
                 bound.control, bound.front
             );
             // Pre-formatted, so one write(2); a reader that has gone away is no reason to stop.
@@ -295,6 +346,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             crate::ui::status("Serving", format!("apps on http://{}", bound.front));
+            if let Some(https) = bound.https {
+                crate::ui::status("Serving", format!("apps on https://{https}"));
+            }
         }))
         .with_context(|| format!("the agent over `{}` stopped", args.root.display()))
 }

@@ -5,6 +5,7 @@ mod agent;
 mod backup;
 #[cfg(feature = "bake")]
 mod bake;
+mod certs;
 mod checkpoints;
 mod clear;
 pub mod common;
@@ -74,6 +75,7 @@ pub enum Command {
     Sign(sign::Args),
     Promote(promote::Args),
     Trust(trust::Args),
+    Certs(certs::Args),
     Fleet(fleet::Args),
     /// Check every byte of an artifact; exit 0 only if it is complete, valid (and the id given).
     Verify(verify::Args),
@@ -158,6 +160,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => done(sign::run(args)),
         Command::Promote(args) => done(promote::run(args)),
         Command::Trust(args) => done(trust::run(args)),
+        Command::Certs(args) => done(certs::run(args)),
         Command::Verify(args) => done(verify::run(args)),
         Command::Unpack(args) => done(unpack::run(args)),
         #[cfg(feature = "node")]

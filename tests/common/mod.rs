@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+pub mod pebble;
 pub mod registry;
 pub mod servers;
 
@@ -157,8 +158,12 @@ pub struct Agent {
     pub url: String,
     /// The front door, where the apps answer.
     pub front: String,
+    /// The front door's HTTPS listener (`https://127.0.0.1:PORT`), with `--https`.
+    pub https: Option<String>,
     pub root: PathBuf,
     pub token: String,
+    /// The flags it was started with, after `--root`, `--listen` and `--http`.
+    pub args: Vec<String>,
 }
 
 impl Agent {
@@ -192,6 +197,11 @@ impl Agent {
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
         stdout.read_line(&mut front).unwrap();
+        let https = extra.contains(&"--https").then(|| {
+            let mut https = String::new();
+            stdout.read_line(&mut https).unwrap();
+            https.trim().to_string()
+        });
         assert!(
             line.starts_with("http://127.0.0.1:") || line.starts_with("https://127.0.0.1:"),
             "agent said {line:?}"
@@ -204,6 +214,8 @@ impl Agent {
             child,
             url: line.trim().to_string(),
             front: front.trim().to_string(),
+            https,
+            args: extra.iter().map(|s| s.to_string()).collect(),
             root: root.to_path_buf(),
             token,
         }

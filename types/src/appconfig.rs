@@ -53,6 +53,37 @@ pub struct AppConfig {
     /// `max_memory` (MiB, default 512): a worker that grows past it is replaced after the
     /// request it is serving.
     pub max_memory_mb: u64,
+    /// `https`: what plain HTTP gets once the host has a certificate (default `redirect`).
+    pub https: HttpsPolicy,
+    /// `hsts` (seconds): sent as `Strict-Transport-Security: max-age=N` over HTTPS only.
+    pub hsts_max_age_secs: Option<u64>,
+}
+
+/// What a request over plain HTTP gets, for an app whose host the front door has a
+/// certificate for (without one, HTTP is served as it is: there is nowhere to send it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpsPolicy {
+    /// A permanent redirect (308, which keeps the method and body) to the same URL over HTTPS.
+    #[default]
+    Redirect,
+    /// Refused with a 403 that says to use HTTPS: a client that sent a credential over plain
+    /// HTTP learns at once, instead of being redirected after the credential has crossed the
+    /// network in the clear.
+    Only,
+    /// Served over both, as they are.
+    Both,
+}
+
+impl HttpsPolicy {
+    pub fn parse(given: &str) -> Option<HttpsPolicy> {
+        match given {
+            "redirect" => Some(HttpsPolicy::Redirect),
+            "only" => Some(HttpsPolicy::Only),
+            "both" => Some(HttpsPolicy::Both),
+            _ => None,
+        }
+    }
 }
 
 impl AppConfig {
@@ -133,6 +164,23 @@ impl AppConfig {
         let (health_check, health_below, health_timeout_secs) = health(ini)?;
         let request_timeout_secs = whole_number(ini, "request_timeout", 30, 1..=3600, "seconds")?;
         let max_memory_mb = whole_number(ini, "max_memory", 512, 16..=1 << 20, "MiB")?;
+        let https = match get("https") {
+            Some(v) => HttpsPolicy::parse(&v.value).ok_or_else(|| {
+                err(
+                    v.line,
+                    IniProblem::value(
+                        "https",
+                        &v.value,
+                        Rule::Fixed("must be `redirect`, `only` or `both`"),
+                    ),
+                )
+            })?,
+            None => HttpsPolicy::default(),
+        };
+        let hsts_max_age_secs = match get("hsts") {
+            Some(_) => Some(whole_number(ini, "hsts", 0, 0..=63_072_000, "seconds")?),
+            None => None,
+        };
         Ok(AppConfig {
             runner,
             platform,
@@ -148,6 +196,8 @@ impl AppConfig {
             health_timeout_secs,
             request_timeout_secs,
             max_memory_mb,
+            https,
+            hsts_max_age_secs,
         })
     }
 }

@@ -63,6 +63,8 @@ const PRODUCTION_KEYS: &[&str] = &[
     "health_timeout",
     "request_timeout",
     "max_memory",
+    "https",
+    "hsts",
     "requires",
     "python_version",
 ];

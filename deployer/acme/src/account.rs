@@ -61,7 +61,7 @@ pub async fn load_or_create_account(config: &AcmeConfig, dir: &Path) -> Result<A
         .await
         .map_err(|e| Error::acme(&config.directory, "registering an account", e))?;
     let json = serde_json::to_vec(&credentials).expect("credentials serialize");
-    safefs::create_private_dir(dir).map_err(|e| Error::io(dir, e))?;
+    safefs::ensure_private_dir(dir).map_err(|e| Error::io(dir, e))?;
     safefs::write_atomic(&path, &json, safefs::WriteOptions::PRIVATE)
         .map_err(|e| Error::io(&path, e))?;
     tracing::info!(directory = %config.directory, account = account.id(), "ACME account registered");

@@ -218,6 +218,27 @@ impl Node {
         self.post("/v1/trust", rotation).await
     }
 
+    /// The front door's certificates, and why a host has none.
+    pub async fn certs(&self) -> Result<CertsView, Error> {
+        let req = self.authed(self.http.get(self.endpoint("/v1/certs")));
+        self.call(req).await
+    }
+
+    /// Adds the operator's certificate for a host or wildcard.
+    pub async fn add_cert(&self, upload: &CertUpload) -> Result<CertsView, Error> {
+        self.post("/v1/certs", upload).await
+    }
+
+    /// Removes a host's certificate (the operator's, else ACME's).
+    pub async fn remove_cert(&self, host: &str) -> Result<CertsView, Error> {
+        let host = percent_encoding::utf8_percent_encode(host, percent_encoding::NON_ALPHANUMERIC);
+        let req = self.authed(
+            self.http
+                .delete(self.endpoint(&format!("/v1/certs/{host}"))),
+        );
+        self.call(req).await
+    }
+
     pub async fn gc(&self, keep: usize) -> Result<GcReport, Error> {
         self.post("/v1/gc", &GcRequest { keep }).await
     }

@@ -224,6 +224,16 @@ pub enum Error {
     },
     #[error("this node has no trust policy")]
     NoTrustPolicy,
+    #[error(transparent)]
+    Acme(#[from] silver_acme::Error),
+    #[error("the certificate is for {}, not {host}", if names.is_empty() { "no host name".to_string() } else { names.join(", ") })]
+    CertNotFor { host: String, names: Vec<String> },
+    #[error("the certificate for {host} expired")]
+    CertExpired { host: String },
+    #[error(transparent)]
+    CertKey(#[from] silver_runtime::tls::BadCert),
+    #[error("this node has no certificate for {host}")]
+    NoCert { host: String },
     #[error("no pack of {reference} holds {missing} of the files its manifest names")]
     PullIncomplete { reference: String, missing: usize },
 }
@@ -306,6 +316,11 @@ impl Error {
             // The registry, not the node, failed or served bad bytes: a gateway's error.
             Registry(_) | PullIncomplete { .. } => StatusCode::BAD_GATEWAY,
             NoArtifactHeader => StatusCode::BAD_REQUEST,
+            Acme(silver_acme::Error::BadHost { .. } | silver_acme::Error::BadCert { .. })
+            | CertNotFor { .. }
+            | CertExpired { .. }
+            | CertKey(_) => StatusCode::BAD_REQUEST,
+            NoCert { .. } => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -375,6 +390,10 @@ impl Error {
             ),
             Error::Registry(e) => return silver_types::Hint::hint(e),
             Error::Trust(e) => return silver_types::Hint::hint(e),
+            Error::Acme(e) => return silver_types::Hint::hint(e),
+            Error::CertNotFor { .. } => "give the certificate issued for that host (or a wildcard one label up)".into(),
+            Error::CertKey(_) => "give the key the certificate was issued for, as PEM".into(),
+            Error::NoCert { .. } => "`silver certs` lists the certificates this node has".into(),
             Error::PolicyWritable { path, .. } => format!("chmod 644 {}", path.display()),
             Error::NoTrustPolicy => "install the first policy on the node itself, as <root>/trust.toml (README: \"Signed build and promotion records\")".into(),
             _ => return None,

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod agent;
+pub mod certs;
 mod error;
 pub mod store;
 pub mod tls;

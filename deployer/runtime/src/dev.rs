@@ -45,7 +45,7 @@ pub async fn serve(config: ServeConfig, events: impl Fn(Event) + Send + Sync) ->
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(&config.app_dir, e))?;
-    let front = crate::router::front(runtime.routes().clone());
+    let front = crate::router::front(runtime.routes().clone(), None);
     let server = tokio::spawn(crate::front_door::serve(
         listener,
         front,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -33,14 +33,97 @@ impl Default for FrontConfig {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish
-/// (the caller bounds that wait). Never returns an error: a failed accept is logged and retried.
+/// Serves `router` on `listener` over plain HTTP/1.1 until `shutdown` resolves, then lets
+/// requests in flight finish (the caller bounds that wait). Never returns an error: a failed
+/// accept is logged and retried.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: FrontConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    accept_loop(listener, &config, shutdown, |tcp, addr, stop| {
+        let service = service(&router, addr, Scheme::Http);
+        let builder = builder(&config, Protocol::Http1);
+        async move { drive(builder, TokioIo::new(tcp), service, addr, stop).await }
+    })
+    .await
+}
+
+/// As [`serve`], over TLS: the certificate by SNI from `certs`, then HTTP/2 or HTTP/1.1 as
+/// ALPN chose. A handshake for a TLS-ALPN-01 validation ends there: the CA has seen what it
+/// came for.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    config: FrontConfig,
+    certs: Arc<crate::tls::Certs>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config());
+    accept_loop(listener, &config, shutdown, |tcp, addr, stop| {
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let config = config.clone();
+        async move {
+            // The handshake shares the header deadline: a client that opens a connection and
+            // sends nothing holds it no longer than one that sends half a request.
+            let tls = match tokio::time::timeout(config.header_timeout, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %addr, error = %e, "front door: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %addr, "front door: TLS handshake timed out");
+                    return;
+                }
+            };
+            let protocol = match tls.get_ref().1.alpn_protocol() {
+                Some(crate::tls::ACME_TLS_ALPN) => return,
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            let service = service(&router, addr, Scheme::Https);
+            drive(
+                builder(&config, protocol),
+                TokioIo::new(tls),
+                service,
+                addr,
+                stop,
+            )
+            .await
+        }
+    })
+    .await
+}
+
+/// The scheme a request arrived over, as an extension the router reads: it decides the
+/// forwarded `X-Forwarded-Proto`, and whether an app's HTTPS policy redirects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+#[derive(Clone, Copy)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Accepts connections until `shutdown`, holds each client address to its share of them, and
+/// hands each to `connection` in a task of its own; then tells those tasks to finish and waits.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    config: &FrontConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    connection: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr, tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tracker = tokio_util::task::TaskTracker::new();
     let counts = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
@@ -66,24 +149,10 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let connection = http1(&config)
-            .serve_connection(TokioIo::new(tcp), service(&router, addr))
-            .with_upgrades();
-        let mut stop = stop_rx.clone();
+        let served = connection(tcp, addr, stop_rx.clone());
         tracker.spawn(async move {
             let _slot = slot;
-            let mut connection = std::pin::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = async { let _ = stop.wait_for(|stop| *stop).await; } => {
-                    // Finishes the request in flight, then closes instead of keeping alive.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(client = %addr, error = %e, "front door: connection ended");
-            }
+            served.await
         });
     }
     let _ = stop_tx.send(true);
@@ -91,14 +160,60 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// Serves one connection; when the agent stops, finishes the request in flight, then closes
+/// instead of keeping alive.
+async fn drive<I, S>(
+    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    addr: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        _ = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(client = %addr, error = %e, "front door: connection ended");
+    }
+}
+
 /// HTTP/1.1 with a deadline for the headers: a client that sends them byte by byte, or never
-/// finishes them, is cut off instead of holding a connection open for ever (slowloris).
-fn http1(config: &FrontConfig) -> hyper::server::conn::http1::Builder {
-    let mut builder = hyper::server::conn::http1::Builder::new();
+/// finishes them, is cut off instead of holding a connection open for ever (slowloris). HTTP/2
+/// only where ALPN chose it.
+fn builder(
+    config: &FrontConfig,
+    protocol: Protocol,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
         .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     builder
 }
 
@@ -106,6 +221,7 @@ fn http1(config: &FrontConfig) -> hyper::server::conn::http1::Builder {
 fn service(
     router: &Router,
     addr: SocketAddr,
+    scheme: Scheme,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -115,6 +231,7 @@ fn service(
     let router = router.clone();
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(addr));
+        request.extensions_mut().insert(scheme);
         router.clone().oneshot(request.map(axum::body::Body::new))
     })
 }

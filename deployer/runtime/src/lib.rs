@@ -22,6 +22,7 @@ pub mod restore;
 pub mod router;
 pub mod services;
 pub mod supervise;
+pub mod tls;
 pub mod users;
 mod writable;
 

@@ -26,6 +26,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use silver_types::appconfig::Location;
 use tower::ServiceExt;
 
+use crate::front_door::Scheme;
+
 /// A web process the router sends requests to; counts the requests it is serving so the old
 /// release can be drained before it stops.
 #[derive(Debug)]
@@ -192,6 +194,10 @@ pub struct AppRoute {
     /// `service.writable_root`: served before the app is asked, `ROOT/HOST/path` for that
     /// host, else `ROOT/path`.
     pub writable_root: Option<PathBuf>,
+    /// What plain HTTP gets once the host has a certificate (app.ini's `https`).
+    pub https: silver_types::appconfig::HttpsPolicy,
+    /// `Strict-Transport-Security: max-age=N`, sent over HTTPS only (app.ini's `hsts`).
+    pub hsts_max_age: Option<u64>,
 }
 
 /// The routing table, shared by the front door and the runtime.
@@ -200,6 +206,8 @@ pub struct Routes {
     table: Arc<RwLock<Arc<HashMap<AppName, AppRoute>>>>,
     /// Per app, whether requests that may write go on to it now (`hold_writes`).
     gates: Arc<std::sync::Mutex<HashMap<AppName, Gate>>>,
+    /// Bumped on every change, for whoever follows the table (certificates follow its hosts).
+    version: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Whether an app's writes may go on, and how many are in flight.
@@ -353,6 +361,25 @@ impl Routes {
         Some(Writing(gate.writes))
     }
 
+    /// Every host the table names (exact and `*.suffix`, not the catch-all), with its apps.
+    pub fn hosts(&self) -> std::collections::BTreeMap<String, Vec<AppName>> {
+        let mut hosts = std::collections::BTreeMap::<String, Vec<AppName>>::new();
+        for (app, route) in self.snapshot().iter() {
+            for loc in route.locations.iter().filter(|l| l.host != "*") {
+                let apps = hosts.entry(loc.host.clone()).or_default();
+                if !apps.contains(app) {
+                    apps.push(app.clone());
+                }
+            }
+        }
+        hosts
+    }
+
+    /// Changes as the table does.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
     fn snapshot(&self) -> Arc<HashMap<AppName, AppRoute>> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -362,6 +389,7 @@ impl Routes {
         let mut next = (**guard).clone();
         f(&mut next);
         *guard = Arc::new(next);
+        self.version.send_modify(|v| *v += 1);
     }
 }
 
@@ -402,18 +430,32 @@ fn strip_port(host: &str) -> &str {
 struct Front {
     routes: Routes,
     client: Client<HttpConnector, Body>,
+    tls: Option<TlsFront>,
 }
 
+/// What the router needs of the TLS listener: which hosts have a certificate (an app's HTTPS
+/// policy applies only to those), the HTTP-01 answers, and the port redirects name.
+#[derive(Clone)]
+pub struct TlsFront {
+    pub certs: Arc<crate::tls::Certs>,
+    pub port: u16,
+}
+
+/// Where HTTP-01 validations look (RFC 8555 §8.3).
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
 /// The front door's router: one fallback handler, so every method and path comes here.
-pub fn front(routes: Routes) -> Router {
+pub fn front(routes: Routes, tls: Option<TlsFront>) -> Router {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .build(connector);
-    Router::new()
-        .fallback(handle)
-        .with_state(Front { routes, client })
+    Router::new().fallback(handle).with_state(Front {
+        routes,
+        client,
+        tls,
+    })
 }
 
 const VERSIONED_CACHE: &str = "public, max-age=31536000, immutable";
@@ -426,6 +468,9 @@ pub const STATIC_PREFIX: &str = "/.silver/static/";
 async fn handle(State(front): State<Front>, request: Request) -> Response {
     if let Err(why) = check_host(&request) {
         return page(StatusCode::BAD_REQUEST, "Bad request", why);
+    }
+    if let Some(answer) = acme_answer(front.tls.as_ref(), &request) {
+        return answer;
     }
     if let Some(rest) = request.uri().path().strip_prefix(STATIC_PREFIX) {
         let rest = rest.to_string();
@@ -443,19 +488,45 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
             ),
         );
     };
+    let scheme = scheme(&request);
+    if let Some(refusal) = https_policy(front.tls.as_ref(), &route, scheme, &host, &request) {
+        return refusal;
+    }
+    let hsts = route.hsts_max_age.filter(|_| scheme == Scheme::Https);
+    let mut response = routed(&front, request, &app, route, &host, &path, &prefix).await;
+    if let Some(secs) = hsts {
+        let value = HeaderValue::from_str(&format!("max-age={secs}")).expect("digits");
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, value);
+    }
+    response
+}
+
+/// The request as its app answers it: maintenance page, static file, writable root, or the
+/// app's web process.
+async fn routed(
+    front: &Front,
+    request: Request,
+    app: &AppName,
+    route: AppRoute,
+    host: &str,
+    path: &str,
+    prefix: &str,
+) -> Response {
     if route.maintenance {
         let why = "is down for maintenance. Please try again soon.";
-        return unavailable(&app, "Down for maintenance", why, "120");
+        return unavailable(app, "Down for maintenance", why, "120");
     }
-    let rest = match prefix.as_str() {
-        "/" => path.as_str(),
+    let rest = match prefix {
+        "/" => path,
         p => &path[p.len()..],
     };
     if let Some((dir, file, versioned)) = static_file(&route, rest, request.method()) {
         return serve_static(request, &dir, &file, versioned).await;
     }
     if let Some(root) = route.writable_root.as_deref().filter(|_| is_read(&request)) {
-        let host = strip_port(&host).to_string();
+        let host = strip_port(host).to_string();
         if let Some(resp) = crate::writable::serve(root, &host, rest, request.method()).await {
             return resp;
         }
@@ -464,12 +535,12 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
     let (route, _writing) = if is_safe(&request) {
         (route, None)
     } else {
-        let Some(writing) = front.routes.admit_write(&app).await else {
+        let Some(writing) = front.routes.admit_write(app).await else {
             let why =
                 "is being updated and takes no changes until it is done. Please try again soon.";
-            return unavailable(&app, "Updating", why, "30");
+            return unavailable(app, "Updating", why, "30");
         };
-        match front.routes.resolve(&host, &path) {
+        match front.routes.resolve(host, path) {
             Some((_, route, _)) => (route, Some(writing)),
             None => (route, Some(writing)),
         }
@@ -477,12 +548,18 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
     match route.backend {
         Some(backend) => {
             let deadline = route.request_timeout;
-            proxy(&front.client, request, backend, &host, &prefix, deadline).await
+            let scheme = scheme(&request);
+            let to = Forward {
+                host,
+                prefix,
+                scheme,
+            };
+            proxy(&front.client, request, backend, to, deadline).await
         }
         None => page(
             StatusCode::NOT_FOUND,
             "Not found",
-            &format!("<code>{}</code> has no such file.", escape(&path)),
+            &format!("<code>{}</code> has no such file.", escape(path)),
         ),
     }
 }
@@ -492,7 +569,16 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
 /// router guessing which app is meant.
 fn check_host(request: &Request) -> Result<(), &'static str> {
     let hosts = request.headers().get_all(header::HOST).iter().count();
-    let http11 = request.version() >= axum::http::Version::HTTP_11;
+    let http11 = request.version() == axum::http::Version::HTTP_11;
+    // HTTP/2 names the host in `:authority` (RFC 9113 §8.3.1); a `Host` beside it must agree.
+    if request.version() == axum::http::Version::HTTP_2 {
+        return match (hosts, request.uri().authority()) {
+            (0, Some(_)) => Ok(()),
+            (1, Some(a)) if request.headers()[header::HOST] == a.as_str() => Ok(()),
+            (1, None) => Ok(()),
+            _ => Err("An HTTP/2 request names its host once, in <code>:authority</code> or <code>Host</code>."),
+        };
+    }
     match hosts {
         1 => Ok(()),
         0 if !http11 => Ok(()),
@@ -520,6 +606,63 @@ async fn versioned_static(routes: &Routes, rest: &str, request: Request) -> Resp
             "No release on this node has that static file.",
         ),
     }
+}
+
+/// The HTTP-01 answer for a token while its order is under way; other tokens go on to the
+/// app, which may answer validations of its own.
+fn acme_answer(tls: Option<&TlsFront>, request: &Request) -> Option<Response> {
+    let token = request.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX)?;
+    let key_authorization = tls?.certs.http01(token)?;
+    let mut response = key_authorization.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(response)
+}
+
+fn scheme(request: &Request) -> Scheme {
+    request
+        .extensions()
+        .get::<Scheme>()
+        .copied()
+        .unwrap_or(Scheme::Http)
+}
+
+/// Plain HTTP for a host the front door has a certificate for: redirected or refused as the
+/// app's `https` says. Without a certificate there is nowhere to send it, so it is served.
+fn https_policy(
+    tls: Option<&TlsFront>,
+    route: &AppRoute,
+    scheme: Scheme,
+    host: &str,
+    request: &Request,
+) -> Option<Response> {
+    use silver_types::appconfig::HttpsPolicy;
+    let tls = tls?;
+    let bare = strip_port(host);
+    if scheme == Scheme::Https || route.https == HttpsPolicy::Both || !tls.certs.serves(bare) {
+        return None;
+    }
+    if route.https == HttpsPolicy::Only {
+        return Some(page(
+            StatusCode::FORBIDDEN,
+            "HTTPS only",
+            &format!(
+                "<code>{}</code> is served over HTTPS only: use <code>https://</code>.",
+                escape(bare)
+            ),
+        ));
+    }
+    let authority = match tls.port {
+        443 => bare.to_string(),
+        port => format!("{bare}:{port}"),
+    };
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::from_str(&format!("https://{authority}{path}")).ok()?;
+    let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
+    response.headers_mut().insert(header::LOCATION, location);
+    Some(response)
 }
 
 fn request_host(request: &Request) -> String {
@@ -621,16 +764,24 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Sends the request to the backend and counts its answer (status, time to headers).
+/// How the request reached the front door, as the app is told.
+#[derive(Clone, Copy)]
+struct Forward<'a> {
+    /// As the client named it, port included.
+    host: &'a str,
+    prefix: &'a str,
+    scheme: Scheme,
+}
+
 async fn proxy(
     client: &Client<HttpConnector, Body>,
     request: Request,
     backend: Arc<Backend>,
-    host: &str,
-    prefix: &str,
+    to: Forward<'_>,
     deadline: Option<std::time::Duration>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let response = answer(client, request, backend.clone(), host, prefix, deadline).await;
+    let response = answer(client, request, backend.clone(), to, deadline).await;
     backend.record(response.status(), started.elapsed());
     response
 }
@@ -639,8 +790,7 @@ async fn answer(
     client: &Client<HttpConnector, Body>,
     mut request: Request,
     backend: Arc<Backend>,
-    host: &str,
-    prefix: &str,
+    to: Forward<'_>,
     deadline: Option<std::time::Duration>,
 ) -> Response {
     let guard = backend.enter();
@@ -684,13 +834,7 @@ async fn answer(
         inner: body,
         malformed: malformed.clone(),
     });
-    forward_headers(
-        &mut parts.headers,
-        client_addr.as_deref(),
-        host,
-        prefix,
-        upgrade,
-    );
+    forward_headers(&mut parts.headers, client_addr.as_deref(), to, upgrade);
     let (method, path) = (parts.method.clone(), path_and_query.clone());
     let started = std::time::Instant::now();
     let sent = client.request(Request::from_parts(parts, body));
@@ -827,14 +971,14 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
-fn forward_headers(
-    headers: &mut HeaderMap,
-    client: Option<&str>,
-    host: &str,
-    prefix: &str,
-    upgrade: bool,
-) {
+fn forward_headers(headers: &mut HeaderMap, client: Option<&str>, to: Forward<'_>, upgrade: bool) {
     strip_hop_by_hop(headers, upgrade);
+    // HTTP/2 names the host in `:authority`, and the app speaks HTTP/1.1, which needs `Host`.
+    if !headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(to.host) {
+            headers.insert(header::HOST, v);
+        }
+    }
     // Only the router may say who the client is, how it came and under which prefix the app
     // sits: a client's own `Forwarded`, `X-Forwarded-*`, `X-Real-IP` or `X-Silver-*` would let it
     // pose as another address (past an app's IP allow-list) or move the app's URLs.
@@ -856,12 +1000,16 @@ fn forward_headers(
         headers.insert("x-forwarded-for", v.clone());
         headers.insert("x-real-ip", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(host) {
+    let proto = match to.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Ok(v) = HeaderValue::from_str(to.host) {
         headers.insert("x-forwarded-host", v);
     }
-    if prefix != "/" {
-        if let Ok(v) = HeaderValue::from_str(prefix) {
+    if to.prefix != "/" {
+        if let Ok(v) = HeaderValue::from_str(to.prefix) {
             headers.insert("x-forwarded-prefix", v.clone());
             headers.insert("x-silver-script-name", v);
         }

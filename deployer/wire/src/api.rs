@@ -539,6 +539,55 @@ pub struct TrustRotation {
     pub who: String,
 }
 
+/// The front door's certificates: one entry per host the node's locations name, and per
+/// certificate the operator added.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertsView {
+    /// Where HTTPS is served, if it is.
+    pub https: Option<String>,
+    /// The ACME directory certificates come from; None when ACME is off.
+    pub acme_directory: Option<String>,
+    pub hosts: Vec<CertView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertView {
+    pub host: String,
+    /// Apps with a location at this host.
+    pub apps: Vec<String>,
+    /// `acme` or `operator`; None while there is no certificate.
+    pub source: Option<String>,
+    pub names: Vec<String>,
+    pub not_after_unix: Option<u64>,
+    /// When ACME renews it.
+    pub renew_at_unix: Option<u64>,
+    /// The challenge that last worked (or is tried next).
+    pub challenge: Option<String>,
+    /// Why there is no certificate, or why the last renewal failed.
+    pub error: Option<String>,
+    pub hint: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    pub next_attempt_unix: Option<u64>,
+}
+
+/// `silver certs add`: a certificate chain and its key, both PEM, for a host or a wildcard.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CertUpload {
+    pub host: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: never in a log line.
+        f.debug_struct("CertUpload")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GcRequest {
     /// Releases to keep per app besides the current, previous and pinned ones.

@@ -7,6 +7,7 @@
 //! blocking threads.
 
 mod activate;
+mod certs;
 mod data;
 pub mod extract;
 mod fleet;
@@ -68,6 +69,10 @@ pub struct AgentConfig {
     pub insecure_registries: Vec<String>,
     /// Start only this app's current release at start-up (`silver up`), not every app's.
     pub only: Option<AppName>,
+    /// Where the front door serves HTTPS, if it does.
+    pub https: Option<SocketAddr>,
+    /// Certificates from ACME for the hosts the locations name; None: the operator's only.
+    pub acme: Option<crate::certs::AcmeSettings>,
     pub runtime: RuntimeConfig,
 }
 
@@ -87,6 +92,8 @@ impl AgentConfig {
             tls_listen: None,
             front: SocketAddr::from(([127, 0, 0, 1], 8080)),
             only: None,
+            https: None,
+            acme: None,
             insecure_registries: Vec::new(),
             runtime: RuntimeConfig::default(),
         }
@@ -104,11 +111,19 @@ pub struct AgentState {
     reservations: upload::Reservations,
     /// Fleet deploys under way, by app.
     fleet: fleet::Slots,
+    /// The front door's certificates.
+    pub certs: Arc<crate::certs::Certificates>,
 }
 
 impl AgentState {
     pub fn new(store: Store, token: &str, config: AgentConfig) -> AgentState {
+        let certs = crate::certs::Certificates::load(
+            store.layout().clone(),
+            config.acme.clone(),
+            config.https,
+        );
         AgentState {
+            certs: Arc::new(certs),
             store,
             runtime: Runtime::new(config.runtime.clone(), Routes::default()),
             token: Arc::new(blake3::hash(token.as_bytes())),
@@ -129,6 +144,8 @@ pub struct Bound {
     /// The TLS-only control listener, when there is one.
     pub remote: Option<SocketAddr>,
     pub front: SocketAddr,
+    /// The front door's HTTPS listener, when there is one.
+    pub https: Option<SocketAddr>,
 }
 
 /// The router. Health is open; everything else checks the credential first.
@@ -159,6 +176,8 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
         .route("/v1/trust", get(trust::show).post(trust::rotate))
+        .route("/v1/certs", get(certs::show).post(certs::add))
+        .route("/v1/certs/{host}", axum::routing::delete(certs::remove))
         .route("/v1/apps/{app}/checkpoints", get(data::checkpoints))
         .route(
             "/v1/apps/{app}/config",
@@ -221,19 +240,36 @@ pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result
             doing: "undoing unconfirmed fleet deploys",
             source,
         })?;
+    config.https = bound.https;
     let state = AgentState::new(store, &token, config.clone());
     let _ = state.front.set(bound.front);
     ready(bound);
     tokio::spawn(activate::restore(state.clone()));
     let runtime = state.runtime.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let front = silver_runtime::router::front(runtime.routes().clone());
+    let tls = bound.https.map(|addr| silver_runtime::router::TlsFront {
+        certs: state.certs.live.clone(),
+        port: addr.port(),
+    });
+    let front = silver_runtime::router::front(runtime.routes().clone(), tls);
     let front_task = tokio::spawn(silver_runtime::front_door::serve(
         listeners.front,
-        front,
+        front.clone(),
         config.runtime.front.clone(),
-        stopped(stop_rx),
+        stopped(stop_rx.clone()),
     ));
+    let https_task = listeners.https.map(|listener| {
+        let acme = state.certs.clone().run_acme(runtime.routes().clone());
+        let acme = tokio::spawn(acme);
+        let served = tokio::spawn(silver_runtime::front_door::serve_tls(
+            listener,
+            front,
+            config.runtime.front.clone(),
+            state.certs.live.clone(),
+            stopped(stop_rx),
+        ));
+        (served, acme)
+    });
     let router = app(state);
     let remote_task = listeners.remote.zip(remote_tls).map(|(tcp, acceptor)| {
         let listener = crate::tls::TlsListener { tcp, acceptor };
@@ -266,6 +302,10 @@ pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result
     }
     // In-flight requests get the drain grace; open keep-alive connections do not hold us up.
     let _ = tokio::time::timeout(config.runtime.drain_grace, front_task).await;
+    if let Some((served, acme)) = https_task {
+        acme.abort();
+        let _ = tokio::time::timeout(config.runtime.drain_grace, served).await;
+    }
     runtime.shutdown().await;
     served.map_err(|e| Error::io(&config.root, e))
 }
@@ -300,6 +340,7 @@ struct Listeners {
     control: tokio::net::TcpListener,
     remote: Option<tokio::net::TcpListener>,
     front: tokio::net::TcpListener,
+    https: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -316,6 +357,10 @@ impl Listeners {
                 None => None,
             },
             front: bind(config.front).await?,
+            https: match config.https {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
         })
     }
 
@@ -327,6 +372,7 @@ impl Listeners {
             tls,
             remote: self.remote.as_ref().map(local).transpose()?,
             front: local(&self.front)?,
+            https: self.https.as_ref().map(local).transpose()?,
         })
     }
 }

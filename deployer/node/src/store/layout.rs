@@ -72,6 +72,11 @@ impl Layout {
         self.root.join("registry/parts")
     }
 
+    /// The front door's certificates and ACME's state (0700; every file in it 0600).
+    pub fn tls(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
     pub fn apps(&self) -> PathBuf {
         self.root.join("apps")
     }

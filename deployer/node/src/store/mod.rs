@@ -27,6 +27,7 @@ use crate::error::Error;
 
 mod app_dir;
 mod artifacts;
+pub mod certs;
 mod fsck;
 mod gc;
 mod layout;

@@ -34,6 +34,8 @@ pub fn route(
             .iter()
             .any(|(kind, _)| *kind == ServiceKind::WritableRoot)
             .then(|| c.paths.writable_root()),
+        https: c.config.https,
+        hsts_max_age: c.config.hsts_max_age_secs,
     }
 }
 

@@ -1,0 +1,64 @@
+//! `GET /v1/certs`, `POST /v1/certs` and `DELETE /v1/certs/{host}`: the front door's
+//! certificates, and the operator's own (wildcards, internal CAs).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use silver_acme::{Cert, CertHost};
+
+use super::extract::JsonBody;
+use super::{AgentState, ApiErr};
+use crate::error::Error;
+use silver_wire::api::*;
+
+pub(super) async fn show(State(state): State<AgentState>) -> Json<CertsView> {
+    Json(state.certs.view(state.runtime.routes()))
+}
+
+pub(super) async fn add(
+    State(state): State<AgentState>,
+    JsonBody(req): JsonBody<CertUpload>,
+) -> Result<Json<CertsView>, ApiErr> {
+    let host = CertHost::parse(&req.host).map_err(Error::from)?;
+    let cert = Cert::parse(host.as_str(), &req.chain_pem, &req.key_pem).map_err(Error::from)?;
+    // Caught here, not at the first handshake of a visitor: a key for another certificate, a
+    // certificate for another host, one already expired.
+    silver_runtime::tls::certified_key(host.as_str(), &req.chain_pem, &req.key_pem)
+        .map_err(Error::from)?;
+    let fits = cert.names.iter().any(|n| n == host.as_str())
+        || (!host.is_wildcard() && cert.covers(host.as_str()));
+    if !fits {
+        return Err(Error::CertNotFor {
+            host: host.to_string(),
+            names: cert.names.clone(),
+        }
+        .into());
+    }
+    if cert.not_after <= std::time::SystemTime::now() {
+        return Err(Error::CertExpired {
+            host: host.to_string(),
+        }
+        .into());
+    }
+    let certs = state.certs.clone();
+    let added = host.clone();
+    super::blocking(move || certs.add(&added, cert)).await?;
+    tracing::info!(%host, "operator certificate added");
+    Ok(Json(state.certs.view(state.runtime.routes())))
+}
+
+pub(super) async fn remove(
+    State(state): State<AgentState>,
+    Path(host): Path<String>,
+) -> Result<Json<CertsView>, ApiErr> {
+    let host = CertHost::parse(&host).map_err(Error::from)?;
+    let certs = state.certs.clone();
+    let gone = host.clone();
+    if !super::blocking(move || certs.remove(&gone)).await? {
+        return Err(Error::NoCert {
+            host: host.to_string(),
+        }
+        .into());
+    }
+    tracing::info!(%host, "certificate removed");
+    Ok(Json(state.certs.view(state.runtime.routes())))
+}

@@ -1,0 +1,440 @@
+//! HTTPS at the front door against Debian's Pebble (a test ACME CA) on loopback: issuance over
+//! HTTP-01 and TLS-ALPN-01, HTTP/1.1 and HTTP/2, the redirect, renewal under load, a restart
+//! that keeps its certificates, a CA that goes away, and the operator's own certificates.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::pebble::{self, Pebble, PebbleConfig};
+use common::registry::free_port;
+use common::*;
+use serde_json::Value;
+
+/// A node serving HTTPS with ACME from a Pebble that is not started yet (its ports are the
+/// node's), and the ECHO app deployed at `host`.
+struct Setup {
+    agent: Agent,
+    pebble_dir: PathBuf,
+    listen: u16,
+}
+
+fn node(tmp: &Path, host: &str, extra: &[&str]) -> Setup {
+    let pebble_dir = tmp.join("pebble");
+    let listen = free_port();
+    let ca = pebble::listener_certs(&pebble_dir);
+    let directory = pebble::directory(listen);
+    let mut args = vec![
+        "--https",
+        "127.0.0.1:0",
+        "--acme-directory",
+        &directory,
+        "--acme-ca-root",
+        ca.to_str().unwrap(),
+        "--acme-retry",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(&tmp.join("node"), &args);
+    let dir = tmp.join("echo");
+    wsgi_app(&dir, "echo", "hsts = 600\n", ECHO_APP);
+    agent.deployed(&tmp.join("cache"), &dir, &["--location", host]);
+    Setup {
+        agent,
+        pebble_dir,
+        listen,
+    }
+}
+
+impl Setup {
+    fn pebble(&self, validity_secs: u64) -> Pebble {
+        Pebble::start(
+            &self.pebble_dir,
+            &PebbleConfig {
+                listen: self.listen,
+                http_port: port(&self.agent.front),
+                tls_port: port(self.agent.https.as_deref().unwrap()),
+                validity_secs,
+            },
+        )
+    }
+}
+
+fn port(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn certs(agent: &Agent) -> Value {
+    let out = agent.silver().args(["certs", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn entry(agent: &Agent, host: &str) -> Value {
+    certs(agent)["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until `host` has a certificate from ACME other than `not`; returns its expiry.
+fn issued(agent: &Agent, host: &str, not: Option<u64>) -> u64 {
+    eventually(Duration::from_secs(90), "a certificate from Pebble", || {
+        let e = entry(agent, host);
+        match e["not_after_unix"].as_u64() {
+            Some(end) if e["source"] == "acme" && Some(end) != not => Ok(end),
+            _ => Err(e.to_string()),
+        }
+    })
+}
+
+/// `curl` against the node's HTTPS for `host`, trusting `root`: (http version, status, body,
+/// the served certificate's serial).
+fn https_get(
+    agent: &Agent,
+    host: &str,
+    path: &str,
+    root: &Path,
+    extra: &[&str],
+) -> Result<(String, String, String), String> {
+    get_over(agent.https.as_deref().unwrap(), host, path, root, extra)
+}
+
+/// As `https_get`, to an HTTPS listener by its URL (for threads that do not hold the agent).
+fn get_over(
+    https: &str,
+    host: &str,
+    path: &str,
+    root: &Path,
+    extra: &[&str],
+) -> Result<(String, String, String), String> {
+    let p = port(https);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(root)
+        .args(["--resolve", &format!("{host}:{p}:127.0.0.1")])
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .args(extra)
+        .arg(format!("https://{host}:{p}{path}"))
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, last) = text.rsplit_once('\n').unwrap();
+    let (version, status) = last.split_once(' ').unwrap();
+    Ok((version.into(), status.into(), body.into()))
+}
+
+/// The serial of the certificate the node serves for `host` now, as openssl sees it.
+fn served_serial(agent: &Agent, host: &str) -> String {
+    let addr = agent
+        .https
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("https://")
+        .to_string();
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &addr, "-servername", host])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pem = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut pem).unwrap();
+    let _ = child.wait();
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(x509.stdin.as_mut().unwrap(), pem.as_bytes()).unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+#[ignore = "system tier (pebble, gunicorn, curl): cargo test -- --include-ignored"]
+fn http01_issues_a_certificate_served_over_h1_and_h2_with_a_redirect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = node(tmp.path(), "app.test", &[]);
+    let pebble = setup.pebble(3600);
+    let agent = &setup.agent;
+    issued(agent, "app.test", None);
+    let e = entry(agent, "app.test");
+    assert_eq!(e["challenge"], "http-01", "{e}");
+    assert_eq!(e["apps"], serde_json::json!(["echo"]));
+    let root = pebble.issuing_root();
+    let (version, status, body) =
+        https_get(agent, "app.test", "/headers", &root, &["--http1.1"]).unwrap();
+    assert_eq!((version.as_str(), status.as_str()), ("1.1", "200"));
+    let headers: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(headers["HTTP_X_FORWARDED_PROTO"], "https", "{headers}");
+    let (version, status, body) =
+        https_get(agent, "app.test", "/headers", &root, &["--http2"]).unwrap();
+    assert_eq!((version.as_str(), status.as_str()), ("2", "200"), "{body}");
+    let headers: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        headers["HTTP_HOST"],
+        format!("app.test:{}", port(agent.https.as_deref().unwrap()))
+    );
+    // HSTS over HTTPS only.
+    let (_, _, head) = https_get(agent, "app.test", "/", &root, &["-I"]).unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=600"),
+        "{head}"
+    );
+    // Plain HTTP for a host with a certificate: a permanent redirect that keeps path and query.
+    let front = port(&agent.front);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .args(["--resolve", &format!("app.test:{front}:127.0.0.1")])
+        .arg(format!("http://app.test:{front}/a/b?c=d"))
+        .output()
+        .unwrap();
+    let https = port(agent.https.as_deref().unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("308 https://app.test:{https}/a/b?c=d")
+    );
+    // Keys and the account are the agent's alone.
+    let tls = agent.root.join("tls");
+    assert_eq!(mode(&tls), 0o700);
+    assert_eq!(mode(&tls.join("acme/app.test.pem")), 0o600);
+    for account in std::fs::read_dir(tls.join("accounts")).unwrap() {
+        assert_eq!(mode(&account.unwrap().path()), 0o600);
+    }
+    // A client that asks for no name gets no certificate (and learns no host name).
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "5"])
+        .arg(format!("https://127.0.0.1:{https}/"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+#[ignore = "system tier (pebble, gunicorn, curl): cargo test -- --include-ignored"]
+fn tls_alpn01_issues_a_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = node(
+        tmp.path(),
+        "alpn.test",
+        &["--acme-challenge", "tls-alpn-01"],
+    );
+    let pebble = setup.pebble(3600);
+    issued(&setup.agent, "alpn.test", None);
+    let e = entry(&setup.agent, "alpn.test");
+    assert_eq!(e["challenge"], "tls-alpn-01", "{e}");
+    let root = pebble.issuing_root();
+    let (_, status, body) = https_get(&setup.agent, "alpn.test", "/", &root, &[]).unwrap();
+    assert_eq!(status, "200", "{body}");
+}
+
+#[test]
+#[ignore = "system tier (pebble, gunicorn, curl, openssl): cargo test -- --include-ignored"]
+fn renews_under_load_keeps_certificates_over_a_restart_and_outlives_its_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut setup = node(tmp.path(), "renew.test", &[]);
+    // 45 s certificates: renewed about 30 s in.
+    let mut pebble = setup.pebble(45);
+    let first = issued(&setup.agent, "renew.test", None);
+    let root = pebble.issuing_root();
+    let serial = served_serial(&setup.agent, "renew.test");
+    // Requests run, each on a new connection, while the certificate is replaced.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let https = setup.agent.https.clone();
+        let root = root.clone();
+        std::thread::spawn(move || {
+            let https = https.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match get_over(&https, "renew.test", "/", &root, &[]) {
+                    Ok((_, s, _)) if s == "200" => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("failed: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    let second = issued(&setup.agent, "renew.test", Some(first));
+    eventually(
+        Duration::from_secs(10),
+        "the new certificate serves",
+        || {
+            let now = served_serial(&setup.agent, "renew.test");
+            (now != serial).then_some(()).ok_or(now)
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during renewal"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 10);
+    // The CA goes away and the agent restarts: the stored certificate serves at once.
+    pebble.stop();
+    let renewed = served_serial(&setup.agent, "renew.test");
+    setup.agent = restart(setup.agent);
+    assert_eq!(served_serial(&setup.agent, "renew.test"), renewed);
+    // Its renewal fails: the error shows, and the old certificate keeps serving.
+    let e = eventually(Duration::from_secs(60), "the failed renewal shows", || {
+        let e = entry(&setup.agent, "renew.test");
+        e["error"].as_str().map(|_| e.clone()).ok_or(e.to_string())
+    });
+    assert!(e["error"].as_str().unwrap().contains("ACME CA"), "{e}");
+    assert_eq!(e["not_after_unix"].as_u64(), Some(second));
+    assert!(e["failures"].as_u64().unwrap() >= 1);
+    let (_, status, _) = https_get(&setup.agent, "renew.test", "/", &root, &[]).unwrap();
+    assert_eq!(status, "200");
+    let out = setup.agent.silver().arg("certs").output().unwrap();
+    assert!(
+        stdout(&out).contains("error: the ACME CA at https://127.0.0.1:"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Stops the agent and starts it again over the same root, with the same flags.
+fn restart(mut agent: Agent) -> Agent {
+    let args: Vec<String> = agent.args.clone();
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    let root = agent.root.clone();
+    drop(agent);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Agent::start(&root, &args)
+}
+
+#[test]
+#[ignore = "system tier (gunicorn, curl): cargo test -- --include-ignored"]
+fn the_operators_wildcard_certificate_serves_and_a_wildcard_without_one_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(
+        &tmp.path().join("node"),
+        &["--https", "127.0.0.1:0", "--no-acme"],
+    );
+    let dir = tmp.path().join("echo");
+    wsgi_app(&dir, "echo", "https = only\n", ECHO_APP);
+    agent.deployed(
+        &tmp.path().join("cache"),
+        &dir,
+        &["--location", "*.wild.test", "--location", "plain.test"],
+    );
+    let e = entry(&agent, "*.wild.test");
+    assert!(e["error"].as_str().unwrap().contains("DNS-01"), "{e}");
+    assert!(
+        e["hint"].as_str().unwrap().contains("silver certs add"),
+        "{e}"
+    );
+    // An internal CA's wildcard certificate.
+    let (ca, cert, key) = internal_ca(tmp.path(), "*.wild.test");
+    let out = agent
+        .silver()
+        .args(["certs", "add", "*.wild.test"])
+        .arg(&cert)
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, status, _) = https_get(&agent, "a.wild.test", "/", &ca, &[]).unwrap();
+    assert_eq!(status, "200");
+    // `https = only`: plain HTTP is refused, not redirected.
+    let front = port(&agent.front);
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--resolve", &format!("b.wild.test:{front}:127.0.0.1")])
+        .arg(format!("http://b.wild.test:{front}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    // Without a certificate for the host, plain HTTP is served as it is.
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--resolve", &format!("plain.test:{front}:127.0.0.1")])
+        .arg(format!("http://plain.test:{front}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // A key that is not the certificate's, and a certificate for another host, are refused.
+    let (_, _, other_key) = internal_ca(&tmp.path().join("other"), "*.wild.test");
+    let out = agent
+        .silver()
+        .args(["certs", "add", "*.wild.test"])
+        .arg(&cert)
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not fit"), "{}", stderr(&out));
+    let out = agent
+        .silver()
+        .args(["certs", "add", "plain.test"])
+        .arg(&cert)
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("not plain.test"), "{}", stderr(&out));
+    // Removed: the wildcard has none again.
+    let out = agent
+        .silver()
+        .args(["certs", "remove", "*.wild.test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(https_get(&agent, "a.wild.test", "/", &ca, &[]).is_err());
+}
+
+/// A CA and a certificate for `name` it signs: (CA cert, cert, key) files.
+fn internal_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "internal CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}
