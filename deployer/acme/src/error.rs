@@ -61,11 +61,12 @@ impl Error {
         }
     }
 
-    /// Whether trying again later may help: the CA or the network, not the input.
-    pub fn is_transient(&self) -> bool {
+    /// Whether the CA could not validate the challenge (or none could be presented): another
+    /// challenge type may get through where this one did not.
+    pub fn failed_validation(&self) -> bool {
         matches!(
             self,
-            Error::Acme { .. } | Error::Invalid { .. } | Error::Answer { .. }
+            Error::Invalid { .. } | Error::NotOffered { .. } | Error::Answer { .. }
         )
     }
 }

@@ -241,7 +241,12 @@ impl Certificates {
                 state.failures += 1;
                 let wait = backoff(settings.retry_base, state.failures);
                 tracing::warn!(challenge = %challenge, failures = state.failures, retry_in_secs = wait.as_secs(), error = %e, "certificate order failed; the old certificate, if any, keeps serving");
-                state.challenge = Some(challenge.other());
+                // The other challenge only when this one failed validation: a CA that cannot
+                // be reached says nothing about which challenge a network lets through.
+                state.challenge = Some(match e.failed_validation() {
+                    true => challenge.other(),
+                    false => challenge,
+                });
                 state.error = Some(e.to_string());
                 state.hint = e.hint();
                 state.next_attempt_unix = Some(unix(SystemTime::now() + wait));

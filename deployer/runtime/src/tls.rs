@@ -61,7 +61,19 @@ impl Certs {
         key_pkcs8: Vec<u8>,
     ) -> Result<(), BadCert> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
-        let key = certified(host, vec![CertificateDer::from(cert_der)], key)?;
+        // Not `certified`: its check parses the certificate as webpki does, which refuses the
+        // critical `acmeIdentifier` extension RFC 8737 requires. The key is our own, just made.
+        let signing = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| BadCert {
+                what: host.to_string(),
+                said: Said::new(&e.to_string(), &[]),
+            })?;
+        let key = Arc::new(CertifiedKey::new(
+            vec![CertificateDer::from(cert_der)],
+            signing,
+        ));
         self.write().alpn.insert(host.to_string(), key);
         Ok(())
     }
