@@ -438,3 +438,104 @@ fn internal_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
     (paths.0, paths.1, paths.2)
 }
+
+#[test]
+#[ignore = "system tier (pebble, gunicorn, curl): cargo test -- --include-ignored"]
+fn a_fleet_of_three_gets_one_certificate_whichever_node_the_ca_reaches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pebble_dir = tmp.path().join("pebble");
+    let listen = free_port();
+    let ca = pebble::listener_certs(&pebble_dir);
+    // Every node's front door on the same port of its own loopback address, as a fleet's
+    // nodes each have port 80.
+    let http_port = free_port();
+    let agents: Vec<Agent> = (2..=4)
+        .map(|i| {
+            let http = format!("127.0.0.{i}:{http_port}");
+            let root = tmp.path().join(format!("node{i}"));
+            let args = ["--http", &http, "--https", "127.0.0.1:0", "--no-acme"];
+            let agent = Agent::start(&root, &args);
+            let dir = tmp.path().join("echo");
+            wsgi_app(&dir, "echo", "", ECHO_APP);
+            agent.deployed(
+                &tmp.path().join(format!("cache{i}")),
+                &dir,
+                &["--location", "fleet.test"],
+            );
+            agent
+        })
+        .collect();
+    let pebble = Pebble::start(
+        &pebble_dir,
+        &PebbleConfig {
+            listen,
+            http_port,
+            tls_port: free_port(),
+            validity_secs: 3600,
+        },
+    );
+    // The CA reaches the middle node only.
+    pebble.resolve("fleet.test", "127.0.0.3");
+    let hosts: Vec<String> = agents
+        .iter()
+        .map(|a| {
+            format!(
+                "{{ url = \"{}\", token_file = \"{}\" }}",
+                a.url,
+                a.root.join("token").display()
+            )
+        })
+        .collect();
+    let inventory = tmp.path().join("fleet.toml");
+    std::fs::write(
+        &inventory,
+        format!("[environments.prod]\nhosts = [{}]\n", hosts.join(", ")),
+    )
+    .unwrap();
+    let out = silver()
+        .args(["fleet", "certs", "--env", "prod", "--json", "--inventory"])
+        .arg(&inventory)
+        .args([
+            "--acme-directory",
+            &pebble::directory(listen),
+            "--acme-ca-root",
+        ])
+        .arg(&ca)
+        .arg("--acme-account-dir")
+        .arg(tmp.path().join("account"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcomes[0]["host"], "fleet.test", "{outcomes}");
+    assert_eq!(outcomes[0]["outcome"], "issued", "{outcomes}");
+    let root = pebble.issuing_root();
+    let mut ends = Vec::new();
+    for agent in &agents {
+        let e = entry(agent, "fleet.test");
+        assert_eq!(e["source"], "fleet", "{e}");
+        ends.push(e["not_after_unix"].as_u64().unwrap());
+        let (_, status, _) = https_get(agent, "fleet.test", "/", &root, &[]).unwrap();
+        assert_eq!(status, "200");
+    }
+    assert!(
+        ends.windows(2).all(|w| w[0] == w[1]),
+        "one certificate: {ends:?}"
+    );
+    // Nothing is due: a second run orders nothing.
+    let out = silver()
+        .args(["fleet", "certs", "--env", "prod", "--json", "--inventory"])
+        .arg(&inventory)
+        .args([
+            "--acme-directory",
+            &pebble::directory(listen),
+            "--acme-ca-root",
+        ])
+        .arg(&ca)
+        .arg("--acme-account-dir")
+        .arg(tmp.path().join("account"))
+        .output()
+        .unwrap();
+    let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcomes[0]["outcome"], "current", "{outcomes}");
+}

@@ -42,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 host: host.clone(),
                 chain_pem: read(&cert)?,
                 key_pem: read(&key)?,
+                fleet: false,
             };
             let view = rt
                 .block_on(client.add_cert(&upload))

@@ -74,6 +74,14 @@ pub enum FleetCommand {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// Order one certificate per host name the fleet's locations name (where a node lacks
+    /// one or has it due), answer the CA from every node, and install it on every node.
+    Certs {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        acme: AcmeArgs,
+    },
     /// Go on with a deploy whose coordinator died: commit where prepared, observe, confirm.
     Resume {
         app: AppName,
@@ -140,6 +148,35 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             );
             let report = runtime.block_on(fleet::fleet_deploy(&nodes, &plan, events()));
             finish(&fleet, &report)
+        }
+        FleetCommand::Certs { fleet, acme } => {
+            let (_, nodes) = connect(&fleet)?;
+            let acme = acme.resolve()?;
+            ui::status(
+                "Certificates",
+                format!(
+                    "for {} host(s) of `{}` from {}",
+                    nodes.len(),
+                    fleet.environment,
+                    acme.config.directory
+                ),
+            );
+            let outcomes = super::node::runtime()?.block_on(
+                silver_client::fleet_certs::fleet_certs(&nodes, &acme, events()),
+            )?;
+            let failed = outcomes.iter().any(|o| o.outcome == "failed");
+            if fleet.json {
+                super::common::print_json(&outcomes)?;
+            } else {
+                for o in &outcomes {
+                    let detail = o.error.as_deref().or(o.serial.as_deref()).unwrap_or("");
+                    crate::out!("{:<32} {:<8} {detail}", o.host, o.outcome);
+                }
+            }
+            Ok(match failed {
+                true => std::process::ExitCode::from(1),
+                false => std::process::ExitCode::SUCCESS,
+            })
         }
         FleetCommand::Status { app, fleet } => {
             let (_, nodes) = connect(&fleet)?;
@@ -416,4 +453,52 @@ fn connect(args: &FleetArgs) -> anyhow::Result<(Environment, Vec<silver_client::
 /// A path in the inventory is relative to the inventory's own directory.
 fn relative_to(inventory: &Path, path: &Path) -> PathBuf {
     inventory.parent().unwrap_or(Path::new(".")).join(path)
+}
+
+/// The CA a fleet's certificates come from, and where the client keeps its account.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AcmeArgs {
+    /// The ACME directory.
+    #[arg(long, env = "SILVER_ACME_DIRECTORY", value_name = "URL", default_value = silver_acme::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// Trust this CA root (PEM) for the directory's own HTTPS (a test CA, like Pebble's).
+    #[arg(long, env = "SILVER_ACME_CA_ROOT", value_name = "FILE")]
+    #[arg(value_parser = super::common::absolute_path)]
+    pub acme_ca_root: Option<PathBuf>,
+    /// The contact address the CA writes to about expiring certificates.
+    #[arg(long, env = "SILVER_ACME_EMAIL", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// Where the ACME account is kept (0600) [default: ~/.config/silver/acme].
+    #[arg(long, env = "SILVER_ACME_ACCOUNT_DIR", value_name = "DIR")]
+    #[arg(value_parser = super::common::absolute_path)]
+    pub acme_account_dir: Option<PathBuf>,
+}
+
+impl AcmeArgs {
+    fn resolve(&self) -> anyhow::Result<silver_client::fleet_certs::FleetAcme> {
+        let account_dir = match &self.acme_account_dir {
+            Some(dir) => dir.clone(),
+            None => config_home()?.join("silver/acme"),
+        };
+        std::fs::create_dir_all(account_dir.parent().unwrap_or(&account_dir))
+            .with_context(|| format!("failed to create `{}`", account_dir.display()))?;
+        Ok(silver_client::fleet_certs::FleetAcme {
+            config: silver_acme::AcmeConfig {
+                directory: self.acme_directory.clone(),
+                ca_root: self.acme_ca_root.clone(),
+                email: self.acme_email.clone(),
+            },
+            account_dir,
+        })
+    }
+}
+
+/// `$XDG_CONFIG_HOME`, else `~/.config`.
+fn config_home() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME")
+        .ok_or_else(|| ui::hinted("HOME is not set", "pass --acme-account-dir DIR"))?;
+    Ok(PathBuf::from(home).join(".config"))
 }

@@ -184,7 +184,11 @@ impl Agent {
         let mut child = std::process::Command::new(bin)
             .args(["agent", "--root"])
             .arg(root)
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(match extra.contains(&"--http") {
+                true => &[][..],
+                false => &["--http", "127.0.0.1:0"][..],
+            })
             .args(extra)
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")

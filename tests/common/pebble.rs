@@ -15,6 +15,8 @@ pub struct Pebble {
     /// The root that signs Pebble's own HTTPS certificate: `--acme-ca-root`.
     pub ca_root: PathBuf,
     management: String,
+    /// pebble-challtestsrv's management API, where DNS answers are changed.
+    dns_management: String,
     dir: PathBuf,
 }
 
@@ -43,7 +45,7 @@ impl Pebble {
         let ca_root = listener_certs(dir);
         assert_eq!(ca_root, listener_ca(dir));
         let listen = config.listen;
-        let (management, dns) = (free_port(), free_port());
+        let (management, dns, dns_management) = (free_port(), free_port(), free_port());
         let pebble_config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
@@ -60,7 +62,7 @@ impl Pebble {
         let dns_server = Command::new("pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .args(["-management", &format!("127.0.0.1:{dns_management}")])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .stdout(log(dir, "challtestsrv.log"))
             .stderr(log(dir, "challtestsrv.log"))
@@ -80,6 +82,7 @@ impl Pebble {
             directory: directory(listen),
             ca_root,
             management: format!("https://127.0.0.1:{management}"),
+            dns_management: format!("http://127.0.0.1:{dns_management}"),
             dir: dir.to_path_buf(),
         };
         super::eventually(Duration::from_secs(20), "pebble answers", || {
@@ -96,6 +99,21 @@ impl Pebble {
         let path = self.dir.join("issuing-root.pem");
         std::fs::write(&path, pem).unwrap();
         path
+    }
+
+    /// Makes `host` resolve to `ip` (every other name resolves to 127.0.0.1).
+    pub fn resolve(&self, host: &str, ip: &str) {
+        let body = serde_json::json!({"host": host, "addresses": [ip]}).to_string();
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "-X", "POST", "-d", &body])
+            .arg(format!("{}/add-a", self.dns_management))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops the CA: what a node sees when Let's Encrypt is down.

@@ -8,6 +8,8 @@ use silver_types::Said;
 pub enum Error {
     #[error("`{given}` {why}")]
     BadHost { given: String, why: &'static str },
+    #[error("`{given}` is not an HTTP-01 token or key authorization (base64url)")]
+    BadToken { given: String },
     #[error("the ACME CA at {directory} failed while {doing}: {said}")]
     Acme {
         directory: String,

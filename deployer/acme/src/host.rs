@@ -48,6 +48,20 @@ impl CertHost {
         self.0.starts_with("*.")
     }
 
+    /// Why no ACME CA issues a certificate for this name over HTTP-01 or TLS-ALPN-01, or None
+    /// if one may.
+    pub fn acme_refusal(&self) -> Option<String> {
+        if self.is_wildcard() {
+            return Some(format!("ACME cannot issue {self}: CAs issue wildcards only over DNS-01, which needs your DNS provider's API, and silver answers HTTP-01 and TLS-ALPN-01"));
+        }
+        let name = self.0.as_str();
+        let local = !name.contains('.')
+            || [".localhost", ".local", ".invalid", ".internal"]
+                .iter()
+                .any(|s| name.ends_with(s));
+        local.then(|| format!("{self} is not a public name: ACME CAs do not issue for it"))
+    }
+
     /// Whether a certificate for this name serves `host` (one label under a wildcard).
     pub fn covers(&self, host: &str) -> bool {
         match self.0.strip_prefix("*.") {
@@ -63,6 +77,29 @@ impl CertHost {
 impl fmt::Display for CertHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// An HTTP-01 token (RFC 8555 §8.3): base64url, so it is one safe path segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http01Token(String);
+
+impl Http01Token {
+    pub fn parse(given: &str) -> Result<Http01Token, Error> {
+        let ok = (16..=256).contains(&given.len())
+            && given
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        match ok {
+            true => Ok(Http01Token(given.to_string())),
+            false => Err(Error::BadToken {
+                given: given.chars().take(64).collect(),
+            }),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -96,6 +133,21 @@ mod tests {
         check("*.*.b", None);
         check("", None);
         check("a.b/c", None);
+    }
+
+    fn refused(host: &str, refused: bool) {
+        let host = CertHost::parse(host).unwrap();
+        assert_eq!(host.acme_refusal().is_some(), refused, "{host}");
+    }
+
+    #[test]
+    fn acme_orders_for_public_names_only() {
+        refused("app.example.com", false);
+        refused("app.test", false);
+        refused("*.example.com", true);
+        refused("localhost", true);
+        refused("app.localhost", true);
+        refused("printer.local", true);
     }
 
     #[test]

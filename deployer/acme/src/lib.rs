@@ -14,6 +14,6 @@ mod order;
 pub use account::{load_or_create_account, AcmeConfig, LETS_ENCRYPT};
 pub use cert::{alpn_challenge_cert, Cert, ChallengeCert};
 pub use error::Error;
-pub use host::CertHost;
+pub use host::{CertHost, Http01Token};
 pub use instant_acme::Account;
 pub use order::{issue, Answer, Challenge, Responder};

@@ -89,6 +89,8 @@ pub enum Error {
     Busy { holder: String, since: u64 },
     #[error(transparent)]
     Artifact(#[from] packer::Error),
+    #[error(transparent)]
+    Acme(#[from] silver_acme::Error),
     /// No app serves (or was deactivated) at a location that can only be a location.
     #[error("no app on node {node} serves `{location}`")]
     NothingServes {
@@ -190,6 +192,7 @@ impl Error {
             Error::BadBackup { .. } => "give the directory or file `silver backup` wrote, unchanged".into(),
             Error::BadCertificate { .. } => "give --ca-cert a PEM certificate".into(),
             Error::Artifact(e) => return e.hint(),
+            Error::Acme(e) => return silver_types::Hint::hint(e),
             _ => return None,
         })
     }

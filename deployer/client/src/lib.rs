@@ -8,6 +8,7 @@ mod data;
 mod deploy;
 mod error;
 pub mod fleet;
+pub mod fleet_certs;
 mod settings;
 pub mod tls;
 pub mod tunnel;

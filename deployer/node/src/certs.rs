@@ -48,6 +48,15 @@ struct Inner {
     state: BTreeMap<CertHost, AcmeState>,
 }
 
+impl Inner {
+    /// Whether the operator or the fleet gave `host` a certificate: the node orders none then.
+    fn given(&self, host: &CertHost) -> bool {
+        [Source::Operator, Source::Fleet]
+            .iter()
+            .any(|s| self.stored.contains_key(&(host.clone(), *s)))
+    }
+}
+
 impl Certificates {
     /// Loads what the store holds and serves it at once: a restart keeps every certificate.
     pub fn load(
@@ -72,22 +81,20 @@ impl Certificates {
         certs
     }
 
-    /// Adds the operator's certificate for `host` (a wildcard, an internal CA's), which wins
-    /// over ACME's from the next handshake on.
-    pub fn add(&self, host: &CertHost, cert: Cert) -> Result<(), crate::Error> {
-        stored::save(&self.layout, host, Source::Operator, &cert)
+    /// Adds a certificate for `host`: the operator's (a wildcard, an internal CA's) or the
+    /// fleet's; either wins over the node's own ACME certificate from the next handshake on.
+    pub fn add(&self, host: &CertHost, source: Source, cert: Cert) -> Result<(), crate::Error> {
+        stored::save(&self.layout, host, source, &cert)
             .map_err(|e| crate::Error::io(&self.layout.tls(), e))?;
-        self.lock()
-            .stored
-            .insert((host.clone(), Source::Operator), cert);
+        self.lock().stored.insert((host.clone(), source), cert);
         self.serve_best(host);
         Ok(())
     }
 
-    /// Removes the operator's certificate for `host` (ACME's, if the operator has none); false
-    /// if there was neither. ACME orders a new one if a location still names the host.
+    /// Removes the certificate served for `host` (the operator's, else the fleet's, else
+    /// ACME's); false if there was none. ACME orders a new one if a location still names it.
     pub fn remove(&self, host: &CertHost) -> Result<bool, crate::Error> {
-        let source = [Source::Operator, Source::Acme]
+        let source = Source::BY_PREFERENCE
             .into_iter()
             .find(|s| self.lock().stored.contains_key(&(host.clone(), *s)));
         let Some(source) = source else {
@@ -114,6 +121,7 @@ impl Certificates {
             }
             hosts.insert(name.clone(), view);
         }
+        // Reversed: the most preferred source of a host comes first.
         for ((host, source), cert) in inner.stored.iter().rev() {
             let view = hosts
                 .entry(host.to_string())
@@ -124,7 +132,7 @@ impl Certificates {
             view.source = Some(source.as_str().into());
             view.names = cert.names.clone();
             view.not_after_unix = Some(cert.not_after_unix());
-            view.renew_at_unix = (*source == Source::Acme).then(|| unix(cert.renew_at()));
+            view.renew_at_unix = (*source != Source::Operator).then(|| unix(cert.renew_at()));
         }
         for (host, view) in hosts.iter_mut() {
             let Ok(host) = CertHost::parse(host) else {
@@ -171,14 +179,14 @@ impl Certificates {
         }
     }
 
-    /// Hosts to order for now: named by a location, ACME can issue for them, no operator
-    /// certificate, and ACME's missing or due, and no backoff running.
+    /// Hosts to order for now: named by a location, ACME can issue for them, no operator or
+    /// fleet certificate, and ACME's missing or due, and no backoff running.
     fn due(&self, routes: &Routes) -> Vec<CertHost> {
         let now = SystemTime::now();
         let inner = self.lock();
         acme_hosts(routes)
             .into_iter()
-            .filter(|host| !inner.stored.contains_key(&(host.clone(), Source::Operator)))
+            .filter(|host| !inner.given(host))
             .filter(
                 |host| match inner.stored.get(&(host.clone(), Source::Acme)) {
                     Some(cert) => cert.renew_at() <= now,
@@ -200,7 +208,7 @@ impl Certificates {
         let inner = self.lock();
         let mut next = SystemTime::now() + MAX_BACKOFF;
         for host in acme_hosts(routes) {
-            if inner.stored.contains_key(&(host.clone(), Source::Operator)) {
+            if inner.given(&host) {
                 continue;
             }
             let retry = inner
@@ -291,14 +299,11 @@ impl Certificates {
                 source,
             }
         })?;
-        self.lock()
+        let mut inner = self.lock();
+        inner
             .stored
             .insert((host.clone(), Source::Acme), cert.clone());
-        if !self
-            .lock()
-            .stored
-            .contains_key(&(host.clone(), Source::Operator))
-        {
+        if !inner.given(host) {
             self.live.install(host.as_str(), key);
         }
         Ok(cert)
@@ -312,7 +317,7 @@ impl Certificates {
     fn serve_best(&self, host: &CertHost) {
         let best = {
             let inner = self.lock();
-            [Source::Operator, Source::Acme]
+            Source::BY_PREFERENCE
                 .into_iter()
                 .find_map(|s| inner.stored.get(&(host.clone(), s)).cloned())
         };
@@ -376,30 +381,14 @@ fn acme_hosts(routes: &Routes) -> Vec<CertHost> {
 
 /// Why ACME will not order for `host` (with a hint), or (None, None) if it will.
 fn why_not(host: &CertHost, acme: bool) -> (Option<String>, Option<String>) {
-    let add = format!("add one: silver certs add '{host}' CERT KEY");
-    if host.is_wildcard() {
-        return (
-            Some(format!("ACME cannot issue {host}: CAs issue wildcards only over DNS-01, which needs your DNS provider's API, and silver answers HTTP-01 and TLS-ALPN-01")),
-            Some(add),
-        );
-    }
-    let name = host.as_str();
-    let local = !name.contains('.')
-        || [".localhost", ".local", ".invalid", ".internal"]
-            .iter()
-            .any(|s| name.ends_with(s));
-    if local {
-        return (
-            Some(format!(
-                "{host} is not a public name: ACME CAs do not issue for it"
-            )),
-            Some(add),
-        );
+    let add = || Some(format!("add one: silver certs add '{host}' CERT KEY"));
+    if let Some(refusal) = host.acme_refusal() {
+        return (Some(refusal), add());
     }
     if !acme {
         return (
             Some("no certificate, and ACME is off on this node".into()),
-            Some(add),
+            add(),
         );
     }
     (None, None)
@@ -447,20 +436,5 @@ mod tests {
         assert_eq!(backoff(base, 2), base * 2);
         assert_eq!(backoff(base, 5), base * 16);
         assert_eq!(backoff(base, 40), MAX_BACKOFF);
-    }
-
-    fn check(host: &str, acme_orders: bool) {
-        let host = CertHost::parse(host).unwrap();
-        assert_eq!(why_not(&host, true).0.is_none(), acme_orders, "{host}");
-    }
-
-    #[test]
-    fn acme_orders_for_public_names_only() {
-        check("app.example.com", true);
-        check("app.test", true);
-        check("*.example.com", false);
-        check("localhost", false);
-        check("app.localhost", false);
-        check("printer.local", false);
     }
 }

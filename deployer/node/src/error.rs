@@ -316,7 +316,11 @@ impl Error {
             // The registry, not the node, failed or served bad bytes: a gateway's error.
             Registry(_) | PullIncomplete { .. } => StatusCode::BAD_GATEWAY,
             NoArtifactHeader => StatusCode::BAD_REQUEST,
-            Acme(silver_acme::Error::BadHost { .. } | silver_acme::Error::BadCert { .. })
+            Acme(
+                silver_acme::Error::BadHost { .. }
+                | silver_acme::Error::BadCert { .. }
+                | silver_acme::Error::BadToken { .. },
+            )
             | CertNotFor { .. }
             | CertExpired { .. }
             | CertKey(_) => StatusCode::BAD_REQUEST,

@@ -577,6 +577,16 @@ pub struct CertUpload {
     pub host: String,
     pub chain_pem: String,
     pub key_pem: String,
+    /// Ordered for the whole fleet by a deploying client, not given by the operator.
+    #[serde(default)]
+    pub fleet: bool,
+}
+
+/// An HTTP-01 answer a fleet's client places on every node while its order is under way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Http01Answer {
+    pub token: String,
+    pub key_authorization: String,
 }
 
 impl std::fmt::Debug for CertUpload {

@@ -8,6 +8,7 @@ use silver_acme::{Cert, CertHost};
 use super::extract::JsonBody;
 use super::{AgentState, ApiErr};
 use crate::error::Error;
+use crate::store::certs::Source;
 use silver_wire::api::*;
 
 pub(super) async fn show(State(state): State<AgentState>) -> Json<CertsView> {
@@ -39,10 +40,14 @@ pub(super) async fn add(
         }
         .into());
     }
+    let source = match req.fleet {
+        true => Source::Fleet,
+        false => Source::Operator,
+    };
     let certs = state.certs.clone();
     let added = host.clone();
-    super::blocking(move || certs.add(&added, cert)).await?;
-    tracing::info!(%host, "operator certificate added");
+    super::blocking(move || certs.add(&added, source, cert)).await?;
+    tracing::info!(%host, source = source.as_str(), "certificate added");
     Ok(Json(state.certs.view(state.runtime.routes())))
 }
 
@@ -61,4 +66,41 @@ pub(super) async fn remove(
     }
     tracing::info!(%host, "certificate removed");
     Ok(Json(state.certs.view(state.runtime.routes())))
+}
+
+/// `PUT /v1/acme/http-01`: a fleet's client places the answer to its order's HTTP-01 challenge
+/// on every node, so whichever node the CA reaches answers.
+pub(super) async fn put_http01(
+    State(state): State<AgentState>,
+    JsonBody(req): JsonBody<Http01Answer>,
+) -> Result<Json<Http01Answer>, ApiErr> {
+    let token = silver_acme::Http01Token::parse(&req.token).map_err(Error::from)?;
+    // The key authorization is `token.thumbprint`: anything else would let a token holder make
+    // the front door say arbitrary words under the challenge path.
+    if !req
+        .key_authorization
+        .strip_prefix(token.as_str())
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|thumb| silver_acme::Http01Token::parse(thumb).is_ok())
+    {
+        return Err(Error::Acme(silver_acme::Error::BadToken {
+            given: req.key_authorization.clone(),
+        })
+        .into());
+    }
+    state
+        .certs
+        .live
+        .set_http01(token.as_str(), &req.key_authorization);
+    Ok(Json(req))
+}
+
+/// `DELETE /v1/acme/http-01/{token}`: the order is over.
+pub(super) async fn delete_http01(
+    State(state): State<AgentState>,
+    Path(token): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiErr> {
+    let token = silver_acme::Http01Token::parse(&token).map_err(Error::from)?;
+    state.certs.live.clear_http01(token.as_str());
+    Ok(Json(serde_json::json!({})))
 }

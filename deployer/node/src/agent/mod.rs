@@ -178,6 +178,11 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/trust", get(trust::show).post(trust::rotate))
         .route("/v1/certs", get(certs::show).post(certs::add))
         .route("/v1/certs/{host}", axum::routing::delete(certs::remove))
+        .route("/v1/acme/http-01", put(certs::put_http01))
+        .route(
+            "/v1/acme/http-01/{token}",
+            axum::routing::delete(certs::delete_http01),
+        )
         .route("/v1/apps/{app}/checkpoints", get(data::checkpoints))
         .route(
             "/v1/apps/{app}/config",

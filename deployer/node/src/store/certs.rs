@@ -1,5 +1,5 @@
 //! The front door's certificates on disk, under `tls/` (0700):
-//! - `operator/<host>.pem` and `acme/<host>.pem`: the chain, then the key, in one file written
+//! - `operator/<host>.pem`, `fleet/<host>.pem` and `acme/<host>.pem`: the chain, then the key, in one file written
 //!   atomically (0600), so a crash never pairs one certificate with another's key. nginx and
 //!   HAProxy read the same file. A wildcard's file is `_.<suffix>.pem` (`_` is in no host name);
 //! - `acme/state.json`: per host, the challenge that worked, failures and the last error;
@@ -13,17 +13,26 @@ use silver_acme::{Cert, CertHost, Challenge};
 
 use super::Layout;
 
-/// Who put a certificate on the node. The operator's wins over ACME's for the same host.
+/// Who put a certificate on the node. For one host, the operator's wins over the fleet's,
+/// and the fleet's over the node's own from ACME.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
     Acme,
+    /// Ordered by a deploying client for every node of a fleet (`silver fleet certs`).
+    Fleet,
     Operator,
+}
+
+impl Source {
+    /// Most preferred first.
+    pub const BY_PREFERENCE: [Source; 3] = [Source::Operator, Source::Fleet, Source::Acme];
 }
 
 impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Acme => "acme",
+            Source::Fleet => "fleet",
             Source::Operator => "operator",
         }
     }
@@ -48,7 +57,7 @@ pub struct AcmeState {
 /// logged: the host is served by its other source, or gets a new one.
 pub fn load_all(layout: &Layout) -> BTreeMap<(CertHost, Source), Cert> {
     let mut all = BTreeMap::new();
-    for source in [Source::Acme, Source::Operator] {
+    for source in Source::BY_PREFERENCE {
         let Ok(entries) = std::fs::read_dir(source.dir(layout)) else {
             continue;
         };
