@@ -539,3 +539,95 @@ fn a_fleet_of_three_gets_one_certificate_whichever_node_the_ca_reaches() {
     let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcomes[0]["outcome"], "current", "{outcomes}");
 }
+
+/// A WebSocket client over TLS in plain Python: the handshake, one masked text frame, the
+/// echo. Prints the reply.
+const WS_TLS_CLIENT: &str = r#"import socket, ssl, sys
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=host)
+s.sendall(("GET /chat HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % host).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+assert head.startswith(b"HTTP/1.1 101"), head
+mask = bytes([1, 2, 3, 4])
+text = b"hello"
+s.sendall(bytes([0x81, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text)))
+reply = b""
+while len(reply) < 13:
+    reply += s.recv(13 - len(reply))
+print(reply[2:].decode())
+"#;
+
+#[test]
+#[ignore = "system tier (gunicorn, curl, python3): cargo test -- --include-ignored"]
+fn websockets_and_large_uploads_work_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(
+        &tmp.path().join("node"),
+        &["--https", "127.0.0.1:0", "--no-acme"],
+    );
+    let (ca, cert, key) = internal_ca(tmp.path(), "*.tls.test");
+    let out = agent
+        .silver()
+        .args(["certs", "add", "*.tls.test"])
+        .arg(&cert)
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(
+        ws.join("app.ini"),
+        "[production]\napp_name = ws\ndefault_location = ws.tls.test\n[processes]\nweb = python3 ws.py\n",
+    )
+    .unwrap();
+    std::fs::write(ws.join("ws.py"), WS_SERVER).unwrap();
+    agent.deployed(&tmp.path().join("cache"), &ws, &[]);
+    let echo = tmp.path().join("echo");
+    wsgi_app(&echo, "echo", "", ECHO_APP);
+    agent.deployed(
+        &tmp.path().join("cache"),
+        &echo,
+        &["--location", "up.tls.test"],
+    );
+    let https = port(agent.https.as_deref().unwrap());
+    let out = Command::new("python3")
+        .args(["-c", WS_TLS_CLIENT, "ws.tls.test", &https.to_string()])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "echo: hello");
+    // 24 MiB, past the router's in-memory buffer, over HTTP/1.1 and HTTP/2.
+    let upload = tmp.path().join("upload.bin");
+    let mut bytes = vec![b'x'; 24 << 20];
+    bytes.extend_from_slice(b"the-end!");
+    std::fs::write(&upload, &bytes).unwrap();
+    for version in ["--http1.1", "--http2"] {
+        let data = format!("@{}", upload.display());
+        let (v, status, body) = https_get(
+            &agent,
+            "up.tls.test",
+            "/echo",
+            &ca,
+            &[
+                version,
+                "--data-binary",
+                &data,
+                "-H",
+                "Content-Type: application/octet-stream",
+            ],
+        )
+        .unwrap();
+        assert_eq!(status, "200", "{version}: {body}");
+        assert_eq!(body, format!("{} the-end!", bytes.len()), "{version} ({v})");
+    }
+}

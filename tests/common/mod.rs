@@ -472,3 +472,34 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
     return [data]
 "#;
+
+/// A WebSocket echo server in plain Python (the handshake and unmasked text frames only).
+pub const WS_SERVER: &str = r#"import base64, hashlib, os, socket, threading
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def serve(conn):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(4096)
+    head = data.decode()
+    if "upgrade: websocket" not in head.lower():
+        body = b"plain http"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        conn.close(); return
+    key = [l.split(":", 1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("sec-websocket-key")][0]
+    accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+    conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
+    while True:
+        hdr = conn.recv(2)
+        if len(hdr) < 2: return
+        n = hdr[1] & 0x7f
+        mask = conn.recv(4)
+        payload = b""
+        while len(payload) < n: payload += conn.recv(n - len(payload))
+        text = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        reply = b"echo: " + text
+        conn.sendall(bytes([0x81, len(reply)]) + reply)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(16)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
