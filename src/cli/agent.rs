@@ -72,6 +72,22 @@ pub struct Args {
     pub http: SocketAddr,
     #[command(flatten)]
     pub https: HttpsArgs,
+    /// Sample nothing: no rings under ROOT/metrics, no /metrics figures from the sampler, no
+    /// alerts (the status page has only its certificates then).
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// POST each alert (firing and resolved) as JSON to this URL.
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
+    /// Run this with `sh -c` on each alert, the alert in SILVER_ALERT, SILVER_ALERT_STATE,
+    /// SILVER_ALERT_SUBJECT and SILVER_ALERT_MESSAGE.
+    #[arg(long, value_name = "COMMAND")]
+    pub alert_command: Option<String>,
+    /// A token (file, 0600; made if missing) that may read /metrics and the status and nothing
+    /// else: give it to Prometheus.
+    #[arg(long, value_name = "FILE")]
+    #[arg(value_parser = super::common::absolute_path)]
+    pub read_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -309,6 +325,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.tls_listen = args.tls_listen;
     config.front = args.http;
     config.https = args.https.https;
+    config.metrics = !args.no_metrics;
+    config.alerts = silver_node::metrics::AlertConfig {
+        webhook: args.alert_webhook.clone(),
+        command: args.alert_command.clone(),
+    };
+    config.read_token_file = args.read_token_file.clone();
     config.acme = args.https.acme();
     config.runtime = args.runtime.resolve()?;
     say_app_users(&config.runtime.users);

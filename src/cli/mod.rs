@@ -36,6 +36,7 @@ mod run;
 #[cfg(feature = "node")]
 mod serve;
 mod sign;
+mod status;
 mod trust;
 mod unpack;
 #[cfg(feature = "node")]
@@ -75,7 +76,11 @@ pub enum Command {
     Sign(sign::Args),
     Promote(promote::Args),
     Trust(trust::Args),
+    /// The front door's certificates: where each comes from, when it ends and renews, and
+    /// why a host has none; `add` and `remove` the operator's own.
     Certs(certs::Args),
+    /// A node's figures with sparklines, its apps, the sizing verdict and alerts.
+    Status(status::Args),
     Fleet(fleet::Args),
     /// Check every byte of an artifact; exit 0 only if it is complete, valid (and the id given).
     Verify(verify::Args),
@@ -161,6 +166,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Promote(args) => done(promote::run(args)),
         Command::Trust(args) => done(trust::run(args)),
         Command::Certs(args) => done(certs::run(args)),
+        Command::Status(args) => done(status::run(args)),
         Command::Verify(args) => done(verify::run(args)),
         Command::Unpack(args) => done(unpack::run(args)),
         #[cfg(feature = "node")]

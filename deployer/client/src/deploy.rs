@@ -218,6 +218,27 @@ impl Node {
         self.post("/v1/trust", rotation).await
     }
 
+    /// The node's figures over the last `hours`, markers, releases, verdict and alerts.
+    pub async fn status(&self, hours: u64) -> Result<StatusView, Error> {
+        let path = format!("/v1/status?hours={hours}");
+        let req = self.authed(self.http.get(self.endpoint(&path)));
+        self.call(req).await
+    }
+
+    /// A signed link to the status page, valid for `minutes`.
+    pub async fn status_link(&self, minutes: u64) -> Result<StatusLink, Error> {
+        self.post(
+            "/v1/status/link",
+            &serde_json::json!({ "minutes": minutes }),
+        )
+        .await
+    }
+
+    /// The agent's own address as this client reaches it (through a tunnel, for ssh).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// The front door's certificates, and why a host has none.
     pub async fn certs(&self) -> Result<CertsView, Error> {
         let req = self.authed(self.http.get(self.endpoint("/v1/certs")));

@@ -145,6 +145,11 @@ impl Certificates {
                 view.hint = state.hint.clone();
                 view.next_attempt_unix = state.next_attempt_unix;
             }
+            if view.source.is_none() && view.error.is_none() && self.https.is_none() {
+                view.error = Some("this node serves no HTTPS".into());
+                view.hint =
+                    Some("start the agent with --https ADDR (a node uses 0.0.0.0:443)".into());
+            }
             if view.source.is_none() && view.error.is_none() {
                 let (error, hint) = why_not(&host, self.acme.is_some());
                 view.error = error;

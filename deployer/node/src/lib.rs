@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod certs;
 mod error;
+pub mod metrics;
 pub mod store;
 pub mod tls;
 

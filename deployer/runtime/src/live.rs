@@ -131,6 +131,19 @@ struct Live {
     backend: Option<Arc<Backend>>,
 }
 
+/// One live app, as the metrics sampler reads it.
+#[derive(Debug, Clone)]
+pub struct AppSample {
+    pub app: AppName,
+    /// The live release's label (id12): its counters start at zero.
+    pub release: String,
+    /// Its router counts since the release went live.
+    pub stats: crate::router::Stats,
+    pub in_flight: usize,
+    /// Each supervised process: its pid (None while it restarts) and how often it exited.
+    pub processes: Vec<(Option<u32>, u64)>,
+}
+
 /// What a successful activation did.
 #[derive(Debug, Clone)]
 pub struct Activated {
@@ -841,6 +854,25 @@ impl Runtime {
     }
 
     /// The answers so far of the live release and of the one kept beside it (fleet observe).
+    /// What the metrics sampler reads of every live app: its release, router counts and
+    /// the processes it runs.
+    pub async fn app_samples(&self) -> Vec<AppSample> {
+        let live = self.inner.live.lock().await;
+        live.iter()
+            .map(|(app, l)| AppSample {
+                app: app.clone(),
+                release: l.label.clone(),
+                stats: l.backend.as_ref().map(|b| b.stats()).unwrap_or_default(),
+                in_flight: l.backend.as_ref().map_or(0, |b| b.in_flight()),
+                processes: l
+                    .processes
+                    .iter()
+                    .map(|p| (p.handle().pid(), u64::from(p.exits().count)))
+                    .collect(),
+            })
+            .collect()
+    }
+
     pub async fn release_stats(
         &self,
         app: &AppName,

@@ -44,7 +44,7 @@ pub struct Backend {
 }
 
 /// Latency buckets, by upper bound in milliseconds; the last is everything slower.
-const BUCKETS_MS: [u64; 16] = [
+pub const BUCKETS_MS: [u64; 16] = [
     1,
     2,
     5,
@@ -69,7 +69,11 @@ const BUCKETS_MS: [u64; 16] = [
 pub struct Stats {
     pub requests: u64,
     pub server_errors: u64,
-    buckets: [u64; BUCKETS_MS.len()],
+    /// Answers by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub by_class: [u64; 5],
+    /// Requests the router ended at the app's `request_timeout` (the fail-safe runtime's work).
+    pub deadline_ends: u64,
+    pub buckets: [u64; BUCKETS_MS.len()],
 }
 
 impl Stats {
@@ -78,6 +82,8 @@ impl Stats {
         if status >= 500 {
             self.server_errors += 1;
         }
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class] += 1;
         let ms = elapsed.as_millis() as u64;
         let i = BUCKETS_MS
             .iter()
@@ -88,10 +94,15 @@ impl Stats {
 
     /// The upper bound of the bucket holding the 99th percentile (None before any request).
     pub fn p99_ms(&self) -> Option<u64> {
+        self.percentile_ms(99)
+    }
+
+    /// The upper bound of the bucket holding the `pct`th percentile (None before any request).
+    pub fn percentile_ms(&self, pct: u64) -> Option<u64> {
         if self.requests == 0 {
             return None;
         }
-        let rank = self.requests - self.requests / 100;
+        let rank = (self.requests * pct).div_ceil(100).max(1);
         let mut seen = 0;
         for (i, n) in self.buckets.iter().enumerate() {
             seen += n;
@@ -102,15 +113,34 @@ impl Stats {
         BUCKETS_MS.last().copied()
     }
 
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Stats) {
+        self.requests += other.requests;
+        self.server_errors += other.server_errors;
+        self.deadline_ends += other.deadline_ends;
+        for (a, b) in self.by_class.iter_mut().zip(other.by_class) {
+            *a += b;
+        }
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+    }
+
     /// What happened between `earlier` and `self` (both of one backend).
     pub fn since(&self, earlier: &Stats) -> Stats {
         let mut buckets = self.buckets;
         for (b, e) in buckets.iter_mut().zip(earlier.buckets) {
             *b = b.saturating_sub(e);
         }
+        let mut by_class = self.by_class;
+        for (c, e) in by_class.iter_mut().zip(earlier.by_class) {
+            *c = c.saturating_sub(e);
+        }
         Stats {
             requests: self.requests.saturating_sub(earlier.requests),
             server_errors: self.server_errors.saturating_sub(earlier.server_errors),
+            by_class,
+            deadline_ends: self.deadline_ends.saturating_sub(earlier.deadline_ends),
             buckets,
         }
     }
@@ -136,6 +166,13 @@ impl Backend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(status.as_u16(), elapsed);
+    }
+
+    fn record_deadline_end(&self) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .deadline_ends += 1;
     }
 
     pub fn in_flight(&self) -> usize {
@@ -851,6 +888,7 @@ async fn answer(
     if let Some(limit) = timed_out {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::warn!(backend = %backend.addr, %method, path, elapsed_ms, "request_timeout: answered 504");
+        backend.record_deadline_end();
         return page(
             StatusCode::GATEWAY_TIMEOUT,
             "Gateway timeout",

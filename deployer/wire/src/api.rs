@@ -43,6 +43,7 @@
 use serde::{Deserialize, Serialize};
 use silver_types::{AppName, ArtifactId, IdPrefix, Location, SignedRecord};
 pub use silver_types::{VarName, VarProblem, VarValue};
+use std::collections::BTreeMap;
 
 /// The files a backup may hold, and nothing else: `backup.json` and one dump per service
 /// (`ServiceKind::dump_file`, so a new service's dump travels without another list to edit).
@@ -596,6 +597,99 @@ impl std::fmt::Debug for CertUpload {
             .field("host", &self.host)
             .finish_non_exhaustive()
     }
+}
+
+/// `GET /v1/status`: the node's figures now, their recent history, deploy markers, each
+/// release's before and after, the sizing verdict and the alerts that are firing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub node: String,
+    pub now_unix: u64,
+    /// Seconds between the points of `series`.
+    pub step_secs: u64,
+    /// The node's latest sample, by field (`cpu_busy`, `mem_available_bytes`, ...).
+    pub current: BTreeMap<String, f64>,
+    /// `node`, and `app:<name>` for each app: its fields over the window.
+    pub series: BTreeMap<String, SeriesView>,
+    pub apps: Vec<AppFigures>,
+    pub markers: Vec<Marker>,
+    pub releases: Vec<ReleaseImpact>,
+    pub verdict: Verdict,
+    pub alerts: Vec<AlertView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesView {
+    pub fields: Vec<String>,
+    pub t: Vec<u64>,
+    /// `values[field][point]`; None where there was no value (no request, no sample).
+    pub values: Vec<Vec<Option<f32>>>,
+}
+
+/// One app's latest sample, by field (`rps`, `rps_5xx`, `p95_ms`, `memory_bytes`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppFigures {
+    pub app: String,
+    pub release: String,
+    pub figures: BTreeMap<String, f64>,
+}
+
+/// A deploy, rollback, activation, clear or config change, on every graph.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Marker {
+    pub t: u64,
+    pub app: String,
+    /// `deploy`, `rollback`, `activate`, `clear` or `config`.
+    pub kind: String,
+    /// The release (id12), or the config version.
+    pub what: String,
+    pub ok: bool,
+}
+
+/// A release's error rate and latency in equal windows before and after it went live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseImpact {
+    pub app: String,
+    pub what: String,
+    pub t: u64,
+    pub window_secs: u64,
+    pub before: Impact,
+    pub after: Impact,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Impact {
+    pub requests: f64,
+    pub error_rate: Option<f64>,
+    pub p95_ms: Option<f64>,
+}
+
+/// Whether the node is the right size, and the figures that decide it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verdict {
+    /// `too small`, `fine`, `oversized`, or `unknown` before there is enough history.
+    pub size: String,
+    pub line: String,
+    pub span_secs: u64,
+    pub figures: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertView {
+    /// `5xx`, `disk`, `certificate`, `size`.
+    pub name: String,
+    /// The app, host or disk it is about.
+    pub subject: String,
+    pub message: String,
+    pub since_unix: u64,
+}
+
+/// `POST /v1/status/link`: a link to the status page a browser can open without the token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusLink {
+    /// Path and query on the agent's control address.
+    pub path: String,
+    pub expires_unix: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

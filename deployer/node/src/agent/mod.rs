@@ -14,6 +14,7 @@ mod fleet;
 mod ops;
 mod pull;
 mod settings;
+mod status;
 mod trust;
 mod upload;
 
@@ -73,6 +74,11 @@ pub struct AgentConfig {
     pub https: Option<SocketAddr>,
     /// Certificates from ACME for the hosts the locations name; None: the operator's only.
     pub acme: Option<crate::certs::AcmeSettings>,
+    /// Sample the node and its apps every 10 s into rings under `<root>/metrics`.
+    pub metrics: bool,
+    pub alerts: crate::metrics::AlertConfig,
+    /// A token that may read `/metrics` and the status, and nothing else (Prometheus's).
+    pub read_token_file: Option<PathBuf>,
     pub runtime: RuntimeConfig,
 }
 
@@ -94,6 +100,9 @@ impl AgentConfig {
             only: None,
             https: None,
             acme: None,
+            metrics: true,
+            alerts: Default::default(),
+            read_token_file: None,
             insecure_registries: Vec::new(),
             runtime: RuntimeConfig::default(),
         }
@@ -113,6 +122,9 @@ pub struct AgentState {
     fleet: fleet::Slots,
     /// The front door's certificates.
     pub certs: Arc<crate::certs::Certificates>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The read-only token's hash, if there is one.
+    read_token: Option<Arc<blake3::Hash>>,
 }
 
 impl AgentState {
@@ -122,8 +134,11 @@ impl AgentState {
             config.acme.clone(),
             config.https,
         );
+        let metrics = crate::metrics::Metrics::new(config.root.clone(), config.alerts.clone());
         AgentState {
             certs: Arc::new(certs),
+            metrics: Arc::new(metrics),
+            read_token: None,
             store,
             runtime: Runtime::new(config.runtime.clone(), Routes::default()),
             token: Arc::new(blake3::hash(token.as_bytes())),
@@ -175,6 +190,7 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/fleet/abort", post(fleet::abort))
         .route("/v1/apps/{app}/pins", post(pin))
         .route("/v1/gc", post(gc))
+        .route("/v1/status/link", post(status::link))
         .route("/v1/trust", get(trust::show).post(trust::rotate))
         .route("/v1/certs", get(certs::show).post(certs::add))
         .route("/v1/certs/{host}", axum::routing::delete(certs::remove))
@@ -203,9 +219,22 @@ pub fn app(state: AgentState) -> Router {
         .route("/v1/apps/{app}/clear", post(data::clear))
         .route("/v1/apps/{app}/app-config", post(data::upload_app_config))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let read = Router::new()
+        .route("/metrics", get(status::metrics))
+        .route("/v1/status", get(status::status))
+        .route("/status", get(status::page))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            status::read_access,
+        ));
     Router::new()
         .route("/v1/health", get(health))
         .merge(guarded)
+        .merge(read)
         .with_state(state)
 }
 
@@ -246,11 +275,23 @@ pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result
             source,
         })?;
     config.https = bound.https;
-    let state = AgentState::new(store, &token, config.clone());
+    let mut state = AgentState::new(store, &token, config.clone());
+    if let Some(path) = &config.read_token_file {
+        let read = load_or_create_token(path)?;
+        state.read_token = Some(Arc::new(blake3::hash(read.as_bytes())));
+    }
     let _ = state.front.set(bound.front);
     ready(bound);
     tokio::spawn(activate::restore(state.clone()));
     let runtime = state.runtime.clone();
+    let sampler = config.metrics.then(|| {
+        tokio::spawn(
+            state
+                .metrics
+                .clone()
+                .run(runtime.clone(), state.certs.clone()),
+        )
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tls = bound.https.map(|addr| silver_runtime::router::TlsFront {
         certs: state.certs.live.clone(),
@@ -307,6 +348,9 @@ pub async fn serve(mut config: AgentConfig, ready: impl FnOnce(Bound)) -> Result
     }
     // In-flight requests get the drain grace; open keep-alive connections do not hold us up.
     let _ = tokio::time::timeout(config.runtime.drain_grace, front_task).await;
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     if let Some((served, acme)) = https_task {
         acme.abort();
         let _ = tokio::time::timeout(config.runtime.drain_grace, served).await;
