@@ -18,9 +18,11 @@ packages=(
   docker-registry skopeo                                         # artifacts through a registry
   minisign                                                       # checks silver's signatures
   pebble                                                         # a test ACME CA (HTTPS tests)
+  prometheus                                                     # promtool checks /metrics
+  chromium                                                       # loads the status page
 )
 if [ "${1:-}" = bench ]; then
-  packages+=(bc time rsync nginx-light caddy)                    # TLS load beside nginx and Caddy
+  packages+=(bc time rsync nginx-light caddy wrk)                # TLS load beside nginx and Caddy
 fi
 # Each tool the tests run, with the command that proves it works, and the package it comes from.
 checks=(
@@ -47,7 +49,12 @@ checks=(
   "minisign|minisign -v"
   "pebble|pebble -h 2>&1 | grep -q -- -dnsserver"
   "pebble|pebble-challtestsrv -h 2>&1 | grep -q -- -tlsalpn01"
+  "prometheus|promtool --version"
+  "chromium|chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank"
 )
+if [ "${1:-}" = bench ]; then
+  checks+=("nginx-light|nginx -v" "caddy|caddy version" "wrk|wrk --version 2>&1 | grep -q wrk")
+fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"

@@ -468,6 +468,7 @@ struct Front {
     routes: Routes,
     client: Client<HttpConnector, Body>,
     tls: Option<TlsFront>,
+    statics: Arc<crate::static_cache::StaticCache>,
 }
 
 /// What the router needs of the TLS listener: which hosts have a certificate (an app's HTTPS
@@ -492,6 +493,7 @@ pub fn front(routes: Routes, tls: Option<TlsFront>) -> Router {
         routes,
         client,
         tls,
+        statics: Arc::default(),
     })
 }
 
@@ -511,7 +513,7 @@ async fn handle(State(front): State<Front>, request: Request) -> Response {
     }
     if let Some(rest) = request.uri().path().strip_prefix(STATIC_PREFIX) {
         let rest = rest.to_string();
-        return versioned_static(&front.routes, &rest, request).await;
+        return versioned_static(&front, &rest, request).await;
     }
     let host = request_host(&request);
     let path = request.uri().path().to_string();
@@ -560,7 +562,7 @@ async fn routed(
         p => &path[p.len()..],
     };
     if let Some((dir, file, versioned)) = static_file(&route, rest, request.method()) {
-        return serve_static(request, &dir, &file, versioned).await;
+        return serve_static(&front.statics, request, &dir, &file, versioned).await;
     }
     if let Some(root) = route.writable_root.as_deref().filter(|_| is_read(&request)) {
         let host = strip_port(host).to_string();
@@ -625,7 +627,8 @@ fn check_host(request: &Request) -> Result<(), &'static str> {
 }
 
 /// `/.silver/static/<label>/<file>`: a release's static file, cached for good.
-async fn versioned_static(routes: &Routes, rest: &str, request: Request) -> Response {
+async fn versioned_static(front: &Front, rest: &str, request: Request) -> Response {
+    let routes = &front.routes;
     let method = request.method().clone();
     let found = rest.split_once('/').and_then(|(label, file)| {
         let dir = routes.static_dir(label)?;
@@ -635,7 +638,7 @@ async fn versioned_static(routes: &Routes, rest: &str, request: Request) -> Resp
         Some((dir, file))
             if method == axum::http::Method::GET || method == axum::http::Method::HEAD =>
         {
-            serve_static(request, &dir, &file, true).await
+            serve_static(&front.statics, request, &dir, &file, true).await
         }
         _ => page(
             StatusCode::NOT_FOUND,
@@ -765,7 +768,34 @@ fn exists(dir: &Path, file: &str) -> bool {
     safe && dir.join(&*decoded).is_file()
 }
 
-async fn serve_static(request: Request, dir: &Path, file: &str, versioned: bool) -> Response {
+async fn serve_static(
+    cache: &crate::static_cache::StaticCache,
+    request: Request,
+    dir: &Path,
+    file: &str,
+    versioned: bool,
+) -> Response {
+    // `..` or `.` would climb out of static/ (a path traversal to any file the agent can
+    // read): such a path never reaches the cache, and the file server refuses it too.
+    let path = percent_encoding::percent_decode_str(file.trim_start_matches('/'))
+        .decode_utf8()
+        .ok()
+        .filter(|f| {
+            f.split('/')
+                .filter(|c| !c.is_empty())
+                .all(|c| c != ".." && c != "." && !c.contains('\0'))
+        })
+        .map(|f| dir.join(&*f));
+    let cached = path.and_then(|p| cache.serve(&request, &p));
+    let resp = match cached {
+        Some(resp) => resp,
+        None => serve_dir(request, dir, file).await,
+    };
+    with_cache_control(resp, versioned)
+}
+
+/// tower-http's file server, for what the cache does not hold.
+async fn serve_dir(request: Request, dir: &Path, file: &str) -> Response {
     let (mut parts, body) = request.into_parts();
     parts.uri = Uri::builder()
         .path_and_query(if file.is_empty() { "/" } else { file })
@@ -775,10 +805,14 @@ async fn serve_static(request: Request, dir: &Path, file: &str, versioned: bool)
     let served = tower_http::services::ServeDir::new(dir)
         .oneshot(request)
         .await;
-    let mut resp = match served {
+    match served {
         Ok(r) => r.map(Body::new),
         Err(never) => match never {},
-    };
+    }
+}
+
+/// Versioned URLs are cached for good; the rest are checked with the server each time.
+fn with_cache_control(mut resp: Response, versioned: bool) -> Response {
     let cache = if versioned && resp.status().is_success() {
         VERSIONED_CACHE
     } else {
