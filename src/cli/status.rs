@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         view.releases.retain(|r| &r.app == app);
         if view.apps.is_empty() {
             return Err(ui::hinted(
-                &format!("no app `{app}` runs on {}", client.url()),
+                format!("no app `{app}` runs on {}", client.url()),
                 "`silver status` without an app lists those that do",
             ));
         }

@@ -46,6 +46,19 @@ impl std::fmt::Display for Said {
     }
 }
 
+/// An error and its causes on one line (`a: b: c`): hyper's "client error (Connect)" alone
+/// says nothing, its causes say what failed. The one place silver flattens an error.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,15 +74,3 @@ mod tests {
     }
 }
 
-/// An error and its causes on one line (`a: b: c`): hyper's "client error (Connect)" alone
-/// says nothing, its causes say what failed. The one place silver flattens an error.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -184,15 +184,16 @@ async fn answer_all(
 
 /// The CA's own words on why validation failed: the failed challenge's error, else the order's.
 async fn why_invalid(order: &mut instant_acme::Order) -> String {
-    let mut authorizations = order.authorizations();
-    while let Some(Ok(authorization)) = authorizations.next().await {
-        for challenge in &authorization.challenges {
-            if let Some(problem) = &challenge.error {
-                return problem.to_string();
+    {
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(authorization)) = authorizations.next().await {
+            for challenge in &authorization.challenges {
+                if let Some(problem) = &challenge.error {
+                    return problem.to_string();
+                }
             }
         }
     }
-    drop(authorizations);
     match &order.state().error {
         Some(problem) => problem.to_string(),
         None => format!("the order is {:?}", order.state().status),

@@ -155,7 +155,7 @@ async fn http01_answers_must_be_tokens() {
     let router = router(&tmp.path().join("node"));
     let good = "abcdefghijklmnop_-0123456789";
     let cases = [
-        (format!("{{\"token\":\"../../x\",\"key_authorization\":\"../../x.y\"}}"), StatusCode::BAD_REQUEST),
+        ("{\"token\":\"../../x\",\"key_authorization\":\"../../x.y\"}".to_string(), StatusCode::BAD_REQUEST),
         (format!("{{\"token\":\"{good}\",\"key_authorization\":\"<script>alert(1)</script>\"}}"), StatusCode::BAD_REQUEST),
         (format!("{{\"token\":\"{good}\",\"key_authorization\":\"{good}.thumbprint_of_the_account\"}}"), StatusCode::OK),
     ];

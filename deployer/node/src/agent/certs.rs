@@ -77,12 +77,11 @@ pub(super) async fn put_http01(
     let token = silver_acme::Http01Token::parse(&req.token).map_err(Error::from)?;
     // The key authorization is `token.thumbprint`: anything else would let a token holder make
     // the front door say arbitrary words under the challenge path.
-    if !req
+    let thumbprint = req
         .key_authorization
         .strip_prefix(token.as_str())
-        .and_then(|rest| rest.strip_prefix('.'))
-        .is_some_and(|thumb| silver_acme::Http01Token::parse(thumb).is_ok())
-    {
+        .and_then(|rest| rest.strip_prefix('.'));
+    if thumbprint.is_none_or(|thumb| silver_acme::Http01Token::parse(thumb).is_err()) {
         return Err(Error::Acme(silver_acme::Error::BadToken {
             given: req.key_authorization.clone(),
         })
