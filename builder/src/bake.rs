@@ -450,13 +450,18 @@ pub fn agent_unit(recipe: &Recipe) -> String {
          # After cloud-init's first stage, which writes the token and the authorized keys.\n\
          After=network-online.target cloud-init.service postgresql.service\n\
          Wants=network-online.target\n\n[Service]\n\
-         ExecStart=/usr/local/bin/silver agent --root {} --listen {} --http {}\n\
+         ExecStart=/usr/local/bin/silver agent --root {} --listen {} --http {}{}\n\
          Environment=SILVER_LOG=info\n\
          # Per-instance: SILVER_TLS_LISTEN, SILVER_TLS_CERT and SILVER_TLS_KEY.\n\
          EnvironmentFile=-/etc/silver/agent.env\n\
          Restart=on-failure\nRestartSec=2\n\n\
          [Install]\nWantedBy=multi-user.target\n",
-        a.root, a.listen, a.http
+        a.root,
+        a.listen,
+        a.http,
+        a.https
+            .as_ref()
+            .map_or(String::new(), |h| format!(" --https {h}"))
     )
 }
 
@@ -788,5 +793,32 @@ fn io(path: &Path, source: std::io::Error) -> Error {
     Error::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECIPE: &str = include_str!("../../image-recipes/debian-bookworm.toml");
+    const HTTP: &str = "http = \"0.0.0.0:80\"\n";
+
+    fn recipe(https: &str) -> Result<Recipe, Error> {
+        let text = RECIPE.replace(HTTP, &format!("{HTTP}{https}"));
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-recipes/r.toml");
+        Recipe::parse(&text, &dir)
+    }
+
+    #[test]
+    fn the_agent_serves_https_only_when_the_recipe_says_where() {
+        assert!(RECIPE.contains(HTTP));
+        assert!(!agent_unit(&recipe("").unwrap()).contains("--https"));
+        let unit = agent_unit(&recipe("https = \"0.0.0.0:443\"\n").unwrap());
+        assert!(
+            unit.contains("--http 0.0.0.0:80 --https 0.0.0.0:443\n"),
+            "{unit}"
+        );
+        let e = recipe("https = \"443\"\n").unwrap_err().to_string();
+        assert!(e.contains("agent.https"), "{e}");
     }
 }

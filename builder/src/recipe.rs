@@ -33,6 +33,7 @@
 //! listen = "127.0.0.1:7330"           # the control API (reach it over ssh)
 //! remote = "0.0.0.0:7331"             # the control API over TLS, once a node gets a certificate
 //! http = "0.0.0.0:80"                 # the front door
+//! https = "0.0.0.0:443"               # and over HTTPS (optional)
 //! ```
 //!
 //! Unknown fields are errors (a typo must not be silently ignored), and so are values that
@@ -124,6 +125,10 @@ pub struct Agent {
     pub remote: String,
     #[serde(default = "default_http")]
     pub http: String,
+    /// The front door over HTTPS (certificates from ACME, the fleet or the operator); none
+    /// unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<String>,
 }
 
 impl Default for Agent {
@@ -133,6 +138,7 @@ impl Default for Agent {
             listen: default_listen(),
             remote: default_remote(),
             http: default_http(),
+            https: None,
         }
     }
 }
@@ -378,6 +384,7 @@ fn check_agent(agent: &Agent) -> Result<(), Invalid> {
         ("agent.listen", &agent.listen),
         ("agent.remote", &agent.remote),
         ("agent.http", &agent.http),
+        ("agent.https", agent.https.as_ref().unwrap_or(&agent.http)),
     ] {
         if value.parse::<std::net::SocketAddr>().is_err() {
             return Err(breaks(

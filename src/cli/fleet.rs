@@ -58,6 +58,12 @@ pub enum FleetCommand {
         registries: super::registry::RegistryArgs,
         #[command(flatten)]
         limits: super::limits::LimitArgs,
+        /// Once the deploy is confirmed, run `silver fleet certs`: a certificate for every
+        /// host the release's locations name that a node lacks or has due.
+        #[arg(long)]
+        certs: bool,
+        #[command(flatten)]
+        acme: AcmeArgs,
     },
     /// Each host's phase of the app's last fleet deploy.
     Status {
@@ -101,6 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             records,
             registries,
             limits,
+            certs,
+            acme,
         } => {
             let (env, nodes) = connect(&fleet)?;
             let limits = limits.resolve();
@@ -147,7 +155,28 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                 ),
             );
             let report = runtime.block_on(fleet::fleet_deploy(&nodes, &plan, events()));
-            finish(&fleet, &report)
+            let code = finish(&fleet, &report)?;
+            if !certs || report.outcome != "confirmed" {
+                return Ok(code);
+            }
+            let acme = acme.resolve()?;
+            let outcomes = runtime.block_on(silver_client::fleet_certs::fleet_certs(
+                &nodes,
+                &acme,
+                events(),
+            ))?;
+            let failed: Vec<_> = outcomes.iter().filter(|o| o.outcome == "failed").collect();
+            for o in &failed {
+                ui::warn(format!(
+                    "no certificate for {}: {}",
+                    o.host,
+                    o.error.as_deref().unwrap_or("")
+                ));
+            }
+            Ok(match failed.is_empty() {
+                true => code,
+                false => std::process::ExitCode::from(1),
+            })
         }
         FleetCommand::Certs { fleet, acme } => {
             let (_, nodes) = connect(&fleet)?;

@@ -73,4 +73,3 @@ mod tests {
         assert_eq!(Said::new("", &[]).as_str(), "(no message)");
     }
 }
-
