@@ -173,7 +173,10 @@ pub struct MariaDb {
 impl MariaDb {
     pub fn start(parent: &Path) -> MariaDb {
         let dir = parent.join("mysql");
-        std::fs::create_dir_all(&dir).unwrap();
+        // A temp directory of its own: parallel tests' servers sharing /tmp collide on their
+        // temporary tables' file names while they bootstrap.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let user = if rustix_is_root() { "mysql" } else { "" };
         if !user.is_empty() {
             let ok = Command::new("chown")
@@ -187,6 +190,7 @@ impl MariaDb {
         install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--auth-root-authentication-method=socket", "--skip-test-db"]);
         if !user.is_empty() {
             install.arg(format!("--user={user}"));
@@ -211,6 +215,7 @@ impl MariaDb {
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--log-error={}", dir.join("err.log").display()))
             .arg(format!("--port={port}"))
             .args([

@@ -30,6 +30,9 @@ pub struct AcmeSettings {
     pub retry_base: Duration,
 }
 
+/// The longest one order may take, from the account to the chain.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The longest wait between attempts for one host (Caddy's too).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
@@ -240,7 +243,19 @@ impl Certificates {
         host: &CertHost,
     ) {
         let challenge = self.state(host).challenge.unwrap_or(settings.first);
-        let issued = self.order(settings, account, host, challenge).await;
+        // A CA that takes the connection and never answers must not stall every other host.
+        let ordered = self.order(settings, account, host, challenge);
+        let issued = match tokio::time::timeout(ORDER_TIMEOUT, ordered).await {
+            Ok(issued) => issued,
+            Err(_) => Err(silver_acme::Error::Acme {
+                directory: settings.config.directory.clone(),
+                doing: "ordering",
+                said: silver_types::Said::new(
+                    &format!("no answer within {} s", ORDER_TIMEOUT.as_secs()),
+                    &[],
+                ),
+            }),
+        };
         let mut state = self.state(host);
         match issued {
             Ok(cert) => {

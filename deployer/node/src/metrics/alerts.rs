@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use silver_wire::api::{AlertView, CertsView, Verdict};
 
 use super::ring::Series;
-use super::{Metrics, APP_FIELDS, NODE_FIELDS};
+use super::{Metrics, NODE_FIELDS};
 
 /// Where alerts go.
 #[derive(Debug, Clone, Default)]
@@ -92,31 +92,15 @@ impl Metrics {
                 );
             }
         }
-        let apps: Vec<String> = state.apps.keys().map(|a| a.to_string()).collect();
-        drop(state);
-        for app in apps {
-            let path = self.dir.join(format!("app-{app}"));
-            let recent = self.read(
-                &path,
-                "10s",
-                APP_FIELDS.len(),
-                super::STEP,
-                t.saturating_sub(300),
-                t,
-            );
-            let requests: f64 = recent
-                .iter()
-                .map(|(_, v)| super::view_finite(v[0]))
-                .sum::<f64>()
-                * super::STEP as f64;
-            let errors: f64 = recent
-                .iter()
-                .map(|(_, v)| super::view_finite(v[4]))
-                .sum::<f64>()
-                * super::STEP as f64;
+        for (app, a) in &state.apps {
+            let sum = |pick: fn(&(f32, f32)) -> f32| -> f64 {
+                let n: f64 = a.recent.iter().map(|r| super::view_finite(pick(r))).sum();
+                n * super::STEP as f64
+            };
+            let (requests, errors) = (sum(|r| r.0), sum(|r| r.1));
             if requests >= MIN_REQUESTS && errors / requests > MAX_5XX_SHARE {
                 out.insert(
-                    ("5xx".into(), app.clone()),
+                    ("5xx".into(), app.to_string()),
                     format!(
                         "{:.1}% of {app}'s {} requests in 5 minutes failed with 5xx",
                         errors / requests * 100.0,

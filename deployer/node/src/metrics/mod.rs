@@ -26,6 +26,8 @@ use ring::Ring;
 pub const STEP: u64 = 10;
 /// The coarse ring's step: 5 minutes.
 pub const COARSE_STEP: u64 = 300;
+/// Samples an app keeps in memory for its alerts: 5 minutes.
+const RECENT: usize = (300 / STEP) as usize;
 /// Slots per ring: a day of 10 s samples, 30 days of 5 min ones.
 const SLOTS: u64 = 8640;
 
@@ -92,6 +94,9 @@ struct AppState {
     restarts: u64,
     rings: Rings,
     latest: Vec<f32>,
+    /// Requests and 5xx answers of the last 5 minutes' samples, newest last: the 5xx alert
+    /// reads these, not the ring, so a sample costs the same whatever the history.
+    recent: std::collections::VecDeque<(f32, f32)>,
 }
 
 /// A series' two rings and the 5 min average being gathered.
@@ -188,6 +193,7 @@ impl Metrics {
                     restarts: 0,
                     rings,
                     latest: Vec::new(),
+                    recent: Default::default(),
                 })
             }
         };
@@ -212,6 +218,10 @@ impl Metrics {
             .fold((0, 0), |(m, n), (bytes, count)| (m + bytes, n + count));
         let values = app_values(&delta, sample.in_flight, processes, memory, restarts);
         app.rings.write(t, &values);
+        if app.recent.len() == RECENT {
+            app.recent.pop_front();
+        }
+        app.recent.push_back((values[0], values[4]));
         app.latest = values;
     }
 
