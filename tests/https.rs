@@ -416,27 +416,16 @@ fn the_operators_wildcard_certificate_serves_and_a_wildcard_without_one_says_why
 /// A CA and a certificate for `name` it signs: (CA cert, cert, key) files.
 fn internal_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "internal CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec![name.to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let (ca, cert, key) = pebble::ca_and_leaf("internal CA", &[name]);
     let paths = (
         dir.join("ca.pem"),
         dir.join("cert.pem"),
         dir.join("key.pem"),
     );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
+    std::fs::write(&paths.0, ca).unwrap();
+    std::fs::write(&paths.1, cert).unwrap();
+    std::fs::write(&paths.2, key).unwrap();
+    paths
 }
 
 #[test]
@@ -492,19 +481,19 @@ fn a_fleet_of_three_gets_one_certificate_whichever_node_the_ca_reaches() {
         format!("[environments.prod]\nhosts = [{}]\n", hosts.join(", ")),
     )
     .unwrap();
-    let out = silver()
-        .args(["fleet", "certs", "--env", "prod", "--json", "--inventory"])
-        .arg(&inventory)
-        .args([
-            "--acme-directory",
-            &pebble::directory(listen),
-            "--acme-ca-root",
-        ])
-        .arg(&ca)
-        .arg("--acme-account-dir")
-        .arg(tmp.path().join("account"))
-        .output()
-        .unwrap();
+    let fleet_certs = || {
+        silver()
+            .args(["fleet", "certs", "--env", "prod", "--json", "--inventory"])
+            .arg(&inventory)
+            .args(["--acme-directory", &pebble::directory(listen)])
+            .arg("--acme-ca-root")
+            .arg(&ca)
+            .arg("--acme-account-dir")
+            .arg(tmp.path().join("account"))
+            .output()
+            .unwrap()
+    };
+    let out = fleet_certs();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcomes[0]["host"], "fleet.test", "{outcomes}");
@@ -523,19 +512,7 @@ fn a_fleet_of_three_gets_one_certificate_whichever_node_the_ca_reaches() {
         "one certificate: {ends:?}"
     );
     // Nothing is due: a second run orders nothing.
-    let out = silver()
-        .args(["fleet", "certs", "--env", "prod", "--json", "--inventory"])
-        .arg(&inventory)
-        .args([
-            "--acme-directory",
-            &pebble::directory(listen),
-            "--acme-ca-root",
-        ])
-        .arg(&ca)
-        .arg("--acme-account-dir")
-        .arg(tmp.path().join("account"))
-        .output()
-        .unwrap();
+    let out = fleet_certs();
     let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcomes[0]["outcome"], "current", "{outcomes}");
 }

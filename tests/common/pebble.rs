@@ -165,24 +165,27 @@ pub fn listener_certs(dir: &Path) -> PathBuf {
     if listener_ca(dir).exists() {
         return listener_ca(dir);
     }
+    let (ca, cert, key) = ca_and_leaf("silver test ACME listener CA", &["localhost", "127.0.0.1"]);
+    std::fs::write(dir.join("pebble.pem"), cert).unwrap();
+    std::fs::write(dir.join("pebble.key"), key).unwrap();
+    std::fs::write(listener_ca(dir), ca).unwrap();
+    listener_ca(dir)
+}
+
+/// A CA named `ca_name` and a certificate for `names` it signs: (CA, certificate, key) PEM.
+pub fn ca_and_leaf(ca_name: &str, names: &[&str]) -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "silver test ACME listener CA");
+        .push(rcgen::DnType::CommonName, ca_name);
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "pebble");
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("pebble.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("pebble.key"), key.serialize_pem()).unwrap();
-    let root = listener_ca(dir);
-    std::fs::write(&root, ca_cert.pem()).unwrap();
-    root
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
