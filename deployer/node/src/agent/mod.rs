@@ -512,15 +512,19 @@ fn load_or_create_token(path: &std::path::Path) -> Result<String, Error> {
     Ok(token)
 }
 
-async fn authenticate(State(state): State<AgentState>, request: Request, next: Next) -> Response {
-    let given = request
+/// The hash of the request's bearer token, if it sends one: what every check compares, as
+/// `blake3::Hash` compares in constant time. The token itself is never kept or logged.
+fn bearer(request: &Request) -> Option<blake3::Hash> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| blake3::hash(t.trim().as_bytes()));
-    // blake3::Hash compares in constant time; the token itself is never logged.
-    if given.as_ref() == Some(&*state.token) {
+        .map(|t| blake3::hash(t.trim().as_bytes()))
+}
+
+async fn authenticate(State(state): State<AgentState>, request: Request, next: Next) -> Response {
+    if bearer(&request).as_ref() == Some(&*state.token) {
         return next.run(request).await;
     }
     tracing::warn!(path = %request.uri().path(), "request without a valid credential");

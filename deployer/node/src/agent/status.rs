@@ -113,15 +113,8 @@ pub(super) async fn read_access(
     request: Request,
     next: Next,
 ) -> Response {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| blake3::hash(t.trim().as_bytes()));
-    // blake3::Hash compares in constant time; tokens are never logged.
-    let bearer =
-        given.is_some_and(|g| g == *state.token || state.read_token.as_deref() == Some(&g));
+    let bearer = super::bearer(&request)
+        .is_some_and(|g| g == *state.token || state.read_token.as_deref() == Some(&g));
     let linked = request.uri().path() == "/status" && signed(&state, request.uri().query());
     if bearer || linked {
         return next.run(request).await;
