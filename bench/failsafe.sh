@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Fail-safe benchmark (issue 13): a WSGI app under a release agent's front door, 16 connections
-# sending GET /ok for SECONDS, 1% of requests sent to a bad path. For each kind of bad request,
-# beside a clean run just before it: good-request success, throughput and p99 as ratios to the
-# clean run, and the app's peak memory. Targets: >= 99% success, >= 0.80 throughput, p99 <= 3x.
+# Fail-safe benchmark (issues 13 and 24): a WSGI app under a release agent's front door, 16
+# connections sending GET /ok for SECONDS, 1% of requests sent to a bad path on connections of
+# their own, whose clients hang up after 0.5 s or wait up to 120 s (WAITS). For each kind of
+# bad request and each client behaviour, beside a clean run just before it: good-request
+# success, throughput and p99 as ratios to the clean run, and the app's peak memory.
+# Targets: >= 99% success, >= 0.80 throughput, p99 <= 3x.
 # Usage: bench/failsafe.sh [SECONDS [KIND...]]   (needs python3 and gunicorn; KINDs like /busy)
+#   WAITS="0.5 120" (default) the bad requests' clients' patience, in seconds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
@@ -37,23 +40,26 @@ def application(environ, start_response):
 PY
 "$silver" deploy "$work/app" > /dev/null 2>&1
 pids="pgrep -f silver_wsgi:application"
-printf '| 1%% of requests | good-request success | throughput ratio | p99 | p99 ratio | app peak RSS |\n|---|---|---|---|---|---|\n'
+waits=${WAITS:-0.5 120}
+printf '| bad clients wait | 1%% of requests | good-request success | throughput ratio | p99 | p99 ratio | app peak RSS |\n|---|---|---|---|---|---|---|\n'
 row() {
   python3 - "$@" <<'PY'
 import json, sys
-name, r, c = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+wait, name, r, c = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 ok = r["ok"] / r["sent"] if r["sent"] else 0
-print(f"| {name} | {ok:.1%} ({r['ok']}/{r['sent']}) | {r['ok'] / max(c['ok'], 1):.2f} | {r['p99_ms']:.0f} ms | {r['p99_ms'] / max(c['p99_ms'], 1e-9):.2f} | {r['peak_rss_mb']:.0f} MiB |")
+print(f"| {wait} s | {name} | {ok:.1%} ({r['ok']}/{r['sent']}) | {r['ok'] / max(c['ok'], 1):.2f} | {r['p99_ms']:.0f} ms | {r['p99_ms'] / max(c['p99_ms'], 1e-9):.2f} | {r['peak_rss_mb']:.0f} MiB |")
 PY
 }
-load() { python3 bench/failsafe_load.py "${front#http://}" "$1" "$secs" "$pids"; }
+load() { python3 bench/failsafe_load.py "${front#http://}" "$1" "$secs" "$pids" "$2"; }
 # Each kind runs on a fresh release (so one kind's wedged workers do not count against the
 # next), right after a clean run on that release: the ratios compare neighbours, not the
 # first minute of the run with the last.
-for bad in "${kinds[@]}"; do
-  "$silver" deploy "$work/app" --restart > /dev/null 2>&1 || { echo "| $bad | the app did not come back |"; continue; }
-  clean=$(load none)
-  row "none (clean run before $bad)" "$clean" "$clean"
-  r=$(load "$bad")
-  row "$bad" "$r" "$clean"
+for wait in $waits; do
+  for bad in "${kinds[@]}"; do
+    "$silver" deploy "$work/app" --restart > /dev/null 2>&1 || { echo "| $wait s | $bad | the app did not come back |"; continue; }
+    clean=$(load none "$wait")
+    row "$wait" "none (clean run before $bad)" "$clean" "$clean"
+    r=$(load "$bad" "$wait")
+    row "$wait" "$bad" "$r" "$clean"
+  done
 done

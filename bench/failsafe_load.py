@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Load for bench/failsafe.sh: 16 connections send GET /ok for SECONDS, and 1% of all requests
 go to BAD: one for every 99 good ones, each sent on its own connection beside the 16 (so the
-good connections never wait on a bad answer) and given up after 0.5 s, as a user gives up on a
-page that hangs.
+good connections never wait on a bad answer) and given up after WAIT seconds: 0.5 as a user
+gives up on a page that hangs, 120 as a browser, curl or a proxy in front waits.
 Prints one JSON object: good requests sent, succeeded, their p99, and the app's peak RSS.
-Usage: failsafe_load.py HOST:PORT BAD SECONDS PIDS_CMD"""
+Usage: failsafe_load.py HOST:PORT BAD SECONDS PIDS_CMD [WAIT]"""
 import http.client, json, subprocess, sys, threading, time
 
 host, port = sys.argv[1].rsplit(":", 1)
 bad, seconds, pids_cmd = sys.argv[2], float(sys.argv[3]), sys.argv[4]
+wait = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
 lock = threading.Lock()
 times, failures, peak, bad_sent = [], [0], [0], [0]
 stop = time.monotonic() + seconds
@@ -37,7 +38,7 @@ def worker():
 
 def send_bad():
     try:
-        request(bad, 0.5)
+        request(bad, wait)
     except Exception:
         pass
 

@@ -520,6 +520,22 @@ error: failed to pack `[TMP]/app`
   caused by: [TMP]/app/app.ini:2: runner `static` is not a file
 hint: fix that line of `app.ini`; the keys are listed in the README",
     );
+    let php = |text: &'static str| {
+        move |app: &Path| {
+            std::fs::create_dir_all(app.join("site")).unwrap();
+            std::fs::write(app.join("site/runner.php"), "<?php echo 1;").unwrap();
+            std::fs::write(app.join("lib.php"), "<?php echo 2;").unwrap();
+            std::fs::write(app.join("app.ini"), text).unwrap();
+        }
+    };
+    check(php("[production]\nplatform = php\nphp_root = site/\n"), "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:2: platform `php` needs a `runner` (the PHP file every request goes through, such as site/runner.php inside php_root)
+hint: fix that line of `app.ini`; the keys are listed in the README");
+    check(php("[production]\nplatform = php\nphp_root = site/\nrunner = lib.php\n"), "\
+error: failed to pack `[TMP]/app`
+  caused by: [TMP]/app/app.ini:4: runner `lib.php` is outside php_root: the runner must be a file inside php_root
+hint: fix that line of `app.ini`; the keys are listed in the README");
     check(ini("[production]\nrunner = app.py\ndefault_location = http://example.com/\n"), "\
 error: failed to pack `[TMP]/app`
   caused by: [TMP]/app/app.ini:3: default_location `http://example.com/` has a scheme: a location is host[/path], e.g. `example.com/blog`, without `http://`

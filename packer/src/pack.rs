@@ -184,8 +184,15 @@ fn venv_warning(app_dir: &Path) -> Option<String> {
 /// A runner that is missing, a directory, or not Python would pack fine and then fail on the
 /// node in a gunicorn traceback that never mentions app.ini: refuse it now, naming the line.
 fn check_runner(app_dir: &Path, ini: &AppIni) -> Result<(), Error> {
+    let platform = ini.production("platform");
+    let php = platform.is_some_and(|p| p.value == "php");
     let Some(v) = ini.production("runner") else {
-        return Ok(());
+        return match platform.filter(|_| php) {
+            // Every dynamic request of a PHP app goes through its runner: without one there
+            // is nothing to run.
+            Some(p) => Err(ini_error(ini, p.line, "platform", &p.value, "needs a `runner` (the PHP file every request goes through, such as site/runner.php inside php_root)")),
+            None => Ok(()),
+        };
     };
     let err = |rule: &'static str| {
         Error::from(silver_types::Error::AppIni {
@@ -210,7 +217,42 @@ fn check_runner(app_dir: &Path, ini: &AppIni) -> Result<(), Error> {
     if python && !v.value.ends_with(".py") {
         return Err(err("is not a Python file: a runner is a WSGI `.py` file exposing `application` (other programs go in [processes])"));
     }
+    if php {
+        check_php_runner(app_dir, ini, &v.value).map_err(err)?;
+    }
     Ok(())
+}
+
+/// A PHP runner is a `.php` file inside `php_root` (when there is one): php-fpm runs nothing
+/// else, and a runner outside the root would see none of the files it dispatches to.
+fn check_php_runner(app_dir: &Path, ini: &AppIni, runner: &str) -> Result<(), &'static str> {
+    if !runner.ends_with(".php") {
+        return Err(
+            "is not a PHP file: a PHP app's runner is the `.php` file every request goes through",
+        );
+    }
+    let Some(root) = ini.production("php_root") else {
+        return Ok(());
+    };
+    let root = root.value.trim_end_matches('/');
+    let inside = match root {
+        "" | "." => true,
+        root => Path::new(runner).starts_with(root),
+    };
+    let root_is_dir = app_dir.join(root).is_dir();
+    match (inside, root_is_dir) {
+        (true, true) => Ok(()),
+        (_, false) => Err("names a php_root that is not a directory of the app"),
+        (false, true) => Err("is outside php_root: the runner must be a file inside php_root"),
+    }
+}
+
+fn ini_error(ini: &AppIni, line: usize, key: &str, value: &str, rule: &'static str) -> Error {
+    Error::from(silver_types::Error::AppIni {
+        path: ini.path.clone(),
+        line,
+        problem: silver_types::IniProblem::value(key, value, silver_types::Rule::Fixed(rule)),
+    })
 }
 /// The manifest, checked, and its compressed frame: everything the join needs.
 struct Prepared {

@@ -32,6 +32,11 @@ use crate::ServiceKind;
 pub struct AppConfig {
     pub runner: Option<String>,
     pub platform: String,
+    /// `php_root` (PHP apps): the directory, relative to the app, whose files other than
+    /// `.php` the router serves as they are and below which `silver_next_path()` looks.
+    pub php_root: Option<String>,
+    /// The app's `php.ini` settings (`php.memory_limit`, `php.upload_max_filesize`).
+    pub php: PhpSettings,
     pub update_fetch: Vec<UpdateFetch>,
     pub default_location: Option<Location>,
     /// `service.<name> = <settings>`.
@@ -50,6 +55,9 @@ pub struct AppConfig {
     /// `request_timeout` (seconds, default 30): a request running longer gets a 504 and the
     /// worker holding it is replaced.
     pub request_timeout_secs: u64,
+    /// `slow_paths`: URL path prefixes (below the app's location) whose requests are slow by
+    /// design (a 20 s report): never ended early while others wait, only at `request_timeout`.
+    pub slow_paths: Vec<String>,
     /// `max_memory` (MiB, default 512): a worker that grows past it is replaced after the
     /// request it is serving.
     pub max_memory_mb: u64,
@@ -57,6 +65,20 @@ pub struct AppConfig {
     pub https: HttpsPolicy,
     /// `hsts` (seconds): sent as `Strict-Transport-Security: max-age=N` over HTTPS only.
     pub hsts_max_age_secs: Option<u64>,
+}
+
+/// A PHP app's `php.ini` settings from app.ini, in PHP's own size notation (`128M`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PhpSettings {
+    pub memory_limit: Option<String>,
+    pub upload_max_filesize: Option<String>,
+}
+
+impl AppConfig {
+    /// `platform = php`.
+    pub fn is_php(&self) -> bool {
+        self.platform == "php"
+    }
 }
 
 /// What a request over plain HTTP gets, for an app whose host the front door has a
@@ -147,6 +169,23 @@ impl AppConfig {
             })
             .transpose()?;
         let platform = get("platform").map_or_else(|| "python".to_string(), |v| v.value.clone());
+        let php_root = get("php_root")
+            .map(|v| {
+                let root = v.value.trim_end_matches('/');
+                check_relative(root)
+                    .map(|()| root.to_string())
+                    .map_err(|why| {
+                        err(
+                            v.line,
+                            IniProblem::value("php_root", &v.value, Rule::Fixed(why)),
+                        )
+                    })
+            })
+            .transpose()?;
+        let php = PhpSettings {
+            memory_limit: php_size(ini, "php.memory_limit")?,
+            upload_max_filesize: php_size(ini, "php.upload_max_filesize")?,
+        };
         let update_fetch = match get("update_fetch") {
             Some(v) => parse_update_fetch(v).map_err(|(line, m)| err(line, m))?,
             None => vec![],
@@ -164,6 +203,7 @@ impl AppConfig {
         let (health_check, health_below, health_timeout_secs) = health(ini)?;
         let request_timeout_secs = whole_number(ini, "request_timeout", 30, 1..=3600, "seconds")?;
         let max_memory_mb = whole_number(ini, "max_memory", 512, 16..=1 << 20, "MiB")?;
+        let slow_paths = slow_paths(ini)?;
         let https = match get("https") {
             Some(v) => HttpsPolicy::parse(&v.value).ok_or_else(|| {
                 err(
@@ -184,6 +224,8 @@ impl AppConfig {
         Ok(AppConfig {
             runner,
             platform,
+            php_root,
+            php,
             update_fetch,
             default_location,
             services: services(ini)?,
@@ -195,6 +237,7 @@ impl AppConfig {
             health_below,
             health_timeout_secs,
             request_timeout_secs,
+            slow_paths,
             max_memory_mb,
             https,
             hsts_max_age_secs,
@@ -295,6 +338,10 @@ fn services(ini: &AppIni) -> Result<Vec<(ServiceKind, String)>, Error> {
         let Some(name) = key.strip_prefix("service.") else {
             continue;
         };
+        // Silver Lining's `service.php` installed PHP on the node; silver's nodes have it.
+        if name == "php" {
+            continue;
+        }
         let kind = ServiceKind::parse(name).ok_or_else(|| Error::UnknownService {
             path: ini.path.clone(),
             line: v.line,
@@ -377,6 +424,47 @@ fn processes(ini: &AppIni) -> Result<Vec<Process>, Error> {
 }
 
 /// Silver Lining's `packages`: Debian package names, comma- or space-separated.
+/// A `php.ini` size (`128M`, `2G`, `512K`, bytes): written into the app's php.ini as it is, so
+/// nothing but digits and one unit letter may pass.
+fn php_size(ini: &AppIni, key: &str) -> Result<Option<String>, Error> {
+    let Some(v) = ini.production(key) else {
+        return Ok(None);
+    };
+    let value = v.value.trim();
+    let digits = value.trim_end_matches(['K', 'M', 'G', 'k', 'm', 'g']);
+    let one_unit = value.len() - digits.len() <= 1;
+    if one_unit && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Some(value.to_string()));
+    }
+    let rule = Rule::Fixed("must be a size like 128M, 2G or 512K");
+    Err(line_error(ini, v.line, IniProblem::value(key, value, rule)))
+}
+
+/// `slow_paths = /reports/ /export`: URL paths, separated by spaces or commas.
+fn slow_paths(ini: &AppIni) -> Result<Vec<String>, Error> {
+    let Some(v) = ini.production("slow_paths") else {
+        return Ok(vec![]);
+    };
+    let paths: Vec<String> = v
+        .value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    match paths.iter().find(|p| !p.starts_with('/')) {
+        Some(bad) => Err(line_error(
+            ini,
+            v.line,
+            IniProblem::value(
+                "slow_paths",
+                bad,
+                Rule::Fixed("must be URL paths starting with `/`, separated by spaces or commas"),
+            ),
+        )),
+        None => Ok(paths),
+    }
+}
+
 fn packages(ini: &AppIni) -> Vec<String> {
     ini.production("packages")
         .map(|v| {
@@ -571,7 +659,27 @@ mod tests {
         );
         check(
             "[production]\nrequest_timeout = 5\nmax_memory = 64\n",
-            Ok(r#""request_timeout_secs":5,"max_memory_mb":64"#),
+            Ok(r#""request_timeout_secs":5,"slow_paths":[],"max_memory_mb":64"#),
+        );
+        check(
+            "[production]\nplatform = php\nrunner = site/runner.php\nphp_root = site/\nphp.memory_limit = 256M\nservice.php =\n",
+            Ok(r#""platform":"php","php_root":"site","php":{"memory_limit":"256M","upload_max_filesize":null}"#),
+        );
+        check(
+            "[production]\nphp.upload_max_filesize = 8M; evil=1\n",
+            Err("app.ini:2: php.upload_max_filesize `8M; evil=1` must be a size like 128M, 2G or 512K"),
+        );
+        check(
+            "[production]\nphp_root = ../up\n",
+            Err("app.ini:2: php_root `../up` must stay inside the app directory"),
+        );
+        check(
+            "[production]\nslow_paths = /reports/, /export\n",
+            Ok(r#""slow_paths":["/reports/","/export"]"#),
+        );
+        check(
+            "[production]\nslow_paths = /reports/ export\n",
+            Err("app.ini:2: slow_paths `export` must be URL paths starting with `/`, separated by spaces or commas"),
         );
         check(
             "[production]\nrequest_timeout = 0\n",

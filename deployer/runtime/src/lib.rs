@@ -21,6 +21,7 @@ pub mod paths;
 pub mod restore;
 pub mod router;
 pub mod services;
+mod shed;
 mod static_cache;
 pub mod supervise;
 pub mod tls;

@@ -260,7 +260,8 @@ impl Runtime {
         let (launches, port) = plan.map_err(|f| self.failed(&c, f, vec![]))?;
         let env = c.env(port, self.inner.config.bytecode_cache);
         let processes = start::start_processes(&c, &launches, &env, |name| self.sink(&c, name))?;
-        let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p))));
+        let capacity = web_capacity(&c, self.inner.config.gunicorn.workers);
+        let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p)), capacity));
         match self.check(&c, &processes, backend.as_deref(), &env).await {
             Ok((update_output, hold)) => Ok(Started {
                 c,
@@ -545,6 +546,16 @@ impl Runtime {
         tokio::spawn(pool.run());
     }
 
+    /// For every backend whose capacity is known, the task that ends requests wedged while
+    /// others wait (`shed.rs`); it ends with the release's backend.
+    fn shed(&self, c: &Candidate, backend: Option<&Arc<Backend>>) {
+        let Some(backend) = backend else { return };
+        let Ok(log) = self.sink(c, "web") else { return };
+        let timeout = Duration::from_secs(c.config.request_timeout_secs);
+        let task = crate::shed::run(Arc::downgrade(backend), timeout, log, c.label.clone());
+        tokio::spawn(task);
+    }
+
     /// Moves traffic: the new route replaces the old in one step, then the old release drains
     /// (or, kept, waits beside it with the route it had).
     async fn switch(
@@ -555,6 +566,7 @@ impl Runtime {
         keep: Old,
     ) -> Option<String> {
         self.size_pool(c, &processes, backend.as_ref());
+        self.shed(c, backend.as_ref());
         let mut live = self.inner.live.lock().await;
         let old = live.remove(&c.app);
         let old_route = self.inner.routes.get(&c.app);
@@ -913,5 +925,15 @@ impl Runtime {
                 tracing::error!(app = %c.app, error = %crate::error::chain(&e), checkpoint = %dir.display(), "cannot put the checkpoint back")
             }
         }
+    }
+}
+
+/// How many requests a release's web process serves at once: gunicorn's workers for a WSGI
+/// runner, unknown (0) for an app's own `[processes] web` command.
+fn web_capacity(c: &Candidate, workers: u32) -> usize {
+    match (&c.config.runner, c.single_process) {
+        (Some(_), true) => 1,
+        (Some(_), false) => workers as usize,
+        (None, _) => 0,
     }
 }

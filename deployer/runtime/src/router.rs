@@ -36,11 +36,97 @@ pub struct Backend {
     /// Requests in flight, watched: a drain waits for zero and the pool sizer for a change,
     /// instead of polling.
     in_flight: tokio::sync::watch::Sender<usize>,
-    /// When each request in flight started, by a number of its own.
-    started: std::sync::Mutex<HashMap<u64, std::time::Instant>>,
+    /// Each request in flight, by a number of its own.
+    started: std::sync::Mutex<HashMap<u64, Running>>,
     next: std::sync::atomic::AtomicU64,
     /// What its answers were: how many, how many 5xx, how long to their headers.
     stats: std::sync::Mutex<Stats>,
+    /// How many requests the web process serves at once (its workers); 0 when unknown, and
+    /// then nothing is ever ended early (`shed.rs`).
+    capacity: AtomicUsize,
+    /// How long its good answers took lately: what the shedder calls normal.
+    recent: std::sync::Mutex<Recent>,
+}
+
+/// A request in flight: when it started, and how to end it early while it waits for its
+/// answer's headers (None once they came, or for a path the app marks slow).
+#[derive(Debug)]
+struct Running {
+    since: std::time::Instant,
+    end: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The app's answers below 500, as the 95th percentile of each `RECENT_WINDOW` over the last
+/// `RECENT_WINDOWS` of them: its normal latency is the best of those, so the queueing a few
+/// wedged requests cause (which slows every answer) does not raise the bar they are held to.
+/// Bad requests the shedder ended never count: they are 503s.
+#[derive(Debug)]
+struct Recent {
+    since: std::time::Instant,
+    current: [u64; BUCKETS_MS.len()],
+    /// The p95 of each finished window that had enough answers to have one, newest last.
+    p95s: std::collections::VecDeque<u64>,
+}
+
+const RECENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// Five minutes of windows: a release whose pages really got slower is judged by them after
+/// that.
+const RECENT_WINDOWS: usize = 30;
+/// Fewer answers than this in a window say nothing about what is normal.
+const RECENT_MIN_ANSWERS: u64 = 100;
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            since: std::time::Instant::now(),
+            current: [0; BUCKETS_MS.len()],
+            p95s: Default::default(),
+        }
+    }
+}
+
+impl Recent {
+    fn record(&mut self, elapsed: std::time::Duration) {
+        if self.since.elapsed() >= RECENT_WINDOW {
+            if let Some(p95) = p95_ms(&self.current) {
+                self.p95s.push_back(p95);
+                if self.p95s.len() > RECENT_WINDOWS {
+                    self.p95s.pop_front();
+                }
+            }
+            self.current = [0; BUCKETS_MS.len()];
+            self.since = std::time::Instant::now();
+        }
+        self.current[bucket(elapsed)] += 1;
+    }
+
+    /// The lowest p95 of the recent windows, the one under way included once it has enough.
+    fn normal_ms(&self) -> Option<u64> {
+        let current = p95_ms(&self.current);
+        self.p95s.iter().copied().chain(current).min()
+    }
+}
+
+/// The 95th percentile's bucket bound of a histogram (None below `RECENT_MIN_ANSWERS`).
+fn p95_ms(counts: &[u64; BUCKETS_MS.len()]) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total < RECENT_MIN_ANSWERS {
+        return None;
+    }
+    let rank = (total * 95).div_ceil(100);
+    let mut seen = 0;
+    counts.iter().zip(BUCKETS_MS).find_map(|(n, bound)| {
+        seen += n;
+        (seen >= rank).then_some(bound)
+    })
+}
+
+fn bucket(elapsed: std::time::Duration) -> usize {
+    let ms = elapsed.as_millis() as u64;
+    BUCKETS_MS
+        .iter()
+        .position(|b| ms <= *b)
+        .unwrap_or(BUCKETS_MS.len() - 1)
 }
 
 /// Latency buckets, by upper bound in milliseconds; the last is everything slower.
@@ -71,7 +157,8 @@ pub struct Stats {
     pub server_errors: u64,
     /// Answers by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub by_class: [u64; 5],
-    /// Requests the router ended at the app's `request_timeout` (the fail-safe runtime's work).
+    /// Requests the fail-safe runtime ended: at the app's `request_timeout`, or early, while
+    /// others waited (`shed.rs`).
     pub deadline_ends: u64,
     pub buckets: [u64; BUCKETS_MS.len()],
 }
@@ -84,12 +171,7 @@ impl Stats {
         }
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.by_class[class] += 1;
-        let ms = elapsed.as_millis() as u64;
-        let i = BUCKETS_MS
-            .iter()
-            .position(|b| ms <= *b)
-            .unwrap_or(BUCKETS_MS.len() - 1);
-        self.buckets[i] += 1;
+        self.buckets[bucket(elapsed)] += 1;
     }
 
     /// The upper bound of the bucket holding the 99th percentile (None before any request).
@@ -147,14 +229,61 @@ impl Stats {
 }
 
 impl Backend {
-    pub fn new(addr: SocketAddr) -> Arc<Backend> {
+    /// A web process at `addr` that serves `capacity` requests at once (0: unknown).
+    pub fn new(addr: SocketAddr, capacity: usize) -> Arc<Backend> {
         Arc::new(Backend {
             addr,
             in_flight: tokio::sync::watch::Sender::new(0),
             started: Default::default(),
             next: Default::default(),
             stats: Default::default(),
+            capacity: AtomicUsize::new(capacity),
+            recent: Default::default(),
         })
+    }
+
+    /// The web process now serves `workers` requests at once (its pool grew or shrank).
+    pub fn set_capacity(&self, workers: usize) {
+        self.capacity.store(workers, Ordering::Relaxed);
+    }
+
+    /// Requests waiting for a worker: those in flight past the capacity (0 when it is unknown).
+    pub fn queued(&self) -> usize {
+        match self.capacity.load(Ordering::Relaxed) {
+            0 => 0,
+            capacity => self.in_flight().saturating_sub(capacity),
+        }
+    }
+
+    /// The app's normal latency lately: the lowest 95th percentile of its answers below 500
+    /// in the 10-s windows of the last five minutes, as a bucket bound (None until a window
+    /// has 100 answers).
+    pub fn normal_ms(&self) -> Option<u64> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .normal_ms()
+    }
+
+    /// Ends up to `max` requests still waiting for their answer after more than `age`, oldest
+    /// first: each gets a 503 and its connection to the app closes, which ends the worker
+    /// holding it (`silver_wsgi.py`, php-fpm's request end). Returns how many.
+    pub fn shed_older_than(&self, age: std::time::Duration, max: usize) -> usize {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let mut old: Vec<(std::time::Instant, u64)> = started
+            .iter()
+            .filter(|(_, r)| r.end.is_some() && r.since.elapsed() > age)
+            .map(|(id, r)| (r.since, *id))
+            .collect();
+        old.sort();
+        let mut ended = 0;
+        for (_, id) in old.into_iter().take(max) {
+            let end = started.get_mut(&id).and_then(|r| r.end.take());
+            if end.is_some_and(|end| end.send(()).is_ok()) {
+                ended += 1;
+            }
+        }
+        ended
     }
 
     pub fn stats(&self) -> Stats {
@@ -166,6 +295,10 @@ impl Backend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(status.as_u16(), elapsed);
+        if !status.is_server_error() {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.record(elapsed);
+        }
     }
 
     fn record_deadline_end(&self) {
@@ -187,22 +320,40 @@ impl Backend {
     /// Requests in flight for longer than `age`: the workers they hold are stuck, not busy.
     pub fn older_than(&self, age: std::time::Duration) -> usize {
         let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
-        started.values().filter(|t| t.elapsed() > age).count()
+        started.values().filter(|r| r.since.elapsed() > age).count()
     }
 
-    fn enter(self: &Arc<Self>) -> InFlight {
+    /// Counts a request in; the receiver fires if the shedder ends it (never, unless
+    /// `sheddable`).
+    fn enter(self: &Arc<Self>, sheddable: bool) -> (InFlight, tokio::sync::oneshot::Receiver<()>) {
         self.in_flight.send_modify(|n| *n += 1);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let (end, ended) = tokio::sync::oneshot::channel();
+        let running = Running {
+            since: std::time::Instant::now(),
+            end: sheddable.then_some(end),
+        };
         self.started
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(n, std::time::Instant::now());
-        InFlight(self.clone(), n)
+            .insert(n, running);
+        (InFlight(self.clone(), n), ended)
     }
 }
 
 /// Held while a request (and its response body, or its WebSocket) is being served.
 struct InFlight(Arc<Backend>, u64);
+
+impl InFlight {
+    /// Its answer's headers came: from here on it is never ended early (a body that streams,
+    /// a WebSocket).
+    fn answered(&self) {
+        let mut started = self.0.started.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = started.get_mut(&self.1) {
+            r.end = None;
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -235,6 +386,9 @@ pub struct AppRoute {
     pub https: silver_types::appconfig::HttpsPolicy,
     /// `Strict-Transport-Security: max-age=N`, sent over HTTPS only (app.ini's `hsts`).
     pub hsts_max_age: Option<u64>,
+    /// app.ini's `slow_paths`: path prefixes (below the app's own prefix) whose requests are
+    /// slow by design, never ended early; only `request_timeout` bounds them.
+    pub slow_paths: Vec<String>,
 }
 
 /// The routing table, shared by the front door and the runtime.
@@ -592,6 +746,10 @@ async fn routed(
                 host,
                 prefix,
                 scheme,
+                sheddable: !route
+                    .slow_paths
+                    .iter()
+                    .any(|slow| rest.starts_with(slow.as_str())),
             };
             proxy(&front.client, request, backend, to, deadline).await
         }
@@ -842,6 +1000,8 @@ struct Forward<'a> {
     host: &'a str,
     prefix: &'a str,
     scheme: Scheme,
+    /// Whether the shedder may end it early (not under one of the app's `slow_paths`).
+    sheddable: bool,
 }
 
 async fn proxy(
@@ -864,7 +1024,7 @@ async fn answer(
     to: Forward<'_>,
     deadline: Option<std::time::Duration>,
 ) -> Response {
-    let guard = backend.enter();
+    let (guard, ended) = backend.enter(to.sheddable);
     let client_addr = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -909,9 +1069,20 @@ async fn answer(
     let (method, path) = (parts.method.clone(), path_and_query.clone());
     let started = std::time::Instant::now();
     let sent = client.request(Request::from_parts(parts, body));
-    let answered = match deadline {
-        Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
-        None => Some(sent.await),
+    let answered = tokio::select! {
+        answered = within(deadline, sent) => answered,
+        Ok(()) = ended => {
+            // Dropping `sent` closes the connection to the app: the worker holding the
+            // request sees it and replaces itself.
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::warn!(backend = %backend.addr, %method, path, elapsed_ms, "ended early: it ran far past the app's normal latency while others waited");
+            backend.record_deadline_end();
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Ended",
+                "This request ran far longer than the app's others while they waited for it, and was ended so they could be served.",
+            );
+        }
     };
     // Past the deadline, or cut off by the worker replacing itself at it: a 504 either way.
     let timed_out = deadline.filter(|limit| match &answered {
@@ -950,6 +1121,7 @@ async fn answer(
             );
         }
     };
+    guard.answered();
     let (mut parts, body) = response.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -968,6 +1140,17 @@ async fn answer(
     }
     strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, decouple(body, guard))
+}
+
+/// `sent` within `deadline`: None past it.
+async fn within<F: std::future::Future>(
+    deadline: Option<std::time::Duration>,
+    sent: F,
+) -> Option<F::Output> {
+    match deadline {
+        Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
+        None => Some(sent.await),
+    }
 }
 
 /// Request bodies up to this size are read whole before the app is asked; larger ones stream

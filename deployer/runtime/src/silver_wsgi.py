@@ -9,12 +9,13 @@ request-timeout and uWSGI's harakiri and reload-on-rss do:
   ends its worker at once, so gunicorn forks a fresh one; the router has answered the client
   with a 504 by then;
 - a request whose client has gone (the router closed its connection: the client hung up, or
-  its deadline passed) and that has run past a quarter second ends its worker too.
+  its deadline passed, or the router ended it while others waited) and that has run past
+  50 ms ends its worker too.
   Nobody will read its answer, and a wedged request would otherwise hold the worker until the
   deadline: Heroku's H12 answers the client but leaves the dyno stuck, and 1% of requests
   wedging would take the whole pool;
 - a request gives way to shorter ones as it runs, as a kernel's scheduler favours interactive
-  tasks: past 25 ms at nice 10, past 100 ms at the lowest priority (nice 19), back
+  tasks: past 5 ms at nice 10, past 25 ms at the lowest priority (nice 19), back
   to 0 when it ends. A busy loop then takes the CPU only when healthy requests leave it.
   Where the worker may not raise a priority back (RLIMIT_NICE, which the agent sets as root
   when it may), the app is called on a thread of its own, and a thread that gave way retires
@@ -62,10 +63,13 @@ _timeout = float(os.environ.get("SILVER_REQUEST_TIMEOUT") or 0)
 _ROUTER_LEAD = 0.1
 _max_rss = int(os.environ.get("SILVER_MAX_MEMORY_MB") or 0) << 20
 # As long as the router's pool sizer waits before it counts a request as stuck.
-_ABANDON_AFTER = 0.25
+_ABANDON_AFTER = 0.05
 _current = None  # (started, method, path, socket) of the request this worker serves
 # (seconds run, nice value), in order: a request that runs long gives way to short ones.
-_GIVE_WAY = ((0.025, 10), (0.1, 19))
+_GIVE_WAY = ((0.005, 10), (0.025, 19))
+# Set when a request starts: the watchdog sleeps on it between requests and ticks during one.
+_wake = threading.Event()
+_TICK = 0.005
 # Lowering a thread's priority is allowed to anyone; raising it back only up to RLIMIT_NICE.
 _can_restore = resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20
 _nice = 0  # the request thread's nice value
@@ -83,7 +87,12 @@ def _watchdog():
     # A Python busy loop still lets this thread run every few milliseconds (the GIL's switch
     # interval), and a thread blocked on a lock holds no GIL at all.
     while True:
-        time.sleep(0.025)
+        current = _current
+        if not current:
+            _wake.wait()
+            _wake.clear()
+            continue
+        time.sleep(_TICK)
         current = _current
         if not current:
             continue
@@ -249,6 +258,7 @@ def application(environ, start_response):
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
     method, path = environ.get("REQUEST_METHOD", "?"), environ.get("PATH_INFO", "")
     _current = (time.monotonic(), method, path, environ.get("gunicorn.socket"))
+    _wake.set()
     if _board:
         _board.mark(os.getpid(), method, path)
     try:

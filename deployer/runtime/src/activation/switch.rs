@@ -36,6 +36,7 @@ pub fn route(
             .then(|| c.paths.writable_root()),
         https: c.config.https,
         hsts_max_age: c.config.hsts_max_age_secs,
+        slow_paths: c.config.slow_paths.clone(),
     }
 }
 
