@@ -20,6 +20,7 @@ packages=(
   pebble                                                         # a test ACME CA (HTTPS tests)
   prometheus                                                     # promtool checks /metrics
   chromium                                                       # loads the status page
+  php-fpm php-cli php-mysql                                      # platform = php apps
 )
 if [ "${1:-}" = bench ]; then
   packages+=(bc time rsync nginx-light caddy wrk)                # TLS load beside nginx and Caddy
@@ -51,6 +52,9 @@ checks=(
   "pebble|pebble-challtestsrv -h 2>&1 | grep -q -- -tlsalpn01"
   "prometheus|promtool --version"
   "chromium|chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank"
+  "php-fpm|\"\$(ls /usr/sbin/php-fpm* | sort -V | tail -n 1)\" -v"
+  "php-cli|php -v"
+  "php-mysql|php -m | grep -qx mysqli"
 )
 if [ "${1:-}" = bench ]; then
   checks+=("nginx-light|nginx -v" "caddy|caddy version" "wrk|wrk --version 2>&1 | grep -q wrk")

@@ -55,6 +55,13 @@ fn bake_boot_deploy_and_fetch_a_page() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let manifest = &report["manifest"];
     assert!(manifest["packages"]["gunicorn"].is_string(), "{manifest}");
+    // PHP apps' php-fpm, php and mysqli, as their packages name them (Debian's php8.2-*).
+    for package in ["php-fpm", "php-cli", "php-mysql"] {
+        assert!(
+            manifest["packages"][package].is_string(),
+            "{package}: {manifest}"
+        );
+    }
     for output in [
         "rootfs.tar.zst",
         "disk.raw",
@@ -220,6 +227,37 @@ fn bake_boot_deploy_and_fetch_a_page() {
         "{}",
         stdout(&releases)
     );
+
+    // 6. A PHP app on the same node: the image's php-fpm and php-mysql, run.
+    let php = tmp.path().join("php");
+    std::fs::create_dir_all(php.join("site")).unwrap();
+    std::fs::write(
+        php.join("app.ini"),
+        "[production]\napp_name = phpsmoke\nplatform = php\nphp_root = site/\n\
+         runner = site/runner.php\ndefault_location = php.localhost\nhealth_timeout = 240\n",
+    )
+    .unwrap();
+    std::fs::write(
+        php.join("site/runner.php"),
+        "<?php echo 'php ', PHP_MAJOR_VERSION, ' mysqli ', extension_loaded('mysqli') ? 'yes' : 'no';",
+    )
+    .unwrap();
+    let deploy = silver()
+        .env("SILVER_SSH", &ssh)
+        .env("SILVER_CACHE_DIR", tmp.path().join("manifests"))
+        .arg("deploy")
+        .arg(&php)
+        .args(["--node", url])
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .unwrap();
+    assert!(
+        deploy.status.success(),
+        "PHP deploy failed:\n{}",
+        stderr(&deploy)
+    );
+    let page = get(node["front_url"].as_str().unwrap(), "php.localhost", "/");
+    assert_eq!(page.body, "php 8 mysqli yes", "{page:?}");
 
     let list = silver()
         .args(["node", "list", "--json", "--nodes-dir"])

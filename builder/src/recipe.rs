@@ -565,10 +565,12 @@ enable = ["ssh.service", "silver-agent"]
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-recipes");
         for name in ["debian-bookworm.toml", "ubuntu-noble.toml"] {
             let recipe = Recipe::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(
-                recipe.packages.include.iter().any(|p| p == "gunicorn"),
-                "{name}"
-            );
+            for package in ["gunicorn", "php-fpm", "php-cli", "php-mysql"] {
+                assert!(
+                    recipe.packages.include.iter().any(|p| p == package),
+                    "{name}: {package}"
+                );
+            }
             assert!(
                 recipe
                     .services

@@ -185,7 +185,7 @@ fn venv_warning(app_dir: &Path) -> Option<String> {
 /// node in a gunicorn traceback that never mentions app.ini: refuse it now, naming the line.
 fn check_runner(app_dir: &Path, ini: &AppIni) -> Result<(), Error> {
     let platform = ini.production("platform");
-    let php = platform.is_some_and(|p| p.value == "php");
+    let php = silver_types::appconfig::platform(ini) == "php";
     let Some(v) = ini.production("runner") else {
         return match platform.filter(|_| php) {
             // Every dynamic request of a PHP app goes through its runner: without one there
@@ -211,9 +211,10 @@ fn check_runner(app_dir: &Path, ini: &AppIni) -> Result<(), Error> {
         Ok(m) if !m.is_file() => return Err(err("is not a file")),
         Ok(_) => {}
     }
-    let python = ini
-        .production("platform")
-        .is_none_or(|p| matches!(p.value.as_str(), "python" | "wsgi"));
+    let python = matches!(
+        silver_types::appconfig::platform(ini).as_str(),
+        "python" | "wsgi"
+    );
     if python && !v.value.ends_with(".py") {
         return Err(err("is not a Python file: a runner is a WSGI `.py` file exposing `application` (other programs go in [processes])"));
     }

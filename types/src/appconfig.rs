@@ -168,7 +168,7 @@ impl AppConfig {
                     })
             })
             .transpose()?;
-        let platform = get("platform").map_or_else(|| "python".to_string(), |v| v.value.clone());
+        let platform = platform(ini);
         let php_root = get("php_root")
             .map(|v| {
                 let root = v.value.trim_end_matches('/');
@@ -424,6 +424,16 @@ fn processes(ini: &AppIni) -> Result<Vec<Process>, Error> {
 }
 
 /// Silver Lining's `packages`: Debian package names, comma- or space-separated.
+/// `platform`: as written, else `php` for a `.php` runner (Silver Lining's simple-php example
+/// names none), else `python`.
+pub fn platform(ini: &AppIni) -> String {
+    match (ini.production("platform"), ini.production("runner")) {
+        (Some(p), _) => p.value.clone(),
+        (None, Some(r)) if r.value.ends_with(".php") => "php".into(),
+        (None, _) => "python".into(),
+    }
+}
+
 /// A `php.ini` size (`128M`, `2G`, `512K`, bytes): written into the app's php.ini as it is, so
 /// nothing but digits and one unit letter may pass.
 fn php_size(ini: &AppIni, key: &str) -> Result<Option<String>, Error> {

@@ -219,6 +219,8 @@ pub enum StartRefusal {
     },
     #[error("the app requires a configuration directory (`config.required`), and none was given")]
     NoConfig,
+    #[error("this PHP app (`platform = php`) runs under php-fpm, which this node does not have")]
+    NoPhpFpm,
 }
 
 impl StartRefusal {
@@ -226,6 +228,7 @@ impl StartRefusal {
         match self {
             StartRefusal::NoGunicorn => "install it on the node: `sudo apt-get install gunicorn` (or ship gunicorn in the app's virtualenv)",
             StartRefusal::VenvMismatch { .. } => "build the virtualenv with the node's python3 (`python3 -m venv`), install gunicorn into it (then its own Python serves it, if the node has that Python), or leave it out with .silverignore and vendor its packages into lib/python",
+            StartRefusal::NoPhpFpm => "install it on the node: `sudo apt-get install php-fpm php-cli php-mysql`",
             StartRefusal::NoConfig => "deploy with `--config DIR` (Silver Lining's `silver update --config DIR`), or give the app a `config.default` directory",
         }
     }

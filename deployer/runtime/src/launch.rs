@@ -14,6 +14,8 @@ pub struct Launch {
     pub name: String,
     pub web: bool,
     pub argv: Vec<String>,
+    /// What stops it gracefully (see `Spec::stop_signal`).
+    pub stop_signal: nix::sys::signal::Signal,
 }
 
 /// How the node runs WSGI apps.
@@ -90,6 +92,7 @@ pub fn plan(
                 name: "web".into(),
                 web: true,
                 argv: gunicorn_argv(gunicorn, shim_dir, port),
+                stop_signal: nix::sys::signal::Signal::SIGTERM,
             });
         }
         (None, None) => {}
@@ -98,6 +101,21 @@ pub fn plan(
         launches.push(shell(&p.name, &p.command, false));
     }
     Ok(launches)
+}
+
+/// A PHP app's processes: its php-fpm master as `web` (stopped with SIGQUIT, which lets its
+/// requests finish), then its `[workers]` as for any app.
+pub fn php(config: &AppConfig, fpm_argv: Vec<String>) -> Vec<Launch> {
+    let web = Launch {
+        name: "web".into(),
+        web: true,
+        argv: fpm_argv,
+        stop_signal: nix::sys::signal::Signal::SIGQUIT,
+    };
+    let workers = config.processes.iter().filter(|p| !p.web);
+    std::iter::once(web)
+        .chain(workers.map(|p| shell(&p.name, &p.command, false)))
+        .collect()
 }
 
 /// The sitecustomize every Python of the app loads (see `silver_site.py`).
@@ -197,6 +215,7 @@ fn shell(name: &str, command: &str, web: bool) -> Launch {
         web,
         // `exec`, so the signal to stop reaches the command and not just the shell.
         argv: vec!["/bin/sh".into(), "-c".into(), format!("exec {command}")],
+        stop_signal: nix::sys::signal::Signal::SIGTERM,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod launch;
 mod live;
 pub mod logs;
 pub mod paths;
+pub mod php;
 pub mod restore;
 pub mod router;
 pub mod services;

@@ -259,9 +259,25 @@ impl Runtime {
         .await?;
         let (launches, port) = plan.map_err(|f| self.failed(&c, f, vec![]))?;
         let env = c.env(port, self.inner.config.bytecode_cache);
+        let workers = self.inner.config.gunicorn.workers;
+        let php = match c.config.is_php() {
+            true => {
+                let (staged, env) = (c.clone(), env.clone());
+                let files = blocking("writing the release's php-fpm files", move || {
+                    crate::php::write_release(&staged, &env, workers)
+                })
+                .await?;
+                Some(files.map_err(|e| self.failed(&c, Failure::new(Step::Start, e), vec![]))?)
+            }
+            false => None,
+        };
         let processes = start::start_processes(&c, &launches, &env, |name| self.sink(&c, name))?;
-        let capacity = web_capacity(&c, self.inner.config.gunicorn.workers);
+        let capacity = web_capacity(&c, workers);
         let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p)), capacity));
+        if let (Some(files), Some(backend), Some(port)) = (php, &backend, port) {
+            let log = self.sink(&c, "web")?;
+            backend.hold(crate::php::start_gateway(&c, files, port, log));
+        }
         match self.check(&c, &processes, backend.as_deref(), &env).await {
             Ok((update_output, hold)) => Ok(Started {
                 c,
@@ -527,11 +543,12 @@ impl Runtime {
     /// For a gunicorn app, a task that grows its pool while every worker is busy and shrinks it
     /// back once it idles; it ends with the release's backend.
     fn size_pool(&self, c: &Candidate, processes: &[Supervised], backend: Option<&Arc<Backend>>) {
-        let (Some(backend), Some(web), Some(_), false) = (
+        let (Some(backend), Some(web), Some(_), false, false) = (
             backend,
             processes.iter().find(|p| p.name == "web"),
             c.config.runner.as_ref(),
             c.single_process,
+            c.config.is_php(), // php-fpm's pool is fixed (`pm = static`)
         ) else {
             return;
         };
@@ -928,8 +945,8 @@ impl Runtime {
     }
 }
 
-/// How many requests a release's web process serves at once: gunicorn's workers for a WSGI
-/// runner, unknown (0) for an app's own `[processes] web` command.
+/// How many requests a release's web process serves at once: gunicorn's (or php-fpm's) workers
+/// for a runner, unknown (0) for an app's own `[processes] web` command.
 fn web_capacity(c: &Candidate, workers: u32) -> usize {
     match (&c.config.runner, c.single_process) {
         (Some(_), true) => 1,

@@ -46,6 +46,17 @@ pub struct Backend {
     capacity: AtomicUsize,
     /// How long its good answers took lately: what the shedder calls normal.
     recent: std::sync::Mutex<Recent>,
+    /// Tasks that serve it and end with it (a PHP release's FastCGI gateway).
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+    }
 }
 
 /// A request in flight: when it started, and how to end it early while it waits for its
@@ -239,7 +250,16 @@ impl Backend {
             stats: Default::default(),
             capacity: AtomicUsize::new(capacity),
             recent: Default::default(),
+            tasks: Default::default(),
         })
+    }
+
+    /// Ends `task` when this backend goes (its release stopped, or never went live).
+    pub fn hold(&self, task: tokio::task::AbortHandle) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
     }
 
     /// The web process now serves `workers` requests at once (its pool grew or shrank).
@@ -389,6 +409,9 @@ pub struct AppRoute {
     /// app.ini's `slow_paths`: path prefixes (below the app's own prefix) whose requests are
     /// slow by design, never ended early; only `request_timeout` bounds them.
     pub slow_paths: Vec<String>,
+    /// A PHP app's `php_root` in its release: files there other than `.php` are served as they
+    /// are (Silver Lining's rule: PHP apps mix code with static files).
+    pub php_root: Option<PathBuf>,
 }
 
 /// The routing table, shared by the front door and the runtime.
@@ -724,6 +747,11 @@ async fn routed(
             return resp;
         }
     }
+    if let Some(root) = route.php_root.as_deref().filter(|_| is_read(&request)) {
+        if let Some(file) = php_static(root, rest) {
+            return serve_static(&front.statics, request, root, &file, false).await;
+        }
+    }
     // A write waits while the app's update runs; then the table may name another release.
     let (route, _writing) = if is_safe(&request) {
         (route, None)
@@ -912,6 +940,20 @@ fn static_file(
         return Some((live.clone(), rest.to_string(), false));
     }
     None
+}
+
+/// The file under a PHP app's `php_root` that `rest` names, when it is one to serve as it is:
+/// never a `.php` file (its source would be shown instead of run; any case, since a file
+/// system may fold it), and never a dotfile (`.htaccess`, `.git/`, `.env`: configuration, not
+/// content).
+fn php_static(root: &Path, rest: &str) -> Option<String> {
+    let file = rest.trim_start_matches('/');
+    let decoded = percent_encoding::percent_decode_str(file)
+        .decode_utf8()
+        .ok()?;
+    let hidden = decoded.split('/').any(|c| c.starts_with('.'));
+    let php = decoded.to_ascii_lowercase().ends_with(".php");
+    (!file.is_empty() && !hidden && !php && exists(root, file)).then(|| format!("/{file}"))
 }
 
 /// Whether `dir/file` (percent-decoded) is a regular file inside `dir`.
@@ -1408,6 +1450,31 @@ mod tests {
         let r = routes(&[("docs", &["example.com/docs"]), ("wild", &["*.com"])]);
         check(&r, "example.com", "/docs/x", Some(("docs", "/docs")));
         check(&r, "example.com", "/", Some(("wild", "/")));
+    }
+
+    #[test]
+    fn php_roots_serve_files_but_never_code_dotfiles_or_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("site");
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        for f in ["a.css", "index.php", "x.PHP", ".htaccess", ".git/config"] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        std::fs::write(dir.path().join("secret.txt"), "x").unwrap();
+        let check = |rest: &str, expected: Option<&str>| {
+            assert_eq!(php_static(&root, rest).as_deref(), expected, "{rest}");
+        };
+        check("/a.css", Some("/a.css"));
+        check("/index.php", None);
+        check("/x.PHP", None);
+        check("/x.%50HP", None);
+        check("/.htaccess", None);
+        check("/.git/config", None);
+        check("/%2egit/config", None);
+        check("/../secret.txt", None);
+        check("/%2e%2e/secret.txt", None);
+        check("/", None);
+        check("/missing.css", None);
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::killpg;
+/// The signals a `Spec` stops with.
+pub use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
@@ -30,6 +32,9 @@ pub struct Spec {
     /// Switch to this user before exec (the agent runs as root on a node).
     pub user: Option<AppUser>,
     pub log: LogSink,
+    /// What asks it to stop gracefully: SIGTERM (gunicorn), SIGQUIT (php-fpm, whose SIGTERM
+    /// cuts requests off).
+    pub stop_signal: Signal,
 }
 
 /// An unprivileged account apps run as.
@@ -205,7 +210,7 @@ async fn supervise(spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiver<Op
                     }
                     None => {
                         let grace = stop.borrow().unwrap_or_default();
-                        terminate(&mut child, grace).await;
+                        terminate(&mut child, grace, spec.stop_signal).await;
                         let _ = tokio::join!(out, err);
                         return;
                     }
@@ -309,12 +314,12 @@ fn capture(
     })
 }
 
-async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
+async fn terminate(child: &mut tokio::process::Child, grace: Duration, signal: Signal) {
     let Some(pid) = child.id() else { return };
     let group = Pid::from_raw(pid as i32);
     // The leader only: gunicorn's master then stops its workers gracefully, where a signal to
     // the whole group would cut them off mid-request.
-    let _ = nix::sys::signal::kill(group, Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(group, signal);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
@@ -385,6 +390,7 @@ mod tests {
             cwd: std::env::temp_dir(),
             user: None,
             log,
+            stop_signal: Signal::SIGTERM,
         }
     }
 

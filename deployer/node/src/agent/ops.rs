@@ -136,6 +136,7 @@ pub(super) async fn run(
         log: logs::LogSink::Stderr {
             prefix: String::new(),
         },
+        stop_signal: silver_runtime::supervise::Signal::SIGTERM,
     };
     let mut cmd = silver_runtime::supervise::command(&spec);
     cmd.stdin(Stdio::piped())

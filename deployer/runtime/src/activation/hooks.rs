@@ -105,6 +105,7 @@ pub async fn script(
         cwd: c.dir.clone(),
         user: c.user.clone(),
         log: log.clone(),
+        stop_signal: nix::sys::signal::Signal::SIGTERM,
     });
     let run = async {
         let mut child = cmd.spawn().map_err(|e| format!("could not start: {e}"))?;

@@ -24,6 +24,17 @@ pub fn plan(
         }
         false => None,
     };
+    if c.config.is_php() {
+        let Some(program) = crate::php::fpm_program() else {
+            return Err(Failure::new(
+                Step::Start,
+                Cause::Refused(StartRefusal::NoPhpFpm),
+            ));
+        };
+        let files = crate::php::FpmFiles::of(&c.paths.run(), &c.label);
+        let launches = launch::php(&c.config, crate::php::fpm_argv(&program, &files));
+        return Ok((launches, port));
+    }
     // gunicorn's own timeout is the backstop behind the shim's watchdog.
     gunicorn.timeout_secs = c.config.request_timeout_secs + 5;
     // A virtualenv with its own gunicorn runs under its own interpreter, whatever version
@@ -75,6 +86,7 @@ pub fn start_processes(
             cwd: c.dir.clone(),
             user: c.user.clone(),
             log: sink(&l.name)?,
+            stop_signal: l.stop_signal,
         }));
     }
     Ok(processes)

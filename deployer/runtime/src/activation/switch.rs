@@ -37,6 +37,12 @@ pub fn route(
         https: c.config.https,
         hsts_max_age: c.config.hsts_max_age_secs,
         slow_paths: c.config.slow_paths.clone(),
+        php_root: c
+            .config
+            .php_root
+            .as_ref()
+            .filter(|_| c.config.is_php())
+            .map(|root| c.dir.join(root)),
     }
 }
 
