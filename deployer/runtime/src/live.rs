@@ -264,7 +264,7 @@ impl Runtime {
             true => {
                 let (staged, env) = (c.clone(), env.clone());
                 let files = blocking("writing the release's php-fpm files", move || {
-                    crate::php::write_release(&staged, &env, workers)
+                    crate::php::write_release(&php_release(&staged), &env, workers)
                 })
                 .await?;
                 Some(files.map_err(|e| self.failed(&c, Failure::new(Step::Start, e), vec![]))?)
@@ -276,7 +276,12 @@ impl Runtime {
         let backend = port.map(|p| Backend::new(SocketAddr::from(([127, 0, 0, 1], p)), capacity));
         if let (Some(files), Some(backend), Some(port)) = (php, &backend, port) {
             let log = self.sink(&c, "web")?;
-            backend.hold(crate::php::start_gateway(&c, files, port, log));
+            backend.hold(crate::php::start_gateway(
+                &php_release(&c),
+                files,
+                port,
+                log,
+            ));
         }
         match self.check(&c, &processes, backend.as_deref(), &env).await {
             Ok((update_output, hold)) => Ok(Started {
@@ -952,5 +957,16 @@ fn web_capacity(c: &Candidate, workers: u32) -> usize {
         (Some(_), true) => 1,
         (Some(_), false) => workers as usize,
         (None, _) => 0,
+    }
+}
+
+fn php_release(c: &Candidate) -> crate::php::Release<'_> {
+    crate::php::Release {
+        app: c.app.as_str(),
+        label: &c.label,
+        dir: &c.dir,
+        paths: &c.paths,
+        config: &c.config,
+        user: c.user.as_ref(),
     }
 }

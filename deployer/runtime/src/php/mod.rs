@@ -185,17 +185,29 @@ pub fn php_ini(config: &AppConfig, data: &Path, tmp: &Path) -> String {
     )
 }
 
+/// The release a php-fpm master is for.
+pub struct Release<'a> {
+    pub app: &'a str,
+    /// Its id12.
+    pub label: &'a str,
+    /// Its files.
+    pub dir: &'a Path,
+    pub paths: &'a crate::paths::AppPaths,
+    pub config: &'a AppConfig,
+    pub user: Option<&'a crate::supervise::AppUser>,
+}
+
 /// Writes what a release's php-fpm runs with into the app's `run/`: its pool and php.ini, the
 /// master runner and Silver Lining's helpers, an empty board for its workers' notes, and a
 /// sessions directory under the app's data. Blocking.
 pub(crate) fn write_release(
-    c: &crate::activation::candidate::Candidate,
+    c: &Release<'_>,
     env: &BTreeMap<String, String>,
     workers: u32,
 ) -> Result<FpmFiles, crate::error::Error> {
     use crate::error::Error;
     let run = c.paths.run();
-    let files = FpmFiles::of(&run, &c.label);
+    let files = FpmFiles::of(&run, c.label);
     let sessions = c.paths.data().join("php-sessions");
     for dir in [&files.board, &sessions] {
         if files.board == **dir {
@@ -203,23 +215,23 @@ pub(crate) fn write_release(
             let _ = std::fs::remove_dir_all(dir);
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        if let Some(user) = &c.user {
+        if let Some(user) = c.user {
             crate::supervise::own_private_dir(dir, user)?;
         }
     }
     // The master is rooted at the release's real path: what a symlink named at start-up is
     // what it serves until it stops.
-    let release = std::fs::canonicalize(&c.dir).map_err(|e| Error::io(&c.dir, e))?;
+    let release = std::fs::canonicalize(c.dir).map_err(|e| Error::io(c.dir, e))?;
     let pool = Pool {
-        app: c.app.as_str(),
-        label: &c.label,
+        app: c.app,
+        label: c.label,
         files: &files,
         workers,
         request_timeout_secs: c.config.request_timeout_secs,
         env,
         open_basedir: vec![release, run.clone(), c.paths.data(), c.paths.tmp()],
     };
-    let ini = php_ini(&c.config, &c.paths.data(), &c.paths.tmp());
+    let ini = php_ini(c.config, &c.paths.data(), &c.paths.tmp());
     for (path, content) in [
         (files.conf.clone(), fpm_conf(&pool)),
         (files.ini.clone(), ini),
@@ -242,15 +254,15 @@ pub(crate) fn write_release(
 /// is there (until then a probe finds nothing listening, as with any web process that is
 /// starting), and serves until the returned task is aborted.
 pub(crate) fn start_gateway(
-    c: &crate::activation::candidate::Candidate,
+    c: &Release<'_>,
     files: FpmFiles,
     port: u16,
     log: crate::logs::LogSink,
 ) -> tokio::task::AbortHandle {
     let target = std::sync::Arc::new(gateway::Target {
         app: c.app.to_string(),
-        label: c.label.clone(),
-        release: std::fs::canonicalize(&c.dir).unwrap_or_else(|_| c.dir.clone()),
+        label: c.label.to_string(),
+        release: std::fs::canonicalize(c.dir).unwrap_or_else(|_| c.dir.to_path_buf()),
         runner: c.config.runner.clone().unwrap_or_default(),
         php_root: c.config.php_root.clone(),
         files,
