@@ -7,6 +7,7 @@
 # Targets: >= 99% success, >= 0.80 throughput, p99 <= 3x.
 # Usage: bench/failsafe.sh [SECONDS [KIND...]]   (needs python3 and gunicorn; KINDs like /busy)
 #   WAITS="0.5 120" (default) the bad requests' clients' patience, in seconds
+#   PLATFORM=php    the same app in PHP under php-fpm (needs php-fpm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
@@ -14,6 +15,27 @@ shift || true
 kinds=("$@")
 [ ${#kinds[@]} -gt 0 ] || kinds=(/busy /lock /sleep /segv /leak /big)
 source bench/agent.sh
+if [ "${PLATFORM:-python}" = php ]; then
+  printf '[production]\napp_name = failsafe\nplatform = php\nphp_root = site/\nrunner = site/app.php\ndefault_location = bench.test\n' > "$work/app/app.ini"
+  mkdir -p "$work/app/site"
+  cat > "$work/app/site/app.php" <<'PHP'
+<?php
+$path = $_SERVER['SCRIPT_NAME'];
+if ($path === '/busy') { while (true) {} }
+if ($path === '/lock') {
+  // Taken twice: flock locks belong to an open file, so the second open waits on the first.
+  $a = fopen(sys_get_temp_dir() . '/failsafe.lock', 'c'); flock($a, LOCK_EX);
+  $b = fopen(sys_get_temp_dir() . '/failsafe.lock', 'c'); flock($b, LOCK_EX);
+}
+if ($path === '/sleep') { sleep(1); }
+if ($path === '/segv') { posix_kill(getmypid(), SIGSEGV); }
+if ($path === '/leak') { $GLOBALS['leak'] = str_repeat('x', 1 << 20); }
+$body = $path === '/big' ? str_repeat('x', 100000) : "ok\n";
+header('Content-Type: text/plain');
+echo $body;
+PHP
+  pids="pgrep -f php-fpm:.pool"
+else
 printf '[production]\napp_name = failsafe\nrunner = app.py\ndefault_location = bench.test\n' > "$work/app/app.ini"
 cat > "$work/app/app.py" <<'PY'
 import ctypes, threading, time
@@ -40,6 +62,7 @@ def application(environ, start_response):
 PY
 "$silver" deploy "$work/app" > /dev/null 2>&1
 pids="pgrep -f silver_wsgi:application"
+fi
 waits=${WAITS:-0.5 120}
 printf '| bad clients wait | 1%% of requests | good-request success | throughput ratio | p99 | p99 ratio | app peak RSS |\n|---|---|---|---|---|---|---|\n'
 row() {

@@ -154,6 +154,11 @@ fn the_runner_contract_holds_under_a_prefix() {
     );
     let climbed = get(&agent.front, "php.localhost", "/blog/..%2fapp.ini");
     assert!(!climbed.body.contains("app_name"), "{climbed:?}");
+    // The same release restarted: its new master starts beside the running one, on files of
+    // its own, and takes over.
+    let again = agent.deploy(&tmp.path().join("cache"), &app, &["--restart"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(json(&get(&agent.front, "php.localhost", "/blog/").body)["version"], "1");
 }
 
 #[test]

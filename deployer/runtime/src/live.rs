@@ -260,16 +260,16 @@ impl Runtime {
         let (launches, port) = plan.map_err(|f| self.failed(&c, f, vec![]))?;
         let env = c.env(port, self.inner.config.bytecode_cache);
         let workers = self.inner.config.gunicorn.workers;
-        let php = match c.config.is_php() {
-            true => {
+        let php = match (c.config.is_php(), port) {
+            (true, Some(port)) => {
                 let (staged, env) = (c.clone(), env.clone());
                 let files = blocking("writing the release's php-fpm files", move || {
-                    crate::php::write_release(&php_release(&staged), &env, workers)
+                    crate::php::write_release(&php_release(&staged), &env, workers, port)
                 })
                 .await?;
                 Some(files.map_err(|e| self.failed(&c, Failure::new(Step::Start, e), vec![]))?)
             }
-            false => None,
+            _ => None,
         };
         let processes = start::start_processes(&c, &launches, &env, |name| self.sink(&c, name))?;
         let capacity = web_capacity(&c, workers);

@@ -122,7 +122,7 @@ impl Candidate {
         if self.config.is_php() {
             php_env(
                 &mut env,
-                &crate::php::FpmFiles::of(&self.paths.run(), &self.label),
+                &crate::php::FpmFiles::ini_of(&self.paths.run(), &self.label),
             );
         }
         env
@@ -132,8 +132,8 @@ impl Candidate {
 /// What a PHP app's processes and commands get besides: the release's php.ini for `php` on the
 /// command line (`PHPRC`), and Silver Lining's PHP form of `CONFIG_MYSQL_HOST`, which PHP's
 /// connect functions and WordPress's `DB_HOST` take whole: `host:port`.
-fn php_env(env: &mut BTreeMap<String, String>, files: &crate::php::FpmFiles) {
-    env.insert("PHPRC".into(), files.ini.display().to_string());
+fn php_env(env: &mut BTreeMap<String, String>, ini: &std::path::Path) {
+    env.insert("PHPRC".into(), ini.display().to_string());
     if let (Some(host), Some(port)) = (env.get("CONFIG_MYSQL_HOST"), env.get("CONFIG_MYSQL_PORT")) {
         if !host.is_empty() && !port.is_empty() && !host.contains(':') {
             let both = format!("{host}:{port}");

@@ -31,7 +31,7 @@ pub fn plan(
                 Cause::Refused(StartRefusal::NoPhpFpm),
             ));
         };
-        let files = crate::php::FpmFiles::of(&c.paths.run(), &c.label);
+        let files = crate::php::FpmFiles::of(&c.paths.run(), &c.label, port.unwrap_or(0));
         let launches = launch::php(&c.config, crate::php::fpm_argv(&program, &files));
         return Ok((launches, port));
     }

@@ -40,14 +40,21 @@ pub struct FpmFiles {
 }
 
 impl FpmFiles {
-    pub fn of(run: &Path, label: &str) -> FpmFiles {
+    /// The files of the master started for release `label` whose gateway listens on `port`:
+    /// one per start, since a restart of the same release starts beside the running one.
+    pub fn of(run: &Path, label: &str, port: u16) -> FpmFiles {
         FpmFiles {
-            socket: run.join(format!("php-{label}.sock")),
-            conf: run.join(format!("php-fpm-{label}.conf")),
-            ini: run.join(format!("php-{label}.ini")),
-            board: run.join(format!("php-{label}.board")),
+            socket: run.join(format!("php-{label}-{port}.sock")),
+            conf: run.join(format!("php-fpm-{label}-{port}.conf")),
+            ini: FpmFiles::ini_of(run, label),
+            board: run.join(format!("php-{label}-{port}.board")),
             master_runner: run.join(MASTER_RUNNER_FILE),
         }
+    }
+
+    /// The release's php.ini (the same for every start of it).
+    pub fn ini_of(run: &Path, label: &str) -> PathBuf {
+        run.join(format!("php-{label}.ini"))
     }
 }
 
@@ -204,10 +211,11 @@ pub(crate) fn write_release(
     c: &Release<'_>,
     env: &BTreeMap<String, String>,
     workers: u32,
+    port: u16,
 ) -> Result<FpmFiles, crate::error::Error> {
     use crate::error::Error;
     let run = c.paths.run();
-    let files = FpmFiles::of(&run, c.label);
+    let files = FpmFiles::of(&run, c.label, port);
     let sessions = c.paths.data().join("php-sessions");
     for dir in [&files.board, &sessions] {
         if files.board == **dir {
@@ -290,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_pool_names_variables_and_never_their_values() {
-        let files = FpmFiles::of(Path::new("/srv/app/run"), "abc123");
+        let files = FpmFiles::of(Path::new("/srv/app/run"), "abc123", 8001);
         let env: BTreeMap<String, String> = [
             ("SILVER_SECRET_THING".to_string(), "hunter2".to_string()),
             (
@@ -310,7 +318,7 @@ mod tests {
             open_basedir: vec!["/srv/app/releases/b3x".into(), "/srv/app/run".into()],
         });
         assert!(
-            conf.contains("listen = /srv/app/run/php-abc123.sock\n"),
+            conf.contains("listen = /srv/app/run/php-abc123-8001.sock\n"),
             "{conf}"
         );
         assert!(
