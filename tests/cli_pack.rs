@@ -590,3 +590,75 @@ fn a_missing_app_directory_is_named_as_such() {
     hint: give the directory that holds the app's `app.ini`
     ");
 }
+
+/// A Debian package's tree links out of itself into the packages beside it (WordPress's
+/// `wp-includes/js/underscore.js` -> `../../../javascript/underscore/underscore.js`): refused by
+/// default, naming the link; `--dereference` packs the file it names in its place, and still
+/// refuses a link that names nothing or a directory, while a system link stays a link.
+#[test]
+fn links_out_of_the_app_are_refused_or_dereferenced() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("javascript");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("underscore.js"), "var _ = 1;\n").unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    std::fs::create_dir_all(app.join("js")).unwrap();
+    symlink(
+        "../../javascript/underscore.js",
+        app.join("js/underscore.js"),
+    )
+    .unwrap();
+    symlink("/usr/bin/python3", app.join("python")).unwrap();
+    let pack = |extra: &[&str]| {
+        silver()
+            .arg("pack")
+            .arg(&app)
+            .arg("-o")
+            .arg(tmp.path().join("dist"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = pack(&[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused)
+            .contains("`js/underscore.js` -> `../../javascript/underscore.js`: it leaves the app"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("--dereference"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let packed = pack(&["--dereference", "--json"]);
+    assert!(packed.status.success(), "{}", stderr(&packed));
+    let report: serde_json::Value = serde_json::from_slice(&packed.stdout).unwrap();
+    let dest = tmp.path().join("out");
+    unpacked(Path::new(report["archive"].as_str().unwrap()), &dest);
+    let file = dest.join("js/underscore.js");
+    assert!(std::fs::symlink_metadata(&file).unwrap().is_file());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "var _ = 1;\n");
+    assert!(std::fs::symlink_metadata(dest.join("python"))
+        .unwrap()
+        .is_symlink());
+
+    for (target, why) in [
+        ("../../nothing-here", "it names nothing on this machine"),
+        (
+            "../../javascript",
+            "it names a directory; --dereference packs files only",
+        ),
+    ] {
+        std::fs::remove_file(app.join("js/underscore.js")).unwrap();
+        symlink(target, app.join("js/underscore.js")).unwrap();
+        let refused = pack(&["--dereference"]);
+        assert_eq!(refused.status.code(), Some(1));
+        let want = format!("cannot dereference symlink `js/underscore.js` -> `{target}`: {why}");
+        assert!(stderr(&refused).contains(&want), "{}", stderr(&refused));
+    }
+}

@@ -158,7 +158,10 @@ fn the_runner_contract_holds_under_a_prefix() {
     // its own, and takes over.
     let again = agent.deploy(&tmp.path().join("cache"), &app, &["--restart"]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(json(&get(&agent.front, "php.localhost", "/blog/").body)["version"], "1");
+    assert_eq!(
+        json(&get(&agent.front, "php.localhost", "/blog/").body)["version"],
+        "1"
+    );
 }
 
 #[test]

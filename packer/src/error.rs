@@ -27,6 +27,12 @@ pub enum Error {
     BadPath { path: String, problem: PathProblem },
     #[error("cannot pack `{path}`: it is a {kind}; an artifact holds only files, directories and symlinks")]
     SpecialFile { path: String, kind: &'static str },
+    #[error("cannot dereference symlink `{path}` -> `{target}`: {why}")]
+    Dereference {
+        path: String,
+        target: String,
+        why: &'static str,
+    },
     #[error("cannot read `{path}`")]
     Unreadable {
         path: String,
@@ -119,7 +125,8 @@ impl Error {
             }
             Error::Unreadable { .. } => "make it readable (chmod), or add it to `.silverignore`".into(),
             Error::Changed { .. } => "something is writing into the app directory; pack again when it is done".into(),
-            Error::Link { .. } => "make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or add it to `.silverignore`".into(),
+            Error::Link { .. } => "make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or pack the files symlinks out of the app name with `--dereference`, or add it to `.silverignore`".into(),
+            Error::Dereference { .. } => "install what it points to on this machine (a Debian package's links point into the packages it depends on), or add the symlink to `.silverignore`".into(),
             Error::SourcePath { .. } => "rebuild that file relative to the app, or drop --strict to accept it with a warning".into(),
             Error::Refused { .. } => "do not deploy this artifact; rebuild it with `silver pack` from trusted sources".into(),
             Error::DestinationExists { .. } => "choose a new destination; unpack never writes into an existing directory".into(),

@@ -48,7 +48,10 @@ pub struct PackConfig {
 impl Default for PackConfig {
     fn default() -> Self {
         PackConfig {
-            walk: WalkConfig { gitignore: true },
+            walk: WalkConfig {
+                gitignore: true,
+                dereference: false,
+            },
             strict: false,
             limits: Limits::default(),
             mtime: 0,

@@ -33,6 +33,26 @@ pub enum SourceKind {
 pub struct WalkConfig {
     /// Honor `.gitignore` files (on by default; `--no-gitignore` turns it off).
     pub gitignore: bool,
+    /// Pack the file a symlink names, in its place, when the symlink leaves the app other than
+    /// to an allowed system prefix (`--dereference`): what a Debian package's tree links to in
+    /// the packages beside it (WordPress's `wp-includes/js/underscore.js`).
+    pub dereference: bool,
+}
+
+/// A symlink that leaves the app, packed as the file it names (read through the link when its
+/// content is read). Only a regular file can take a link's place: a directory would bring in a
+/// tree the app's author never looked at, and a missing target has nothing to pack.
+fn dereferenced(abs: &Path, path: &str, target: &str) -> Result<ChildKind, Error> {
+    let why = match std::fs::metadata(abs) {
+        Ok(m) if m.is_file() => return Ok(ChildKind::File),
+        Ok(_) => "it names a directory; --dereference packs files only",
+        Err(_) => "it names nothing on this machine",
+    };
+    Err(Error::Dereference {
+        path: path.to_string(),
+        target: target.to_string(),
+        why,
+    })
 }
 
 /// Names never packed: VCS metadata, bytecode caches, editor leftovers.
@@ -372,7 +392,10 @@ impl Walker<'_> {
                         path: format!("{path} (symlink target)"),
                         problem,
                     })?;
-            ChildKind::Link(target.to_string())
+            match self.config.dereference && self.leaves_app(&abs, target) {
+                true => dereferenced(&abs, &path, target)?,
+                false => ChildKind::Link(target.to_string()),
+            }
         } else {
             return Err(Error::SpecialFile {
                 path,
@@ -384,6 +407,18 @@ impl Walker<'_> {
             path,
             kind,
         }))
+    }
+
+    /// Whether the symlink at `abs` resolves, on this machine, outside the app, other than by an
+    /// absolute link to an allowed system prefix (a virtualenv's `bin/python`, which stays a link).
+    fn leaves_app(&self, abs: &Path, target: &str) -> bool {
+        if target.starts_with('/') && self.limits.is_system_target(target) {
+            return false;
+        }
+        let root = std::fs::canonicalize(self.root).unwrap_or_else(|_| self.root.to_path_buf());
+        // A target that does not exist leaves the app too: only a file can take its place, and
+        // `dereferenced` says there is none.
+        std::fs::canonicalize(abs).map_or(true, |resolved| !resolved.starts_with(&root))
     }
 
     /// The `ignore` crate's precedence: the deepest matching `.silverignore` rule decides; failing
@@ -455,7 +490,10 @@ mod tests {
         make(tmp.path(), spec, ignores);
         let got: Vec<String> = walk(
             tmp.path(),
-            &WalkConfig { gitignore: true },
+            &WalkConfig {
+                gitignore: true,
+                dereference: false,
+            },
             &Limits::default(),
         )
         .unwrap()
@@ -655,7 +693,10 @@ mod tests {
                 }
             }
             let got: Vec<String> =
-                walk(tmp.path(), &WalkConfig { gitignore: true }, &Limits::default())
+                walk(tmp.path(), &WalkConfig {
+                gitignore: true,
+                dereference: false,
+            }, &Limits::default())
                     .unwrap()
                     .into_iter()
                     .map(|e| e.path)

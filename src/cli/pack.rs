@@ -24,6 +24,10 @@ pub struct Args {
     /// Do not honor `.gitignore` files (`.silverignore` still applies).
     #[arg(long)]
     pub no_gitignore: bool,
+    /// Pack the file a symlink names in its place when the symlink leaves the app (other than
+    /// to an allowed system prefix), instead of refusing it.
+    #[arg(long)]
+    pub dereference: bool,
     /// Refuse to pack when a text file still contains the absolute source path.
     #[arg(long)]
     pub strict: bool,
@@ -77,6 +81,7 @@ fn settings(args: &Args) -> anyhow::Result<packer::PackConfig> {
     Ok(packer::PackConfig {
         walk: packer::WalkConfig {
             gitignore: !args.no_gitignore,
+            dereference: args.dereference,
         },
         strict: args.strict,
         limits: args.limits.resolve(),
