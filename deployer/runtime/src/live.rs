@@ -458,6 +458,9 @@ impl Runtime {
     ) -> Result<(Vec<String>, Option<WriteHold>), Failure> {
         let client = reqwest::Client::builder()
             .no_proxy()
+            // A redirect is the app's answer (WordPress sends `/` to its installer): following
+            // it would leave the node for whatever host the app names.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Failure::new(Step::HealthCheck, Cause::App(e.to_string())))?;

@@ -277,11 +277,24 @@ pub(crate) fn start_gateway(
         log,
     });
     let task = tokio::spawn(async move {
+        let since = std::time::Instant::now();
+        let mut told = false;
         while !target.files.socket.exists() {
+            if !told && since.elapsed() > std::time::Duration::from_secs(5) {
+                told = true;
+                let line = format!(
+                    "[silver] still waiting for php-fpm's socket {}",
+                    target.files.socket.display()
+                );
+                target.log.line(&target.label, &line);
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-            Ok(listener) => gateway::serve(listener, target).await,
+            Ok(listener) => {
+                tracing::debug!(port, socket = %target.files.socket.display(), "PHP gateway listening");
+                gateway::serve(listener, target).await
+            }
             Err(e) => {
                 let line =
                     format!("[silver] the PHP gateway cannot listen on 127.0.0.1:{port}: {e}");
