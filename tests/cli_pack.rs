@@ -328,11 +328,11 @@ hint: fix that line of `app.ini`; the keys are listed in the README");
     check(|app| std::os::unix::fs::symlink("../../../etc/passwd", app.join("static/passwd")).unwrap(), "\
 error: failed to pack `[TMP]/app`
   caused by: cannot pack symlink `static/passwd` -> `../../../etc/passwd`: it leaves the app (relative targets must resolve inside it)
-hint: make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or add it to `.silverignore`");
+hint: make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or pack the file it names in its place with `--dereference`, or add it to `.silverignore`");
     check(|app| std::os::unix::fs::symlink("/etc/shadow", app.join("shadow")).unwrap(), "\
 error: failed to pack `[TMP]/app`
   caused by: cannot pack symlink `shadow` -> `/etc/shadow`: it is absolute and outside the allowed system prefixes
-hint: make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or add it to `.silverignore`");
+hint: make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or pack the file it names in its place with `--dereference`, or add it to `.silverignore`");
     check(|app| { std::process::Command::new("mkfifo").arg(app.join("pipe")).status().unwrap(); }, "\
 error: failed to pack `[TMP]/app`
   caused by: cannot pack `pipe`: it is a FIFO (named pipe); an artifact holds only files, directories and symlinks

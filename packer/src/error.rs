@@ -125,7 +125,7 @@ impl Error {
             }
             Error::Unreadable { .. } => "make it readable (chmod), or add it to `.silverignore`".into(),
             Error::Changed { .. } => "something is writing into the app directory; pack again when it is done".into(),
-            Error::Link { .. } => "make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or pack the files symlinks out of the app name with `--dereference`, or add it to `.silverignore`".into(),
+            Error::Link { .. } => "make the symlink point inside the app, or to an allowed system prefix (see `--system-prefix`), or pack the file it names in its place with `--dereference`, or add it to `.silverignore`".into(),
             Error::Dereference { .. } => "install what it points to on this machine (a Debian package's links point into the packages it depends on), or add the symlink to `.silverignore`".into(),
             Error::SourcePath { .. } => "rebuild that file relative to the app, or drop --strict to accept it with a warning".into(),
             Error::Refused { .. } => "do not deploy this artifact; rebuild it with `silver pack` from trusted sources".into(),
