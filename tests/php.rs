@@ -200,23 +200,9 @@ fn a_dropped_php_request_ends_its_worker_and_redeploys_drop_nothing() {
     });
 
     // Redeploys under load: every request answered, each by a whole release.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, front) = (stop.clone(), agent.front.clone());
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0, vec![]);
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let got = get(&front, "php.localhost", "/blog/");
-                    match got.status == 200 && got.body.contains("\"version\"") {
-                        true => ok += 1,
-                        false => failed.push(format!("{} {}", got.status, got.body)),
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let load = Load::start(&agent.front, "php.localhost", "/blog/", 4, |got| {
+        got.status == 200 && got.body.contains("\"version\"")
+    });
     for round in 0..3 {
         deployed(&agent, tmp.path(), &dirs[(round + 1) % 2]);
         let want = format!("{}", (round + 1) % 2 + 1);
@@ -224,13 +210,7 @@ fn a_dropped_php_request_ends_its_worker_and_redeploys_drop_nothing() {
         let env = json(&get(&agent.front, "php.localhost", "/blog/").body);
         assert_eq!(env["version"], want.as_str());
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut total = 0;
-    for c in clients {
-        let (ok, failed) = c.join().unwrap();
-        assert!(failed.is_empty(), "failed requests: {failed:?}");
-        total += ok;
-    }
+    let total = load.stop_all_good();
     assert!(total > 20, "only {total} requests");
     // The replaced releases' masters are gone: one master (and its pool) serves.
     eventually(Duration::from_secs(60), "one php-fpm master", || {

@@ -573,25 +573,10 @@ fn deploys_under_load_drop_nothing() {
         })
         .collect();
     deployed(&agent, tmp.path(), &dirs[0], &[]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let front = agent.front.clone();
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, front) = (stop.clone(), front.clone());
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0, vec![]);
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let got = get(&front, "load.test", "/");
-                    if got.status == 200 && got.body.starts_with("version ") {
-                        ok += 1;
-                    } else {
-                        failed.push(format!("{} {}", got.status, got.body));
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let load = Load::start(&front, "load.test", "/", 4, |got| {
+        got.status == 200 && got.body.starts_with("version ")
+    });
     for round in 0..4 {
         let dir = &dirs[(round + 1) % 2];
         deployed(&agent, tmp.path(), dir, &[]);
@@ -599,13 +584,7 @@ fn deploys_under_load_drop_nothing() {
         // Once the deploy has returned, every new request reaches the new release.
         assert_eq!(get(&front, "load.test", "/").body, want);
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut total = 0;
-    for c in clients {
-        let (ok, failed) = c.join().unwrap();
-        assert!(failed.is_empty(), "failed requests: {failed:?}");
-        total += ok;
-    }
+    let total = load.stop_all_good();
     assert!(total > 20, "only {total} requests");
 }
 

@@ -6,6 +6,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -190,20 +191,24 @@ fn bake_boot_deploy_and_fetch_a_page() {
     // take longer than the default 30 s, more so on a busy 2-core machine.
     let ini = std::fs::read_to_string(app.join("app.ini")).unwrap();
     std::fs::write(app.join("app.ini"), ini + "health_timeout = 240\n").unwrap();
-    let deploy = silver()
-        .env("SILVER_SSH", &ssh)
-        .env("SILVER_CACHE_DIR", tmp.path().join("manifests"))
-        .arg("deploy")
-        .arg(&app)
-        .args(["--node", url])
-        .timeout(std::time::Duration::from_secs(300))
-        .output()
-        .unwrap();
-    assert!(
-        deploy.status.success(),
-        "deploy failed:\n{}",
-        stderr(&deploy)
-    );
+    let deploy = |app: &Path| {
+        let out = silver()
+            .env("SILVER_SSH", &ssh)
+            .env("SILVER_CACHE_DIR", tmp.path().join("manifests"))
+            .arg("deploy")
+            .arg(app)
+            .args(["--node", url])
+            .timeout(std::time::Duration::from_secs(300))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "deploy of {} failed:\n{}",
+            app.display(),
+            stderr(&out)
+        );
+    };
+    deploy(&app);
 
     // 5. A page through the node's front door.
     let page = get(node["front_url"].as_str().unwrap(), "hello.localhost", "/");
@@ -242,20 +247,7 @@ fn bake_boot_deploy_and_fetch_a_page() {
         "<?php echo 'php ', PHP_MAJOR_VERSION, ' mysqli ', extension_loaded('mysqli') ? 'yes' : 'no';",
     )
     .unwrap();
-    let deploy = silver()
-        .env("SILVER_SSH", &ssh)
-        .env("SILVER_CACHE_DIR", tmp.path().join("manifests"))
-        .arg("deploy")
-        .arg(&php)
-        .args(["--node", url])
-        .timeout(std::time::Duration::from_secs(300))
-        .output()
-        .unwrap();
-    assert!(
-        deploy.status.success(),
-        "PHP deploy failed:\n{}",
-        stderr(&deploy)
-    );
+    deploy(&php);
     let page = get(node["front_url"].as_str().unwrap(), "php.localhost", "/");
     assert_eq!(page.body, "php 8 mysqli yes", "{page:?}");
 

@@ -8,7 +8,6 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::servers::*;
 use common::*;
@@ -214,31 +213,14 @@ fn wordpress_from_debians_package_posts_redeploys_and_restores_on_another_node()
     // A redeploy (a new release: one more file) under load drops no request.
     std::fs::write(app.join("version.txt"), "2\n").unwrap();
     let second = pack(&app, &tmp.path().join("dist"));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..3)
-        .map(|_| {
-            let (stop, front) = (stop.clone(), one.front.clone());
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0, vec![]);
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let got = get(&front, "wp.test", "/");
-                    match got.status == 200 && got.body.contains("Hello from silver") {
-                        true => ok += 1,
-                        false => failed.push(got.status),
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let load = Load::start(&one.front, "wp.test", "/", 3, |got| {
+        got.status == 200 && got.body.contains("Hello from silver")
+    });
     deployed(&one, tmp.path(), &second);
-    std::thread::sleep(Duration::from_millis(500)); // requests on the new release too
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for c in clients {
-        let (ok, failed) = c.join().unwrap();
-        assert!(failed.is_empty(), "failed requests: {failed:?}");
-        assert!(ok > 0);
-    }
+    // Requests on the new release too: a few more answers after the deploy returned.
+    let page = get(&one.front, "wp.test", "/");
+    assert!(page.body.contains("Hello from silver"));
+    assert!(load.stop_all_good() > 0);
     assert_eq!(get(&one.front, "wp.test", "/version.txt").body, "2\n");
 
     // Backup here, restore on another node: the post comes back there.

@@ -503,3 +503,53 @@ s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(16)
 while True:
     c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
+
+/// Clients that GET one page in a loop until stopped: load for the "no request dropped"
+/// checks around deploys.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    /// `clients` threads GET `path` for `host` from `front`; `good` says which answers count.
+    pub fn start(
+        front: &str,
+        host: &str,
+        path: &str,
+        clients: usize,
+        good: fn(&Got) -> bool,
+    ) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, front) = (stop.clone(), front.to_string());
+                let (host, path) = (host.to_string(), path.to_string());
+                std::thread::spawn(move || {
+                    let (mut ok, mut failed) = (0, vec![]);
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let got = get(&front, &host, &path);
+                        match good(&got) {
+                            true => ok += 1,
+                            false => failed.push(format!("{} {}", got.status, got.body)),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients and asserts that every answer was good; returns how many there were.
+    pub fn stop_all_good(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut total = 0;
+        for client in self.clients {
+            let (ok, failed) = client.join().unwrap();
+            assert!(failed.is_empty(), "failed requests: {failed:?}");
+            total += ok;
+        }
+        total
+    }
+}
