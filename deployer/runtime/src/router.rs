@@ -121,15 +121,23 @@ impl Recent {
 /// The 95th percentile's bucket bound of a histogram (None below `RECENT_MIN_ANSWERS`).
 fn p95_ms(counts: &[u64; BUCKETS_MS.len()]) -> Option<u64> {
     let total: u64 = counts.iter().sum();
-    if total < RECENT_MIN_ANSWERS {
+    (total >= RECENT_MIN_ANSWERS).then(|| percentile_of(counts, 95))?
+}
+
+/// The upper bound of the bucket holding the `pct`th percentile of a latency histogram (None
+/// when it is empty).
+fn percentile_of(counts: &[u64; BUCKETS_MS.len()], pct: u64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
         return None;
     }
-    let rank = (total * 95).div_ceil(100);
+    let rank = (total * pct).div_ceil(100).max(1);
     let mut seen = 0;
-    counts.iter().zip(BUCKETS_MS).find_map(|(n, bound)| {
+    let found = counts.iter().zip(BUCKETS_MS).find_map(|(n, bound)| {
         seen += n;
         (seen >= rank).then_some(bound)
-    })
+    });
+    found.or(BUCKETS_MS.last().copied())
 }
 
 fn bucket(elapsed: std::time::Duration) -> usize {
@@ -192,18 +200,7 @@ impl Stats {
 
     /// The upper bound of the bucket holding the `pct`th percentile (None before any request).
     pub fn percentile_ms(&self, pct: u64) -> Option<u64> {
-        if self.requests == 0 {
-            return None;
-        }
-        let rank = (self.requests * pct).div_ceil(100).max(1);
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(BUCKETS_MS[i]);
-            }
-        }
-        BUCKETS_MS.last().copied()
+        percentile_of(&self.buckets, pct)
     }
 
     /// Adds `other`'s counts to these.

@@ -139,7 +139,7 @@ async fn fastcgi(
                     break end;
                 }
             }
-            Some(Ok(Content::Stderr(bytes))) => log_stderr(target, &bytes),
+            Some(Ok(Content::Stderr(bytes))) => log_lines(&target.log, &target.label, &bytes),
             Some(Err(e)) => return Err(std::io::Error::other(e)),
             None => break head.len(), // all headers, or nothing: PHP ended
         }
@@ -331,7 +331,7 @@ fn params<'a>(
 /// Request headers as `HTTP_*` parameters; repeated ones joined as RFC 9110 §5.3 allows
 /// (cookies with `; `). `Content-Type` and `Content-Length` have their own, and silver's
 /// internal marks are never passed on as headers.
-fn http_params(headers: &HeaderMap) -> BTreeMapVec {
+fn http_params(headers: &HeaderMap) -> Vec<(String, String)> {
     let mut out: std::collections::BTreeMap<String, String> = Default::default();
     for (name, value) in headers {
         let name = name.as_str();
@@ -353,8 +353,6 @@ fn http_params(headers: &HeaderMap) -> BTreeMapVec {
     out.into_iter().collect()
 }
 
-type BTreeMapVec = Vec<(String, String)>;
-
 fn reader(body: hyper::body::Incoming) -> impl tokio::io::AsyncRead + Send + Unpin {
     let stream = body
         .into_data_stream()
@@ -366,10 +364,6 @@ async fn read_whole(body: hyper::body::Incoming) -> std::io::Result<Vec<u8>> {
     let limited = http_body_util::Limited::new(body, MAX_UNSIZED_BODY);
     let collected = limited.collect().await.map_err(std::io::Error::other)?;
     Ok(collected.to_bytes().to_vec())
-}
-
-fn log_stderr(target: &Target, bytes: &[u8]) {
-    log_lines(&target.log, &target.label, bytes);
 }
 
 fn log_lines(log: &LogSink, label: &str, bytes: &[u8]) {
