@@ -5,14 +5,16 @@ good connections never wait on a bad answer) and given up after WAIT seconds: 0.
 gives up on a page that hangs, 120 as a browser, curl or a proxy in front waits.
 Prints one JSON object: good requests sent, succeeded, their p99, and the app's peak RSS.
 Usage: failsafe_load.py HOST:PORT BAD SECONDS PIDS_CMD [WAIT]"""
-import http.client, json, subprocess, sys, threading, time
+import collections, http.client, json, os, subprocess, sys, threading, time
 
 host, port = sys.argv[1].rsplit(":", 1)
 bad, seconds, pids_cmd = sys.argv[2], float(sys.argv[3]), sys.argv[4]
 wait = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
 lock = threading.Lock()
 times, failures, peak, bad_sent = [], [0], [0], [0]
-stop = time.monotonic() + seconds
+start = time.monotonic()
+stop = start + seconds
+done_at = []
 
 def request(path, timeout):
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
@@ -33,6 +35,7 @@ def worker():
             ok = False
         with lock:
             times.append(time.monotonic() - t0)
+            done_at.append(time.monotonic())
             failures[0] += not ok
 
 
@@ -77,6 +80,10 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
+if os.environ.get("TIMELINE"):
+    # Good answers per second, for a run whose figure needs explaining.
+    per = collections.Counter(int(t - start) for t in done_at)
+    print(" ".join(str(per[s]) for s in range(int(seconds) + 1)), file=sys.stderr)
 times.sort()
 p99 = times[min(len(times) - 1, int(0.99 * len(times)))] if times else 0
 print(json.dumps({"sent": len(times), "bad_sent": bad_sent[0], "ok": len(times) - failures[0], "p99_ms": p99 * 1000,

@@ -64,7 +64,18 @@ fn silver_linings_simple_php_example_serves_unchanged() {
 }
 
 const CONTRACT_RUNNER: &str = r#"<?php
-if ($_SERVER['SCRIPT_NAME'] === '/blog/busy') { while (true) {} }
+// Wedges that say when they have started (in the app's tmp/), for the test to hang up then.
+$wedges = ['/blog/busy' => 'busy', '/blog/lock' => 'lock', '/blog/stuck' => 'stuck'];
+$wedge = $wedges[$_SERVER['SCRIPT_NAME']] ?? null;
+if ($wedge) { touch(sys_get_temp_dir() . "/$wedge-started"); }
+// Stuck even once stopped: its shutdown function loops too.
+if ($wedge === 'stuck') { register_shutdown_function(function () { while (true) {} }); }
+if ($wedge === 'busy' || $wedge === 'stuck') { while (true) {} }
+if ($wedge === 'lock') {
+  // Taken twice: flock locks belong to an open file, so the second open waits on the first.
+  $a = fopen(sys_get_temp_dir() . '/lock', 'c'); flock($a, LOCK_EX);
+  $b = fopen(sys_get_temp_dir() . '/lock', 'c'); flock($b, LOCK_EX);
+}
 $path = silver_call_next("{$silver_base}/site/index.php");
 include $path;
 "#;
@@ -164,6 +175,37 @@ fn the_runner_contract_holds_under_a_prefix() {
     );
 }
 
+/// Sends `GET /blog/WEDGE`, hangs up once the wedge has started, and waits for the app's log to
+/// say `then.0` `then.1` times in all.
+fn hang_up_on(agent: &Agent, wedge: &str, then: (&str, usize)) {
+    use std::io::Write;
+    let addr = agent.front.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let request = format!("GET /blog/{wedge} HTTP/1.1\r\nHost: php.localhost\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
+    let started = agent
+        .root
+        .join(format!("apps/contract/tmp/{wedge}-started"));
+    eventually(Duration::from_secs(20), "the wedge started", || {
+        started
+            .exists()
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    drop(s);
+    eventually(Duration::from_secs(20), then.0, || {
+        let logs = agent
+            .silver()
+            .args(["logs", "contract", "-n", "200"])
+            .output()
+            .unwrap();
+        let text = stdout(&logs);
+        (text.matches(then.0).count() >= then.1)
+            .then_some(())
+            .ok_or(text)
+    });
+}
+
 #[test]
 #[ignore = "system tier (php-fpm): cargo test -- --include-ignored"]
 fn a_dropped_php_request_ends_its_worker_and_redeploys_drop_nothing() {
@@ -178,26 +220,13 @@ fn a_dropped_php_request_ends_its_worker_and_redeploys_drop_nothing() {
         .collect();
     deployed(&agent, tmp.path(), &dirs[0]);
 
-    // A busy loop whose client hangs up holds no php-fpm worker: the gateway ends it.
-    let addr = agent.front.trim_start_matches("http://").to_string();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    use std::io::Write;
-    s.write_all(b"GET /blog/busy HTTP/1.1\r\nHost: php.localhost\r\n\r\n")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300)); // the wedge runs a while, then its client goes
-    drop(s);
-    eventually(Duration::from_secs(20), "the busy worker ended", || {
-        let logs = agent
-            .silver()
-            .args(["logs", "contract", "-n", "200"])
-            .output()
-            .unwrap();
-        let text = stdout(&logs);
-        match text.contains("[silver] ended php-fpm worker") {
-            true => Ok(()),
-            false => Err(text),
-        }
-    });
+    // A wedge whose client hangs up, however soon, holds no php-fpm worker: a busy loop or a
+    // lock taken twice is stopped as PHP stops one at its time limit, and a worker that does
+    // not stop is ended.
+    let stopped = "[silver] stopped a dropped request on php-fpm worker";
+    hang_up_on(&agent, "busy", (stopped, 1));
+    hang_up_on(&agent, "lock", (stopped, 2));
+    hang_up_on(&agent, "stuck", ("[silver] ended php-fpm worker", 1));
 
     // Redeploys under load: every request answered, each by a whole release.
     let load = Load::start(&agent.front, "php.localhost", "/blog/", 4, |got| {

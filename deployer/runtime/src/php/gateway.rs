@@ -11,8 +11,9 @@
 //! php-fpm never notices a client that has gone: a wedged script holds its worker until
 //! `request_terminate_timeout`. So each request notes its worker's pid on a board
 //! (`FpmFiles::board`), and a request dropped before its answer is done (its client hung up,
-//! or the router ended it at its deadline or while others waited) after running
-//! [`ABANDON_AFTER`] ends that worker; php-fpm forks a fresh one.
+//! or the router ended it at its deadline or while others waited) that still runs
+//! [`ABANDON_AFTER`] after it started is ended (`end_request`). Meanwhile a request that
+//! burns CPU gives way to short ones (`give_way`).
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -28,11 +29,14 @@ use fastcgi_client::{Params, StreamExt};
 use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 
+use super::give_way;
 use crate::logs::LogSink;
 
 /// A request dropped before its answer is done, that has run this long, ends its worker: as
 /// the WSGI shim does (`silver_wsgi.py`).
-pub const ABANDON_AFTER: Duration = Duration::from_millis(50);
+const ABANDON_AFTER: Duration = Duration::from_millis(50);
+/// How long an abandoned request has to end once told to, before its worker is ended.
+const END_GRACE: Duration = Duration::from_millis(50);
 /// A request body without a length is read whole first (PHP needs `CONTENT_LENGTH`), up to this.
 const MAX_UNSIZED_BODY: usize = 256 << 20;
 
@@ -47,6 +51,8 @@ pub struct Target {
     pub files: super::FpmFiles,
     /// Where PHP's error output (FastCGI stderr) goes: the release's web log.
     pub log: LogSink,
+    /// The priority of each request's worker as it runs.
+    pub priorities: super::give_way::Priorities,
 }
 
 impl Drop for Target {
@@ -60,6 +66,13 @@ impl Drop for Target {
 
 /// Serves `listener` until the task is aborted (the release's backend is dropped).
 pub async fn serve(listener: TcpListener, target: Arc<Target>) {
+    tokio::select! {
+        () = accept(listener, target.clone()) => {}
+        () = target.priorities.run() => {}
+    }
+}
+
+async fn accept(listener: TcpListener, target: Arc<Target>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -84,6 +97,7 @@ pub async fn serve(listener: TcpListener, target: Arc<Target>) {
 async fn answer(target: &Arc<Target>, request: Request<hyper::body::Incoming>) -> Response<Body> {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    target.priorities.enter(id);
     let watch = Watch {
         target: target.clone(),
         id,
@@ -376,13 +390,8 @@ fn log_lines(log: &LogSink, label: &str, bytes: &[u8]) {
 }
 
 /// One request in flight through php-fpm: if dropped before its answer is done, and it ran
-/// long enough to be a wedge rather than a quick hang-up, the worker serving it is ended.
-///
-/// Its worker's priority is left alone, unlike a WSGI worker's (`silver_wsgi.py` lowers it as
-/// a request runs): php-fpm's pool is fixed, so a busy loop at a low priority keeps its worker
-/// while the queue it would cause, which is what gets it ended, never forms. Measured: lowering
-/// it took a 1% busy loop's run from 0.76 of a clean run's throughput to 0.44 (5/25 ms) and
-/// 0.62 (25/50 ms).
+/// long enough to be a wedge rather than a quick hang-up, the worker serving it is ended;
+/// otherwise a worker that gave way gets its priority back.
 struct Watch {
     target: Arc<Target>,
     id: u64,
@@ -397,41 +406,61 @@ impl Watch {
     }
 }
 
-fn noted_pid(note: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(note).ok()?.trim().parse().ok()
-}
-
 impl Drop for Watch {
     fn drop(&mut self) {
+        // The worker goes on, or goes on long enough to end its request: at its own priority.
+        self.target.priorities.leave(self.id);
         let note = self.target.files.board.join(self.id.to_string());
-        let pid = noted_pid(&note);
-        let _ = std::fs::remove_file(&note);
-        if self.done || self.started.elapsed() < ABANDON_AFTER {
-            return;
-        }
-        let Some(pid) = pid else {
+        let runtime = tokio::runtime::Handle::try_current();
+        let (false, Ok(runtime)) = (self.done, runtime) else {
+            let _ = std::fs::remove_file(&note);
             return;
         };
-        // Only a php-fpm worker: the note is the app's to write, and must never make the agent
-        // signal any other process (a pid the app wrote to get the agent to kill something).
-        if !is_fpm_worker(pid) {
-            return;
-        }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let line = format!(
-            "[silver] ended php-fpm worker {pid}: its request was dropped after {} ms",
-            self.started.elapsed().as_millis()
-        );
-        self.target.log.line(&self.target.label, &line);
+        let (target, id, started) = (self.target.clone(), self.id, self.started);
+        runtime.spawn(async move { end_request(&target, id, started).await });
     }
 }
 
-/// Whether `pid` is a php-fpm pool worker (`php-fpm: pool NAME`) of this node's app user.
-fn is_fpm_worker(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"php-fpm: pool "))
+/// Ends request `id`, whose answer nobody will read, if it still runs [`ABANDON_AFTER`] after it
+/// started (a quick hang-up ends nothing): as PHP ends one at `max_execution_time` (SIGPROF: a
+/// fatal error at the script's next step, shutdown functions run, the worker serves on with its
+/// opcache warm), or, if it has not ended within [`END_GRACE`] (stuck in a call that never
+/// returns to PHP, such as a lock taken twice), by ending the worker; php-fpm forks a fresh one.
+async fn end_request(target: &Target, id: u64, started: Instant) {
+    use nix::sys::signal::{kill, Signal};
+    tokio::time::sleep_until((started + ABANDON_AFTER).into()).await;
+    let board = &target.files.board;
+    let note = board.join(id.to_string());
+    // Only a php-fpm worker (`worker_of`) whose request still runs (its note is there: the
+    // runner removes it as the request ends): the note is the app's to write, and must never
+    // make the agent signal any other process, nor the next request of a worker that has just
+    // finished this one.
+    let Some(pid) = give_way::worker_of(board, id) else {
+        let _ = std::fs::remove_file(&note);
+        return;
+    };
+    let ran = started.elapsed();
+    let worker = nix::unistd::Pid::from_raw(pid);
+    let _ = kill(worker, Signal::SIGPROF);
+    let since = Instant::now();
+    while note.exists() && since.elapsed() < END_GRACE {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let line = if note.exists() {
+        let _ = kill(worker, Signal::SIGKILL);
+        let _ = std::fs::remove_file(&note);
+        format!(
+            "[silver] ended php-fpm worker {pid}: its request was dropped, ran {} ms and did \
+             not stop when told",
+            ran.as_millis()
+        )
+    } else {
+        format!(
+            "[silver] stopped a dropped request on php-fpm worker {pid} after {} ms",
+            ran.as_millis()
+        )
+    };
+    target.log.line(&target.label, &line);
 }
 
 #[cfg(test)]

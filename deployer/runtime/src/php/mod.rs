@@ -11,6 +11,7 @@
 //! (deployphp/deployer #2061, Caddy #3587).
 
 pub mod gateway;
+mod give_way;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -179,6 +180,8 @@ pub fn php_ini(config: &AppConfig, data: &Path, tmp: &Path) -> String {
          upload_max_filesize = {upload}\n\
          post_max_size = {upload}\n\
          expose_php = Off\n\
+         ; PHP's own time limit is the app's (the gateway ends a dropped request the same way).\n\
+         max_execution_time = {timeout}\n\
          display_errors = Off\n\
          log_errors = On\n\
          variables_order = \"EGPCS\"\n\
@@ -187,6 +190,7 @@ pub fn php_ini(config: &AppConfig, data: &Path, tmp: &Path) -> String {
          sys_temp_dir = \"{tmp}\"\n\
          opcache.enable = 1\n\
          opcache.validate_timestamps = 0\n",
+        timeout = config.request_timeout_secs,
         sessions = data.join("php-sessions").display(),
         tmp = tmp.display(),
     )
@@ -273,6 +277,7 @@ pub(crate) fn start_gateway(
         release: std::fs::canonicalize(c.dir).unwrap_or_else(|_| c.dir.to_path_buf()),
         runner: c.config.runner.clone().unwrap_or_default(),
         php_root: c.config.php_root.clone(),
+        priorities: give_way::Priorities::new(files.board.clone()),
         files,
         log,
     });

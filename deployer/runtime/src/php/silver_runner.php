@@ -15,7 +15,16 @@ $silver_runner = $_SERVER['SILVER_RUNNER'];
 
 if (isset($_SERVER['SILVER_BOARD'], $_SERVER['SILVER_REQUEST_ID'])
     && ctype_digit($_SERVER['SILVER_REQUEST_ID'])) {
-    @file_put_contents($_SERVER['SILVER_BOARD'] . '/' . $_SERVER['SILVER_REQUEST_ID'], (string) getmypid());
+    $silver_note = $_SERVER['SILVER_BOARD'] . '/' . $_SERVER['SILVER_REQUEST_ID'];
+    @file_put_contents($silver_note, (string) getmypid());
+    // Removed as the request ends, after the app's own shutdown functions (this one, first in
+    // line, queues the removal behind them): the gateway signals only a worker whose request
+    // still runs.
+    register_shutdown_function(function () use ($silver_note) {
+        register_shutdown_function(function () use ($silver_note) {
+            @unlink($silver_note);
+        });
+    });
 }
 
 if (!defined('SILVER_SECRET')) {
@@ -25,5 +34,5 @@ if (!defined('SILVER_SECRET')) {
 require_once __DIR__ . '/silver_functions.php';
 
 chdir(dirname("{$silver_base}/{$silver_runner}"));
-unset($_SERVER['SILVER_BOARD'], $_SERVER['SILVER_REQUEST_ID']);
+unset($_SERVER['SILVER_BOARD'], $_SERVER['SILVER_REQUEST_ID'], $silver_note);
 include "{$silver_base}/{$silver_runner}";
