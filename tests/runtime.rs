@@ -878,7 +878,10 @@ def application(environ, start_response):
     if path == "/segv":
         ctypes.string_at(0)
     if path.startswith("/nice"):
-        time.sleep(float(environ["QUERY_STRING"] or 0))
+        # Computes for that long (a request gives way by the CPU it uses, not by time run).
+        end = time.thread_time() + float(environ["QUERY_STRING"] or 0)
+        while time.thread_time() < end:
+            pass
         nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(nice).encode()]
@@ -907,16 +910,18 @@ fn a_wedged_request_gets_504_and_its_worker_is_replaced_and_a_leak_is_recycled()
     }
     assert_eq!(get(&agent.front, "wedge.test", "/leak").body, "ok");
     assert_eq!(get(&agent.front, "wedge.test", "/").body, "ok");
-    // A request that runs long gives way to short ones (the lowest priority past 100 ms), and
-    // the next request runs at the normal priority again.
-    assert_eq!(get(&agent.front, "wedge.test", "/nice?0.3").body, "19");
+    // A request that computes gives way to short ones (the lowest priority past 5 ms of CPU),
+    // and the next request runs at the normal priority again.
+    assert_eq!(get(&agent.front, "wedge.test", "/nice?0.05").body, "19");
     assert_eq!(get(&agent.front, "wedge.test", "/nice").body, "0");
     // A worker that dies without a word (a segfault) is replaced, and its request named.
     assert_eq!(get(&agent.front, "wedge.test", "/segv").status, 502);
     assert_eq!(get(&agent.front, "wedge.test", "/").body, "ok");
-    // A client that gives up on a wedged request frees its worker long before the deadline.
+    // A client that gives up on a wedged request frees its worker long before the deadline: a
+    // busy loop is stopped by an exception, and its worker serves on.
     abandon(&agent.front, "wedge.test", "/busy");
     let replaced = wait_for_log(&agent, "wedge", "GET /busy was abandoned by its client");
+    assert!(replaced.contains("ms; stopping it"), "{replaced}");
     assert_eq!(get(&agent.front, "wedge.test", "/").body, "ok");
     for needle in [
         "GET /busy ran past request_timeout (2 s); replacing worker",

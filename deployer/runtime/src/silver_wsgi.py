@@ -10,13 +10,16 @@ request-timeout and uWSGI's harakiri and reload-on-rss do:
   with a 504 by then;
 - a request whose client has gone (the router closed its connection: the client hung up, or
   its deadline passed, or the router ended it while others waited) and that has run past
-  50 ms ends its worker too.
+  50 ms is stopped: an exception is raised in it, as PHP stops a script at its time limit,
+  and the worker serves on; one still running 50 ms later (blocked in C) ends its worker.
   Nobody will read its answer, and a wedged request would otherwise hold the worker until the
   deadline: Heroku's H12 answers the client but leaves the dyno stuck, and 1% of requests
   wedging would take the whole pool;
-- a request gives way to shorter ones as it runs, as a kernel's scheduler favours interactive
-  tasks: past 5 ms at nice 10, past 25 ms at the lowest priority (nice 19), back
-  to 0 when it ends. A busy loop then takes the CPU only when healthy requests leave it.
+- a request gives way to shorter ones as it computes, as a kernel's scheduler favours
+  interactive tasks: past 2 ms of CPU time at nice 10, past 5 ms at the lowest priority
+  (nice 19), back to 0 when it ends. A busy loop then takes the CPU only when healthy requests
+  leave it. CPU time, not time run: under load a quick request waits for a core longer than a
+  busy loop needs to burn one.
   Where the worker may not raise a priority back (RLIMIT_NICE, which the agent sets as root
   when it may), the app is called on a thread of its own, and a thread that gave way retires
   after its request;
@@ -26,6 +29,7 @@ request-timeout and uWSGI's harakiri and reload-on-rss do:
 Each replacement is logged with the request's method, path and time.
 """
 
+import ctypes
 import importlib.util
 import os
 import queue
@@ -64,9 +68,9 @@ _ROUTER_LEAD = 0.1
 _max_rss = int(os.environ.get("SILVER_MAX_MEMORY_MB") or 0) << 20
 # As long as the router's pool sizer waits before it counts a request as stuck.
 _ABANDON_AFTER = 0.05
-_current = None  # (started, method, path, socket) of the request this worker serves
-# (seconds run, nice value), in order: a request that runs long gives way to short ones.
-_GIVE_WAY = ((0.005, 10), (0.025, 19))
+_current = None  # (started, method, path, socket, CPU time then) of the request served
+# (seconds of CPU time, nice value), in order: a request that computes gives way to short ones.
+_GIVE_WAY = ((0.002, 10), (0.005, 19))
 # Set when a request starts: the watchdog sleeps on it between requests and ticks during one.
 _wake = threading.Event()
 _TICK = 0.005
@@ -74,6 +78,10 @@ _TICK = 0.005
 _can_restore = resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20
 _nice = 0  # the request thread's nice value
 _request_thread = None  # the native id of the thread the app is called on
+_request_clock = None  # that thread's CPU-time clock
+_request_ident = None  # and its Python thread id, for raising in it
+_stopping = None  # (request, when) being stopped: the request ends, or the worker is replaced
+_STOP_GRACE = 0.05
 _caller = None  # the _Caller that thread belongs to, when priorities cannot be restored
 _watching = None  # the pid whose watchdog runs: threads do not survive gunicorn's fork
 
@@ -97,7 +105,7 @@ def _watchdog():
         if not current:
             continue
         ran = time.monotonic() - current[0]
-        _give_way(current, ran)
+        _give_way(current, _cpu_time() - current[4])
         if _timeout and ran > _timeout:
             _replace(current, "ran past request_timeout (%g s)" % _timeout)
         if ran > _ABANDON_AFTER and _client_gone(current[3]):
@@ -106,7 +114,27 @@ def _watchdog():
                 # a hang-up this close to the deadline is its 504.
                 _replace(current, "ran past request_timeout (%g s)" % _timeout)
             else:
-                _replace(current, "was abandoned by its client after %.0f ms" % (ran * 1000))
+                _stop(current, "was abandoned by its client after %.0f ms" % (ran * 1000))
+
+
+def _stop(current, why):
+    """Ends a request nobody waits for: first as Python ends a thread's work from outside, an
+    exception raised at its next bytecode (the worker and its imports stay), then, if it is
+    still running _STOP_GRACE later (blocked in C: a lock taken twice, a sleep), by replacing
+    the worker."""
+    global _stopping
+    if _stopping is None or _stopping[0] is not current:
+        _stopping = (current, time.monotonic())
+        _log("%s %s %s; stopping it" % (current[1], current[2], why))
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(_request_ident), ctypes.py_object(_Abandoned))
+    elif time.monotonic() - _stopping[1] > _STOP_GRACE:
+        _replace(current, "did not stop")
+
+
+class _Abandoned(BaseException):
+    """Raised in a request whose client has gone (not an Exception: `except Exception` in the
+    app lets it through)."""
 
 
 def _client_gone(sock):
@@ -148,8 +176,7 @@ class _Caller:
         started.wait()
 
     def _run(self, started):
-        global _request_thread
-        _request_thread = threading.get_native_id()
+        _serve_on_this_thread()
         started.set()
         while not self._retired:
             self._jobs.get()()
@@ -176,8 +203,19 @@ class _Caller:
         self._jobs.put(lambda: None)  # wakes it, if it already waits for the next job
 
 
-def _give_way(current, ran):
-    wanted = max((nice for after, nice in _GIVE_WAY if ran > after), default=0)
+def _cpu_time():
+    return time.clock_gettime(_request_clock)
+
+
+def _serve_on_this_thread():
+    global _request_thread, _request_clock, _request_ident
+    _request_thread = threading.get_native_id()
+    _request_ident = threading.get_ident()
+    _request_clock = time.pthread_getcpuclockid(threading.get_ident())
+
+
+def _give_way(current, used):
+    wanted = max((nice for after, nice in _GIVE_WAY if used > after), default=0)
     if wanted > _nice and _current is current:
         _set_priority(wanted)
 
@@ -236,10 +274,10 @@ class _Tracked:
 
 
 def application(environ, start_response):
-    global _current, _watching, _request_thread, _caller
+    global _current, _watching, _caller
     if _watching != os.getpid():
         _watching = os.getpid()
-        _request_thread = threading.get_native_id()
+        _serve_on_this_thread()
         threading.Thread(target=_watchdog, name="silver-watchdog", daemon=True).start()
     if not _can_restore and _caller is None:
         _caller = _Caller()
@@ -257,7 +295,7 @@ def application(environ, start_response):
             environ["PATH_INFO"] = path[len(prefix):]
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
     method, path = environ.get("REQUEST_METHOD", "?"), environ.get("PATH_INFO", "")
-    _current = (time.monotonic(), method, path, environ.get("gunicorn.socket"))
+    _current = (time.monotonic(), method, path, environ.get("gunicorn.socket"), _cpu_time())
     _wake.set()
     if _board:
         _board.mark(os.getpid(), method, path)
@@ -266,6 +304,11 @@ def application(environ, start_response):
             result = _app(environ, start_response)
         else:
             result = _caller.call(_app, environ, start_response)
+    except _Abandoned:
+        # Stopped: nobody reads this answer; the worker serves the next request.
+        _request_done()
+        start_response("503 Service Unavailable", [("Content-Length", "0")], sys.exc_info())
+        return []
     except BaseException:
         _request_done()
         raise
