@@ -65,6 +65,8 @@ pub struct AppConfig {
     pub https: HttpsPolicy,
     /// `hsts` (seconds): sent as `Strict-Transport-Security: max-age=N` over HTTPS only.
     pub hsts_max_age_secs: Option<u64>,
+    /// `[cron]`: jobs run on a schedule.
+    pub cron: Vec<crate::cron::CronJob>,
 }
 
 /// A PHP app's `php.ini` settings from app.ini, in PHP's own size notation (`128M`).
@@ -241,6 +243,7 @@ impl AppConfig {
             max_memory_mb,
             https,
             hsts_max_age_secs,
+            cron: crate::cron::jobs(ini).map_err(|(line, m)| err(line, m))?,
         })
     }
 }

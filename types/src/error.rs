@@ -75,6 +75,45 @@ pub enum IniProblem {
     VariableName { name: String },
     #[error("`script:` needs a command")]
     NoScript,
+    #[error("cron job `{job}`: {problem}")]
+    Cron { job: String, problem: CronProblem },
+}
+
+/// What is wrong with a `[cron]` line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronProblem {
+    #[error("job names hold only letters, digits, `-` and `_` (at most 64)")]
+    Name,
+    #[error("is defined twice")]
+    Twice,
+    #[error("has no schedule: write `NAME = SCHEDULE TARGET`")]
+    Empty,
+    #[error(
+        "has no target: write `SCHEDULE /path` (an internal request) or `SCHEDULE script:COMMAND`"
+    )]
+    NoTarget,
+    #[error(
+        "`{schedule}` is not a schedule: {why}; write 5 cron fields (`*/5 * * * *`), \
+         `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`, or `every N minutes|hours`"
+    )]
+    Schedule { schedule: String, why: String },
+    #[error(
+        "`{target}` is not a URL path: a job requests a path of the app itself (`/tasks/x`), \
+         or runs `script:COMMAND`"
+    )]
+    Target { target: String },
+    #[error("unknown time zone `{zone}`; use an IANA name such as `Europe/Paris` or `UTC`")]
+    TimeZone { zone: String },
+    #[error("{option} `{value}` must be {rule}")]
+    Option {
+        option: String,
+        value: String,
+        rule: &'static str,
+    },
+    #[error("`{option}` is not an option; a job's options are timezone, deadline, retries and every_node")]
+    UnknownOption { option: String },
+    #[error("there is no such job in [cron]; define it as `NAME = SCHEDULE TARGET` first")]
+    NoSuchJob,
 }
 
 /// The rule a value of `app.ini` breaks.

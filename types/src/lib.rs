@@ -7,6 +7,7 @@
 
 pub mod appconfig;
 pub mod appini;
+pub mod cron;
 mod error;
 mod hint;
 pub mod id;
@@ -17,7 +18,7 @@ pub mod vars;
 
 pub use appconfig::{AppConfig, Location, Process, UpdateFetch};
 pub use appini::AppIni;
-pub use error::{Error, IniProblem, Rule};
+pub use error::{CronProblem, Error, IniProblem, Rule};
 pub use hint::Hint;
 pub use id::{ArtifactId, Hash};
 pub use names::{AppName, IdPrefix};
