@@ -10,6 +10,7 @@ mod checkpoints;
 mod clear;
 pub mod common;
 mod config;
+mod cron;
 mod deactivate;
 mod deploy;
 mod fleet;
@@ -79,6 +80,8 @@ pub enum Command {
     /// The front door's certificates: where each comes from, when it ends and renews, and
     /// why a host has none; `add` and `remove` the operator's own.
     Certs(certs::Args),
+    /// An app's cron jobs on a node: last run, status, next run, failures; `run` one now.
+    Cron(cron::Args),
     /// A node's figures with sparklines, its apps, the sizing verdict and alerts.
     Status(status::Args),
     Fleet(fleet::Args),
@@ -166,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Promote(args) => done(promote::run(args)),
         Command::Trust(args) => done(trust::run(args)),
         Command::Certs(args) => done(certs::run(args)),
+        Command::Cron(args) => done(cron::run(args)),
         Command::Status(args) => done(status::run(args)),
         Command::Verify(args) => done(verify::run(args)),
         Command::Unpack(args) => done(unpack::run(args)),

@@ -20,7 +20,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::appini::AppIni;
 use crate::error::{CronProblem, IniProblem};
@@ -62,6 +62,52 @@ pub enum CronTarget {
     Script(String),
 }
 
+/// Why a run happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Why {
+    Scheduled,
+    /// The latest tick missed while the node was down.
+    Missed,
+    /// `silver cron run`.
+    Manual,
+}
+
+/// One run (one attempt) of a job, as recorded and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The tick it is for.
+    pub scheduled: DateTime<Utc>,
+    pub started: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub why: Why,
+    /// 1 for the first attempt at a tick, then 2, 3, … for its retries.
+    pub attempt: u32,
+    pub release: String,
+    pub ok: bool,
+    /// What came of it: `200`, `exit 0`, `exit 3`, `deadline (30 s) passed; killed`,
+    /// `skipped: the previous run still goes`, …
+    pub outcome: String,
+    /// The end of its output (a command) or its answer (a path).
+    pub tail: String,
+}
+
+/// A job as `silver cron APP` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub name: String,
+    /// The schedule and target as app.ini says them.
+    pub schedule: String,
+    pub target: String,
+    pub timezone: String,
+    pub next: Option<DateTime<Utc>>,
+    pub last: Option<RunRecord>,
+    /// Ticks in a row, up to the last, that did not succeed (after their retries).
+    pub failing: u32,
+    /// The last few failed runs, newest last.
+    pub failures: Vec<RunRecord>,
+}
+
 /// The options a job may have, as `NAME.OPTION = VALUE`.
 pub const OPTIONS: &[&str] = &["timezone", "deadline", "retries", "every_node"];
 
@@ -86,6 +132,57 @@ impl Schedule {
                 Some(next.with_timezone(&Utc))
             }
             Schedule::Every(minutes) => every_next_after(*minutes, tz, after),
+        }
+    }
+}
+
+impl JobStatus {
+    /// `job` with its recorded runs (oldest first), as of `now`.
+    pub fn of(job: &CronJob, records: &[RunRecord], now: DateTime<Utc>) -> JobStatus {
+        let ran: Vec<&RunRecord> = records.iter().filter(|r| r.attempt > 0).collect();
+        // A tick failed if none of its attempts succeeded; skipped ticks are neither.
+        let mut failing = 0;
+        let mut tick = None;
+        for record in ran.iter().rev() {
+            if tick == Some(record.scheduled) {
+                continue;
+            }
+            let tick_ok = ran.iter().any(|r| r.scheduled == record.scheduled && r.ok);
+            if tick_ok {
+                break;
+            }
+            failing += 1;
+            tick = Some(record.scheduled);
+        }
+        let failures: Vec<RunRecord> = ran.iter().filter(|r| !r.ok).map(|r| (*r).clone()).collect();
+        JobStatus {
+            name: job.name.clone(),
+            schedule: job.schedule.to_string(),
+            target: job.target.to_string(),
+            timezone: job.timezone.clone(),
+            next: job.next_after(now),
+            last: records.last().cloned(),
+            failing,
+            failures: failures[failures.len().saturating_sub(5)..].to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Cron(pattern) => f.write_str(pattern),
+            Schedule::Every(m) if m % 60 == 0 => write!(f, "every {} hours", m / 60),
+            Schedule::Every(m) => write!(f, "every {m} minutes"),
+        }
+    }
+}
+
+impl std::fmt::Display for CronTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CronTarget::Path(path) => f.write_str(path),
+            CronTarget::Script(command) => write!(f, "script:{command}"),
         }
     }
 }

@@ -135,6 +135,26 @@ impl Node {
         .await
     }
 
+    /// The live release's `[cron]` jobs, each with its last and next run.
+    pub async fn cron_jobs(
+        &self,
+        app: &AppName,
+    ) -> Result<Vec<silver_types::cron::JobStatus>, Error> {
+        let url = self.endpoint(&format!("/v1/apps/{app}/cron"));
+        self.call(self.authed(self.http.get(url))).await
+    }
+
+    /// Runs a `[cron]` job now; answers with its runs (retries too) once they end.
+    pub async fn cron_run(
+        &self,
+        app: &AppName,
+        job: &str,
+    ) -> Result<Vec<silver_types::cron::RunRecord>, Error> {
+        let request = silver_wire::api::CronRunRequest { job: job.into() };
+        self.post(&format!("/v1/apps/{app}/cron/run"), &request)
+            .await
+    }
+
     /// Makes a staged release current; `migrate` runs its `update_fetch` even if it ran before.
     pub async fn activate(
         &self,

@@ -35,6 +35,8 @@ pub enum Error {
     AmbiguousId { prefix: IdPrefix, count: usize },
     #[error("app `{app}` has never been deployed to this node")]
     UnknownApp { app: AppName },
+    #[error("app `{app}` has no cron job `{job}` in its live release")]
+    NoCronJob { app: AppName, job: String },
     #[error("the config of `{app}` would hold {bytes} bytes of values, over the {max} every process's environment can carry")]
     ConfigTooLarge {
         app: AppName,
@@ -267,6 +269,7 @@ impl Error {
             | EmptyCommand => StatusCode::BAD_REQUEST,
             UnknownId { .. }
             | UnknownApp { .. }
+            | NoCronJob { .. }
             | NeverSent { .. }
             | ArtifactMissing { .. }
             | NoPrevious { .. }
@@ -357,6 +360,9 @@ impl Error {
             Error::AmbiguousId { .. } => "give more digits of the id".into(),
             Error::UnknownApp { .. } | Error::NoCurrent { .. } | Error::NoLogs { .. } => {
                 "deploy it first: `silver deploy APP_DIR --node URL`".into()
+            }
+            Error::NoCronJob { app, .. } => {
+                format!("`silver cron {app}` lists its jobs; they come from [cron] in app.ini")
             }
             Error::NoPrevious { app } => format!(
                 "`silver releases {app}` lists its releases; `silver activate {app} ID` makes any staged one current"

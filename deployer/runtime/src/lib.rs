@@ -8,6 +8,7 @@
 
 mod activation;
 mod command;
+pub mod cron;
 pub mod data;
 pub mod dev;
 pub mod environment;

@@ -85,6 +85,8 @@ struct Inner {
     /// deploy is confirmed (then it drains) or reverted (then it serves again at once).
     standby: tokio::sync::Mutex<HashMap<AppName, Standby>>,
     sinks: Mutex<HashMap<(AppName, String), LogSink>>,
+    /// Cron jobs with a run going, by app: shared by an app's releases.
+    cron_running: Arc<crate::cron::Running>,
 }
 
 /// A release started and checked beside the live one, before its flip.
@@ -129,6 +131,28 @@ struct Live {
     static_dir: PathBuf,
     processes: Vec<Supervised>,
     backend: Option<Arc<Backend>>,
+    /// Its `[cron]` jobs, scheduled while it is the app's live release.
+    cron: Option<CronTable>,
+}
+
+/// A release's jobs and the task that schedules them (stopped when dropped or set aside).
+struct CronTable {
+    release: Arc<crate::cron::Release>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl CronTable {
+    fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for CronTable {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// One live app, as the metrics sampler reads it.
@@ -167,6 +191,7 @@ impl Runtime {
                 prepared: Default::default(),
                 standby: Default::default(),
                 sinks: Default::default(),
+                cron_running: Default::default(),
             }),
         }
     }
@@ -331,7 +356,7 @@ impl Runtime {
             tracing::warn!(error = %e, "cannot write environment.json");
         }
         let names = processes.iter().map(|p| p.name.clone()).collect();
-        let replaced = self.switch(&c, processes, backend, old).await;
+        let replaced = self.switch(&c, processes, backend, &env, old).await;
         // Held writes go on now, to the release that serves.
         drop(hold);
         tracing::info!(
@@ -588,12 +613,19 @@ impl Runtime {
         c: &Candidate,
         processes: Vec<Supervised>,
         backend: Option<Arc<Backend>>,
+        env: &BTreeMap<String, String>,
         keep: Old,
     ) -> Option<String> {
         self.size_pool(c, &processes, backend.as_ref());
         self.shed(c, backend.as_ref());
+        let cron = self.cron_table(c, backend.as_ref(), env);
         let mut live = self.inner.live.lock().await;
-        let old = live.remove(&c.app);
+        let mut old = live.remove(&c.app);
+        // The job table goes with the release: the old one's stops (a kept one's resumes if a
+        // revert puts it back).
+        if let Some(table) = old.as_mut().and_then(|o| o.cron.as_mut()) {
+            table.stop();
+        }
         let old_route = self.inner.routes.get(&c.app);
         let previous = old
             .as_ref()
@@ -610,6 +642,7 @@ impl Runtime {
                 static_dir: c.dir.join("static"),
                 processes,
                 backend,
+                cron,
             },
         );
         drop(live);
@@ -637,6 +670,81 @@ impl Runtime {
             }
         }
         label
+    }
+
+    /// The release's `[cron]` jobs, scheduled from now; None for an app without any.
+    fn cron_table(
+        &self,
+        c: &Candidate,
+        backend: Option<&Arc<Backend>>,
+        env: &BTreeMap<String, String>,
+    ) -> Option<CronTable> {
+        if c.config.cron.is_empty() {
+            return None;
+        }
+        let log = self.sink(c, "cron").ok()?;
+        let (routes, app) = (self.inner.routes.clone(), c.app.clone());
+        let prefix = c
+            .locations
+            .first()
+            .map(|l| l.path.clone())
+            .filter(|p| p != "/")
+            .unwrap_or_default();
+        let release = Arc::new(crate::cron::Release {
+            app: c.app.clone(),
+            label: c.label.clone(),
+            dir: c.dir.clone(),
+            env: env.clone(),
+            user: c.user.clone(),
+            host: c.canonical_host(),
+            prefix,
+            addr: backend.map(|b| b.addr),
+            log,
+            request_timeout: Duration::from_secs(c.config.request_timeout_secs),
+            records: c.paths.cron(),
+            jobs: c.config.cron.clone(),
+            paused: Arc::new(move || routes.get(&app).is_some_and(|r| r.maintenance)),
+        });
+        let task = crate::cron::spawn(release.clone(), self.inner.cron_running.clone());
+        Some(CronTable {
+            release,
+            task: Some(task),
+        })
+    }
+
+    /// Each of the live release's `[cron]` jobs with its runs; None if the app is not live.
+    pub async fn cron_jobs(&self, app: &AppName) -> Option<Vec<silver_types::cron::JobStatus>> {
+        let live = self.inner.live.lock().await;
+        let l = live.get(app)?;
+        let Some(table) = &l.cron else {
+            return Some(vec![]);
+        };
+        let now = chrono::Utc::now();
+        let release = &table.release;
+        Some(
+            release
+                .jobs
+                .iter()
+                .map(|job| {
+                    let records = crate::cron::records(&release.records, &job.name);
+                    silver_types::cron::JobStatus::of(job, &records, now)
+                })
+                .collect(),
+        )
+    }
+
+    /// Runs one of the live release's jobs now and waits for it (and its retries); None if the
+    /// app is not live or has no such job.
+    pub async fn cron_run(
+        &self,
+        app: &AppName,
+        job: &str,
+    ) -> Option<Vec<silver_types::cron::RunRecord>> {
+        let release = {
+            let live = self.inner.live.lock().await;
+            live.get(app)?.cron.as_ref()?.release.clone()
+        };
+        crate::cron::run_now(release, self.inner.cron_running.clone(), job).await
     }
 
     fn graces(&self) -> switch::Graces {
@@ -872,8 +980,12 @@ impl Runtime {
         let Standby { old, new } = standby;
         let mut live = self.inner.live.lock().await;
         let replaced = match old {
-            Some((old, route)) => {
+            Some((mut old, route)) => {
                 self.inner.routes.set(app, route);
+                if let Some(table) = old.cron.as_mut() {
+                    let running = self.inner.cron_running.clone();
+                    table.task = Some(crate::cron::spawn(table.release.clone(), running));
+                }
                 live.insert(app.clone(), old)
             }
             None => {

@@ -92,6 +92,11 @@ impl AppPaths {
     }
 
     /// Present while the app shows the maintenance page (`silver disable`).
+    /// The record of each `[cron]` job's runs: the agent's, out of the app's reach.
+    pub fn cron(&self) -> PathBuf {
+        self.dir.join("cron")
+    }
+
     pub fn maintenance_flag(&self) -> PathBuf {
         self.dir.join("maintenance")
     }

@@ -11,7 +11,8 @@ request-timeout and uWSGI's harakiri and reload-on-rss do:
 - a request whose client has gone (the router closed its connection: the client hung up, or
   its deadline passed, or the router ended it while others waited) and that has run past
   50 ms is stopped: an exception is raised in it, as PHP stops a script at its time limit,
-  and the worker serves on; one still running 50 ms later (blocked in C) ends its worker.
+  and the worker serves on; one blocked in C (it used almost no CPU), or still running 50 ms
+  later, ends its worker.
   Nobody will read its answer, and a wedged request would otherwise hold the worker until the
   deadline: Heroku's H12 answers the client but leaves the dyno stuck, and 1% of requests
   wedging would take the whole pool;
@@ -82,6 +83,8 @@ _request_clock = None  # that thread's CPU-time clock
 _request_ident = None  # and its Python thread id, for raising in it
 _stopping = None  # (request, when) being stopped: the request ends, or the worker is replaced
 _STOP_GRACE = 0.05
+# A request that has used less CPU than this by the time it is stopped is blocked, not busy.
+_BLOCKED_BELOW = 0.001
 _caller = None  # the _Caller that thread belongs to, when priorities cannot be restored
 _watching = None  # the pid whose watchdog runs: threads do not survive gunicorn's fork
 
@@ -120,10 +123,14 @@ def _watchdog():
 def _stop(current, why):
     """Ends a request nobody waits for: first as Python ends a thread's work from outside, an
     exception raised at its next bytecode (the worker and its imports stay), then, if it is
-    still running _STOP_GRACE later (blocked in C: a lock taken twice, a sleep), by replacing
-    the worker."""
+    still running _STOP_GRACE later, by replacing the worker. One that has used almost no CPU
+    is blocked in C (a lock taken twice, a sleep), where no exception reaches it: its worker
+    is replaced at once."""
     global _stopping
-    if _stopping is None or _stopping[0] is not current:
+    if _cpu_time() - current[4] < _BLOCKED_BELOW:
+        # Blocked in C all along (a lock taken twice, a sleep): no exception would reach it.
+        _replace(current, why)
+    elif _stopping is None or _stopping[0] is not current:
         _stopping = (current, time.monotonic())
         _log("%s %s %s; stopping it" % (current[1], current[2], why))
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -288,6 +295,11 @@ def application(environ, start_response):
         environ["silverlining.internal"] = True
         if internal == "update":
             environ["silverlining.update"] = True
+    # A [cron] job's request: the job's name (as App Engine's X-Appengine-Cron says a request
+    # is cron's, which no client can forge either).
+    cron = environ.pop("HTTP_X_SILVER_CRON", "")
+    if cron and internal == "cron":
+        environ["silver.cron"] = cron
     prefix = environ.pop("HTTP_X_SILVER_SCRIPT_NAME", "")
     if prefix:
         path = environ.get("PATH_INFO", "")

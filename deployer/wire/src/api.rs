@@ -329,6 +329,12 @@ pub struct MaintenanceRequest {
     pub maintenance: bool,
 }
 
+/// `silver cron run APP JOB`: one of the live release's `[cron]` jobs, now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CronRunRequest {
+    pub job: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRequest {
     /// The command and its arguments, run in the live release with the app's environment.

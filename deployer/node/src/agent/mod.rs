@@ -8,6 +8,7 @@
 
 mod activate;
 mod certs;
+mod cron;
 mod data;
 pub mod extract;
 mod fleet;
@@ -200,6 +201,7 @@ pub fn app(state: AgentState) -> Router {
             axum::routing::delete(certs::delete_http01),
         )
         .route("/v1/apps/{app}/checkpoints", get(data::checkpoints))
+        .route("/v1/apps/{app}/cron", get(cron::jobs))
         .route(
             "/v1/apps/{app}/config",
             get(settings::show).post(settings::change),
@@ -213,6 +215,8 @@ pub fn app(state: AgentState) -> Router {
         // Streams that last as long as the client wants (a followed log, a long command).
         .route("/v1/apps/{app}/logs", get(ops::logs))
         .route("/v1/apps/{app}/run", post(ops::run))
+        // A job's run lasts up to its deadline (at most a day), and its retries.
+        .route("/v1/apps/{app}/cron/run", post(cron::run))
         // A backup or restore lasts as long as the data is large.
         .route("/v1/apps/{app}/backup", post(data::backup))
         .route("/v1/apps/{app}/restore", post(data::restore))
