@@ -157,6 +157,15 @@ fn cron_jobs_run_retry_end_at_deadlines_skip_overlaps_and_follow_the_release() {
     });
     let ticks = std::fs::read_to_string(app_tmp.join("ticks")).unwrap();
     assert!(ticks.starts_with("tick\n"), "{ticks}");
+    // The status page alerts on the job that failed.
+    eventually(Duration::from_secs(30), "the cron alert", || {
+        let out = agent.silver().args(["status", "--json"]).output().unwrap();
+        let text = stdout(&out);
+        match text.contains("cron job hang of crony failed its last run") {
+            true => Ok(()),
+            false => Err(text),
+        }
+    });
     let listed = jobs(&agent);
     assert_eq!(job(&listed, "flaky")["failing"], 0, "{listed}");
     assert_eq!(job(&listed, "hang")["failing"], 1, "{listed}");

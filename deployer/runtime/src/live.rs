@@ -733,6 +733,22 @@ impl Runtime {
         )
     }
 
+    /// Every live app's `[cron]` jobs with how many ticks in a row, up to the last, did not
+    /// succeed: what the status page alerts on.
+    pub async fn cron_failing(&self) -> Vec<(AppName, String, u32)> {
+        let live = self.inner.live.lock().await;
+        let now = chrono::Utc::now();
+        let mut out = Vec::new();
+        for (app, table) in live.iter().filter_map(|(a, l)| Some((a, l.cron.as_ref()?))) {
+            for job in &table.release.jobs {
+                let records = crate::cron::records(&table.release.records, &job.name);
+                let status = silver_types::cron::JobStatus::of(job, &records, now);
+                out.push((app.clone(), job.name.clone(), status.failing));
+            }
+        }
+        out
+    }
+
     /// Runs one of the live release's jobs now and waits for it (and its retries); None if the
     /// app is not live or has no such job.
     pub async fn cron_run(
@@ -787,8 +803,9 @@ impl Runtime {
 }
 
 impl Live {
-    /// Lets the replaced release finish its requests, then stops it.
-    async fn drain(self, graces: switch::Graces) {
+    /// Lets the replaced release finish its requests, then stops it; its jobs stop at once.
+    async fn drain(mut self, graces: switch::Graces) {
+        drop(self.cron.take());
         switch::drain(&self.label, self.processes, self.backend, graces).await
     }
 }

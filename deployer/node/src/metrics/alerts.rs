@@ -45,8 +45,14 @@ const CERT_WARN_SECS: u64 = 7 * 86_400;
 
 impl Metrics {
     /// Which alerts fire at `t`; returns the changes to deliver.
-    pub(super) fn evaluate(&self, t: u64, certs: &CertsView) -> Vec<AlertEvent> {
-        let wanted = self.breaches(t, certs);
+    pub(super) fn evaluate(
+        &self,
+        t: u64,
+        certs: &CertsView,
+        cron: &[CronFailing],
+    ) -> Vec<AlertEvent> {
+        let mut wanted = self.breaches(t, certs);
+        wanted.extend(cron_breaches(cron));
         let mut state = self.lock();
         let mut events = Vec::new();
         for (key, message) in &wanted {
@@ -127,6 +133,23 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A `[cron]` job whose last `failing` ticks did not succeed (`Runtime::cron_failing`).
+pub(super) type CronFailing = (silver_types::AppName, String, u32);
+
+/// A cron job that has not succeeded for a tick or more alerts until it does.
+fn cron_breaches(cron: &[CronFailing]) -> BTreeMap<(String, String), String> {
+    cron.iter()
+        .filter(|(_, _, failing)| *failing > 0)
+        .map(|(app, job, failing)| {
+            let message = match failing {
+                1 => format!("cron job {job} of {app} failed its last run"),
+                n => format!("cron job {job} of {app} has not succeeded for {n} runs"),
+            };
+            (("cron".to_string(), format!("{app}/{job}")), message)
+        })
+        .collect()
 }
 
 fn event(state: &'static str, view: &AlertView, t: u64) -> AlertEvent {
@@ -285,6 +308,30 @@ mod tests {
     fn check(cpu: f32, mem: f32, swap: f32, expected: &str) {
         let got = verdict(&day(cpu, mem, swap), &(5.0, 10.0), &Vec::new());
         assert_eq!(got.size, expected, "{}", got.line);
+    }
+
+    #[test]
+    fn a_cron_job_alerts_while_it_has_not_succeeded() {
+        let app = |s: &str| silver_types::AppName::parse(s).unwrap();
+        let got = cron_breaches(&[
+            (app("blog"), "report".into(), 3),
+            (app("blog"), "cleanup".into(), 0),
+            (app("shop"), "sync".into(), 1),
+        ]);
+        let messages: Vec<(&str, &str)> = got
+            .iter()
+            .map(|((_, subject), m)| (subject.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (
+                    "blog/report",
+                    "cron job report of blog has not succeeded for 3 runs"
+                ),
+                ("shop/sync", "cron job sync of shop failed its last run"),
+            ]
+        );
     }
 
     #[test]

@@ -135,13 +135,14 @@ impl Metrics {
             let next = now - now % STEP + STEP;
             tokio::time::sleep(Duration::from_secs(next - now)).await;
             let apps = runtime.app_samples().await;
+            let cron = runtime.cron_failing().await;
             let routes = runtime.routes().clone();
             let me = self.clone();
             let certs = certs.clone();
             let fired = tokio::task::spawn_blocking(move || {
                 me.sample(next, apps);
                 let certs = certs.view(&routes);
-                me.evaluate(next, &certs)
+                me.evaluate(next, &certs, &cron)
             })
             .await
             .unwrap_or_default();
