@@ -91,6 +91,7 @@ echo json_encode([
   'secret_len' => defined('SILVER_SECRET') ? strlen(SILVER_SECRET) : -1,
   'cwd' => getcwd(),
   'internal' => $_SERVER['SILVER_INTERNAL'] ?? null,
+  'cron' => $_SERVER['SILVER_CRON'] ?? null,
   'memory_limit' => ini_get('memory_limit'),
   'file' => __FILE__,
 ]);
@@ -103,7 +104,8 @@ fn contract_app(dir: &Path, version: u32) {
         format!(
             "[production]\napp_name = contract\nplatform = php\nphp_root = site/\n\
              runner = site/runner.php\ndefault_location = php.localhost/blog\n\
-             php.memory_limit = 96M\n[variables]\nVERSION = {version}\n"
+             php.memory_limit = 96M\n[variables]\nVERSION = {version}\n\
+             [cron]\nping = @yearly /\n"
         ),
     )
     .unwrap();
@@ -158,6 +160,20 @@ fn the_runner_contract_holds_under_a_prefix() {
     let env = json(&forged.body);
     assert_eq!(env["internal"], serde_json::Value::Null);
     assert_eq!(env["match_path"], "/blog");
+    // A [cron] job's request reaches the app through the location's prefix, marked as cron's.
+    let ran = agent
+        .silver()
+        .args(["cron", "run", "contract", "ping", "--json"])
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let runs = json(&stdout(&ran));
+    let env = json(runs[0]["tail"].as_str().unwrap());
+    assert_eq!(
+        (&env["cron"], &env["internal"]),
+        (&"ping".into(), &"cron".into())
+    );
+    assert_eq!(env["script_name"], "/blog/");
     // Dotfiles under php_root are not served; `..` never climbs out of it.
     assert_ne!(
         get(&agent.front, "php.localhost", "/blog/.htaccess").body,

@@ -4,9 +4,10 @@
 //! Every request runs the master runner (`silver_runner.php`), which runs the app's `runner`:
 //! `SCRIPT_NAME` is the request's path (the location's prefix included, as `SILVER_MATCH_PATH`
 //! says), the router's `X-Forwarded-*` become `REMOTE_ADDR` and `HTTPS`, and its internal
-//! marks (`X-Silver-Internal`, `X-Silver-Script-Name`), which no client can send, become
-//! `SILVER_INTERNAL` and `SILVER_MATCH_PATH`. The answer's CGI headers (`Status:`,
-//! `Location:`) become an HTTP response whose body streams as PHP writes it.
+//! marks (`X-Silver-Internal`, `X-Silver-Cron`, `X-Silver-Script-Name`), which no client can
+//! send, become `SILVER_INTERNAL`, `SILVER_CRON` (a cron job's name) and `SILVER_MATCH_PATH`.
+//! The answer's CGI headers (`Status:`, `Location:`) become an HTTP response whose body streams
+//! as PHP writes it.
 //!
 //! php-fpm never notices a client that has gone: a wedged script holds its worker until
 //! `request_terminate_timeout`. So each request notes its worker's pid on a board
@@ -331,6 +332,11 @@ fn params<'a>(
         }
     });
     let internal = get("x-silver-internal");
+    // A [cron] job's request: `$_SERVER['SILVER_CRON']` is the job's name.
+    let cron = get("x-silver-cron");
+    if internal == "cron" && !cron.is_empty() {
+        set("SILVER_CRON", cron);
+    }
     if !internal.is_empty() {
         set("SILVER_INTERNAL", internal);
     }
