@@ -3,44 +3,58 @@
 
 use anyhow::Context;
 use silver_types::cron::{JobStatus, RunRecord};
+use silver_types::AppName;
 
 use super::node::NodeArgs;
 use crate::{out, ui};
 
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
-    #[command(subcommand)]
-    pub command: Option<CronCommand>,
-    /// The app whose jobs to list.
-    pub app: Option<silver_types::AppName>,
+    /// `APP` lists the app's jobs; `run APP JOB` runs JOB now, whatever its schedule, and waits
+    /// for it and its retries (exit 1 if it did not succeed).
+    #[arg(value_name = "APP | run APP JOB", num_args = 1..=3, required = true)]
+    pub words: Vec<String>,
     #[command(flatten)]
     pub node: NodeArgs,
 }
 
-#[derive(Debug, clap::Subcommand)]
-pub enum CronCommand {
-    /// Run JOB now, whatever its schedule, and wait for it (and its retries); exits 1 if it
-    /// did not succeed.
-    Run {
-        app: silver_types::AppName,
-        job: String,
-        #[command(flatten)]
-        node: NodeArgs,
-    },
+/// What the words ask for. (Words rather than a `run` subcommand, so `--node` goes anywhere;
+/// an app named `run` is listed with `silver cron run`.)
+enum Action {
+    List(AppName),
+    Run(AppName, String),
+}
+
+fn action(words: &[String]) -> anyhow::Result<Action> {
+    let app = |name: &str| {
+        AppName::parse(name).map_err(|rule| {
+            ui::hinted(
+                format!("`{name}` is not an app name: {rule}"),
+                "`silver cron APP` or `silver cron run APP JOB`",
+            )
+        })
+    };
+    match words {
+        [name] => Ok(Action::List(app(name)?)),
+        [run, name, job] if run == "run" => Ok(Action::Run(app(name)?, job.clone())),
+        _ => Err(ui::hinted(
+            format!("`silver cron {}` is not a cron command", words.join(" ")),
+            "`silver cron APP` lists the jobs; `silver cron run APP JOB` runs one now",
+        )),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = super::node::runtime()?;
-    match (args.command, args.app) {
-        (Some(CronCommand::Run { app, job, node }), _) => {
-            let client = node.connect()?;
+    let client = args.node.connect()?;
+    match action(&args.words)? {
+        Action::Run(app, job) => {
             let spinner = ui::spinner("Running", &format!("{job} of {app}"));
             let runs = rt
                 .block_on(client.cron_run(&app, &job))
                 .with_context(|| format!("{} did not run {job} of {app}", client.url()))?;
             spinner.finish_and_clear();
-            if node.json {
+            if args.node.json {
                 super::common::print_json(&runs)?;
             } else {
                 runs.iter().for_each(print_run);
@@ -53,8 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 )),
             }
         }
-        (None, Some(app)) => {
-            let client = args.node.connect()?;
+        Action::List(app) => {
             let jobs = rt.block_on(client.cron_jobs(&app))?;
             if args.node.json {
                 return super::common::print_json(&jobs);
@@ -68,10 +81,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             jobs.iter().for_each(print_job);
             Ok(())
         }
-        (None, None) => Err(ui::hinted(
-            "name the app: `silver cron APP`",
-            "`silver cron run APP JOB` runs a job now",
-        )),
     }
 }
 
