@@ -81,6 +81,12 @@ fn app_routes(app: &str) -> Vec<(Method, String, &'static str)> {
             r#"{"argv":["id"],"who":"t@test"}"#,
         ),
         (Method::POST, format!("/v1/apps/{app}/preflight"), "{}"),
+        (Method::GET, format!("/v1/apps/{app}/cron"), ""),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/cron/run"),
+            r#"{"job":"tick"}"#,
+        ),
         (
             Method::POST,
             format!("/v1/apps/{app}/deactivate"),

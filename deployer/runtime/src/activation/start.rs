@@ -92,9 +92,37 @@ pub fn start_processes(
     Ok(processes)
 }
 
-/// A port nobody listens on right now. The app binds it a moment later; the window is small
-/// and a collision shows up as a failed health check, never as traffic to the wrong process.
+/// A port nobody listens on right now, below the kernel's ephemeral range. The app binds it
+/// a moment later. Below that range, because a port the kernel hands out for `:0` can be handed
+/// out again at once to the next program that binds `:0` (another agent's front door, a
+/// client's outgoing connection): in that window the squatter would answer the health check
+/// (an HTTP server answering 404 passes a check of `/`) and take the release's traffic.
 pub fn free_port() -> std::io::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    let Some(span) = ephemeral_low.checked_sub(LOWEST).filter(|s| *s > 0) else {
+        // An ephemeral range that starts low leaves no room below it: the kernel's choice.
+        return Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port());
+    };
+    // Concurrent activations start at different places, so they rarely try the same port.
+    let start = {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish() as u16
+            % span
+    };
+    for step in 0..span {
+        let port = LOWEST + (start + step) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
