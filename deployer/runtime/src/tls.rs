@@ -114,6 +114,10 @@ impl Certs {
             Err(e) => tracing::warn!(error = %e, "TLS session tickets are off"),
         }
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(8192);
+        // One ticket per handshake, as Caddy (Go's crypto/tls) sends and OpenSSL after a
+        // resumption: rustls's default of two doubles what a returning client must decrypt and
+        // store on every connection, for a second parallel resumption few clients make.
+        config.send_tls13_tickets = 1;
         Arc::new(config)
     }
 
