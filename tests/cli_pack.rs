@@ -575,6 +575,26 @@ fn near_misses_in_app_ini_suggest_the_known_word() {
     );
 }
 
+/// `[cron]` and the task settings are silver's own: no "unknown" warning for them.
+#[test]
+fn cron_and_task_settings_are_known_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    copy_fixture("hello-wsgi", &app);
+    let ini = "[production]\nrunner = app.py\ntask_concurrency = 4\ntask_queue_size = 500\n\
+               task_attempts = 3\n[cron]\nclean = @daily /clean\n";
+    std::fs::write(app.join("app.ini"), ini).unwrap();
+    let out = silver()
+        .arg("pack")
+        .arg(&app)
+        .arg("-o")
+        .arg(tmp.path().join("dist"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("unknown"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_missing_app_directory_is_named_as_such() {
     let tmp = tempfile::tempdir().unwrap();

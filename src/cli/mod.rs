@@ -11,6 +11,7 @@ mod clear;
 pub mod common;
 mod config;
 mod cron;
+mod tasks;
 mod deactivate;
 mod deploy;
 mod fleet;
@@ -82,6 +83,8 @@ pub enum Command {
     Certs(certs::Args),
     /// An app's cron jobs on a node: last run, status, next run, failures; `run` one now.
     Cron(cron::Args),
+    /// An app's task queue on a node: queued, running and dead tasks; `retry` or `drop` them.
+    Tasks(tasks::Args),
     /// A node's figures with sparklines, its apps, the sizing verdict and alerts.
     Status(status::Args),
     Fleet(fleet::Args),
@@ -170,6 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trust(args) => done(trust::run(args)),
         Command::Certs(args) => done(certs::run(args)),
         Command::Cron(args) => done(cron::run(args)),
+        Command::Tasks(args) => done(tasks::run(args)),
         Command::Status(args) => done(status::run(args)),
         Command::Verify(args) => done(verify::run(args)),
         Command::Unpack(args) => done(unpack::run(args)),

@@ -67,6 +67,14 @@ pub struct AppConfig {
     pub hsts_max_age_secs: Option<u64>,
     /// `[cron]`: jobs run on a schedule.
     pub cron: Vec<crate::cron::CronJob>,
+    /// Tasks the app queues (`silversupport.tasks.add`): how many run at once, so they never
+    /// take the whole web pool (`task_concurrency`, default 2) …
+    pub task_concurrency: u64,
+    /// … how many the queue holds, queued, running and dead (`task_queue_size`, default
+    /// 100000): past it a new task is refused …
+    pub task_queue_size: u64,
+    /// … and how many attempts a task gets before it is dead (`task_attempts`, default 5).
+    pub task_attempts: u64,
 }
 
 /// A PHP app's `php.ini` settings from app.ini, in PHP's own size notation (`128M`).
@@ -244,6 +252,9 @@ impl AppConfig {
             https,
             hsts_max_age_secs,
             cron: crate::cron::jobs(ini).map_err(|(line, m)| err(line, m))?,
+            task_concurrency: whole_number(ini, "task_concurrency", 2, 1..=256, "tasks")?,
+            task_queue_size: whole_number(ini, "task_queue_size", 100_000, 1..=10_000_000, "tasks")?,
+            task_attempts: whole_number(ini, "task_attempts", 5, 1..=100, "attempts")?,
         })
     }
 }

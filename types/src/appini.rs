@@ -70,11 +70,21 @@ const PRODUCTION_KEYS: &[&str] = &[
     "hsts",
     "requires",
     "python_version",
+    "task_concurrency",
+    "task_queue_size",
+    "task_attempts",
 ];
 /// Key prefixes that take any suffix (`service.postgis`, `config.template`).
 const PRODUCTION_PREFIXES: &[&str] = &["service.", "config."];
 /// Sections silver reads; others get a warning.
-const KNOWN_SECTIONS: &[&str] = &["production", "variables", "processes", "workers", "devel"];
+const KNOWN_SECTIONS: &[&str] = &[
+    "production",
+    "variables",
+    "processes",
+    "workers",
+    "devel",
+    "cron",
+];
 
 impl AppIni {
     /// Reads `APP_DIR/app.ini`. A missing file is an error: it is what makes a directory an app.

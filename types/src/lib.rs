@@ -14,6 +14,7 @@ pub mod id;
 pub mod names;
 mod said;
 mod service;
+pub mod task;
 pub mod vars;
 
 pub use appconfig::{AppConfig, Location, Process, UpdateFetch};

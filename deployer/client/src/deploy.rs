@@ -155,6 +155,24 @@ impl Node {
             .await
     }
 
+    /// The app's task queue: counts, dead tasks, the next queued ones.
+    pub async fn tasks(&self, app: &AppName) -> Result<silver_types::task::TaskList, Error> {
+        let url = self.endpoint(&format!("/v1/apps/{app}/tasks"));
+        self.call(self.authed(self.http.get(url))).await
+    }
+
+    /// Retries (`"retry"`) or drops (`"drop"`) the tasks named, or every dead task with none.
+    pub async fn tasks_change(
+        &self,
+        app: &AppName,
+        change: &str,
+        ids: Option<Vec<silver_types::task::TaskId>>,
+    ) -> Result<Vec<silver_types::task::TaskId>, Error> {
+        let request = silver_wire::api::TasksRequest { ids };
+        self.post(&format!("/v1/apps/{app}/tasks/{change}"), &request)
+            .await
+    }
+
     /// Makes a staged release current; `migrate` runs its `update_fetch` even if it ran before.
     pub async fn activate(
         &self,

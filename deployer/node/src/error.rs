@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use axum::http::StatusCode;
 use packer::manifest::ManifestProblem;
 use packer::Id;
+use silver_runtime::TaskProblem;
 use silver_types::{AppName, IdPrefix};
 
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +290,12 @@ impl Error {
             | OtherApp { .. }
             | Artifact(_)
             | AppConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Runtime(silver_runtime::Error::Task { problem, .. }) => match problem {
+                TaskProblem::Full { .. } => StatusCode::TOO_MANY_REQUESTS,
+                TaskProblem::NoTask { .. } | TaskProblem::NotOpen => StatusCode::NOT_FOUND,
+                TaskProblem::Running { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            },
             Runtime(silver_runtime::Error::Activation { .. })
             | Runtime(silver_runtime::Error::LocationTaken { .. })
             | Runtime(silver_runtime::Error::NotPython { .. })

@@ -16,7 +16,6 @@
 //! next scheduled run.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +24,7 @@ use chrono::{DateTime, Utc};
 use silver_types::cron::{CronJob, CronTarget, RunRecord, Why};
 use silver_types::AppName;
 
+use crate::internal::Target;
 use crate::logs::LogSink;
 use crate::supervise::AppUser;
 
@@ -38,18 +38,13 @@ const TAIL_BYTES: usize = 2048;
 /// What a live release's jobs run against.
 pub struct Release {
     pub app: AppName,
-    pub label: String,
+    /// Where path jobs go, and the release's label and `request_timeout`.
+    pub target: Target,
     /// The release's files: commands run here.
     pub dir: PathBuf,
     pub env: BTreeMap<String, String>,
     pub user: Option<AppUser>,
-    /// The host and path prefix of its first location, as the router would send them.
-    pub host: String,
-    pub prefix: String,
-    /// Its web process, for path jobs; None for an app without one.
-    pub addr: Option<SocketAddr>,
     pub log: LogSink,
-    pub request_timeout: Duration,
     /// Where each job's runs are recorded (the app's own `cron/`, which the app cannot write).
     pub records: PathBuf,
     pub jobs: Vec<CronJob>,
@@ -170,7 +165,7 @@ async fn fire(
         duration_ms: 0,
         why,
         attempt: 0,
-        release: release.label.clone(),
+        release: release.target.label.clone(),
         ok: false,
         outcome: outcome.to_string(),
         tail: String::new(),
@@ -185,7 +180,7 @@ async fn fire(
             "[silver] cron {}: tick {tick} skipped: the previous run still goes",
             job.name
         );
-        release.log.line(&release.label, &line);
+        release.log.line(&release.target.label, &line);
         save(&release, &job.name, &record);
         return vec![record];
     }
@@ -233,7 +228,7 @@ async fn run_once(
     let deadline = job
         .deadline_secs
         .map(Duration::from_secs)
-        .unwrap_or(release.request_timeout);
+        .unwrap_or(release.target.request_timeout);
     let started = Utc::now();
     let clock = std::time::Instant::now();
     let (ok, outcome, tail) = match &job.target {
@@ -245,66 +240,38 @@ async fn run_once(
         job.name,
         clock.elapsed().as_millis()
     );
-    release.log.line(&release.label, &line);
+    release.log.line(&release.target.label, &line);
     RunRecord {
         scheduled: tick,
         started,
         duration_ms: clock.elapsed().as_millis() as u64,
         why,
         attempt,
-        release: release.label.clone(),
+        release: release.target.label.clone(),
         ok,
         outcome,
         tail,
     }
 }
 
-/// An internal GET to the release's web process, marked as the router marks the node's own
-/// requests (`X-Silver-Internal`, which no client can send: the router drops `X-Silver-*`).
+/// An internal GET to the release's web process, marked as cron's (`X-Silver-Cron`).
 async fn request(
     release: &Release,
     job: &str,
     path: &str,
     deadline: Duration,
 ) -> (bool, String, String) {
-    let Some(addr) = release.addr else {
-        return (
-            false,
-            "the app has no web process to request it from".into(),
-            String::new(),
-        );
+    let request = crate::internal::Request {
+        method: "GET",
+        path,
+        body: Default::default(),
+        content_type: None,
+        kind: "cron",
+        marks: vec![("x-silver-cron", job.to_string())],
+        deadline,
     };
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
-    let mut request = client
-        .get(format!("http://{addr}{}{path}", release.prefix))
-        .timeout(deadline)
-        .header("host", &release.host)
-        .header("x-forwarded-proto", "http")
-        .header("x-silver-internal", "cron")
-        .header("x-silver-cron", job);
-    if !release.prefix.is_empty() {
-        request = request.header("x-silver-script-name", &release.prefix);
-    }
-    match request.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let body = answer.bytes().await.unwrap_or_default();
-            (
-                status.is_success(),
-                status.as_u16().to_string(),
-                tail_of(&body),
-            )
-        }
-        Err(e) if e.is_timeout() => (
-            false,
-            format!("deadline ({} s) passed", deadline.as_secs()),
-            String::new(),
-        ),
-        Err(e) => (false, format!("could not request it: {e}"), String::new()),
-    }
+    let answer = crate::internal::send(&release.target, request).await;
+    (answer.ok, answer.outcome, tail_of(&answer.body))
 }
 
 /// A command as the app, in the release, with its environment; past the deadline its whole
@@ -317,7 +284,7 @@ async fn command_run(
     use tokio::io::AsyncReadExt;
     let mut cmd = crate::supervise::command(&crate::supervise::Spec {
         name: "cron".into(),
-        release: release.label.clone(),
+        release: release.target.label.clone(),
         argv: vec!["/bin/sh".into(), "-c".into(), command.into()],
         env: release.env.clone(),
         cwd: release.dir.clone(),
@@ -351,7 +318,7 @@ async fn command_run(
     match tokio::time::timeout(deadline, run).await {
         Ok((output, Ok(status))) => {
             for line in String::from_utf8_lossy(&output).lines() {
-                release.log.line(&release.label, line);
+                release.log.line(&release.target.label, line);
             }
             let outcome = match status.code() {
                 Some(code) => format!("exit {code}"),

@@ -140,6 +140,8 @@ pub enum Error {
     },
     #[error(transparent)]
     AppConfig(#[from] silver_types::Error),
+    #[error("task refused for `{app}`: {problem}")]
+    Task { app: AppName, problem: TaskProblem },
     #[error(
         "release {release} of `{app}` failed at {}: {}{}",
         .failure.step,
@@ -187,6 +189,29 @@ pub enum BackupProblem {
     /// A database refused what the dump holds (its own words).
     #[error("`{program}` refused it: {said}")]
     Refused { program: String, said: Said },
+}
+
+/// Why a task is refused, or a task command cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskProblem {
+    #[error("the queue is full ({limit} tasks, `task_queue_size`)")]
+    Full { limit: u64 },
+    #[error("`{path}` is not a path: a task's path starts with `/` and holds no spaces or control characters")]
+    BadPath { path: String },
+    #[error("`{method}` is not a method a task can use (GET, POST, PUT, PATCH, DELETE)")]
+    BadMethod { method: String },
+    #[error("its delay or ETA is more than 30 days away")]
+    TooFar,
+    #[error("its idempotency key is longer than 256 bytes or holds control characters")]
+    BadKey,
+    #[error("its body is not valid base64")]
+    BadBody,
+    #[error("there is no task {id}")]
+    NoTask { id: silver_types::task::TaskId },
+    #[error("task {id} is running")]
+    Running { id: silver_types::task::TaskId },
+    #[error("the app's queue is not open on this node (the app is not live here)")]
+    NotOpen,
 }
 
 /// Why an activation stopped: the step, and its cause kept whole (its own causes and hint).
@@ -373,6 +398,12 @@ impl Error {
             ),
             Error::BadBackup { .. } => "give the directory (or .tar.zst/.tar.gz) that `silver backup` wrote, unchanged".into(),
             Error::NotPython { .. } => "point `runner` at the app's WSGI `.py` file".into(),
+            Error::Task { app, problem: TaskProblem::Full { .. } } => format!(
+                "try again later, raise `task_queue_size` in app.ini, or retry or drop the dead tasks that `silver tasks {app}` lists"
+            ),
+            Error::Task { app, problem: TaskProblem::NoTask { .. } } => format!(
+                "`silver tasks {app}` lists the queued and dead tasks; a task that ran to a 2xx is gone"
+            ),
             Error::AppConfig(e) => return e.hint(),
             Error::Activation {
                 app,

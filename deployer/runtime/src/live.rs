@@ -87,6 +87,8 @@ struct Inner {
     sinks: Mutex<HashMap<(AppName, String), LogSink>>,
     /// Cron jobs with a run going, by app: shared by an app's releases.
     cron_running: Arc<crate::cron::Running>,
+    /// Each app's task queue, opened when a release of it first goes live.
+    tasks: tokio::sync::Mutex<HashMap<AppName, Arc<crate::tasks::Queue>>>,
 }
 
 /// A release started and checked beside the live one, before its flip.
@@ -133,6 +135,8 @@ struct Live {
     backend: Option<Arc<Backend>>,
     /// Its `[cron]` jobs, scheduled while it is the app's live release.
     cron: Option<CronTable>,
+    /// Where the app's tasks go while it is live.
+    tasks: crate::tasks::Live,
 }
 
 /// A release's jobs and the task that schedules them (stopped when dropped or set aside).
@@ -192,6 +196,7 @@ impl Runtime {
                 standby: Default::default(),
                 sinks: Default::default(),
                 cron_running: Default::default(),
+                tasks: Default::default(),
             }),
         }
     }
@@ -420,6 +425,9 @@ impl Runtime {
             return;
         }
         self.inner.routes.remove(app);
+        if let Some(queue) = self.inner.tasks.lock().await.get(app) {
+            queue.set_target(None);
+        }
         let old = self.inner.live.lock().await.remove(app);
         if let Some(old) = old {
             old.drain(self.graces()).await;
@@ -454,6 +462,9 @@ impl Runtime {
 
     /// Stops every app (the agent is shutting down), each process given its grace.
     pub async fn shutdown(&self) {
+        for queue in self.inner.tasks.lock().await.values() {
+            queue.close();
+        }
         let all: Vec<Live> = self
             .inner
             .live
@@ -619,6 +630,11 @@ impl Runtime {
         self.size_pool(c, &processes, backend.as_ref());
         self.shed(c, backend.as_ref());
         let cron = self.cron_table(c, backend.as_ref(), env);
+        let tasks = crate::tasks::Live {
+            target: c.internal_target(backend.as_ref().map(|b| b.addr)),
+            settings: crate::tasks::Settings::of(&c.config),
+        };
+        self.task_queue(c, Some(tasks.clone())).await;
         let mut live = self.inner.live.lock().await;
         let mut old = live.remove(&c.app);
         // The job table goes with the release: the old one's stops (a kept one's resumes if a
@@ -643,6 +659,7 @@ impl Runtime {
                 processes,
                 backend,
                 cron,
+                tasks,
             },
         );
         drop(live);
@@ -684,23 +701,13 @@ impl Runtime {
         }
         let log = self.sink(c, "cron").ok()?;
         let (routes, app) = (self.inner.routes.clone(), c.app.clone());
-        let prefix = c
-            .locations
-            .first()
-            .map(|l| l.path.clone())
-            .filter(|p| p != "/")
-            .unwrap_or_default();
         let release = Arc::new(crate::cron::Release {
             app: c.app.clone(),
-            label: c.label.clone(),
+            target: c.internal_target(backend.map(|b| b.addr)),
+            log,
             dir: c.dir.clone(),
             env: env.clone(),
             user: c.user.clone(),
-            host: c.canonical_host(),
-            prefix,
-            addr: backend.map(|b| b.addr),
-            log,
-            request_timeout: Duration::from_secs(c.config.request_timeout_secs),
             records: c.paths.cron(),
             jobs: c.config.cron.clone(),
             paused: Arc::new(move || routes.get(&app).is_some_and(|r| r.maintenance)),
@@ -710,6 +717,44 @@ impl Runtime {
             release,
             task: Some(task),
         })
+    }
+
+    /// Opens the app's task queue if it is not open yet, and points it at `live`.
+    async fn task_queue(&self, c: &Candidate, live: Option<crate::tasks::Live>) {
+        let mut queues = self.inner.tasks.lock().await;
+        if let Some(queue) = queues.get(&c.app) {
+            queue.set_target(live);
+            return;
+        }
+        let Ok(log) = self.sink(c, "tasks") else { return };
+        let (routes, app) = (self.inner.routes.clone(), c.app.clone());
+        let (uid, gid) = match &c.user {
+            Some(user) => (user.uid, user.gid),
+            None => (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+        };
+        let opening = crate::tasks::Opening {
+            app: c.app.clone(),
+            dir: &c.paths.tasks(),
+            run: &c.paths.run(),
+            uid,
+            gid,
+            log,
+            paused: Arc::new(move || routes.get(&app).is_some_and(|r| r.maintenance)),
+        };
+        match crate::tasks::Queue::open(opening).await {
+            Ok(queue) => {
+                queue.set_target(live);
+                queues.insert(c.app.clone(), queue);
+            }
+            Err(e) => {
+                tracing::warn!(app = %c.app, error = %silver_types::error_chain(&e), "the app's task queue could not be opened");
+            }
+        }
+    }
+
+    /// The app's task queue, if a release of it has gone live since the agent started.
+    pub async fn tasks(&self, app: &AppName) -> Option<Arc<crate::tasks::Queue>> {
+        self.inner.tasks.lock().await.get(app).cloned()
     }
 
     /// Each of the live release's `[cron]` jobs with its runs; None if the app is not live.
@@ -1003,10 +1048,16 @@ impl Runtime {
                     let running = self.inner.cron_running.clone();
                     table.task = Some(crate::cron::spawn(table.release.clone(), running));
                 }
+                if let Some(queue) = self.inner.tasks.lock().await.get(app) {
+                    queue.set_target(Some(old.tasks.clone()));
+                }
                 live.insert(app.clone(), old)
             }
             None => {
                 self.inner.routes.remove(app);
+                if let Some(queue) = self.inner.tasks.lock().await.get(app) {
+                    queue.set_target(None);
+                }
                 live.remove(app)
             }
         };

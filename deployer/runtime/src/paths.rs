@@ -91,12 +91,17 @@ impl AppPaths {
         self.dir.join("app-config")
     }
 
-    /// Present while the app shows the maintenance page (`silver disable`).
     /// The record of each `[cron]` job's runs: the agent's, out of the app's reach.
     pub fn cron(&self) -> PathBuf {
         self.dir.join("cron")
     }
 
+    /// The app's task queue (`tasks::store`): the agent's, out of the app's reach.
+    pub fn tasks(&self) -> PathBuf {
+        self.dir.join("tasks")
+    }
+
+    /// Present while the app shows the maintenance page (`silver disable`).
     pub fn maintenance_flag(&self) -> PathBuf {
         self.dir.join("maintenance")
     }

@@ -300,6 +300,12 @@ def application(environ, start_response):
     cron = environ.pop("HTTP_X_SILVER_CRON", "")
     if cron and internal == "cron":
         environ["silver.cron"] = cron
+    # A queued task's request: its id and which attempt this is (1 for the first).
+    task = environ.pop("HTTP_X_SILVER_TASK", "")
+    attempt = environ.pop("HTTP_X_SILVER_TASK_ATTEMPT", "")
+    if task and internal == "task":
+        environ["silver.task"] = task
+        environ["silver.task_attempt"] = int(attempt or "1")
     prefix = environ.pop("HTTP_X_SILVER_SCRIPT_NAME", "")
     if prefix:
         path = environ.get("PATH_INFO", "")

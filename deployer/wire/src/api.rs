@@ -335,6 +335,13 @@ pub struct CronRunRequest {
     pub job: String,
 }
 
+/// `silver tasks retry|drop APP [ID...]`: the tasks named, or with none every dead task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksRequest {
+    #[serde(default)]
+    pub ids: Option<Vec<silver_types::task::TaskId>>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRequest {
     /// The command and its arguments, run in the live release with the app's environment.

@@ -9,6 +9,7 @@
 mod activate;
 mod certs;
 mod cron;
+mod tasks;
 mod data;
 pub mod extract;
 mod fleet;
@@ -202,6 +203,9 @@ pub fn app(state: AgentState) -> Router {
         )
         .route("/v1/apps/{app}/checkpoints", get(data::checkpoints))
         .route("/v1/apps/{app}/cron", get(cron::jobs))
+        .route("/v1/apps/{app}/tasks", get(tasks::list))
+        .route("/v1/apps/{app}/tasks/retry", post(tasks::retry))
+        .route("/v1/apps/{app}/tasks/drop", post(tasks::drop))
         .route(
             "/v1/apps/{app}/config",
             get(settings::show).post(settings::change),

@@ -62,6 +62,27 @@ impl Candidate {
             .unwrap_or_else(|| "localhost".into())
     }
 
+    /// The path of its first location, as the router passes it on (`/blog`), or empty for
+    /// `/`: what internal requests start with.
+    pub fn location_prefix(&self) -> String {
+        self.locations
+            .first()
+            .map(|l| l.path.clone())
+            .filter(|p| p != "/")
+            .unwrap_or_default()
+    }
+
+    /// Where the release, its web process at `addr`, answers internal requests.
+    pub fn internal_target(&self, addr: Option<std::net::SocketAddr>) -> crate::internal::Target {
+        crate::internal::Target {
+            label: self.label.clone(),
+            host: self.canonical_host(),
+            prefix: self.location_prefix(),
+            addr,
+            request_timeout: std::time::Duration::from_secs(self.config.request_timeout_secs),
+        }
+    }
+
     /// The app's configuration directory: uploaded, else the release's `config.default`.
     pub fn app_config(&self) -> Option<PathBuf> {
         self.app_config.clone().or_else(|| {
@@ -110,6 +131,9 @@ impl Candidate {
         if let Some(dir) = self.app_config() {
             env.insert("SILVER_APP_CONFIG".into(), dir.display().to_string());
         }
+        // Where `silversupport.tasks.add` (or any HTTP client) queues the app's tasks.
+        let socket = self.paths.run().join(crate::tasks::SOCKET_NAME);
+        env.insert("SILVER_TASKS_SOCKET".into(), socket.display().to_string());
         // Read by silver's WSGI shim, which enforces them in each worker.
         env.insert(
             "SILVER_REQUEST_TIMEOUT".into(),

@@ -69,12 +69,7 @@ pub async fn fetch(
     timeout: Duration,
 ) -> Result<String, String> {
     let path = probe.path;
-    let prefix = c
-        .locations
-        .first()
-        .map(|l| l.path.clone())
-        .filter(|p| p != "/")
-        .unwrap_or_default();
+    let prefix = c.location_prefix();
     let mut request = client
         .get(format!("http://{addr}{prefix}{path}"))
         .timeout(timeout)

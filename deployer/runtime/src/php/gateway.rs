@@ -337,6 +337,12 @@ fn params<'a>(
     if internal == "cron" && !cron.is_empty() {
         set("SILVER_CRON", cron);
     }
+    // A queued task's request: `$_SERVER['SILVER_TASK']` is its id.
+    let task = get("x-silver-task");
+    if internal == "task" && !task.is_empty() {
+        set("SILVER_TASK", task);
+        set("SILVER_TASK_ATTEMPT", get("x-silver-task-attempt"));
+    }
     if !internal.is_empty() {
         set("SILVER_INTERNAL", internal);
     }
