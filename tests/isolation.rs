@@ -82,7 +82,7 @@ fn two_apps_cannot_reach_each_others_files_processes_or_environment() {
             .unwrap()
             .map(|e| e.unwrap().path()),
     );
-    own.extend(["history.jsonl", "locations"].map(|f| alpha.join(f)));
+    own.extend(["history.jsonl", "locations", "tasks"].map(|f| alpha.join(f)));
     for file in own {
         let mode = owner(&file).1;
         assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", file.display());
@@ -90,7 +90,12 @@ fn two_apps_cannot_reach_each_others_files_processes_or_environment() {
     // Beta tries each way into alpha; every one is refused by the kernel. Alpha's processes
     // come and go (workers are replaced): a try that found its pid gone tries the next one.
     let a = alpha.display();
-    let cases: [(&str, &dyn Fn(u32) -> String); 6] = [
+    let connect = |socket: &str| {
+        format!("python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{socket}')\"")
+    };
+    let alpha_tasks = format!("{a}/run/tasks.sock");
+    let cases: [(&str, &dyn Fn(u32) -> String); 7] = [
+        ("queue a task for it", &|_| connect(&alpha_tasks)),
         ("read its environment file", &|_| {
             format!("cat {a}/run/environment.json")
         }),
@@ -121,13 +126,29 @@ fn two_apps_cannot_reach_each_others_files_processes_or_environment() {
         .into_iter()
         .map(|pid| {
             let script = format!(
-                "cat {a}/run/environment.json > /dev/null && touch {a}/data/mine && kill -0 {pid}"
+                "cat {a}/run/environment.json > /dev/null && touch {a}/data/mine && kill -0 {pid} && {}",
+                connect(&alpha_tasks)
             );
             run_as(&agent, "alpha", &script)
         })
         .find(|(_, said)| !said.contains("No such"))
         .expect("a process of alpha's that lives");
     assert_eq!(code, 0, "{said}");
+    // The socket checks who connects besides: another user that reaches it (root, here) is
+    // refused by the queue too.
+    let mut stream = std::os::unix::net::UnixStream::connect(alpha.join("run/tasks.sock")).unwrap();
+    use std::io::{Read, Write};
+    let body = r#"{"path": "/"}"#;
+    write!(
+        stream,
+        "POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut said = String::new();
+    stream.read_to_string(&mut said).unwrap();
+    assert!(said.starts_with("HTTP/1.1 403"), "{said}");
+    assert!(said.contains("only the app's own user may queue its tasks"), "{said}");
     // Releases stay read-only, even to their own app.
     let (code, said) = run_as(&agent, "alpha", "touch app.py");
     assert_ne!(code, 0, "alpha wrote into its release: {said}");
