@@ -219,3 +219,147 @@ fn a_bad_cron_line_is_refused_when_packed_naming_it() {
         "{err}"
     );
 }
+
+const FLEET_APP: &str = r#"
+import os, time
+
+def application(environ, start_response):
+    job = environ.get("silver.cron")
+    if job:
+        # One line as the run starts and one as it ends, naming the node (its app directory).
+        node = os.environ["HOME"].split(os.sep)[-5]  # …/a/node/apps/fleety/data
+        minute = time.strftime("%H:%M", time.gmtime())
+        with open(os.environ["TICKS"], "a") as f:
+            f.write("%s %s start %s\n" % (minute, job, node))
+        if job == "tick":
+            time.sleep(8)
+        with open(os.environ["TICKS"], "a") as f:
+            f.write("%s %s end %s\n" % (minute, job, node))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"#;
+
+/// Two nodes with the app's shared PostgreSQL: each tick of a job runs on exactly one of them,
+/// a job with `every_node` on both, and when the node running a tick is killed (`kill -9`) the
+/// other runs that tick and the next ones.
+#[test]
+#[ignore = "system tier (PostgreSQL, gunicorn; about 3 minutes): cargo test -- --include-ignored"]
+fn a_fleet_on_a_shared_postgresql_runs_each_tick_once_even_when_a_node_dies() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = common::servers::Cluster::start(tmp.path());
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ticks = shared.join("ticks");
+    // Each node's app is its own user: both must append to it.
+    std::fs::write(&ticks, "").unwrap();
+    std::fs::set_permissions(&ticks, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ini = format!(
+        "default_location = fleet.test\nshared_database = SHARED_DB\n\
+         [variables]\nSHARED_DB = {}\nTICKS = {}\n\
+         [cron]\ntick = * * * * * /tick\neach = * * * * * /each\neach.every_node = true\n",
+        pg.admin_url(),
+        ticks.display()
+    );
+    let app = tmp.path().join("fleety");
+    wsgi_app(&app, "fleety", &ini, FLEET_APP);
+    let mut nodes: Vec<Option<Agent>> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let agent = Agent::start(&tmp.path().join(n).join("node"), &[]);
+            agent.deployed(&tmp.path().join(format!("cache-{n}")), &app, &[]);
+            Some(agent)
+        })
+        .collect();
+    let lines = || std::fs::read_to_string(&ticks).unwrap_or_default();
+    let of = |text: &str, minute: &str, what: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(minute) && l.contains(what))
+            .map(String::from)
+            .collect()
+    };
+    // The first whole minute both nodes were up for.
+    let first = eventually(
+        Duration::from_secs(130),
+        "a tick with both nodes up",
+        || {
+            let text = lines();
+            let minute = text
+                .lines()
+                .find(|l| l.contains("tick end"))
+                .map(|l| l[..5].to_string());
+            minute.ok_or(text)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2)); // a duplicate would have started by now
+    let cron_logs = || {
+        ["a", "b"]
+            .map(|n| {
+                let log = tmp.path().join(n).join("node/apps/fleety/logs/cron.log");
+                format!("{n}: {}", std::fs::read_to_string(log).unwrap_or_default())
+            })
+            .join("\n")
+    };
+    let text = lines();
+    assert_eq!(
+        of(&text, &first, "tick start").len(),
+        1,
+        "{text}\n{}",
+        cron_logs()
+    );
+    assert_eq!(
+        of(&text, &first, "each end").len(),
+        2,
+        "every_node runs on both:\n{text}\n{}",
+        cron_logs()
+    );
+
+    // The next tick: kill the node running it, mid-run.
+    let runner = eventually(Duration::from_secs(70), "the next tick starting", || {
+        let text = lines();
+        let started = text
+            .lines()
+            .find(|l| l.contains("tick start") && !l.starts_with(&first))
+            .map(|l| l.to_string());
+        started.ok_or(text)
+    });
+    let (second, runner_node) = (
+        runner[..5].to_string(),
+        runner.rsplit(' ').next().unwrap().to_string(),
+    );
+    let victim = if runner_node == "a" { 0 } else { 1 };
+    let mut dead = nodes[victim].take().unwrap();
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    std::mem::forget(dead); // its app users stay with the node's root
+    let survivor = if victim == 0 { "b" } else { "a" };
+    let done = format!("tick end {survivor}");
+    eventually(
+        Duration::from_secs(40),
+        "the survivor running the killed node's tick",
+        || {
+            let text = lines();
+            (!of(&text, &second, &done).is_empty())
+                .then_some(())
+                .ok_or(text)
+        },
+    );
+    // And the tick after that, exactly once, there.
+    let third = eventually(Duration::from_secs(70), "a tick after the kill", || {
+        let text = lines();
+        let after = text
+            .lines()
+            .find(|l| l.contains("tick end") && !l.starts_with(&first) && !l.starts_with(&second))
+            .map(|l| l[..5].to_string());
+        after.ok_or(text)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let text = lines();
+    assert_eq!(
+        of(&text, &third, "tick start"),
+        [format!("{third} tick start {survivor}")],
+        "{text}"
+    );
+    drop(nodes);
+}

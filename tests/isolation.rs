@@ -148,7 +148,10 @@ fn two_apps_cannot_reach_each_others_files_processes_or_environment() {
     let mut said = String::new();
     stream.read_to_string(&mut said).unwrap();
     assert!(said.starts_with("HTTP/1.1 403"), "{said}");
-    assert!(said.contains("only the app's own user may queue its tasks"), "{said}");
+    assert!(
+        said.contains("only the app's own user may queue its tasks"),
+        "{said}"
+    );
     // Releases stay read-only, even to their own app.
     let (code, said) = run_as(&agent, "alpha", "touch app.py");
     assert_ne!(code, 0, "alpha wrote into its release: {said}");

@@ -13,7 +13,7 @@ const APP: &str = r#"
 import json, os, urllib.parse
 import silversupport.tasks as tasks
 
-LOG = os.path.join(os.environ["HOME"], "task-log")
+LOG = os.environ.get("TASK_LOG") or os.path.join(os.environ["HOME"], "task-log")
 
 def answer(start_response, status, text):
     start_response(status, [("Content-Type", "text/plain")])
@@ -74,7 +74,11 @@ fn tasks(agent: &Agent) -> serde_json::Value {
         .args(["tasks", "tasky", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_str(&stdout(&out)).unwrap()
 }
 
@@ -86,7 +90,11 @@ fn silver_tasks(agent: &Agent, words: &[&str]) -> serde_json::Value {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_str(&stdout(&out)).unwrap()
 }
 
@@ -112,7 +120,9 @@ fn tasks_run_retry_die_dedupe_fill_up_and_survive_kill_9() {
     let (status, id) = enqueue(&agent, "to=/work&body=hello&key=order-42");
     assert_eq!(status, 200, "{id}");
     eventually(Duration::from_secs(20), "the task ran", || {
-        (!runs_of(&ran(&agent), &id).is_empty()).then_some(()).ok_or_else(|| format!("{:?}", ran(&agent)))
+        (!runs_of(&ran(&agent), &id).is_empty())
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", ran(&agent)))
     });
     let (_, again) = enqueue(&agent, "to=/work&body=hello&key=order-42");
     assert_eq!(again, id, "the key names the first task");
@@ -125,7 +135,9 @@ fn tasks_run_retry_die_dedupe_fill_up_and_survive_kill_9() {
     // A task that fails twice, then succeeds: retried after 1 s, then 2 s.
     let (_, flaky) = enqueue(&agent, "to=/flaky");
     eventually(Duration::from_secs(30), "the flaky task succeeded", || {
-        (runs_of(&ran(&agent), &flaky).len() == 3).then_some(()).ok_or_else(|| format!("{:?}", ran(&agent)))
+        (runs_of(&ran(&agent), &flaky).len() == 3)
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", ran(&agent)))
     });
 
     // One that always fails is dead after `task_attempts` (3), shown with its last error;
@@ -140,14 +152,23 @@ fn tasks_run_retry_die_dedupe_fill_up_and_survive_kill_9() {
     });
     let shown = &dead["tasks"][0];
     assert_eq!(shown["id"], fails.as_str(), "{dead}");
-    assert_eq!((shown["state"].as_str(), shown["attempts"].as_u64()), (Some("dead"), Some(3)));
+    assert_eq!(
+        (shown["state"].as_str(), shown["attempts"].as_u64()),
+        (Some("dead"), Some(3))
+    );
     assert_eq!(shown["last_error"], "503", "{dead}");
     let retried = silver_tasks(&agent, &["retry", "tasky", &fails]);
     assert_eq!(retried, serde_json::json!([fails]));
-    eventually(Duration::from_secs(30), "the retried task is dead again", || {
-        let dead_again = tasks(&agent)["dead"] == 1;
-        (dead_again && runs_of(&ran(&agent), &fails).len() == 6).then_some(()).ok_or_else(|| format!("{:?}", ran(&agent)))
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the retried task is dead again",
+        || {
+            let dead_again = tasks(&agent)["dead"] == 1;
+            (dead_again && runs_of(&ran(&agent), &fails).len() == 6)
+                .then_some(())
+                .ok_or_else(|| format!("{:?}", ran(&agent)))
+        },
+    );
     let dropped = silver_tasks(&agent, &["drop", "tasky", "dead"]);
     assert_eq!(dropped, serde_json::json!([fails]));
     assert_eq!(tasks(&agent)["dead"], 0);
@@ -188,9 +209,15 @@ fn tasks_run_retry_die_dedupe_fill_up_and_survive_kill_9() {
     // Queued durably before the add returns: a kill -9 right after loses nothing.
     let (_, late) = enqueue(&agent, "to=/work&delay=1&body=late");
     agent = restart(agent);
-    eventually(Duration::from_secs(30), "the task ran after the restart", || {
-        (runs_of(&ran(&agent), &late).len() == 1).then_some(()).ok_or_else(|| format!("{:?}", ran(&agent)))
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the task ran after the restart",
+        || {
+            (runs_of(&ran(&agent), &late).len() == 1)
+                .then_some(())
+                .ok_or_else(|| format!("{:?}", ran(&agent)))
+        },
+    );
     assert_eq!(tasks(&agent)["queued"], 0);
 }
 
@@ -209,4 +236,83 @@ fn restart(mut agent: Agent) -> Agent {
     std::mem::forget(agent);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Agent::start(&root, &args)
+}
+
+/// Two nodes whose app has a shared PostgreSQL: tasks queue there, a key dedupes across the
+/// fleet, and tasks queued on a node that is then killed (`kill -9`) all run on the other.
+#[test]
+#[ignore = "system tier (PostgreSQL, gunicorn): cargo test -- --include-ignored"]
+fn a_fleets_tasks_live_in_its_shared_postgresql_and_outlive_a_dead_node() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = common::servers::Cluster::start(tmp.path());
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let log = shared.join("task-log");
+    // Each node's app is its own user: both append to it.
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ini = format!(
+        "default_location = tasks.test\nshared_database = SHARED_DB\n\
+         [variables]\nSHARED_DB = {}\nTASK_LOG = {}\n",
+        pg.admin_url(),
+        log.display()
+    );
+    let app = tmp.path().join("tasky");
+    wsgi_app(&app, "tasky", &ini, APP);
+    let mut nodes: Vec<Agent> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let agent = Agent::start(&tmp.path().join(n).join("node"), &[]);
+            agent.deployed(&tmp.path().join(format!("cache-{n}")), &app, &[]);
+            agent
+        })
+        .collect();
+    let ran = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // A key dedupes across nodes.
+    let (status, first) = enqueue(&nodes[0], "to=/work&key=once&delay=1");
+    assert_eq!(status, 200, "{first}");
+    let (_, again) = enqueue(&nodes[1], "to=/work&key=once");
+    assert_eq!(again, first);
+    // Tasks queued on a, which dies before they are due, all run on b.
+    let ids: Vec<String> = (0..20)
+        .map(|_| enqueue(&nodes[0], "to=/work&delay=5").1)
+        .collect();
+    let mut a = nodes.remove(0);
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    std::mem::forget(a); // its app users stay with the node's root
+    let b = &nodes[0];
+    eventually(Duration::from_secs(60), "every task run", || {
+        let runs = ran();
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| runs_of(&runs, id).is_empty())
+            .collect();
+        missing
+            .is_empty()
+            .then_some(())
+            .ok_or(format!("{missing:?}"))
+    });
+    let list = tasks(b);
+    assert_eq!(
+        (list["queued"].as_u64(), list["dead"].as_u64()),
+        (Some(0), Some(0)),
+        "{list}"
+    );
+    assert!(
+        list["store"]
+            .as_str()
+            .unwrap()
+            .starts_with("PostgreSQL at 127.0.0.1:"),
+        "{list}"
+    );
+    assert_eq!(runs_of(&ran(), &first).len(), 1);
 }

@@ -11,7 +11,6 @@ mod clear;
 pub mod common;
 mod config;
 mod cron;
-mod tasks;
 mod deactivate;
 mod deploy;
 mod fleet;
@@ -39,6 +38,7 @@ mod run;
 mod serve;
 mod sign;
 mod status;
+mod tasks;
 mod trust;
 mod unpack;
 #[cfg(feature = "node")]

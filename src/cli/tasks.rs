@@ -37,13 +37,16 @@ fn action(words: &[String]) -> anyhow::Result<Action> {
             return Ok(None);
         }
         let parsed = given.iter().map(|id| {
-            TaskId::parse(id).map_err(|e| ui::hinted(format!("`{id}` is not a task id: {e}"), usage))
+            TaskId::parse(id)
+                .map_err(|e| ui::hinted(format!("`{id}` is not a task id: {e}"), usage))
         });
         parsed.collect::<anyhow::Result<Vec<_>>>().map(Some)
     };
     match words {
         [name] => Ok(Action::List(app(name)?)),
-        [change, name, rest @ ..] if !rest.is_empty() && (change == "retry" || change == "drop") => {
+        [change, name, rest @ ..]
+            if !rest.is_empty() && (change == "retry" || change == "drop") =>
+        {
             let change = if change == "retry" { "retry" } else { "drop" };
             Ok(Action::Change(change, app(name)?, ids(rest)?))
         }
@@ -75,7 +78,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if args.node.json {
                 return super::common::print_json(&done);
             }
-            let verb = if change == "retry" { "Queued again" } else { "Dropped" };
+            let verb = if change == "retry" {
+                "Queued again"
+            } else {
+                "Dropped"
+            };
             ui::status(verb, &ui::count(done.len() as u32, "task"));
             done.iter().for_each(|id| out!("{id}"));
             Ok(())

@@ -75,6 +75,10 @@ pub struct AppConfig {
     pub task_queue_size: u64,
     /// … and how many attempts a task gets before it is dead (`task_attempts`, default 5).
     pub task_attempts: u64,
+    /// `shared_database = VAR`: the environment variable (`silver config set`, `[variables]`)
+    /// that holds the `postgresql://` URL of a database every node of the app reaches. With
+    /// one, a cron tick runs on one node of the fleet and tasks queue there.
+    pub shared_database: Option<crate::VarName>,
 }
 
 /// A PHP app's `php.ini` settings from app.ini, in PHP's own size notation (`128M`).
@@ -253,10 +257,36 @@ impl AppConfig {
             hsts_max_age_secs,
             cron: crate::cron::jobs(ini).map_err(|(line, m)| err(line, m))?,
             task_concurrency: whole_number(ini, "task_concurrency", 2, 1..=256, "tasks")?,
-            task_queue_size: whole_number(ini, "task_queue_size", 100_000, 1..=10_000_000, "tasks")?,
+            task_queue_size: whole_number(
+                ini,
+                "task_queue_size",
+                100_000,
+                1..=10_000_000,
+                "tasks",
+            )?,
             task_attempts: whole_number(ini, "task_attempts", 5, 1..=100, "attempts")?,
+            shared_database: shared_database(ini)?,
         })
     }
+}
+
+/// `shared_database`: the name of a variable, never a URL (which would put a password in the
+/// artifact).
+fn shared_database(ini: &AppIni) -> Result<Option<crate::VarName>, Error> {
+    let Some(v) = ini.production("shared_database") else {
+        return Ok(None);
+    };
+    crate::VarName::parse(&v.value).map(Some).map_err(|_| {
+        let rule = Rule::Fixed(
+            "must name an environment variable (`SHARED_DATABASE_URL`) whose value, set with \
+             `silver config set`, is the postgresql:// URL",
+        );
+        line_error(
+            ini,
+            v.line,
+            IniProblem::value("shared_database", &v.value, rule),
+        )
+    })
 }
 
 fn line_error(ini: &AppIni, line: usize, problem: IniProblem) -> Error {

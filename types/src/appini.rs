@@ -73,6 +73,7 @@ const PRODUCTION_KEYS: &[&str] = &[
     "task_concurrency",
     "task_queue_size",
     "task_attempts",
+    "shared_database",
 ];
 /// Key prefixes that take any suffix (`service.postgis`, `config.template`).
 const PRODUCTION_PREFIXES: &[&str] = &["service.", "config."];

@@ -129,7 +129,9 @@ impl Schedule {
                 let cron = croner::Cron::from_str(pattern).ok()?;
                 let local = after.with_timezone(&tz);
                 let next = cron.find_next_occurrence(&local, false).ok()?;
-                Some(next.with_timezone(&Utc))
+                // croner keeps the fraction of a second it was given; a tick is a whole
+                // second, the same on every node (a fleet's lease is keyed by it).
+                chrono::Timelike::with_nanosecond(&next.with_timezone(&Utc), 0)
             }
             Schedule::Every(minutes) => every_next_after(*minutes, tz, after),
         }
@@ -545,5 +547,26 @@ mod tests {
             at("2026-06-02T00:00:00Z"),
             "22:30 then the next midnight"
         );
+    }
+
+    /// Every node must name a tick alike: whole seconds, whatever fraction `now` has.
+    #[test]
+    fn ticks_are_whole_seconds() {
+        let utc = chrono_tz::UTC;
+        for (after, next) in [
+            ("2026-12-03T18:50:59.633Z", "2026-12-03T18:51:00Z"),
+            ("2026-12-03T18:51:00.001Z", "2026-12-03T18:52:00Z"),
+        ] {
+            assert_eq!(
+                cron("* * * * *").next_after(utc, at(after)),
+                Some(at(next)),
+                "{after}"
+            );
+            assert_eq!(
+                Schedule::Every(1).next_after(utc, at(after)),
+                Some(at(next)),
+                "{after}"
+            );
+        }
     }
 }

@@ -123,11 +123,23 @@ mod tests {
 
     #[test]
     fn ids_sort_by_time_and_refuse_paths() {
-        let a = TaskId::new(DateTime::from_timestamp(1_700_000_000, 0).unwrap(), "0a1b2c3d4e5f");
-        let b = TaskId::new(DateTime::from_timestamp(1_700_000_001, 0).unwrap(), "000000000000");
+        let a = TaskId::new(
+            DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            "0a1b2c3d4e5f",
+        );
+        let b = TaskId::new(
+            DateTime::from_timestamp(1_700_000_001, 0).unwrap(),
+            "000000000000",
+        );
         assert!(a < b);
         assert_eq!(TaskId::parse(a.as_str()), Ok(a.clone()));
-        for bad in ["", "../../etc/passwd", "0000000000000000000000000A", "x", &"0".repeat(26)] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "0000000000000000000000000A",
+            "x",
+            &"0".repeat(26),
+        ] {
             assert_eq!(TaskId::parse(bad), Err(NotATaskId), "{bad}");
         }
     }

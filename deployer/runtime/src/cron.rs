@@ -48,6 +48,11 @@ pub struct Release {
     /// Where each job's runs are recorded (the app's own `cron/`, which the app cannot write).
     pub records: PathBuf,
     pub jobs: Vec<CronJob>,
+    /// The app's shared database, in a fleet: a tick runs on the one node that takes its
+    /// lease there (jobs with `NAME.every_node` excepted).
+    pub shared: Option<crate::shared::SharedDb>,
+    /// This node's id, as the shared database records who ran a tick.
+    pub node: String,
     /// Whether the app is in maintenance now: its jobs do not run.
     pub paused: Arc<dyn Fn() -> bool + Send + Sync>,
 }
@@ -184,6 +189,21 @@ async fn fire(
         save(&release, &job.name, &record);
         return vec![record];
     }
+    let fleet = match (&release.shared, why) {
+        (Some(db), Why::Scheduled | Why::Missed) if !job.every_node => Some(db),
+        _ => None,
+    };
+    let held = match fleet {
+        Some(db) => match lease(&release, db, &job, tick).await {
+            Ok(held) => Some(held),
+            Err(record) => {
+                save(&release, &job.name, &record);
+                running.0.lock().unwrap().remove(&key);
+                return vec![record];
+            }
+        },
+        None => None,
+    };
     let mut done = Vec::new();
     for attempt in 1..=job.retries + 1 {
         let record = run_once(&release, &job, tick, why, attempt).await;
@@ -201,8 +221,61 @@ async fn fire(
         }
         tokio::time::sleep(delay).await;
     }
+    if let Some(held) = held {
+        held.finish(done.last().is_some_and(|r| r.ok)).await;
+    }
     running.0.lock().unwrap().remove(&key);
     done
+}
+
+/// The fleet's lease on `tick`, or the record of why this node does not run it.
+async fn lease(
+    release: &Release,
+    db: &crate::shared::SharedDb,
+    job: &CronJob,
+    tick: DateTime<Utc>,
+) -> Result<crate::shared::Held, RunRecord> {
+    use crate::shared::Lease;
+    // Wait for another node's run of this tick at most as long as it may take, retries too.
+    let deadline = job
+        .deadline_secs
+        .map(Duration::from_secs)
+        .unwrap_or(release.target.request_timeout);
+    let wait = deadline * (job.retries + 1) + Duration::from_secs(60);
+    let lease = db
+        .cron_lease(release.app.as_str(), &job.name, tick, &release.node, wait)
+        .await;
+    let (ok, outcome) = match lease {
+        Ok(Lease::Run { held, took_over }) => {
+            if took_over {
+                let line = format!(
+                    "[silver] cron {}: tick {tick} was started by a node that stopped; running it here",
+                    job.name
+                );
+                release.log.line(&release.target.label, &line);
+            }
+            return Ok(held);
+        }
+        Ok(Lease::RanElsewhere { node, ok }) => (ok, format!("ran on node {node}")),
+        Ok(Lease::Overlap) => (
+            false,
+            "skipped: the previous run still goes on another node".into(),
+        ),
+        Err(e) => (false, format!("not run: {}", silver_types::error_chain(&e))),
+    };
+    let line = format!("[silver] cron {}: tick {tick}: {outcome}", job.name);
+    release.log.line(&release.target.label, &line);
+    Err(RunRecord {
+        scheduled: tick,
+        started: Utc::now(),
+        duration_ms: 0,
+        why: Why::Scheduled,
+        attempt: 0,
+        release: release.target.label.clone(),
+        ok,
+        outcome,
+        tail: String::new(),
+    })
 }
 
 fn save(release: &Release, job: &str, record: &RunRecord) {

@@ -140,6 +140,12 @@ pub enum Error {
     },
     #[error(transparent)]
     AppConfig(#[from] silver_types::Error),
+    #[error("the app's shared database at {shown} did not answer as it should")]
+    SharedDb {
+        shown: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("task refused for `{app}`: {problem}")]
     Task { app: AppName, problem: TaskProblem },
     #[error(

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-
 /// Where a live release answers internal requests.
 #[derive(Clone)]
 pub struct Target {
@@ -81,7 +80,10 @@ pub async fn send(target: &Target, request: Request<'_>) -> Answer {
             "deadline ({} s) passed",
             request.deadline.as_secs()
         )),
-        Err(e) => failed(format!("could not request it: {e}")),
+        Err(e) => failed(format!(
+            "could not request it: {}",
+            silver_types::error_chain(&e)
+        )),
     }
 }
 

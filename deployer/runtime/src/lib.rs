@@ -24,6 +24,7 @@ pub mod php;
 pub mod restore;
 pub mod router;
 pub mod services;
+pub mod shared;
 mod shed;
 mod static_cache;
 pub mod supervise;

@@ -630,9 +630,14 @@ impl Runtime {
         self.size_pool(c, &processes, backend.as_ref());
         self.shed(c, backend.as_ref());
         let cron = self.cron_table(c, backend.as_ref(), env);
+        let fleet = match self.sink(c, "tasks") {
+            Ok(log) => shared_db(c, env, &log),
+            Err(_) => None,
+        };
         let tasks = crate::tasks::Live {
             target: c.internal_target(backend.as_ref().map(|b| b.addr)),
             settings: crate::tasks::Settings::of(&c.config),
+            fleet: fleet.map(|db| Arc::new(crate::tasks::Fleet::new(db, &c.app))),
         };
         self.task_queue(c, Some(tasks.clone())).await;
         let mut live = self.inner.live.lock().await;
@@ -701,6 +706,7 @@ impl Runtime {
         }
         let log = self.sink(c, "cron").ok()?;
         let (routes, app) = (self.inner.routes.clone(), c.app.clone());
+        let shared = shared_db(c, env, &log);
         let release = Arc::new(crate::cron::Release {
             app: c.app.clone(),
             target: c.internal_target(backend.map(|b| b.addr)),
@@ -708,6 +714,8 @@ impl Runtime {
             dir: c.dir.clone(),
             env: env.clone(),
             user: c.user.clone(),
+            shared,
+            node: self.inner.config.node_id.clone(),
             records: c.paths.cron(),
             jobs: c.config.cron.clone(),
             paused: Arc::new(move || routes.get(&app).is_some_and(|r| r.maintenance)),
@@ -726,11 +734,16 @@ impl Runtime {
             queue.set_target(live);
             return;
         }
-        let Ok(log) = self.sink(c, "tasks") else { return };
+        let Ok(log) = self.sink(c, "tasks") else {
+            return;
+        };
         let (routes, app) = (self.inner.routes.clone(), c.app.clone());
         let (uid, gid) = match &c.user {
             Some(user) => (user.uid, user.gid),
-            None => (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
         };
         let opening = crate::tasks::Opening {
             app: c.app.clone(),
@@ -740,6 +753,7 @@ impl Runtime {
             gid,
             log,
             paused: Arc::new(move || routes.get(&app).is_some_and(|r| r.maintenance)),
+            node: self.inner.config.node_id.clone(),
         };
         match crate::tasks::Queue::open(opening).await {
             Ok(queue) => {
@@ -853,6 +867,29 @@ impl Live {
         drop(self.cron.take());
         switch::drain(&self.label, self.processes, self.backend, graces).await
     }
+}
+
+/// The app's shared database (`shared_database = VAR`), from the variable's value in its
+/// environment. Without the variable (`silver serve`, a single node) the app has none, said
+/// once in its cron log.
+fn shared_db(
+    c: &Candidate,
+    env: &BTreeMap<String, String>,
+    log: &LogSink,
+) -> Option<crate::shared::SharedDb> {
+    let var = c.config.shared_database.as_ref()?;
+    let url = env.get(var.as_str()).filter(|u| !u.is_empty());
+    let parsed = url.map(|u| crate::shared::SharedDb::parse(u));
+    let line = match parsed {
+        Some(Ok(db)) => return Some(db),
+        Some(Err(e)) => format!(
+            "[silver] shared_database: ${var} {}; jobs run on this node alone",
+            silver_types::error_chain(&e)
+        ),
+        None => format!("[silver] shared_database: ${var} is not set; jobs run on this node alone"),
+    };
+    log.line(&c.label, &line);
+    None
 }
 
 /// Runs blocking work (file system, child processes) off the async threads.

@@ -9,7 +9,6 @@
 mod activate;
 mod certs;
 mod cron;
-mod tasks;
 mod data;
 pub mod extract;
 mod fleet;
@@ -17,6 +16,7 @@ mod ops;
 mod pull;
 mod settings;
 mod status;
+mod tasks;
 mod trust;
 mod upload;
 

@@ -15,7 +15,8 @@ pub(super) async fn list(
     State(state): State<AgentState>,
     App(app): App,
 ) -> Result<Json<TaskList>, ApiErr> {
-    Ok(Json(queue(&state, app).await?.list()))
+    let queue = queue(&state, app).await?;
+    Ok(Json(queue.list().await.map_err(Error::from)?))
 }
 
 /// Queues dead tasks again (the ones named, or every dead one), attempts from zero.

@@ -11,6 +11,7 @@
 //! ([`Queue::set_target`]), never what is queued. An app with no live release, or in
 //! maintenance, runs none; they wait.
 
+mod fleet;
 mod socket;
 mod store;
 
@@ -27,6 +28,7 @@ use tokio::sync::{watch, Notify};
 use crate::error::{Error, TaskProblem};
 use crate::internal::Target;
 use crate::logs::LogSink;
+pub use fleet::Fleet;
 pub use socket::{NewTask, SOCKET_NAME};
 use store::{Dir, Header, Shelf};
 
@@ -61,6 +63,9 @@ impl Settings {
 pub struct Live {
     pub target: Target,
     pub settings: Settings,
+    /// The app's queue in its shared database, in a fleet: new tasks go there, and this node
+    /// runs them as any other node may. (Tasks already on the node's disk still run here.)
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// What an `add` came to.
@@ -81,6 +86,8 @@ pub struct Queue {
     live: watch::Sender<Option<Live>>,
     paused: Arc<dyn Fn() -> bool + Send + Sync>,
     log: LogSink,
+    /// This node's id, as the fleet's queue records who runs a task.
+    node: String,
     workers: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -91,6 +98,8 @@ struct State {
     /// Queued tasks, waiting or running.
     queued: HashMap<TaskId, Header>,
     running: HashSet<TaskId>,
+    /// Tasks of the fleet's queue this node runs now.
+    fleet_running: usize,
     dead: BTreeMap<TaskId, Header>,
     keys: HashMap<String, (TaskId, DateTime<Utc>)>,
     /// Adds being written: they count against the limit already.
@@ -111,6 +120,7 @@ pub struct Opening<'a> {
     pub gid: u32,
     pub log: LogSink,
     pub paused: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub node: String,
 }
 
 impl Queue {
@@ -118,17 +128,27 @@ impl Queue {
     /// Tasks wait until [`Queue::set_target`] names a live release.
     pub async fn open(opening: Opening<'_>) -> Result<Arc<Queue>, Error> {
         let root = opening.dir.to_path_buf();
-        let dir = tokio::task::spawn_blocking(move || Dir::open(&root).map_err(|e| Error::io(&root, e)))
-            .await
-            .map_err(|source| Error::Worker { doing: "opening a task queue", source })??;
+        let dir =
+            tokio::task::spawn_blocking(move || Dir::open(&root).map_err(|e| Error::io(&root, e)))
+                .await
+                .map_err(|source| Error::Worker {
+                    doing: "opening a task queue",
+                    source,
+                })??;
         let loaded = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || dir.load().map_err(|e| Error::io(dir.root(), e)))
                 .await
-                .map_err(|source| Error::Worker { doing: "loading a task queue", source })??
+                .map_err(|source| Error::Worker {
+                    doing: "loading a task queue",
+                    source,
+                })??
         };
         for path in &loaded.unreadable {
-            let line = format!("[silver] tasks: {} could not be read; it was set aside", path.display());
+            let line = format!(
+                "[silver] tasks: {} could not be read; it was set aside",
+                path.display()
+            );
             opening.log.line("tasks", &line);
         }
         let mut state = State::default();
@@ -150,11 +170,13 @@ impl Queue {
             live: watch::channel(None).0,
             paused: opening.paused,
             log: opening.log,
+            node: opening.node,
             workers: Mutex::new(Vec::new()),
         });
         let workers = vec![
             tokio::spawn(dispatch(queue.clone())).abort_handle(),
-            tokio::spawn(socket::serve(Arc::downgrade(&queue), listener, opening.uid)).abort_handle(),
+            tokio::spawn(socket::serve(Arc::downgrade(&queue), listener, opening.uid))
+                .abort_handle(),
             tokio::spawn(prune_keys(Arc::downgrade(&queue))).abort_handle(),
         ];
         *queue.workers.lock().unwrap() = workers;
@@ -172,11 +194,24 @@ impl Queue {
     /// Queues a task, durably: once this returns it survives a crash.
     pub async fn add(&self, task: NewTask) -> Result<Added, Error> {
         let now = Utc::now();
-        let id = TaskId::new(now, &safefs::secret_hex(6).map_err(|e| Error::io(self.dir.root(), e))?);
+        let id = TaskId::new(
+            now,
+            &safefs::secret_hex(6).map_err(|e| Error::io(self.dir.root(), e))?,
+        );
+        let live = self.live.borrow().clone();
+        if let Some((fleet, settings)) = live.and_then(|l| Some((l.fleet?, l.settings))) {
+            let header = header_of(&task, now);
+            let added = fleet.add(&id, &header, &task.body, settings.size).await?;
+            self.wake.notify_one();
+            return Ok(added);
+        }
         {
             let mut s = self.state.lock().unwrap();
             if let Some((id, _)) = task.key.as_ref().and_then(|k| s.keys.get(k)) {
-                return Ok(Added { id: id.clone(), duplicate: true });
+                return Ok(Added {
+                    id: id.clone(),
+                    duplicate: true,
+                });
             }
             let limit = s.settings.map(|s| s.size).unwrap_or(u64::MAX);
             if s.queued.len() as u64 + s.dead.len() as u64 + s.reserved >= limit {
@@ -187,17 +222,7 @@ impl Queue {
                 s.keys.insert(key.clone(), (id.clone(), now));
             }
         }
-        let header = Header {
-            method: task.method,
-            path: task.path,
-            key: task.key.clone(),
-            content_type: task.content_type,
-            created: now,
-            due: task.due.unwrap_or(now),
-            attempts: 0,
-            last_error: None,
-            body_bytes: task.body.len() as u64,
-        };
+        let header = header_of(&task, now);
         let written = {
             let (dir, id, header) = (self.dir.clone(), id.clone(), header.clone());
             tokio::task::spawn_blocking(move || {
@@ -208,7 +233,10 @@ impl Queue {
                 }
             })
             .await
-            .map_err(|source| Error::Worker { doing: "queueing a task", source })?
+            .map_err(|source| Error::Worker {
+                doing: "queueing a task",
+                source,
+            })?
         };
         let mut s = self.state.lock().unwrap();
         s.reserved -= 1;
@@ -222,28 +250,45 @@ impl Queue {
         s.queued.insert(id.clone(), header);
         drop(s);
         self.wake.notify_one();
-        Ok(Added { id, duplicate: false })
+        Ok(Added {
+            id,
+            duplicate: false,
+        })
     }
 
-    /// The queue as `silver tasks` shows it.
-    pub fn list(&self) -> TaskList {
+    /// The queue as `silver tasks` shows it: the node's, and the fleet's in its shared
+    /// database.
+    pub async fn list(&self) -> Result<TaskList, Error> {
+        let mut list = self.list_node();
+        let live = self.live.borrow().clone();
+        if let Some(fleet) = live.and_then(|l| l.fleet) {
+            let shared = fleet.list().await?;
+            list.queued += shared.queued;
+            list.running += shared.running;
+            list.dead += shared.dead;
+            list.tasks.extend(shared.tasks);
+            list.store = format!("PostgreSQL at {}", fleet.shown());
+        }
+        Ok(list)
+    }
+
+    fn list_node(&self) -> TaskList {
         let s = self.state.lock().unwrap();
-        let info = |id: &TaskId, h: &Header, state| TaskInfo {
-            id: id.clone(),
-            state,
-            method: h.method.clone(),
-            path: h.path.clone(),
-            key: h.key.clone(),
-            created: h.created,
-            due: h.due,
-            attempts: h.attempts,
-            last_error: h.last_error.clone(),
-            body_bytes: h.body_bytes,
-        };
-        let mut tasks: Vec<TaskInfo> = s.dead.iter().map(|(id, h)| info(id, h, TaskState::Dead)).collect();
-        let running = s.running.iter().filter_map(|id| Some((id, s.queued.get(id)?)));
+        let mut tasks: Vec<TaskInfo> = s
+            .dead
+            .iter()
+            .map(|(id, h)| info(id, h, TaskState::Dead))
+            .collect();
+        let running = s
+            .running
+            .iter()
+            .filter_map(|id| Some((id, s.queued.get(id)?)));
         tasks.extend(running.map(|(id, h)| info(id, h, TaskState::Running)));
-        let waiting = s.waiting.iter().take(LISTED).filter_map(|(_, id)| Some((id, s.queued.get(id)?)));
+        let waiting = s
+            .waiting
+            .iter()
+            .take(LISTED)
+            .filter_map(|(_, id)| Some((id, s.queued.get(id)?)));
         tasks.extend(waiting.map(|(id, h)| info(id, h, TaskState::Queued)));
         TaskList {
             queued: (s.queued.len() - s.running.len()) as u64,
@@ -258,6 +303,60 @@ impl Queue {
 
     /// Queues dead tasks again, their attempts counted from zero; `None` retries every dead one.
     pub async fn retry(&self, ids: Option<Vec<TaskId>>) -> Result<Vec<TaskId>, Error> {
+        let (node, fleet) = self.split(ids, |s, id| s.dead.contains_key(id));
+        let mut done = self.retry_node(node).await?;
+        if let Some((fleet, ids)) = fleet {
+            done.extend(self.found(ids.as_deref(), fleet.retry(ids.as_deref()).await?)?);
+        }
+        Ok(done)
+    }
+
+    /// Drops tasks, queued or dead (not one that is running); `None` drops every dead one.
+    pub async fn drop_tasks(&self, ids: Option<Vec<TaskId>>) -> Result<Vec<TaskId>, Error> {
+        let on_node = |s: &State, id: &TaskId| s.dead.contains_key(id) || s.queued.contains_key(id);
+        let (node, fleet) = self.split(ids, on_node);
+        let mut done = self.drop_node(node).await?;
+        if let Some((fleet, ids)) = fleet {
+            done.extend(self.found(ids.as_deref(), fleet.drop_tasks(ids.as_deref()).await?)?);
+        }
+        Ok(done)
+    }
+
+    /// The ids this node holds, and the rest for the fleet's queue if the app has one (None
+    /// for all: every dead task, on both).
+    #[allow(clippy::type_complexity)]
+    fn split(
+        &self,
+        ids: Option<Vec<TaskId>>,
+        here: impl Fn(&State, &TaskId) -> bool,
+    ) -> (
+        Option<Vec<TaskId>>,
+        Option<(Arc<Fleet>, Option<Vec<TaskId>>)>,
+    ) {
+        let fleet = self.live.borrow().as_ref().and_then(|l| l.fleet.clone());
+        let Some(fleet) = fleet else {
+            return (ids, None);
+        };
+        let Some(ids) = ids else {
+            return (None, Some((fleet, None)));
+        };
+        let s = self.state.lock().unwrap();
+        let (node, rest): (Vec<TaskId>, Vec<TaskId>) = ids.into_iter().partition(|id| here(&s, id));
+        (
+            Some(node),
+            (!rest.is_empty()).then_some((fleet, Some(rest))),
+        )
+    }
+
+    /// `done` if the fleet found every task asked for; else the first it did not.
+    fn found(&self, asked: Option<&[TaskId]>, done: Vec<TaskId>) -> Result<Vec<TaskId>, Error> {
+        match asked.and_then(|ids| ids.iter().find(|id| !done.contains(id))) {
+            Some(id) => Err(self.problem(TaskProblem::NoTask { id: id.clone() })),
+            None => Ok(done),
+        }
+    }
+
+    async fn retry_node(&self, ids: Option<Vec<TaskId>>) -> Result<Vec<TaskId>, Error> {
         let picked = self.pick(ids, |s| &s.dead)?;
         let mut retried = Vec::new();
         for id in picked {
@@ -273,7 +372,10 @@ impl Queue {
                     Ok(header)
                 })
                 .await
-                .map_err(|source| Error::Worker { doing: "retrying a task", source })?
+                .map_err(|source| Error::Worker {
+                    doing: "retrying a task",
+                    source,
+                })?
             };
             let header = moved.map_err(|e| Error::io(self.dir.root(), e))?;
             let mut s = self.state.lock().unwrap();
@@ -286,8 +388,7 @@ impl Queue {
         Ok(retried)
     }
 
-    /// Drops tasks, queued or dead (not one that is running); `None` drops every dead one.
-    pub async fn drop_tasks(&self, ids: Option<Vec<TaskId>>) -> Result<Vec<TaskId>, Error> {
+    async fn drop_node(&self, ids: Option<Vec<TaskId>>) -> Result<Vec<TaskId>, Error> {
         let picked = match ids {
             None => self.pick(None, |s| &s.dead)?,
             Some(ids) => {
@@ -317,7 +418,9 @@ impl Queue {
                     }
                 }
             };
-            self.dir.remove(shelf, id).map_err(|e| Error::io(self.dir.root(), e))?;
+            self.dir
+                .remove(shelf, id)
+                .map_err(|e| Error::io(self.dir.root(), e))?;
         }
         Ok(picked)
     }
@@ -340,14 +443,17 @@ impl Queue {
     }
 
     fn problem(&self, problem: TaskProblem) -> Error {
-        Error::Task { app: self.app.clone(), problem }
+        Error::Task {
+            app: self.app.clone(),
+            problem,
+        }
     }
 
     /// The next task to start now, if a slot is free; else when to look again.
     fn next(&self, concurrency: usize) -> Next {
         let mut s = self.state.lock().unwrap();
-        if s.running.len() >= concurrency {
-            return Next::Wait(None);
+        if s.running.len() + s.fleet_running >= concurrency {
+            return Next::Full;
         }
         let Some((due, id)) = s.waiting.first().cloned() else {
             return Next::Wait(None);
@@ -376,6 +482,8 @@ impl Queue {
 
 enum Next {
     Run(TaskId, Header),
+    /// Every slot is taken.
+    Full,
     /// Until this time, or until woken.
     Wait(Option<DateTime<Utc>>),
 }
@@ -387,7 +495,8 @@ pub fn retry_delay(n: u32) -> Duration {
     Duration::from_secs(secs.min(3600))
 }
 
-/// Starts due tasks while slots are free, for as long as the queue is open.
+/// Starts due tasks while slots are free, for as long as the queue is open: the node's own
+/// first, then the fleet's.
 async fn dispatch(queue: Arc<Queue>) {
     let mut live = queue.live.subscribe();
     loop {
@@ -404,32 +513,92 @@ async fn dispatch(queue: Arc<Queue>) {
             }
             continue;
         }
-        match queue.next(current.settings.concurrency) {
+        let until = match queue.next(current.settings.concurrency) {
             Next::Run(id, header) => {
-                tokio::spawn(run(queue.clone(), current, id, header));
+                tokio::spawn(run(queue.clone(), current, Source::Node, id, header, None));
+                continue;
             }
-            Next::Wait(until) => {
-                let wait = until
-                    .and_then(|t| (t - Utc::now()).to_std().ok())
-                    .unwrap_or(Duration::from_secs(3600));
-                tokio::select! {
-                    _ = queue.wake.notified() => {}
-                    _ = live.changed() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
+            Next::Full => None,
+            Next::Wait(until) => match &current.fleet {
+                Some(fleet) => match claim(&queue, &current, fleet).await {
+                    Some(()) => continue,
+                    // Other nodes add tasks there unseen: look again within a second.
+                    None => Some(
+                        until
+                            .unwrap_or(Utc::now() + chrono::Duration::seconds(1))
+                            .min(Utc::now() + chrono::Duration::seconds(1)),
+                    ),
+                },
+                None => until,
+            },
+        };
+        let wait = until
+            .and_then(|t| (t - Utc::now()).to_std().ok())
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = queue.wake.notified() => {}
+            _ = live.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
+/// Claims the fleet's next due task and starts it; None if there was none (or the database did
+/// not answer, which is logged).
+async fn claim(queue: &Arc<Queue>, live: &Live, fleet: &Arc<Fleet>) -> Option<()> {
+    // The lease outlasts the request's deadline, so only a dead node's lease runs out.
+    let lease = live.target.request_timeout + Duration::from_secs(30);
+    match fleet.claim(&queue.node, lease).await {
+        Ok(Some(c)) => {
+            queue.state.lock().unwrap().fleet_running += 1;
+            let source = Source::Fleet(fleet.clone());
+            tokio::spawn(run(
+                queue.clone(),
+                live.clone(),
+                source,
+                c.id,
+                c.header,
+                Some(c.body),
+            ));
+            Some(())
+        }
+        Ok(None) => None,
+        Err(e) => {
+            let line = format!("[silver] tasks: {}", silver_types::error_chain(&e));
+            queue.log.line(&live.target.label, &line);
+            None
+        }
+    }
+}
+
+/// Which queue a running task came from.
+enum Source {
+    Node,
+    Fleet(Arc<Fleet>),
+}
+
 /// One attempt at a task, and what its answer does to it.
-async fn run(queue: Arc<Queue>, live: Live, id: TaskId, mut header: Header) {
-    let body = {
-        let (dir, id) = (queue.dir.clone(), id.clone());
-        tokio::task::spawn_blocking(move || dir.get(Shelf::Queue, &id)).await
+async fn run(
+    queue: Arc<Queue>,
+    live: Live,
+    source: Source,
+    id: TaskId,
+    mut header: Header,
+    body: Option<Vec<u8>>,
+) {
+    let body = match body {
+        Some(body) => Ok(body),
+        None => {
+            let (dir, id) = (queue.dir.clone(), id.clone());
+            match tokio::task::spawn_blocking(move || dir.get(Shelf::Queue, &id)).await {
+                Ok(Ok((_, body))) => Ok(body),
+                Ok(Err(e)) => Err(format!("its file could not be read: {e}")),
+                Err(e) => Err(format!("a worker stopped: {e}")),
+            }
+        }
     };
     let (ok, outcome, body) = match body {
-        Ok(Ok((_, body))) => {
+        Ok(body) => {
             let request = crate::internal::Request {
                 method: &header.method,
                 path: &header.path,
@@ -445,58 +614,125 @@ async fn run(queue: Arc<Queue>, live: Live, id: TaskId, mut header: Header) {
             let answer = crate::internal::send(&live.target, request).await;
             (answer.ok, answer.outcome, body)
         }
-        Ok(Err(e)) => (false, format!("its file could not be read: {e}"), Vec::new()),
-        Err(e) => (false, format!("a worker stopped: {e}"), Vec::new()),
+        Err(why) => (false, why, Vec::new()),
     };
-    if ok {
-        if let Err(e) = queue.dir.remove(Shelf::Queue, &id) {
-            tracing::warn!(app = %queue.app, task = %id, error = %e, "a done task's file could not be removed; it may run again");
+    if !ok {
+        header.attempts += 1;
+        header.last_error = Some(outcome.clone());
+    }
+    let dead = !ok && header.attempts >= live.settings.attempts;
+    if !ok {
+        header.due = match dead {
+            true => Utc::now(),
+            false => {
+                Utc::now()
+                    + chrono::Duration::from_std(retry_delay(header.attempts)).unwrap_or_default()
+            }
+        };
+        let line = match dead {
+            true => format!(
+                "[silver] task {id} ({} {}) is dead after {} attempts: {outcome}",
+                header.method, header.path, header.attempts
+            ),
+            false => format!(
+                "[silver] task {id} ({} {}) attempt {} failed: {outcome}; retried at {}",
+                header.method,
+                header.path,
+                header.attempts,
+                header.due.format("%H:%M:%S")
+            ),
+        };
+        queue.log.line(&live.target.label, &line);
+    }
+    match source {
+        Source::Node => settle_node(&queue, &id, header, body, ok, dead).await,
+        Source::Fleet(fleet) => {
+            let settled = match ok {
+                true => fleet.done(&id).await,
+                false => fleet.failed(&id, &header, dead).await,
+            };
+            if let Err(e) = settled {
+                // Its lease runs out and a node runs it again: at least once, as promised.
+                let line = format!(
+                    "[silver] task {id}: its outcome could not be stored: {}",
+                    silver_types::error_chain(&e)
+                );
+                queue.log.line(&live.target.label, &line);
+            }
+            let mut s = queue.state.lock().unwrap();
+            s.fleet_running -= 1;
+            s.done += ok as u64;
         }
-        let mut s = queue.state.lock().unwrap();
-        s.running.remove(&id);
-        s.queued.remove(&id);
-        s.done += 1;
-    } else {
-        failed(&queue, &live, &id, &mut header, outcome, body).await;
     }
     queue.wake.notify_one();
 }
 
-/// A failed attempt: the task waits for its retry, or is dead.
-async fn failed(queue: &Arc<Queue>, live: &Live, id: &TaskId, header: &mut Header, outcome: String, body: Vec<u8>) {
-    header.attempts += 1;
-    header.last_error = Some(outcome.clone());
-    let dead = header.attempts >= live.settings.attempts;
-    header.due = match dead {
-        true => Utc::now(),
-        false => Utc::now() + chrono::Duration::from_std(retry_delay(header.attempts)).unwrap_or_default(),
-    };
-    let line = match dead {
-        true => format!("[silver] task {id} ({} {}) is dead after {} attempts: {outcome}", header.method, header.path, header.attempts),
-        false => format!("[silver] task {id} ({} {}) attempt {} failed: {outcome}; retried at {}", header.method, header.path, header.attempts, header.due.format("%H:%M:%S")),
-    };
-    queue.log.line(&live.target.label, &line);
+/// What a run of a task on the node's own queue does to it: done (its file goes), waiting for
+/// its retry (rewritten), or dead (moved to `dead/`).
+async fn settle_node(
+    queue: &Arc<Queue>,
+    id: &TaskId,
+    header: Header,
+    body: Vec<u8>,
+    ok: bool,
+    dead: bool,
+) {
     let written = {
         let (dir, id, header) = (queue.dir.clone(), id.clone(), header.clone());
-        tokio::task::spawn_blocking(move || match dead {
-            true => dir
+        tokio::task::spawn_blocking(move || match (ok, dead) {
+            (true, _) => dir.remove(Shelf::Queue, &id),
+            (false, true) => dir
                 .put(Shelf::Dead, &id, &header, &body)
                 .and_then(|()| dir.remove(Shelf::Queue, &id)),
-            false => dir.put(Shelf::Queue, &id, &header, &body),
+            (false, false) => dir.put(Shelf::Queue, &id, &header, &body),
         })
         .await
     };
     if !matches!(written, Ok(Ok(()))) {
-        tracing::warn!(app = %queue.app, task = %id, "a failed task's new state could not be written; it keeps its old one on disk");
+        tracing::warn!(app = %queue.app, task = %id, "a task's new state could not be written; it keeps its old one on disk (and may run again)");
     }
     let mut s = queue.state.lock().unwrap();
     s.running.remove(id);
-    if dead {
+    if ok {
         s.queued.remove(id);
-        s.dead.insert(id.clone(), header.clone());
+        s.done += 1;
+    } else if dead {
+        s.queued.remove(id);
+        s.dead.insert(id.clone(), header);
     } else {
         s.waiting.insert((header.due, id.clone()));
-        s.queued.insert(id.clone(), header.clone());
+        s.queued.insert(id.clone(), header);
+    }
+}
+
+/// A new task's header.
+fn header_of(task: &NewTask, now: DateTime<Utc>) -> Header {
+    Header {
+        method: task.method.clone(),
+        path: task.path.clone(),
+        key: task.key.clone(),
+        content_type: task.content_type.clone(),
+        created: now,
+        due: task.due.unwrap_or(now),
+        attempts: 0,
+        last_error: None,
+        body_bytes: task.body.len() as u64,
+    }
+}
+
+/// A task as `silver tasks` shows it.
+fn info(id: &TaskId, h: &Header, state: TaskState) -> TaskInfo {
+    TaskInfo {
+        id: id.clone(),
+        state,
+        method: h.method.clone(),
+        path: h.path.clone(),
+        key: h.key.clone(),
+        created: h.created,
+        due: h.due,
+        attempts: h.attempts,
+        last_error: h.last_error.clone(),
+        body_bytes: h.body_bytes,
     }
 }
 
@@ -508,14 +744,20 @@ async fn prune_keys(queue: std::sync::Weak<Queue>) {
         let cutoff = Utc::now() - chrono::Duration::from_std(KEYS_KEPT).unwrap_or_default();
         let old: Vec<String> = {
             let mut s = queue.state.lock().unwrap();
-            let old: Vec<String> = s.keys.iter().filter(|(_, (_, at))| *at < cutoff).map(|(k, _)| k.clone()).collect();
+            let old: Vec<String> = s
+                .keys
+                .iter()
+                .filter(|(_, (_, at))| *at < cutoff)
+                .map(|(k, _)| k.clone())
+                .collect();
             for key in &old {
                 s.keys.remove(key);
             }
             old
         };
         let dir = queue.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || old.iter().try_for_each(|k| dir.remove_key(k))).await;
+        let _ = tokio::task::spawn_blocking(move || old.iter().try_for_each(|k| dir.remove_key(k)))
+            .await;
     }
 }
 
@@ -526,6 +768,9 @@ mod tests {
     #[test]
     fn retries_back_off_from_1_s_to_an_hour() {
         let delays: Vec<u64> = (1..=14).map(|n| retry_delay(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600]);
+        assert_eq!(
+            delays,
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600]
+        );
     }
 }

@@ -69,7 +69,10 @@ pub struct Wire {
 
 impl NewTask {
     pub fn parse(wire: Wire, now: DateTime<Utc>) -> Result<NewTask, TaskProblem> {
-        let method = wire.method.unwrap_or_else(|| "POST".into()).to_ascii_uppercase();
+        let method = wire
+            .method
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase();
         // Blocks: methods that tunnel (CONNECT) or that the router never passes.
         if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
             return Err(TaskProblem::BadMethod { method });
@@ -77,7 +80,9 @@ impl NewTask {
         // Blocks: an absolute URL or `//host` that would send the node's request elsewhere,
         // and spaces or control characters that would split the request line.
         let bad_char = |c: char| c.is_whitespace() || c.is_control();
-        if !wire.path.starts_with('/') || wire.path.starts_with("//") || wire.path.contains(bad_char)
+        if !wire.path.starts_with('/')
+            || wire.path.starts_with("//")
+            || wire.path.contains(bad_char)
         {
             return Err(TaskProblem::BadPath { path: wire.path });
         }
@@ -177,37 +182,76 @@ async fn add(
     // Blocks: a process of another user that reached the socket anyway (a socket whose mode
     // a later chmod widened, root's tools aside).
     if peer.uid != Some(endpoint.uid) {
-        return refuse(StatusCode::FORBIDDEN, "only the app's own user may queue its tasks".into(), None);
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "only the app's own user may queue its tasks".into(),
+            None,
+        );
     }
     let Some(queue) = endpoint.queue.upgrade() else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the queue is closing".into(), None);
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the queue is closing".into(),
+            None,
+        );
     };
     let wire: Wire = match serde_json::from_slice(&body) {
         Ok(wire) => wire,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the task is not JSON the queue reads: {e}"), None),
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("the task is not JSON the queue reads: {e}"),
+                None,
+            )
+        }
     };
     let task = match NewTask::parse(wire, Utc::now()) {
         Ok(task) if task.body.len() <= MAX_BODY => task,
-        Ok(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("a task's body is at most {MAX_BODY} bytes"), None),
+        Ok(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a task's body is at most {MAX_BODY} bytes"),
+                None,
+            )
+        }
         Err(problem) => return refuse(StatusCode::BAD_REQUEST, problem.to_string(), None),
     };
     match queue.add(task).await {
         Ok(added) => {
-            let status = if added.duplicate { StatusCode::OK } else { StatusCode::CREATED };
-            (status, Json(serde_json::json!({"id": added.id, "duplicate": added.duplicate}))).into_response()
+            let status = if added.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (
+                status,
+                Json(serde_json::json!({"id": added.id, "duplicate": added.duplicate})),
+            )
+                .into_response()
         }
-        Err(e @ Error::Task { problem: TaskProblem::Full { .. }, .. }) => {
-            refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string(), e.hint())
-        }
+        Err(
+            e @ Error::Task {
+                problem: TaskProblem::Full { .. },
+                ..
+            },
+        ) => refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string(), e.hint()),
         Err(e) => {
             tracing::warn!(error = %silver_types::error_chain(&e), "a task could not be queued");
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, silver_types::error_chain(&e), None)
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                silver_types::error_chain(&e),
+                None,
+            )
         }
     }
 }
 
 fn refuse(status: StatusCode, error: String, hint: Option<String>) -> Response {
-    (status, Json(serde_json::json!({"error": error, "hint": hint}))).into_response()
+    (
+        status,
+        Json(serde_json::json!({"error": error, "hint": hint})),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -235,16 +279,31 @@ mod tests {
     #[test]
     fn tasks_are_read_and_hostile_ones_refused() {
         check(r#"{"path": "/a?b=1"}"#, Ok(("POST", "/a?b=1", b"")));
-        check(r#"{"path": "/a", "method": "get", "body": "x"}"#, Ok(("GET", "/a", b"x")));
-        check(r#"{"path": "/a", "body_base64": "AP8="}"#, Ok(("POST", "/a", b"\x00\xff")));
+        check(
+            r#"{"path": "/a", "method": "get", "body": "x"}"#,
+            Ok(("GET", "/a", b"x")),
+        );
+        check(
+            r#"{"path": "/a", "body_base64": "AP8="}"#,
+            Ok(("POST", "/a", b"\x00\xff")),
+        );
         check(r#"{"path": "http://evil/"}"#, Err("is not a path"));
         check(r#"{"path": "//evil/x"}"#, Err("is not a path"));
-        check(r#"{"path": "/a HTTP/1.1\r\nHost: x"}"#, Err("is not a path"));
-        check(r#"{"path": "/a", "method": "CONNECT"}"#, Err("is not a method"));
+        check(
+            r#"{"path": "/a HTTP/1.1\r\nHost: x"}"#,
+            Err("is not a path"),
+        );
+        check(
+            r#"{"path": "/a", "method": "CONNECT"}"#,
+            Err("is not a method"),
+        );
         check(r#"{"path": "/a", "delay": 99999999}"#, Err("30 days"));
         check(r#"{"path": "/a", "delay": -1}"#, Err("30 days"));
         check(r#"{"path": "/a", "key": ""}"#, Err("idempotency key"));
-        check(r#"{"path": "/a", "body": "x", "body_base64": "eA=="}"#, Err("base64"));
+        check(
+            r#"{"path": "/a", "body": "x", "body_base64": "eA=="}"#,
+            Err("base64"),
+        );
         check(r#"{"path": "/a", "body_base64": "!!"}"#, Err("base64"));
     }
 }

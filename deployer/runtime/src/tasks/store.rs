@@ -60,7 +60,12 @@ pub struct Loaded {
 impl Dir {
     /// Opens (making it, agent-only) the queue under `root`.
     pub fn open(root: &Path) -> std::io::Result<Dir> {
-        for dir in [root.to_path_buf(), root.join("queue"), root.join("dead"), root.join("keys")] {
+        for dir in [
+            root.to_path_buf(),
+            root.join("queue"),
+            root.join("dead"),
+            root.join("keys"),
+        ] {
             safefs::ensure_private_dir(&dir)?;
         }
         Ok(Dir {
@@ -73,7 +78,13 @@ impl Dir {
     }
 
     /// Writes a task durably: once this returns it survives a crash or a power cut.
-    pub fn put(&self, shelf: Shelf, id: &TaskId, header: &Header, body: &[u8]) -> std::io::Result<()> {
+    pub fn put(
+        &self,
+        shelf: Shelf,
+        id: &TaskId,
+        header: &Header,
+        body: &[u8],
+    ) -> std::io::Result<()> {
         let mut bytes = serde_json::to_vec(header)?;
         bytes.push(b'\n');
         bytes.extend_from_slice(body);
