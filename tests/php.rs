@@ -64,6 +64,12 @@ fn silver_linings_simple_php_example_serves_unchanged() {
 }
 
 const CONTRACT_RUNNER: &str = r#"<?php
+// Tasks: queued with silver_task_add, run as the queue's requests (each leaves a file).
+if ($_SERVER['SCRIPT_NAME'] === '/blog/enqueue') { echo silver_task_add('/task', ['body' => "hi\0"]); exit; }
+if (($_SERVER['SILVER_TASK'] ?? '') !== '') {
+  file_put_contents(sys_get_temp_dir() . '/task-' . $_SERVER['SILVER_TASK'], file_get_contents('php://input'));
+  exit;
+}
 // Wedges that say when they have started (in the app's tmp/), for the test to hang up then.
 $wedges = ['/blog/busy' => 'busy', '/blog/lock' => 'lock', '/blog/stuck' => 'stuck'];
 $wedge = $wedges[$_SERVER['SCRIPT_NAME']] ?? null;
@@ -174,6 +180,18 @@ fn the_runner_contract_holds_under_a_prefix() {
         (&"ping".into(), &"cron".into())
     );
     assert_eq!(env["script_name"], "/blog/");
+    // A task queued with silver_task_add runs, with its body, marked as the queue's.
+    let id = get(&agent.front, "php.localhost", "/blog/enqueue");
+    assert_eq!(id.status, 200, "{id:?}");
+    let ran = agent
+        .root
+        .join(format!("apps/contract/tmp/task-{}", id.body));
+    common::eventually(
+        std::time::Duration::from_secs(20),
+        "the PHP task ran",
+        || std::fs::read(&ran).map_err(|e| e.to_string()),
+    );
+    assert_eq!(std::fs::read(&ran).unwrap(), b"hi\0");
     // Dotfiles under php_root are not served; `..` never climbs out of it.
     assert_ne!(
         get(&agent.front, "php.localhost", "/blog/.htaccess").body,

@@ -83,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 "Dropped"
             };
-            ui::status(verb, &ui::count(done.len() as u32, "task"));
+            ui::status(verb, ui::count(done.len() as u32, "task"));
             done.iter().for_each(|id| out!("{id}"));
             Ok(())
         }

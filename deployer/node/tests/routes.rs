@@ -87,6 +87,17 @@ fn app_routes(app: &str) -> Vec<(Method, String, &'static str)> {
             format!("/v1/apps/{app}/cron/run"),
             r#"{"job":"tick"}"#,
         ),
+        (Method::GET, format!("/v1/apps/{app}/tasks"), ""),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/tasks/retry"),
+            r#"{"ids":null}"#,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{app}/tasks/drop"),
+            r#"{"ids":null}"#,
+        ),
         (
             Method::POST,
             format!("/v1/apps/{app}/deactivate"),

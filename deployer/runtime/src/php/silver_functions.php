@@ -57,3 +57,47 @@ function silver_call_next($default = NULL, $url_path = NULL) {
     $_SERVER['PHP_SELF'] = $path;
     return $path;
 }
+
+/*
+ * silver_task_add($path, $options): queues a task, an internal request the node makes to the
+ * live release later, retried until it answers 2xx (as silversupport.tasks.add does for
+ * Python). $options: 'body' (a string), 'method' (default POST), 'delay' (seconds), 'eta'
+ * (a Unix time), 'key' (an idempotency key), 'content_type'. Returns the task's id once it
+ * is stored durably; throws a RuntimeException saying why the node refused it (code 429: the
+ * queue is full).
+ */
+function silver_task_add($path, $options = array()) {
+    $task = array('path' => $path, 'method' => isset($options['method']) ? $options['method'] : 'POST');
+    if (isset($options['body'])) {
+        $task['body_base64'] = base64_encode($options['body']);
+    }
+    if (isset($options['delay'])) {
+        $task['delay'] = (float) $options['delay'];
+    }
+    if (isset($options['eta'])) {
+        $task['eta'] = gmdate('Y-m-d\TH:i:s\Z', (int) $options['eta']);
+    }
+    foreach (array('key', 'content_type') as $name) {
+        if (isset($options[$name])) {
+            $task[$name] = $options[$name];
+        }
+    }
+    $json = json_encode($task);
+    $socket = getenv('SILVER_TASKS_SOCKET');
+    $conn = @stream_socket_client("unix://$socket", $errno, $errstr, 30);
+    if ($conn === false) {
+        throw new RuntimeException("cannot reach the task queue at $socket: $errstr");
+    }
+    fwrite($conn, "POST /tasks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        . "Content-Length: " . strlen($json) . "\r\nConnection: close\r\n\r\n" . $json);
+    $answer = stream_get_contents($conn);
+    fclose($conn);
+    $parts = explode("\r\n\r\n", $answer, 2);
+    $status = (int) substr($parts[0], 9, 3);
+    $said = json_decode(isset($parts[1]) ? $parts[1] : '', true);
+    if ($status === 200 || $status === 201) {
+        return $said['id'];
+    }
+    $message = isset($said['error']) ? $said['error'] : "the node answered $status";
+    throw new RuntimeException($message, $status);
+}
