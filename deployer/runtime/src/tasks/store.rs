@@ -232,9 +232,10 @@ mod tests {
         let dir = Dir::open(&tmp.path().join("tasks")).unwrap();
         let id = TaskId::new(Utc::now(), "abcdef012345");
         let body = b"line one\n\x00\xffbinary\n".to_vec();
-        dir.put(Shelf::Queue, &id, &header(&body), &body).unwrap();
+        let written = header(&body);
+        dir.put(Shelf::Queue, &id, &written, &body).unwrap();
         let (got, got_body) = dir.get(Shelf::Queue, &id).unwrap();
-        assert_eq!((got, got_body), (header(&body), body.clone()));
+        assert_eq!((got, got_body), (written, body.clone()));
         let loaded = dir.load().unwrap();
         assert_eq!(loaded.queued.len(), 1);
         dir.remove(Shelf::Queue, &id).unwrap();
