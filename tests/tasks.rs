@@ -30,6 +30,8 @@ def application(environ, start_response):
             id = tasks.add(q["to"], body=q.get("body", "").encode() + b"\x00\xff", **extra)
         except tasks.QueueFull as e:
             return answer(start_response, "429 Too Many Requests", "full: %s" % e)
+        except tasks.TaskError as e:
+            return answer(start_response, "502 Bad Gateway", "refused: %s" % e)
         return answer(start_response, "200 OK", id)
     task = environ.get("silver.task")
     if not task:
@@ -249,6 +251,13 @@ fn a_fleets_tasks_live_in_its_shared_postgresql_and_outlive_a_dead_node() {
     let shared = tmp.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Over TLS, the server's certificate checked against a root of the operator's.
+    let root = pg.enable_tls();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.admin_url(),
+        root.display()
+    );
     let log = shared.join("task-log");
     // Each node's app is its own user: both append to it.
     std::fs::write(&log, "").unwrap();
@@ -256,7 +265,7 @@ fn a_fleets_tasks_live_in_its_shared_postgresql_and_outlive_a_dead_node() {
     let ini = format!(
         "default_location = tasks.test\nshared_database = SHARED_DB\n\
          [variables]\nSHARED_DB = {}\nTASK_LOG = {}\n",
-        pg.admin_url(),
+        url,
         log.display()
     );
     let app = tmp.path().join("tasky");

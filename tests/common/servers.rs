@@ -103,6 +103,71 @@ impl Cluster {
     pub fn admin_url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// Turns TLS on, with a certificate for 127.0.0.1 from a CA of its own (made with
+    /// `openssl`); answers with the CA's certificate, to trust as a root.
+    pub fn enable_tls(&self) -> PathBuf {
+        let (cert, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        let ca = self.dir.join("../pg-ca.crt");
+        let script = "set -e; cd \"$WORK\"
+            ec='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+            openssl req -x509 $ec -days 2 -subj '/CN=test CA' -keyout pg-ca.key -out pg-ca.crt
+            openssl req $ec -subj /CN=127.0.0.1 -keyout \"$KEY\" -out server.csr
+            printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > server.ext
+            openssl x509 -req -days 2 -in server.csr -CA pg-ca.crt -CAkey pg-ca.key \\
+              -CAcreateserial -extfile server.ext -out \"$CERT\"";
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .env("WORK", self.dir.parent().unwrap())
+            .env("KEY", &key)
+            .env("CERT", &cert)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if rustix_is_root() {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .args([&cert, &key])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let conf = self.dir.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        let out = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.dir)
+            .arg("reload")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The reload is asynchronous: wait until a TLS client is answered.
+        let ready = (0..100).any(|_| {
+            let ok = Command::new("openssl")
+                .args(["s_client", "-starttls", "postgres", "-connect"])
+                .arg(format!("127.0.0.1:{}", self.port))
+                .stdin(std::process::Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok
+        });
+        assert!(ready, "PostgreSQL did not turn TLS on");
+        ca
+    }
 }
 
 impl Drop for Cluster {

@@ -25,7 +25,17 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct SharedDb {
     config: tokio_postgres::Config,
+    /// `sslmode=verify-full` (or `verify-ca`): the server's certificate must chain to the
+    /// system's roots, or to `sslrootcert`'s.
+    verify: Option<Verify>,
     pub shown: String,
+}
+
+/// How a server's certificate is checked.
+#[derive(Clone)]
+enum Verify {
+    SystemRoots,
+    RootCert(std::path::PathBuf),
 }
 
 /// What a node may do about a tick.
@@ -48,7 +58,12 @@ pub struct Held {
 }
 
 impl SharedDb {
+    /// Reads a `postgresql://` URL. `sslmode` is libpq's: `disable`, `prefer` (the default) and
+    /// `require` encrypt when they do without checking the server's certificate, as libpq
+    /// does; `verify-ca` and `verify-full` check it against the system's roots or
+    /// `sslrootcert`, and the host name too.
     pub fn parse(url: &str) -> Result<SharedDb, Error> {
+        let (url, verify) = tls_mode(url);
         let config: tokio_postgres::Config = url.parse().map_err(|source| Error::SharedDb {
             shown: "(its URL does not parse)".into(),
             source,
@@ -63,6 +78,7 @@ impl SharedDb {
         Ok(SharedDb {
             shown: format!("{host}:{port}/{db}"),
             config,
+            verify,
         })
     }
 
@@ -153,9 +169,11 @@ impl SharedDb {
 
     /// A new session, with silver's tables made if they are not there yet.
     pub(crate) async fn connect(&self) -> Result<Client, Error> {
+        let tls = tls::connector(self.verify.as_ref())
+            .map_err(|e| Error::io(std::path::Path::new("sslrootcert"), e))?;
         let (client, connection) = self
             .config
-            .connect(tokio_postgres::NoTls)
+            .connect(tls)
             .await
             .map_err(|source| self.failed(source))?;
         tokio::spawn(connection);
@@ -202,6 +220,133 @@ impl Held {
     }
 }
 
+/// The URL without the `sslmode` and `sslrootcert` that tokio-postgres does not read (libpq's
+/// `verify-ca`, `verify-full`), and how they ask for the server to be checked.
+fn tls_mode(url: &str) -> (String, Option<Verify>) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (url.to_string(), None);
+    };
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let verifying = matches!(get("sslmode").as_deref(), Some("verify-ca" | "verify-full"));
+    let root = get("sslrootcert");
+    if !verifying && root.is_none() {
+        return (url.to_string(), None);
+    }
+    let kept: Vec<&(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "sslmode" && k != "sslrootcert")
+        .collect();
+    let mut query = parsed.query_pairs_mut();
+    query.clear();
+    for (k, v) in kept {
+        query.append_pair(k, v);
+    }
+    query.append_pair("sslmode", "require");
+    drop(query);
+    let verify = match root {
+        Some(path) => Verify::RootCert(path.into()),
+        None => Verify::SystemRoots,
+    };
+    (parsed.to_string(), Some(verify))
+}
+
+mod tls {
+    //! TLS to the shared database, with rustls (as the rest of silver).
+
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    use super::Verify;
+
+    pub fn connector(
+        verify: Option<&Verify>,
+    ) -> std::io::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?;
+        let config = match verify {
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
+                .with_no_client_auth(),
+            Some(verify) => builder
+                .with_root_certificates(roots(verify)?)
+                .with_no_client_auth(),
+        };
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    }
+
+    fn roots(verify: &Verify) -> std::io::Result<rustls::RootCertStore> {
+        let mut store = rustls::RootCertStore::empty();
+        let certs: Vec<CertificateDer<'static>> = match verify {
+            Verify::SystemRoots => rustls_native_certs::load_native_certs().certs,
+            Verify::RootCert(path) => {
+                use rustls::pki_types::pem::PemObject;
+                CertificateDer::pem_file_iter(path)
+                    .map_err(std::io::Error::other)?
+                    .collect::<Result<_, _>>()
+                    .map_err(std::io::Error::other)?
+            }
+        };
+        store.add_parsable_certificates(certs);
+        Ok(store)
+    }
+
+    /// libpq's `sslmode=prefer` and `require`: the session is encrypted, and the server's
+    /// certificate is taken as it comes (Debian's PostgreSQL serves a self-signed one). It
+    /// blocks eavesdropping, not a server that pretends; `verify-full` blocks both.
+    #[derive(Debug)]
+    struct Unchecked(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for Unchecked {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = &self.0.signature_verification_algorithms;
+            rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = &self.0.signature_verification_algorithms;
+            rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
 /// silver's tables in the shared database: cron ticks, and the fleet's task queue
 /// (`tasks::fleet`). Made under a lock, as several nodes may start at once.
 const SCHEMA: &str = "BEGIN; SELECT pg_advisory_xact_lock(7262830391257611);
@@ -234,4 +379,40 @@ pub(crate) fn lock_key(parts: &[&str]) -> i64 {
         .try_into()
         .unwrap_or_default();
     i64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A URL as given, against what tokio-postgres is handed and how the server is checked.
+    fn check(url: &str, handed: &str, verify: Option<&str>) {
+        let (got, how) = tls_mode(url);
+        let how = how.map(|v| match v {
+            Verify::SystemRoots => "system".to_string(),
+            Verify::RootCert(p) => p.display().to_string(),
+        });
+        assert_eq!((got.as_str(), how.as_deref()), (handed, verify), "{url}");
+    }
+
+    #[test]
+    fn libpq_ssl_modes_become_a_connector() {
+        let plain = "postgresql://u:p@db.internal:5433/app";
+        check(plain, plain, None);
+        let required = "postgresql://u:p@db.internal/app?sslmode=require";
+        check(required, required, None);
+        check(
+            "postgresql://u:p@db.internal/app?sslmode=verify-full&application_name=x",
+            "postgresql://u:p@db.internal/app?application_name=x&sslmode=require",
+            Some("system"),
+        );
+        check(
+            "postgresql://u:p@db.internal/app?sslmode=verify-ca&sslrootcert=/etc/ssl/db.pem",
+            "postgresql://u:p@db.internal/app?sslmode=require",
+            Some("/etc/ssl/db.pem"),
+        );
+        // The password never shows: only host, port and database do.
+        let db = SharedDb::parse("postgresql://u:secret@db.internal:5433/app").unwrap();
+        assert_eq!(db.shown, "db.internal:5433/app");
+    }
 }
