@@ -33,7 +33,7 @@ pub struct SharedDb {
 
 /// How a server's certificate is checked.
 #[derive(Clone)]
-enum Verify {
+pub(crate) enum Verify {
     SystemRoots,
     RootCert(std::path::PathBuf),
 }
@@ -266,7 +266,7 @@ mod tls {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{DigitallySignedStruct, SignatureScheme};
 
-    use super::Verify;
+    use crate::shared::Verify;
 
     pub fn connector(
         verify: Option<&Verify>,
