@@ -1698,3 +1698,25 @@ fn debug_single_process_runs_one_worker_until_the_next_deploy() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(booted(&id[3..15]) > 1);
 }
+
+/// gunicorn takes any `OSError` from an app for an error on its socket and hangs up without an
+/// answer; through silver's shim an app's own (a file it cannot open) answers 500, as any other
+/// exception does.
+#[test]
+fn an_app_that_raises_os_error_answers_500_not_a_hang_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&tmp.path().join("node"), &[]);
+    let app = tmp.path().join("oserr");
+    let code = r#"
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/fail":
+        open("/nonexistent/dir/file")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"#;
+    wsgi_app(&app, "oserr", "default_location = oserr.test\n", code);
+    agent.deployed(&tmp.path().join("cache"), &app, &[]);
+    let got = get(&agent.front, "oserr.test", "/fail");
+    assert_eq!(got.status, 500, "{got:?}");
+    assert_eq!(get(&agent.front, "oserr.test", "/").body, "ok");
+}

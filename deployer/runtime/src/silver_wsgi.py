@@ -31,6 +31,7 @@ Each replacement is logged with the request's method, path and time.
 """
 
 import ctypes
+import errno
 import importlib.util
 import os
 import queue
@@ -137,6 +138,10 @@ def _stop(current, why):
             ctypes.c_ulong(_request_ident), ctypes.py_object(_Abandoned))
     elif time.monotonic() - _stopping[1] > _STOP_GRACE:
         _replace(current, "did not stop")
+
+
+class AppError(Exception):
+    """An `OSError` the app raised, carried to gunicorn as an error of the app's (a 500)."""
 
 
 class _Abandoned(BaseException):
@@ -327,6 +332,13 @@ def application(environ, start_response):
         _request_done()
         start_response("503 Service Unavailable", [("Content-Length", "0")], sys.exc_info())
         return []
+    except OSError as e:
+        _request_done()
+        if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+            raise  # the client's socket: gunicorn hangs up quietly, rightly
+        # gunicorn takes any other OSError for its socket's and hangs up without an answer;
+        # the app's own (a file it may not open) is a 500, as any other exception is.
+        raise AppError("%s: %s" % (type(e).__name__, e)) from e
     except BaseException:
         _request_done()
         raise
