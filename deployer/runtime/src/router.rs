@@ -27,6 +27,7 @@ use silver_types::appconfig::Location;
 use tower::ServiceExt;
 
 use crate::front_door::Scheme;
+use crate::static_cache::StaticCache;
 
 /// A web process the router sends requests to; counts the requests it is serving so the old
 /// release can be drained before it stops.
@@ -414,7 +415,7 @@ pub struct AppRoute {
 /// The routing table, shared by the front door and the runtime.
 #[derive(Clone, Default)]
 pub struct Routes {
-    table: Arc<RwLock<Arc<HashMap<AppName, AppRoute>>>>,
+    table: Arc<RwLock<Arc<HashMap<AppName, Arc<AppRoute>>>>>,
     /// Per app, whether requests that may write go on to it now (`hold_writes`).
     gates: Arc<std::sync::Mutex<HashMap<AppName, Gate>>>,
     /// Bumped on every change, for whoever follows the table (certificates follow its hosts).
@@ -457,13 +458,13 @@ impl Drop for Writing {
 
 impl Routes {
     pub fn get(&self, app: &AppName) -> Option<AppRoute> {
-        self.snapshot().get(app).cloned()
+        self.snapshot().get(app).map(|r| (**r).clone())
     }
 
     /// Replaces an app's route in one step: requests that arrive after this see only the new one.
     pub fn set(&self, app: &AppName, route: AppRoute) {
         self.edit(|t| {
-            t.insert(app.clone(), route);
+            t.insert(app.clone(), Arc::new(route));
         });
     }
 
@@ -477,7 +478,7 @@ impl Routes {
     /// a restart, the release the live one replaced: pages it served may still be out there).
     pub fn keep_static(&self, app: &AppName, label: String, dir: PathBuf) {
         self.edit(|t| {
-            if let Some(r) = t.get_mut(app) {
+            if let Some(r) = t.get_mut(app).map(Arc::make_mut) {
                 if !r.statics.iter().any(|(l, _)| *l == label) {
                     r.statics.push((label, dir));
                 }
@@ -487,7 +488,7 @@ impl Routes {
 
     pub fn set_maintenance(&self, app: &AppName, on: bool) {
         self.edit(|t| {
-            if let Some(r) = t.get_mut(app) {
+            if let Some(r) = t.get_mut(app).map(Arc::make_mut) {
                 r.maintenance = on;
             }
         });
@@ -511,14 +512,15 @@ impl Routes {
         })
     }
 
-    /// The app for a request, with the path prefix it matched.
-    pub fn resolve(&self, host: &str, path: &str) -> Option<(AppName, AppRoute, String)> {
+    /// The app for a request, with the path prefix it matched. (The route is shared, not
+    /// copied: this runs for every request.)
+    pub fn resolve(&self, host: &str, path: &str) -> Option<(AppName, Arc<AppRoute>, String)> {
         let table = self.snapshot();
         let host = normalize_host(host);
         let bare = strip_port(&host);
         // (host tier, host specificity, prefix length): the highest wins.
         type Rank = (u8, usize, usize);
-        let mut best: Option<(Rank, &AppName, &AppRoute, &str)> = None;
+        let mut best: Option<(Rank, &AppName, &Arc<AppRoute>, &str)> = None;
         for (app, route) in table.iter() {
             for loc in &route.locations {
                 let Some(host_rank) = host_rank(&loc.host, &host, bare) else {
@@ -591,11 +593,11 @@ impl Routes {
         self.version.subscribe()
     }
 
-    fn snapshot(&self) -> Arc<HashMap<AppName, AppRoute>> {
+    fn snapshot(&self) -> Arc<HashMap<AppName, Arc<AppRoute>>> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn edit(&self, f: impl FnOnce(&mut HashMap<AppName, AppRoute>)) {
+    fn edit(&self, f: impl FnOnce(&mut HashMap<AppName, Arc<AppRoute>>)) {
         let mut guard = self.table.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**guard).clone();
         f(&mut next);
@@ -722,7 +724,7 @@ async fn routed(
     front: &Front,
     request: Request,
     app: &AppName,
-    route: AppRoute,
+    route: Arc<AppRoute>,
     host: &str,
     path: &str,
     prefix: &str,
@@ -735,7 +737,9 @@ async fn routed(
         "/" => path,
         p => &path[p.len()..],
     };
-    if let Some((dir, file, versioned)) = static_file(&route, rest, request.method()) {
+    if let Some((dir, file, versioned)) =
+        static_file(&front.statics, &route, rest, request.method())
+    {
         return serve_static(&front.statics, request, &dir, &file, versioned).await;
     }
     if let Some(root) = route.writable_root.as_deref().filter(|_| is_read(&request)) {
@@ -745,7 +749,7 @@ async fn routed(
         }
     }
     if let Some(root) = route.php_root.as_deref().filter(|_| is_read(&request)) {
-        if let Some(file) = php_static(root, rest) {
+        if let Some(file) = php_static(&front.statics, root, rest) {
             return serve_static(&front.statics, request, root, &file, false).await;
         }
     }
@@ -763,7 +767,7 @@ async fn routed(
             None => (route, Some(writing)),
         }
     };
-    match route.backend {
+    match route.backend.clone() {
         Some(backend) => {
             let deadline = route.request_timeout;
             let scheme = scheme(&request);
@@ -815,7 +819,7 @@ async fn versioned_static(front: &Front, rest: &str, request: Request) -> Respon
     let method = request.method().clone();
     let found = rest.split_once('/').and_then(|(label, file)| {
         let dir = routes.static_dir(label)?;
-        exists(&dir, file).then(|| (dir, format!("/{file}")))
+        exists(&front.statics, &dir, file).then(|| (dir, format!("/{file}")))
     });
     match found {
         Some((dir, file))
@@ -914,6 +918,7 @@ fn is_read(request: &Request) -> bool {
 /// `/static/<id12>/x` from that release (cached for good), `/static/x` from the live one. An app
 /// with no web process serves its whole `static/` at its root.
 fn static_file(
+    cache: &StaticCache,
     route: &AppRoute,
     rest: &str,
     method: &axum::http::Method,
@@ -926,10 +931,10 @@ fn static_file(
     if let Some(after) = rest.strip_prefix("/static/") {
         if let Some((label, file)) = after.split_once('/') {
             if let Some((_, dir)) = route.statics.iter().find(|(l, _)| l == label) {
-                return exists(dir, file).then(|| (dir.clone(), format!("/{file}"), true));
+                return exists(cache, dir, file).then(|| (dir.clone(), format!("/{file}"), true));
             }
         }
-        if exists(live, after) {
+        if exists(cache, live, after) {
             return Some((live.clone(), format!("/{after}"), false));
         }
     }
@@ -943,18 +948,19 @@ fn static_file(
 /// never a `.php` file (its source would be shown instead of run; any case, since a file
 /// system may fold it), and never a dotfile (`.htaccess`, `.git/`, `.env`: configuration, not
 /// content).
-fn php_static(root: &Path, rest: &str) -> Option<String> {
+fn php_static(cache: &StaticCache, root: &Path, rest: &str) -> Option<String> {
     let file = rest.trim_start_matches('/');
     let decoded = percent_encoding::percent_decode_str(file)
         .decode_utf8()
         .ok()?;
     let hidden = decoded.split('/').any(|c| c.starts_with('.'));
     let php = decoded.to_ascii_lowercase().ends_with(".php");
-    (!file.is_empty() && !hidden && !php && exists(root, file)).then(|| format!("/{file}"))
+    (!file.is_empty() && !hidden && !php && exists(cache, root, file)).then(|| format!("/{file}"))
 }
 
-/// Whether `dir/file` (percent-decoded) is a regular file inside `dir`.
-fn exists(dir: &Path, file: &str) -> bool {
+/// Whether `dir/file` (percent-decoded) is a regular file inside `dir`. One the cache holds is
+/// (release files never change), which spares the `stat` most requests for a small file made.
+fn exists(cache: &StaticCache, dir: &Path, file: &str) -> bool {
     let Ok(decoded) = percent_encoding::percent_decode_str(file).decode_utf8() else {
         return false;
     };
@@ -962,7 +968,11 @@ fn exists(dir: &Path, file: &str) -> bool {
     let safe = decoded
         .split('/')
         .all(|c| !c.is_empty() && c != ".." && c != "." && !c.contains('\0'));
-    safe && dir.join(&*decoded).is_file()
+    if !safe {
+        return false;
+    }
+    let path = dir.join(&*decoded);
+    cache.holds(&path) || path.is_file()
 }
 
 async fn serve_static(
@@ -1459,7 +1469,11 @@ mod tests {
         }
         std::fs::write(dir.path().join("secret.txt"), "x").unwrap();
         let check = |rest: &str, expected: Option<&str>| {
-            assert_eq!(php_static(&root, rest).as_deref(), expected, "{rest}");
+            assert_eq!(
+                php_static(&StaticCache::default(), &root, rest).as_deref(),
+                expected,
+                "{rest}"
+            );
         };
         check("/a.css", Some("/a.css"));
         check("/index.php", None);

@@ -67,6 +67,11 @@ impl StaticCache {
         response.ok()
     }
 
+    /// Whether `path` is held (so it is a file: only files are).
+    pub fn holds(&self, path: &Path) -> bool {
+        self.lock().files.contains_key(path)
+    }
+
     fn get(&self, path: &Path) -> Option<Arc<Cached>> {
         if let Some(hit) = self.lock().files.get(path) {
             return Some(hit.clone());
