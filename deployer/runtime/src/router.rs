@@ -412,10 +412,13 @@ pub struct AppRoute {
     pub php_root: Option<PathBuf>,
 }
 
+/// Every app's route, each shared by the requests that read it.
+type Table = HashMap<AppName, Arc<AppRoute>>;
+
 /// The routing table, shared by the front door and the runtime.
 #[derive(Clone, Default)]
 pub struct Routes {
-    table: Arc<RwLock<Arc<HashMap<AppName, Arc<AppRoute>>>>>,
+    table: Arc<RwLock<Arc<Table>>>,
     /// Per app, whether requests that may write go on to it now (`hold_writes`).
     gates: Arc<std::sync::Mutex<HashMap<AppName, Gate>>>,
     /// Bumped on every change, for whoever follows the table (certificates follow its hosts).
@@ -593,11 +596,11 @@ impl Routes {
         self.version.subscribe()
     }
 
-    fn snapshot(&self) -> Arc<HashMap<AppName, Arc<AppRoute>>> {
+    fn snapshot(&self) -> Arc<Table> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn edit(&self, f: impl FnOnce(&mut HashMap<AppName, Arc<AppRoute>>)) {
+    fn edit(&self, f: impl FnOnce(&mut Table)) {
         let mut guard = self.table.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**guard).clone();
         f(&mut next);
