@@ -228,7 +228,7 @@ def application(environ, start_response):
     if job:
         # One line as the run starts and one as it ends, naming the node (its app directory).
         node = os.environ["HOME"].split(os.sep)[-5]  # …/a/node/apps/fleety/data
-        minute = time.strftime("%H:%M", time.gmtime())
+        minute = environ["silver.cron_tick"][11:16]  # the tick's, as every node names it
         with open(os.environ["TICKS"], "a") as f:
             f.write("%s %s start %s\n" % (minute, job, node))
         if job == "tick":

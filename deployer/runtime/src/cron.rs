@@ -138,6 +138,11 @@ async fn schedule(release: Arc<Release>, running: Arc<Running>) {
             continue;
         }
         tokio::time::sleep(wait).await;
+        // The monotonic clock the sleep ran on and the wall clock ticks are named by may
+        // disagree by a moment: a job never starts before its tick.
+        if let Ok(early) = (at - Utc::now()).to_std() {
+            tokio::time::sleep(early).await;
+        }
         let job = &release.jobs[i];
         start(&release, &running, job, at, Why::Scheduled);
         next[i] = job.next_after(at);
@@ -305,7 +310,7 @@ async fn run_once(
     let started = Utc::now();
     let clock = std::time::Instant::now();
     let (ok, outcome, tail) = match &job.target {
-        CronTarget::Path(path) => request(release, &job.name, path, deadline).await,
+        CronTarget::Path(path) => request(release, &job.name, tick, path, deadline).await,
         CronTarget::Script(command) => command_run(release, command, deadline).await,
     };
     let line = format!(
@@ -327,10 +332,13 @@ async fn run_once(
     }
 }
 
-/// An internal GET to the release's web process, marked as cron's (`X-Silver-Cron`).
+/// An internal GET to the release's web process, marked as cron's (`X-Silver-Cron`), with the
+/// tick it is for (`X-Silver-Cron-Tick`, the same on every node and every retry: a key to make
+/// a job's work idempotent by).
 async fn request(
     release: &Release,
     job: &str,
+    tick: DateTime<Utc>,
     path: &str,
     deadline: Duration,
 ) -> (bool, String, String) {
@@ -340,7 +348,10 @@ async fn request(
         body: Default::default(),
         content_type: None,
         kind: "cron",
-        marks: vec![("x-silver-cron", job.to_string())],
+        marks: vec![
+            ("x-silver-cron", job.to_string()),
+            ("x-silver-cron-tick", tick.to_rfc3339()),
+        ],
         deadline,
     };
     let answer = crate::internal::send(&release.target, request).await;

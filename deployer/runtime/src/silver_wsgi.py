@@ -303,8 +303,10 @@ def application(environ, start_response):
     # A [cron] job's request: the job's name (as App Engine's X-Appengine-Cron says a request
     # is cron's, which no client can forge either).
     cron = environ.pop("HTTP_X_SILVER_CRON", "")
+    tick = environ.pop("HTTP_X_SILVER_CRON_TICK", "")
     if cron and internal == "cron":
         environ["silver.cron"] = cron
+        environ["silver.cron_tick"] = tick
     # A queued task's request: its id and which attempt this is (1 for the first).
     task = environ.pop("HTTP_X_SILVER_TASK", "")
     attempt = environ.pop("HTTP_X_SILVER_TASK_ATTEMPT", "")

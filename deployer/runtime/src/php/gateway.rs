@@ -336,6 +336,7 @@ fn params<'a>(
     let cron = get("x-silver-cron");
     if internal == "cron" && !cron.is_empty() {
         set("SILVER_CRON", cron);
+        set("SILVER_CRON_TICK", get("x-silver-cron-tick"));
     }
     // A queued task's request: `$_SERVER['SILVER_TASK']` is its id.
     let task = get("x-silver-task");
