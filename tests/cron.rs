@@ -35,17 +35,7 @@ const JOBS_V1: &str = "tick = * * * * * /tick\n\
     slow = @yearly script:touch $TMPDIR/slow-started; sleep 2; echo slept\n";
 
 fn jobs(agent: &Agent) -> serde_json::Value {
-    let out = agent
-        .silver()
-        .args(["cron", "crony", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout(&out)).unwrap()
+    agent.json(&["cron", "crony"])
 }
 
 fn job<'a>(jobs: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {

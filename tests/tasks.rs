@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, get, request, stdout, wsgi_app, Agent};
+use common::{eventually, get, request, wsgi_app, Agent};
 
 const APP: &str = r#"
 import json, os, urllib.parse
@@ -71,33 +71,11 @@ fn enqueue(agent: &Agent, query: &str) -> (u16, String) {
 }
 
 fn tasks(agent: &Agent) -> serde_json::Value {
-    let out = agent
-        .silver()
-        .args(["tasks", "tasky", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout(&out)).unwrap()
+    agent.json(&["tasks", "tasky"])
 }
 
 fn silver_tasks(agent: &Agent, words: &[&str]) -> serde_json::Value {
-    let out = agent
-        .silver()
-        .arg("tasks")
-        .args(words)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout(&out)).unwrap()
+    agent.json(&[&["tasks"][..], words].concat())
 }
 
 #[test]

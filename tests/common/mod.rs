@@ -252,6 +252,13 @@ impl Agent {
     }
 
     /// As `silver`, for a command the test talks to while it runs.
+    /// `silver ARGS... --json` against this node, which must succeed: what it printed, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.silver().args(args).arg("--json").output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    }
+
     pub fn spawn_silver(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("silver"));
         cmd.env("NO_COLOR", "1")
